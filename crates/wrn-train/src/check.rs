@@ -1,0 +1,85 @@
+//! A device check: times forward+backward passes of a WRN on random input, so a user (and the GPU
+//! check script) can see that a device computes and how fast, before committing hours to it.
+
+use std::time::Instant;
+
+use serde::Serialize;
+use tch::nn::{self, ModuleT};
+use tch::{Device, Kind, Tensor};
+use wrn_nets::{WideResNet, WrnConfig};
+
+/// The outcome of [`forward_backward`].
+#[derive(Debug, Clone, Serialize)]
+pub struct DeviceCheck {
+    pub arch: String,
+    pub device: String,
+    pub batch: i64,
+    pub steps: usize,
+    pub parameters: i64,
+    /// Cross-entropy of the last step (finite when the device computes sensibly).
+    pub loss: f64,
+    pub images_per_second: f64,
+}
+
+/// Errors of the device check.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    #[error("the device check on {device} failed: {source}")]
+    Torch { device: String, source: tch::TchError },
+    #[error("the device check on {device} produced a non-finite loss ({loss})")]
+    NonFinite { device: String, loss: f64 },
+}
+
+/// Runs one warm-up step and `steps` timed forward+backward steps of `arch` at `batch` on `device`.
+pub fn forward_backward(arch: &WrnConfig, device: Device, batch: i64, steps: usize) -> Result<DeviceCheck, CheckError> {
+    let name = format!("{device:?}").to_lowercase();
+    let torch = |source| CheckError::Torch { device: name.clone(), source };
+    tch::manual_seed(0);
+    let vs = nn::VarStore::new(device);
+    let net = WideResNet::new(&vs.root(), arch);
+    let x = Tensor::f_randn([batch, 3, 32, 32], (Kind::Float, device)).map_err(torch)?;
+    let y = Tensor::f_randint(arch.num_classes, [batch], (Kind::Int64, device)).map_err(torch)?;
+    let step = || -> Result<f64, tch::TchError> {
+        vs.trainable_variables().iter_mut().for_each(Tensor::zero_grad);
+        let loss = net.forward_t(&x, true).f_cross_entropy_loss::<Tensor>(&y, None, tch::Reduction::Mean, -100, 0.0)?;
+        loss.f_backward()?;
+        f64::try_from(&loss)
+    };
+    step().map_err(torch)?;
+    let start = Instant::now();
+    let mut loss = 0.0;
+    for _ in 0..steps {
+        loss = step().map_err(torch)?;
+    }
+    if let Device::Cuda(index) = device {
+        tch::Cuda::synchronize(index as i64);
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    if !loss.is_finite() {
+        return Err(CheckError::NonFinite { device: name, loss });
+    }
+    Ok(DeviceCheck {
+        arch: arch.to_string(),
+        device: name,
+        batch,
+        steps,
+        parameters: wrn_nets::parameter_count(&vs),
+        loss,
+        images_per_second: (batch as f64 * steps as f64) / seconds.max(1e-9),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cpu_check_computes_a_sensible_loss() {
+        let check = forward_backward(&"wrn-10-1".parse().unwrap(), Device::Cpu, 8, 1).unwrap();
+        // Random labels over 10 classes: the loss of a freshly initialised net is near ln(10) = 2.3.
+        assert!(check.loss > 0.5 && check.loss < 20.0, "{}", check.loss);
+        assert!(check.images_per_second > 0.0);
+        assert_eq!(check.device, "cpu");
+        assert_eq!(check.parameters, 77_850);
+    }
+}

@@ -1,0 +1,16 @@
+//! The training runner: everything between a batch of pixels and a run folder.
+//!
+//! - [`check`]: a timed forward+backward of a WRN, to see that a device computes and how fast.
+//! - [`runtime`]: loading libtorch's CUDA backend at run time, choosing the device, sizing the libtorch
+//!   and rayon thread pools so they do not oversubscribe the cores.
+//! - [`environment`]: what this process runs on (versions, libraries, GPUs, threads, directories); shown by
+//!   `wrn doctor` and recorded in every run folder.
+
+pub mod check;
+pub mod environment;
+pub mod runtime;
+
+/// The `tch` release this workspace pins; it binds libtorch [`LIBTORCH_VERSION`].
+pub const TCH_VERSION: &str = "0.24.0";
+/// The libtorch release `tch` [`TCH_VERSION`] is built for (major.minor.patch, without the `+cuXXX` tag).
+pub const LIBTORCH_VERSION: &str = "2.11.0";

@@ -1,0 +1,114 @@
+//! `wrn doctor`: prints the environment (human-readable or `--json`) and optionally times a
+//! forward+backward pass on the chosen device.
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use wrn_train::check::{self, DeviceCheck};
+use wrn_train::environment::Environment;
+use wrn_train::runtime::{self, DeviceChoice, ThreadPlan};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Device for --check: auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    device: DeviceChoice,
+    /// Also time a forward+backward pass of a WRN on random input on the device.
+    #[arg(long)]
+    check: bool,
+    /// Architecture for --check.
+    #[arg(long, default_value = "wrn-16-4")]
+    arch: String,
+    /// Batch size for --check.
+    #[arg(long, default_value_t = 64)]
+    batch: i64,
+    /// Timed steps for --check (after one warm-up step).
+    #[arg(long, default_value_t = 3)]
+    steps: usize,
+}
+
+pub fn run(args: Args) -> Result<ExitCode> {
+    let selected = runtime::select_device(args.device)?;
+    if let (true, Some(reason)) = (args.check, &selected.fallback_reason) {
+        tracing::info!("CUDA unavailable, checking on the CPU: {reason}");
+    }
+    let threads = ThreadPlan::from_env(selected.device)?.apply();
+    let env = Environment::collect(env!("CARGO_PKG_VERSION"), env!("WRN_GIT_SHA"), threads);
+    let check = if args.check {
+        Some(check::forward_backward(&args.arch.parse()?, selected.device, args.batch, args.steps)?)
+    } else {
+        None
+    };
+    if args.json {
+        let mut value = serde_json::to_value(&env)?;
+        value["problems"] = serde_json::to_value(env.problems())?;
+        if let Some(check) = &check {
+            value["check"] = serde_json::to_value(check)?;
+        }
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    } else {
+        print_text(&env, check.as_ref());
+    }
+    let problems = env.problems();
+    for problem in &problems {
+        eprintln!("problem: {problem}");
+    }
+    Ok(if problems.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn print_text(env: &Environment, check: Option<&DeviceCheck>) {
+    let unknown = || "unknown".to_string();
+    println!("wrn        {} (git {})", env.wrn_version, env.git_sha);
+    println!("tch        {}", env.tch_version);
+    println!(
+        "libtorch   {} from {}",
+        env.libtorch_version.clone().unwrap_or_else(unknown),
+        env.libtorch_dir.as_ref().map_or_else(unknown, |d| d.display().to_string())
+    );
+    let cuda = &env.cuda;
+    if cuda.available {
+        println!("CUDA       available: {} device(s), cuDNN {}", cuda.device_count, cuda.cudnn_version.unwrap_or(0));
+    } else {
+        println!("CUDA       unavailable: {}", cuda.reason.clone().unwrap_or_else(unknown));
+    }
+    if let Some(lib) = &cuda.backend_library {
+        println!("           backend {}", lib.display());
+    }
+    if let Some(error) = &cuda.driver_error {
+        println!("           driver: {error}");
+    }
+    if let Some(driver) = &cuda.driver {
+        println!("           NVIDIA driver for CUDA {}", driver.cuda_version);
+        for gpu in &driver.devices {
+            println!(
+                "           gpu {}: {}, {:.1} GiB, compute capability {}",
+                gpu.index,
+                gpu.name,
+                gpu.total_memory_bytes as f64 / (1u64 << 30) as f64,
+                gpu.compute_capability
+            );
+        }
+    }
+    let t = &env.threads;
+    println!(
+        "threads    {} cores: libtorch {} intra-op + {} inter-op, data pipeline {}",
+        t.cores, t.torch_intra_op, t.torch_inter_op, t.data_workers
+    );
+    println!("cache      {}", env.cache_dir.display());
+    println!("data       {}", env.data_dir.display());
+    if let Some(c) = check {
+        println!(
+            "check      {} on {} at batch {}: {:.1} images/s forward+backward ({} steps, loss {:.3}, {:.1} M parameters)",
+            c.arch,
+            c.device,
+            c.batch,
+            c.images_per_second,
+            c.steps,
+            c.loss,
+            c.parameters as f64 / 1e6
+        );
+    }
+}

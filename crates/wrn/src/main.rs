@@ -1,0 +1,44 @@
+//! `wrn`: the command line of the Wide Residual Networks reproduction. It parses arguments and calls
+//! the stage crates; it holds no logic of its own.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+mod doctor;
+
+#[derive(Parser)]
+#[command(name = "wrn", version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("WRN_GIT_SHA"), ")"))]
+#[command(about = "Reproduce every table of Wide Residual Networks (Zagoruyko & Komodakis, 2016)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Show versions, where libtorch was loaded from, CUDA devices (or why there are none), threads and
+    /// directories. Exits non-zero when libtorch is unusable.
+    Doctor(doctor::Args),
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("WRN_LOG").unwrap_or_else(|_| "info".into()))
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result: Result<ExitCode> = match cli.command {
+        Command::Doctor(args) => doctor::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
