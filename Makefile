@@ -1,0 +1,54 @@
+# wrn: every target that builds or tests depends on `libtorch`, which makes the pinned CPU libtorch
+# available (ci/libtorch.sh; fast when cached) and writes the environment cargo needs to $(TORCH_ENV).
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+TORCH_ENV := target/libtorch.env
+CARGO := . ./$(TORCH_ENV) && cargo
+WRN := . ./$(TORCH_ENV) && ./target/release/wrn
+
+.PHONY: help libtorch build test test-rust test-bootstrap lint fmt doctor demo bench gpu-check clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 18
+
+libtorch: ## Fetch, verify and unpack libtorch 2.11.0 (CPU) into ~/.cache/wrn (once)
+	@mkdir -p target
+	@ci/libtorch.sh > $(TORCH_ENV).tmp && mv $(TORCH_ENV).tmp $(TORCH_ENV)
+
+build: libtorch ## Build the release binary target/release/wrn
+	$(CARGO) build --release -p wrn
+
+test: lint test-rust test-bootstrap ## Everything CI checks: formatting, clippy, all tests
+
+test-rust: libtorch
+	$(CARGO) test --workspace --all-targets
+
+test-bootstrap:
+	ci/test-libtorch.sh
+
+lint: libtorch ## cargo fmt --check and clippy with warnings as errors
+	cargo fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt: ## Format the code
+	cargo fmt --all
+
+doctor: build ## Show versions, libtorch, CUDA devices, threads and directories
+	$(WRN) doctor
+
+demo: build ## The main job at small scale on CPU (grows as the pipeline lands; see README)
+	@echo "demo: the data, training and report stages are not built yet; this checks the environment"
+	@echo "demo: and times a WRN-16-4 forward+backward on random input on the CPU."
+	$(WRN) doctor --check --device cpu --arch wrn-16-4 --batch 32
+
+bench: libtorch ## Criterion benchmarks (target/criterion/)
+	$(CARGO) bench -p wrn-benches
+
+gpu-check: ## Stage the GPU check bundle in dist/gpu-check (run its run.sh on a GPU machine)
+	ci/gpu-check.sh
+
+clean: ## Remove build outputs (the libtorch cache stays; remove ~/.cache/wrn/libtorch to rebuild it)
+	cargo clean
+	rm -rf dist
