@@ -1,4 +1,4 @@
-//! A device check: times forward+backward passes of a WRN on random input, so a user (and the GPU
+//! A device check: times forward+backward passes of a network on random input, so a user (and the GPU
 //! check script) can see that a device computes and how fast, before committing hours to it.
 
 use std::time::Instant;
@@ -6,7 +6,7 @@ use std::time::Instant;
 use serde::Serialize;
 use tch::nn::{self, ModuleT};
 use tch::{Device, Kind, Tensor};
-use wrn_nets::{WideResNet, WrnConfig};
+use wrn_nets::Arch;
 
 /// The outcome of [`forward_backward`].
 #[derive(Debug, Clone, Serialize)]
@@ -31,14 +31,15 @@ pub enum CheckError {
 }
 
 /// Runs one warm-up step and `steps` timed forward+backward steps of `arch` at `batch` on `device`.
-pub fn forward_backward(arch: &WrnConfig, device: Device, batch: i64, steps: usize) -> Result<DeviceCheck, CheckError> {
+pub fn forward_backward(arch: &Arch, device: Device, batch: i64, steps: usize) -> Result<DeviceCheck, CheckError> {
     let name = format!("{device:?}").to_lowercase();
     let torch = |source| CheckError::Torch { device: name.clone(), source };
     tch::manual_seed(0);
     let vs = nn::VarStore::new(device);
-    let net = WideResNet::new(&vs.root(), arch);
-    let x = Tensor::f_randn([batch, 3, 32, 32], (Kind::Float, device)).map_err(torch)?;
-    let y = Tensor::f_randint(arch.num_classes, [batch], (Kind::Int64, device)).map_err(torch)?;
+    let net = arch.build(&vs.root());
+    let [c, h, w] = arch.input_shape();
+    let x = Tensor::f_randn([batch, c, h, w], (Kind::Float, device)).map_err(torch)?;
+    let y = Tensor::f_randint(arch.num_classes(), [batch], (Kind::Int64, device)).map_err(torch)?;
     let step = || -> Result<f64, tch::TchError> {
         vs.trainable_variables().iter_mut().for_each(Tensor::zero_grad);
         let loss = net.forward_t(&x, true).f_cross_entropy_loss::<Tensor>(&y, None, tch::Reduction::Mean, -100, 0.0)?;
