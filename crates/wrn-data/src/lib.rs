@@ -1,8 +1,28 @@
-//! Datasets for wrn: where they live on disk, and (as the stage grows) their manifests, download,
-//! checksum verification and preparation into the training-ready cache the augmentation stage reads.
+//! Datasets for wrn: manifests, download, checksum verification and preparation into the
+//! training-ready cache the augmentation stage reads.
 //!
-//! Architecture invariant: this crate does not depend on libtorch; it builds and tests without it.
+//! Architecture invariant: this crate does not depend on libtorch, nor on any other stage crate; it
+//! builds and tests without either.
 //!
-//! - [`dirs`]: the cache and data directories, shared with `ci/libtorch.sh`.
+//! - [`dirs`]: the cache and data directories (`ci/libtorch.sh` shares the cache rule).
+//! - [`manifest`]: `datasets/*.toml` as types, with validation.
+//! - [`fetch`]: resumable, verified downloads with retries and mirrors.
+//! - [`verify`]: size-then-SHA-256 checks and verification stamps.
+//! - [`store`]: the layout of the data directory and each dataset's state.
+//! - [`cache`]: the prepared cache, contract 1 (format documented there).
+//! - [`cifar`]: the CIFAR-10/100 binary readers and their preparation.
+//! - [`synth`]: synthetic datasets in the real archive formats.
+//! - [`ops`]: the operations behind `wrn data ...`.
 
+pub mod cache;
+pub mod cifar;
 pub mod dirs;
+pub mod error;
+pub mod fetch;
+pub mod manifest;
+pub mod ops;
+pub mod store;
+pub mod synth;
+pub mod verify;
+
+pub use error::{Error, Result};

@@ -1,0 +1,46 @@
+//! The typed errors of the data stage. Every variant names the file it is about and what is wrong
+//! with it, so a message can be acted on without a debugger.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong while reading manifests, fetching, verifying or preparing data.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("manifest {path}: {detail}")]
+    Manifest { path: PathBuf, detail: String },
+    #[error("unknown dataset `{0}` (known: cifar10, cifar100, svhn, imagenet; or pass --manifest FILE)")]
+    UnknownDataset(String),
+    #[error("{path}: size {actual} bytes, expected {expected} bytes ({kind})")]
+    Size { path: PathBuf, expected: u64, actual: u64, kind: &'static str },
+    #[error("{path}: SHA-256 mismatch: expected {expected}, got {actual}")]
+    Checksum { path: PathBuf, expected: String, actual: String },
+    #[error("archive {path}: {detail}")]
+    Archive { path: PathBuf, detail: String },
+    #[error("{path}: {detail}")]
+    Format { path: PathBuf, detail: String },
+    #[error("prepared cache {path}: {detail}")]
+    Cache { path: PathBuf, detail: String },
+    #[error("could not fetch {file}: {}", attempts.join("; "))]
+    Fetch { file: String, attempts: Vec<String> },
+    #[error("{dataset}: {detail}")]
+    Unsupported { dataset: String, detail: String },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Attaches a path to an `io::Error`.
+pub(crate) trait IoContext<T> {
+    fn at(self, path: impl Into<PathBuf>) -> Result<T>;
+}
+
+impl<T> IoContext<T> for std::io::Result<T> {
+    fn at(self, path: impl Into<PathBuf>) -> Result<T> {
+        self.map_err(|source| Error::Io { path: path.into(), source })
+    }
+}

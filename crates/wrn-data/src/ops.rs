@@ -1,0 +1,69 @@
+//! The operations behind `wrn data ...`, so the binary only parses arguments: choosing manifests,
+//! fetching then preparing, verifying everything on disk, and dispatching to the format readers.
+
+use std::path::Path;
+
+use crate::cifar::{self, PreparedReport};
+use crate::error::{Error, Result};
+use crate::fetch::{self, FetchOptions, Fetched};
+use crate::manifest::{self, Format, Manifest};
+use crate::store::Store;
+use crate::verify;
+
+/// The manifests a command works on: `--manifest FILE`, one built-in dataset, or all built-in ones.
+pub fn manifests(dataset: Option<&str>, manifest_file: Option<&Path>) -> Result<Vec<Manifest>> {
+    match (dataset, manifest_file) {
+        (None, None) => Manifest::all_builtin(),
+        (d, m) => Ok(vec![manifest::resolve(d, m)?]),
+    }
+}
+
+/// Prepares every split of a dataset whose files are verified.
+pub fn prepare(store: &Store, manifest: &Manifest) -> Result<Vec<PreparedReport>> {
+    match manifest.format {
+        Format::Cifar10Binary | Format::Cifar100Binary => cifar::prepare(store, manifest),
+        Format::SvhnMat | Format::ImagenetTars => Err(Error::Unsupported {
+            dataset: manifest.name.clone(),
+            detail: format!("preparing the {:?} format is not implemented yet", manifest.format),
+        }),
+    }
+}
+
+/// Fetches a dataset's files, then prepares it unless `skip_prepare`.
+pub fn fetch_and_prepare(
+    store: &Store,
+    manifest: &Manifest,
+    opts: &FetchOptions,
+    skip_prepare: bool,
+) -> Result<(Vec<Fetched>, Vec<PreparedReport>)> {
+    let fetched = fetch::fetch_dataset(store, manifest, opts)?;
+    let prepared = if skip_prepare { vec![] } else { prepare(store, manifest)? };
+    Ok((fetched, prepared))
+}
+
+/// One line of `wrn data verify`.
+#[derive(Debug)]
+pub struct VerifyLine {
+    pub dataset: String,
+    pub item: String,
+    pub path: std::path::PathBuf,
+    /// `None` when the file is absent.
+    pub result: Option<Result<()>>,
+}
+
+/// Re-hashes every file on disk (ignoring stamps) and every prepared split.
+pub fn verify_all(store: &Store, manifests: &[Manifest]) -> Vec<VerifyLine> {
+    let mut lines = Vec::new();
+    for m in manifests {
+        for f in &m.files {
+            let path = store.file_path(m, f);
+            let result = path.exists().then(|| verify::check_file(&path, f, None));
+            lines.push(VerifyLine { dataset: m.name.clone(), item: f.name.clone(), path, result });
+        }
+        for (split, path) in store.split_paths(m) {
+            let result = path.exists().then(|| crate::cache::PreparedSplit::open(&path).and_then(|s| s.verify()));
+            lines.push(VerifyLine { dataset: m.name.clone(), item: format!("prepared {split}"), path, result });
+        }
+    }
+    lines
+}
