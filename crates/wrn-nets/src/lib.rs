@@ -92,9 +92,14 @@ impl Arch {
         Ok(self)
     }
 
-    /// Builds the network's parameters under `vs`.
+    /// Builds the network's parameters under `vs`, accounting for the paper's input size.
     pub fn build(&self, vs: &nn::Path) -> Network {
-        let [c, h, w] = self.input_shape();
+        self.build_for_input(vs, self.input_shape())
+    }
+
+    /// Builds the network's parameters under `vs`, accounting for inputs of `channels × height × width`
+    /// (the network itself takes any size its pooling allows).
+    pub fn build_for_input(&self, vs: &nn::Path, [c, h, w]: [i64; 3]) -> Network {
         let mut tally = Tally::new(c, h, w);
         let module: Box<dyn ModuleT> = match self {
             Arch::Cifar(config) => Box::new(WideResNet::new(vs, config, &mut tally)),

@@ -104,6 +104,26 @@ impl Tally {
         &self.stages
     }
 
+    /// A plain-text table: one line per stage, then the total.
+    pub fn render(&self) -> String {
+        let mut out = format!(
+            "{:<8} {:>16} {:>14} {:>16} {:>14}\n",
+            "stage", "output (C×H×W)", "parameters", "mult-adds", "activations"
+        );
+        for s in self.stages.iter().chain(std::iter::once(&self.total())) {
+            let [c, h, w] = s.output;
+            out += &format!(
+                "{:<8} {:>16} {:>14} {:>16} {:>14}\n",
+                s.name,
+                format!("{c}×{h}×{w}"),
+                group_digits(s.parameters),
+                group_digits(s.mult_adds),
+                format!("{:.2} MiB", s.activation_bytes as f64 / (1u64 << 20) as f64)
+            );
+        }
+        out
+    }
+
     /// Totals over all stages.
     pub fn total(&self) -> StageStats {
         let mut total = StageStats { name: "total".into(), output: self.shape, ..Default::default() };
@@ -113,5 +133,48 @@ impl Tally {
             total.activation_bytes += s.activation_bytes;
         }
         total
+    }
+}
+
+/// `1234567` as `1,234,567`.
+pub fn group_digits(n: i64) -> String {
+    let digits = n.unsigned_abs().to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if n < 0 {
+        out.insert(0, '-');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_conv_stage_is_counted_by_hand() {
+        let mut t = Tally::new(3, 32, 32);
+        t.stage("stem");
+        t.conv(16, 3, 1, 1);
+        t.batch_norm();
+        t.stage("down");
+        t.conv(32, 3, 2, 1);
+        t.pool(1, 1);
+        t.linear(10);
+        let s = t.stages();
+        assert_eq!((s[0].parameters, s[0].mult_adds), (3 * 16 * 9 + 32, 3 * 16 * 9 * 32 * 32));
+        assert_eq!(s[0].activation_bytes, 2 * 4 * 16 * 32 * 32);
+        assert_eq!(s[1].output, [10, 1, 1]);
+        assert_eq!(s[1].mult_adds, 16 * 32 * 9 * 16 * 16 + 32 * 10);
+        assert_eq!(t.total().parameters, s[0].parameters + 16 * 32 * 9 + 32 * 10 + 10);
+        assert!(t.render().lines().last().unwrap().starts_with("total"));
+        assert_eq!(group_digits(36_479_194), "36,479,194");
+        assert_eq!(group_digits(-1000), "-1,000");
+        assert_eq!(group_digits(999), "999");
     }
 }

@@ -1,12 +1,14 @@
 //! The training runner: everything between a batch of pixels and a run folder.
 //!
 //! - [`check`]: a timed forward+backward of a WRN, to see that a device computes and how fast.
+//! - [`datasets`]: the datasets a run can name, with their class counts and input sizes.
 //! - [`runtime`]: loading libtorch's CUDA backend at run time, choosing the device, sizing the libtorch
 //!   and rayon thread pools so they do not oversubscribe the cores.
 //! - [`environment`]: what this process runs on (versions, libraries, GPUs, threads, directories); shown by
 //!   `wrn doctor` and recorded in every run folder.
 
 pub mod check;
+pub mod datasets;
 pub mod environment;
 pub mod runtime;
 

@@ -7,7 +7,9 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
+mod data;
 mod doctor;
+mod model;
 
 #[derive(Parser)]
 #[command(name = "wrn", version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("WRN_GIT_SHA"), ")"))]
@@ -22,6 +24,11 @@ enum Command {
     /// Show versions, where libtorch was loaded from, CUDA devices (or why there are none), threads and
     /// directories. Exits non-zero when libtorch is unusable.
     Doctor(doctor::Args),
+    /// Datasets: fetch, verify, prepare, list, locate, and write synthetic ones.
+    Data(data::Args),
+    /// Inspect the networks of the paper.
+    #[command(subcommand)]
+    Model(model::Command),
 }
 
 fn main() -> ExitCode {
@@ -33,6 +40,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result: Result<ExitCode> = match cli.command {
         Command::Doctor(args) => doctor::run(args),
+        Command::Data(args) => data::run(args),
+        Command::Model(command) => model::run(command).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,
