@@ -41,11 +41,13 @@ echo "== wrn doctor"
 echo "== wrn doctor --json"
 "$wrn" doctor --json
 
-echo "== forward+backward on CUDA"
+echo "== forward+backward on CUDA (fp32; bf16; bf16 + channels-last)"
 status=0
-for spec in "wrn-16-4 128" "wrn-28-10 128"; do
+for spec in "wrn-16-4 128" "wrn-28-10 128" "resnet-50-w2 64"; do
   set -- $spec
-  "$wrn" doctor --check --device cuda --arch "$1" --batch "$2" --steps 20 | grep '^check' || status=1
+  for options in "" "--bf16" "--bf16 --channels-last"; do
+    "$wrn" doctor --check --device cuda --arch "$1" --batch "$2" --steps 20 $options | grep '^check' || status=1
+  done
 done
 echo "== the same on the CPU, for comparison"
 "$wrn" doctor --check --device cpu --arch wrn-16-4 --batch 64 --steps 2 | grep '^check' || status=1

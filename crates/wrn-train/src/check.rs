@@ -13,6 +13,9 @@ use wrn_nets::Arch;
 pub struct DeviceCheck {
     pub arch: String,
     pub device: String,
+    /// `fp32` or `bf16` (weights and activations cast).
+    pub precision: String,
+    pub channels_last: bool,
     pub batch: i64,
     pub steps: usize,
     pub parameters: i64,
@@ -30,15 +33,38 @@ pub enum CheckError {
     NonFinite { device: String, loss: f64 },
 }
 
+/// How the check lays out and casts the network.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CheckOptions {
+    pub bf16: bool,
+    pub channels_last: bool,
+}
+
 /// Runs one warm-up step and `steps` timed forward+backward steps of `arch` at `batch` on `device`.
-pub fn forward_backward(arch: &Arch, device: Device, batch: i64, steps: usize) -> Result<DeviceCheck, CheckError> {
+pub fn forward_backward(
+    arch: &Arch,
+    device: Device,
+    batch: i64,
+    steps: usize,
+    options: CheckOptions,
+) -> Result<DeviceCheck, CheckError> {
     let name = format!("{device:?}").to_lowercase();
     let torch = |source| CheckError::Torch { device: name.clone(), source };
     tch::manual_seed(0);
-    let vs = nn::VarStore::new(device);
+    let mut vs = nn::VarStore::new(device);
     let net = arch.build(&vs.root());
+    let kind = if options.bf16 { Kind::BFloat16 } else { Kind::Float };
+    if options.bf16 {
+        vs.bfloat16();
+    }
+    if options.channels_last {
+        wrn_nets::layout::to_channels_last(&vs);
+    }
     let [c, h, w] = arch.input_shape();
-    let x = Tensor::f_randn([batch, c, h, w], (Kind::Float, device)).map_err(torch)?;
+    let mut x = Tensor::f_randn([batch, c, h, w], (kind, device)).map_err(torch)?;
+    if options.channels_last {
+        x = wrn_nets::layout::channels_last(&x);
+    }
     let y = Tensor::f_randint(arch.num_classes(), [batch], (Kind::Int64, device)).map_err(torch)?;
     let step = || -> Result<f64, tch::TchError> {
         vs.trainable_variables().iter_mut().for_each(Tensor::zero_grad);
@@ -62,6 +88,8 @@ pub fn forward_backward(arch: &Arch, device: Device, batch: i64, steps: usize) -
     Ok(DeviceCheck {
         arch: arch.to_string(),
         device: name,
+        precision: if options.bf16 { "bf16" } else { "fp32" }.to_string(),
+        channels_last: options.channels_last,
         batch,
         steps,
         parameters: wrn_nets::parameter_count(&vs),
@@ -76,11 +104,19 @@ mod tests {
 
     #[test]
     fn a_cpu_check_computes_a_sensible_loss() {
-        let check = forward_backward(&"wrn-10-1".parse().unwrap(), Device::Cpu, 8, 1).unwrap();
+        let check = forward_backward(&"wrn-10-1".parse().unwrap(), Device::Cpu, 8, 1, CheckOptions::default()).unwrap();
         // Random labels over 10 classes: the loss of a freshly initialised net is near ln(10) = 2.3.
         assert!(check.loss > 0.5 && check.loss < 20.0, "{}", check.loss);
         assert!(check.images_per_second > 0.0);
         assert_eq!(check.device, "cpu");
         assert_eq!(check.parameters, 77_850);
+    }
+
+    #[test]
+    fn bf16_and_channels_last_checks_run() {
+        let options = CheckOptions { bf16: true, channels_last: true };
+        let check = forward_backward(&"wrn-10-1".parse().unwrap(), Device::Cpu, 8, 1, options).unwrap();
+        assert_eq!((check.precision.as_str(), check.channels_last), ("bf16", true));
+        assert!(check.loss > 0.5 && check.loss < 20.0, "{}", check.loss);
     }
 }

@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use anyhow::Result;
-use wrn_train::check::{self, DeviceCheck};
+use wrn_train::check::{self, CheckOptions, DeviceCheck};
 use wrn_train::environment::Environment;
 use wrn_train::runtime::{self, DeviceChoice, ThreadPlan};
 
@@ -28,6 +28,12 @@ pub struct Args {
     /// Timed steps for --check (after one warm-up step).
     #[arg(long, default_value_t = 3)]
     steps: usize,
+    /// --check in bfloat16 (weights and activations cast).
+    #[arg(long)]
+    bf16: bool,
+    /// --check with channels-last (NHWC-strided) weights and inputs.
+    #[arg(long)]
+    channels_last: bool,
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
@@ -38,7 +44,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let threads = ThreadPlan::from_env(selected.device)?.apply();
     let env = Environment::collect(env!("CARGO_PKG_VERSION"), env!("WRN_GIT_SHA"), threads);
     let check = if args.check {
-        Some(check::forward_backward(&args.arch.parse()?, selected.device, args.batch, args.steps)?)
+        let options = CheckOptions { bf16: args.bf16, channels_last: args.channels_last };
+        Some(check::forward_backward(&args.arch.parse()?, selected.device, args.batch, args.steps, options)?)
     } else {
         None
     };
@@ -101,9 +108,11 @@ fn print_text(env: &Environment, check: Option<&DeviceCheck>) {
     println!("data       {}", env.data_dir.display());
     if let Some(c) = check {
         println!(
-            "check      {} on {} at batch {}: {:.1} images/s forward+backward ({} steps, loss {:.3}, {:.1} M parameters)",
+            "check      {} on {} ({}{}) at batch {}: {:.1} images/s forward+backward ({} steps, loss {:.3}, {:.1} M parameters)",
             c.arch,
             c.device,
+            c.precision,
+            if c.channels_last { ", channels-last" } else { "" },
             c.batch,
             c.images_per_second,
             c.steps,
