@@ -1,16 +1,20 @@
 //! The training runner: everything between a batch of pixels and a run folder.
 //!
 //! - [`check`]: a timed forward+backward of a WRN, to see that a device computes and how fast.
+//! - [`config`]: experiments as TOML, the paper's recipes, layering and the learning-rate schedule.
 //! - [`datasets`]: the datasets a run can name, with their class counts and input sizes.
 //! - [`runtime`]: loading libtorch's CUDA backend at run time, choosing the device, sizing the libtorch
 //!   and rayon thread pools so they do not oversubscribe the cores.
+//! - [`sgd`]: SGD with Nesterov momentum and weight decay, with checkpointable state.
 //! - [`environment`]: what this process runs on (versions, libraries, GPUs, threads, directories); shown by
 //!   `wrn doctor` and recorded in every run folder.
 
 pub mod check;
+pub mod config;
 pub mod datasets;
 pub mod environment;
 pub mod runtime;
+pub mod sgd;
 
 /// The `tch` release this workspace pins; it binds libtorch [`LIBTORCH_VERSION`].
 pub const TCH_VERSION: &str = "0.24.0";

@@ -1,0 +1,431 @@
+//! Experiment configuration: what to train and how, as TOML.
+//!
+//! Layers, each overriding the one before: the paper's recipe for the dataset ([`Experiment::recipe`]) <
+//! the experiment file < `--set key=value` flags (dotted keys, TOML values). Unknown keys are errors at
+//! every layer; the resolved configuration is saved as `config.toml` in the run folder, so a run can be
+//! repeated from its folder alone.
+//!
+//! Recipes (recipe.md §2–5): SGD with Nesterov momentum 0.9, dampening 0, weight decay on all parameters,
+//! batch 128. CIFAR: lr 0.1 × 0.2 at epochs 60, 120, 160 of 200, weight decay 5e-4, momentum buffers reset
+//! at each drop (the Lua code re-creates the optimiser state), mean/std preprocessing, crop+flip.
+//! SVHN: lr 0.01 × 0.1 at 80, 120 of 160, /255, no augmentation, dropout 0.4 in the paper's runs. ImageNet
+//! (fb.resnet.torch): lr 0.1 × 0.1 at epochs 31 and 61 of 90 (`floor((epoch−1)/30)`), weight decay 1e-4,
+//! batch 256, momentum kept across drops.
+//!
+//! `scale` shrinks a run for smoke tests and short budgets: `scale.epochs` multiplies the number of epochs
+//! and every milestone (rounded, at least 1), `scale.train_subset`/`scale.test_subset` keep the first N
+//! samples. A run with any scale other than 1 is labelled reduced-scale in its result.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use toml::Value;
+
+use crate::datasets::Dataset;
+use crate::runtime::DeviceChoice;
+
+/// Errors of reading and resolving a configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{origin}: invalid TOML: {message}")]
+    Syntax { origin: String, message: String },
+    #[error("{origin}: unknown key '{key}'; known keys here: {known}")]
+    UnknownKey { origin: String, key: String, known: String },
+    #[error("--set {0}: expected key=value, e.g. --set epochs=2")]
+    SetSyntax(String),
+    #[error("{origin}: '{key}' must be {expected}")]
+    Type { origin: String, key: String, expected: String },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// Input preprocessing (recipe.md §3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Preprocessing {
+    /// Per-channel mean/std with the paper's CIFAR constants.
+    Meanstd,
+    /// Global contrast normalisation + ZCA whitening (the paper's default for Tables 2–4).
+    Zca,
+    /// Divide by 255 (SVHN).
+    Div255,
+    /// ImageNet mean/std after the fb.resnet.torch augmentations.
+    Imagenet,
+}
+
+/// Arithmetic precision of the forward and backward passes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    Fp32,
+    /// bfloat16 compute with fp32 master weights and fp32 optimiser state.
+    Bf16,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Optimizer {
+    pub lr: f64,
+    pub momentum: f64,
+    pub dampening: f64,
+    pub weight_decay: f64,
+    pub nesterov: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Schedule {
+    /// 1-indexed epochs at whose start the learning rate is multiplied by `gamma`.
+    pub milestones: Vec<u32>,
+    pub gamma: f64,
+    /// Zero the momentum buffers at each milestone (the official Lua code does).
+    pub reset_momentum: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scale {
+    /// Multiplies the number of epochs and every milestone.
+    pub epochs: f64,
+    /// Train on the first N training samples only.
+    pub train_subset: Option<usize>,
+    /// Evaluate on the first N test samples only.
+    pub test_subset: Option<usize>,
+}
+
+impl Scale {
+    pub fn is_full(&self) -> bool {
+        self.epochs == 1.0 && self.train_subset.is_none() && self.test_subset.is_none()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Data {
+    /// Data directory (default: `WRN_DATA_DIR` or `data/` at the repository root).
+    pub dir: Option<PathBuf>,
+    /// A custom dataset manifest (e.g. the synthetic one written by `wrn data synth`).
+    pub manifest: Option<PathBuf>,
+    /// Data-pipeline workers (default: the thread plan's).
+    pub workers: Option<usize>,
+    /// Batches prepared ahead of the training loop.
+    pub prefetch: usize,
+}
+
+/// Everything that defines a training run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Experiment {
+    pub dataset: Dataset,
+    /// Architecture name, e.g. `wrn-28-10` (see `wrn_nets::Arch`).
+    pub arch: String,
+    pub dropout: f64,
+    pub preprocessing: Preprocessing,
+    /// Augmentation preset of the training split, or `none`.
+    pub augmentation: String,
+    pub epochs: u32,
+    pub batch_size: usize,
+    /// Drop the last incomplete training batch (the Lua code does).
+    pub drop_last: bool,
+    pub optimizer: Optimizer,
+    pub schedule: Schedule,
+    pub seed: u64,
+    pub device: String,
+    pub precision: Precision,
+    pub scale: Scale,
+    pub data: Data,
+    /// Also write a checkpoint after this many minutes within an epoch (0 disables).
+    pub checkpoint_minutes: f64,
+    /// Also write a checkpoint every this many steps (0 disables).
+    pub checkpoint_steps: usize,
+}
+
+impl Experiment {
+    /// The paper's recipe for a dataset, with the default architecture of its tables.
+    pub fn recipe(dataset: Dataset) -> Experiment {
+        let cifar = |dataset| Experiment {
+            dataset,
+            arch: "wrn-28-10".into(),
+            dropout: 0.0,
+            preprocessing: Preprocessing::Meanstd,
+            augmentation: "cifar-train".into(),
+            epochs: 200,
+            batch_size: 128,
+            drop_last: true,
+            optimizer: Optimizer { lr: 0.1, momentum: 0.9, dampening: 0.0, weight_decay: 5e-4, nesterov: true },
+            schedule: Schedule { milestones: vec![60, 120, 160], gamma: 0.2, reset_momentum: true },
+            seed: 1,
+            device: "auto".into(),
+            precision: Precision::Fp32,
+            scale: Scale { epochs: 1.0, train_subset: None, test_subset: None },
+            data: Data { dir: None, manifest: None, workers: None, prefetch: 4 },
+            checkpoint_minutes: 10.0,
+            checkpoint_steps: 0,
+        };
+        match dataset {
+            Dataset::Cifar10 | Dataset::Cifar100 => cifar(dataset),
+            Dataset::Svhn => Experiment {
+                arch: "wrn-16-8".into(),
+                dropout: 0.4,
+                preprocessing: Preprocessing::Div255,
+                augmentation: "none".into(),
+                epochs: 160,
+                optimizer: Optimizer { lr: 0.01, ..cifar(dataset).optimizer },
+                schedule: Schedule { milestones: vec![80, 120], gamma: 0.1, reset_momentum: true },
+                ..cifar(dataset)
+            },
+            Dataset::ImageNet => Experiment {
+                arch: "resnet-50-w2".into(),
+                preprocessing: Preprocessing::Imagenet,
+                augmentation: "imagenet-train".into(),
+                epochs: 90,
+                batch_size: 256,
+                drop_last: false,
+                optimizer: Optimizer { weight_decay: 1e-4, ..cifar(dataset).optimizer },
+                schedule: Schedule { milestones: vec![31, 61], gamma: 0.1, reset_momentum: false },
+                ..cifar(dataset)
+            },
+        }
+    }
+
+    /// Resolves recipe < file < `--set` flags. `file` is `(origin, TOML text)`.
+    pub fn resolve(file: Option<(&str, &str)>, sets: &[String]) -> Result<Experiment, ConfigError> {
+        let mut layers: Vec<(String, toml::Table)> = Vec::new();
+        if let Some((origin, text)) = file {
+            let table: toml::Table = text
+                .parse()
+                .map_err(|e: toml::de::Error| ConfigError::Syntax { origin: origin.into(), message: e.to_string() })?;
+            layers.push((origin.to_string(), table));
+        }
+        for set in sets {
+            let (key, value) = set.split_once('=').ok_or_else(|| ConfigError::SetSyntax(set.clone()))?;
+            let value = parse_value(value.trim());
+            let mut table = toml::Table::new();
+            insert_dotted(&mut table, key.trim(), value);
+            layers.push((format!("--set {set}"), table));
+        }
+        // The dataset picks the recipe, so it is read first from the layers.
+        let mut dataset = Dataset::Cifar10;
+        for (origin, table) in &layers {
+            if let Some(v) = table.get("dataset") {
+                let name = v.as_str().ok_or_else(|| ConfigError::Type {
+                    origin: origin.clone(),
+                    key: "dataset".into(),
+                    expected: "a string".into(),
+                })?;
+                dataset = Dataset::from_str(name).map_err(|e| ConfigError::Invalid(format!("{origin}: {e}")))?;
+            }
+        }
+        let mut resolved = Value::try_from(Experiment::recipe(dataset)).expect("the recipe serialises");
+        for (origin, table) in layers {
+            merge(&mut resolved, table, &origin, "")?;
+        }
+        let experiment: Experiment =
+            resolved.try_into().map_err(|e: toml::de::Error| ConfigError::Invalid(e.message().to_string()))?;
+        experiment.validate()?;
+        Ok(experiment)
+    }
+
+    /// Reads an experiment file and applies `--set` flags on top.
+    pub fn load(path: &Path, sets: &[String]) -> Result<Experiment, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        Experiment::resolve(Some((&path.display().to_string(), &text)), sets)
+    }
+
+    /// Checks what the types cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        let arch: wrn_nets::Arch =
+            self.arch.parse().map_err(|e: wrn_nets::ArchError| ConfigError::Invalid(e.to_string()))?;
+        arch.with_dropout(self.dropout).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        DeviceChoice::from_str(&self.device).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        if self.epochs == 0 || self.batch_size == 0 {
+            return invalid("epochs and batch_size must be positive".into());
+        }
+        if !(self.scale.epochs > 0.0 && self.scale.epochs <= 1.0) {
+            return invalid(format!("scale.epochs = {} must be in (0, 1]", self.scale.epochs));
+        }
+        if self.optimizer.lr <= 0.0 || self.schedule.gamma <= 0.0 {
+            return invalid("optimizer.lr and schedule.gamma must be positive".into());
+        }
+        if self.optimizer.nesterov && (self.optimizer.momentum <= 0.0 || self.optimizer.dampening != 0.0) {
+            return invalid("Nesterov momentum needs momentum > 0 and dampening 0".into());
+        }
+        if self.schedule.milestones.windows(2).any(|w| w[0] >= w[1]) {
+            return invalid(format!("schedule.milestones {:?} must increase", self.schedule.milestones));
+        }
+        Ok(())
+    }
+
+    /// Epochs actually run: `epochs × scale.epochs`, rounded, at least 1.
+    pub fn effective_epochs(&self) -> u32 {
+        ((self.epochs as f64 * self.scale.epochs).round() as u32).max(1)
+    }
+
+    /// Milestones actually used: each scaled like the epochs (rounded, at least 2, since a drop at the
+    /// start of epoch 1 would skip the initial learning rate altogether).
+    pub fn effective_milestones(&self) -> Vec<u32> {
+        self.schedule.milestones.iter().map(|&m| ((m as f64 * self.scale.epochs).round() as u32).max(2)).collect()
+    }
+
+    /// The learning rate of a 1-indexed epoch: `lr × gamma^(milestones ≤ epoch)`, as the Lua code applies
+    /// a drop at the start of each milestone epoch.
+    pub fn lr_at(&self, epoch: u32) -> f64 {
+        let drops = self.effective_milestones().iter().filter(|&&m| m <= epoch).count();
+        self.optimizer.lr * self.schedule.gamma.powi(drops as i32)
+    }
+
+    /// Whether the learning rate drops at the start of this 1-indexed epoch.
+    pub fn is_milestone(&self, epoch: u32) -> bool {
+        self.effective_milestones().contains(&epoch)
+    }
+
+    /// The resolved configuration as TOML.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("an experiment serialises")
+    }
+}
+
+/// A `--set` value: TOML when it parses as one (numbers, booleans, arrays, quoted strings), else a string.
+fn parse_value(text: &str) -> Value {
+    format!("v = {text}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| Value::String(text.to_string()))
+}
+
+fn insert_dotted(table: &mut toml::Table, key: &str, value: Value) {
+    match key.split_once('.') {
+        None => {
+            table.insert(key.to_string(), value);
+        }
+        Some((head, rest)) => {
+            let entry = table.entry(head.to_string()).or_insert_with(|| Value::Table(toml::Table::new()));
+            if let Value::Table(inner) = entry {
+                insert_dotted(inner, rest, value);
+            }
+        }
+    }
+}
+
+/// Merges `layer` into `base`; every key must already exist in `base` (the recipe has them all).
+fn merge(base: &mut Value, layer: toml::Table, origin: &str, prefix: &str) -> Result<(), ConfigError> {
+    let base = base.as_table_mut().expect("tables merge into tables");
+    for (key, value) in layer {
+        let path = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+        let known = base.keys().cloned().collect::<Vec<_>>().join(", ");
+        match (base.get_mut(&key), value) {
+            (Some(slot @ Value::Table(_)), Value::Table(inner)) => merge(slot, inner, origin, &path)?,
+            (Some(Value::Table(_)), _) => {
+                return Err(ConfigError::Type { origin: origin.into(), key: path, expected: "a table".into() })
+            }
+            (Some(slot), value) => *slot = value,
+            // Optional values absent from the recipe (serialised as missing) may be set.
+            (None, value) if OPTIONAL.contains(&path.as_str()) => {
+                base.insert(key, value);
+            }
+            (None, _) => return Err(ConfigError::UnknownKey { origin: origin.into(), key: path, known }),
+        }
+    }
+    Ok(())
+}
+
+/// Keys whose default is "not set", so they do not appear in the serialised recipe.
+const OPTIONAL: &[&str] = &["scale.train_subset", "scale.test_subset", "data.dir", "data.manifest", "data.workers"];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_recipes_are_the_papers() {
+        let c = Experiment::recipe(Dataset::Cifar100);
+        assert_eq!((c.optimizer.lr, c.schedule.gamma, c.epochs, c.batch_size), (0.1, 0.2, 200, 128));
+        assert_eq!(c.schedule.milestones, [60, 120, 160]);
+        assert!(c.optimizer.nesterov && c.schedule.reset_momentum);
+        let s = Experiment::recipe(Dataset::Svhn);
+        assert_eq!((s.optimizer.lr, s.schedule.gamma, s.epochs, s.dropout), (0.01, 0.1, 160, 0.4));
+        assert_eq!(s.preprocessing, Preprocessing::Div255);
+        let i = Experiment::recipe(Dataset::ImageNet);
+        assert_eq!((i.optimizer.weight_decay, i.epochs, i.schedule.milestones.clone()), (1e-4, 90, vec![31, 61]));
+        for d in Dataset::ALL {
+            Experiment::recipe(d).validate().unwrap();
+        }
+    }
+
+    #[test]
+    fn layers_override_in_order() {
+        let file = "dataset = 'cifar100'\narch = 'wrn-16-4'\ndropout = 0.3\n[optimizer]\nlr = 0.05\n";
+        let e =
+            Experiment::resolve(Some(("exp.toml", file)), &["optimizer.lr=0.2".into(), "scale.train_subset=64".into()])
+                .unwrap();
+        assert_eq!((e.dataset, e.arch.as_str(), e.dropout), (Dataset::Cifar100, "wrn-16-4", 0.3));
+        assert_eq!(e.optimizer.lr, 0.2);
+        assert_eq!(e.optimizer.weight_decay, 5e-4, "untouched keys keep the recipe");
+        assert_eq!(e.scale.train_subset, Some(64));
+        // A --set dataset switches the recipe underneath.
+        let e = Experiment::resolve(None, &["dataset=svhn".into()]).unwrap();
+        assert_eq!((e.optimizer.lr, e.epochs), (0.01, 160));
+        // The resolved TOML reads back to the same experiment.
+        assert_eq!(Experiment::resolve(Some(("saved", &e.to_toml())), &[]).unwrap(), e);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_errors_naming_their_origin() {
+        let err = Experiment::resolve(Some(("exp.toml", "lr = 0.1\n")), &[]).unwrap_err().to_string();
+        assert!(err.starts_with("exp.toml: unknown key 'lr'; known keys here: "), "{err}");
+        let err = Experiment::resolve(None, &["optimizer.momentun=0.8".into()]).unwrap_err().to_string();
+        assert!(err.contains("--set optimizer.momentun=0.8: unknown key 'optimizer.momentun'"), "{err}");
+        let err = Experiment::resolve(None, &["epochs".into()]).unwrap_err().to_string();
+        assert!(err.contains("expected key=value"), "{err}");
+        let err = Experiment::resolve(None, &["arch=wrn-27-1".into()]).unwrap_err().to_string();
+        assert!(err.contains("the depth must be 6N+4"), "{err}");
+        let err = Experiment::resolve(None, &["dataset=mnist".into()]).unwrap_err().to_string();
+        assert!(err.contains("unknown dataset 'mnist'"), "{err}");
+        let err = Experiment::resolve(Some(("x.toml", "epochs = 'many'")), &[]).unwrap_err().to_string();
+        assert!(err.contains("invalid configuration"), "{err}");
+        let err = Experiment::resolve(Some(("x.toml", "epochs = [")), &[]).unwrap_err().to_string();
+        assert!(err.starts_with("x.toml: invalid TOML"), "{err}");
+    }
+
+    #[test]
+    fn the_learning_rate_follows_the_recipe_at_every_epoch() {
+        // CIFAR (recipe.md §2, confirmed by the official WRN-40-4 log: epoch 60 logs lr 0.02).
+        let c = Experiment::recipe(Dataset::Cifar10);
+        let lr: Vec<f64> = (1..=200).map(|e| c.lr_at(e)).collect();
+        let expect = |e: usize| match e {
+            1..=59 => 0.1,
+            60..=119 => 0.02,
+            120..=159 => 0.004,
+            _ => 0.0008,
+        };
+        for (i, &got) in lr.iter().enumerate() {
+            assert!((got - expect(i + 1)).abs() < 1e-12, "epoch {}: {got}", i + 1);
+        }
+        assert!(c.is_milestone(60) && c.is_milestone(160) && !c.is_milestone(59));
+        // SVHN: 0.01, x0.1 at 80 and 120.
+        let s = Experiment::recipe(Dataset::Svhn);
+        assert_eq!([s.lr_at(79), s.lr_at(80), s.lr_at(120)].map(|x| (x * 1e6).round()), [10000.0, 1000.0, 100.0]);
+        // ImageNet: floor((epoch-1)/30) drops.
+        let i = Experiment::recipe(Dataset::ImageNet);
+        for e in 1..=90u32 {
+            let want = 0.1 * 0.1f64.powi(((e - 1) / 30) as i32);
+            assert!((i.lr_at(e) - want).abs() < 1e-12, "epoch {e}");
+        }
+    }
+
+    #[test]
+    fn scale_shrinks_epochs_and_milestones_together() {
+        let e = Experiment::resolve(None, &["scale.epochs=0.01".into()]).unwrap();
+        assert_eq!(e.effective_epochs(), 2);
+        assert_eq!(e.effective_milestones(), [2, 2, 2]);
+        let e = Experiment::resolve(None, &["scale.epochs=0.1".into()]).unwrap();
+        assert_eq!((e.effective_epochs(), e.effective_milestones()), (20, vec![6, 12, 16]));
+        assert!(!e.scale.is_full());
+        assert!(Experiment::resolve(None, &["scale.epochs=2".into()]).is_err());
+    }
+}
