@@ -153,6 +153,7 @@ pub fn write(path: &Path, data: &SplitData) -> Result<String> {
         drop(file);
         digest
     };
+    crate::verify::make_readable(tmp.as_file(), &tmp_path)?;
     tmp.as_file().sync_all().at(&tmp_path)?;
     tmp.persist(path).map_err(|e| Error::Io { path: path.into(), source: e.error })?;
     Ok(format!("{digest:x}"))

@@ -29,7 +29,8 @@ pub fn prepare(store: &Store, manifest: &Manifest) -> Result<Vec<PreparedReport>
     }
 }
 
-/// Fetches a dataset's files, then prepares it unless `skip_prepare`.
+/// Fetches a dataset's files, then prepares it unless `skip_prepare` or it is already prepared from
+/// the same files.
 pub fn fetch_and_prepare(
     store: &Store,
     manifest: &Manifest,
@@ -37,7 +38,7 @@ pub fn fetch_and_prepare(
     skip_prepare: bool,
 ) -> Result<(Vec<Fetched>, Vec<PreparedReport>)> {
     let fetched = fetch::fetch_dataset(store, manifest, opts)?;
-    let prepared = if skip_prepare { vec![] } else { prepare(store, manifest)? };
+    let prepared = if skip_prepare || store.is_prepared(manifest) { vec![] } else { prepare(store, manifest)? };
     Ok((fetched, prepared))
 }
 

@@ -102,6 +102,18 @@ impl Store {
         PreparedSplit::open(&cache::split_path(&self.prepared_dir(manifest), split))
     }
 
+    /// Whether every split is prepared, with the manifest's image count, from the manifest's files
+    /// (the SHA-256 recorded in each split's sources matches the manifest).
+    pub fn is_prepared(&self, manifest: &Manifest) -> bool {
+        manifest.splits.iter().all(|(split, &n)| {
+            self.open_split(manifest, split).is_ok_and(|s| {
+                s.len() as u64 == n
+                    && !s.meta.sources.is_empty()
+                    && s.meta.sources.iter().all(|src| manifest.file(&src.file).is_some_and(|f| f.sha256 == src.sha256))
+            })
+        })
+    }
+
     /// The state of a dataset from what is on disk; trusts verification stamps (no hashing).
     pub fn status(&self, manifest: &Manifest) -> DatasetStatus {
         let files: Vec<FileStatus> = manifest
@@ -130,7 +142,7 @@ impl Store {
                 SplitStatus { split, images: opened.map(|s| s.len()), size_on_disk, path }
             })
             .collect();
-        let all_prepared = prepared.iter().zip(manifest.splits.values()).all(|(s, &n)| s.images == Some(n as usize));
+        let all_prepared = self.is_prepared(manifest);
         let state = if all_prepared {
             State::Prepared
         } else if files.iter().all(|f| f.state == State::Verified) {

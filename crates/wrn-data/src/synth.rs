@@ -208,6 +208,7 @@ pub fn synth_cifar(kind: CifarKind, out: &Path, n: u64, seed: u64) -> Result<(Ma
         let gz = tar.into_inner().at(tmp.path())?;
         gz.finish().at(tmp.path())?.flush().at(tmp.path())?;
     }
+    crate::verify::make_readable(tmp.as_file(), tmp.path())?;
     tmp.persist(&archive_path).map_err(|e| Error::Io { path: archive_path.clone(), source: e.error })?;
     let size = std::fs::metadata(&archive_path).at(&archive_path)?.len();
     let sha256 = crate::verify::sha256_file(&archive_path, None)?;

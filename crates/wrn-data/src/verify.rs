@@ -95,6 +95,19 @@ pub fn ensure_verified(path: &Path, entry: &FileEntry, progress: Option<&Progres
     check_file(path, entry, progress)
 }
 
+/// Gives a file written through a temporary file the usual `rw-r--r--` permissions (temporary files
+/// start as `rw-------`).
+pub(crate) fn make_readable(file: &std::fs::File, path: &Path) -> Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(std::fs::Permissions::from_mode(0o644)).at(path)?;
+    }
+    #[cfg(not(unix))]
+    let _ = (file, path);
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -59,6 +59,11 @@ fn cifar10_prepares_into_the_documented_cache() {
 
     let train = store.open_split(&m, "train").unwrap();
     train.verify().unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(train.path()).unwrap().permissions().mode() & 0o777, 0o644);
+    }
     assert_eq!(train.shape(), (32, 32, 3));
     assert_eq!(train.meta.classes[9], "truck");
     // Image i of the train split is the i-th record of data_batch_1..5 in order: rebuild it from the
@@ -75,6 +80,7 @@ fn cifar10_prepares_into_the_documented_cache() {
     // Learnable: the nearest class mean (on train) beats chance on test by a wide margin.
     let test = store.open_split(&m, "test").unwrap();
     let acc = nearest_mean_accuracy(&train, &test, 10);
+    eprintln!("cifar10 synthetic: nearest-mean test accuracy {acc:.3}");
     assert!(acc > 0.5, "nearest-mean accuracy {acc} on 10 synthetic classes");
 }
 
@@ -94,6 +100,7 @@ fn cifar100_keeps_fine_and_coarse_labels() {
     }
     let test = store.open_split(&m, "test").unwrap();
     let acc = nearest_mean_accuracy(&train, &test, 100);
+    eprintln!("cifar100 synthetic: nearest-mean test accuracy {acc:.3}");
     assert!(acc > 0.05, "nearest-mean accuracy {acc} on 100 synthetic classes (chance 0.01)");
 }
 

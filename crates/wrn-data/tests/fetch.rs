@@ -422,6 +422,11 @@ fn fetch_then_prepare_goes_from_nothing_to_prepared() {
     let status = store.status(&m);
     assert_eq!(status.state, State::Prepared);
     assert!(status.files.iter().all(|f| f.state == State::Verified));
+    // Running it again downloads and prepares nothing.
+    let (again, prepared) = wrn_data::ops::fetch_and_prepare(&store, &m, &opts(vec![server.url("")]), false).unwrap();
+    assert_eq!((again[0].requests, prepared.len(), server.log().len()), (0, 0, 1));
+    // The real CIFAR-10 manifest does not take the synthetic files for its own.
+    assert_eq!(store.status(&Manifest::builtin("cifar10").unwrap()).state, State::Partial);
     // Re-hashing everything finds everything intact.
     let lines = wrn_data::ops::verify_all(&store, &[m]);
     assert!(lines.iter().all(|l| matches!(l.result, Some(Ok(())))), "{lines:?}");

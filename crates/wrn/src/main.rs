@@ -8,6 +8,7 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 mod data;
+mod data;
 mod doctor;
 mod model;
 
@@ -26,6 +27,8 @@ enum Command {
     Doctor(doctor::Args),
     /// Datasets: fetch, verify, prepare, list, locate, and write synthetic ones.
     Data(data::Args),
+    /// Datasets: fetch, verify, prepare, list, locate, and write synthetic ones.
+    Data(data::Args),
     /// Inspect the networks of the paper.
     #[command(subcommand)]
     Model(model::Command),
@@ -40,6 +43,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result: Result<ExitCode> = match cli.command {
         Command::Doctor(args) => doctor::run(args),
+        Command::Data(args) => data::run(args),
         Command::Data(args) => data::run(args),
         Command::Model(command) => model::run(command).map(|()| ExitCode::SUCCESS),
     };

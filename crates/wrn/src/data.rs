@@ -1,0 +1,181 @@
+//! `wrn data ...`: fetch, verify, prepare, list and locate datasets, and write synthetic ones. Parses
+//! arguments and prints; the work is done by `wrn_data`.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use wrn_data::fetch::{FetchOptions, MIRROR_ENV};
+use wrn_data::manifest::{self, Manifest};
+use wrn_data::store::{human_bytes, Store};
+use wrn_data::synth::{self, CifarKind};
+use wrn_data::{dirs, ops};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Data directory [default: $WRN_DATA_DIR, else data/ at the repository root].
+    #[arg(long, global = true)]
+    data_dir: Option<PathBuf>,
+    /// Use this manifest instead of the built-in one (for example the one `wrn data synth` writes).
+    #[arg(long, global = true)]
+    manifest: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Subcommand)]
+enum Command {
+    /// Download a dataset's files (verified by size and SHA-256, resumable), then prepare it.
+    Fetch {
+        /// cifar10, cifar100, svhn or imagenet (optional with --manifest).
+        dataset: Option<String>,
+        /// Mirror base URL tried before the manifest's URLs (repeatable; or comma-separated in the env var).
+        #[arg(long = "mirror", env = MIRROR_ENV, value_delimiter = ',')]
+        mirrors: Vec<String>,
+        /// Download and verify only.
+        #[arg(long)]
+        no_prepare: bool,
+        /// Attempts per URL on connection errors, stalls and 5xx.
+        #[arg(long, default_value_t = 4)]
+        attempts: u32,
+        /// Seconds to wait for a connection or for the next bytes.
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+    },
+    /// Prepare a dataset whose files are present into the training-ready cache.
+    Prepare { dataset: Option<String> },
+    /// Re-hash every file on disk and every prepared split (all datasets, or one).
+    Verify { dataset: Option<String> },
+    /// Show every dataset as missing / partial / verified / prepared, with sizes and paths.
+    List {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the folder of a dataset.
+    Path { dataset: Option<String> },
+    /// Write a synthetic dataset in the real archive format, and its manifest, into --out.
+    Synth {
+        #[arg(value_enum)]
+        dataset: SynthDataset,
+        #[arg(long)]
+        out: PathBuf,
+        /// Training images (the test split gets n/5).
+        #[arg(long, default_value_t = 10_000)]
+        n: u64,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum SynthDataset {
+    Cifar10,
+    Cifar100,
+}
+
+pub fn run(args: Args) -> Result<ExitCode> {
+    let store = Store::new(args.data_dir.clone().unwrap_or_else(dirs::data_dir));
+    let one = |dataset: Option<&str>| -> Result<Manifest> {
+        if dataset.is_none() && args.manifest.is_none() {
+            anyhow::bail!("name a dataset (cifar10, cifar100, svhn, imagenet) or pass --manifest FILE");
+        }
+        Ok(manifest::resolve(dataset, args.manifest.as_deref())?)
+    };
+    match &args.command {
+        Command::Fetch { dataset, mirrors, no_prepare, attempts, timeout } => {
+            let m = one(dataset.as_deref())?;
+            let opts = FetchOptions {
+                mirrors: mirrors.clone(),
+                attempts: *attempts,
+                timeout: Duration::from_secs(*timeout),
+                progress: std::io::stderr().is_terminal(),
+                ..FetchOptions::default()
+            };
+            let (fetched, prepared) = ops::fetch_and_prepare(&store, &m, &opts, *no_prepare)
+                .with_context(|| format!("fetching {} into {}", m.name, store.dataset_dir(&m).display()))?;
+            for f in fetched {
+                match f.url {
+                    Some(url) => println!("{}: verified, {} from {url}", f.file, human_bytes(f.bytes_transferred)),
+                    None => println!("{}: already verified", f.file),
+                }
+            }
+            print_prepared(&prepared);
+        }
+        Command::Prepare { dataset } => {
+            let m = one(dataset.as_deref())?;
+            print_prepared(&ops::prepare(&store, &m)?);
+        }
+        Command::Verify { dataset } => {
+            let manifests = ops::manifests(dataset.as_deref(), args.manifest.as_deref())?;
+            let mut bad = 0;
+            for line in ops::verify_all(&store, &manifests) {
+                let verdict = match &line.result {
+                    None => "absent".to_string(),
+                    Some(Ok(())) => "ok".to_string(),
+                    Some(Err(e)) => {
+                        bad += 1;
+                        format!("FAILED: {e}")
+                    }
+                };
+                println!("{:<9} {:<32} {verdict}", line.dataset, line.item);
+            }
+            if bad > 0 {
+                eprintln!("error: {bad} file(s) failed verification");
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        Command::List { json } => {
+            let manifests = ops::manifests(None, args.manifest.as_deref())?;
+            let statuses: Vec<_> = manifests.iter().map(|m| store.status(m)).collect();
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&statuses)?);
+            } else {
+                println!("data directory: {}", store.root.display());
+                for (m, s) in manifests.iter().zip(&statuses) {
+                    let on_disk: u64 = s.files.iter().map(|f| f.size_on_disk).sum();
+                    println!(
+                        "{:<9} {:<9} {:>10} of {:>10}  {}",
+                        s.name,
+                        s.state.to_string(),
+                        human_bytes(on_disk),
+                        human_bytes(m.total_size()),
+                        s.dir.display()
+                    );
+                    for p in s.prepared.iter().filter(|p| p.images.is_some()) {
+                        println!(
+                            "          prepared {:<6} {:>8} images {:>10}  {}",
+                            p.split,
+                            p.images.unwrap_or(0),
+                            human_bytes(p.size_on_disk),
+                            p.path.display()
+                        );
+                    }
+                }
+            }
+        }
+        Command::Path { dataset } => {
+            let m = one(dataset.as_deref())?;
+            println!("{}", store.dataset_dir(&m).display());
+        }
+        Command::Synth { dataset, out, n, seed } => {
+            let kind = match dataset {
+                SynthDataset::Cifar10 => CifarKind::Cifar10,
+                SynthDataset::Cifar100 => CifarKind::Cifar100,
+            };
+            let (m, path) = synth::synth_cifar(kind, out, *n, *seed)?;
+            let f = &m.files[0];
+            println!("{}: {} bytes, SHA-256 {}", f.url.trim_start_matches("file://"), f.size, f.sha256);
+            println!("manifest: {}", path.display());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_prepared(prepared: &[wrn_data::cifar::PreparedReport]) {
+    for p in prepared {
+        println!("prepared {:<6} {:>8} images  {}  (SHA-256 {})", p.split, p.images, p.path.display(), p.sha256);
+    }
+}
