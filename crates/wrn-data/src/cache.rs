@@ -117,6 +117,7 @@ pub fn write(path: &Path, data: &SplitData) -> Result<String> {
 
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).at(dir)?;
+    crate::space::ensure(dir, l.checksum + 32, &format!("the prepared split {}", path.display()))?;
     let tmp = tempfile::Builder::new().prefix(".prepare-").suffix(".tmp").tempfile_in(dir).at(dir)?;
     let tmp_path = tmp.path().to_path_buf();
     let io = |r: std::io::Result<()>| r.at(&tmp_path);

@@ -28,6 +28,8 @@ pub enum Error {
     Cache { path: PathBuf, detail: String },
     #[error("could not fetch {file}: {}", attempts.join("; "))]
     Fetch { file: String, attempts: Vec<String> },
+    #[error("{path}: not enough free disk space for {what}: {needed} bytes needed, {available} available")]
+    Space { path: PathBuf, needed: u64, available: u64, what: String },
     #[error("{dataset}: {detail}")]
     Unsupported { dataset: String, detail: String },
 }

@@ -183,7 +183,13 @@ pub fn fetch_file(
     for url in candidate_urls(entry, &opts.mirrors) {
         for i in 0..attempts {
             report.requests += 1;
-            let outcome = attempt.once(client, &url);
+            let outcome = match attempt.once(client, &url) {
+                Ok(o) => o,
+                Err(e) => {
+                    bar.abandon();
+                    return Err(e);
+                }
+            };
             report.bytes_transferred = attempt.transferred;
             match outcome {
                 Outcome::Done(final_url) => {
@@ -212,15 +218,9 @@ pub fn fetch_file(
 }
 
 impl Attempt<'_> {
-    fn once(&mut self, client: &reqwest::blocking::Client, url: &str) -> Outcome {
-        match self.try_once(client, url) {
-            Ok(o) => o,
-            Err(e) => Outcome::NextUrl(e.to_string()),
-        }
-    }
-
-    /// One request (or local copy). Local I/O errors are returned as errors.
-    fn try_once(&mut self, client: &reqwest::blocking::Client, url: &str) -> Result<Outcome> {
+    /// One request (or local copy). Local failures (disk full, unwritable folder) are returned as errors
+    /// and stop the fetch: no mirror can fix them.
+    fn once(&mut self, client: &reqwest::blocking::Client, url: &str) -> Result<Outcome> {
         let size = self.entry.size;
         let mut have = std::fs::metadata(&self.part).map(|m| m.len()).unwrap_or(0);
         if have > size {
@@ -297,6 +297,8 @@ impl Attempt<'_> {
             }
             (Box::new(resp), final_url)
         };
+        let dir = self.dest.parent().unwrap_or(Path::new("."));
+        crate::space::ensure(dir, size - have, &format!("the rest of {}", self.entry.name))?;
         self.bar.set_position(have);
         let mut part = OpenOptions::new().create(true).append(true).open(&self.part).at(&self.part)?;
         let mut buf = vec![0u8; 256 * 1024];

@@ -44,6 +44,17 @@ enum Command {
         #[arg(long, default_value_t = 60)]
         timeout: u64,
     },
+    /// Register files you already have (the only way in for ImageNet), recognised by size and SHA-256
+    /// whatever their names; placed as hard or symbolic links unless --copy.
+    Import {
+        dataset: String,
+        /// Files or folders (searched three levels deep).
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Copy the files instead of linking them.
+        #[arg(long)]
+        copy: bool,
+    },
     /// Prepare a dataset whose files are present into the training-ready cache.
     Prepare { dataset: Option<String> },
     /// Re-hash every file on disk and every prepared split (all datasets, or one).
@@ -103,6 +114,12 @@ pub fn run(args: Args) -> Result<ExitCode> {
                 }
             }
             print_prepared(&prepared);
+        }
+        Command::Import { dataset, paths, copy } => {
+            let m = one(Some(dataset))?;
+            for i in wrn_data::import::import(&store, &m, paths, *copy)? {
+                println!("{}: {} ({}) -> {}", i.file, i.source.display(), i.how, i.dest.display());
+            }
         }
         Command::Prepare { dataset } => {
             let m = one(dataset.as_deref())?;
