@@ -5,5 +5,21 @@
 //! Architecture invariant: this crate does not depend on libtorch; the training runner alone turns
 //! batches into tensors.
 //!
-//! The pipeline itself lands with the augmentation work (crop, flip, ZCA, ImageNet transforms); this
-//! crate fixes its place in the dependency graph: after `wrn-data`, before `wrn-train`.
+//! - [`loader`]: [`Loader`], [`LoaderConfig`], [`EpochBatches`] and [`Batch`] (contract 2).
+//! - [`preset`]: the named recipes ([`Preset`]) and [`Pipeline`].
+//! - [`ops`]: the operations ([`ops::Op`]): reflect padding, random and centre crops, flip,
+//!   normalisation, scaling.
+//! - [`zca`]: global contrast normalisation and ZCA whitening, fitted once and cached with a checksum.
+//! - [`rng`]: the per-sample and per-epoch random streams.
+
+pub mod error;
+pub mod loader;
+pub mod ops;
+pub mod preset;
+pub mod rng;
+pub mod zca;
+
+pub use error::{Error, Result};
+pub use loader::{Batch, EpochBatches, Loader, LoaderConfig};
+pub use preset::{Norm, Pipeline, Preset, Source};
+pub use zca::{Zca, ZcaParams};

@@ -1,0 +1,314 @@
+//! The loader (contract 2, augment → train): turns a prepared split and a [`Pipeline`] into epochs of
+//! [`Batch`]es. A producer thread per epoch fills one batch at a time on the loader's rayon pool (one
+//! sample per task) and hands it to a bounded queue of `prefetch` batches; the consumer iterates
+//! [`EpochBatches`], returns spent batches with [`EpochBatches::recycle`] so their buffers are refilled
+//! instead of reallocated, and reads how long it waited with [`EpochBatches::wait_time`].
+//!
+//! Determinism: the order of an epoch depends only on (seed, epoch) and every random choice for a sample
+//! only on (seed, epoch, sample index) (see [`crate::rng`]), so the batches do not depend on the number of
+//! workers, on the queue depth, or on where an epoch is resumed.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
+use rayon::prelude::*;
+use wrn_data::cache::PreparedSplit;
+
+use crate::error::{Error, Result};
+use crate::ops::Image;
+use crate::preset::{Pipeline, Source};
+use crate::rng::{epoch_order, sample_rng};
+
+/// One batch, fully preprocessed.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Batch {
+    /// NCHW values, `n*c*h*w` of them.
+    pub images: Vec<f32>,
+    /// `[n, c, h, w]`.
+    pub shape: [usize; 4],
+    /// Class index of each sample.
+    pub labels: Vec<i64>,
+    /// The samples' indices in the split, in batch order.
+    pub indices: Vec<usize>,
+    pub epoch: u64,
+    /// Batch index within the epoch, from 0.
+    pub step: usize,
+    /// Samples whose encoded image could not be decoded (and were replaced); always 0 for raw pixels.
+    pub decode_failures: usize,
+}
+
+impl Batch {
+    /// The number of samples.
+    pub fn len(&self) -> usize {
+        self.shape[0]
+    }
+    pub fn is_empty(&self) -> bool {
+        self.shape[0] == 0
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoaderConfig {
+    pub batch_size: usize,
+    pub seed: u64,
+    /// Visit the samples in a fresh random order each epoch (otherwise in index order).
+    pub shuffle: bool,
+    /// Leave out the last batch when it would be smaller than `batch_size`.
+    pub drop_last: bool,
+    /// Threads filling batches; 0 means one per available core.
+    pub workers: usize,
+    /// Batches that may wait, ready, in the queue (at least 1).
+    pub prefetch: usize,
+    /// Use only the first N samples of the split (smoke runs).
+    pub subset: Option<usize>,
+}
+
+impl Default for LoaderConfig {
+    fn default() -> Self {
+        LoaderConfig {
+            batch_size: 128,
+            seed: 0,
+            shuffle: true,
+            drop_last: false,
+            workers: 0,
+            prefetch: 4,
+            subset: None,
+        }
+    }
+}
+
+/// What a worker reads samples from.
+enum Data {
+    Pixels,
+    Whitened(Vec<f32>),
+}
+
+struct Inner {
+    split: Arc<PreparedSplit>,
+    pipeline: Pipeline,
+    data: Data,
+    config: LoaderConfig,
+    n: usize,
+    in_shape: [usize; 3],
+    out_shape: [usize; 3],
+    pool: rayon::ThreadPool,
+    built: AtomicUsize,
+}
+
+pub struct Loader {
+    inner: Arc<Inner>,
+    recycle_tx: Sender<Batch>,
+    recycle_rx: Receiver<Batch>,
+}
+
+impl Loader {
+    /// Checks the pipeline against the split's image shape and the configuration, whitens the split when
+    /// the pipeline's source asks for it, and starts the worker pool.
+    pub fn new(split: Arc<PreparedSplit>, pipeline: Pipeline, config: LoaderConfig) -> Result<Loader> {
+        let path = split.path().to_path_buf();
+        if config.batch_size == 0 {
+            return Err(Error::Config("batch_size must be at least 1".into()));
+        }
+        if config.prefetch == 0 {
+            return Err(Error::Config("prefetch must be at least 1".into()));
+        }
+        let n = match config.subset {
+            Some(s) if s > split.len() => {
+                return Err(Error::Config(format!("subset of {s} samples, but {} has {}", path.display(), split.len())))
+            }
+            Some(s) => s,
+            None => split.len(),
+        };
+        let (h, w, c) = split.shape();
+        let in_shape = [c, h, w];
+        let out_shape =
+            pipeline.output_shape(in_shape).map_err(|detail| Error::Pipeline { path: path.clone(), detail })?;
+        let data = match &pipeline.source {
+            Source::Pixels => Data::Pixels,
+            Source::Whitened(zca) => Data::Whitened(zca.whiten_split(&split)?),
+        };
+        let workers = if config.workers == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            config.workers
+        };
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(workers)
+            .thread_name(|i| format!("wrn-augment-{i}"))
+            .build()
+            .map_err(|e| Error::Config(format!("cannot start {workers} workers: {e}")))?;
+        let (recycle_tx, recycle_rx) = unbounded();
+        let inner = Inner { split, pipeline, data, config, n, in_shape, out_shape, pool, built: AtomicUsize::new(0) };
+        Ok(Loader { inner: Arc::new(inner), recycle_tx, recycle_rx })
+    }
+
+    pub fn config(&self) -> &LoaderConfig {
+        &self.inner.config
+    }
+    pub fn pipeline(&self) -> &Pipeline {
+        &self.inner.pipeline
+    }
+    /// Samples per epoch (the subset when one is set).
+    pub fn len(&self) -> usize {
+        self.inner.n
+    }
+    pub fn is_empty(&self) -> bool {
+        self.inner.n == 0
+    }
+    /// `[c, h, w]` of one output sample.
+    pub fn sample_shape(&self) -> [usize; 3] {
+        self.inner.out_shape
+    }
+    /// Batches one epoch yields.
+    pub fn batches_per_epoch(&self) -> usize {
+        self.inner.batches_per_epoch()
+    }
+    /// Batches filled so far by this loader, over all epochs (a batch that was being filled when its
+    /// epoch was dropped counts once it is complete).
+    pub fn batches_built(&self) -> usize {
+        self.inner.built.load(Ordering::SeqCst)
+    }
+
+    /// Fills batch `step` of `epoch` on the calling thread's behalf (using the worker pool), reusing
+    /// `batch`'s buffers. The same batch the epoch iterator yields at that step.
+    pub fn fill(&self, epoch: u64, step: usize, batch: &mut Batch) {
+        let order = epoch_order(self.inner.config.seed, epoch, self.inner.n, self.inner.config.shuffle);
+        self.inner.fill(&order, epoch, step, batch);
+    }
+
+    /// The batches of `epoch` from `start_step` on: exactly the tail of an uninterrupted epoch.
+    pub fn epoch(&self, epoch: u64, start_step: usize) -> EpochBatches {
+        let inner = Arc::clone(&self.inner);
+        let (tx, rx) = bounded(inner.config.prefetch);
+        let cancel = Arc::new(AtomicBool::new(false));
+        let stop = Arc::clone(&cancel);
+        let recycled = self.recycle_rx.clone();
+        let handle = std::thread::Builder::new()
+            .name("wrn-augment-epoch".into())
+            .spawn(move || {
+                let order = epoch_order(inner.config.seed, epoch, inner.n, inner.config.shuffle);
+                for step in start_step..inner.batches_per_epoch() {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let mut batch = recycled.try_recv().unwrap_or_default();
+                    inner.fill(&order, epoch, step, &mut batch);
+                    inner.built.fetch_add(1, Ordering::SeqCst);
+                    if tx.send(batch).is_err() {
+                        break;
+                    }
+                }
+            })
+            .expect("spawning the epoch producer thread");
+        EpochBatches {
+            rx: Some(rx),
+            handle: Some(handle),
+            cancel,
+            recycle_tx: self.recycle_tx.clone(),
+            wait: Duration::ZERO,
+        }
+    }
+}
+
+impl Inner {
+    fn batches_per_epoch(&self) -> usize {
+        let bs = self.config.batch_size;
+        if self.config.drop_last {
+            self.n / bs
+        } else {
+            self.n.div_ceil(bs)
+        }
+    }
+
+    fn fill(&self, order: &[usize], epoch: u64, step: usize, batch: &mut Batch) {
+        let bs = self.config.batch_size;
+        let start = (step * bs).min(order.len());
+        let indices = &order[start..(start + bs).min(order.len())];
+        let [c, h, w] = self.out_shape;
+        let sample = c * h * w;
+        batch.images.resize(indices.len() * sample, 0.0);
+        batch.shape = [indices.len(), c, h, w];
+        batch.indices.clear();
+        batch.indices.extend_from_slice(indices);
+        batch.labels.clear();
+        batch.labels.extend(indices.iter().map(|&i| i64::from(self.split.label(i))));
+        batch.epoch = epoch;
+        batch.step = step;
+        batch.decode_failures = 0;
+        let seed = self.config.seed;
+        let [ic, ih, iw] = self.in_shape;
+        self.pool.install(|| {
+            batch.images.par_chunks_mut(sample).zip(indices.par_iter()).for_each_init(Image::new, |img, (out, &i)| {
+                match &self.data {
+                    Data::Pixels => img.load_hwc_u8(self.split.image(i), ih, iw, ic),
+                    Data::Whitened(v) => {
+                        let len = ic * ih * iw;
+                        img.load_hwc_f32(&v[i * len..(i + 1) * len], ih, iw, ic)
+                    }
+                }
+                let mut rng = sample_rng(seed, epoch, i as u64);
+                for op in &self.pipeline.ops {
+                    op.apply(img, &mut rng);
+                }
+                out.copy_from_slice(&img.data);
+            })
+        });
+    }
+}
+
+/// The batches of one epoch, filled ahead of the consumer. Dropping it stops its producer (the batch
+/// being filled is finished and discarded) and joins the producer thread.
+pub struct EpochBatches {
+    rx: Option<Receiver<Batch>>,
+    handle: Option<JoinHandle<()>>,
+    cancel: Arc<AtomicBool>,
+    recycle_tx: Sender<Batch>,
+    wait: Duration,
+}
+
+impl EpochBatches {
+    /// Time the consumer has spent blocked in `next()` waiting for a batch.
+    pub fn wait_time(&self) -> Duration {
+        self.wait
+    }
+
+    /// Returns a spent batch so its buffers are reused for a later batch (of this or a later epoch).
+    pub fn recycle(&self, batch: Batch) {
+        let _ = self.recycle_tx.send(batch);
+    }
+
+    fn stop(&mut self) -> std::thread::Result<()> {
+        self.cancel.store(true, Ordering::SeqCst);
+        drop(self.rx.take());
+        self.handle.take().map_or(Ok(()), |h| h.join())
+    }
+}
+
+impl Iterator for EpochBatches {
+    type Item = Batch;
+    fn next(&mut self) -> Option<Batch> {
+        let rx = self.rx.as_ref()?;
+        let t = Instant::now();
+        let got = rx.recv();
+        self.wait += t.elapsed();
+        match got {
+            Ok(b) => Some(b),
+            Err(_) => {
+                // The producer is done; surface its panic, if any, rather than a silently short epoch.
+                if let Err(panic) = self.stop() {
+                    std::panic::resume_unwind(panic);
+                }
+                None
+            }
+        }
+    }
+}
+
+impl Drop for EpochBatches {
+    fn drop(&mut self) {
+        let _ = self.stop();
+    }
+}

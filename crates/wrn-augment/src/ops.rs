@@ -1,0 +1,405 @@
+//! The operations a pipeline is made of. Each is a small type implementing [`Op`]: it states the shape it
+//! produces from the shape it gets, draws its random parameters from the sample's stream, and transforms
+//! an [`Image`] (planar CHW `f32`) in place. Buffers live in the worker's `Image` and are reused from one
+//! sample to the next, so the hot path allocates nothing once the buffers have grown.
+
+use std::fmt;
+
+use rand::Rng;
+
+use crate::rng::SampleRng;
+
+/// A sample in flight: `channels` planes of `height * width` values, plus a scratch buffer of the same
+/// kind for operations that cannot work in place.
+#[derive(Debug, Clone, Default)]
+pub struct Image {
+    pub channels: usize,
+    pub height: usize,
+    pub width: usize,
+    /// CHW values.
+    pub data: Vec<f32>,
+    scratch: Vec<f32>,
+}
+
+impl Image {
+    pub fn new() -> Image {
+        Image::default()
+    }
+
+    /// `[channels, height, width]`.
+    pub fn shape(&self) -> [usize; 3] {
+        [self.channels, self.height, self.width]
+    }
+
+    /// Loads an HWC `u8` image (as stored in the prepared cache), keeping the 0–255 scale.
+    pub fn load_hwc_u8(&mut self, src: &[u8], height: usize, width: usize, channels: usize) {
+        assert_eq!(src.len(), height * width * channels, "source size");
+        self.set_shape(channels, height, width);
+        let plane = height * width;
+        if channels == 3 {
+            let (r, rest) = self.data.split_at_mut(plane);
+            let (g, b) = rest.split_at_mut(plane);
+            for (((px, r), g), b) in src.chunks_exact(3).zip(r).zip(g).zip(b) {
+                *r = f32::from(px[0]);
+                *g = f32::from(px[1]);
+                *b = f32::from(px[2]);
+            }
+        } else {
+            for (p, px) in src.chunks_exact(channels).enumerate() {
+                for (ch, &v) in px.iter().enumerate() {
+                    self.data[ch * plane + p] = f32::from(v);
+                }
+            }
+        }
+    }
+
+    /// Loads an HWC `f32` image (a preprocessed split, e.g. ZCA-whitened).
+    pub fn load_hwc_f32(&mut self, src: &[f32], height: usize, width: usize, channels: usize) {
+        assert_eq!(src.len(), height * width * channels, "source size");
+        self.set_shape(channels, height, width);
+        let plane = height * width;
+        for (p, px) in src.chunks_exact(channels).enumerate() {
+            for (ch, &v) in px.iter().enumerate() {
+                self.data[ch * plane + p] = v;
+            }
+        }
+    }
+
+    fn set_shape(&mut self, channels: usize, height: usize, width: usize) {
+        (self.channels, self.height, self.width) = (channels, height, width);
+        self.data.resize(channels * height * width, 0.0);
+    }
+
+    /// Gives an operation a scratch buffer of `[c, h, w]`; after writing it, call [`Image::commit`].
+    fn scratch_for(&mut self, c: usize, h: usize, w: usize) -> Vec<f32> {
+        let mut s = std::mem::take(&mut self.scratch);
+        s.resize(c * h * w, 0.0);
+        s
+    }
+
+    /// Makes `scratch` (filled with a `[c, h, w]` image) the current data.
+    fn commit(&mut self, scratch: Vec<f32>, c: usize, h: usize, w: usize) {
+        self.scratch = std::mem::replace(&mut self.data, scratch);
+        (self.channels, self.height, self.width) = (c, h, w);
+    }
+}
+
+/// One step of a pipeline.
+pub trait Op: Send + Sync + fmt::Debug {
+    /// A short name, e.g. `reflect-pad(4)`.
+    fn name(&self) -> String;
+    /// The `[c, h, w]` this op produces from an input of `input`, or why it cannot take that input.
+    fn output_shape(&self, input: [usize; 3]) -> Result<[usize; 3], String>;
+    /// Transforms `img` in place, drawing any random parameter from `rng` (always the same number of
+    /// draws for a given input shape, so later ops see the same stream whatever this op decides).
+    fn apply(&self, img: &mut Image, rng: &mut SampleRng);
+}
+
+/// Index of `i` (may be out of `0..n`) under torch's `reflect` padding: the edge pixel is not repeated,
+/// so `-1` maps to `1` and `n` to `n - 2`. Requires `-n < i < 2n - 1`.
+pub fn reflect_index(i: isize, n: usize) -> usize {
+    let n = n as isize;
+    let r = if i < 0 {
+        -i
+    } else if i >= n {
+        2 * (n - 1) - i
+    } else {
+        i
+    };
+    r as usize
+}
+
+/// Reflection padding of `pad` pixels on every side (torch `ReflectionPad2d`, numpy `reflect`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ReflectPad {
+    pub pad: usize,
+}
+
+impl Op for ReflectPad {
+    fn name(&self) -> String {
+        format!("reflect-pad({})", self.pad)
+    }
+    fn output_shape(&self, [c, h, w]: [usize; 3]) -> Result<[usize; 3], String> {
+        if self.pad >= h || self.pad >= w {
+            return Err(format!("reflect padding of {} needs an image larger than {}x{}", self.pad, h, w));
+        }
+        Ok([c, h + 2 * self.pad, w + 2 * self.pad])
+    }
+    fn apply(&self, img: &mut Image, _rng: &mut SampleRng) {
+        let (c, h, w, p) = (img.channels, img.height, img.width, self.pad);
+        let (ph, pw) = (h + 2 * p, w + 2 * p);
+        let mut out = img.scratch_for(c, ph, pw);
+        for ch in 0..c {
+            let src = &img.data[ch * h * w..(ch + 1) * h * w];
+            let dst = &mut out[ch * ph * pw..(ch + 1) * ph * pw];
+            for (y, row_out) in dst.chunks_exact_mut(pw).enumerate() {
+                let sy = reflect_index(y as isize - p as isize, h);
+                let row = &src[sy * w..(sy + 1) * w];
+                for x in 0..p {
+                    row_out[x] = row[p - x];
+                    row_out[p + w + x] = row[w - 2 - x];
+                }
+                row_out[p..p + w].copy_from_slice(row);
+            }
+        }
+        img.commit(out, c, ph, pw);
+    }
+}
+
+/// A uniformly random `height x width` window: every offset in `0..=H-height` x `0..=W-width` is equally
+/// likely (81 offsets for 32 out of 40). Draws the row offset, then the column offset.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RandomCrop {
+    pub height: usize,
+    pub width: usize,
+}
+
+impl RandomCrop {
+    /// The offsets this op uses for an input of `h x w`, drawn from `rng`.
+    pub fn draw(&self, h: usize, w: usize, rng: &mut SampleRng) -> (usize, usize) {
+        let dy = rng.gen_range(0..=h - self.height);
+        let dx = rng.gen_range(0..=w - self.width);
+        (dy, dx)
+    }
+}
+
+impl Op for RandomCrop {
+    fn name(&self) -> String {
+        format!("random-crop({}x{})", self.height, self.width)
+    }
+    fn output_shape(&self, [c, h, w]: [usize; 3]) -> Result<[usize; 3], String> {
+        if self.height > h || self.width > w {
+            return Err(format!("a {}x{} crop does not fit in {}x{}", self.height, self.width, h, w));
+        }
+        Ok([c, self.height, self.width])
+    }
+    fn apply(&self, img: &mut Image, rng: &mut SampleRng) {
+        let (dy, dx) = self.draw(img.height, img.width, rng);
+        crop(img, dy, dx, self.height, self.width);
+    }
+}
+
+/// The centred `height x width` window (offsets rounded down).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CenterCrop {
+    pub height: usize,
+    pub width: usize,
+}
+
+impl Op for CenterCrop {
+    fn name(&self) -> String {
+        format!("center-crop({}x{})", self.height, self.width)
+    }
+    fn output_shape(&self, input: [usize; 3]) -> Result<[usize; 3], String> {
+        RandomCrop { height: self.height, width: self.width }.output_shape(input)
+    }
+    fn apply(&self, img: &mut Image, _rng: &mut SampleRng) {
+        let (dy, dx) = ((img.height - self.height) / 2, (img.width - self.width) / 2);
+        crop(img, dy, dx, self.height, self.width);
+    }
+}
+
+fn crop(img: &mut Image, dy: usize, dx: usize, ch_: usize, cw: usize) {
+    let (c, h, w) = (img.channels, img.height, img.width);
+    let mut out = img.scratch_for(c, ch_, cw);
+    for ch in 0..c {
+        let src = &img.data[ch * h * w..(ch + 1) * h * w];
+        let dst = &mut out[ch * ch_ * cw..(ch + 1) * ch_ * cw];
+        for (y, row_out) in dst.chunks_exact_mut(cw).enumerate() {
+            let s = (dy + y) * w + dx;
+            row_out.copy_from_slice(&src[s..s + cw]);
+        }
+    }
+    img.commit(out, c, ch_, cw);
+}
+
+/// Mirrors the image left-right with probability `p` (one draw per sample).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HFlip {
+    pub p: f64,
+}
+
+impl HFlip {
+    /// Whether this op flips, drawn from `rng`.
+    pub fn draw(&self, rng: &mut SampleRng) -> bool {
+        rng.gen_bool(self.p)
+    }
+}
+
+impl Op for HFlip {
+    fn name(&self) -> String {
+        format!("hflip({})", self.p)
+    }
+    fn output_shape(&self, input: [usize; 3]) -> Result<[usize; 3], String> {
+        if !(0.0..=1.0).contains(&self.p) {
+            return Err(format!("flip probability {} is not in [0, 1]", self.p));
+        }
+        Ok(input)
+    }
+    fn apply(&self, img: &mut Image, rng: &mut SampleRng) {
+        if self.draw(rng) {
+            for row in img.data.chunks_exact_mut(img.width) {
+                row.reverse();
+            }
+        }
+    }
+}
+
+/// Per-channel `(x - mean[c]) / std[c]`, computed as `(x - mean[c]) * (1 / std[c])`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Normalize {
+    pub mean: Vec<f32>,
+    pub std: Vec<f32>,
+}
+
+impl Normalize {
+    /// The paper's CIFAR constants on the 0–255 scale (used for CIFAR-10 and CIFAR-100 alike).
+    pub fn cifar() -> Normalize {
+        Normalize { mean: CIFAR_MEAN.to_vec(), std: CIFAR_STD.to_vec() }
+    }
+}
+
+/// CIFAR per-channel mean on the 0–255 scale (the paper's `meanstd` preprocessing).
+pub const CIFAR_MEAN: [f32; 3] = [125.3, 123.0, 113.9];
+/// CIFAR per-channel standard deviation on the 0–255 scale.
+pub const CIFAR_STD: [f32; 3] = [63.0, 62.1, 66.7];
+
+impl Op for Normalize {
+    fn name(&self) -> String {
+        format!("normalize(mean {:?}, std {:?})", self.mean, self.std)
+    }
+    fn output_shape(&self, input: [usize; 3]) -> Result<[usize; 3], String> {
+        if self.mean.len() != input[0] || self.std.len() != input[0] {
+            return Err(format!("{} means and {} stds for {} channels", self.mean.len(), self.std.len(), input[0]));
+        }
+        if self.std.iter().any(|&s| s <= 0.0 || !s.is_finite()) {
+            return Err(format!("standard deviations must be positive: {:?}", self.std));
+        }
+        Ok(input)
+    }
+    fn apply(&self, img: &mut Image, _rng: &mut SampleRng) {
+        let plane = img.height * img.width;
+        for (ch, values) in img.data.chunks_exact_mut(plane).enumerate() {
+            let (m, inv) = (self.mean[ch], 1.0 / self.std[ch]);
+            for v in values {
+                *v = (*v - m) * inv;
+            }
+        }
+    }
+}
+
+/// Divides every value by `divisor` (SVHN: 255, into [0, 1]); a true division, correctly rounded.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Scale {
+    pub divisor: f32,
+}
+
+impl Op for Scale {
+    fn name(&self) -> String {
+        format!("scale(1/{})", self.divisor)
+    }
+    fn output_shape(&self, input: [usize; 3]) -> Result<[usize; 3], String> {
+        if self.divisor == 0.0 || !self.divisor.is_finite() {
+            return Err(format!("cannot divide by {}", self.divisor));
+        }
+        Ok(input)
+    }
+    fn apply(&self, img: &mut Image, _rng: &mut SampleRng) {
+        for v in &mut img.data {
+            *v /= self.divisor;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::sample_rng;
+
+    fn image(c: usize, h: usize, w: usize, values: &[f32]) -> Image {
+        Image { channels: c, height: h, width: w, data: values.to_vec(), scratch: vec![] }
+    }
+
+    #[test]
+    fn reflect_padding_matches_hand_computed_values() {
+        // One 3x4 channel, values 1..=12, padded by 2 (the edge pixel is not repeated).
+        let src: Vec<f32> = (1..=12).map(|v| v as f32).collect();
+        let mut img = image(1, 3, 4, &src);
+        ReflectPad { pad: 2 }.apply(&mut img, &mut sample_rng(0, 0, 0));
+        #[rustfmt::skip]
+        let expected: [f32; 7 * 8] = [
+            11., 10.,  9., 10., 11., 12., 11., 10.,
+             7.,  6.,  5.,  6.,  7.,  8.,  7.,  6.,
+             3.,  2.,  1.,  2.,  3.,  4.,  3.,  2.,
+             7.,  6.,  5.,  6.,  7.,  8.,  7.,  6.,
+            11., 10.,  9., 10., 11., 12., 11., 10.,
+             7.,  6.,  5.,  6.,  7.,  8.,  7.,  6.,
+             3.,  2.,  1.,  2.,  3.,  4.,  3.,  2.,
+        ];
+        assert_eq!(img.shape(), [1, 7, 8]);
+        assert_eq!(img.data, expected);
+    }
+
+    #[test]
+    fn reflect_padding_of_a_cifar_image_at_every_border() {
+        // Pixel (y, x) of channel ch holds 1000*ch + 32*y + x, so every source position is recognisable.
+        let src: Vec<f32> = (0..3 * 32 * 32).map(|i| (1000 * (i / 1024) + i % 1024) as f32).collect();
+        let mut img = image(3, 32, 32, &src);
+        ReflectPad { pad: 4 }.apply(&mut img, &mut sample_rng(0, 0, 0));
+        assert_eq!(img.shape(), [3, 40, 40]);
+        let at = |ch: usize, y: usize, x: usize| img.data[ch * 1600 + y * 40 + x];
+        let src_at = |ch: usize, y: usize, x: usize| (1000 * ch + 32 * y + x) as f32;
+        // Corners: padded (0,0) is source (4,4); padded (39,39) is source (27,27); (3,36) is (1,30).
+        assert_eq!(at(0, 0, 0), src_at(0, 4, 4));
+        assert_eq!(at(1, 39, 39), src_at(1, 27, 27));
+        assert_eq!(at(2, 3, 36), src_at(2, 1, 30));
+        // Each border next to the image mirrors the pixel one in from the edge, never the edge itself.
+        for i in 0..32 {
+            assert_eq!(at(0, 3, 4 + i), src_at(0, 1, i), "top");
+            assert_eq!(at(0, 36, 4 + i), src_at(0, 30, i), "bottom");
+            assert_eq!(at(2, 4 + i, 3), src_at(2, i, 1), "left");
+            assert_eq!(at(2, 4 + i, 36), src_at(2, i, 30), "right");
+            assert_eq!(at(1, 4 + i, 4 + i), src_at(1, i, i), "interior");
+        }
+    }
+
+    #[test]
+    fn padding_wider_than_the_image_is_refused() {
+        assert!(ReflectPad { pad: 4 }.output_shape([3, 4, 8]).unwrap_err().contains("larger than 4x8"));
+        assert_eq!(ReflectPad { pad: 4 }.output_shape([3, 32, 32]), Ok([3, 40, 40]));
+    }
+
+    #[test]
+    fn crop_flip_normalise_and_scale_by_hand() {
+        let src: Vec<f32> = (0..2 * 3 * 3).map(|v| v as f32).collect();
+        let mut img = image(2, 3, 3, &src);
+        CenterCrop { height: 1, width: 2 }.apply(&mut img, &mut sample_rng(0, 0, 0));
+        // Offsets (1, 0): row 1, columns 0..2 of each channel.
+        assert_eq!((img.shape(), img.data.clone()), ([2, 1, 2], vec![3., 4., 12., 13.]));
+        let mut rng = sample_rng(0, 0, 0);
+        let flips = (0..64).map(|_| HFlip { p: 0.5 }.draw(&mut rng)).collect::<Vec<_>>();
+        let first_flip = flips.iter().position(|&f| f).unwrap();
+        let mut rng = sample_rng(0, 0, 0);
+        for _ in 0..first_flip {
+            HFlip { p: 0.5 }.draw(&mut rng);
+        }
+        HFlip { p: 0.5 }.apply(&mut img, &mut rng);
+        assert_eq!(img.data, vec![4., 3., 13., 12.]);
+        Normalize { mean: vec![3.0, 10.0], std: vec![2.0, 4.0] }.apply(&mut img, &mut rng);
+        assert_eq!(img.data, vec![0.5, 0.0, 0.75, 0.5]);
+        let mut px = image(1, 1, 2, &[255.0, 51.0]);
+        Scale { divisor: 255.0 }.apply(&mut px, &mut rng);
+        assert_eq!(px.data, vec![1.0, 0.2]);
+        assert!(HFlip { p: 1.5 }.output_shape([1, 1, 1]).is_err());
+        assert!(Normalize::cifar().output_shape([1, 32, 32]).unwrap_err().contains("3 means"));
+    }
+
+    #[test]
+    fn hwc_bytes_become_chw_planes() {
+        let mut img = Image::new();
+        img.load_hwc_u8(&[1, 2, 3, 4, 5, 6], 1, 2, 3);
+        assert_eq!(img.data, vec![1., 4., 2., 5., 3., 6.]);
+        img.load_hwc_f32(&[1., 2., 3., 4.], 2, 1, 2);
+        assert_eq!((img.shape(), img.data.clone()), ([2, 2, 1], vec![1., 3., 2., 4.]));
+    }
+}

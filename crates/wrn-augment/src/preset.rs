@@ -1,0 +1,200 @@
+//! The paper's recipes as named presets (`cifar-train`, `cifar-test`, `svhn`, `imagenet-train`,
+//! `imagenet-val`) and [`Pipeline`], the ordered list of [`Op`]s a loader applies to each sample.
+//!
+//! - `cifar-train`: reflect padding of 4 (the edge pixel is not repeated), a uniformly random 32×32 crop
+//!   (81 offsets), horizontal flip with p = 0.5, then the paper's per-channel mean/std. With `:zca`
+//!   (`cifar-train:zca`) the same crop and flip run on contrast-normalised, ZCA-whitened pixels (the
+//!   official code whitens the dataset first and augments the whitened images) and nothing follows.
+//! - `cifar-test`: the same normalisation, no augmentation (`cifar-test:zca` with the training fit).
+//! - `svhn`: no augmentation, values divided by 255.
+//! - `imagenet-train`, `imagenet-val`: parsed, but the ImageNet transforms are not built yet;
+//!   [`Pipeline::from_preset`] says so.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+use crate::ops::{HFlip, Normalize, Op, RandomCrop, ReflectPad, Scale};
+use crate::zca::Zca;
+
+/// How CIFAR pixels are normalised.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Norm {
+    /// Per-channel mean/std with the paper's constants ([`crate::ops::CIFAR_MEAN`], [`crate::ops::CIFAR_STD`]).
+    #[default]
+    MeanStd,
+    /// Global contrast normalisation + ZCA fitted on the training split ([`crate::zca`]).
+    Zca,
+}
+
+/// A named recipe of the paper.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Preset {
+    CifarTrain(Norm),
+    CifarTest(Norm),
+    Svhn,
+    ImagenetTrain,
+    ImagenetVal,
+}
+
+impl Preset {
+    pub const ALL: [Preset; 7] = [
+        Preset::CifarTrain(Norm::MeanStd),
+        Preset::CifarTrain(Norm::Zca),
+        Preset::CifarTest(Norm::MeanStd),
+        Preset::CifarTest(Norm::Zca),
+        Preset::Svhn,
+        Preset::ImagenetTrain,
+        Preset::ImagenetVal,
+    ];
+
+    /// Whether the preset draws random numbers (augments).
+    pub fn is_random(&self) -> bool {
+        matches!(self, Preset::CifarTrain(_) | Preset::ImagenetTrain)
+    }
+
+    /// The normalisation of a CIFAR preset.
+    pub fn norm(&self) -> Option<Norm> {
+        match self {
+            Preset::CifarTrain(n) | Preset::CifarTest(n) => Some(*n),
+            _ => None,
+        }
+    }
+}
+
+impl FromStr for Preset {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Preset> {
+        let (name, norm) = match s.split_once(':') {
+            None => (s, None),
+            Some((name, "meanstd")) => (name, Some(Norm::MeanStd)),
+            Some((name, "zca")) => (name, Some(Norm::Zca)),
+            Some(_) => return Err(Error::UnknownPreset(s.into())),
+        };
+        let preset = match name {
+            "cifar-train" => Preset::CifarTrain(norm.unwrap_or_default()),
+            "cifar-test" => Preset::CifarTest(norm.unwrap_or_default()),
+            "svhn" if norm.is_none() => Preset::Svhn,
+            "imagenet-train" if norm.is_none() => Preset::ImagenetTrain,
+            "imagenet-val" if norm.is_none() => Preset::ImagenetVal,
+            _ => return Err(Error::UnknownPreset(s.into())),
+        };
+        Ok(preset)
+    }
+}
+
+impl fmt::Display for Preset {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let suffix = |n: &Norm| if *n == Norm::Zca { ":zca" } else { "" };
+        match self {
+            Preset::CifarTrain(n) => write!(f, "cifar-train{}", suffix(n)),
+            Preset::CifarTest(n) => write!(f, "cifar-test{}", suffix(n)),
+            Preset::Svhn => f.write_str("svhn"),
+            Preset::ImagenetTrain => f.write_str("imagenet-train"),
+            Preset::ImagenetVal => f.write_str("imagenet-val"),
+        }
+    }
+}
+
+/// Where a pipeline's samples come from before its first op.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// The prepared cache's `u8` pixels, as 0–255 values.
+    Pixels,
+    /// The split contrast-normalised and whitened with this fit (computed once when the loader is made).
+    Whitened(Arc<Zca>),
+}
+
+/// The ordered ops a loader applies to each sample, after loading it from its [`Source`].
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    pub source: Source,
+    pub ops: Vec<Arc<dyn Op>>,
+    /// The preset it was built from, if any.
+    pub preset: Option<Preset>,
+}
+
+impl Pipeline {
+    /// A custom pipeline over the prepared pixels.
+    pub fn new(ops: Vec<Arc<dyn Op>>) -> Pipeline {
+        Pipeline { source: Source::Pixels, ops, preset: None }
+    }
+
+    /// The preset's pipeline. ZCA presets need the training split's fit (see [`Zca::fit_or_load`]).
+    pub fn from_preset(preset: Preset, zca: Option<Arc<Zca>>) -> Result<Pipeline> {
+        let augment: Vec<Arc<dyn Op>> = vec![
+            Arc::new(ReflectPad { pad: 4 }),
+            Arc::new(RandomCrop { height: 32, width: 32 }),
+            Arc::new(HFlip { p: 0.5 }),
+        ];
+        let (source, ops): (Source, Vec<Arc<dyn Op>>) = match preset {
+            Preset::CifarTrain(Norm::MeanStd) => {
+                (Source::Pixels, augment.into_iter().chain([Arc::new(Normalize::cifar()) as Arc<dyn Op>]).collect())
+            }
+            Preset::CifarTest(Norm::MeanStd) => (Source::Pixels, vec![Arc::new(Normalize::cifar())]),
+            Preset::CifarTrain(Norm::Zca) | Preset::CifarTest(Norm::Zca) => {
+                let zca = zca
+                    .ok_or_else(|| Error::Config(format!("preset {preset} needs the ZCA fit of the training split")))?;
+                let ops = if preset.is_random() { augment } else { vec![] };
+                (Source::Whitened(zca), ops)
+            }
+            Preset::Svhn => (Source::Pixels, vec![Arc::new(Scale { divisor: 255.0 })]),
+            Preset::ImagenetTrain | Preset::ImagenetVal => {
+                return Err(Error::Config(format!("preset {preset}: the ImageNet transforms are not built yet")))
+            }
+        };
+        Ok(Pipeline { source, ops, preset: Some(preset) })
+    }
+
+    /// The `[c, h, w]` of a sample after every op, from an input of `input`, or which op refuses it.
+    pub fn output_shape(&self, input: [usize; 3]) -> std::result::Result<[usize; 3], String> {
+        self.ops.iter().try_fold(input, |shape, op| op.output_shape(shape).map_err(|e| format!("{}: {e}", op.name())))
+    }
+}
+
+impl fmt::Display for Pipeline {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.source {
+            Source::Pixels => f.write_str("pixels")?,
+            Source::Whitened(_) => f.write_str("gcn+zca")?,
+        }
+        for op in &self.ops {
+            write!(f, " -> {}", op.name())?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presets_parse_and_print_round_trip() {
+        for p in Preset::ALL {
+            assert_eq!(p.to_string().parse::<Preset>().unwrap(), p);
+        }
+        assert_eq!("cifar-train:meanstd".parse::<Preset>().unwrap(), Preset::CifarTrain(Norm::MeanStd));
+        for bad in ["cifar", "svhn:zca", "cifar-train:pca", ""] {
+            let err = bad.parse::<Preset>().unwrap_err().to_string();
+            assert!(err.contains("unknown preset") && err.contains("cifar-train"), "{err}");
+        }
+    }
+
+    #[test]
+    fn preset_pipelines_have_the_recipe_ops_and_shapes() {
+        let train = Pipeline::from_preset(Preset::CifarTrain(Norm::MeanStd), None).unwrap();
+        assert_eq!(
+            train.to_string(),
+            "pixels -> reflect-pad(4) -> random-crop(32x32) -> hflip(0.5) -> normalize(mean [125.3, 123.0, 113.9], \
+             std [63.0, 62.1, 66.7])"
+        );
+        assert_eq!(train.output_shape([3, 32, 32]), Ok([3, 32, 32]));
+        assert!(train.output_shape([1, 32, 32]).unwrap_err().starts_with("normalize"));
+        let svhn = Pipeline::from_preset(Preset::Svhn, None).unwrap();
+        assert_eq!(svhn.to_string(), "pixels -> scale(1/255)");
+        let err = Pipeline::from_preset(Preset::CifarTest(Norm::Zca), None).unwrap_err().to_string();
+        assert!(err.contains("needs the ZCA fit"), "{err}");
+    }
+}

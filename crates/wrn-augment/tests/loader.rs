@@ -1,0 +1,265 @@
+//! Behaviour of the loader and the CIFAR/SVHN presets on prepared splits written by `wrn-data`: crop
+//! offsets and flips (uniform over the 81 offsets, about half flipped, each output equal to a direct
+//! reference computation), determinism across worker counts and queue depths, resuming mid-epoch,
+//! `drop_last` and `subset`, buffer reuse, and stopping cleanly when an epoch is dropped early.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use wrn_augment::ops::{CIFAR_MEAN, CIFAR_STD};
+use wrn_augment::{Batch, Loader, LoaderConfig, Norm, Pipeline, Preset};
+use wrn_data::cache::{write, PreparedSplit, SplitData, SplitMeta};
+
+fn split_at(path: &Path, h: usize, w: usize, images: &[u8], labels: &[u16]) -> Arc<PreparedSplit> {
+    let meta = SplitMeta {
+        dataset: "toy".into(),
+        split: "train".into(),
+        classes: (0..10).map(|i| format!("c{i}")).collect(),
+        coarse_classes: vec![],
+        sources: vec![],
+    };
+    let data =
+        SplitData { meta: &meta, height: h as u32, width: w as u32, channels: 3, images, labels, coarse_labels: None };
+    write(path, &data).unwrap();
+    Arc::new(PreparedSplit::open(path).unwrap())
+}
+
+/// `n` 32x32 images whose pixels are a function of (image, y, x, channel), labels `i % 10`.
+fn varied_split(dir: &Path, n: usize) -> Arc<PreparedSplit> {
+    let images: Vec<u8> =
+        (0..n * 32 * 32 * 3).map(|k| ((k / 3072) * 31 + (k % 3072) * 7 + (k % 3072) / 96) as u8).collect();
+    let labels: Vec<u16> = (0..n).map(|i| (i % 10) as u16).collect();
+    split_at(&dir.join("varied.wrnc"), 32, 32, &images, &labels)
+}
+
+fn cfg(batch_size: usize, workers: usize) -> LoaderConfig {
+    LoaderConfig { batch_size, seed: 17, workers, prefetch: 2, ..LoaderConfig::default() }
+}
+
+fn cifar_train() -> Pipeline {
+    Pipeline::from_preset(Preset::CifarTrain(Norm::MeanStd), None).unwrap()
+}
+
+fn collect(loader: &Loader, epoch: u64, start: usize) -> Vec<Batch> {
+    loader.epoch(epoch, start).collect()
+}
+
+/// The source index under torch `reflect` padding, written out independently of the ops module.
+fn reflect(i: i64, n: i64) -> usize {
+    (if i < 0 {
+        -i
+    } else if i >= n {
+        2 * n - 2 - i
+    } else {
+        i
+    }) as usize
+}
+
+#[test]
+fn crops_cover_all_81_offsets_uniformly_flips_half_and_each_output_matches_a_reference() {
+    // Every image is the same coordinate chart: channel 0 holds 7x, channel 1 holds 7y, channel 2 holds 3.
+    let n = 8100;
+    let chart: Vec<u8> =
+        (0..32 * 32).flat_map(|p| [(7 * (p % 32)) as u8, (7 * (p / 32)) as u8, 3]).collect::<Vec<u8>>();
+    let images = chart.repeat(n);
+    let dir = tempfile::tempdir().unwrap();
+    let split = split_at(&dir.path().join("chart.wrnc"), 32, 32, &images, &vec![0; n]);
+    let loader = Loader::new(split, cifar_train(), cfg(500, 2)).unwrap();
+    let mut counts = [[0usize; 9]; 9];
+    let mut flips = 0;
+    for batch in loader.epoch(3, 0) {
+        for (s, out) in batch.images.chunks_exact(3 * 1024).enumerate() {
+            let raw = |ch: usize, y: usize, x: usize| {
+                let v = out[ch * 1024 + y * 32 + x] * CIFAR_STD[ch] + CIFAR_MEAN[ch];
+                let r = v.round();
+                assert!((v - r).abs() < 1e-3, "sample {} value {v}", batch.indices[s]);
+                r as i64
+            };
+            // The centre pixels never come from the padding, so they identify the crop and the flip.
+            let (sx_a, sx_b, sy) = (raw(0, 16, 10) / 7, raw(0, 16, 20) / 7, raw(1, 16, 10) / 7);
+            let flip = sx_a > sx_b;
+            let dx = if flip { sx_a - (31 - 10) + 4 } else { sx_a - 10 + 4 } as usize;
+            let dy = (sy - 16 + 4) as usize;
+            assert!(dx < 9 && dy < 9, "offset ({dy}, {dx})");
+            counts[dy][dx] += 1;
+            flips += usize::from(flip);
+            // The whole output equals pad-reflect 4, crop at (dy, dx), optional flip, normalise.
+            for ch in 0..3 {
+                for y in 0..32 {
+                    for x in 0..32 {
+                        let cx = if flip { 31 - x } else { x };
+                        let (sy, sx) = (reflect((y + dy) as i64 - 4, 32), reflect((cx + dx) as i64 - 4, 32));
+                        let expected = f32::from(chart[(sy * 32 + sx) * 3 + ch]);
+                        assert_eq!(raw(ch, y, x), expected as i64, "sample {} ({ch},{y},{x})", batch.indices[s]);
+                    }
+                }
+            }
+        }
+    }
+    // Chi-square over 81 cells of expected count 100 (80 degrees of freedom; p = 0.001 at 124.8).
+    let chi2: f64 = counts.iter().flatten().map(|&c| (c as f64 - 100.0).powi(2) / 100.0).sum();
+    assert!(counts.iter().flatten().all(|&c| c > 0), "an offset never drawn: {counts:?}");
+    assert!(chi2 < 124.8, "chi-square {chi2}: {counts:?}");
+    // Flips: binomial(8100, 0.5), standard deviation 45; four of them either side.
+    assert!((4050 - 180..=4050 + 180).contains(&flips), "{flips} flips of 8100");
+}
+
+#[test]
+fn one_worker_and_several_give_bit_identical_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let split = varied_split(dir.path(), 300);
+    let one = Loader::new(split.clone(), cifar_train(), cfg(64, 1)).unwrap();
+    let many = Loader::new(split.clone(), cifar_train(), LoaderConfig { prefetch: 5, ..cfg(64, 3) }).unwrap();
+    for epoch in [0, 1] {
+        let (a, b) = (collect(&one, epoch, 0), collect(&many, epoch, 0));
+        assert_eq!(a.len(), 5);
+        for (x, y) in a.iter().zip(&b) {
+            assert_eq!(x.indices, y.indices);
+            assert_eq!(x.labels, y.labels);
+            assert_eq!(x.shape, y.shape);
+            assert!(x.images.iter().zip(&y.images).all(|(p, q)| p.to_bits() == q.to_bits()), "epoch {epoch}");
+        }
+    }
+    // The batches are not trivially equal: epochs and seeds change both order and augmentation.
+    let (e0, e1) = (collect(&one, 0, 0), collect(&one, 1, 0));
+    assert_ne!(e0[0].indices, e1[0].indices);
+    let other_seed = Loader::new(split, cifar_train(), LoaderConfig { seed: 18, ..cfg(64, 1) }).unwrap();
+    assert_ne!(collect(&other_seed, 0, 0)[0].indices, e0[0].indices);
+}
+
+#[test]
+fn the_same_sample_gets_the_same_augmentation_whatever_its_batch() {
+    // Shuffled or not, with any batch size, sample i of epoch e comes out identical.
+    let dir = tempfile::tempdir().unwrap();
+    let split = varied_split(dir.path(), 40);
+    let by_sample = |config: LoaderConfig| {
+        let loader = Loader::new(split.clone(), cifar_train(), config).unwrap();
+        let mut out = vec![Vec::new(); 40];
+        for b in loader.epoch(2, 0) {
+            for (k, &i) in b.indices.iter().enumerate() {
+                out[i] = b.images[k * 3072..(k + 1) * 3072].to_vec();
+            }
+        }
+        out
+    };
+    let a = by_sample(cfg(7, 2));
+    let b = by_sample(LoaderConfig { shuffle: false, ..cfg(16, 1) });
+    assert_eq!(a, b);
+}
+
+#[test]
+fn resuming_at_a_step_gives_the_tail_of_the_full_epoch() {
+    let dir = tempfile::tempdir().unwrap();
+    let split = varied_split(dir.path(), 100);
+    let loader = Loader::new(split, cifar_train(), cfg(16, 2)).unwrap();
+    let full = collect(&loader, 4, 0);
+    assert_eq!(full.len(), 7);
+    assert_eq!(full.iter().map(|b| b.step).collect::<Vec<_>>(), (0..7).collect::<Vec<_>>());
+    for start in [1, 3, 6] {
+        assert_eq!(collect(&loader, 4, start), full[start..].to_vec(), "start {start}");
+    }
+    assert!(collect(&loader, 4, 7).is_empty());
+    let mut one = Batch::default();
+    loader.fill(4, 2, &mut one);
+    assert_eq!(one, full[2]);
+}
+
+#[test]
+fn every_sample_once_per_epoch_with_drop_last_and_subset() {
+    let dir = tempfile::tempdir().unwrap();
+    let split = varied_split(dir.path(), 10);
+    let sizes = |c: LoaderConfig| {
+        let loader = Loader::new(split.clone(), cifar_train(), c).unwrap();
+        let batches = collect(&loader, 0, 0);
+        assert_eq!(batches.len(), loader.batches_per_epoch());
+        let mut seen: Vec<usize> = batches.iter().flat_map(|b| b.indices.clone()).collect();
+        seen.sort_unstable();
+        for b in &batches {
+            assert_eq!(b.images.len(), b.shape.iter().product::<usize>());
+            assert_eq!(b.labels, b.indices.iter().map(|&i| (i % 10) as i64).collect::<Vec<_>>());
+        }
+        (batches.iter().map(|b| b.shape[0]).collect::<Vec<_>>(), seen)
+    };
+    let (s, seen) = sizes(cfg(4, 1));
+    assert_eq!((s, seen), (vec![4, 4, 2], (0..10).collect()));
+    let (s, seen) = sizes(LoaderConfig { drop_last: true, ..cfg(4, 1) });
+    assert_eq!((s, seen.len()), (vec![4, 4], 8));
+    let (s, seen) = sizes(LoaderConfig { subset: Some(6), ..cfg(4, 2) });
+    assert_eq!((s, seen), (vec![4, 2], (0..6).collect()));
+    let (s, seen) = sizes(LoaderConfig { subset: Some(6), drop_last: true, ..cfg(4, 2) });
+    assert_eq!((s, seen.len()), (vec![4], 4));
+    let (_, seen) = sizes(LoaderConfig { shuffle: false, ..cfg(3, 1) });
+    assert_eq!(seen, (0..10).collect::<Vec<_>>());
+    let err = Loader::new(split.clone(), cifar_train(), LoaderConfig { subset: Some(11), ..cfg(4, 1) }).err().unwrap();
+    assert!(err.to_string().contains("subset of 11") && err.to_string().contains("varied.wrnc"), "{err}");
+    assert!(Loader::new(split, cifar_train(), cfg(0, 1)).is_err());
+}
+
+#[test]
+fn dropping_an_epoch_early_stops_its_producer() {
+    let dir = tempfile::tempdir().unwrap();
+    let split = varied_split(dir.path(), 400);
+    let loader = Loader::new(split, cifar_train(), cfg(4, 2)).unwrap();
+    let mut it = loader.epoch(0, 0);
+    let first = it.next().unwrap();
+    assert_eq!(first.step, 0);
+    drop(it); // joins the producer; a hang here fails the test by never finishing
+    let built = loader.batches_built();
+    // At most: the one taken, a full queue of 2, and one being filled when the queue closed.
+    assert!(built <= 4, "{built} of 100 batches were built after the epoch was dropped");
+    // The loader is still usable, and a dropped epoch with nothing taken also stops.
+    drop(loader.epoch(1, 0));
+    assert_eq!(collect(&loader, 2, 95).len(), 5);
+}
+
+#[test]
+fn recycled_buffers_are_refilled_and_waiting_is_measured() {
+    let dir = tempfile::tempdir().unwrap();
+    let split = varied_split(dir.path(), 64);
+    let loader = Loader::new(split, cifar_train(), LoaderConfig { prefetch: 1, ..cfg(8, 1) }).unwrap();
+    let reference = collect(&loader, 0, 0);
+    let mut it = loader.epoch(0, 0);
+    let mut seen = Vec::new();
+    let mut pointers = std::collections::HashSet::new();
+    while let Some(b) = it.next() {
+        pointers.insert(b.images.as_ptr() as usize);
+        seen.push(b.clone());
+        it.recycle(b);
+    }
+    assert_eq!(seen, reference, "recycled buffers give the same batches");
+    // Eight batches went through at most a handful of buffers (queue of 1, one being filled, one held).
+    assert!(pointers.len() <= 4, "{} distinct buffers", pointers.len());
+    assert!(it.wait_time() > std::time::Duration::ZERO);
+}
+
+#[test]
+fn svhn_and_cifar_test_are_deterministic_normalisations_in_index_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let split = varied_split(dir.path(), 5);
+    let config = LoaderConfig { shuffle: false, ..cfg(5, 1) };
+    let svhn = Loader::new(split.clone(), Pipeline::from_preset(Preset::Svhn, None).unwrap(), config.clone()).unwrap();
+    let test = Pipeline::from_preset(Preset::CifarTest(Norm::MeanStd), None).unwrap();
+    let test = Loader::new(split.clone(), test, config).unwrap();
+    let (s, t) = (&collect(&svhn, 0, 0)[0], &collect(&test, 7, 0)[0]);
+    assert_eq!(s.shape, [5, 3, 32, 32]);
+    for i in 0..5 {
+        let img = split.image(i);
+        for ch in 0..3 {
+            for p in 0..1024 {
+                let v = f32::from(img[p * 3 + ch]);
+                assert_eq!(s.images[i * 3072 + ch * 1024 + p], v / 255.0);
+                let expected = (v - CIFAR_MEAN[ch]) / CIFAR_STD[ch];
+                assert!((t.images[i * 3072 + ch * 1024 + p] - expected).abs() < 1e-5);
+            }
+        }
+    }
+    assert_eq!(s.decode_failures, 0);
+}
+
+#[test]
+fn a_pipeline_that_does_not_fit_the_images_is_refused_with_the_file_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let split = split_at(&dir.path().join("tiny.wrnc"), 4, 4, &[0; 2 * 48], &[0, 1]);
+    let err = Loader::new(split, cifar_train(), cfg(2, 1)).err().unwrap().to_string();
+    assert!(err.contains("tiny.wrnc") && err.contains("reflect-pad(4)"), "{err}");
+}
