@@ -12,6 +12,7 @@
 //! - [`store`]: the layout of the data directory and each dataset's state.
 //! - [`cache`]: the prepared cache, contract 1 (format documented there).
 //! - [`cifar`]: the CIFAR-10/100 binary readers and their preparation.
+//! - [`svhn`]: the SVHN `.mat` reader (and writer) and its preparation.
 //! - [`synth`]: synthetic datasets in the real archive formats.
 //! - [`space`]: free disk space checks before large writes.
 //! - [`ops`]: the operations behind `wrn data ...`.
@@ -26,6 +27,7 @@ pub mod manifest;
 pub mod ops;
 pub mod space;
 pub mod store;
+pub mod svhn;
 pub mod synth;
 pub mod verify;
 

@@ -22,7 +22,8 @@ pub fn manifests(dataset: Option<&str>, manifest_file: Option<&Path>) -> Result<
 pub fn prepare(store: &Store, manifest: &Manifest) -> Result<Vec<PreparedReport>> {
     match manifest.format {
         Format::Cifar10Binary | Format::Cifar100Binary => cifar::prepare(store, manifest),
-        Format::SvhnMat | Format::ImagenetTars => Err(Error::Unsupported {
+        Format::SvhnMat => crate::svhn::prepare(store, manifest),
+        Format::ImagenetTars => Err(Error::Unsupported {
             dataset: manifest.name.clone(),
             detail: format!("preparing the {:?} format is not implemented yet", manifest.format),
         }),

@@ -27,7 +27,7 @@ pub struct Args {
 
 #[derive(clap::Subcommand)]
 enum Command {
-    /// Download a dataset's files (verified by size and SHA-256, resumable), then prepare it.
+    /// Download a dataset's files (verified by size and SHA-256, resumable), then prepare it (CIFAR, SVHN).
     Fetch {
         /// cifar10, cifar100, svhn or imagenet (optional with --manifest).
         dataset: Option<String>,
@@ -85,6 +85,7 @@ enum Command {
 enum SynthDataset {
     Cifar10,
     Cifar100,
+    Svhn,
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
@@ -178,13 +179,14 @@ pub fn run(args: Args) -> Result<ExitCode> {
             println!("{}", store.dataset_dir(&m).display());
         }
         Command::Synth { dataset, out, n, seed } => {
-            let kind = match dataset {
-                SynthDataset::Cifar10 => CifarKind::Cifar10,
-                SynthDataset::Cifar100 => CifarKind::Cifar100,
+            let (m, path) = match dataset {
+                SynthDataset::Cifar10 => synth::synth_cifar(CifarKind::Cifar10, out, *n, *seed)?,
+                SynthDataset::Cifar100 => synth::synth_cifar(CifarKind::Cifar100, out, *n, *seed)?,
+                SynthDataset::Svhn => synth::synth_svhn(out, *n, *seed)?,
             };
-            let (m, path) = synth::synth_cifar(kind, out, *n, *seed)?;
-            let f = &m.files[0];
-            println!("{}: {} bytes, SHA-256 {}", f.url.trim_start_matches("file://"), f.size, f.sha256);
+            for f in &m.files {
+                println!("{}: {} bytes, SHA-256 {}", f.url.trim_start_matches("file://"), f.size, f.sha256);
+            }
             println!("manifest: {}", path.display());
         }
     }
