@@ -7,11 +7,13 @@
 //! - [`dirs`]: the cache and data directories (`ci/libtorch.sh` shares the cache rule).
 //! - [`manifest`]: `datasets/*.toml` as types, with validation.
 //! - [`fetch`]: resumable, verified downloads with retries and mirrors.
+//! - [`imagenet`]: ImageNet's class order and validation labels from the devkit.
 //! - [`import`]: registering files the user already has (ImageNet), by hash.
 //! - [`verify`]: size-then-SHA-256 checks and verification stamps.
 //! - [`store`]: the layout of the data directory and each dataset's state.
 //! - [`cache`]: the prepared cache, contract 1 (format documented there).
 //! - [`cifar`]: the CIFAR-10/100 binary readers and their preparation.
+//! - [`mat`]: a MATLAB level-5 MAT-file reader (SVHN, the ImageNet devkit).
 //! - [`svhn`]: the SVHN `.mat` reader (and writer) and its preparation.
 //! - [`synth`]: synthetic datasets in the real archive formats.
 //! - [`space`]: free disk space checks before large writes.
@@ -22,8 +24,10 @@ pub mod cifar;
 pub mod dirs;
 pub mod error;
 pub mod fetch;
+pub mod imagenet;
 pub mod import;
 pub mod manifest;
+pub mod mat;
 pub mod ops;
 pub mod space;
 pub mod store;

@@ -1,11 +1,8 @@
 //! SVHN cropped digits from MATLAB level-5 `.mat` files (`train_32x32.mat`, `test_32x32.mat`,
 //! `extra_32x32.mat`), and the writer `wrn data synth svhn` uses.
 //!
-//! A level-5 file is a 128-byte header (text, subsystem offset, version `0x0100`, endian mark `IM` for
-//! little-endian) and then data elements, each an 8-byte tag (type, byte count) or a 4-byte "small"
-//! tag, padded to 8 bytes. SVHN's variables are `miCOMPRESSED` (zlib) elements, each holding one
-//! `miMATRIX` with four sub-elements: array flags, dimensions, name, real data. The reader streams each
-//! compressed element through zlib without holding the compressed bytes, and accepts:
+//! The files are level-5 MAT-files (read by [`crate::mat`]) whose variables are zlib-compressed
+//! `miMATRIX` elements. This module accepts:
 //!
 //! - `X`: dimensions `[32, 32, 3, N]`, `uint8` data, MATLAB column-major, so `X(r, c, ch, n)` is byte
 //!   `r + 32c + 1024ch + 3072n`; converted to NHWC.
@@ -15,201 +12,51 @@
 //! Anything else (another header, a v7.3/HDF5 file, big-endian data, other dimensions or types, a label
 //! outside 1..=10, `X` and `y` of different lengths) is an error naming the file and the fault.
 
-use std::io::{BufReader, Read, Write};
-use std::path::{Path, PathBuf};
+use std::io::Write;
+use std::path::Path;
 
-use flate2::read::ZlibDecoder;
 use rayon::prelude::*;
 
 use crate::cache::{self, Source, SplitData, SplitMeta};
 use crate::cifar::PreparedReport;
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 use crate::manifest::Manifest;
 use crate::store::Store;
 
-const MI_INT8: u32 = 1;
-const MI_UINT8: u32 = 2;
-const MI_INT32: u32 = 5;
-const MI_UINT32: u32 = 6;
-const MI_DOUBLE: u32 = 9;
-const MI_MATRIX: u32 = 14;
-const MI_COMPRESSED: u32 = 15;
-const MX_DOUBLE: u8 = 6;
-const MX_UINT8: u8 = 9;
-
-/// One numeric variable read from a `.mat` file.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Variable {
-    pub name: String,
-    pub dims: Vec<u32>,
-    /// Values converted to `u8` (doubles must be integers in 0..=255).
-    pub data: Vec<u8>,
-}
-
-struct Reader<R: Read> {
-    inner: R,
-    path: PathBuf,
-}
-
-impl<R: Read> Reader<R> {
-    fn err(&self, detail: String) -> Error {
-        Error::Format { path: self.path.clone(), detail }
-    }
-    fn exact(&mut self, buf: &mut [u8], what: &str) -> Result<()> {
-        self.inner.read_exact(buf).map_err(|e| self.err(format!("{what}: {e} (truncated or corrupt)")))
-    }
-    fn u32(&mut self, what: &str) -> Result<u32> {
-        let mut b = [0u8; 4];
-        self.exact(&mut b, what)?;
-        Ok(u32::from_le_bytes(b))
-    }
-    /// Reads a tag; returns (type, byte count, small): small elements hold their data in the next 4 bytes.
-    fn tag(&mut self, what: &str) -> Result<(u32, u32, bool)> {
-        let first = self.u32(what)?;
-        if first >> 16 != 0 {
-            Ok((first & 0xffff, first >> 16, true))
-        } else {
-            Ok((first, self.u32(what)?, false))
-        }
-    }
-    /// Reads a sub-element's data (and its padding).
-    fn element(&mut self, what: &str, limit: u32) -> Result<(u32, Vec<u8>)> {
-        let (kind, n, small) = self.tag(what)?;
-        if n > limit {
-            return Err(self.err(format!("{what}: {n} bytes, more than the {limit} expected")));
-        }
-        let padded = if small { 4 } else { (n as usize).div_ceil(8) * 8 };
-        let mut buf = vec![0u8; padded];
-        self.exact(&mut buf, what)?;
-        buf.truncate(n as usize);
-        Ok((kind, buf))
-    }
-}
-
-/// Parses one `miMATRIX` (its tag already read) from `r`.
-fn matrix<R: Read>(r: &mut Reader<R>, size: u32) -> Result<Variable> {
-    let (kind, flags) = r.element("array flags", 8)?;
-    if kind != MI_UINT32 || flags.len() != 8 {
-        return Err(r.err(format!("array flags of type {kind}, {} bytes; expected miUINT32, 8 bytes", flags.len())));
-    }
-    let class = flags[0];
-    let complex = flags[1] & 0x08 != 0;
-    let (kind, dims) = r.element("dimensions", 64)?;
-    if kind != MI_INT32 || dims.is_empty() || dims.len() % 4 != 0 {
-        return Err(r.err(format!("dimensions of type {kind}; expected miINT32")));
-    }
-    let dims: Vec<u32> = dims.chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().unwrap())).collect();
-    let (kind, name) = r.element("array name", 64)?;
-    if kind != MI_INT8 {
-        return Err(r.err(format!("array name of type {kind}; expected miINT8")));
-    }
-    let name = String::from_utf8_lossy(&name).into_owned();
-    if complex || !(class == MX_UINT8 || class == MX_DOUBLE) {
-        return Err(
-            r.err(format!("variable `{name}`: class {class} (complex: {complex}); expected real uint8 or double"))
-        );
-    }
-    let count = dims.iter().try_fold(1u64, |a, &d| a.checked_mul(u64::from(d))).unwrap_or(u64::MAX);
-    let (kind, n, small) = r.tag("real data")?;
-    let width = match kind {
-        MI_UINT8 => 1,
-        MI_DOUBLE => 8,
-        _ => return Err(r.err(format!("variable `{name}`: data of type {kind}; expected miUINT8 or miDOUBLE"))),
-    };
-    if u64::from(n) != count * width || u64::from(n) > u64::from(size) {
-        return Err(r.err(format!("variable `{name}`: {n} data bytes for dimensions {dims:?} of {width}-byte values")));
-    }
-    let mut raw = vec![0u8; if small { 4 } else { n as usize }];
-    r.exact(&mut raw, &format!("variable `{name}` data"))?;
-    raw.truncate(n as usize);
-    let data = if width == 1 {
-        raw
-    } else {
-        let mut out = Vec::with_capacity(count as usize);
-        for c in raw.chunks_exact(8) {
-            let v = f64::from_le_bytes(c.try_into().unwrap());
-            if !(0.0..=255.0).contains(&v) || v.fract() != 0.0 {
-                return Err(r.err(format!("variable `{name}`: value {v} is not an integer in 0..=255")));
-            }
-            out.push(v as u8);
-        }
-        out
-    };
-    Ok(Variable { name, dims, data })
-}
-
-/// Reads every numeric variable of a level-5 `.mat` file, streaming compressed elements.
-pub fn read_mat(path: &Path) -> Result<Vec<Variable>> {
-    let file = std::fs::File::open(path).at(path)?;
-    let mut r = Reader { inner: BufReader::with_capacity(1 << 20, file), path: path.into() };
-    let mut header = [0u8; 128];
-    r.exact(&mut header, "header")?;
-    if !header.starts_with(b"MATLAB 5.0 MAT-file") {
-        let hint = if header.starts_with(b"MATLAB 7.3") { " (a v7.3/HDF5 file)" } else { "" };
-        return Err(r.err(format!("not a MATLAB level-5 MAT-file{hint}")));
-    }
-    if &header[126..128] != b"IM" || u16::from_le_bytes([header[124], header[125]]) != 0x0100 {
-        return Err(r.err("expected version 0x0100 and little-endian mark `IM`".into()));
-    }
-    let mut vars = Vec::new();
-    loop {
-        let mut first = [0u8; 4];
-        match r.inner.read(&mut first[..1]) {
-            Ok(0) => break,
-            Ok(_) => {}
-            Err(e) => return Err(r.err(format!("reading an element: {e}"))),
-        }
-        r.exact(&mut first[1..], "element tag")?;
-        let kind = u32::from_le_bytes(first);
-        let n = r.u32("element size")?;
-        match kind {
-            MI_COMPRESSED => {
-                let taken = (&mut r.inner).take(u64::from(n));
-                let mut z = Reader { inner: ZlibDecoder::new(taken), path: path.into() };
-                let (inner_kind, size, _) = z.tag("compressed element")?;
-                if inner_kind != MI_MATRIX {
-                    return Err(z.err(format!("compressed element of type {inner_kind}; expected miMATRIX")));
-                }
-                vars.push(matrix(&mut z, size)?);
-                // Drain what is left of the compressed element (normally nothing).
-                let drained = std::io::copy(&mut z.inner, &mut std::io::sink());
-                let mut rest = z.inner.into_inner();
-                let drained = drained.and_then(|_| std::io::copy(&mut rest, &mut std::io::sink()));
-                drained.map_err(|e| r.err(format!("compressed element: {e} (truncated or corrupt)")))?;
-            }
-            MI_MATRIX => {
-                vars.push(matrix(&mut r, n)?);
-            }
-            other => return Err(r.err(format!("top-level element of type {other}; expected miMATRIX or miCOMPRESSED"))),
-        }
-    }
-    Ok(vars)
-}
+use crate::mat::{self, Value, MI_COMPRESSED, MI_INT32, MI_INT8, MI_MATRIX, MI_UINT32, MI_UINT8, MX_UINT8};
 
 /// Images (NHWC) and class indices (digit) from an SVHN `.mat` file.
 pub fn read_svhn(path: &Path) -> Result<(Vec<u8>, Vec<u16>)> {
-    let vars = read_mat(path)?;
+    let vars = mat::read(path)?;
     let err = |detail: String| Error::Format { path: path.into(), detail };
-    let x = vars.iter().find(|v| v.name == "X").ok_or_else(|| err("no variable `X`".into()))?;
-    let y = vars.iter().find(|v| v.name == "y").ok_or_else(|| err("no variable `y`".into()))?;
-    if x.dims.len() != 4 || x.dims[..3] != [32, 32, 3] {
-        return Err(err(format!("`X` has dimensions {:?}; expected [32, 32, 3, N]", x.dims)));
+    let find = |name: &str| {
+        vars.iter().find(|(n, _)| n == name).map(|(_, v)| v).ok_or_else(|| err(format!("no variable `{name}`")))
+    };
+    let (x, y) = (find("X")?, find("y")?);
+    let Value::Numeric { dims, mi_type: MI_UINT8, raw: x } = x else {
+        return Err(err("`X` is not a uint8 array".into()));
+    };
+    if dims.len() != 4 || dims[..3] != [32, 32, 3] {
+        return Err(err(format!("`X` has dimensions {dims:?}; expected [32, 32, 3, N]")));
     }
-    let n = x.dims[3] as usize;
-    if y.data.len() != n || y.dims.iter().filter(|&&d| d != 1).count() > 1 {
-        return Err(err(format!("`y` has dimensions {:?}; expected [{n}, 1] to match `X`", y.dims)));
+    let n = dims[3] as usize;
+    let y_values = y.to_f64().ok_or_else(|| err("`y` is not a numeric array".into()))?;
+    if y_values.len() != n || y.dims().iter().filter(|&&d| d != 1).count() > 1 {
+        return Err(err(format!("`y` has dimensions {:?}; expected [{n}, 1] to match `X`", y.dims())));
     }
-    let labels = y
-        .data
+    let labels = y_values
         .iter()
         .enumerate()
-        .map(|(i, &v)| match v {
-            1..=10 => Ok(u16::from(v % 10)),
-            _ => Err(err(format!("label {v} of image {i} is outside 1..=10"))),
+        .map(|(i, &v)| {
+            if (1.0..=10.0).contains(&v) && v.fract() == 0.0 {
+                Ok((v as u16) % 10)
+            } else {
+                Err(err(format!("label {v} of image {i} is outside 1..=10")))
+            }
         })
         .collect::<Result<Vec<u16>>>()?;
     let mut images = vec![0u8; n * 3072];
-    images.par_chunks_mut(3072).zip(x.data.par_chunks_exact(3072)).for_each(|(dst, src)| {
+    images.par_chunks_mut(3072).zip(x.par_chunks_exact(3072)).for_each(|(dst, src)| {
         for r in 0..32 {
             for c in 0..32 {
                 for ch in 0..3 {
@@ -324,6 +171,7 @@ pub fn write_mat(out: &mut impl Write, vars: &[(&str, &[u32], &[u8])]) -> std::i
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
 
     fn mat(dir: &Path, name: &str, vars: &[(&str, &[u32], &[u8])]) -> PathBuf {
         let p = dir.join(name);
