@@ -9,10 +9,13 @@
 //! - [`preset`]: the named recipes ([`Preset`]) and [`Pipeline`].
 //! - [`ops`]: the operations ([`ops::Op`]): reflect padding, random and centre crops, flip,
 //!   normalisation, scaling.
+//! - [`imagenet`]: JPEG decoding, random-sized crops, colour jitter and PCA lighting over an
+//!   [`imagenet::EncodedSource`] (what a shard reader provides).
 //! - [`zca`]: global contrast normalisation and ZCA whitening, fitted once and cached with a checksum.
 //! - [`rng`]: the per-sample and per-epoch random streams.
 
 pub mod error;
+pub mod imagenet;
 pub mod loader;
 pub mod ops;
 pub mod preset;
@@ -20,6 +23,7 @@ pub mod rng;
 pub mod zca;
 
 pub use error::{Error, Result};
+pub use imagenet::{EncodedImages, EncodedSource};
 pub use loader::{Batch, EpochBatches, Loader, LoaderConfig};
 pub use preset::{Norm, Pipeline, Preset, Source};
 pub use zca::{Zca, ZcaParams};

@@ -18,9 +18,10 @@ use rayon::prelude::*;
 use wrn_data::cache::PreparedSplit;
 
 use crate::error::{Error, Result};
+use crate::imagenet::{Decode, DecodeError, DecodeScratch, EncodedSource};
 use crate::ops::Image;
 use crate::preset::{Pipeline, Source};
-use crate::rng::{epoch_order, sample_rng};
+use crate::rng::{epoch_order, sample_rng, SampleRng};
 
 /// One batch, fully preprocessed.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -84,10 +85,33 @@ impl Default for LoaderConfig {
 enum Data {
     Pixels,
     Whitened(Vec<f32>),
+    Jpeg(Decode),
+}
+
+/// Where the samples and labels are.
+enum Samples {
+    Prepared(Arc<PreparedSplit>),
+    Encoded(Arc<dyn EncodedSource>),
+}
+
+impl Samples {
+    fn label(&self, i: usize) -> u16 {
+        match self {
+            Samples::Prepared(s) => s.label(i),
+            Samples::Encoded(s) => s.label(i),
+        }
+    }
+}
+
+/// A worker's reusable buffers.
+#[derive(Default)]
+struct Worker {
+    img: Image,
+    decode: DecodeScratch,
 }
 
 struct Inner {
-    split: Arc<PreparedSplit>,
+    samples: Samples,
     pipeline: Pipeline,
     data: Data,
     config: LoaderConfig,
@@ -109,27 +133,52 @@ impl Loader {
     /// the pipeline's source asks for it, and starts the worker pool.
     pub fn new(split: Arc<PreparedSplit>, pipeline: Pipeline, config: LoaderConfig) -> Result<Loader> {
         let path = split.path().to_path_buf();
+        let (h, w, c) = split.shape();
+        let n = epoch_len(split.len(), &path, &config)?;
+        let data = match &pipeline.source {
+            Source::Pixels => Data::Pixels,
+            Source::Whitened(zca) => Data::Whitened(zca.whiten_split(&split)?),
+            Source::Jpeg(_) => {
+                let detail = format!("pipeline {pipeline} reads encoded images, not a prepared split");
+                return Err(Error::Pipeline { path, detail });
+            }
+        };
+        Loader::build(Samples::Prepared(split), (n, path), [c, h, w], data, pipeline, config)
+    }
+
+    /// A loader over encoded (JPEG) images, for the ImageNet pipelines; `name` appears in messages.
+    pub fn from_encoded(
+        source: Arc<dyn EncodedSource>,
+        name: &str,
+        pipeline: Pipeline,
+        config: LoaderConfig,
+    ) -> Result<Loader> {
+        let path = std::path::PathBuf::from(name);
+        let Source::Jpeg(decode) = pipeline.source else {
+            let detail = format!("pipeline {pipeline} does not decode encoded images");
+            return Err(Error::Pipeline { path, detail });
+        };
+        let n = epoch_len(source.len(), &path, &config)?;
+        let size = decode.size();
+        Loader::build(Samples::Encoded(source), (n, path), [3, size, size], Data::Jpeg(decode), pipeline, config)
+    }
+
+    fn build(
+        samples: Samples,
+        (n, path): (usize, std::path::PathBuf),
+        in_shape: [usize; 3],
+        data: Data,
+        pipeline: Pipeline,
+        config: LoaderConfig,
+    ) -> Result<Loader> {
         if config.batch_size == 0 {
             return Err(Error::Config("batch_size must be at least 1".into()));
         }
         if config.prefetch == 0 {
             return Err(Error::Config("prefetch must be at least 1".into()));
         }
-        let n = match config.subset {
-            Some(s) if s > split.len() => {
-                return Err(Error::Config(format!("subset of {s} samples, but {} has {}", path.display(), split.len())))
-            }
-            Some(s) => s,
-            None => split.len(),
-        };
-        let (h, w, c) = split.shape();
-        let in_shape = [c, h, w];
         let out_shape =
             pipeline.output_shape(in_shape).map_err(|detail| Error::Pipeline { path: path.clone(), detail })?;
-        let data = match &pipeline.source {
-            Source::Pixels => Data::Pixels,
-            Source::Whitened(zca) => Data::Whitened(zca.whiten_split(&split)?),
-        };
         let workers = if config.workers == 0 {
             std::thread::available_parallelism().map_or(1, |n| n.get())
         } else {
@@ -141,7 +190,7 @@ impl Loader {
             .build()
             .map_err(|e| Error::Config(format!("cannot start {workers} workers: {e}")))?;
         let (recycle_tx, recycle_rx) = unbounded();
-        let inner = Inner { split, pipeline, data, config, n, in_shape, out_shape, pool, built: AtomicUsize::new(0) };
+        let inner = Inner { samples, pipeline, data, config, n, in_shape, out_shape, pool, built: AtomicUsize::new(0) };
         Ok(Loader { inner: Arc::new(inner), recycle_tx, recycle_rx })
     }
 
@@ -234,28 +283,50 @@ impl Inner {
         batch.indices.clear();
         batch.indices.extend_from_slice(indices);
         batch.labels.clear();
-        batch.labels.extend(indices.iter().map(|&i| i64::from(self.split.label(i))));
+        batch.labels.extend(indices.iter().map(|&i| i64::from(self.samples.label(i))));
         batch.epoch = epoch;
         batch.step = step;
         batch.decode_failures = 0;
         let seed = self.config.seed;
-        let [ic, ih, iw] = self.in_shape;
+        let failures = AtomicUsize::new(0);
         self.pool.install(|| {
-            batch.images.par_chunks_mut(sample).zip(indices.par_iter()).for_each_init(Image::new, |img, (out, &i)| {
-                match &self.data {
-                    Data::Pixels => img.load_hwc_u8(self.split.image(i), ih, iw, ic),
-                    Data::Whitened(v) => {
-                        let len = ic * ih * iw;
-                        img.load_hwc_f32(&v[i * len..(i + 1) * len], ih, iw, ic)
+            batch.images.par_chunks_mut(sample).zip(indices.par_iter()).for_each_init(
+                Worker::default,
+                |wk, (out, &i)| {
+                    let mut rng = sample_rng(seed, epoch, i as u64);
+                    if let Err(e) = self.load(i, wk, &mut rng) {
+                        let name = match &self.samples {
+                            Samples::Encoded(s) => s.name(i),
+                            Samples::Prepared(s) => s.path().display().to_string(),
+                        };
+                        tracing::warn!("sample {i} ({name}) does not decode ({}); replaced by zeros", e.0);
+                        failures.fetch_add(1, Ordering::Relaxed);
+                        out.fill(0.0);
+                        return;
                     }
-                }
-                let mut rng = sample_rng(seed, epoch, i as u64);
-                for op in &self.pipeline.ops {
-                    op.apply(img, &mut rng);
-                }
-                out.copy_from_slice(&img.data);
-            })
+                    for op in &self.pipeline.ops {
+                        op.apply(&mut wk.img, &mut rng);
+                    }
+                    out.copy_from_slice(&wk.img.data);
+                },
+            )
         });
+        batch.decode_failures = failures.into_inner();
+    }
+
+    /// Loads sample `i` into the worker's image, before the ops.
+    fn load(&self, i: usize, wk: &mut Worker, rng: &mut SampleRng) -> std::result::Result<(), DecodeError> {
+        let [c, h, w] = self.in_shape;
+        match (&self.data, &self.samples) {
+            (Data::Pixels, Samples::Prepared(s)) => wk.img.load_hwc_u8(s.image(i), h, w, c),
+            (Data::Whitened(v), _) => {
+                let len = c * h * w;
+                wk.img.load_hwc_f32(&v[i * len..(i + 1) * len], h, w, c)
+            }
+            (Data::Jpeg(d), Samples::Encoded(s)) => d.run(s.encoded(i), &mut wk.img, &mut wk.decode, rng)?,
+            _ => unreachable!("sources and samples are paired by the constructors"),
+        }
+        Ok(())
     }
 }
 
@@ -310,5 +381,14 @@ impl Iterator for EpochBatches {
 impl Drop for EpochBatches {
     fn drop(&mut self) {
         let _ = self.stop();
+    }
+}
+
+/// The samples per epoch: the subset when one is set and fits.
+fn epoch_len(len: usize, name: &std::path::Path, config: &LoaderConfig) -> Result<usize> {
+    match config.subset {
+        Some(s) if s > len => Err(Error::Config(format!("subset of {s} samples, but {} has {len}", name.display()))),
+        Some(s) => Ok(s),
+        None => Ok(len),
     }
 }

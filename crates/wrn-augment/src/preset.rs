@@ -7,14 +7,14 @@
 //!   official code whitens the dataset first and augments the whitened images) and nothing follows.
 //! - `cifar-test`: the same normalisation, no augmentation (`cifar-test:zca` with the training fit).
 //! - `svhn`: no augmentation, values divided by 255.
-//! - `imagenet-train`, `imagenet-val`: parsed, but the ImageNet transforms are not built yet;
-//!   [`Pipeline::from_preset`] says so.
+//! - `imagenet-train`, `imagenet-val`: fb.resnet.torch's recipe over JPEG bytes ([`crate::imagenet`]).
 
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
+use crate::imagenet::{imagenet_ops, Decode};
 use crate::ops::{HFlip, Normalize, Op, RandomCrop, ReflectPad, Scale};
 use crate::zca::Zca;
 
@@ -104,6 +104,8 @@ pub enum Source {
     Pixels,
     /// The split contrast-normalised and whitened with this fit (computed once when the loader is made).
     Whitened(Arc<Zca>),
+    /// Encoded (JPEG) images, decoded, cropped and resized by this stage ([`crate::imagenet`]).
+    Jpeg(Decode),
 }
 
 /// The ordered ops a loader applies to each sample, after loading it from its [`Source`].
@@ -140,9 +142,8 @@ impl Pipeline {
                 (Source::Whitened(zca), ops)
             }
             Preset::Svhn => (Source::Pixels, vec![Arc::new(Scale { divisor: 255.0 })]),
-            Preset::ImagenetTrain | Preset::ImagenetVal => {
-                return Err(Error::Config(format!("preset {preset}: the ImageNet transforms are not built yet")))
-            }
+            Preset::ImagenetTrain => (Source::Jpeg(Decode::train()), imagenet_ops(true)),
+            Preset::ImagenetVal => (Source::Jpeg(Decode::val()), imagenet_ops(false)),
         };
         Ok(Pipeline { source, ops, preset: Some(preset) })
     }
@@ -158,6 +159,7 @@ impl fmt::Display for Pipeline {
         match &self.source {
             Source::Pixels => f.write_str("pixels")?,
             Source::Whitened(_) => f.write_str("gcn+zca")?,
+            Source::Jpeg(d) => write!(f, "jpeg -> {d:?}")?,
         }
         for op in &self.ops {
             write!(f, " -> {}", op.name())?;

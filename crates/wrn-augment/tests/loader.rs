@@ -260,6 +260,9 @@ fn svhn_and_cifar_test_are_deterministic_normalisations_in_index_order() {
 fn a_pipeline_that_does_not_fit_the_images_is_refused_with_the_file_named() {
     let dir = tempfile::tempdir().unwrap();
     let split = split_at(&dir.path().join("tiny.wrnc"), 4, 4, &[0; 2 * 48], &[0, 1]);
-    let err = Loader::new(split, cifar_train(), cfg(2, 1)).err().unwrap().to_string();
+    let err = Loader::new(split.clone(), cifar_train(), cfg(2, 1)).err().unwrap().to_string();
     assert!(err.contains("tiny.wrnc") && err.contains("reflect-pad(4)"), "{err}");
+    let imagenet = Pipeline::from_preset(Preset::ImagenetVal, None).unwrap();
+    let err = Loader::new(split, imagenet, cfg(2, 1)).err().unwrap().to_string();
+    assert!(err.contains("tiny.wrnc") && err.contains("reads encoded images"), "{err}");
 }

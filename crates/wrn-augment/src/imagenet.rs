@@ -1,0 +1,433 @@
+//! The ImageNet recipe of fb.resnet.torch, which the paper used: JPEG bytes from an [`EncodedSource`]
+//! are decoded (zune-jpeg, to RGB), cropped and resized (fast_image_resize, bicubic/Catmull-Rom) by a
+//! [`Decode`] stage, then the usual [`Op`]s run on the `[0, 1]` values:
+//!
+//! - train: `RandomSizedCrop(224)` (8–100 % of the area, aspect 3/4–4/3, either orientation, 10 tries,
+//!   then the centred square scaled to 224), [`ColorJitter`] (brightness, contrast, saturation 0.4, in a
+//!   random order), [`Lighting`] (AlexNet PCA noise, std 0.1, ImageNet eigenvalues and eigenvectors),
+//!   mean/std normalisation, horizontal flip with p = 0.5;
+//! - val: the shorter side scaled to 256, the centre 224×224, mean/std normalisation.
+//!
+//! A sample whose bytes do not decode is logged with its name and index, counted in the batch's
+//! `decode_failures`, and replaced by zeros (the dataset mean after normalisation): deterministic, and
+//! never a panic. zune-jpeg has no reduced-scale DCT decoding, so images are decoded at full size.
+
+use std::sync::Arc;
+
+use fast_image_resize::images::{Image as FirImage, ImageRef};
+use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
+use rand::seq::SliceRandom;
+use rand::Rng;
+use rand_distr::{Distribution, Normal};
+use zune_jpeg::zune_core::bytestream::ZCursor;
+use zune_jpeg::zune_core::colorspace::ColorSpace;
+use zune_jpeg::zune_core::options::DecoderOptions;
+use zune_jpeg::JpegDecoder;
+
+use crate::ops::{Image, Op};
+use crate::rng::SampleRng;
+
+/// Encoded images with labels: what an ImageNet shard reader provides.
+pub trait EncodedSource: Send + Sync {
+    fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// The encoded (JPEG) bytes of sample `i`.
+    fn encoded(&self, i: usize) -> &[u8];
+    /// The class index of sample `i`.
+    fn label(&self, i: usize) -> u16;
+    /// A name for messages (a file name within a shard).
+    fn name(&self, i: usize) -> String;
+}
+
+/// Encoded images held in memory (tests, benches, small folders).
+#[derive(Debug, Clone, Default)]
+pub struct EncodedImages {
+    items: Vec<(String, Vec<u8>, u16)>,
+}
+
+impl EncodedImages {
+    pub fn new() -> EncodedImages {
+        EncodedImages::default()
+    }
+    pub fn push(&mut self, name: impl Into<String>, bytes: Vec<u8>, label: u16) {
+        self.items.push((name.into(), bytes, label));
+    }
+}
+
+impl EncodedSource for EncodedImages {
+    fn len(&self) -> usize {
+        self.items.len()
+    }
+    fn encoded(&self, i: usize) -> &[u8] {
+        &self.items[i].1
+    }
+    fn label(&self, i: usize) -> u16 {
+        self.items[i].2
+    }
+    fn name(&self, i: usize) -> String {
+        self.items[i].0.clone()
+    }
+}
+
+/// ImageNet channel mean on the `[0, 1]` scale.
+pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
+/// ImageNet channel standard deviation on the `[0, 1]` scale.
+pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
+/// PCA of ImageNet's RGB values (fb.resnet.torch `pca.eigval`).
+pub const PCA_EIGVAL: [f32; 3] = [0.2175, 0.0188, 0.0045];
+/// Eigenvectors as rows of the matrix `eigvec[i][j]` (fb.resnet.torch `pca.eigvec`).
+pub const PCA_EIGVEC: [[f32; 3]; 3] =
+    [[-0.5675, 0.7192, 0.4009], [-0.5808, -0.0045, -0.8140], [-0.5836, -0.6948, 0.4203]];
+
+/// A window of the decoded image, in its pixels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CropBox {
+    pub x: usize,
+    pub y: usize,
+    pub width: usize,
+    pub height: usize,
+}
+
+/// How encoded bytes become a `size x size` RGB sample.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Decode {
+    /// fb.resnet.torch `RandomSizedCrop(size)`.
+    RandomSizedCrop { size: usize, min_area: f64, ratio: (f64, f64), tries: usize },
+    /// fb.resnet.torch `Scale(resize)` (shorter side) then `CenterCrop(size)`.
+    ResizeCenterCrop { resize: usize, size: usize },
+}
+
+impl Decode {
+    pub fn train() -> Decode {
+        Decode::RandomSizedCrop { size: 224, min_area: 0.08, ratio: (3.0 / 4.0, 4.0 / 3.0), tries: 10 }
+    }
+    pub fn val() -> Decode {
+        Decode::ResizeCenterCrop { resize: 256, size: 224 }
+    }
+    /// The side of the square sample.
+    pub fn size(&self) -> usize {
+        match *self {
+            Decode::RandomSizedCrop { size, .. } | Decode::ResizeCenterCrop { size, .. } => size,
+        }
+    }
+
+    /// The window of a `w x h` image that is scaled to the sample, and the intermediate size it is
+    /// scaled to before cropping (`None`: the window is scaled straight to `size x size`).
+    pub fn draw(&self, w: usize, h: usize, rng: &mut SampleRng) -> (CropBox, Option<(usize, usize)>) {
+        match *self {
+            Decode::RandomSizedCrop { min_area, ratio, tries, .. } => {
+                let area = (w * h) as f64;
+                for _ in 0..tries {
+                    let target = rng.gen_range(min_area..1.0) * area;
+                    let aspect = rng.gen_range(ratio.0..ratio.1);
+                    let mut cw = (target * aspect).sqrt().round() as usize;
+                    let mut ch = (target / aspect).sqrt().round() as usize;
+                    if rng.gen::<f64>() < 0.5 {
+                        std::mem::swap(&mut cw, &mut ch);
+                    }
+                    if cw >= 1 && ch >= 1 && ch <= h && cw <= w {
+                        let y = rng.gen_range(0..=h - ch);
+                        let x = rng.gen_range(0..=w - cw);
+                        return (CropBox { x, y, width: cw, height: ch }, None);
+                    }
+                }
+                let s = w.min(h);
+                (CropBox { x: (w - s) / 2, y: (h - s) / 2, width: s, height: s }, None)
+            }
+            Decode::ResizeCenterCrop { resize, size } => {
+                let (rw, rh) = if w <= h {
+                    (resize, ((h as f64 / w as f64) * resize as f64) as usize)
+                } else {
+                    (((w as f64 / h as f64) * resize as f64) as usize, resize)
+                };
+                let (rw, rh) = (rw.max(size), rh.max(size));
+                (CropBox { x: (rw - size) / 2, y: (rh - size) / 2, width: size, height: size }, Some((rw, rh)))
+            }
+        }
+    }
+}
+
+/// Per-worker buffers for decoding and resizing.
+#[derive(Default)]
+pub struct DecodeScratch {
+    decoded: Vec<u8>,
+    scaled: Vec<u8>,
+    sample: Vec<u8>,
+    resizer: Option<Resizer>,
+}
+
+/// Why a sample did not decode.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecodeError(pub String);
+
+impl Decode {
+    /// Decodes `bytes` and loads the `size x size` sample into `img` (values 0–255).
+    pub fn run(
+        &self,
+        bytes: &[u8],
+        img: &mut Image,
+        scratch: &mut DecodeScratch,
+        rng: &mut SampleRng,
+    ) -> Result<(), DecodeError> {
+        let options = DecoderOptions::default().jpeg_set_out_colorspace(ColorSpace::RGB);
+        let mut decoder = JpegDecoder::new_with_options(ZCursor::new(bytes), options);
+        decoder.decode_headers().map_err(|e| DecodeError(e.to_string()))?;
+        let (w, h) = decoder.dimensions().ok_or_else(|| DecodeError("no dimensions".into()))?;
+        let len = decoder.output_buffer_size().ok_or_else(|| DecodeError("image too large".into()))?;
+        if w == 0 || h == 0 || len != w * h * 3 {
+            return Err(DecodeError(format!("{w}x{h} image with {len} output bytes")));
+        }
+        scratch.decoded.resize(len, 0);
+        decoder.decode_into(&mut scratch.decoded).map_err(|e| DecodeError(e.to_string()))?;
+        let size = self.size();
+        let (bx, intermediate) = self.draw(w, h, rng);
+        let resizer = scratch.resizer.get_or_insert_with(Resizer::new);
+        let alg = ResizeAlg::Convolution(FilterType::CatmullRom);
+        let err = |e: &dyn std::fmt::Display| DecodeError(format!("resize: {e}"));
+        let src = ImageRef::new(w as u32, h as u32, &scratch.decoded, PixelType::U8x3).map_err(|e| err(&e))?;
+        scratch.sample.resize(size * size * 3, 0);
+        match intermediate {
+            None => {
+                let mut dst = FirImage::from_slice_u8(size as u32, size as u32, &mut scratch.sample, PixelType::U8x3)
+                    .map_err(|e| err(&e))?;
+                let opts = ResizeOptions::new().resize_alg(alg).crop(
+                    bx.x as f64,
+                    bx.y as f64,
+                    bx.width as f64,
+                    bx.height as f64,
+                );
+                resizer.resize(&src, &mut dst, &opts).map_err(|e| err(&e))?;
+            }
+            Some((rw, rh)) => {
+                scratch.scaled.resize(rw * rh * 3, 0);
+                let mut dst = FirImage::from_slice_u8(rw as u32, rh as u32, &mut scratch.scaled, PixelType::U8x3)
+                    .map_err(|e| err(&e))?;
+                resizer.resize(&src, &mut dst, &ResizeOptions::new().resize_alg(alg)).map_err(|e| err(&e))?;
+                for y in 0..size {
+                    let s = ((bx.y + y) * rw + bx.x) * 3;
+                    scratch.sample[y * size * 3..(y + 1) * size * 3].copy_from_slice(&scratch.scaled[s..s + size * 3]);
+                }
+            }
+        }
+        img.load_hwc_u8(&scratch.sample, size, size, 3);
+        Ok(())
+    }
+}
+
+/// fb.resnet.torch `ColorJitter`: brightness, contrast and saturation, each applied with a factor
+/// `alpha = 1 + U(-v, v)` as a blend `x·alpha + target·(1 - alpha)` (target: 0, the mean grey level,
+/// the pixel's grey level; grey = 0.299 R + 0.587 G + 0.114 B), in a random order. Expects 3 channels.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ColorJitter {
+    pub brightness: f32,
+    pub contrast: f32,
+    pub saturation: f32,
+}
+
+/// The three jitter transforms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Jitter {
+    Brightness,
+    Contrast,
+    Saturation,
+}
+
+fn grey(r: f32, g: f32, b: f32) -> f32 {
+    0.299 * r + 0.587 * g + 0.114 * b
+}
+
+impl Jitter {
+    /// Applies this transform with factor `alpha` to a CHW RGB image.
+    pub fn apply(self, img: &mut Image, alpha: f32) {
+        let plane = img.height * img.width;
+        let (r, rest) = img.data.split_at_mut(plane);
+        let (g, b) = rest.split_at_mut(plane);
+        match self {
+            Jitter::Brightness => {
+                for v in r.iter_mut().chain(g.iter_mut()).chain(b.iter_mut()) {
+                    *v *= alpha;
+                }
+            }
+            Jitter::Contrast => {
+                let mean = (0..plane).map(|p| f64::from(grey(r[p], g[p], b[p]))).sum::<f64>() / plane as f64;
+                let shift = mean as f32 * (1.0 - alpha);
+                for v in r.iter_mut().chain(g.iter_mut()).chain(b.iter_mut()) {
+                    *v = *v * alpha + shift;
+                }
+            }
+            Jitter::Saturation => {
+                for p in 0..plane {
+                    let shift = grey(r[p], g[p], b[p]) * (1.0 - alpha);
+                    r[p] = r[p] * alpha + shift;
+                    g[p] = g[p] * alpha + shift;
+                    b[p] = b[p] * alpha + shift;
+                }
+            }
+        }
+    }
+}
+
+impl Op for ColorJitter {
+    fn name(&self) -> String {
+        format!("color-jitter({}, {}, {})", self.brightness, self.contrast, self.saturation)
+    }
+    fn output_shape(&self, input: [usize; 3]) -> Result<[usize; 3], String> {
+        if input[0] != 3 {
+            return Err(format!("needs 3 channels, got {}", input[0]));
+        }
+        Ok(input)
+    }
+    fn apply(&self, img: &mut Image, rng: &mut SampleRng) {
+        let mut order = [
+            (Jitter::Brightness, self.brightness),
+            (Jitter::Contrast, self.contrast),
+            (Jitter::Saturation, self.saturation),
+        ];
+        order.shuffle(rng);
+        for (t, var) in order {
+            if var > 0.0 {
+                let alpha = 1.0 + rng.gen_range(-var..var);
+                t.apply(img, alpha);
+            }
+        }
+    }
+}
+
+/// AlexNet PCA lighting noise: `alpha ~ N(0, std)` per component, and every pixel of channel `i` gets
+/// `Σ_j eigvec[i][j] · alpha_j · eigval[j]` added.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Lighting {
+    pub std: f32,
+    pub eigval: [f32; 3],
+    pub eigvec: [[f32; 3]; 3],
+}
+
+impl Lighting {
+    pub fn imagenet() -> Lighting {
+        Lighting { std: 0.1, eigval: PCA_EIGVAL, eigvec: PCA_EIGVEC }
+    }
+    /// The per-channel shift for component weights `alpha`.
+    pub fn shift(&self, alpha: [f32; 3]) -> [f32; 3] {
+        std::array::from_fn(|i| (0..3).map(|j| self.eigvec[i][j] * alpha[j] * self.eigval[j]).sum())
+    }
+}
+
+impl Op for Lighting {
+    fn name(&self) -> String {
+        format!("lighting({})", self.std)
+    }
+    fn output_shape(&self, input: [usize; 3]) -> Result<[usize; 3], String> {
+        if input[0] != 3 {
+            return Err(format!("needs 3 channels, got {}", input[0]));
+        }
+        if !(self.std >= 0.0 && self.std.is_finite()) {
+            return Err(format!("standard deviation {} is not a finite non-negative number", self.std));
+        }
+        Ok(input)
+    }
+    fn apply(&self, img: &mut Image, rng: &mut SampleRng) {
+        let normal = Normal::new(0.0, self.std).expect("checked by output_shape");
+        let alpha: [f32; 3] = std::array::from_fn(|_| normal.sample(rng));
+        let shift = self.shift(alpha);
+        let plane = img.height * img.width;
+        for (ch, values) in img.data.chunks_exact_mut(plane).enumerate() {
+            for v in values {
+                *v += shift[ch];
+            }
+        }
+    }
+}
+
+/// The ops after decoding, for the train (`true`) or val recipe.
+pub fn imagenet_ops(train: bool) -> Vec<Arc<dyn Op>> {
+    use crate::ops::{HFlip, Normalize, Scale};
+    let normalize = Arc::new(Normalize { mean: IMAGENET_MEAN.to_vec(), std: IMAGENET_STD.to_vec() });
+    if train {
+        vec![
+            Arc::new(Scale { divisor: 255.0 }),
+            Arc::new(ColorJitter { brightness: 0.4, contrast: 0.4, saturation: 0.4 }),
+            Arc::new(Lighting::imagenet()),
+            normalize,
+            Arc::new(HFlip { p: 0.5 }),
+        ]
+    } else {
+        vec![Arc::new(Scale { divisor: 255.0 }), normalize]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::sample_rng;
+
+    fn rgb(values: &[[f32; 3]]) -> Image {
+        let mut img = Image::new();
+        let flat: Vec<f32> = values.iter().flatten().copied().collect();
+        img.load_hwc_f32(&flat, 1, values.len(), 3);
+        img
+    }
+
+    #[test]
+    fn jitter_transforms_by_hand() {
+        let px = [[0.2, 0.4, 0.6], [1.0, 0.0, 0.5]];
+        let mut img = rgb(&px);
+        Jitter::Brightness.apply(&mut img, 1.5);
+        for (got, want) in img.data.iter().zip([0.3, 1.5, 0.6, 0.0, 0.9, 0.75]) {
+            assert!((got - want).abs() < 1e-6, "{:?}", img.data);
+        }
+        let mut img = rgb(&px);
+        Jitter::Saturation.apply(&mut img, 0.0);
+        let (g0, g1) = (0.299 * 0.2 + 0.587 * 0.4 + 0.114 * 0.6, 0.299 + 0.114 * 0.5);
+        for (got, want) in img.data.iter().zip([g0, g1, g0, g1, g0, g1]) {
+            assert!((got - want).abs() < 1e-6, "{:?}", img.data);
+        }
+        let mut img = rgb(&px);
+        Jitter::Contrast.apply(&mut img, 0.5);
+        let m = (g0 + g1) / 2.0;
+        for (got, x) in img.data.iter().zip([0.2, 1.0, 0.4, 0.0, 0.6, 0.5]) {
+            assert!((got - (0.5 * x + 0.5 * m)).abs() < 1e-6, "{:?}", img.data);
+        }
+    }
+
+    #[test]
+    fn lighting_shift_by_hand() {
+        let l = Lighting::imagenet();
+        let s = l.shift([1.0, 0.0, 0.0]);
+        for i in 0..3 {
+            assert!((s[i] - PCA_EIGVEC[i][0] * 0.2175).abs() < 1e-7);
+        }
+        let s = l.shift([0.0, -2.0, 1.0]);
+        assert!((s[1] - (-0.0045 * -2.0 * 0.0188 + -0.8140 * 0.0045)).abs() < 1e-7);
+    }
+
+    #[test]
+    fn random_sized_crops_respect_area_aspect_and_bounds() {
+        let d = Decode::train();
+        let (w, h) = (500, 375);
+        let mut swapped_or_not = [0usize; 2];
+        for i in 0..4000 {
+            let (b, inter) = d.draw(w, h, &mut sample_rng(1, 0, i));
+            assert!(inter.is_none());
+            assert!(b.x + b.width <= w && b.y + b.height <= h, "{b:?}");
+            let frac = (b.width * b.height) as f64 / (w * h) as f64;
+            let aspect = b.width as f64 / b.height as f64;
+            let full = b == CropBox { x: 62, y: 0, width: 375, height: 375 };
+            assert!(full || (0.07..=1.01).contains(&frac), "{b:?} area {frac}");
+            assert!(full || (0.74..=1.35).contains(&aspect) || (0.74..=1.35).contains(&(1.0 / aspect)), "{b:?}");
+            swapped_or_not[usize::from(b.width > b.height)] += 1;
+        }
+        assert!(swapped_or_not.iter().all(|&c| c > 1000), "{swapped_or_not:?}");
+        // A strip where no crop of at least 8 % fits falls back to the centred square.
+        let (b, _) = d.draw(2000, 10, &mut sample_rng(1, 0, 0));
+        assert_eq!(b, CropBox { x: 995, y: 0, width: 10, height: 10 });
+    }
+
+    #[test]
+    fn val_scales_the_shorter_side_then_takes_the_centre() {
+        let (b, inter) = Decode::val().draw(500, 375, &mut sample_rng(0, 0, 0));
+        assert_eq!(inter, Some((341, 256)));
+        assert_eq!(b, CropBox { x: 58, y: 16, width: 224, height: 224 });
+    }
+}
