@@ -5,7 +5,9 @@
 //! - [`datasets`]: the datasets a run can name, with their class counts and input sizes.
 //! - [`runtime`]: loading libtorch's CUDA backend at run time, choosing the device, sizing the libtorch
 //!   and rayon thread pools so they do not oversubscribe the cores.
+//! - [`run`]: the run folder (contract 3): config, environment, metrics, result, checkpoint, log.
 //! - [`sgd`]: SGD with Nesterov momentum and weight decay, with checkpointable state.
+//! - [`trainer`]: the training loop: epochs, evaluation, metrics, checkpoints, resume, interruption.
 //! - [`environment`]: what this process runs on (versions, libraries, GPUs, threads, directories); shown by
 //!   `wrn doctor` and recorded in every run folder.
 
@@ -13,8 +15,10 @@ pub mod check;
 pub mod config;
 pub mod datasets;
 pub mod environment;
+pub mod run;
 pub mod runtime;
 pub mod sgd;
+pub mod trainer;
 
 /// The `tch` release this workspace pins; it binds libtorch [`LIBTORCH_VERSION`].
 pub const TCH_VERSION: &str = "0.24.0";

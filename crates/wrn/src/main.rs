@@ -8,9 +8,9 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 mod data;
-mod data;
 mod doctor;
 mod model;
+mod train;
 
 #[derive(Parser)]
 #[command(name = "wrn", version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("WRN_GIT_SHA"), ")"))]
@@ -27,8 +27,9 @@ enum Command {
     Doctor(doctor::Args),
     /// Datasets: fetch, verify, prepare, list, locate, and write synthetic ones.
     Data(data::Args),
-    /// Datasets: fetch, verify, prepare, list, locate, and write synthetic ones.
-    Data(data::Args),
+    /// Train one experiment (a paper row, a TOML file, or the recipe with --set overrides) into a run
+    /// folder; --resume continues an interrupted run bit for bit.
+    Train(train::Args),
     /// Inspect the networks of the paper.
     #[command(subcommand)]
     Model(model::Command),
@@ -44,7 +45,7 @@ fn main() -> ExitCode {
     let result: Result<ExitCode> = match cli.command {
         Command::Doctor(args) => doctor::run(args),
         Command::Data(args) => data::run(args),
-        Command::Data(args) => data::run(args),
+        Command::Train(args) => train::run(args),
         Command::Model(command) => model::run(command).map(|()| ExitCode::SUCCESS),
     };
     match result {

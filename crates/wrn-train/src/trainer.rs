@@ -1,0 +1,477 @@
+//! The training loop: one experiment, from prepared data to a finished run folder.
+//!
+//! Per epoch: the learning rate of the recipe (momentum buffers reset at a drop when the recipe says so),
+//! the augmentation pipeline's batches (prefetched on rayon workers) copied to the device one batch ahead
+//! of the compute, SGD steps, then an evaluation on the test split (loss, top-1 and top-5 error), one row
+//! of `metrics.csv` and a checkpoint. Checkpoints are also written every `checkpoint_steps` steps and every
+//! `checkpoint_minutes`, and when SIGINT/SIGTERM sets the stop flag.
+//!
+//! Determinism: the weights are initialised from `tch::manual_seed(seed)`, the batches depend only on
+//! (seed, epoch, index) (see `wrn-augment`), and before every step libtorch's generator is re-seeded from
+//! (seed, epoch, step), so dropout masks do not depend on history. A run resumed from any checkpoint
+//! therefore reproduces the uninterrupted run bit for bit on the CPU, training sums included. libtorch's
+//! generator is global to the process, so one process trains one run at a time (sweeps start a process per
+//! run).
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use tch::nn::{self, ModuleT};
+use tch::{Device, Kind, Tensor};
+use wrn_augment::{Batch, Loader, LoaderConfig, Norm, Pipeline, Preset, Zca, ZcaParams};
+use wrn_data::store::Store;
+use wrn_nets::Arch;
+
+use crate::config::{ConfigError, Experiment, Precision, Preprocessing};
+use crate::datasets::Dataset;
+use crate::environment::Environment;
+use crate::run::{EpochMetrics, Progress, RunDir, RunError, RunResult, Status};
+use crate::runtime::{self, DeviceChoice, RuntimeError, ThreadPlan};
+use crate::sgd::Sgd;
+
+/// Errors of a training run.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    #[error(transparent)]
+    Run(#[from] RunError),
+    #[error(transparent)]
+    Data(#[from] wrn_data::Error),
+    #[error(transparent)]
+    Augment(#[from] wrn_augment::Error),
+    #[error("libtorch: {0}")]
+    Torch(#[from] tch::TchError),
+    #[error("{dataset} is not prepared in {dir}: run `wrn data fetch {dataset}` (or `wrn data prepare`) first")]
+    NotPrepared { dataset: String, dir: PathBuf },
+    #[error("{0} already holds a run; continue it with `wrn train --resume {0}` or choose another --out")]
+    RunExists(PathBuf),
+    #[error("{0} has no checkpoint to resume from")]
+    NoCheckpoint(PathBuf),
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+/// How a run is driven.
+#[derive(Debug, Clone)]
+pub struct TrainOptions {
+    /// Continue from the run folder's checkpoint instead of starting afresh.
+    pub resume: bool,
+    /// Set by a signal handler: write a checkpoint and stop.
+    pub stop: Arc<AtomicBool>,
+    /// Stop (as if signalled) after this many steps of this process; for tests and time-boxed runs.
+    pub max_steps: Option<usize>,
+    /// Progress bars on a terminal, plain log lines otherwise.
+    pub progress: bool,
+    pub wrn_version: String,
+    pub git_sha: String,
+}
+
+impl TrainOptions {
+    pub fn new(wrn_version: &str, git_sha: &str) -> TrainOptions {
+        TrainOptions {
+            resume: false,
+            stop: Arc::new(AtomicBool::new(false)),
+            max_steps: None,
+            progress: std::io::stderr().is_terminal(),
+            wrn_version: wrn_version.into(),
+            git_sha: git_sha.into(),
+        }
+    }
+}
+
+/// The augmentation presets of an experiment's training and test splits.
+pub fn presets(exp: &Experiment) -> Result<(Preset, Preset), ConfigError> {
+    let invalid = |m: String| Err(ConfigError::Invalid(m));
+    match exp.dataset {
+        Dataset::Cifar10 | Dataset::Cifar100 => {
+            let norm = match exp.preprocessing {
+                Preprocessing::Meanstd => Norm::MeanStd,
+                Preprocessing::Zca => Norm::Zca,
+                p => return invalid(format!("preprocessing {p:?} does not apply to CIFAR (meanstd or zca)")),
+            };
+            let train = match exp.augmentation.as_str() {
+                "cifar-train" => Preset::CifarTrain(norm),
+                "none" => Preset::CifarTest(norm),
+                a => return invalid(format!("augmentation '{a}' does not apply to CIFAR (cifar-train or none)")),
+            };
+            Ok((train, Preset::CifarTest(norm)))
+        }
+        Dataset::Svhn => match (exp.preprocessing, exp.augmentation.as_str()) {
+            (Preprocessing::Div255, "none") => Ok((Preset::Svhn, Preset::Svhn)),
+            _ => invalid("SVHN takes preprocessing div255 and augmentation none, as in the paper".into()),
+        },
+        Dataset::ImageNet => Ok((Preset::ImagenetTrain, Preset::ImagenetVal)),
+    }
+}
+
+/// Mixes (seed, epoch, step) into the seed of libtorch's generator for one step (splitmix64).
+pub fn step_seed(seed: u64, epoch: u32, step: usize) -> i64 {
+    let mut z = seed ^ ((epoch as u64) << 40) ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    ((z ^ (z >> 31)) >> 1) as i64
+}
+
+/// Training sums of the epoch in progress (kept in checkpoints so a resumed epoch reports the same).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct Sums {
+    loss: f64,
+    correct: f64,
+    seen: f64,
+}
+
+struct Data {
+    train: Loader,
+    test: Loader,
+    classes: i64,
+}
+
+fn open_data(exp: &Experiment, plan: &ThreadPlan) -> Result<Data, TrainError> {
+    let manifests = wrn_data::ops::manifests(Some(exp.dataset.name()), exp.data.manifest.as_deref())?;
+    let manifest = &manifests[0];
+    let dir = exp.data.dir.clone().unwrap_or_else(wrn_data::dirs::data_dir);
+    let store = Store::new(dir.clone());
+    if !store.is_prepared(manifest) {
+        return Err(TrainError::NotPrepared { dataset: manifest.name.clone(), dir });
+    }
+    let train = Arc::new(store.open_split(manifest, "train")?);
+    let test = Arc::new(store.open_split(manifest, "test")?);
+    let classes = train.meta.classes.len() as i64;
+    let (train_preset, test_preset) = presets(exp)?;
+    let zca = match exp.preprocessing {
+        Preprocessing::Zca => {
+            let path = wrn_augment::zca::default_path(&train);
+            Some(Arc::new(Zca::fit_or_load(&train, &path, ZcaParams::default())?))
+        }
+        _ => None,
+    };
+    let workers = exp.data.workers.unwrap_or(plan.data_workers);
+    let config = |shuffle, drop_last, subset| LoaderConfig {
+        batch_size: exp.batch_size,
+        seed: exp.seed,
+        shuffle,
+        drop_last,
+        workers,
+        prefetch: exp.data.prefetch.max(1),
+        subset,
+    };
+    let train = Loader::new(
+        train,
+        Pipeline::from_preset(train_preset, zca.clone())?,
+        config(true, exp.drop_last, exp.scale.train_subset),
+    )?;
+    let test =
+        Loader::new(test, Pipeline::from_preset(test_preset, zca)?, config(false, false, exp.scale.test_subset))?;
+    Ok(Data { train, test, classes })
+}
+
+/// Copies a batch to the device (from pinned memory, without blocking, on CUDA).
+fn to_device(batch: &Batch, device: Device) -> (Tensor, Tensor) {
+    let shape: Vec<i64> = batch.shape.iter().map(|&d| d as i64).collect();
+    let x = Tensor::from_slice(&batch.images).view(shape.as_slice());
+    let y = Tensor::from_slice(&batch.labels);
+    match device {
+        Device::Cpu => (x, y),
+        _ => (
+            x.pin_memory(device).to_device_(device, Kind::Float, true, false),
+            y.pin_memory(device).to_device_(device, Kind::Int64, true, false),
+        ),
+    }
+}
+
+/// Loss sum, top-1 and top-5 error (%) on the test split, in eval mode.
+fn evaluate(net: &dyn ModuleT, loader: &Loader, device: Device) -> (f64, f64, f64) {
+    let mut loss = Tensor::zeros([], (Kind::Double, device));
+    let mut top1 = Tensor::zeros([], (Kind::Double, device));
+    let mut top5 = Tensor::zeros([], (Kind::Double, device));
+    let mut seen = 0usize;
+    let mut batches = loader.epoch(0, 0);
+    tch::no_grad(|| {
+        while let Some(batch) = batches.next() {
+            let (x, y) = to_device(&batch, device);
+            let logits = net.forward_t(&x, false);
+            loss += logits.cross_entropy_loss::<Tensor>(&y, None, tch::Reduction::Sum, -100, 0.0).to_kind(Kind::Double);
+            let k = logits.size()[1].min(5);
+            let (_, top) = logits.topk(k, -1, true, true);
+            let hits = top.eq_tensor(&y.unsqueeze(-1));
+            top1 += hits.narrow(1, 0, 1).sum(Kind::Double);
+            top5 += hits.sum(Kind::Double);
+            seen += batch.len();
+            batches.recycle(batch);
+        }
+    });
+    let n = seen.max(1) as f64;
+    (loss.double_value(&[]) / n, 100.0 * (1.0 - top1.double_value(&[]) / n), 100.0 * (1.0 - top5.double_value(&[]) / n))
+}
+
+fn save(run: &RunDir, vs: &nn::VarStore, sgd: &Sgd, progress: Progress, sums: Sums) -> Result<(), RunError> {
+    let mut state = sgd.state();
+    state.push(("state.loss_sum".into(), Tensor::from(sums.loss)));
+    state.push(("state.correct".into(), Tensor::from(sums.correct)));
+    state.push(("state.seen".into(), Tensor::from(sums.seen)));
+    run.save_checkpoint(vs, state, progress)
+}
+
+fn median(mut xs: Vec<f64>) -> Option<f64> {
+    xs.sort_by(f64::total_cmp);
+    match xs.len() {
+        0 => None,
+        n if n % 2 == 1 => Some(xs[n / 2]),
+        n => Some((xs[n / 2 - 1] + xs[n / 2]) / 2.0),
+    }
+}
+
+/// Trains `exp` into the run folder `run` (or continues it with `options.resume`).
+pub fn train(run: &RunDir, exp: &Experiment, options: &TrainOptions) -> Result<RunResult, TrainError> {
+    exp.validate()?;
+    if exp.precision == Precision::Bf16 {
+        return Err(TrainError::Unsupported(
+            "precision bf16 is not available for training yet (wrn doctor --check --bf16 measures it); use fp32".into(),
+        ));
+    }
+    if options.resume && !run.has_checkpoint() {
+        return Err(TrainError::NoCheckpoint(run.path().to_path_buf()));
+    }
+    if !options.resume && (run.has_checkpoint() || run.file("result.json").exists()) {
+        return Err(TrainError::RunExists(run.path().to_path_buf()));
+    }
+    let selected = runtime::select_device(exp.device.parse::<DeviceChoice>()?)?;
+    let device = selected.device;
+    if let Some(reason) = &selected.fallback_reason {
+        tracing::info!("CUDA unavailable, training on the CPU: {reason}");
+    }
+    if device.is_cuda() {
+        tch::Cuda::cudnn_set_benchmark(true);
+    }
+    let plan = ThreadPlan::from_env(device)?.apply();
+    let data = open_data(exp, &plan)?;
+
+    let arch = exp.arch.parse::<Arch>().map_err(|e| ConfigError::Invalid(e.to_string()))?;
+    let arch =
+        arch.with_classes(data.classes).with_dropout(exp.dropout).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+    tch::manual_seed(exp.seed as i64);
+    let mut vs = nn::VarStore::new(device);
+    let net = arch.build(&vs.root());
+    let parameters = wrn_nets::parameter_count(&vs);
+    let mut sgd = Sgd::new(&vs, exp.optimizer.clone());
+
+    let mut metrics: Vec<EpochMetrics>;
+    let mut progress = Progress { epoch: 1, step: 0 };
+    let mut sums = Sums::default();
+    if options.resume {
+        let (state, saved) = run.load_checkpoint(&mut vs)?;
+        sgd.load_state(&state);
+        let scalar = |k: &str| state.get(k).map_or(0.0, |t| t.double_value(&[]));
+        sums = Sums { loss: scalar("state.loss_sum"), correct: scalar("state.correct"), seen: scalar("state.seen") };
+        progress = saved;
+        metrics = run.read_metrics()?;
+        metrics.retain(|m| m.epoch < progress.epoch);
+        run.log(&format!("resumed at epoch {} step {}", progress.epoch, progress.step))?;
+    } else {
+        run.write_text("config.toml", &exp.to_toml())?;
+        let env = Environment::collect(&options.wrn_version, &options.git_sha, plan);
+        run.write_json("environment.json", &env)?;
+        run.write_metrics(&[])?;
+        metrics = Vec::new();
+        run.log(&format!("{} on {} ({} parameters) on {device:?}", arch, exp.dataset, parameters))?;
+    }
+
+    let epochs = exp.effective_epochs();
+    let per_epoch = data.train.batches_per_epoch();
+    let mut steps_this_process = 0usize;
+    let mut last_checkpoint = Instant::now();
+    let checkpoint_every = Duration::from_secs_f64(exp.checkpoint_minutes.max(0.0) * 60.0);
+    let stop_requested =
+        |steps: usize| options.stop.load(Ordering::SeqCst) || options.max_steps.is_some_and(|max| steps >= max);
+
+    while progress.epoch <= epochs {
+        let epoch = progress.epoch;
+        let lr = exp.lr_at(epoch);
+        if progress.step == 0 && exp.schedule.reset_momentum && exp.is_milestone(epoch) {
+            sgd.reset_momentum();
+        }
+        let bar = epoch_bar(options.progress, epoch, epochs, per_epoch, progress.step);
+        let started = Instant::now();
+        let mut batches = data.train.epoch(epoch as u64, progress.step);
+        let mut loss_sum = Tensor::from(sums.loss).to_device(device);
+        let mut correct = Tensor::from(sums.correct).to_device(device);
+        let mut images = 0usize;
+        let mut decode_failures = 0u64;
+        let mut next = batches.next();
+        let mut pending = next.as_ref().map(|b| to_device(b, device));
+        while let Some(batch) = next {
+            let (x, y) = pending.take().expect("a batch on the device");
+            // Start copying the next batch while this one computes.
+            next = batches.next();
+            pending = next.as_ref().map(|b| to_device(b, device));
+            tch::manual_seed(step_seed(exp.seed, epoch, progress.step));
+            sgd.zero_grad();
+            let logits = net.forward_t(&x, true);
+            let loss = logits.cross_entropy_for_logits(&y);
+            loss.backward();
+            sgd.step(lr);
+            tch::no_grad(|| {
+                loss_sum += loss.detach().to_kind(Kind::Double) * batch.len() as f64;
+                correct += logits.argmax(-1, false).eq_tensor(&y).sum(Kind::Double);
+            });
+            sums.seen += batch.len() as f64;
+            images += batch.len();
+            decode_failures += batch.decode_failures as u64;
+            progress.step += 1;
+            steps_this_process += 1;
+            batches.recycle(batch);
+            if let Some(bar) = &bar {
+                bar.inc(1);
+                if progress.step % 10 == 0 || progress.step == per_epoch {
+                    let rate = images as f64 / started.elapsed().as_secs_f64().max(1e-9);
+                    bar.set_message(format!("loss {:.3}  {rate:.0} img/s", loss.double_value(&[])));
+                }
+            } else if per_epoch >= 10 && progress.step % (per_epoch / 10) == 0 {
+                tracing::info!(
+                    "epoch {epoch}/{epochs} step {}/{per_epoch} loss {:.4}",
+                    progress.step,
+                    loss.double_value(&[])
+                );
+            }
+            let timed = !checkpoint_every.is_zero() && last_checkpoint.elapsed() >= checkpoint_every;
+            let counted = exp.checkpoint_steps > 0 && progress.step % exp.checkpoint_steps == 0;
+            let stopping = stop_requested(steps_this_process) && progress.step < per_epoch;
+            if timed || counted || stopping {
+                sums.loss = loss_sum.double_value(&[]);
+                sums.correct = correct.double_value(&[]);
+                save(run, &vs, &sgd, progress, sums)?;
+                last_checkpoint = Instant::now();
+            }
+            if stopping {
+                if let Some(bar) = bar {
+                    bar.abandon_with_message("interrupted: checkpoint written");
+                }
+                drop(batches);
+                run.log(&format!("interrupted at epoch {epoch} step {}; checkpoint written", progress.step))?;
+                return finish(run, exp, &metrics, Status::Interrupted, parameters, device);
+            }
+        }
+        let train_seconds = started.elapsed().as_secs_f64();
+        let wait = batches.wait_time().as_secs_f64();
+        drop(batches);
+        sums.loss = loss_sum.double_value(&[]);
+        sums.correct = correct.double_value(&[]);
+        let (test_loss, test_error, test_top5_error) = evaluate(&net, &data.test, device);
+        let seen = sums.seen.max(1.0);
+        let row = EpochMetrics {
+            epoch,
+            lr,
+            train_loss: sums.loss / seen,
+            train_error: 100.0 * (1.0 - sums.correct / seen),
+            test_loss,
+            test_error,
+            test_top5_error,
+            images_per_second: images as f64 / train_seconds.max(1e-9),
+            data_wait_fraction: wait / train_seconds.max(1e-9),
+            epoch_seconds: started.elapsed().as_secs_f64(),
+            decode_failures,
+        };
+        let line = format!(
+            "epoch {epoch}/{epochs} lr {lr:.5} train loss {:.4} error {:.2}% | test loss {:.4} error {:.2}% top-5 {:.2}% | {:.0} img/s, waited {:.1}%",
+            row.train_loss, row.train_error, row.test_loss, row.test_error, row.test_top5_error,
+            row.images_per_second, 100.0 * row.data_wait_fraction
+        );
+        if let Some(bar) = bar {
+            bar.finish_and_clear();
+        }
+        eprintln!("{line}");
+        run.log(&line)?;
+        metrics.push(row);
+        run.write_metrics(&metrics)?;
+        progress = Progress { epoch: epoch + 1, step: 0 };
+        sums = Sums::default();
+        save(run, &vs, &sgd, progress, sums)?;
+        last_checkpoint = Instant::now();
+        if stop_requested(steps_this_process) && progress.epoch <= epochs {
+            run.log(&format!("interrupted after epoch {epoch}; checkpoint written"))?;
+            return finish(run, exp, &metrics, Status::Interrupted, parameters, device);
+        }
+    }
+    finish(run, exp, &metrics, Status::Finished, parameters, device)
+}
+
+fn finish(
+    run: &RunDir,
+    exp: &Experiment,
+    metrics: &[EpochMetrics],
+    status: Status,
+    parameters: i64,
+    device: Device,
+) -> Result<RunResult, TrainError> {
+    let last = metrics.last();
+    let result = RunResult {
+        status,
+        dataset: exp.dataset.to_string(),
+        arch: exp.arch.clone(),
+        seed: exp.seed,
+        epochs_planned: exp.effective_epochs(),
+        epochs_done: last.map_or(0, |m| m.epoch),
+        full_scale: exp.scale.is_full(),
+        parameters,
+        final_test_error: last.map(|m| m.test_error),
+        final_test_top5_error: last.map(|m| m.test_top5_error),
+        best_test_error: metrics.iter().map(|m| m.test_error).min_by(f64::total_cmp),
+        median_epoch_seconds: median(metrics.iter().map(|m| m.epoch_seconds).collect()),
+        device: format!("{device:?}").to_lowercase(),
+    };
+    if status == Status::Finished {
+        run.write_json("result.json", &result)?;
+        run.log("finished")?;
+    }
+    Ok(result)
+}
+
+fn epoch_bar(enabled: bool, epoch: u32, epochs: u32, steps: usize, done: usize) -> Option<ProgressBar> {
+    if !enabled {
+        return None;
+    }
+    let bar = ProgressBar::new(steps as u64).with_position(done as u64);
+    bar.set_style(
+        ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {msg} (ETA {eta})")
+            .expect("a valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(format!("{epoch}/{epochs}"));
+    Some(bar)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn step_seeds_differ_across_steps_epochs_and_seeds() {
+        let mut seen = std::collections::HashSet::new();
+        for seed in 0..3 {
+            for epoch in 1..4 {
+                for step in 0..50 {
+                    assert!(seen.insert(step_seed(seed, epoch, step)));
+                }
+            }
+        }
+        assert!(seen.iter().all(|&s| s >= 0));
+    }
+
+    #[test]
+    fn presets_follow_the_dataset_and_preprocessing() {
+        let e = Experiment::recipe(Dataset::Cifar10);
+        assert_eq!(presets(&e).unwrap(), (Preset::CifarTrain(Norm::MeanStd), Preset::CifarTest(Norm::MeanStd)));
+        let e = Experiment::resolve(None, &["preprocessing=zca".into(), "augmentation=none".into()]).unwrap();
+        assert_eq!(presets(&e).unwrap(), (Preset::CifarTest(Norm::Zca), Preset::CifarTest(Norm::Zca)));
+        assert_eq!(presets(&Experiment::recipe(Dataset::Svhn)).unwrap(), (Preset::Svhn, Preset::Svhn));
+        let e = Experiment::resolve(None, &["preprocessing=div255".into()]).unwrap();
+        assert!(presets(&e).unwrap_err().to_string().contains("does not apply to CIFAR"));
+    }
+}

@@ -1,0 +1,166 @@
+//! `wrn_train::trainer` end to end on synthetic CIFAR-10 in the real archive format: a small WRN learns,
+//! the run folder holds what contract 3 promises, a run stopped at arbitrary steps and resumed ends bit
+//! for bit where the uninterrupted run ends, and bad set-ups fail with errors that say what to do.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use tch::Tensor;
+use wrn_data::store::Store;
+use wrn_data::synth::{self, CifarKind};
+use wrn_train::config::Experiment;
+use wrn_train::run::{RunDir, RunResult, Status};
+use wrn_train::trainer::{self, TrainError, TrainOptions};
+
+/// Synthetic CIFAR-10 (600 training images), prepared once for all tests: (data dir, manifest).
+fn data() -> &'static (PathBuf, PathBuf) {
+    static DATA: OnceLock<(tempfile::TempDir, PathBuf, PathBuf)> = OnceLock::new();
+    let (_, dir, manifest) = DATA.get_or_init(|| {
+        let root = tempfile::tempdir().unwrap();
+        let (m, manifest) = synth::synth_cifar(CifarKind::Cifar10, &root.path().join("synth"), 600, 3).unwrap();
+        let dir = root.path().join("data");
+        let store = Store::new(&dir);
+        let file = &m.files[0];
+        let dest = store.file_path(&m, file);
+        std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        std::fs::copy(file.url.strip_prefix("file://").unwrap(), &dest).unwrap();
+        wrn_data::ops::prepare(&store, &m).unwrap();
+        (root, dir, manifest)
+    });
+    // SAFETY of the reference: the static lives for the whole test binary.
+    static VIEW: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
+    VIEW.get_or_init(|| (dir.clone(), manifest.clone()))
+}
+
+fn experiment(extra: &[&str]) -> Experiment {
+    let (dir, manifest) = data();
+    let mut sets: Vec<String> = vec![
+        "arch=wrn-10-1".into(),
+        "batch_size=32".into(),
+        format!("data.dir='{}'", dir.display()),
+        format!("data.manifest='{}'", manifest.display()),
+        "data.workers=2".into(),
+        "checkpoint_minutes=0".into(),
+    ];
+    sets.extend(extra.iter().map(|s| s.to_string()));
+    Experiment::resolve(None, &sets).unwrap()
+}
+
+fn options() -> TrainOptions {
+    let mut o = TrainOptions::new("test", "test");
+    o.progress = false;
+    o
+}
+
+/// Runs one training at a time: libtorch's random generator is global to the process, and a run re-seeds
+/// it at every step, so two runs in parallel threads would draw each other's dropout masks.
+fn train(run: &Path, exp: &Experiment, resume: bool, max_steps: Option<usize>) -> Result<RunResult, TrainError> {
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let mut o = options();
+    o.resume = resume;
+    o.max_steps = max_steps;
+    trainer::train(&RunDir::create(run).unwrap(), exp, &o)
+}
+
+/// Every tensor of the run's checkpoint.
+fn checkpoint(run: &Path) -> BTreeMap<String, Tensor> {
+    Tensor::read_safetensors(run.join("checkpoint.safetensors")).unwrap().into_iter().collect()
+}
+
+/// metrics.csv without the timing columns, which are the only ones allowed to differ between runs.
+fn metrics_without_timings(run: &Path) -> Vec<Vec<String>> {
+    let mut r = csv::Reader::from_path(run.join("metrics.csv")).unwrap();
+    let header = r.headers().unwrap().clone();
+    r.records()
+        .map(|row| {
+            let row = row.unwrap();
+            header
+                .iter()
+                .zip(row.iter())
+                .filter(|(h, _)| !["images_per_second", "data_wait_fraction", "epoch_seconds"].contains(h))
+                .map(|(_, v)| v.to_string())
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn a_small_wrn_learns_the_synthetic_data_and_leaves_a_complete_run_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let exp = experiment(&["epochs=2", "scale.test_subset=96"]);
+    let result = train(&run, &exp, false, None).unwrap();
+    assert_eq!(result.status, Status::Finished);
+    assert_eq!((result.epochs_done, result.epochs_planned), (2, 2));
+    // Chance is 90% error on ten classes.
+    let error = result.final_test_error.unwrap();
+    assert!(error < 40.0, "test error {error}% after two epochs");
+    assert!(!result.full_scale, "a test subset is a reduced-scale run");
+    for file in ["config.toml", "environment.json", "metrics.csv", "result.json", "checkpoint.safetensors", "train.log"]
+    {
+        assert!(run.join(file).exists(), "missing {file}");
+    }
+    let saved = Experiment::load(&run.join("config.toml"), &[]).unwrap();
+    assert_eq!(saved, exp, "config.toml is the resolved experiment");
+    let rows = metrics_without_timings(&run);
+    assert_eq!(rows.len(), 2);
+    let result_json: RunResult =
+        serde_json::from_str(&std::fs::read_to_string(run.join("result.json")).unwrap()).unwrap();
+    assert_eq!(result_json, result);
+
+    // The same folder cannot be trained into again by accident.
+    let err = train(&run, &exp, false, None).unwrap_err().to_string();
+    assert!(err.contains("already holds a run; continue it with `wrn train --resume"), "{err}");
+}
+
+#[test]
+fn a_run_stopped_and_resumed_at_arbitrary_steps_ends_bit_for_bit_like_an_uninterrupted_one() {
+    // 256 samples, batch 32: 8 steps per epoch, 3 epochs, dropout so that randomness matters, a
+    // learning-rate drop with a momentum reset at epoch 2.
+    let exp = experiment(&[
+        "epochs=3",
+        "dropout=0.3",
+        "scale.train_subset=256",
+        "scale.test_subset=64",
+        "schedule.milestones=[2]",
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let whole = dir.path().join("whole");
+    train(&whole, &exp, false, None).unwrap();
+
+    let pieces = dir.path().join("pieces");
+    // Stop mid-epoch 1 (after 5 steps), then mid-epoch 2 (after 6 more: step 3 of epoch 2), then at the
+    // end of epoch 2 exactly (5 more), then finish.
+    let first = train(&pieces, &exp, false, Some(5)).unwrap();
+    assert_eq!(first.status, Status::Interrupted);
+    assert!(!pieces.join("result.json").exists(), "an interrupted run has no result");
+    assert_eq!(train(&pieces, &exp, true, Some(6)).unwrap().status, Status::Interrupted);
+    assert_eq!(train(&pieces, &exp, true, Some(5)).unwrap().status, Status::Interrupted);
+    let last = train(&pieces, &exp, true, None).unwrap();
+    assert_eq!(last.status, Status::Finished);
+
+    let (a, b) = (checkpoint(&whole), checkpoint(&pieces));
+    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+    for (name, t) in &a {
+        assert!(t.equal(&b[name]), "{name} differs after resuming");
+    }
+    assert_eq!(metrics_without_timings(&whole), metrics_without_timings(&pieces));
+    let log = std::fs::read_to_string(pieces.join("train.log")).unwrap();
+    assert_eq!(log.matches("resumed at epoch").count(), 3, "{log}");
+}
+
+#[test]
+fn set_up_errors_say_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let exp = Experiment::resolve(None, &[format!("data.dir='{}'", dir.path().join("empty").display())]).unwrap();
+    let err = train(&dir.path().join("run"), &exp, false, None).unwrap_err().to_string();
+    assert!(err.contains("cifar10 is not prepared in") && err.contains("run `wrn data fetch cifar10`"), "{err}");
+
+    let err = train(&dir.path().join("nothing"), &experiment(&[]), true, None).unwrap_err().to_string();
+    assert!(err.contains("has no checkpoint to resume from"), "{err}");
+
+    let err = train(&dir.path().join("run"), &experiment(&["precision=bf16"]), false, None).unwrap_err().to_string();
+    assert!(err.contains("bf16 is not available for training yet"), "{err}");
+}
