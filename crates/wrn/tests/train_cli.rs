@@ -1,0 +1,121 @@
+//! `wrn train` as a cluster would treat it: killed with SIGKILL at an arbitrary moment, or stopped with
+//! SIGINT, then resumed with `--resume`; either way the run ends bit for bit where an uninterrupted run
+//! ends. Data come from `wrn data synth` and `wrn data fetch` on the synthetic archive.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tch::Tensor;
+
+fn wrn() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_wrn"))
+}
+
+fn ok(cmd: &mut Command) {
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{:?}: {}", cmd, String::from_utf8_lossy(&out.stderr));
+}
+
+/// Synthetic CIFAR-10 fetched and prepared by the CLI; returns the `--set` flags of a small run on it.
+fn setup(dir: &Path) -> Vec<String> {
+    let synth = dir.join("synth");
+    let data = dir.join("data");
+    ok(wrn().args(["data", "synth", "cifar10", "--n", "300", "--out"]).arg(&synth));
+    let manifest = synth.join("cifar10.toml");
+    ok(wrn().arg("data").arg("--data-dir").arg(&data).arg("--manifest").arg(&manifest).args(["fetch", "cifar10"]));
+    [
+        "arch=wrn-10-1".to_string(),
+        "epochs=2".into(),
+        "dropout=0.3".into(),
+        "batch_size=32".into(),
+        "scale.train_subset=192".into(),
+        "scale.test_subset=48".into(),
+        "checkpoint_minutes=0".into(),
+        "checkpoint_steps=1".into(),
+        format!("data.dir='{}'", data.display()),
+        format!("data.manifest='{}'", manifest.display()),
+    ]
+    .into_iter()
+    .flat_map(|s| ["--set".to_string(), s])
+    .collect()
+}
+
+fn start(sets: &[String], out: &Path) -> Child {
+    wrn().arg("train").args(sets).arg("--out").arg(out).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap()
+}
+
+/// The checkpoint's (epoch, step), if a complete checkpoint exists.
+fn progress(run: &Path) -> Option<(i64, i64)> {
+    let named: BTreeMap<String, Tensor> =
+        Tensor::read_safetensors(run.join("checkpoint.safetensors")).ok()?.into_iter().collect();
+    Some((named.get("state.epoch")?.int64_value(&[]), named.get("state.step")?.int64_value(&[])))
+}
+
+/// Waits until the run has checkpointed at least `steps` steps of epoch 1 (or moved past it).
+fn wait_for(run: &Path, child: &mut Child, steps: i64) {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        if matches!(progress(run), Some((e, s)) if e > 1 || s >= steps) {
+            return;
+        }
+        assert!(child.try_wait().unwrap().is_none(), "the run ended before it was interrupted");
+        assert!(Instant::now() < deadline, "no checkpoint after 300 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn same_run(a: &Path, b: &Path) {
+    let (x, y): (BTreeMap<String, Tensor>, BTreeMap<String, Tensor>) = (
+        Tensor::read_safetensors(a.join("checkpoint.safetensors")).unwrap().into_iter().collect(),
+        Tensor::read_safetensors(b.join("checkpoint.safetensors")).unwrap().into_iter().collect(),
+    );
+    assert_eq!(x.keys().collect::<Vec<_>>(), y.keys().collect::<Vec<_>>());
+    for (name, t) in &x {
+        assert!(t.equal(&y[name]), "{name} differs");
+    }
+    let losses = |p: &Path| -> Vec<String> {
+        let text = std::fs::read_to_string(p.join("metrics.csv")).unwrap();
+        // epoch, lr, train loss/error, test loss/errors: everything but the timings.
+        text.lines().map(|l| l.split(',').take(7).collect::<Vec<_>>().join(",")).collect()
+    };
+    assert_eq!(losses(a), losses(b));
+    assert!(b.join("result.json").exists());
+}
+
+#[test]
+fn killed_or_interrupted_runs_resume_to_the_same_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let sets = setup(dir.path());
+    let whole: PathBuf = dir.path().join("whole");
+    let mut child = start(&sets, &whole);
+    assert!(child.wait().unwrap().success());
+
+    // SIGKILL at an arbitrary moment after the third step's checkpoint: no chance to clean up.
+    let killed = dir.path().join("killed");
+    let mut child = start(&sets, &killed);
+    wait_for(&killed, &mut child, 3);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!killed.join("result.json").exists());
+    ok(wrn().arg("train").arg("--resume").arg(&killed));
+    same_run(&whole, &killed);
+
+    // SIGINT: the run finishes its step, writes a checkpoint and exits with 130.
+    let stopped = dir.path().join("stopped");
+    let mut child = start(&sets, &stopped);
+    wait_for(&stopped, &mut child, 2);
+    // SAFETY: sending a signal to our own child process.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let status = child.wait().unwrap();
+    if status.code() == Some(130) {
+        let log = std::fs::read_to_string(stopped.join("train.log")).unwrap();
+        assert!(log.contains("interrupted at epoch") || log.contains("interrupted after epoch"), "{log}");
+        ok(wrn().arg("train").arg("--resume").arg(&stopped));
+    } else {
+        // The signal arrived as the run finished its last step.
+        assert!(status.success(), "{status:?}");
+    }
+    same_run(&whole, &stopped);
+}
