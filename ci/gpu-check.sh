@@ -49,6 +49,11 @@ for spec in "wrn-16-4 128" "wrn-28-10 128" "resnet-50-w2 64"; do
     "$wrn" doctor --check --device cuda --arch "$1" --batch "$2" --steps 20 $options | grep '^check' || status=1
   done
 done
+echo "== training steps (forward, backward, SGD) of WRN-28-10 on CUDA, batch 128: fp32, bf16"
+for precision in fp32 bf16; do
+  "$wrn" bench train --device cuda --arch wrn-28-10 --batch 128 --steps 20 --precision "$precision" || status=1
+  "$wrn" bench train --device cuda --arch wrn-28-10 --batch 128 --steps 20 --precision "$precision" --channels-last || status=1
+done
 echo "== the same on the CPU, for comparison"
 "$wrn" doctor --check --device cpu --arch wrn-16-4 --batch 64 --steps 2 | grep '^check' || status=1
 echo "== explicit cuda:N beyond the last GPU is an error"

@@ -1,5 +1,6 @@
-//! A device check: times forward+backward passes of a network on random input, so a user (and the GPU
-//! check script) can see that a device computes and how fast, before committing hours to it.
+//! A device check and training benchmark: times forward+backward passes (and, for `wrn bench train`, the
+//! SGD update too) of a network on random input, so a user (and the GPU check script) can see that a
+//! device computes and how fast, before committing hours to it.
 
 use std::time::Instant;
 
@@ -22,6 +23,10 @@ pub struct DeviceCheck {
     /// Cross-entropy of the last step (finite when the device computes sensibly).
     pub loss: f64,
     pub images_per_second: f64,
+    /// Whether each timed step included the SGD update (a full training step).
+    pub optimizer_step: bool,
+    /// Device memory in use at the end, as the NVIDIA driver reports it (CUDA only; all processes).
+    pub device_memory_in_use_bytes: Option<u64>,
 }
 
 /// Errors of the device check.
@@ -38,6 +43,8 @@ pub enum CheckError {
 pub struct CheckOptions {
     pub bf16: bool,
     pub channels_last: bool,
+    /// Also apply the paper's SGD update (Nesterov, weight decay 5e-4, lr 0.1) in every step.
+    pub optimizer_step: bool,
 }
 
 /// Runs one warm-up step and `steps` timed forward+backward steps of `arch` at `batch` on `device`.
@@ -66,10 +73,15 @@ pub fn forward_backward(
         x = wrn_nets::layout::channels_last(&x);
     }
     let y = Tensor::f_randint(arch.num_classes(), [batch], (Kind::Int64, device)).map_err(torch)?;
-    let step = || -> Result<f64, tch::TchError> {
+    let recipe = crate::config::Experiment::recipe(crate::datasets::Dataset::Cifar10).optimizer;
+    let mut sgd = options.optimizer_step.then(|| crate::sgd::Sgd::new(&vs, recipe));
+    let mut step = || -> Result<f64, tch::TchError> {
         vs.trainable_variables().iter_mut().for_each(Tensor::zero_grad);
         let loss = net.forward_t(&x, true).f_cross_entropy_loss::<Tensor>(&y, None, tch::Reduction::Mean, -100, 0.0)?;
         loss.f_backward()?;
+        if let Some(sgd) = sgd.as_mut() {
+            sgd.step(0.1);
+        }
         f64::try_from(&loss)
     };
     step().map_err(torch)?;
@@ -95,6 +107,11 @@ pub fn forward_backward(
         parameters: wrn_nets::parameter_count(&vs),
         loss,
         images_per_second: (batch as f64 * steps as f64) / seconds.max(1e-9),
+        optimizer_step: options.optimizer_step,
+        device_memory_in_use_bytes: match device {
+            Device::Cuda(index) => crate::environment::cuda_memory_in_use(index),
+            _ => None,
+        },
     })
 }
 
@@ -114,9 +131,20 @@ mod tests {
 
     #[test]
     fn bf16_and_channels_last_checks_run() {
-        let options = CheckOptions { bf16: true, channels_last: true };
+        let options = CheckOptions { bf16: true, channels_last: true, optimizer_step: false };
         let check = forward_backward(&"wrn-10-1".parse().unwrap(), Device::Cpu, 8, 1, options).unwrap();
         assert_eq!((check.precision.as_str(), check.channels_last), ("bf16", true));
         assert!(check.loss > 0.5 && check.loss < 20.0, "{}", check.loss);
+    }
+
+    #[test]
+    fn training_steps_lower_the_loss_on_a_fixed_batch() {
+        let arch: Arch = "wrn-10-1".parse().unwrap();
+        let options = CheckOptions { optimizer_step: true, ..CheckOptions::default() };
+        let first = forward_backward(&arch, Device::Cpu, 16, 1, options).unwrap();
+        let later = forward_backward(&arch, Device::Cpu, 16, 8, options).unwrap();
+        assert!(later.optimizer_step && later.device_memory_in_use_bytes.is_none());
+        // The same random batch every step: SGD must fit it.
+        assert!(later.loss < first.loss, "{} then {}", first.loss, later.loss);
     }
 }

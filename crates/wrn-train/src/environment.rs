@@ -126,6 +126,21 @@ pub fn libtorch_version(lib_dir: &Path) -> Option<String> {
     })
 }
 
+type CuMemGetInfo = unsafe extern "C" fn(*mut usize, *mut usize) -> i32;
+
+/// Device memory in use (total − free) on the current CUDA context, as the driver reports it.
+pub fn cuda_memory_in_use(device: usize) -> Option<u64> {
+    tch::Cuda::synchronize(device as i64);
+    // SAFETY: libcuda.so.1 is already loaded by libtorch when a CUDA device is in use; cuMemGetInfo_v2
+    // takes two out-pointers to locals and reads the context libtorch made current on this thread.
+    unsafe {
+        let lib = libloading::Library::new("libcuda.so.1").ok()?;
+        let info = lib.get::<CuMemGetInfo>(b"cuMemGetInfo_v2\0").ok()?;
+        let (mut free, mut total) = (0usize, 0usize);
+        (info(&mut free, &mut total) == 0).then(|| (total - free) as u64)
+    }
+}
+
 type CuInit = unsafe extern "C" fn(u32) -> i32;
 type CuDriverGetVersion = unsafe extern "C" fn(*mut i32) -> i32;
 type CuDeviceGetCount = unsafe extern "C" fn(*mut i32) -> i32;

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod data;
 mod doctor;
 mod model;
@@ -30,6 +31,9 @@ enum Command {
     /// Train one experiment (a paper row, a TOML file, or the recipe with --set overrides) into a run
     /// folder; --resume continues an interrupted run bit for bit.
     Train(train::Args),
+    /// Measure training throughput.
+    #[command(subcommand)]
+    Bench(bench::Command),
     /// Inspect the networks of the paper.
     #[command(subcommand)]
     Model(model::Command),
@@ -46,6 +50,7 @@ fn main() -> ExitCode {
         Command::Doctor(args) => doctor::run(args),
         Command::Data(args) => data::run(args),
         Command::Train(args) => train::run(args),
+        Command::Bench(command) => bench::run(command).map(|()| ExitCode::SUCCESS),
         Command::Model(command) => model::run(command).map(|()| ExitCode::SUCCESS),
     };
     match result {
