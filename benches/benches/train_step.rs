@@ -3,7 +3,7 @@
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use tch::nn::{self, ModuleT};
 use tch::{Device, Kind, Tensor};
-use wrn_nets::{WideResNet, WrnConfig};
+use wrn_nets::Arch;
 
 fn train_step(c: &mut Criterion) {
     let mut group = c.benchmark_group("train_step_cpu");
@@ -11,8 +11,7 @@ fn train_step(c: &mut Criterion) {
     for (arch, batch) in [("wrn-16-1", 32i64), ("wrn-16-4", 32)] {
         tch::manual_seed(0);
         let vs = nn::VarStore::new(Device::Cpu);
-        let config: WrnConfig = arch.parse().unwrap();
-        let net = WideResNet::new(&vs.root(), &config);
+        let net = arch.parse::<Arch>().unwrap().build(&vs.root());
         let x = Tensor::randn([batch, 3, 32, 32], (Kind::Float, Device::Cpu));
         let y = Tensor::randint(10, [batch], (Kind::Int64, Device::Cpu));
         group.throughput(Throughput::Elements(batch as u64));
