@@ -23,6 +23,7 @@ use std::str::FromStr;
 use tch::nn::{self, ModuleT};
 use tch::Tensor;
 
+use crate::layers::{classifier, conv};
 use crate::tally::Tally;
 use crate::ArchError;
 
@@ -95,19 +96,6 @@ impl fmt::Display for ResNetConfig {
         }
         Ok(())
     }
-}
-
-fn conv(vs: nn::Path, tally: &mut Tally, c_out: i64, k: i64, stride: i64) -> nn::Conv2D {
-    let c_in = tally.shape()[0];
-    tally.conv(c_out, k, stride, k / 2);
-    let config = nn::ConvConfig {
-        stride,
-        padding: k / 2,
-        bias: false,
-        ws_init: nn::init::DEFAULT_KAIMING_NORMAL,
-        ..Default::default()
-    };
-    nn::conv2d(vs, c_in, c_out, k, config)
 }
 
 fn batch_norm(vs: nn::Path, tally: &mut Tally) -> nn::BatchNorm {
@@ -205,16 +193,8 @@ impl ResNet {
             }
         }
         tally.stage("head");
-        let c = tally.shape()[0];
-        tally.pool(1, 1);
-        tally.linear(config.num_classes);
-        let bound = 1.0 / (c as f64).sqrt();
-        let fc_config = nn::LinearConfig {
-            ws_init: nn::Init::Uniform { lo: -bound, up: bound },
-            bs_init: Some(nn::Init::Const(0.0)),
-            bias: true,
-        };
-        ResNet { conv1, bn1, blocks, fc: nn::linear(vs / "fc", c, config.num_classes, fc_config) }
+        let fc = classifier(vs / "fc", tally, config.num_classes);
+        ResNet { conv1, bn1, blocks, fc }
     }
 }
 

@@ -16,6 +16,7 @@
 
 pub mod cifar;
 pub mod imagenet;
+mod layers;
 pub mod layout;
 pub mod tally;
 pub mod weights;
