@@ -12,6 +12,7 @@
 //! `decode_failures`, and replaced by zeros (the dataset mean after normalisation): deterministic, and
 //! never a panic. zune-jpeg has no reduced-scale DCT decoding, so images are decoded at full size.
 
+use std::any::Any;
 use std::sync::Arc;
 
 use fast_image_resize::images::{Image as FirImage, ImageRef};
@@ -270,6 +271,9 @@ impl Jitter {
 }
 
 impl Op for ColorJitter {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
     fn name(&self) -> String {
         format!("color-jitter({}, {}, {})", self.brightness, self.contrast, self.saturation)
     }
@@ -315,6 +319,9 @@ impl Lighting {
 }
 
 impl Op for Lighting {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
     fn name(&self) -> String {
         format!("lighting({})", self.std)
     }

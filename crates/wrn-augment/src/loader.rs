@@ -19,7 +19,7 @@ use wrn_data::cache::PreparedSplit;
 
 use crate::error::{Error, Result};
 use crate::imagenet::{Decode, DecodeError, DecodeScratch, EncodedSource};
-use crate::ops::Image;
+use crate::ops::{Fused, Image};
 use crate::preset::{Pipeline, Source};
 use crate::rng::{epoch_order, sample_rng, SampleRng};
 
@@ -108,12 +108,15 @@ impl Samples {
 struct Worker {
     img: Image,
     decode: DecodeScratch,
+    planes: Vec<f32>,
 }
 
 struct Inner {
     samples: Samples,
     pipeline: Pipeline,
     data: Data,
+    /// The one-pass kernel for the pipeline's ops, when the source is the cache's pixels and one exists.
+    fused: Option<Fused>,
     config: LoaderConfig,
     n: usize,
     in_shape: [usize; 3],
@@ -190,7 +193,9 @@ impl Loader {
             .build()
             .map_err(|e| Error::Config(format!("cannot start {workers} workers: {e}")))?;
         let (recycle_tx, recycle_rx) = unbounded();
-        let inner = Inner { samples, pipeline, data, config, n, in_shape, out_shape, pool, built: AtomicUsize::new(0) };
+        let fused = if matches!(data, Data::Pixels) { Fused::plan(&pipeline.ops) } else { None };
+        let inner =
+            Inner { samples, pipeline, fused, data, config, n, in_shape, out_shape, pool, built: AtomicUsize::new(0) };
         Ok(Loader { inner: Arc::new(inner), recycle_tx, recycle_rx })
     }
 
@@ -294,6 +299,10 @@ impl Inner {
                 Worker::default,
                 |wk, (out, &i)| {
                     let mut rng = sample_rng(seed, epoch, i as u64);
+                    if let (Some(f), Samples::Prepared(s)) = (&self.fused, &self.samples) {
+                        f.run(s.image(i), self.in_shape, &mut rng, &mut wk.planes, out);
+                        return;
+                    }
                     if let Err(e) = self.load(i, wk, &mut rng) {
                         let name = match &self.samples {
                             Samples::Encoded(s) => s.name(i),

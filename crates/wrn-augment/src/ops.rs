@@ -3,6 +3,7 @@
 //! an [`Image`] (planar CHW `f32`) in place. Buffers live in the worker's `Image` and are reused from one
 //! sample to the next, so the hot path allocates nothing once the buffers have grown.
 
+use std::any::Any;
 use std::fmt;
 
 use rand::Rng;
@@ -86,6 +87,8 @@ impl Image {
 
 /// One step of a pipeline.
 pub trait Op: Send + Sync + fmt::Debug {
+    /// For recognising op sequences that have a fused kernel ([`Fused`]).
+    fn as_any(&self) -> &dyn Any;
     /// A short name, e.g. `reflect-pad(4)`.
     fn name(&self) -> String;
     /// The `[c, h, w]` this op produces from an input of `input`, or why it cannot take that input.
@@ -116,6 +119,9 @@ pub struct ReflectPad {
 }
 
 impl Op for ReflectPad {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
     fn name(&self) -> String {
         format!("reflect-pad({})", self.pad)
     }
@@ -164,6 +170,9 @@ impl RandomCrop {
 }
 
 impl Op for RandomCrop {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
     fn name(&self) -> String {
         format!("random-crop({}x{})", self.height, self.width)
     }
@@ -187,6 +196,9 @@ pub struct CenterCrop {
 }
 
 impl Op for CenterCrop {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
     fn name(&self) -> String {
         format!("center-crop({}x{})", self.height, self.width)
     }
@@ -227,6 +239,9 @@ impl HFlip {
 }
 
 impl Op for HFlip {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
     fn name(&self) -> String {
         format!("hflip({})", self.p)
     }
@@ -265,6 +280,9 @@ pub const CIFAR_MEAN: [f32; 3] = [125.3, 123.0, 113.9];
 pub const CIFAR_STD: [f32; 3] = [63.0, 62.1, 66.7];
 
 impl Op for Normalize {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
     fn name(&self) -> String {
         format!("normalize(mean {:?}, std {:?})", self.mean, self.std)
     }
@@ -295,6 +313,9 @@ pub struct Scale {
 }
 
 impl Op for Scale {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
     fn name(&self) -> String {
         format!("scale(1/{})", self.divisor)
     }
@@ -307,6 +328,135 @@ impl Op for Scale {
     fn apply(&self, img: &mut Image, _rng: &mut SampleRng) {
         for v in &mut img.data {
             *v /= self.divisor;
+        }
+    }
+}
+
+/// The value step a [`Fused`] kernel ends with.
+#[derive(Debug, Clone, PartialEq)]
+enum Post {
+    None,
+    /// `(v - mean[c]) * inv_std[c]`, exactly as [`Normalize`] computes it.
+    Normalize {
+        mean: Vec<f32>,
+        inv_std: Vec<f32>,
+    },
+    /// `v / divisor`, exactly as [`Scale`].
+    Divide(f32),
+}
+
+/// One pass from `u8` HWC pixels to the op chain's `f32` CHW output, for chains of the form
+/// `[ReflectPad] [RandomCrop] [HFlip] [Normalize | Scale]` (each optional, in this order): the CIFAR and
+/// SVHN presets. It draws the same random numbers in the same order as the ops themselves and computes
+/// every value with the same expression, so its output is bit-identical to running the ops one by one
+/// (a test checks it); it only skips the intermediate images.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fused {
+    pad: usize,
+    crop: Option<RandomCrop>,
+    flip: Option<HFlip>,
+    post: Post,
+    /// `value(v, ch)` for every byte `v`, per channel (3 channels; empty otherwise).
+    lut: Vec<[f32; 256]>,
+}
+
+impl Fused {
+    /// The fused kernel equivalent to `ops`, when there is one.
+    pub fn plan(ops: &[std::sync::Arc<dyn Op>]) -> Option<Fused> {
+        let mut it = ops.iter().map(|o| o.as_any()).peekable();
+        let mut fused = Fused { pad: 0, crop: None, flip: None, post: Post::None, lut: vec![] };
+        if let Some(pad) = it.peek().and_then(|a| a.downcast_ref::<ReflectPad>()).map(|p| p.pad) {
+            fused.pad = pad;
+            it.next();
+        }
+        if let Some(crop) = it.peek().and_then(|a| a.downcast_ref::<RandomCrop>()).copied() {
+            fused.crop = Some(crop);
+            it.next();
+        }
+        if let Some(flip) = it.peek().and_then(|a| a.downcast_ref::<HFlip>()).copied() {
+            fused.flip = Some(flip);
+            it.next();
+        }
+        if let Some(a) = it.next() {
+            if let Some(n) = a.downcast_ref::<Normalize>() {
+                let inv_std = n.std.iter().map(|s| 1.0 / s).collect();
+                fused.post = Post::Normalize { mean: n.mean.clone(), inv_std };
+            } else if let Some(s) = a.downcast_ref::<Scale>() {
+                fused.post = Post::Divide(s.divisor);
+            } else {
+                return None;
+            }
+        }
+        if !matches!(&fused.post, Post::Normalize { mean, .. } if mean.len() != 3) {
+            fused.lut = (0..3).map(|ch| std::array::from_fn(|v| fused.value(v as u8, ch))).collect();
+        }
+        it.next().is_none().then_some(fused)
+    }
+
+    /// Runs the chain on an HWC `u8` image of `[c, h, w]` (already checked by the ops' `output_shape`),
+    /// writing the CHW output into `out`. `planes` is a reusable buffer.
+    pub fn run(&self, src: &[u8], [c, h, w]: [usize; 3], rng: &mut SampleRng, planes: &mut Vec<f32>, out: &mut [f32]) {
+        let p = self.pad;
+        let (ph, pw) = (h + 2 * p, w + 2 * p);
+        let ((dy, dx), (oh, ow)) = match self.crop {
+            Some(crop) => (crop.draw(ph, pw, rng), (crop.height, crop.width)),
+            None => ((0, 0), (ph, pw)),
+        };
+        let flip = self.flip.is_some_and(|f| f.draw(rng));
+        // 1. The whole source as planar values, with the value step applied (same expression per value).
+        planes.resize(c * h * w, 0.0);
+        self.deinterleave(src, c, h * w, planes);
+        // 2. Rows of the (virtually) padded image: the interior is one contiguous copy, the reflected
+        //    borders a few single values; then the optional mirror.
+        let a = (p as isize - dx as isize).clamp(0, ow as isize) as usize;
+        let b = ((w + p) as isize - dx as isize).clamp(a as isize, ow as isize) as usize;
+        for ch in 0..c {
+            let plane = &planes[ch * h * w..(ch + 1) * h * w];
+            for y in 0..oh {
+                let row = &plane[reflect_index((y + dy) as isize - p as isize, h) * w..][..w];
+                let o = &mut out[(ch * oh + y) * ow..(ch * oh + y + 1) * ow];
+                let sx = |x: usize| reflect_index((x + dx) as isize - p as isize, w);
+                for (x, v) in o[..a].iter_mut().enumerate() {
+                    *v = row[sx(x)];
+                }
+                o[a..b].copy_from_slice(&row[a + dx - p..b + dx - p]);
+                for (x, v) in o[b..].iter_mut().enumerate() {
+                    *v = row[sx(b + x)];
+                }
+                if flip {
+                    o.reverse();
+                }
+            }
+        }
+    }
+
+    fn deinterleave(&self, src: &[u8], c: usize, plane: usize, planes: &mut [f32]) {
+        if c == 3 && self.lut.len() == 3 {
+            // Every value is one of 256 per channel: looked up in tables computed with the op's expression.
+            let (r, rest) = planes.split_at_mut(plane);
+            let (g, b) = rest.split_at_mut(plane);
+            let [l0, l1, l2] = [&self.lut[0], &self.lut[1], &self.lut[2]];
+            for (((px, r), g), b) in src.chunks_exact(3).zip(r).zip(g).zip(b) {
+                *r = l0[usize::from(px[0])];
+                *g = l1[usize::from(px[1])];
+                *b = l2[usize::from(px[2])];
+            }
+        } else {
+            for (k, px) in src.chunks_exact(c).enumerate() {
+                for (ch, &v) in px.iter().enumerate() {
+                    planes[ch * plane + k] = self.value(v, ch);
+                }
+            }
+        }
+    }
+
+    /// The output value of source value `v` in channel `ch`: the same expression as the op it replaces.
+    fn value(&self, v: u8, ch: usize) -> f32 {
+        let v = f32::from(v);
+        match &self.post {
+            Post::None => v,
+            Post::Normalize { mean, inv_std } => (v - mean[ch]) * inv_std[ch],
+            Post::Divide(d) => v / d,
         }
     }
 }
@@ -392,6 +542,56 @@ mod tests {
         assert_eq!(px.data, vec![1.0, 0.2]);
         assert!(HFlip { p: 1.5 }.output_shape([1, 1, 1]).is_err());
         assert!(Normalize::cifar().output_shape([1, 32, 32]).unwrap_err().contains("3 means"));
+    }
+
+    #[test]
+    fn the_fused_kernel_is_bit_identical_to_the_ops_one_by_one() {
+        use std::sync::Arc;
+        type Chain = Vec<Arc<dyn Op>>;
+        let chains: Vec<(Chain, [usize; 3])> = vec![
+            (
+                vec![
+                    Arc::new(ReflectPad { pad: 4 }),
+                    Arc::new(RandomCrop { height: 32, width: 32 }),
+                    Arc::new(HFlip { p: 0.5 }),
+                    Arc::new(Normalize::cifar()),
+                ],
+                [3, 32, 32],
+            ),
+            (vec![Arc::new(Normalize::cifar())], [3, 32, 32]),
+            (vec![Arc::new(Scale { divisor: 255.0 })], [3, 32, 32]),
+            (
+                vec![
+                    Arc::new(ReflectPad { pad: 2 }),
+                    Arc::new(RandomCrop { height: 7, width: 5 }),
+                    Arc::new(HFlip { p: 0.3 }),
+                ],
+                [2, 6, 9],
+            ),
+            (vec![Arc::new(RandomCrop { height: 3, width: 3 }), Arc::new(Scale { divisor: 7.0 })], [1, 5, 4]),
+        ];
+        for (ops, [c, h, w]) in chains {
+            let fused = Fused::plan(&ops).unwrap_or_else(|| panic!("no kernel for {ops:?}"));
+            let out_shape = ops.iter().try_fold([c, h, w], |s, op| op.output_shape(s)).unwrap();
+            let len: usize = out_shape.iter().product();
+            let (mut img, mut planes, mut out) = (Image::new(), Vec::new(), vec![0f32; len]);
+            for i in 0..200u64 {
+                let src: Vec<u8> = (0..c * h * w).map(|k| (k as u64 * 37 + i * 101) as u8).collect();
+                img.load_hwc_u8(&src, h, w, c);
+                let mut rng = sample_rng(9, 1, i);
+                for op in &ops {
+                    op.apply(&mut img, &mut rng);
+                }
+                fused.run(&src, [c, h, w], &mut sample_rng(9, 1, i), &mut planes, &mut out);
+                assert_eq!(img.shape(), out_shape);
+                assert!(img.data.iter().zip(&out).all(|(a, b)| a.to_bits() == b.to_bits()), "{ops:?} sample {i}");
+            }
+        }
+        // Chains outside the pattern use the ops themselves.
+        let flip_first: Vec<Arc<dyn Op>> = vec![Arc::new(HFlip { p: 0.5 }), Arc::new(ReflectPad { pad: 1 })];
+        assert!(Fused::plan(&flip_first).is_none());
+        let twice: Vec<Arc<dyn Op>> = vec![Arc::new(Normalize::cifar()), Arc::new(Scale { divisor: 2.0 })];
+        assert!(Fused::plan(&twice).is_none());
     }
 
     #[test]
