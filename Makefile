@@ -43,7 +43,7 @@ demo: build ## The main job at small scale on CPU: synthetic CIFAR-10 -> verifie
 	$(WRN) data synth cifar10 --out $(DEMO)/synth --n 2000 --seed 0
 	$(WRN) data --data-dir $(DEMO)/data --manifest $(DEMO)/synth/cifar10.toml fetch cifar10
 	rm -rf $(DEMO)/train
-	$(WRN) train --out $(DEMO)/train --set arch=wrn-16-2 --set epochs=2 --set batch_size=64 \
+	$(WRN) train --out $(DEMO)/train --set arch=wrn-16-2 --set scale.epochs=0.01 --set batch_size=64 \
 	  --set data.dir=$(DEMO)/data --set data.manifest=$(DEMO)/synth/cifar10.toml
 	@echo "demo: run folder $(DEMO)/train (config.toml, metrics.csv, result.json, checkpoint, log)."
 	@echo "demo: the paper's tables, sweeps and reports are not built yet; this ran one configuration."

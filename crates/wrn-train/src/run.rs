@@ -87,7 +87,8 @@ pub struct RunResult {
     pub seed: u64,
     pub epochs_planned: u32,
     pub epochs_done: u32,
-    /// False when `scale` shrank the run; such results are not comparable with the paper's.
+    /// False when `scale` shrank the run or a custom manifest (e.g. synthetic data) replaced the dataset;
+    /// such results are not comparable with the paper's.
     pub full_scale: bool,
     pub parameters: i64,
     /// Test error (%) after the last epoch, the figure the paper reports.

@@ -436,7 +436,8 @@ fn finish(
         seed: exp.seed,
         epochs_planned: exp.effective_epochs(),
         epochs_done: last.map_or(0, |m| m.epoch),
-        full_scale: exp.scale.is_full(),
+        // A custom manifest (e.g. synthetic data) is not the paper's dataset either.
+        full_scale: exp.scale.is_full() && exp.data.manifest.is_none(),
         parameters,
         final_test_error: last.map(|m| m.test_error),
         final_test_top5_error: last.map(|m| m.test_top5_error),

@@ -72,7 +72,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
                 "finished: test error {:.2}% after {} epochs ({}); results in {}",
                 result.final_test_error.unwrap_or(f64::NAN),
                 result.epochs_done,
-                if result.full_scale { "paper scale" } else { "reduced scale" },
+                if result.full_scale { "full scale" } else { "reduced scale or custom data" },
                 run.file("result.json").display()
             );
             Ok(ExitCode::SUCCESS)
