@@ -1,0 +1,75 @@
+//! The committed tables in `reports/tables/` parse, cover the paper, and agree with each other where
+//! they describe the same training.
+
+use std::collections::BTreeMap;
+
+use wrn_tables::{default_dir, load_dir, Table};
+
+fn tables() -> Vec<Table> {
+    load_dir(&default_dir()).expect("the committed tables parse")
+}
+
+fn figure(tables: &[Table], table: &str, row: &str, metric: &str) -> f64 {
+    let t = tables.iter().find(|t| t.id == table).unwrap_or_else(|| panic!("no table {table}"));
+    let r = t.rows.iter().find(|r| r.id == row).unwrap_or_else(|| panic!("no row {row} in {table}"));
+    r.published[metric]
+}
+
+#[test]
+fn every_paper_table_is_there_with_its_rows() {
+    let tables = tables();
+    let counts: BTreeMap<&str, (usize, usize)> =
+        tables.iter().map(|t| (t.id.as_str(), (t.rows.len(), t.trainable().count()))).collect();
+    assert_eq!(counts["t2_block_type"], (6, 6));
+    assert_eq!(counts["t3_deepening"], (4, 4));
+    assert_eq!(counts["t4_width"], (20, 20));
+    assert_eq!(counts["t5_comparison"], (29, 6));
+    assert_eq!(counts["t6_dropout"], (16, 16));
+    assert_eq!(counts["t7_imagenet_basic"], (7, 7));
+    assert_eq!(counts["t8_imagenet_bottleneck"], (5, 4));
+    assert_eq!(counts["t9_best"], (5, 4));
+    assert!(tables.iter().any(|t| t.id == "demo" && t.demo));
+}
+
+#[test]
+fn published_figures_are_the_papers() {
+    let t = tables();
+    assert_eq!(figure(&t, "t4_width", "wrn-28-10-cifar10", "test_error"), 4.17);
+    assert_eq!(figure(&t, "t4_width", "wrn-28-10-cifar100", "test_error"), 20.50);
+    assert_eq!(figure(&t, "t5_comparison", "wrn-28-10-cifar10", "test_error"), 4.00);
+    assert_eq!(figure(&t, "t6_dropout", "wrn-16-4-dropout-svhn", "test_error"), 1.64);
+    assert_eq!(figure(&t, "t2_block_type", "b131", "epoch_seconds"), 85.8);
+    assert_eq!(figure(&t, "t8_imagenet_bottleneck", "wrn-50-2-bottleneck", "top5_error"), 6.03);
+    // Table 9's copy error is kept as published, with a note.
+    assert_eq!(figure(&t, "t9_best", "wrn-50-2-bottleneck-imagenet", "top5_error"), 5.79);
+    let t4 = t.iter().find(|t| t.id == "t4_width").unwrap();
+    assert!(!t4.rows.iter().find(|r| r.id == "wrn-40-8-cifar100").unwrap().published.contains_key("test_error"));
+}
+
+#[test]
+fn the_same_training_in_two_tables_shares_its_runs() {
+    let t = tables();
+    let key = |table: &str, row: &str| {
+        let t = t.iter().find(|t| t.id == table).unwrap();
+        t.rows.iter().find(|r| r.id == row).unwrap().run_key().unwrap()
+    };
+    assert_eq!(key("t5_comparison", "wrn-28-10-cifar10"), key("t6_dropout", "wrn-28-10-cifar10"));
+    assert_eq!(key("t5_comparison", "wrn-28-10-cifar10"), "cifar10/wrn-28-10,dropout=0,preprocessing=meanstd");
+    assert_ne!(key("t4_width", "wrn-28-10-cifar10"), key("t5_comparison", "wrn-28-10-cifar10"));
+    assert_eq!(key("t6_dropout", "wrn-16-4-dropout-svhn"), "svhn/wrn-16-4,dropout=0.4,preprocessing=div255");
+}
+
+#[test]
+fn cifar_median_tables_train_five_seeds_and_svhn_one() {
+    let t = tables();
+    for table in &t {
+        for row in table.trainable() {
+            let expected = match (table.statistic.contains("median of 5"), row.dataset.as_str()) {
+                (_, "svhn") | (_, "imagenet") => 1,
+                (true, _) => 5,
+                (false, _) => 1,
+            };
+            assert_eq!(row.seeds, expected, "{}: {}", table.id, row.id);
+        }
+    }
+}
