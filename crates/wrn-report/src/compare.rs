@@ -1,0 +1,341 @@
+//! Our figures beside the published ones: for each row of each table, the finished runs' median, range
+//! and count per metric, the difference from the paper and a verdict within the tolerances of
+//! [`tolerance`] (the reasoning is in the crate doc).
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use wrn_tables::{Row, Table};
+
+use crate::runs::{read_runs, Run, RunResult};
+use crate::ReportError;
+
+/// The median, range and count of one metric over a row's finished runs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Stats {
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+    pub n: usize,
+}
+
+impl Stats {
+    /// `None` for no values. The median of an even count is the mean of the middle two.
+    pub fn of(values: &[f64]) -> Option<Stats> {
+        if values.is_empty() {
+            return None;
+        }
+        let mut v = values.to_vec();
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        let median = if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 };
+        Some(Stats { median, min: v[0], max: v[n - 1], n })
+    }
+}
+
+/// Whether a row's figures come from runs at the paper's scale.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scale {
+    /// `full_scale: true`: the paper's schedule on the real dataset.
+    Full,
+    /// `full_scale: false`: a shortened schedule, a subset, or other (e.g. synthetic) data.
+    Reduced,
+}
+
+impl Scale {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scale::Full => "full",
+            Scale::Reduced => "reduced",
+        }
+    }
+}
+
+/// What a row's figures amount to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RowState {
+    /// Quoted from another paper: published figures only, nothing of ours.
+    Reference(String),
+    /// No run folder at all.
+    NoRuns,
+    /// Run folders exist but none has finished.
+    InProgress { runs: usize },
+    /// At least one finished run.
+    Results { scale: Scale, finished: usize, in_progress: usize, reduced_not_counted: usize },
+}
+
+/// How one of our figures compares with the published one.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    /// Within the tolerance.
+    Agrees,
+    /// Outside the tolerance.
+    Differs,
+    /// There is a published figure and no finished run of ours.
+    Missing,
+    /// Nothing to judge, and why: a hardware-dependent metric, reduced scale, no published figure, a
+    /// reference row.
+    NotJudged(&'static str),
+}
+
+impl Verdict {
+    /// The word in the CSV's `verdict` column.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Verdict::Agrees => "agrees",
+            Verdict::Differs => "differs",
+            Verdict::Missing => "missing",
+            Verdict::NotJudged(_) => "not judged",
+        }
+    }
+
+    /// The words shown in a table cell.
+    pub fn describe(&self) -> String {
+        match self {
+            Verdict::NotJudged(why) => format!("not judged ({why})"),
+            other => other.code().to_string(),
+        }
+    }
+}
+
+/// A tolerance for the difference between our median and the published figure.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Tolerance {
+    /// Absolute, in the metric's unit (points of error, millions of parameters).
+    pub limit: f64,
+    /// Where it comes from, in a few words.
+    pub basis: &'static str,
+}
+
+/// The run-to-run standard deviation (points of error) assumed for a dataset and metric.
+pub fn spread(dataset: &str, metric: &str) -> Option<f64> {
+    match (dataset, metric) {
+        ("cifar10", "test_error") => Some(0.15),
+        ("cifar100", "test_error") => Some(0.30),
+        ("svhn", "test_error") => Some(0.08),
+        ("imagenet", "top1_error") => Some(0.20),
+        ("imagenet", "top5_error") => Some(0.10),
+        _ => None,
+    }
+}
+
+/// The largest difference from the paper that still "agrees" (see the crate doc). Errors: twice the
+/// standard deviation of the difference of two single runs, 2·√2·σ with σ from [`spread`]. Parameters:
+/// 0.1 M. `None` for metrics that are never judged.
+pub fn tolerance(dataset: &str, metric: &str) -> Option<Tolerance> {
+    if metric == "params" {
+        return Some(Tolerance { limit: 0.1, basis: "published to 0.1 M, counted for 10 classes even on CIFAR-100" });
+    }
+    spread(dataset, metric).map(|sigma| Tolerance {
+        limit: 2.0 * std::f64::consts::SQRT_2 * sigma,
+        basis: "2·√2 × the run-to-run spread of third-party reproductions",
+    })
+}
+
+/// Metrics that depend on the hardware: shown, never judged.
+pub const HARDWARE_METRICS: &[&str] = &["epoch_seconds", "batch16_ms"];
+
+/// One metric of one row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cell {
+    pub metric: String,
+    pub unit: String,
+    pub published: Option<f64>,
+    pub ours: Option<Stats>,
+    /// Our median minus the published figure.
+    pub difference: Option<f64>,
+    pub tolerance: Option<Tolerance>,
+    pub verdict: Verdict,
+}
+
+impl Cell {
+    /// Whether the cell says anything (a published figure, or a figure of ours).
+    pub fn applies(&self) -> bool {
+        self.published.is_some() || self.ours.is_some() || self.verdict == Verdict::Missing
+    }
+}
+
+/// One row of a table with our figures.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RowReport {
+    pub row: Row,
+    pub run_key: Option<String>,
+    pub state: RowState,
+    /// One cell per column of the [`TableReport`].
+    pub cells: Vec<Cell>,
+    /// The devices the counted runs trained on.
+    pub devices: Vec<String>,
+    /// Every seed folder found (finished or not), for the curves.
+    pub runs: Vec<Run>,
+}
+
+impl RowReport {
+    pub fn cell(&self, metric: &str) -> Option<&Cell> {
+        self.cells.iter().find(|c| c.metric == metric)
+    }
+
+    /// "reduced scale" or "" (full scale, or no results).
+    pub fn scale(&self) -> Option<Scale> {
+        match self.state {
+            RowState::Results { scale, .. } => Some(scale),
+            _ => None,
+        }
+    }
+
+    /// The row's state in words, e.g. "3 runs, 2 in progress".
+    pub fn status(&self) -> String {
+        match &self.state {
+            RowState::Reference(source) => format!("reference: {source}"),
+            RowState::NoRuns => "missing: no runs".into(),
+            RowState::InProgress { runs } => format!("missing: {runs} {} in progress", plural(*runs, "run", "runs")),
+            RowState::Results { scale, finished, in_progress, reduced_not_counted } => {
+                let mut s = format!("{finished} {}", plural(*finished, "run", "runs"));
+                if *scale == Scale::Reduced {
+                    s.push_str(", reduced scale: not comparable with the paper");
+                }
+                if *in_progress > 0 {
+                    s.push_str(&format!(", {in_progress} in progress"));
+                }
+                if *reduced_not_counted > 0 {
+                    s.push_str(&format!(
+                        ", {reduced_not_counted} reduced-scale {} not counted",
+                        plural(*reduced_not_counted, "run", "runs")
+                    ));
+                }
+                s
+            }
+        }
+    }
+}
+
+fn plural<'a>(n: usize, one: &'a str, many: &'a str) -> &'a str {
+    if n == 1 {
+        one
+    } else {
+        many
+    }
+}
+
+/// One table with our figures.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TableReport {
+    pub table: Table,
+    /// The table's published metrics, then parameters and time per epoch when the paper omits them.
+    pub columns: Vec<(String, String)>,
+    pub rows: Vec<RowReport>,
+}
+
+impl TableReport {
+    /// Rows with at least one finished run.
+    pub fn rows_with_results(&self) -> usize {
+        self.rows.iter().filter(|r| matches!(r.state, RowState::Results { .. })).count()
+    }
+
+    /// How many cells agree and differ.
+    pub fn verdicts(&self) -> (usize, usize) {
+        let cells = self.rows.iter().flat_map(|r| &r.cells);
+        let agree = cells.clone().filter(|c| c.verdict == Verdict::Agrees).count();
+        (agree, cells.filter(|c| c.verdict == Verdict::Differs).count())
+    }
+}
+
+/// Our figure of a metric in one finished run; `None` where the run does not measure it.
+fn ours(metric: &str, r: &RunResult) -> Option<f64> {
+    let imagenet = r.dataset == "imagenet";
+    match metric {
+        "test_error" if !imagenet => r.final_test_error,
+        "top1_error" if imagenet => r.final_test_error,
+        "top5_error" if imagenet => r.final_test_top5_error,
+        "params" => Some(r.parameters as f64 / 1e6),
+        "epoch_seconds" => r.median_epoch_seconds,
+        _ => None,
+    }
+}
+
+/// Compares every row of a table with the run folders under `runs`.
+pub fn compare_table(table: &Table, runs: &Path) -> Result<TableReport, ReportError> {
+    let mut columns = table.columns.clone();
+    for (metric, unit) in [("params", "M"), ("epoch_seconds", "s")] {
+        if table.unit(metric).is_none() {
+            columns.push((metric.into(), unit.into()));
+        }
+    }
+    let rows = table.rows.iter().map(|row| compare_row(table, row, &columns, runs)).collect::<Result<_, _>>()?;
+    Ok(TableReport { table: table.clone(), columns, rows })
+}
+
+fn compare_row(table: &Table, row: &Row, columns: &[(String, String)], runs: &Path) -> Result<RowReport, ReportError> {
+    let run_key = row.run_key();
+    let found = match &run_key {
+        Some(key) => read_runs(runs, key)?,
+        None => Vec::new(),
+    };
+    let finished: Vec<&RunResult> = found.iter().filter_map(Run::finished).collect();
+    let in_progress = found.len() - finished.len();
+    let full: Vec<&RunResult> = finished.iter().copied().filter(|r| r.full_scale).collect();
+    // Full-scale runs, when there are any, are the figures; reduced-scale ones are then only counted aside.
+    let (counted, scale, reduced_not_counted) = if full.is_empty() {
+        (finished.clone(), Scale::Reduced, 0)
+    } else {
+        let reduced = finished.len() - full.len();
+        (full, Scale::Full, reduced)
+    };
+    let state = match (&row.reference, found.len(), counted.len()) {
+        (Some(source), _, _) => RowState::Reference(source.clone()),
+        (None, 0, _) => RowState::NoRuns,
+        (None, n, 0) => RowState::InProgress { runs: n },
+        (None, _, n) => RowState::Results { scale, finished: n, in_progress, reduced_not_counted },
+    };
+    let cells = columns
+        .iter()
+        .map(|(metric, unit)| {
+            let published = row.published.get(metric).copied();
+            let values: Vec<f64> = counted.iter().filter_map(|r| ours(metric, r)).collect();
+            let ours = Stats::of(&values);
+            // No difference for hardware-dependent metrics, nor against reduced-scale runs.
+            let comparable = scale == Scale::Full && !HARDWARE_METRICS.contains(&metric.as_str());
+            let difference = ours.zip(published).filter(|_| comparable).map(|(o, p)| o.median - p);
+            let tolerance = tolerance(&row.dataset, metric);
+            let measurable = row.reference.is_none() && ours_applies(metric, &row.dataset);
+            let verdict = if row.reference.is_some() {
+                Verdict::NotJudged("quoted from another paper")
+            } else if HARDWARE_METRICS.contains(&metric.as_str()) {
+                Verdict::NotJudged("hardware-dependent")
+            } else if published.is_none() {
+                Verdict::NotJudged(if table.demo { "demo: no published figure" } else { "no published figure" })
+            } else if ours.is_none() {
+                if measurable {
+                    Verdict::Missing
+                } else {
+                    Verdict::NotJudged("not measured by wrn")
+                }
+            } else if scale == Scale::Reduced {
+                Verdict::NotJudged("reduced scale")
+            } else {
+                match (difference, tolerance) {
+                    (Some(d), Some(t)) if d.abs() <= t.limit + 1e-9 => Verdict::Agrees,
+                    (Some(_), Some(_)) => Verdict::Differs,
+                    _ => Verdict::NotJudged("no tolerance for this metric"),
+                }
+            };
+            Cell { metric: metric.clone(), unit: unit.clone(), published, ours, difference, tolerance, verdict }
+        })
+        .collect();
+    let devices: BTreeSet<String> = counted.iter().map(|r| r.device.clone()).collect();
+    Ok(RowReport { row: row.clone(), run_key, state, cells, devices: devices.into_iter().collect(), runs: found })
+}
+
+/// Whether wrn measures a metric for a dataset (so that a missing figure is a missing run).
+fn ours_applies(metric: &str, dataset: &str) -> bool {
+    match metric {
+        "test_error" => dataset != "imagenet",
+        "top1_error" | "top5_error" => dataset == "imagenet",
+        "params" | "epoch_seconds" => true,
+        _ => false,
+    }
+}
+
+/// Every table compared with the runs.
+pub fn compare(tables: &[Table], runs: &Path) -> Result<Vec<TableReport>, ReportError> {
+    tables.iter().map(|t| compare_table(t, runs)).collect()
+}

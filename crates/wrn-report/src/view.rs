@@ -1,0 +1,140 @@
+//! A table of the report as a grid of text cells, shared by the Markdown and HTML writers: the header,
+//! and per row the published figure, ours (median [min–max] n), the difference and the verdict of each
+//! metric.
+
+use crate::compare::{Cell, RowReport, RowState, Scale, TableReport, Verdict, HARDWARE_METRICS};
+
+/// How a cell should look (the HTML writer turns it into a CSS class).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tone {
+    Plain,
+    Agrees,
+    Differs,
+    Missing,
+    Muted,
+}
+
+impl Tone {
+    pub fn class(self) -> &'static str {
+        match self {
+            Tone::Plain => "",
+            Tone::Agrees => "agrees",
+            Tone::Differs => "differs",
+            Tone::Missing => "missing",
+            Tone::Muted => "muted",
+        }
+    }
+}
+
+/// The grid of one table.
+pub struct Grid {
+    pub header: Vec<String>,
+    pub rows: Vec<Vec<(String, Tone)>>,
+}
+
+/// A metric's name for a header, with its unit.
+pub fn metric_title(metric: &str, unit: &str) -> String {
+    let name = match metric {
+        "test_error" => "test error",
+        "top1_error" => "top-1 error",
+        "top5_error" => "top-5 error",
+        "params" => "params",
+        "epoch_seconds" => "time/epoch",
+        "batch16_ms" => "time/batch 16",
+        "map" => "mAP",
+        other => other,
+    };
+    format!("{name} ({unit})")
+}
+
+/// Decimal places a metric is shown with.
+pub fn precision(metric: &str) -> usize {
+    match metric {
+        "epoch_seconds" | "map" => 1,
+        "batch16_ms" => 0,
+        _ => 2,
+    }
+}
+
+pub fn number(metric: &str, v: f64) -> String {
+    format!("{v:.*}", precision(metric))
+}
+
+/// Ours: "4.21 [4.05–4.40] n=5", or what stands in for it when there is no figure.
+pub fn ours_text(row: &RowReport, cell: &Cell) -> (String, Tone) {
+    match (&cell.ours, &row.state) {
+        (Some(s), _) => {
+            let range = if s.max > s.min {
+                format!(" [{}–{}]", number(&cell.metric, s.min), number(&cell.metric, s.max))
+            } else {
+                String::new()
+            };
+            (format!("{}{range} n={}", number(&cell.metric, s.median), s.n), Tone::Plain)
+        }
+        (None, RowState::Reference(_)) => ("reference".into(), Tone::Muted),
+        (None, RowState::NoRuns) => ("missing".into(), Tone::Missing),
+        (None, RowState::InProgress { .. }) => ("in progress".into(), Tone::Missing),
+        (None, RowState::Results { .. }) => ("—".into(), Tone::Muted),
+    }
+}
+
+pub fn verdict_text(cell: &Cell) -> (String, Tone) {
+    match &cell.verdict {
+        Verdict::Agrees => ("agrees".into(), Tone::Agrees),
+        Verdict::Differs => ("differs".into(), Tone::Differs),
+        Verdict::Missing => ("missing".into(), Tone::Missing),
+        Verdict::NotJudged(why @ "reduced scale") => (format!("not judged: {why}"), Tone::Muted),
+        Verdict::NotJudged(_) => ("—".into(), Tone::Muted),
+    }
+}
+
+fn judged(metric: &str) -> bool {
+    !HARDWARE_METRICS.contains(&metric) && metric != "map"
+}
+
+/// The row's label with its scale: reduced-scale rows say so.
+pub fn row_label(row: &RowReport) -> String {
+    match row.scale() {
+        Some(Scale::Reduced) => format!("{} (reduced scale)", row.row.label),
+        _ => row.row.label.clone(),
+    }
+}
+
+pub fn grid(t: &TableReport) -> Grid {
+    let mut header = vec!["Row".to_string(), "Dataset".to_string(), "Runs".to_string()];
+    for (metric, unit) in &t.columns {
+        let title = metric_title(metric, unit);
+        header.push(format!("{title}: paper"));
+        header.push(format!("{title}: ours"));
+        if judged(metric) {
+            header.push("Δ".into());
+            header.push("verdict".into());
+        }
+    }
+    let rows = t
+        .rows
+        .iter()
+        .map(|r| {
+            let status_tone = match r.state {
+                RowState::NoRuns | RowState::InProgress { .. } => Tone::Missing,
+                RowState::Reference(_) => Tone::Muted,
+                RowState::Results { scale: Scale::Reduced, .. } => Tone::Muted,
+                RowState::Results { .. } => Tone::Plain,
+            };
+            let mut cells =
+                vec![(row_label(r), Tone::Plain), (r.row.dataset.clone(), Tone::Plain), (r.status(), status_tone)];
+            for cell in &r.cells {
+                let published = cell.published.map(|p| number(&cell.metric, p)).unwrap_or_else(|| "—".into());
+                cells.push((published, Tone::Plain));
+                cells.push(ours_text(r, cell));
+                if judged(&cell.metric) {
+                    let diff = cell.difference.map(|d| format!("{d:+.*}", precision(&cell.metric)));
+                    cells.push((diff.unwrap_or_default(), Tone::Plain));
+                    cells.push(verdict_text(cell));
+                }
+            }
+            cells
+        })
+        .collect();
+    Grid { header, rows }
+}

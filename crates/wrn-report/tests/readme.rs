@@ -1,0 +1,55 @@
+//! The README's results section: spliced between its markers, and kept current: this test fails when
+//! the committed results (`reports/results/`) or the tables changed and `make report` was not run.
+
+use std::path::Path;
+
+use wrn_report::readme::{is_current, section, splice, END, START};
+
+fn root() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+}
+
+#[test]
+fn the_section_is_replaced_between_the_markers_only() {
+    let readme = format!("# T\n\nbefore\n{START}\nold\n{END}\nafter\n");
+    let new = splice(&readme, "new text\n").unwrap();
+    assert_eq!(new, format!("# T\n\nbefore\n{START}\nnew text\n{END}\nafter\n"));
+    assert!(is_current(&new, "new text\n").unwrap());
+    assert!(!is_current(&new, "newer text\n").unwrap());
+    assert!(splice("no markers", "x").unwrap_err().contains("no <!-- results:start --> marker"));
+    assert!(splice(&format!("{END}{START}"), "x").unwrap_err().contains("comes before"));
+}
+
+#[test]
+fn without_full_scale_results_the_section_says_so_and_lists_every_table() {
+    let tmp = tempfile::tempdir().unwrap();
+    let report = wrn_report::Report::build(&wrn_tables::default_dir(), tmp.path()).unwrap();
+    let text = section(&report.tables, "reports/results");
+    assert!(text.contains("**No full-scale results are committed yet.**"));
+    for id in ["t2_block_type", "t4_width", "t8_imagenet_bottleneck", "t9_best"] {
+        let line = text.lines().find(|l| l.starts_with(&format!("| {id} |"))).unwrap();
+        assert!(line.contains("| no runs yet | 0 | 0 |"), "{line}");
+    }
+    assert!(!text.contains("| demo |"), "the demo table is not a result");
+}
+
+#[test]
+fn full_scale_results_are_listed_with_their_verdicts_and_reduced_ones_are_not() {
+    let runs = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/runs");
+    let report = wrn_report::Report::build(&wrn_tables::default_dir(), &runs).unwrap();
+    let text = section(&report.tables, "reports/results");
+    assert!(!text.contains("No full-scale results"));
+    assert!(text.contains("| WRN-40-4 | cifar10 | 4.97 | 5.05 [4.91–5.22] n=3 | agrees | 8.90 | 8.95 n=3 | agrees |"));
+    assert!(text.contains("| WRN-16-8 | cifar10 | 4.81 | 5.71 n=1 | differs |"));
+    let t6 = text.lines().find(|l| l.starts_with("| t6_dropout |")).unwrap();
+    assert!(t6.contains("no runs yet (1 reduced-scale, not judged)"), "{t6}");
+    assert!(!text.contains("WRN-16-4 |"), "a reduced-scale row is not listed");
+}
+
+#[test]
+fn the_readme_results_section_is_current() {
+    let report = wrn_report::Report::build(&root().join("reports/tables"), &root().join("reports/results")).unwrap();
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let current = is_current(&readme, &section(&report.tables, "reports/results")).unwrap();
+    assert!(current, "README.md's results section is stale: run `make report` and commit README.md");
+}

@@ -1,0 +1,332 @@
+//! The report over run folders written in the documented format: medians over seeds, ranges and counts,
+//! missing and in-progress rows, reduced-scale labelling, verdicts both ways, and the Markdown, HTML,
+//! CSV and plot files.
+
+mod common;
+
+use std::path::Path;
+
+use common::{key, write_table, Fixture, WIDTH};
+use wrn_report::{compare, RowState, Scale, Stats, Verdict};
+
+fn setup() -> (tempfile::TempDir, wrn_tables::Table) {
+    let tmp = tempfile::tempdir().unwrap();
+    let table = write_table(&tmp.path().join("tables"), "t4_width", WIDTH);
+    (tmp, table)
+}
+
+fn row<'a>(t: &'a wrn_report::TableReport, id: &str) -> &'a wrn_report::RowReport {
+    t.rows.iter().find(|r| r.row.id == id).unwrap()
+}
+
+#[test]
+fn ours_is_the_median_over_seeds_with_range_and_count() {
+    let (tmp, table) = setup();
+    let runs = tmp.path().join("runs");
+    let k = key(&table, "wrn-40-4-cifar10");
+    for (seed, err) in [(1, 5.30), (2, 4.90), (3, 5.10), (4, 5.60), (5, 5.00)] {
+        Fixture::finished("cifar10", "wrn-40-4", seed, err).write(&runs, &k);
+    }
+    let report = compare(std::slice::from_ref(&table), &runs).unwrap();
+    let r = row(&report[0], "wrn-40-4-cifar10");
+    let c = r.cell("test_error").unwrap();
+    assert_eq!(c.ours, Some(Stats { median: 5.10, min: 4.90, max: 5.60, n: 5 }));
+    assert!((c.difference.unwrap() - (5.10 - 4.97)).abs() < 1e-9);
+    assert_eq!(r.cell("params").unwrap().ours.unwrap().median, 8.94921);
+    // Time per epoch is shown (30 s + seed) but never judged.
+    let time = r.cell("epoch_seconds").unwrap();
+    assert_eq!(time.ours.unwrap().median, 33.0);
+    assert_eq!(time.verdict, Verdict::NotJudged("hardware-dependent"));
+    assert_eq!(time.difference, None);
+    assert_eq!(r.state, RowState::Results { scale: Scale::Full, finished: 5, in_progress: 0, reduced_not_counted: 0 });
+    assert_eq!(r.devices, ["cpu"]);
+
+    // An even count takes the mean of the middle two.
+    assert_eq!(Stats::of(&[4.0, 1.0, 3.0, 2.0]).unwrap().median, 2.5);
+    assert_eq!(Stats::of(&[]), None);
+}
+
+#[test]
+fn verdicts_agree_within_the_dataset_tolerance_and_differ_outside_it() {
+    let (tmp, table) = setup();
+    let runs = tmp.path().join("runs");
+    // CIFAR-10 tolerance 2·√2·0.15 ≈ 0.42: 4.97 + 0.40 agrees, 4.81 + 0.80 differs.
+    Fixture::finished("cifar10", "wrn-40-4", 1, 5.37).write(&runs, &key(&table, "wrn-40-4-cifar10"));
+    Fixture::finished("cifar10", "wrn-16-8", 1, 5.61).params(10_961_370).write(&runs, &key(&table, "wrn-16-8-cifar10"));
+    // The same 0.80 on CIFAR-100 (tolerance ≈ 0.85) agrees.
+    Fixture::finished("cifar100", "wrn-40-4", 1, 23.69)
+        .params(9_000_000)
+        .write(&runs, &key(&table, "wrn-40-4-cifar100"));
+    // 36.0 M parameters against the published 36.5 M differs.
+    Fixture::finished("cifar10", "wrn-28-10", 1, 4.10)
+        .params(36_000_000)
+        .write(&runs, &key(&table, "wrn-28-10-cifar10"));
+    let report = compare(std::slice::from_ref(&table), &runs).unwrap();
+    let t = &report[0];
+    let verdict = |id: &str, metric: &str| row(t, id).cell(metric).unwrap().verdict.clone();
+    assert_eq!(verdict("wrn-40-4-cifar10", "test_error"), Verdict::Agrees);
+    assert_eq!(verdict("wrn-16-8-cifar10", "test_error"), Verdict::Differs);
+    assert_eq!(verdict("wrn-40-4-cifar100", "test_error"), Verdict::Agrees);
+    assert_eq!(verdict("wrn-16-8-cifar10", "params"), Verdict::Agrees);
+    assert_eq!(verdict("wrn-28-10-cifar10", "test_error"), Verdict::Agrees);
+    assert_eq!(verdict("wrn-28-10-cifar10", "params"), Verdict::Differs);
+    // Parameters: 8.95 and 9.00 M against 8.9 (within 0.1 M), 10.96 against 11.0.
+    assert_eq!(verdict("wrn-40-4-cifar100", "params"), Verdict::Agrees);
+    assert_eq!(t.verdicts(), (6, 2));
+    let tol = wrn_report::compare::tolerance("cifar10", "test_error").unwrap().limit;
+    assert!((tol - 0.4243).abs() < 1e-3, "{tol}");
+}
+
+#[test]
+fn rows_without_runs_are_missing_never_zero() {
+    let (tmp, table) = setup();
+    let runs = tmp.path().join("runs");
+    Fixture::finished("cifar10", "wrn-40-4", 1, 5.0).write(&runs, &key(&table, "wrn-40-4-cifar10"));
+    let report =
+        wrn_report::Report { runs: runs.clone(), tables: compare(std::slice::from_ref(&table), &runs).unwrap() };
+    let r = row(&report.tables[0], "wrn-16-8-cifar10");
+    assert_eq!(r.state, RowState::NoRuns);
+    let c = r.cell("test_error").unwrap();
+    assert_eq!((c.ours, c.difference, &c.verdict), (None, None, &Verdict::Missing));
+
+    let out = tmp.path().join("out");
+    let written = wrn_report::write(&report, &out).unwrap();
+    let md = std::fs::read_to_string(&written.markdown).unwrap();
+    let line = md.lines().find(|l| l.starts_with("| WRN-16-8 |")).unwrap();
+    assert!(line.contains("missing: no runs") && line.contains("| missing |"), "{line}");
+    assert!(!line.contains("0.00"), "a missing row shows no zero: {line}");
+    let csv = std::fs::read_to_string(&written.csv).unwrap();
+    let line = csv.lines().find(|l| l.starts_with("t4_width,wrn-16-8-cifar10,cifar10,test_error,")).unwrap();
+    assert_eq!(line, "t4_width,wrn-16-8-cifar10,cifar10,test_error,%,4.81,,,,0,,missing,,0.4243,missing: no runs");
+}
+
+#[test]
+fn unfinished_runs_are_in_progress_not_results() {
+    let (tmp, table) = setup();
+    let runs = tmp.path().join("runs");
+    let k = key(&table, "wrn-16-8-cifar10");
+    // Still training (no result.json) and interrupted: no figure.
+    Fixture::finished("cifar10", "wrn-16-8", 1, 3.0).unfinished(None, 12).write(&runs, &k);
+    Fixture::finished("cifar10", "wrn-16-8", 2, 3.0).unfinished(Some("interrupted"), 40).write(&runs, &k);
+    let report = compare(std::slice::from_ref(&table), &runs).unwrap();
+    let r = row(&report[0], "wrn-16-8-cifar10");
+    assert_eq!(r.state, RowState::InProgress { runs: 2 });
+    assert_eq!(r.cell("test_error").unwrap().ours, None);
+    assert_eq!(r.status(), "missing: 2 runs in progress");
+    assert_eq!(r.runs.iter().map(|run| run.epochs.len()).collect::<Vec<_>>(), [12, 40]);
+
+    // A finished seed beside them is the figure; the others are counted as in progress.
+    Fixture::finished("cifar10", "wrn-16-8", 3, 4.9).write(&runs, &k);
+    let report = compare(std::slice::from_ref(&table), &runs).unwrap();
+    let r = row(&report[0], "wrn-16-8-cifar10");
+    assert_eq!(r.state, RowState::Results { scale: Scale::Full, finished: 1, in_progress: 2, reduced_not_counted: 0 });
+    assert_eq!(r.cell("test_error").unwrap().ours.unwrap(), Stats { median: 4.9, min: 4.9, max: 4.9, n: 1 });
+    assert_eq!(r.status(), "1 run, 2 in progress");
+}
+
+#[test]
+fn reduced_scale_runs_are_labelled_and_never_judged() {
+    let (tmp, table) = setup();
+    let runs = tmp.path().join("runs");
+    let k = key(&table, "wrn-40-4-cifar10");
+    Fixture::finished("cifar10", "wrn-40-4", 1, 40.0).reduced(4).write(&runs, &k);
+    let report =
+        wrn_report::Report { runs: runs.clone(), tables: compare(std::slice::from_ref(&table), &runs).unwrap() };
+    let r = row(&report.tables[0], "wrn-40-4-cifar10");
+    assert_eq!(r.scale(), Some(Scale::Reduced));
+    for metric in ["test_error", "params"] {
+        let c = r.cell(metric).unwrap();
+        assert!(c.ours.is_some());
+        assert_eq!((c.difference, &c.verdict), (None, &Verdict::NotJudged("reduced scale")), "{metric}");
+    }
+    let written = wrn_report::write(&report, &tmp.path().join("out")).unwrap();
+    let md = std::fs::read_to_string(&written.markdown).unwrap();
+    let line = md.lines().find(|l| l.starts_with("| WRN-40-4 (reduced scale) | cifar10 |")).expect("labelled row");
+    assert!(line.contains("reduced scale: not comparable with the paper"), "{line}");
+    assert!(
+        line.contains("not judged: reduced scale") && !line.contains("agrees") && !line.contains("differs"),
+        "{line}"
+    );
+    let csv = std::fs::read_to_string(&written.csv).unwrap();
+    let line = csv.lines().find(|l| l.starts_with("t4_width,wrn-40-4-cifar10,cifar10,test_error,")).unwrap();
+    let fields: Vec<&str> = line.split(',').collect();
+    assert_eq!(fields[6..13], ["40", "40", "40", "1", "", "not judged", "reduced"], "{line}");
+
+    // A full-scale run beside it becomes the figure and the reduced one is only counted aside.
+    Fixture::finished("cifar10", "wrn-40-4", 2, 5.0).write(&runs, &k);
+    let report = compare(std::slice::from_ref(&table), &runs).unwrap();
+    let r = row(&report[0], "wrn-40-4-cifar10");
+    assert_eq!(r.state, RowState::Results { scale: Scale::Full, finished: 1, in_progress: 0, reduced_not_counted: 1 });
+    assert_eq!(r.cell("test_error").unwrap().ours.unwrap().median, 5.0);
+    assert_eq!(r.cell("test_error").unwrap().verdict, Verdict::Agrees);
+}
+
+#[test]
+fn reference_rows_show_only_the_published_figures() {
+    let (tmp, table) = setup();
+    let report = compare(std::slice::from_ref(&table), &tmp.path().join("runs")).unwrap();
+    let r = row(&report[0], "nin-cifar10");
+    assert_eq!(r.state, RowState::Reference("Lin et al. 2013".into()));
+    let c = r.cell("test_error").unwrap();
+    assert_eq!((c.published, c.ours, &c.verdict), (Some(8.81), None, &Verdict::NotJudged("quoted from another paper")));
+    assert!(r.cells.iter().all(|c| c.ours.is_none()));
+}
+
+#[test]
+fn the_csv_has_one_line_per_row_and_metric_with_the_documented_columns() {
+    let (tmp, table) = setup();
+    let runs = tmp.path().join("runs");
+    Fixture::finished("cifar10", "wrn-40-4", 1, 5.0).write(&runs, &key(&table, "wrn-40-4-cifar10"));
+    let report =
+        wrn_report::Report { runs: runs.clone(), tables: compare(std::slice::from_ref(&table), &runs).unwrap() };
+    let written = wrn_report::write(&report, &tmp.path().join("out")).unwrap();
+    let mut reader = csv::Reader::from_path(&written.csv).unwrap();
+    let header: Vec<String> = reader.headers().unwrap().iter().map(String::from).collect();
+    assert_eq!(
+        header,
+        [
+            "table",
+            "row",
+            "dataset",
+            "metric",
+            "unit",
+            "published",
+            "ours_median",
+            "ours_min",
+            "ours_max",
+            "n",
+            "difference",
+            "verdict",
+            "scale",
+            "tolerance",
+            "status"
+        ]
+    );
+    let lines: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    let of = |row: &str| lines.iter().filter(|l| &l[1] == row).map(|l| l[3].to_string()).collect::<Vec<_>>();
+    // A row with runs: the published metrics, then time per epoch (not in the table, but ours).
+    assert_eq!(of("wrn-40-4-cifar10"), ["test_error", "params", "epoch_seconds"]);
+    // Without runs: only what is published; the reference row: its one figure.
+    assert_eq!(of("wrn-16-8-cifar10"), ["test_error", "params"]);
+    assert_eq!(of("nin-cifar10"), ["test_error"]);
+    let l = lines.iter().find(|l| &l[1] == "wrn-40-4-cifar10" && &l[3] == "test_error").unwrap();
+    assert_eq!(&l[5], "4.97");
+    assert_eq!(&l[6], "5");
+    assert!((l[10].parse::<f64>().unwrap() - 0.03).abs() < 1e-9);
+    assert_eq!((&l[11], &l[12], &l[14]), ("agrees", "full", "1 run"));
+}
+
+fn png_size(path: &Path) -> (u32, u32) {
+    let bytes = std::fs::read(path).unwrap();
+    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "{}", path.display());
+    assert!(bytes.len() > 8_000, "{} is only {} bytes", path.display(), bytes.len());
+    let be = |i: usize| u32::from_be_bytes(bytes[i..i + 4].try_into().unwrap());
+    (be(16), be(20))
+}
+
+#[test]
+fn plots_are_written_as_svg_and_png_and_inlined_in_the_html() {
+    let (tmp, table) = setup();
+    let runs = tmp.path().join("runs");
+    for seed in 1..=2 {
+        Fixture::finished("cifar10", "wrn-40-4", seed, 5.0 + seed as f64 / 10.0)
+            .write(&runs, &key(&table, "wrn-40-4-cifar10"));
+    }
+    Fixture::finished("cifar100", "wrn-40-4", 1, 23.0).reduced(10).write(&runs, &key(&table, "wrn-40-4-cifar100"));
+    let report =
+        wrn_report::Report { runs: runs.clone(), tables: compare(std::slice::from_ref(&table), &runs).unwrap() };
+    let out = tmp.path().join("out");
+    let written = wrn_report::write(&report, &out).unwrap();
+    let names: Vec<String> =
+        written.plots.iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect();
+    assert_eq!(
+        names,
+        [
+            "curve_cifar10_wrn-40-4_dropout_0_preprocessing_zca.svg",
+            "curve_cifar10_wrn-40-4_dropout_0_preprocessing_zca.png",
+            "curve_cifar100_wrn-40-4_dropout_0_preprocessing_zca.svg",
+            "curve_cifar100_wrn-40-4_dropout_0_preprocessing_zca.png",
+            "params_t4_width.svg",
+            "params_t4_width.png",
+            "epoch_time.svg",
+            "epoch_time.png",
+        ]
+    );
+    for p in &written.plots {
+        if p.extension().unwrap() == "png" {
+            let (w, h) = png_size(p);
+            assert!(w >= 600 && h >= 200, "{w}x{h}");
+        } else {
+            let svg = std::fs::read_to_string(p).unwrap();
+            assert!(svg.starts_with("<svg") && svg.contains("<text") && svg.contains("</svg>"), "{}", p.display());
+        }
+    }
+    let curve = std::fs::read_to_string(&written.plots[0]).unwrap();
+    assert!(curve.contains("seed 1") && curve.contains("seed 2") && curve.contains("paper, t4_width: 4.97"));
+    // The reduced-scale curve is labelled and has no paper line to be compared with.
+    let reduced = std::fs::read_to_string(&written.plots[2]).unwrap();
+    assert!(reduced.contains("(reduced scale)") && !reduced.contains("paper,"));
+    let params = std::fs::read_to_string(&written.plots[4]).unwrap();
+    for label in ["paper, cifar10", "ours, cifar10", "paper, cifar100", "ours, cifar100, reduced scale"] {
+        assert!(params.contains(label), "{label}");
+    }
+    assert!(std::fs::read_to_string(&written.plots[6]).unwrap().contains("wrn-40-4 · cifar10 · cpu"));
+
+    let html = std::fs::read_to_string(&written.html).unwrap();
+    assert_eq!(html.matches("<svg").count(), 4, "every plot inline");
+    assert_eq!(html.matches("<table class=\"results\"").count(), 1);
+    for forbidden in ["<script", "<link", "src=", "<img", "href=\"http"] {
+        assert!(!html.contains(forbidden), "self-contained: found {forbidden}");
+    }
+    assert!(html.contains("<td class=\"agrees\">agrees</td>"));
+    let md = std::fs::read_to_string(&written.markdown).unwrap();
+    assert!(md.contains("![t4_width: test error against parameters](plots/params_t4_width.svg)"));
+    // No temporary files are left behind.
+    let leftovers: Vec<_> = std::fs::read_dir(out.join("plots"))
+        .unwrap()
+        .chain(std::fs::read_dir(&out).unwrap())
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn the_demo_table_says_its_numbers_are_smoke_scale_on_synthetic_data() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tables = wrn_tables::load_dir(&wrn_tables::default_dir()).unwrap();
+    let demo = tables.iter().find(|t| t.demo).unwrap().clone();
+    let runs = tmp.path().join("runs");
+    for (i, r) in demo.rows.iter().enumerate() {
+        Fixture::finished("cifar10", r.arch.as_deref().unwrap(), 1, 60.0 - 10.0 * i as f64)
+            .reduced(4)
+            .write(&runs, &r.run_key().unwrap());
+    }
+    let report =
+        wrn_report::Report { runs: runs.clone(), tables: compare(std::slice::from_ref(&demo), &runs).unwrap() };
+    assert!(report.tables[0].rows.iter().all(|r| r.scale() == Some(Scale::Reduced)));
+    assert_eq!(report.tables[0].verdicts(), (0, 0));
+    let written = wrn_report::write(&report, &tmp.path().join("out")).unwrap();
+    let md = std::fs::read_to_string(&written.markdown).unwrap();
+    assert!(md.contains("**Demo table: smoke-scale runs on synthetic data.**"));
+    assert!(md.contains("not comparable with the paper"));
+    let html = std::fs::read_to_string(&written.html).unwrap();
+    assert!(html.contains("<p class=\"demo\"><strong>Demo table: smoke-scale runs on synthetic data.</strong>"));
+}
+
+#[test]
+fn every_paper_table_reports_without_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let report = wrn_report::Report::build(&wrn_tables::default_dir(), &tmp.path().join("none")).unwrap();
+    assert_eq!(report.tables.len(), 9);
+    for t in &report.tables {
+        for r in &t.rows {
+            let expected = if r.row.reference.is_some() { "reference" } else { "missing" };
+            assert!(r.status().starts_with(expected), "{} {}: {}", t.table.id, r.row.id, r.status());
+        }
+    }
+    let written = wrn_report::write(&report, &tmp.path().join("out")).unwrap();
+    assert!(written.plots.iter().all(|p| p.file_name().unwrap().to_string_lossy().starts_with("params_")));
+    let csv = std::fs::read_to_string(&written.csv).unwrap();
+    assert!(!csv.lines().skip(1).any(|l| l.split(',').nth(11) == Some("agrees")));
+}
