@@ -20,13 +20,16 @@ libtorch: ## Fetch, verify and unpack libtorch 2.11.0 (CPU) into ~/.cache/wrn (o
 build: libtorch ## Build the release binary target/release/wrn
 	$(CARGO) build --release -p wrn
 
-test: lint test-rust test-bootstrap ## Everything CI checks: formatting, clippy, all tests
+test: lint test-rust test-bootstrap test-browser ## Everything CI checks: formatting, clippy, all tests
 
-test-rust: libtorch
+test-rust: libtorch fonts
 	$(CARGO) test --workspace --all-targets
 
 test-bootstrap:
 	ci/test-libtorch.sh
+
+test-browser: fonts ## The HTML report rendered in headless Chromium (installs Debian's chromium when missing)
+	ci/test-browser.sh
 
 lint: libtorch ## cargo fmt --check and clippy with warnings as errors
 	cargo fmt --all --check
@@ -47,6 +50,16 @@ demo: build ## The main job at small scale on CPU: synthetic CIFAR-10 -> verifie
 	  --set data.dir=$(DEMO)/data --set data.manifest=$(DEMO)/synth/cifar10.toml
 	@echo "demo: run folder $(DEMO)/train (config.toml, metrics.csv, result.json, checkpoint, log)."
 	@echo "demo: the paper's tables, sweeps and reports are not built yet; this ran one configuration."
+
+.PHONY: fonts report test-browser
+FONT := /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf
+fonts: ## DejaVu Sans for the plots' text (Debian's fonts-dejavu-core), installed when missing
+	@test -n "$${WRN_FONT:-}" || test -f $(FONT) || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-dejavu-core; }
+
+RUNS ?= runs
+report: build fonts ## Report on $(RUNS) into reports/generated/; README results section from reports/results/
+	$(WRN) report --runs $(RUNS) --out reports/generated --readme README.md
 
 bench: libtorch ## Criterion benchmarks (target/criterion/)
 	$(CARGO) bench -p wrn-benches

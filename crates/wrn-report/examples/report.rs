@@ -12,6 +12,7 @@ fn main() -> ExitCode {
     let mut options = wrn_report::Options {
         runs: "runs".into(),
         tables: wrn_tables::default_dir(),
+        only: Vec::new(),
         out: Some("reports/generated".into()),
         readme: None,
         results: "reports/results".into(),
@@ -30,11 +31,14 @@ fn main() -> ExitCode {
         match flag.as_str() {
             "--runs" => options.runs = value.into(),
             "--tables" => options.tables = value.into(),
+            "--table" => options.only.push(value),
             "--out" => options.out = Some(PathBuf::from(value)),
             "--readme" => options.readme = Some(value.into()),
             "--results" => options.results = value.into(),
             other => {
-                eprintln!("error: unknown option {other} (--runs, --tables, --out, --readme, --results, --check)");
+                eprintln!(
+                    "error: unknown option {other} (--runs, --tables, --table, --out, --readme, --results, --check)"
+                );
                 return ExitCode::FAILURE;
             }
         }

@@ -74,7 +74,7 @@ fn tolerance_html() -> String {
                 in_table = false;
             }
             if !line.trim().is_empty() {
-                let para = escape(line).replace("**", "");
+                let para = escape(line).replace("**", "").replace('`', "");
                 let _ = write!(out, "<p>{}</p>", para.replace('*', ""));
             }
         }

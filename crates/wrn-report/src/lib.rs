@@ -94,6 +94,18 @@ impl Report {
         let tables = wrn_tables::load_dir(tables_dir)?;
         Ok(Report { runs: runs.to_path_buf(), tables: compare(&tables, runs)? })
     }
+
+    /// Like [`Report::build`] for the tables named (`t4` or `t4_width`; see `wrn_tables::select`), or,
+    /// when none is named, every paper table (the demo table only when named).
+    pub fn select(tables_dir: &Path, runs: &Path, names: &[String]) -> Result<Report, ReportError> {
+        let all = wrn_tables::load_dir(tables_dir)?;
+        let chosen: Vec<wrn_tables::Table> = if names.is_empty() {
+            all.iter().filter(|t| !t.demo).cloned().collect()
+        } else {
+            wrn_tables::select(&all, names, tables_dir)?.into_iter().cloned().collect()
+        };
+        Ok(Report { runs: runs.to_path_buf(), tables: compare(&chosen, runs)? })
+    }
 }
 
 /// The files a report wrote.
@@ -131,6 +143,8 @@ pub struct Options {
     pub runs: PathBuf,
     /// The paper's tables.
     pub tables: PathBuf,
+    /// The tables to report (`t4`, `demo`, ...); empty: every paper table (not the demo).
+    pub only: Vec<String>,
     /// Where `report.md`, `report.html`, `report.csv` and `plots/` go; `None` writes no report.
     pub out: Option<PathBuf>,
     /// A README whose results section is rewritten from `results`.
@@ -155,7 +169,7 @@ pub struct Outcome {
 pub fn run(options: &Options) -> Result<Outcome, ReportError> {
     let mut outcome = Outcome { written: None, readme_changed: None, summary: Vec::new() };
     if let Some(out) = &options.out {
-        let report = Report::build(&options.tables, &options.runs)?;
+        let report = Report::select(&options.tables, &options.runs, &options.only)?;
         outcome.written = Some(write(&report, out)?);
         outcome.summary = report
             .tables

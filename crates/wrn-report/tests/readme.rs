@@ -53,3 +53,37 @@ fn the_readme_results_section_is_current() {
     let current = is_current(&readme, &section(&report.tables, "reports/results")).unwrap();
     assert!(current, "README.md's results section is stale: run `make report` and commit README.md");
 }
+
+#[test]
+fn run_writes_the_chosen_tables_and_rewrites_or_checks_the_readme() {
+    let tmp = tempfile::tempdir().unwrap();
+    let readme = tmp.path().join("README.md");
+    std::fs::write(&readme, format!("# X\n{START}\nstale\n{END}\n")).unwrap();
+    let mut options = wrn_report::Options {
+        runs: Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/runs"),
+        tables: wrn_tables::default_dir(),
+        only: vec!["t4".into(), "demo".into()],
+        out: Some(tmp.path().join("out")),
+        readme: Some(readme.clone()),
+        results: tmp.path().join("results"),
+        check: true,
+    };
+    let e = wrn_report::run(&options).unwrap_err().to_string();
+    assert!(e.contains("the results section is stale"), "{e}");
+    assert!(std::fs::read_to_string(&readme).unwrap().contains("stale"), "--check writes nothing");
+
+    options.check = false;
+    let outcome = wrn_report::run(&options).unwrap();
+    assert_eq!(outcome.readme_changed, Some(true));
+    let ids: Vec<&str> = outcome.summary.iter().map(|s| s.0.as_str()).collect();
+    assert_eq!(ids, ["t4_width", "demo"], "in the order asked");
+    assert_eq!(outcome.summary[0], ("t4_width".to_string(), 3, 5, 1));
+    let text = std::fs::read_to_string(&readme).unwrap();
+    assert!(text.contains("**No full-scale results are committed yet.**") && !text.contains("\nstale\n"));
+
+    options.check = true;
+    options.only.clear();
+    let outcome = wrn_report::run(&options).unwrap();
+    assert_eq!(outcome.readme_changed, Some(false));
+    assert_eq!(outcome.summary.len(), 8, "every paper table, not the demo");
+}

@@ -11,6 +11,7 @@ mod bench;
 mod data;
 mod doctor;
 mod model;
+mod report;
 mod train;
 
 #[derive(Parser)]
@@ -37,6 +38,9 @@ enum Command {
     /// Inspect the networks of the paper.
     #[command(subcommand)]
     Model(model::Command),
+    /// Our figures beside the paper's for every table: Markdown, a self-contained HTML page and CSV with
+    /// plots (SVG, PNG); --readme rewrites the README's results section from the committed results.
+    Report(report::Args),
 }
 
 fn main() -> ExitCode {
@@ -52,6 +56,7 @@ fn main() -> ExitCode {
         Command::Train(args) => train::run(args),
         Command::Bench(command) => bench::run(command).map(|()| ExitCode::SUCCESS),
         Command::Model(command) => model::run(command).map(|()| ExitCode::SUCCESS),
+        Command::Report(args) => report::run(args).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,
