@@ -8,10 +8,24 @@ TORCH_ENV := target/libtorch.env
 CARGO := . ./$(TORCH_ENV) && cargo
 WRN := . ./$(TORCH_ENV) && ./target/release/wrn
 
-.PHONY: help libtorch build test test-rust test-bootstrap lint fmt doctor demo bench bench-peers gpu-check clean
+.PHONY: help libtorch build test test-rust test-bootstrap test-slurm lint fmt doctor demo bench bench-peers gpu-check \
+	clean reproduce-cifar reproduce-imagenet $(TABLES)
+
+# Reproduction settings, passed through to `wrn sweep`: SCALE=full|smoke|0.1, GPUS=0,1 (or none),
+# SEEDS=N (default: each table's), DATA_DIR=/data (default: data/ or $$WRN_DATA_DIR), RUNS=folder.
+SCALE ?= full
+GPUS ?=
+SEEDS ?=
+DATA_DIR ?=
+RUNS ?= runs/$(SCALE)
+TABLES := t2 t3 t4 t5 t6 t7 t8 t9
+SWEEP_FLAGS = --scale $(SCALE) --runs $(RUNS) $(if $(GPUS),--gpus $(GPUS)) $(if $(SEEDS),--seeds $(SEEDS)) \
+	$(if $(DATA_DIR),--set data.dir='$(DATA_DIR)')
+DATA_FLAGS = $(if $(DATA_DIR),--data-dir '$(DATA_DIR)')
+CIFAR_DATASETS := --dataset cifar10 --dataset cifar100 --dataset svhn
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 18
+	@grep -E '^([a-z-]+|\$$\(TABLES\)):.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/; s/^\$$(TABLES)/t2 ... t9/' | expand -t 20
 
 libtorch: ## Fetch, verify and unpack libtorch 2.11.0 (CPU) into ~/.cache/wrn (once)
 	@mkdir -p target
@@ -20,13 +34,16 @@ libtorch: ## Fetch, verify and unpack libtorch 2.11.0 (CPU) into ~/.cache/wrn (o
 build: libtorch ## Build the release binary target/release/wrn
 	$(CARGO) build --release -p wrn
 
-test: lint test-rust test-bootstrap test-browser ## Everything CI checks: formatting, clippy, all tests
+test: lint test-rust test-bootstrap test-slurm test-browser ## Everything CI checks: formatting, clippy, all tests
 
 test-rust: libtorch fonts
 	$(CARGO) test --workspace --all-targets
 
 test-bootstrap:
 	ci/test-libtorch.sh
+
+test-slurm: build ## wrn sweep --slurm against a real single-node Slurm (installs slurm-wlm when missing)
+	ci/test-slurm.sh target/release/wrn
 
 test-browser: fonts ## The HTML report rendered in headless Chromium (installs Debian's chromium when missing)
 	ci/test-browser.sh
@@ -42,14 +59,31 @@ doctor: build ## Show versions, libtorch, CUDA devices, threads and directories
 	$(WRN) doctor
 
 DEMO := runs/demo
-demo: build ## The main job at small scale on CPU: synthetic CIFAR-10 -> verified fetch -> prepare -> train
+DEMO_DATA := --set data.dir='$(DEMO)/data' --set data.manifest='$(DEMO)/synth/cifar10.toml'
+demo: build ## The main job at smoke scale on CPU: synthetic CIFAR-10 -> fetch -> widening sweep -> report
+	@echo "demo: a widening study (WRN-10-1/2/4, 5 epochs, 1 seed) on synthetic CIFAR-10-format data, on the CPU."
+	@echo "demo: smoke scale on synthetic data: it shows the pipeline learns; its numbers are not the paper's."
 	$(WRN) data synth cifar10 --out $(DEMO)/synth --n 2000 --seed 0
 	$(WRN) data --data-dir $(DEMO)/data --manifest $(DEMO)/synth/cifar10.toml fetch cifar10
-	rm -rf $(DEMO)/train
-	$(WRN) train --out $(DEMO)/train --set arch=wrn-16-2 --set scale.epochs=0.01 --set batch_size=64 \
-	  --set data.dir=$(DEMO)/data --set data.manifest=$(DEMO)/synth/cifar10.toml
-	@echo "demo: run folder $(DEMO)/train (config.toml, metrics.csv, result.json, checkpoint, log)."
-	@echo "demo: the paper's tables, sweeps and reports are not built yet; this ran one configuration."
+	$(WRN) sweep --table demo --gpus none --runs $(DEMO)/runs $(DEMO_DATA)
+	$(WRN) report --runs $(DEMO)/runs --table demo --out $(DEMO)/report
+	@echo "demo: report in $(DEMO)/report (report.md, report.html, report.csv, plots/)"
+
+reproduce-cifar: build ## Tables 2-6 and 9 on CIFAR-10/100 and SVHN: fetch+verify -> sweep -> report
+	$(WRN) sweep --all $(CIFAR_DATASETS) $(SWEEP_FLAGS) --dry-run
+	for d in cifar10 cifar100 svhn; do $(WRN) data $(DATA_FLAGS) fetch $$d; done
+	$(WRN) sweep --all $(CIFAR_DATASETS) $(SWEEP_FLAGS)
+	$(WRN) report --runs $(RUNS) --out reports/generated/$(SCALE)
+
+reproduce-imagenet: build ## Tables 7-9 on ImageNet (bring the ILSVRC2012 files: wrn data import imagenet ...)
+	$(WRN) sweep --all --dataset imagenet $(SWEEP_FLAGS) --dry-run
+	$(WRN) data $(DATA_FLAGS) fetch imagenet
+	$(WRN) sweep --all --dataset imagenet $(SWEEP_FLAGS)
+	$(WRN) report --runs $(RUNS) --out reports/generated/$(SCALE)
+
+$(TABLES): build ## One paper table (make t4 SCALE=smoke GPUS=0,1): sweep -> report
+	$(WRN) sweep --table $@ $(SWEEP_FLAGS)
+	$(WRN) report --runs $(RUNS) --table $@ --out reports/generated/$(SCALE)
 
 .PHONY: fonts report test-browser
 FONT := /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf

@@ -77,11 +77,12 @@ fn cifar10_prepares_into_the_documented_cache() {
     assert_eq!(train.image(400 + 5), &hwc[..]);
     assert_eq!(train.label(405), u16::from(record[0]));
 
-    // Learnable: the nearest class mean (on train) beats chance on test by a wide margin.
+    // Learnable, but not by colour: the nearest class mean (on train) beats chance (0.1) on test clearly
+    // while staying far from perfect, which leaves room for networks (and width) to matter.
     let test = store.open_split(&m, "test").unwrap();
     let acc = nearest_mean_accuracy(&train, &test, 10);
     eprintln!("cifar10 synthetic: nearest-mean test accuracy {acc:.3}");
-    assert!(acc > 0.5, "nearest-mean accuracy {acc} on 10 synthetic classes");
+    assert!(acc > 0.25 && acc < 0.8, "nearest-mean accuracy {acc} on 10 synthetic classes");
 }
 
 #[test]

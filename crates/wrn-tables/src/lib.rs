@@ -347,9 +347,15 @@ pub fn select<'a>(tables: &'a [Table], names: &[String], dir: &Path) -> Result<V
         .collect()
 }
 
-/// The folder of the paper's tables in this repository.
+/// The folder of the paper's tables: `reports/tables` under the working directory when it exists (a
+/// checkout), else the one in the repository this crate was built from.
 pub fn default_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../reports/tables")
+    let local = Path::new("reports/tables");
+    if local.is_dir() {
+        return local.to_path_buf();
+    }
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest.ancestors().nth(2).unwrap_or(manifest).join("reports/tables")
 }
 
 impl fmt::Display for Table {
@@ -404,7 +410,10 @@ reference = "Lin et al."
             a.sets(),
             ["dataset=cifar10", "arch=wrn-28-10", "dropout=0.3", "preprocessing=\"zca\"", "schedule.milestones=[3, 5]"]
         );
-        assert_eq!(a.run_dir(Path::new("runs"), 2).unwrap(), Path::new("runs").join(a.run_key().unwrap()).join("seed2"));
+        assert_eq!(
+            a.run_dir(Path::new("runs"), 2).unwrap(),
+            Path::new("runs").join(a.run_key().unwrap()).join("seed2")
+        );
         let nin = &t.rows[1];
         assert!(!nin.trainable() && nin.run_key().is_none() && nin.train.is_empty());
         assert_eq!(nin.seeds, 5);

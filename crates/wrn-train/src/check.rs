@@ -45,6 +45,9 @@ pub struct CheckOptions {
     pub channels_last: bool,
     /// Also apply the paper's SGD update (Nesterov, weight decay 5e-4, lr 0.1) in every step.
     pub optimizer_step: bool,
+    /// Input height and width instead of the paper's (32, or 224 for ImageNet), e.g. smaller ImageNet
+    /// inputs for a quick check that every layer runs.
+    pub input_side: Option<i64>,
 }
 
 /// Runs one warm-up step and `steps` timed forward+backward steps of `arch` at `batch` on `device`.
@@ -67,7 +70,10 @@ pub fn forward_backward(
     if options.channels_last {
         wrn_nets::layout::to_channels_last(&vs);
     }
-    let [c, h, w] = arch.input_shape();
+    let [c, h, w] = match options.input_side {
+        Some(side) => [arch.input_shape()[0], side, side],
+        None => arch.input_shape(),
+    };
     let mut x = Tensor::f_randn([batch, c, h, w], (kind, device)).map_err(torch)?;
     if options.channels_last {
         x = wrn_nets::layout::channels_last(&x);
@@ -131,7 +137,7 @@ mod tests {
 
     #[test]
     fn bf16_and_channels_last_checks_run() {
-        let options = CheckOptions { bf16: true, channels_last: true, optimizer_step: false };
+        let options = CheckOptions { bf16: true, channels_last: true, ..CheckOptions::default() };
         let check = forward_backward(&"wrn-10-1".parse().unwrap(), Device::Cpu, 8, 1, options).unwrap();
         assert_eq!((check.precision.as_str(), check.channels_last), ("bf16", true));
         assert!(check.loss > 0.5 && check.loss < 20.0, "{}", check.loss);

@@ -90,9 +90,9 @@ pub struct Schedule {
 pub struct Scale {
     /// Multiplies the number of epochs and every milestone.
     pub epochs: f64,
-    /// Train on the first N training samples only.
+    /// Train on the first N training samples only (all of them when the split is smaller).
     pub train_subset: Option<usize>,
-    /// Evaluate on the first N test samples only.
+    /// Evaluate on the first N test samples only (all of them when the split is smaller).
     pub test_subset: Option<usize>,
 }
 

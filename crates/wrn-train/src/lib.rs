@@ -13,6 +13,7 @@
 
 pub mod check;
 pub mod config;
+pub mod cost;
 pub mod datasets;
 pub mod environment;
 pub mod run;

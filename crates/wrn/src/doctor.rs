@@ -44,7 +44,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let threads = ThreadPlan::from_env(selected.device)?.apply();
     let env = Environment::collect(env!("CARGO_PKG_VERSION"), env!("WRN_GIT_SHA"), threads);
     let check = if args.check {
-        let options = CheckOptions { bf16: args.bf16, channels_last: args.channels_last, optimizer_step: false };
+        let options = CheckOptions { bf16: args.bf16, channels_last: args.channels_last, ..CheckOptions::default() };
         Some(check::forward_backward(&args.arch.parse()?, selected.device, args.batch, args.steps, options)?)
     } else {
         None

@@ -12,6 +12,7 @@ mod data;
 mod doctor;
 mod model;
 mod report;
+mod sweep;
 mod train;
 
 #[derive(Parser)]
@@ -32,6 +33,9 @@ enum Command {
     /// Train one experiment (a paper row, a TOML file, or the recipe with --set overrides) into a run
     /// folder; --resume continues an interrupted run bit for bit.
     Train(train::Args),
+    /// Reproduce the paper's tables: train every row × seed (skipping finished runs, resuming
+    /// interrupted ones) on the GPUs or the CPU, or write a Slurm array script.
+    Sweep(Box<sweep::Args>),
     /// Measure training throughput.
     #[command(subcommand)]
     Bench(bench::Command),
@@ -54,6 +58,7 @@ fn main() -> ExitCode {
         Command::Doctor(args) => doctor::run(args),
         Command::Data(args) => data::run(args),
         Command::Train(args) => train::run(args),
+        Command::Sweep(args) => sweep::run(*args),
         Command::Bench(command) => bench::run(command).map(|()| ExitCode::SUCCESS),
         Command::Model(command) => model::run(command).map(|()| ExitCode::SUCCESS),
         Command::Report(args) => report::run(args).map(|()| ExitCode::SUCCESS),

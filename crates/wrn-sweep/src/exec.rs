@@ -1,0 +1,267 @@
+//! Running a plan: each pending run in its own `wrn train` process, one at a time per slot (a GPU, or a
+//! share of the CPU), so a crash or an out-of-memory costs one run. A stop request (SIGINT/SIGTERM to
+//! the sweep) is passed on to every running child as SIGTERM, which makes `wrn train` checkpoint and
+//! exit; no new run starts after it.
+
+use std::collections::VecDeque;
+use std::fs::OpenOptions;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::plan::{Plan, PlannedRun, RunState};
+
+/// Where a run executes: a device for `wrn train` and the environment that pins it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Slot {
+    /// `cpu` or `cuda` (the GPU is picked by `CUDA_VISIBLE_DEVICES`, so a resumed run may move GPUs).
+    pub device: String,
+    pub env: Vec<(String, String)>,
+    pub name: String,
+}
+
+impl Slot {
+    /// `jobs` slots per GPU of `gpus`, or `jobs` CPU slots sharing `cores` when `gpus` is empty.
+    pub fn layout(gpus: &[u32], jobs: usize, cores: usize) -> Vec<Slot> {
+        let jobs = jobs.max(1);
+        if gpus.is_empty() {
+            let threads = (cores / jobs).max(1).to_string();
+            return (0..jobs)
+                .map(|j| Slot {
+                    device: "cpu".into(),
+                    env: vec![
+                        ("WRN_TORCH_THREADS".into(), threads.clone()),
+                        ("CUDA_VISIBLE_DEVICES".into(), "".into()),
+                    ],
+                    name: format!("cpu#{j}"),
+                })
+                .collect();
+        }
+        // Each GPU run feeds its GPU from a fair share of the cores.
+        let data_threads = (cores / (gpus.len() * jobs)).max(1).to_string();
+        gpus.iter()
+            .flat_map(|&g| (0..jobs).map(move |j| (g, j)))
+            .map(|(g, j)| Slot {
+                device: "cuda".into(),
+                env: vec![
+                    ("CUDA_VISIBLE_DEVICES".into(), g.to_string()),
+                    ("WRN_DATA_THREADS".into(), data_threads.clone()),
+                ],
+                name: if jobs == 1 { format!("gpu{g}") } else { format!("gpu{g}#{j}") },
+            })
+            .collect()
+    }
+}
+
+/// How one run of the sweep ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Finished,
+    /// Stopped by a stop request after checkpointing; the next sweep resumes it.
+    Interrupted,
+    /// The process failed; its output is in `log`.
+    Failed {
+        status: String,
+        log: PathBuf,
+    },
+}
+
+/// The end of a sweep.
+#[derive(Debug, Default)]
+pub struct Summary {
+    pub finished: Vec<PathBuf>,
+    pub skipped: Vec<PathBuf>,
+    pub interrupted: Vec<PathBuf>,
+    pub failed: Vec<(PathBuf, String, PathBuf)>,
+    pub conflicts: Vec<(PathBuf, String)>,
+}
+
+impl Summary {
+    pub fn ok(&self) -> bool {
+        self.failed.is_empty() && self.conflicts.is_empty() && self.interrupted.is_empty()
+    }
+
+    /// A few lines for the end of a sweep.
+    pub fn render(&self) -> String {
+        let mut s = format!(
+            "sweep: {} finished, {} skipped (already finished), {} interrupted, {} failed, {} conflicting\n",
+            self.finished.len(),
+            self.skipped.len(),
+            self.interrupted.len(),
+            self.failed.len(),
+            self.conflicts.len()
+        );
+        for (dir, status, log) in &self.failed {
+            s += &format!("  failed: {}: {status}; log: {}\n", dir.display(), log.display());
+        }
+        for dir in &self.interrupted {
+            s += &format!("  interrupted: {} (the next sweep resumes it)\n", dir.display());
+        }
+        for (_, why) in &self.conflicts {
+            s += &format!("  conflict: {why}\n");
+        }
+        s
+    }
+}
+
+/// The file a run's process output goes to (appended, one section per attempt).
+pub fn log_path(run: &PlannedRun) -> PathBuf {
+    run.dir.join("sweep.log")
+}
+
+/// The `wrn train` command line of a run on a slot.
+pub fn command(exe: &Path, run: &PlannedRun, slot: &Slot) -> Command {
+    let mut cmd = Command::new(exe);
+    cmd.arg("train");
+    if run.state == RunState::Resume {
+        cmd.arg("--resume").arg(&run.dir);
+    } else {
+        for set in &run.sets {
+            cmd.arg("--set").arg(set);
+        }
+        cmd.arg("--set").arg(format!("device={}", slot.device)).arg("--out").arg(&run.dir);
+    }
+    cmd.envs(slot.env.iter().map(|(k, v)| (k, v)));
+    cmd
+}
+
+/// Runs one planned run on a slot to its end; `stop` asks it to checkpoint and exit.
+pub fn run_one(exe: &Path, run: &PlannedRun, slot: &Slot, stop: &AtomicBool) -> Outcome {
+    let log = log_path(run);
+    let failed = |status: String| Outcome::Failed { status, log: log.clone() };
+    if let Err(e) = std::fs::create_dir_all(&run.dir) {
+        return failed(format!("cannot create {}: {e}", run.dir.display()));
+    }
+    let file = match OpenOptions::new().create(true).append(true).open(&log) {
+        Ok(f) => f,
+        Err(e) => return failed(format!("cannot open {}: {e}", log.display())),
+    };
+    let mut cmd = command(exe, run, slot);
+    let header = format!("=== {:?} on {}\n", cmd, slot.name);
+    let _ = std::io::Write::write_all(&mut &file, header.as_bytes());
+    let err = match file.try_clone() {
+        Ok(f) => f,
+        Err(e) => return failed(format!("cannot open {}: {e}", log.display())),
+    };
+    let mut child = match cmd.stdin(Stdio::null()).stdout(file).stderr(err).spawn() {
+        Ok(c) => c,
+        Err(e) => return failed(format!("cannot start {}: {e}", exe.display())),
+    };
+    let mut signalled = false;
+    let status: ExitStatus = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) => {}
+            Err(e) => return failed(format!("cannot wait for the process: {e}")),
+        }
+        if stop.load(Ordering::SeqCst) && !signalled {
+            // SAFETY: kill(2) on the pid of a child we have not reaped yet.
+            unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+            signalled = true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let finished = crate::plan::is_finished(&run.dir);
+    match (status.success(), finished) {
+        (true, true) => Outcome::Finished,
+        (_, false) if signalled || status.code() == Some(130) => Outcome::Interrupted,
+        _ => failed(describe(status)),
+    }
+}
+
+fn describe(status: ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit status {code}"),
+        (None, Some(libc::SIGKILL)) => "killed by SIGKILL (out of memory?)".into(),
+        (None, Some(sig)) => format!("killed by signal {sig}"),
+        _ => "ended abnormally".into(),
+    }
+}
+
+/// Runs every pending run of `plan` on `slots` (one run per slot at a time) and sums up. `on_event`
+/// hears each start and end, for progress output.
+pub fn execute(
+    exe: &Path,
+    plan: &Plan,
+    slots: &[Slot],
+    stop: Arc<AtomicBool>,
+    on_event: &(dyn Fn(&str) + Sync),
+) -> Summary {
+    let mut summary = Summary::default();
+    for run in &plan.runs {
+        match &run.state {
+            RunState::Finished => summary.skipped.push(run.dir.clone()),
+            RunState::Conflict(why) => summary.conflicts.push((run.dir.clone(), why.clone())),
+            _ => {}
+        }
+    }
+    let queue: Mutex<VecDeque<&PlannedRun>> = Mutex::new(plan.pending().collect());
+    let total = queue.lock().unwrap().len();
+    let results: Mutex<Vec<(PathBuf, Outcome)>> = Mutex::new(Vec::new());
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        for slot in slots {
+            let (queue, results, stop) = (&queue, &results, &stop);
+            scope.spawn(move || loop {
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Some(run) = queue.lock().unwrap().pop_front() else { break };
+                let verb = if run.state == RunState::Resume { "resume" } else { "start" };
+                on_event(&format!("[{}] {verb} {} ({})", slot.name, run.dir.display(), run.rows.join(", ")));
+                let t = Instant::now();
+                let outcome = run_one(exe, run, slot, stop);
+                let done = {
+                    let mut r = results.lock().unwrap();
+                    r.push((run.dir.clone(), outcome.clone()));
+                    r.len()
+                };
+                on_event(&format!(
+                    "[{}] {} {} in {:.0} s ({done}/{total} done, {:.0} s elapsed)",
+                    slot.name,
+                    match &outcome {
+                        Outcome::Finished => "finished".to_string(),
+                        Outcome::Interrupted => "interrupted".to_string(),
+                        Outcome::Failed { status, log } => format!("FAILED ({status}, log {})", log.display()),
+                    },
+                    run.dir.display(),
+                    t.elapsed().as_secs_f64(),
+                    started.elapsed().as_secs_f64()
+                ));
+            });
+        }
+    });
+    for (dir, outcome) in results.into_inner().unwrap() {
+        match outcome {
+            Outcome::Finished => summary.finished.push(dir),
+            Outcome::Interrupted => summary.interrupted.push(dir),
+            Outcome::Failed { status, log } => summary.failed.push((dir, status, log)),
+        }
+    }
+    // Runs never started because of a stop request are reported as interrupted.
+    for run in queue.into_inner().unwrap() {
+        summary.interrupted.push(run.dir.clone());
+    }
+    summary
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_spread_gpus_and_cores() {
+        let cpu = Slot::layout(&[], 2, 16);
+        assert_eq!(cpu.len(), 2);
+        assert_eq!(cpu[0].device, "cpu");
+        assert!(cpu[0].env.contains(&("WRN_TORCH_THREADS".into(), "8".into())));
+        let gpu = Slot::layout(&[0, 3], 2, 16);
+        assert_eq!(gpu.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["gpu0#0", "gpu0#1", "gpu3#0", "gpu3#1"]);
+        assert!(gpu[2].env.contains(&("CUDA_VISIBLE_DEVICES".into(), "3".into())));
+        assert!(gpu[2].env.contains(&("WRN_DATA_THREADS".into(), "4".into())));
+        assert_eq!(Slot::layout(&[1], 1, 4)[0].name, "gpu1");
+    }
+}

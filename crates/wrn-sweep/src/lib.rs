@@ -1,0 +1,15 @@
+//! Reproduction sweeps: the runs a set of paper tables needs (row × seed at a scale), what state each
+//! is in on disk, running them as separate `wrn train` processes on a set of slots (GPUs or CPU), and
+//! the Slurm array script that runs them on a cluster instead.
+//!
+//! A run lives in `<runs>/<row run key>/seed<N>/` (see `wrn_tables::Row::run_key`); its state is read
+//! from the folder alone, so a sweep can be stopped, killed or re-run at any time: finished runs are
+//! skipped, runs with a checkpoint are resumed, and anything else starts afresh.
+
+pub mod exec;
+pub mod plan;
+pub mod slurm;
+
+pub use exec::{execute, Outcome, Slot, Summary};
+pub use plan::{measured_seconds, plan, Plan, PlanOptions, PlannedRun, RunState, Scale, SweepError};
+pub use slurm::{write_slurm, SlurmOptions};

@@ -1,0 +1,418 @@
+//! Planning: which runs the chosen tables need, at which scale, and the state each is in on disk.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use wrn_tables::Table;
+
+/// What can stop a sweep before it starts.
+#[derive(Debug, thiserror::Error)]
+pub enum SweepError {
+    #[error("bad --scale '{0}': expected full, smoke, or a fraction of the epochs in (0, 1] such as 0.1")]
+    Scale(String),
+    #[error("cannot read {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// How much of the paper's schedule each run trains.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Scale {
+    /// The paper's recipe in full.
+    Full,
+    /// A few steps of every run on a small subset: proves that every row trains.
+    Smoke,
+    /// This fraction of the epochs (milestones scaled alike), on all the data.
+    Fraction(f64),
+}
+
+/// Epoch fraction and subsets of a smoke run: 1% of the epochs (at least one), 256 training and 256
+/// test images.
+const SMOKE: (f64, usize, usize) = (0.01, 256, 256);
+
+impl Scale {
+    /// The `scale.*` settings of `wrn train` for this scale.
+    pub fn sets(self) -> Vec<String> {
+        match self {
+            Scale::Full => vec![],
+            Scale::Smoke => vec![
+                format!("scale.epochs={}", SMOKE.0),
+                format!("scale.train_subset={}", SMOKE.1),
+                format!("scale.test_subset={}", SMOKE.2),
+            ],
+            Scale::Fraction(f) => vec![format!("scale.epochs={f}")],
+        }
+    }
+
+    /// The `[scale]` a run folder's `config.toml` holds for this scale.
+    fn expected(self) -> (f64, Option<usize>, Option<usize>) {
+        match self {
+            Scale::Full => (1.0, None, None),
+            Scale::Smoke => (SMOKE.0, Some(SMOKE.1), Some(SMOKE.2)),
+            Scale::Fraction(f) => (f, None, None),
+        }
+    }
+
+    pub fn is_full(self) -> bool {
+        self == Scale::Full
+    }
+}
+
+impl FromStr for Scale {
+    type Err = SweepError;
+    fn from_str(s: &str) -> Result<Scale, SweepError> {
+        match s {
+            "full" => Ok(Scale::Full),
+            "smoke" => Ok(Scale::Smoke),
+            _ => match s.parse::<f64>() {
+                Ok(1.0) => Ok(Scale::Full),
+                Ok(f) if f > 0.0 && f < 1.0 => Ok(Scale::Fraction(f)),
+                _ => Err(SweepError::Scale(s.into())),
+            },
+        }
+    }
+}
+
+impl fmt::Display for Scale {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Scale::Full => f.write_str("full"),
+            Scale::Smoke => f.write_str("smoke"),
+            Scale::Fraction(x) => write!(f, "{x}"),
+        }
+    }
+}
+
+/// Where a run stands, read from its folder.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunState {
+    /// No folder, or one without a checkpoint or result: trained from the start.
+    New,
+    /// A checkpoint without a finished result: `wrn train --resume` continues it.
+    Resume,
+    /// `result.json` says finished: skipped.
+    Finished,
+    /// The folder holds a run of another configuration or scale: left alone and reported.
+    Conflict(String),
+}
+
+/// One run of the sweep.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlannedRun {
+    /// `table/row` of every table row this run serves (rows of two tables may share a run).
+    pub rows: Vec<String>,
+    pub dataset: String,
+    pub arch: String,
+    pub seed: u32,
+    pub dir: PathBuf,
+    /// `wrn train --set` arguments (without `--set`), seed and scale included; the device is the slot's.
+    pub sets: Vec<String>,
+    pub state: RunState,
+}
+
+/// What to plan.
+#[derive(Debug, Clone)]
+pub struct PlanOptions {
+    pub runs: PathBuf,
+    pub scale: Scale,
+    /// Seeds per row instead of each table's (1..=N).
+    pub seeds: Option<u32>,
+    /// Only rows of these datasets (all when empty).
+    pub datasets: Vec<String>,
+    /// Only rows whose id or label contains one of these (all when empty).
+    pub rows: Vec<String>,
+    /// `--set` arguments for every run that do not change what is trained (data directory, manifest…).
+    pub extra: Vec<String>,
+}
+
+/// The runs of a sweep, each once.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Plan {
+    pub runs: Vec<PlannedRun>,
+}
+
+impl Plan {
+    pub fn count(&self, state: &RunState) -> usize {
+        self.runs.iter().filter(|r| &r.state == state).count()
+    }
+
+    /// Runs with work to do (new or to resume).
+    pub fn pending(&self) -> impl Iterator<Item = &PlannedRun> {
+        self.runs.iter().filter(|r| matches!(r.state, RunState::New | RunState::Resume))
+    }
+
+    pub fn conflicts(&self) -> impl Iterator<Item = &PlannedRun> {
+        self.runs.iter().filter(|r| matches!(r.state, RunState::Conflict(_)))
+    }
+}
+
+/// Works out the runs of `tables` and reads the state of each from `options.runs`.
+pub fn plan(tables: &[&Table], options: &PlanOptions) -> Result<Plan, SweepError> {
+    let mut by_dir: BTreeMap<PathBuf, usize> = BTreeMap::new();
+    let mut runs: Vec<PlannedRun> = Vec::new();
+    for table in tables {
+        for row in table.trainable() {
+            if !options.datasets.is_empty() && !options.datasets.contains(&row.dataset) {
+                continue;
+            }
+            if !options.rows.is_empty() && !options.rows.iter().any(|p| row.id.contains(p) || row.label.contains(p)) {
+                continue;
+            }
+            let seeds = options.seeds.unwrap_or(row.seeds);
+            for seed in 1..=seeds {
+                let dir = row.run_dir(&options.runs, seed).expect("trainable rows have a run key");
+                let name = format!("{}/{}", table.id, row.id);
+                if let Some(&i) = by_dir.get(&dir) {
+                    runs[i].rows.push(name);
+                    continue;
+                }
+                let mut sets = row.sets();
+                sets.push(format!("seed={seed}"));
+                sets.extend(options.scale.sets());
+                sets.extend(options.extra.iter().cloned());
+                let state = state_of(&dir, row, options.scale)?;
+                by_dir.insert(dir.clone(), runs.len());
+                runs.push(PlannedRun {
+                    rows: vec![name],
+                    dataset: row.dataset.clone(),
+                    arch: row.arch.clone().unwrap_or_default(),
+                    seed,
+                    dir,
+                    sets,
+                    state,
+                });
+            }
+        }
+    }
+    Ok(Plan { runs })
+}
+
+#[derive(Deserialize)]
+struct ResultFile {
+    status: String,
+    #[serde(default)]
+    epochs_planned: Option<u32>,
+    #[serde(default)]
+    median_epoch_seconds: Option<f64>,
+}
+
+/// Training seconds of a run as measured by a finished run of the same row (another seed), if any.
+pub fn measured_seconds(run: &PlannedRun) -> Option<f64> {
+    let parent = run.dir.parent()?;
+    let mut times: Vec<f64> = std::fs::read_dir(parent)
+        .ok()?
+        .filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("result.json")).ok())
+        .filter_map(|text| serde_json::from_str::<ResultFile>(&text).ok())
+        .filter(|r| r.status == "finished")
+        .filter_map(|r| Some(r.median_epoch_seconds? * r.epochs_planned? as f64))
+        .collect();
+    times.sort_by(f64::total_cmp);
+    times.get(times.len() / 2).copied()
+}
+
+#[derive(Deserialize)]
+struct ConfigFile {
+    dataset: String,
+    arch: String,
+    seed: u64,
+    scale: ScaleFile,
+}
+
+#[derive(Deserialize)]
+struct ScaleFile {
+    epochs: f64,
+    train_subset: Option<usize>,
+    test_subset: Option<usize>,
+}
+
+/// Whether the run folder's `result.json` says the run finished.
+pub fn is_finished(dir: &Path) -> bool {
+    std::fs::read_to_string(dir.join("result.json"))
+        .is_ok_and(|text| serde_json::from_str::<ResultFile>(&text).is_ok_and(|r| r.status == "finished"))
+}
+
+/// The state of a run folder, checking that what it holds is the run asked for.
+fn state_of(dir: &Path, row: &wrn_tables::Row, scale: Scale) -> Result<RunState, SweepError> {
+    let config_path = dir.join("config.toml");
+    if !config_path.exists() {
+        return Ok(RunState::New);
+    }
+    let io = |source| SweepError::Io { path: config_path.clone(), source };
+    let text = std::fs::read_to_string(&config_path).map_err(io)?;
+    let config: ConfigFile = match toml::from_str(&text) {
+        Ok(c) => c,
+        Err(e) => return Ok(RunState::Conflict(format!("{} does not parse: {}", config_path.display(), e.message()))),
+    };
+    let seed: u64 = dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_prefix("seed"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    if config.dataset != row.dataset || Some(&config.arch) != row.arch.as_ref() || config.seed != seed {
+        return Ok(RunState::Conflict(format!(
+            "{} holds {} {} seed {}, not this row's run",
+            dir.display(),
+            config.dataset,
+            config.arch,
+            config.seed
+        )));
+    }
+    let got = (config.scale.epochs, config.scale.train_subset, config.scale.test_subset);
+    if got != scale.expected() {
+        return Ok(RunState::Conflict(format!(
+            "{} was trained at another scale (scale.epochs = {}, subsets {:?}/{:?}); sweep at that scale or \
+             into another --runs folder",
+            dir.display(),
+            got.0,
+            got.1,
+            got.2
+        )));
+    }
+    if is_finished(dir) {
+        return Ok(RunState::Finished);
+    }
+    if dir.join("checkpoint.safetensors").exists() {
+        return Ok(RunState::Resume);
+    }
+    Ok(RunState::New)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TABLE: &str = r#"
+title = "t"
+source = "s"
+statistic = "median of 5 runs"
+seeds = 2
+[columns]
+test_error = "%"
+[train]
+dropout = 0.0
+[[row]]
+id = "a"
+label = "WRN-10-1"
+dataset = "cifar10"
+arch = "wrn-10-1"
+[[row]]
+id = "b"
+label = "WRN-10-2"
+dataset = "cifar100"
+arch = "wrn-10-2"
+seeds = 1
+[[row]]
+id = "ref"
+label = "NIN"
+dataset = "cifar10"
+published = { test_error = 8.81 }
+reference = "Lin et al."
+"#;
+
+    fn table(id: &str) -> Table {
+        Table::parse(id, Path::new("x.toml"), TABLE).unwrap()
+    }
+
+    fn options(runs: &Path, scale: Scale) -> PlanOptions {
+        PlanOptions {
+            runs: runs.into(),
+            scale,
+            seeds: None,
+            datasets: vec![],
+            rows: vec![],
+            extra: vec!["data.dir=/d".into()],
+        }
+    }
+
+    fn write(dir: &Path, name: &str, text: &str) {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(dir.join(name), text).unwrap();
+    }
+
+    fn config(dataset: &str, arch: &str, seed: u32, epochs: f64) -> String {
+        format!("dataset = \"{dataset}\"\narch = \"{arch}\"\nseed = {seed}\n[scale]\nepochs = {epochs}\n")
+    }
+
+    #[test]
+    fn scales_parse_and_print() {
+        assert_eq!("full".parse::<Scale>().unwrap(), Scale::Full);
+        assert_eq!("1".parse::<Scale>().unwrap(), Scale::Full);
+        assert_eq!("0.25".parse::<Scale>().unwrap(), Scale::Fraction(0.25));
+        assert_eq!(Scale::Fraction(0.25).to_string(), "0.25");
+        assert!("2".parse::<Scale>().unwrap_err().to_string().contains("expected full, smoke"));
+        assert_eq!(Scale::Smoke.sets(), ["scale.epochs=0.01", "scale.train_subset=256", "scale.test_subset=256"]);
+    }
+
+    #[test]
+    fn rows_times_seeds_each_once_with_their_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let (t1, t2) = (table("t1"), table("t2"));
+        let plan = plan(&[&t1, &t2], &options(dir.path(), Scale::Smoke)).unwrap();
+        // 2 seeds of a + 1 of b; the second table trains the same runs and adds none.
+        assert_eq!(plan.runs.len(), 3);
+        assert_eq!(plan.runs[0].rows, ["t1/a", "t2/a"]);
+        assert_eq!(plan.runs[1].seed, 2);
+        assert_eq!(plan.runs[2].dir, dir.path().join("cifar100/wrn-10-2,dropout=0/seed1"));
+        assert_eq!(
+            plan.runs[0].sets,
+            [
+                "dataset=cifar10",
+                "arch=wrn-10-1",
+                "dropout=0.0",
+                "seed=1",
+                "scale.epochs=0.01",
+                "scale.train_subset=256",
+                "scale.test_subset=256",
+                "data.dir=/d"
+            ]
+        );
+        assert!(plan.runs.iter().all(|r| r.state == RunState::New));
+        let mut only = options(dir.path(), Scale::Full);
+        only.datasets = vec!["cifar100".into()];
+        only.seeds = Some(3);
+        let p = super::plan(&[&t1], &only).unwrap();
+        assert_eq!((p.runs.len(), p.runs[2].seed), (3, 3));
+        only.datasets.clear();
+        only.rows = vec!["WRN-10-1".into()];
+        let p = super::plan(&[&t1], &only).unwrap();
+        assert_eq!(p.runs.len(), 3);
+        assert!(p.runs.iter().all(|r| r.arch == "wrn-10-1"));
+    }
+
+    #[test]
+    fn states_come_from_the_folders() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = table("t");
+        let runs = dir.path();
+        let a1 = runs.join("cifar10/wrn-10-1,dropout=0/seed1");
+        let a2 = runs.join("cifar10/wrn-10-1,dropout=0/seed2");
+        let b1 = runs.join("cifar100/wrn-10-2,dropout=0/seed1");
+        write(&a1, "config.toml", &config("cifar10", "wrn-10-1", 1, 0.01));
+        write(&a1, "result.json", r#"{"status": "finished"}"#);
+        write(&a2, "config.toml", &config("cifar10", "wrn-10-1", 2, 0.01));
+        write(&a2, "checkpoint.safetensors", "");
+        write(&b1, "config.toml", &config("cifar100", "wrn-10-2", 1, 0.5));
+        let smoke = |s: &str| s.replace("epochs = 0.01", "epochs = 0.01\ntrain_subset = 256\ntest_subset = 256");
+        write(&a1, "config.toml", &smoke(&config("cifar10", "wrn-10-1", 1, 0.01)));
+        write(&a2, "config.toml", &smoke(&config("cifar10", "wrn-10-1", 2, 0.01)));
+        let plan = plan(&[&t], &options(runs, Scale::Smoke)).unwrap();
+        assert_eq!(plan.runs[0].state, RunState::Finished);
+        assert_eq!(plan.runs[1].state, RunState::Resume);
+        let RunState::Conflict(why) = &plan.runs[2].state else { panic!("{:?}", plan.runs[2].state) };
+        assert!(why.contains("another scale (scale.epochs = 0.5"), "{why}");
+        assert_eq!((plan.count(&RunState::Finished), plan.pending().count(), plan.conflicts().count()), (1, 1, 1));
+        // An interrupted result with a checkpoint is resumed; a folder of another run is a conflict.
+        write(&a1, "result.json", r#"{"status": "interrupted"}"#);
+        write(&a1, "checkpoint.safetensors", "");
+        write(&a2, "config.toml", &smoke(&config("cifar10", "wrn-16-1", 2, 0.01)));
+        let plan = super::plan(&[&t], &options(runs, Scale::Smoke)).unwrap();
+        assert_eq!(plan.runs[0].state, RunState::Resume);
+        assert!(matches!(&plan.runs[1].state, RunState::Conflict(w) if w.contains("holds cifar10 wrn-16-1 seed 2")));
+    }
+}

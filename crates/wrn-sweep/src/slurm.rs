@@ -1,0 +1,177 @@
+//! Slurm: instead of running a plan, write it as an sbatch array job, one task per pending run. Each
+//! task runs `wrn sweep task <plan.json> <index>`, which applies the same rules as a local sweep (skip a
+//! finished run, resume one with a checkpoint), so a requeued or preempted task continues from its last
+//! checkpoint. Slurm sends SIGTERM two minutes before the time limit (`--signal=B:TERM@120`); `wrn train`
+//! checkpoints on it and the task is requeued.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::plan::{Plan, PlannedRun, SweepError};
+
+/// The `#SBATCH` options of the array job.
+#[derive(Debug, Clone, Default)]
+pub struct SlurmOptions {
+    pub job_name: String,
+    pub partition: Option<String>,
+    /// Wall-clock limit per task, in Slurm's syntax (`2-00:00:00`).
+    pub time: Option<String>,
+    /// Generic resources per task, e.g. `gpu:1`; a task with a GPU trains on `cuda`, else on `cpu`.
+    pub gres: Option<String>,
+    pub cpus_per_task: Option<u32>,
+    pub mem: Option<String>,
+    /// At most this many tasks at once (`--array=0-N%max`).
+    pub max_parallel: Option<u32>,
+    /// Further `#SBATCH` lines, verbatim (e.g. `--account=abc`).
+    pub extra: Vec<String>,
+}
+
+/// The task list the script's tasks read: the pending runs and the device they train on.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TaskFile {
+    pub device: String,
+    pub runs: Vec<PlannedRun>,
+}
+
+impl TaskFile {
+    pub fn load(path: &Path) -> Result<TaskFile, SweepError> {
+        let text = std::fs::read_to_string(path).map_err(|source| SweepError::Io { path: path.into(), source })?;
+        serde_json::from_str(&text).map_err(|e| SweepError::Invalid(format!("{}: {e}", path.display())))
+    }
+}
+
+/// Writes `<dir>/<job>.sbatch` and `<dir>/<job>.tasks.json` for the pending runs of `plan`; returns the
+/// script's path, or `None` when nothing is pending. `exe` is the `wrn` binary the tasks run.
+pub fn write_slurm(plan: &Plan, options: &SlurmOptions, exe: &Path, dir: &Path) -> Result<Option<PathBuf>, SweepError> {
+    let runs: Vec<PlannedRun> = plan.pending().cloned().collect();
+    if runs.is_empty() {
+        return Ok(None);
+    }
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| SweepError::Io { path, source }
+    };
+    std::fs::create_dir_all(dir.join("slurm")).map_err(io(dir))?;
+    let dir = std::path::absolute(dir).map_err(io(dir))?;
+    let exe = std::path::absolute(exe).map_err(io(exe))?;
+    let device = if options.gres.as_deref().is_some_and(|g| g.contains("gpu")) { "cuda" } else { "cpu" };
+    let tasks_path = dir.join(format!("{}.tasks.json", options.job_name));
+    let script_path = dir.join(format!("{}.sbatch", options.job_name));
+    let mut tasks = TaskFile { device: device.into(), runs };
+    for run in &mut tasks.runs {
+        run.dir = std::path::absolute(&run.dir).map_err(io(&run.dir))?;
+    }
+    let json = serde_json::to_string_pretty(&tasks).expect("a task file serialises");
+    write_atomic(&tasks_path, json.as_bytes())?;
+    let mut script = String::from("#!/bin/bash\n");
+    let mut sbatch = |line: String| script.push_str(&format!("#SBATCH {line}\n"));
+    sbatch(format!("--job-name={}", options.job_name));
+    let last = tasks.runs.len() - 1;
+    sbatch(match options.max_parallel {
+        Some(max) => format!("--array=0-{last}%{max}"),
+        None => format!("--array=0-{last}"),
+    });
+    sbatch(format!("--output={}/slurm/%x_%A_%a.out", dir.display()));
+    sbatch("--requeue".into());
+    sbatch("--signal=B:TERM@120".into());
+    sbatch("--ntasks=1".into());
+    if let Some(p) = &options.partition {
+        sbatch(format!("--partition={p}"));
+    }
+    if let Some(t) = &options.time {
+        sbatch(format!("--time={t}"));
+    }
+    if let Some(g) = &options.gres {
+        sbatch(format!("--gres={g}"));
+    }
+    if let Some(c) = options.cpus_per_task {
+        sbatch(format!("--cpus-per-task={c}"));
+    }
+    if let Some(m) = &options.mem {
+        sbatch(format!("--mem={m}"));
+    }
+    for line in &options.extra {
+        sbatch(line.clone());
+    }
+    script.push_str(&format!(
+        "# {} runs of wrn; each task trains (or resumes, or skips) one of them.\n\
+         set -euo pipefail\n\
+         exec {} sweep task {} \"$SLURM_ARRAY_TASK_ID\"\n",
+        tasks.runs.len(),
+        quote(&exe),
+        quote(&tasks_path)
+    ));
+    write_atomic(&script_path, script.as_bytes())?;
+    Ok(Some(script_path))
+}
+
+/// A path quoted for bash.
+fn quote(path: &Path) -> String {
+    format!("'{}'", path.display().to_string().replace('\'', r"'\''"))
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), SweepError> {
+    let io = |source| SweepError::Io { path: path.into(), source };
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::RunState;
+
+    fn run(dir: &str, state: RunState) -> PlannedRun {
+        PlannedRun {
+            rows: vec!["t/a".into()],
+            dataset: "cifar10".into(),
+            arch: "wrn-10-1".into(),
+            seed: 1,
+            dir: dir.into(),
+            sets: vec!["arch=wrn-10-1".into()],
+            state,
+        }
+    }
+
+    #[test]
+    fn the_script_is_an_array_over_pending_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let plan = Plan {
+            runs: vec![
+                run("/r/a", RunState::New),
+                run("/r/b", RunState::Finished),
+                run("/r/c", RunState::Resume),
+                run("/r/d", RunState::Conflict("x".into())),
+            ],
+        };
+        let options = SlurmOptions {
+            job_name: "wrn-t4".into(),
+            partition: Some("gpu".into()),
+            time: Some("1-00:00:00".into()),
+            gres: Some("gpu:1".into()),
+            max_parallel: Some(8),
+            extra: vec!["--account=lab".into()],
+            ..Default::default()
+        };
+        let script = write_slurm(&plan, &options, Path::new("/opt/wrn"), dir.path()).unwrap().unwrap();
+        let text = std::fs::read_to_string(&script).unwrap();
+        for line in [
+            "#SBATCH --array=0-1%8",
+            "#SBATCH --partition=gpu",
+            "#SBATCH --time=1-00:00:00",
+            "#SBATCH --gres=gpu:1",
+            "#SBATCH --requeue",
+            "#SBATCH --account=lab",
+            "exec '/opt/wrn' sweep task",
+        ] {
+            assert!(text.contains(line), "{line} missing from:\n{text}");
+        }
+        let tasks = TaskFile::load(&dir.path().join("wrn-t4.tasks.json")).unwrap();
+        assert_eq!(tasks.device, "cuda");
+        assert_eq!(tasks.runs.iter().map(|r| r.dir.to_str().unwrap()).collect::<Vec<_>>(), ["/r/a", "/r/c"]);
+        let none = Plan { runs: vec![run("/r/b", RunState::Finished)] };
+        assert!(write_slurm(&none, &options, Path::new("/opt/wrn"), dir.path()).unwrap().is_none());
+    }
+}

@@ -1,0 +1,264 @@
+//! `wrn sweep`: trains the runs of the paper's tables (row × seed at a scale), each in its own
+//! `wrn train` process on the GPUs (or the CPU), or writes a Slurm array script; `wrn sweep task` is
+//! what each Slurm task runs.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use wrn_sweep::slurm::TaskFile;
+use wrn_sweep::{Plan, PlanOptions, RunState, Scale, Slot, SlurmOptions};
+use wrn_tables::Table;
+use wrn_train::cost::CostModel;
+
+#[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct Args {
+    #[command(subcommand)]
+    task: Option<TaskCommand>,
+    /// Tables to reproduce, by file stem or short name (t4_width or t4); repeatable.
+    #[arg(long = "table", value_name = "TABLE")]
+    tables: Vec<String>,
+    /// Every paper table (the demo table excluded).
+    #[arg(long, conflicts_with = "tables")]
+    all: bool,
+    /// Only rows on these datasets (cifar10, cifar100, svhn, imagenet); repeatable.
+    #[arg(long = "dataset", value_name = "DATASET")]
+    datasets: Vec<String>,
+    /// Only rows whose id or label contains this; repeatable.
+    #[arg(long = "row", value_name = "TEXT")]
+    rows: Vec<String>,
+    /// Seeds per row (default: each table's, 5 where the paper reports medians of 5).
+    #[arg(long)]
+    seeds: Option<u32>,
+    /// full, smoke (a few steps of every run on a subset), or a fraction of the epochs such as 0.1.
+    #[arg(long, default_value = "full")]
+    scale: Scale,
+    /// Folder of the run folders (default: runs/<scale>).
+    #[arg(long)]
+    runs: Option<PathBuf>,
+    /// Folder of the table files.
+    #[arg(long = "tables", default_value_os_t = wrn_tables::default_dir())]
+    tables_dir: PathBuf,
+    /// GPUs to use, e.g. 0,1,2,3, or `none` for the CPU (default: every GPU libtorch can use, else the CPU).
+    #[arg(long)]
+    gpus: Option<String>,
+    /// Runs at once per GPU (or on the CPU, sharing its cores).
+    #[arg(long, default_value_t = 1)]
+    jobs: usize,
+    /// `wrn train` setting for every run that does not change what is trained (e.g. data.dir=/data).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    sets: Vec<String>,
+    /// Show the plan and the estimate, run nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Write a Slurm array script (one task per run) and print the submit command instead of running.
+    #[arg(long)]
+    slurm: bool,
+    /// Slurm partition.
+    #[arg(long, requires = "slurm")]
+    partition: Option<String>,
+    /// Slurm time limit per task (e.g. 2-00:00:00).
+    #[arg(long, requires = "slurm")]
+    time: Option<String>,
+    /// Slurm generic resources per task (e.g. gpu:1); tasks with a GPU train on it.
+    #[arg(long, requires = "slurm")]
+    gres: Option<String>,
+    /// Slurm CPUs per task.
+    #[arg(long, requires = "slurm")]
+    cpus_per_task: Option<u32>,
+    /// Slurm memory per task (e.g. 64G).
+    #[arg(long, requires = "slurm")]
+    mem: Option<String>,
+    /// At most this many Slurm tasks at once.
+    #[arg(long, requires = "slurm")]
+    max_parallel: Option<u32>,
+    /// Further #SBATCH option, verbatim (e.g. --account=abc); repeatable.
+    #[arg(long = "sbatch", value_name = "OPTION", requires = "slurm")]
+    sbatch: Vec<String>,
+}
+
+#[derive(clap::Subcommand)]
+enum TaskCommand {
+    /// Run one task of a Slurm array written by `wrn sweep --slurm` (skips, resumes or trains its run).
+    Task {
+        /// The `.tasks.json` file next to the script.
+        tasks: PathBuf,
+        /// The task's index (`$SLURM_ARRAY_TASK_ID`).
+        index: usize,
+    },
+}
+
+pub fn run(args: Args) -> Result<ExitCode> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    ctrlc::set_handler(move || {
+        flag.store(true, Ordering::SeqCst);
+        eprintln!("sweep: stopping: running runs checkpoint and exit; no new run starts");
+    })
+    .context("cannot install the SIGINT/SIGTERM handler")?;
+    let exe = std::env::current_exe().context("cannot locate the wrn binary")?;
+    if let Some(TaskCommand::Task { tasks, index }) = &args.task {
+        return task(&exe, tasks, *index, stop);
+    }
+
+    let all = wrn_tables::load_dir(&args.tables_dir)?;
+    let tables: Vec<&Table> = if args.all {
+        all.iter().filter(|t| !t.demo).collect()
+    } else if args.tables.is_empty() {
+        bail!("name the tables to reproduce with --table (e.g. --table t4) or use --all");
+    } else {
+        wrn_tables::select(&all, &args.tables, &args.tables_dir)?
+    };
+    let runs = args.runs.clone().unwrap_or_else(|| PathBuf::from("runs").join(args.scale.to_string()));
+    let options = PlanOptions {
+        runs: runs.clone(),
+        scale: args.scale,
+        seeds: args.seeds,
+        datasets: args.datasets.clone(),
+        rows: args.rows.clone(),
+        extra: args.sets.clone(),
+    };
+    let plan = wrn_sweep::plan(&tables, &options)?;
+    describe(&plan, &tables, &runs, args.scale)?;
+
+    if args.slurm {
+        let name = if args.all {
+            "wrn-all".to_string()
+        } else {
+            format!("wrn-{}", tables.iter().map(|t| t.id.as_str()).collect::<Vec<_>>().join("-"))
+        };
+        let options = SlurmOptions {
+            job_name: name,
+            partition: args.partition,
+            time: args.time,
+            gres: args.gres,
+            cpus_per_task: args.cpus_per_task,
+            mem: args.mem,
+            max_parallel: args.max_parallel,
+            extra: args.sbatch,
+        };
+        match wrn_sweep::write_slurm(&plan, &options, &exe, &runs)? {
+            Some(script) => {
+                println!("wrote {}", script.display());
+                println!("submit with: sbatch {}", script.display());
+            }
+            None => println!("nothing to submit: every run is finished"),
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if args.dry_run {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let slots = slots(args.gpus.as_deref(), args.jobs)?;
+    eprintln!(
+        "sweep: {} slot(s): {}",
+        slots.len(),
+        slots.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
+    );
+    let summary = wrn_sweep::execute(&exe, &plan, &slots, stop, &|line| eprintln!("{line}"));
+    print!("{}", summary.render());
+    Ok(if summary.ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// The plan in a few lines, with a cost estimate.
+fn describe(plan: &Plan, tables: &[&Table], runs: &Path, scale: Scale) -> Result<()> {
+    let names: Vec<&str> = tables.iter().map(|t| t.id.as_str()).collect();
+    println!(
+        "sweep of {} at scale {scale} into {}: {} runs ({} new, {} to resume, {} finished, {} conflicting)",
+        names.join(", "),
+        runs.display(),
+        plan.runs.len(),
+        plan.count(&RunState::New),
+        plan.count(&RunState::Resume),
+        plan.count(&RunState::Finished),
+        plan.conflicts().count()
+    );
+    let mut model = CostModel::titan_x();
+    let (mut measured, mut paced) = (0.0, 0.0);
+    for run in plan.pending() {
+        match wrn_sweep::measured_seconds(run) {
+            Some(s) => measured += s,
+            None => paced += model.seconds(&run.sets).with_context(|| format!("row {}", run.rows.join(", ")))?,
+        }
+    }
+    if plan.pending().next().is_some() {
+        println!(
+            "estimate: {} measured by finished seeds + {} at the paper's Titan X pace (Figure 4: 312 ms per 32 \
+             WRN-28-10 images; a current GPU is several times faster)",
+            hours(measured),
+            hours(paced)
+        );
+    }
+    for run in plan.conflicts() {
+        if let RunState::Conflict(why) = &run.state {
+            println!("conflict: {why}");
+        }
+    }
+    Ok(())
+}
+
+/// Device time, in GPU-hours or, below one, GPU-minutes.
+fn hours(seconds: f64) -> String {
+    if seconds >= 3600.0 {
+        format!("{:.1} GPU-hours", seconds / 3600.0)
+    } else {
+        format!("{:.1} GPU-minutes", seconds / 60.0)
+    }
+}
+
+/// Slots from `--gpus` and `--jobs`; without `--gpus`, every GPU libtorch can use, or the CPU.
+fn slots(gpus: Option<&str>, jobs: usize) -> Result<Vec<Slot>> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let ids: Vec<u32> = match gpus {
+        Some("none") | Some("cpu") => vec![],
+        Some(list) => list
+            .split(',')
+            .map(|g| g.trim().parse::<u32>().with_context(|| format!("--gpus {list}: '{g}' is not a GPU index")))
+            .collect::<Result<_>>()?,
+        None => {
+            let _ = wrn_train::runtime::load_cuda();
+            match wrn_train::runtime::cuda_status() {
+                Ok(n) => (0..n as u32).collect(),
+                Err(why) => {
+                    eprintln!("sweep: training on the CPU ({why})");
+                    vec![]
+                }
+            }
+        }
+    };
+    Ok(Slot::layout(&ids, jobs, cores))
+}
+
+/// One Slurm task: the run at `index` of the task file, on the device the script asked for.
+fn task(exe: &Path, tasks: &Path, index: usize, stop: Arc<AtomicBool>) -> Result<ExitCode> {
+    let file = TaskFile::load(tasks)?;
+    let Some(planned) = file.runs.get(index) else {
+        bail!("{}: no task {index} (it lists {})", tasks.display(), file.runs.len());
+    };
+    // The folder may have moved on since the script was written (a requeued task, a finished run).
+    let mut run = planned.clone();
+    run.state = if wrn_sweep::plan::is_finished(&run.dir) {
+        RunState::Finished
+    } else if run.dir.join(wrn_train::run::CHECKPOINT).exists() {
+        RunState::Resume
+    } else {
+        RunState::New
+    };
+    // Slurm's allocation, not the node's cores.
+    let cores = std::env::var("SLURM_CPUS_PER_TASK")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let slot = if file.device == "cuda" {
+        Slot { device: "cuda".into(), env: vec![], name: "slurm".into() }
+    } else {
+        Slot::layout(&[], 1, cores).remove(0)
+    };
+    let plan = Plan { runs: vec![run] };
+    let summary = wrn_sweep::execute(exe, &plan, &[slot], stop, &|line| eprintln!("{line}"));
+    print!("{}", summary.render());
+    Ok(if summary.ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}

@@ -1,0 +1,184 @@
+//! `wrn sweep` end to end on synthetic CIFAR-10: it trains every row × seed of a table, skips finished
+//! runs on a second call, resumes a run whose process was killed (as the out-of-memory killer would) or
+//! stopped by SIGTERM (as a cluster would), and reports each outcome.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn wrn() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_wrn"))
+}
+
+fn ok(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{:?}: {}", cmd, String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+const TABLE: &str = r#"
+title = "A tiny widening study"
+source = "sweep_cli test"
+statistic = "single run"
+seeds = 1
+[columns]
+test_error = "%"
+[train]
+epochs = 2
+batch_size = 32
+dropout = 0.0
+checkpoint_steps = 1
+checkpoint_minutes = 0
+[[row]]
+id = "thin"
+label = "WRN-10-1"
+dataset = "cifar10"
+arch = "wrn-10-1"
+seeds = 2
+[[row]]
+id = "wide"
+label = "WRN-16-4"
+dataset = "cifar10"
+arch = "wrn-16-4"
+"#;
+
+struct Setup {
+    dir: tempfile::TempDir,
+    sets: Vec<String>,
+}
+
+impl Setup {
+    fn new() -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let synth = dir.path().join("synth");
+        let data = dir.path().join("data");
+        ok(wrn().args(["data", "synth", "cifar10", "--n", "300", "--out"]).arg(&synth));
+        let manifest = synth.join("cifar10.toml");
+        ok(wrn().arg("data").arg("--data-dir").arg(&data).arg("--manifest").arg(&manifest).args(["fetch", "cifar10"]));
+        std::fs::create_dir_all(dir.path().join("tables")).unwrap();
+        std::fs::write(dir.path().join("tables/tiny.toml"), TABLE).unwrap();
+        let sets = [format!("data.dir='{}'", data.display()), format!("data.manifest='{}'", manifest.display())]
+            .into_iter()
+            .flat_map(|s| ["--set".to_string(), s])
+            .collect();
+        Setup { dir, sets }
+    }
+
+    fn runs(&self) -> PathBuf {
+        self.dir.path().join("runs")
+    }
+
+    /// `wrn sweep` of the tiny table at smoke scale.
+    fn sweep(&self) -> Command {
+        let mut cmd = self.sweep_at("smoke");
+        cmd.args(&self.sets);
+        cmd
+    }
+
+    fn sweep_at(&self, scale: &str) -> Command {
+        let mut cmd = wrn();
+        cmd.arg("sweep").args(["--scale", scale]).arg("--tables").arg(self.dir.path().join("tables"));
+        cmd.args(["--table", "tiny", "--gpus", "none", "--runs"]).arg(self.runs());
+        cmd
+    }
+
+    fn run_dir(&self, arch: &str, seed: u32) -> PathBuf {
+        self.runs().join(format!(
+            "cifar10/{arch},batch_size=32,checkpoint_minutes=0,checkpoint_steps=1,dropout=0,epochs=2/seed{seed}"
+        ))
+    }
+}
+
+fn finished(run: &Path) -> bool {
+    std::fs::read_to_string(run.join("result.json")).is_ok_and(|t| t.contains("\"finished\""))
+}
+
+fn text(out: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+#[test]
+fn a_sweep_trains_every_run_once_and_skips_them_after() {
+    let s = Setup::new();
+    let out = ok(&mut s.sweep());
+    assert!(out.contains("3 runs (3 new, 0 to resume, 0 finished, 0 conflicting)"), "{out}");
+    assert!(out.contains("sweep: 3 finished, 0 skipped"), "{out}");
+    for (arch, seed) in [("wrn-10-1", 1), ("wrn-10-1", 2), ("wrn-16-4", 1)] {
+        let run = s.run_dir(arch, seed);
+        assert!(finished(&run), "{} did not finish", run.display());
+        let config = std::fs::read_to_string(run.join("config.toml")).unwrap();
+        assert!(config.contains(&format!("seed = {seed}")) && config.contains("train_subset = 256"), "{config}");
+        assert!(std::fs::read_to_string(run.join("sweep.log")).unwrap().contains("finished: test error"));
+    }
+    let before = std::fs::metadata(s.run_dir("wrn-16-4", 1).join("result.json")).unwrap().modified().unwrap();
+    let out = ok(&mut s.sweep());
+    assert!(out.contains("3 runs (0 new, 0 to resume, 3 finished, 0 conflicting)"), "{out}");
+    assert!(out.contains("sweep: 0 finished, 3 skipped"), "{out}");
+    let after = std::fs::metadata(s.run_dir("wrn-16-4", 1).join("result.json")).unwrap().modified().unwrap();
+    assert_eq!(before, after);
+
+    // The same folder at another scale is a conflict, never overwritten.
+    let out = s.sweep_at("0.5").args(&s.sets).output().unwrap();
+    let out_text = text(&out);
+    assert!(!out.status.success(), "{out_text}");
+    assert!(out_text.contains("was trained at another scale"), "{out_text}");
+}
+
+/// The pid of the sweep's `wrn train` child (started by one of its threads).
+fn child_of(pid: u32) -> Option<u32> {
+    std::fs::read_dir(format!("/proc/{pid}/task")).ok()?.find_map(|task| {
+        let children = std::fs::read_to_string(task.ok()?.path().join("children")).ok()?;
+        children.split_whitespace().next()?.parse().ok()
+    })
+}
+
+/// Waits for the first checkpoint of `run` while the sweep `pid` runs.
+fn wait_for_checkpoint(run: &Path, sweep: &mut std::process::Child) {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while !run.join("checkpoint.safetensors").exists() {
+        assert!(sweep.try_wait().unwrap().is_none(), "the sweep ended before a checkpoint");
+        assert!(Instant::now() < deadline, "no checkpoint after 300 s");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn killed_and_stopped_runs_are_reported_and_resumed() {
+    let s = Setup::new();
+    let wide = s.run_dir("wrn-16-4", 1);
+
+    // The run's process dies by SIGKILL: the sweep reports it with its log and goes on.
+    let mut sweep = s.sweep().args(["--row", "wide"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    wait_for_checkpoint(&wide, &mut sweep);
+    let child = child_of(sweep.id()).expect("the sweep runs wrn train");
+    // SAFETY: signalling the sweep's child process.
+    unsafe { libc::kill(child as i32, libc::SIGKILL) };
+    let out = sweep.wait_with_output().unwrap();
+    let log = text(&out);
+    assert!(!out.status.success(), "{log}");
+    assert!(log.contains("killed by SIGKILL (out of memory?); log: "), "{log}");
+    assert!(!finished(&wide));
+
+    // SIGTERM to the sweep (a cluster's preemption): the run checkpoints and the sweep says so.
+    let sweep = s.sweep().args(["--row", "wide"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let start = Instant::now();
+    while !std::fs::read_to_string(wide.join("train.log")).unwrap_or_default().contains("resumed at epoch") {
+        assert!(start.elapsed() < Duration::from_secs(300), "the run was not resumed");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // SAFETY: signalling our own child process.
+    unsafe { libc::kill(sweep.id() as i32, libc::SIGTERM) };
+    let out = sweep.wait_with_output().unwrap();
+    let log = text(&out);
+    assert!(log.contains("1 runs (0 new, 1 to resume"), "{log}");
+    if !finished(&wide) {
+        assert!(!out.status.success() && log.contains("1 interrupted"), "{log}");
+    }
+
+    // The next sweep resumes it to the end and trains the rest.
+    let out = ok(&mut s.sweep());
+    assert!(out.contains("sweep: 2 finished") || out.contains("sweep: 3 finished"), "{out}");
+    assert!(finished(&wide));
+    let train_log = std::fs::read_to_string(wide.join("train.log")).unwrap();
+    assert!(train_log.contains("resumed at epoch"), "{train_log}");
+}
