@@ -1,4 +1,4 @@
-//! The report's plots, drawn with plotters as SVG (inlined in the HTML page) and PNG: test error
+//! The report's plots, drawn with plotters as SVG (inlined in the HTML page) and PNG: test error (log scale)
 //! against epoch for each configuration (one line per seed), error against parameters for each table
 //! that publishes parameters (the widening study: ours and the paper's), and time per epoch per
 //! architecture.
@@ -316,25 +316,32 @@ fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, title: &str, chart: &
             let xs = lines.iter().flat_map(|(_, l)| l.iter().map(|p| p.0));
             let ys = lines.iter().flat_map(|(_, l)| l.iter().map(|p| p.1)).chain(refs.iter().map(|r| r.1));
             let (x0, x1) = min_max(xs).unwrap_or((0.0, 1.0));
-            let (y0, y1) = min_max(ys).unwrap_or((0.0, 1.0));
+            // Errors on a log axis: the first epochs (near chance) and the last (a few %) both stay legible.
+            let (y0, y1) = min_max(ys).unwrap_or((1.0, 100.0));
+            let (y0, y1) = (y0.max(0.01), y1.max(y0.max(0.01) * 1.5));
             let mut c = ChartBuilder::on(root)
                 .caption(title, caption)
                 .margin(12)
                 .x_label_area_size(40)
                 .y_label_area_size(56)
-                .build_cartesian_2d(x0.min(1.0)..x1.max(x0 + 1.0), padded(y0, y1, false))
+                .build_cartesian_2d(
+                    x0.min(1.0)..x1.max(x0 + 1.0),
+                    ((y0 / 1.15)..(y1 * 1.15)).log_scale().with_key_points(log_ticks(y0 / 1.15, y1 * 1.15)),
+                )
                 .map_err(plot_error)?;
             c.configure_mesh()
                 .x_desc(x_desc.as_str())
-                .y_desc(y_desc.as_str())
+                .y_desc(format!("{y_desc}, log scale"))
                 .x_label_formatter(&|x| format!("{x:.0}"))
+                .y_label_formatter(&|y| if (y - y.round()).abs() < 1e-9 { format!("{y:.0}") } else { format!("{y}") })
                 .label_style((FONT, 13))
                 .axis_desc_style((FONT, 14))
                 .draw()
                 .map_err(plot_error)?;
             for (i, (label, points)) in lines.iter().enumerate() {
                 let colour = PALETTE[i % PALETTE.len()];
-                c.draw_series(LineSeries::new(points.iter().copied(), colour.stroke_width(2)))
+                let points = points.iter().map(|&(x, y)| (x, y.max(0.01)));
+                c.draw_series(LineSeries::new(points, colour.stroke_width(2)))
                     .map_err(plot_error)?
                     .label(label.as_str())
                     .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(2)));
@@ -452,6 +459,22 @@ fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, title: &str, chart: &
         }
     }
     Ok(())
+}
+
+/// Ticks 1-2-5 per decade (and 3) between `lo` and `hi`, for a log axis that spans less than a decade.
+fn log_ticks(lo: f64, hi: f64) -> Vec<f64> {
+    let mut ticks = Vec::new();
+    let mut decade = 10f64.powi(lo.max(1e-3).log10().floor() as i32);
+    while decade <= hi {
+        for m in [1.0, 2.0, 3.0, 5.0] {
+            let t = m * decade;
+            if t >= lo && t <= hi {
+                ticks.push(t);
+            }
+        }
+        decade *= 10.0;
+    }
+    ticks
 }
 
 fn min_max(values: impl Iterator<Item = f64>) -> Option<(f64, f64)> {
