@@ -60,7 +60,7 @@ doctor: build ## Show versions, libtorch, CUDA devices, threads and directories
 
 DEMO := runs/demo
 DEMO_DATA := --set data.dir='$(DEMO)/data' --set data.manifest='$(DEMO)/synth/cifar10.toml'
-demo: build ## The main job at smoke scale on CPU: synthetic CIFAR-10 -> fetch -> widening sweep -> report
+demo: build fonts ## The main job at smoke scale on CPU: synthetic CIFAR-10 -> fetch -> widening sweep -> report
 	@echo "demo: a widening study (WRN-10-1/2/4, 5 epochs, 1 seed) on synthetic CIFAR-10-format data, on the CPU."
 	@echo "demo: smoke scale on synthetic data: it shows the pipeline learns; its numbers are not the paper's."
 	$(WRN) data synth cifar10 --out $(DEMO)/synth --n 2000 --seed 0
@@ -69,19 +69,19 @@ demo: build ## The main job at smoke scale on CPU: synthetic CIFAR-10 -> fetch -
 	$(WRN) report --runs $(DEMO)/runs --table demo --out $(DEMO)/report
 	@echo "demo: report in $(DEMO)/report (report.md, report.html, report.csv, plots/)"
 
-reproduce-cifar: build ## Tables 2-6 and 9 on CIFAR-10/100 and SVHN: fetch+verify -> sweep -> report
+reproduce-cifar: build fonts ## Tables 2-6 and 9 on CIFAR-10/100 and SVHN: fetch+verify -> sweep -> report
 	$(WRN) sweep --all $(CIFAR_DATASETS) $(SWEEP_FLAGS) --dry-run
 	for d in cifar10 cifar100 svhn; do $(WRN) data $(DATA_FLAGS) fetch $$d; done
 	$(WRN) sweep --all $(CIFAR_DATASETS) $(SWEEP_FLAGS)
 	$(WRN) report --runs $(RUNS) --out reports/generated/$(SCALE)
 
-reproduce-imagenet: build ## Tables 7-9 on ImageNet (bring the ILSVRC2012 files: wrn data import imagenet ...)
+reproduce-imagenet: build fonts ## Tables 7-9 on ImageNet (bring the ILSVRC2012 files: wrn data import imagenet ...)
 	$(WRN) sweep --all --dataset imagenet $(SWEEP_FLAGS) --dry-run
 	$(WRN) data $(DATA_FLAGS) fetch imagenet
 	$(WRN) sweep --all --dataset imagenet $(SWEEP_FLAGS)
 	$(WRN) report --runs $(RUNS) --out reports/generated/$(SCALE)
 
-$(TABLES): build ## One paper table (make t4 SCALE=smoke GPUS=0,1): sweep -> report
+$(TABLES): build fonts ## One paper table (make t4 SCALE=smoke GPUS=0,1): sweep -> report
 	$(WRN) sweep --table $@ $(SWEEP_FLAGS)
 	$(WRN) report --runs $(RUNS) --table $@ --out reports/generated/$(SCALE)
 
@@ -91,7 +91,6 @@ fonts: ## DejaVu Sans for the plots' text (Debian's fonts-dejavu-core), installe
 	@test -n "$${WRN_FONT:-}" || test -f $(FONT) || \
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-dejavu-core; }
 
-RUNS ?= runs
 report: build fonts ## Report on $(RUNS) into reports/generated/; README results section from reports/results/
 	$(WRN) report --runs $(RUNS) --out reports/generated --readme README.md
 

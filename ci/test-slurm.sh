@@ -78,10 +78,12 @@ check "the node comes up idle" sh -c 'sinfo -h -o %t | grep -q idle'
 # Synthetic CIFAR-10, fetched and prepared like the real one.
 "$wrn" data synth cifar10 --out "$work/synth" --n 300 --seed 0 >/dev/null 2>&1
 "$wrn" data --data-dir "$work/data" --manifest "$work/synth/cifar10.toml" fetch cifar10 >/dev/null 2>&1
-sweep() {
-  "$wrn" sweep --table demo --scale smoke --runs "$work/runs" \
+sweep_into() {
+  local runs=$1; shift
+  "$wrn" sweep --table demo --scale smoke --runs "$runs" \
     --set "data.dir='$work/data'" --set "data.manifest='$work/synth/cifar10.toml'" "$@"
 }
+sweep() { sweep_into "$work/runs" "$@"; }
 
 # One run left half-done, as a preempted task leaves it: the task must resume it.
 first=$(sweep --dry-run --slurm --cpus-per-task 1 | sed -n 's/^wrote //p')
@@ -108,7 +110,7 @@ again=$(sweep --slurm --cpus-per-task 1)
 check "a second sweep has nothing to submit" grep -q "nothing to submit: every run is finished" <<<"$again"
 
 # A GPU script for a cluster: Slurm parses its options.
-gpu=$(sweep --slurm --gres gpu:1 --partition main --time 1-00:00:00 --runs "$work/gpu-runs" | sed -n 's/^wrote //p')
+gpu=$(sweep_into "$work/gpu-runs" --slurm --gres gpu:1 --partition main --time 1-00:00:00 | sed -n 's/^wrote //p')
 check "a --gres gpu:1 script asks for a GPU per task" grep -q -- "--gres=gpu:1" "$gpu"
 check "its tasks train on cuda" grep -q '"device": "cuda"' "${gpu%.sbatch}.tasks.json"
 
