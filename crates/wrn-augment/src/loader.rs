@@ -88,9 +88,55 @@ enum Data {
     Jpeg(Decode),
 }
 
+/// Prepared splits read as one: sample `i` lives in the first split whose end is past `i`.
+struct Splits {
+    parts: Vec<Arc<PreparedSplit>>,
+    /// Cumulative lengths: `ends[k]` = samples in `parts[..=k]`.
+    ends: Vec<usize>,
+}
+
+impl Splits {
+    fn new(parts: Vec<Arc<PreparedSplit>>) -> Splits {
+        let ends = parts
+            .iter()
+            .scan(0, |total, p| {
+                *total += p.len();
+                Some(*total)
+            })
+            .collect();
+        Splits { parts, ends }
+    }
+
+    fn len(&self) -> usize {
+        self.ends.last().copied().unwrap_or(0)
+    }
+
+    /// The split holding sample `i`, and its index there.
+    fn locate(&self, i: usize) -> (&PreparedSplit, usize) {
+        let k = self.ends.partition_point(|&end| end <= i);
+        let start = if k == 0 { 0 } else { self.ends[k - 1] };
+        (&self.parts[k], i - start)
+    }
+
+    fn image(&self, i: usize) -> &[u8] {
+        let (split, j) = self.locate(i);
+        split.image(j)
+    }
+
+    fn label(&self, i: usize) -> u16 {
+        let (split, j) = self.locate(i);
+        split.label(j)
+    }
+
+    fn name(&self, i: usize) -> String {
+        let (split, j) = self.locate(i);
+        format!("{} #{j}", split.path().display())
+    }
+}
+
 /// Where the samples and labels are.
 enum Samples {
-    Prepared(Arc<PreparedSplit>),
+    Prepared(Splits),
     Encoded(Arc<dyn EncodedSource>),
 }
 
@@ -135,18 +181,44 @@ impl Loader {
     /// Checks the pipeline against the split's image shape and the configuration, whitens the split when
     /// the pipeline's source asks for it, and starts the worker pool.
     pub fn new(split: Arc<PreparedSplit>, pipeline: Pipeline, config: LoaderConfig) -> Result<Loader> {
-        let path = split.path().to_path_buf();
-        let (h, w, c) = split.shape();
-        let n = epoch_len(split.len(), &path, &config)?;
+        Loader::concat(vec![split], pipeline, config)
+    }
+
+    /// A loader over several prepared splits read as one, in order (SVHN's train + extra): sample `i` of
+    /// the second split is sample `len(first) + i` of the whole. The splits must share their image shape.
+    pub fn concat(splits: Vec<Arc<PreparedSplit>>, pipeline: Pipeline, config: LoaderConfig) -> Result<Loader> {
+        let Some(first) = splits.first() else {
+            return Err(Error::Config("a loader needs at least one prepared split".into()));
+        };
+        let path = std::path::PathBuf::from(
+            splits.iter().map(|s| s.path().display().to_string()).collect::<Vec<_>>().join(" + "),
+        );
+        let (h, w, c) = first.shape();
+        if let Some(other) = splits.iter().find(|s| s.shape() != (h, w, c)) {
+            let detail = format!(
+                "{} holds {:?} images, {} holds {:?}",
+                first.path().display(),
+                (h, w, c),
+                other.path().display(),
+                other.shape()
+            );
+            return Err(Error::Pipeline { path, detail });
+        }
+        let samples = Splits::new(splits);
+        let n = epoch_len(samples.len(), &path, &config)?;
         let data = match &pipeline.source {
             Source::Pixels => Data::Pixels,
-            Source::Whitened(zca) => Data::Whitened(zca.whiten_split(&split)?),
+            Source::Whitened(zca) if samples.parts.len() == 1 => Data::Whitened(zca.whiten_split(&samples.parts[0])?),
+            Source::Whitened(_) => {
+                let detail = "ZCA whitening reads one split, not several".to_string();
+                return Err(Error::Pipeline { path, detail });
+            }
             Source::Jpeg(_) => {
                 let detail = format!("pipeline {pipeline} reads encoded images, not a prepared split");
                 return Err(Error::Pipeline { path, detail });
             }
         };
-        Loader::build(Samples::Prepared(split), (n, path), [c, h, w], data, pipeline, config)
+        Loader::build(Samples::Prepared(samples), (n, path), [c, h, w], data, pipeline, config)
     }
 
     /// A loader over encoded (JPEG) images, for the ImageNet pipelines; `name` appears in messages.
@@ -306,7 +378,7 @@ impl Inner {
                     if let Err(e) = self.load(i, wk, &mut rng) {
                         let name = match &self.samples {
                             Samples::Encoded(s) => s.name(i),
-                            Samples::Prepared(s) => s.path().display().to_string(),
+                            Samples::Prepared(s) => s.name(i),
                         };
                         tracing::warn!("sample {i} ({name}) does not decode ({}); replaced by zeros", e.0);
                         failures.fetch_add(1, Ordering::Relaxed);

@@ -266,3 +266,33 @@ fn a_pipeline_that_does_not_fit_the_images_is_refused_with_the_file_named() {
     let err = Loader::new(split, imagenet, cfg(2, 1)).err().unwrap().to_string();
     assert!(err.contains("tiny.wrnc") && err.contains("reads encoded images"), "{err}");
 }
+
+#[test]
+fn concatenated_splits_read_as_one_in_order() {
+    // SVHN trains on train + extra: sample i of the second split is sample len(first) + i of the whole.
+    let dir = tempfile::tempdir().unwrap();
+    let a = varied_split(dir.path(), 3);
+    let b_images: Vec<u8> = (0..2 * 3072).map(|k| (k % 251) as u8).collect();
+    let b = split_at(&dir.path().join("extra.wrnc"), 32, 32, &b_images, &[7, 9]);
+    let config = LoaderConfig { shuffle: false, ..cfg(5, 2) };
+    let svhn = || Pipeline::from_preset(Preset::Svhn, None).unwrap();
+    let both = Loader::concat(vec![a.clone(), b.clone()], svhn(), config.clone()).unwrap();
+    assert_eq!(both.len(), 5);
+    let batch = &collect(&both, 0, 0)[0];
+    assert_eq!(batch.labels, [0, 1, 2, 7, 9]);
+    for (i, (split, j)) in [(&a, 0), (&a, 1), (&a, 2), (&b, 0), (&b, 1)].into_iter().enumerate() {
+        let img = split.image(j);
+        for p in 0..1024 {
+            assert_eq!(batch.images[i * 3072 + p], f32::from(img[p * 3]) / 255.0, "sample {i}");
+        }
+    }
+    // Shuffled epochs draw from both splits, each sample once.
+    let shuffled = Loader::concat(vec![a.clone(), b.clone()], svhn(), cfg(5, 2)).unwrap();
+    let mut seen: Vec<usize> = collect(&shuffled, 3, 0).iter().flat_map(|b| b.indices.clone()).collect();
+    seen.sort();
+    assert_eq!(seen, [0, 1, 2, 3, 4]);
+    // Splits of different image shapes cannot be read as one.
+    let small = split_at(&dir.path().join("small.wrnc"), 4, 4, &[0; 48], &[0]);
+    let err = Loader::concat(vec![a, small], svhn(), config).err().unwrap().to_string();
+    assert!(err.contains("small.wrnc"), "{err}");
+}

@@ -126,6 +126,10 @@ pub struct Experiment {
     pub preprocessing: Preprocessing,
     /// Augmentation preset of the training split, or `none`.
     pub augmentation: String,
+    /// The prepared splits trained on, read as one in this order (SVHN: `["train", "extra"]`, 604,388
+    /// images, as the paper).
+    #[serde(default = "train_split_only")]
+    pub train_splits: Vec<String>,
     pub epochs: u32,
     pub batch_size: usize,
     /// Drop the last incomplete training batch (the Lua code does).
@@ -152,6 +156,7 @@ impl Experiment {
             dropout: 0.0,
             preprocessing: Preprocessing::Meanstd,
             augmentation: "cifar-train".into(),
+            train_splits: train_split_only(),
             epochs: 200,
             batch_size: 128,
             drop_last: true,
@@ -172,6 +177,7 @@ impl Experiment {
                 dropout: 0.4,
                 preprocessing: Preprocessing::Div255,
                 augmentation: "none".into(),
+                train_splits: vec!["train".into(), "extra".into()],
                 epochs: 160,
                 optimizer: Optimizer { lr: 0.01, ..cifar(dataset).optimizer },
                 schedule: Schedule { milestones: vec![80, 120], gamma: 0.1, reset_momentum: true },
@@ -242,6 +248,9 @@ impl Experiment {
             self.arch.parse().map_err(|e: wrn_nets::ArchError| ConfigError::Invalid(e.to_string()))?;
         arch.with_dropout(self.dropout).map_err(|e| ConfigError::Invalid(e.to_string()))?;
         DeviceChoice::from_str(&self.device).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        if self.train_splits.is_empty() {
+            return invalid("train_splits must name at least one prepared split".into());
+        }
         if self.epochs == 0 || self.batch_size == 0 {
             return invalid("epochs and batch_size must be positive".into());
         }
@@ -287,6 +296,10 @@ impl Experiment {
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).expect("an experiment serialises")
     }
+}
+
+fn train_split_only() -> Vec<String> {
+    vec!["train".into()]
 }
 
 /// A `--set` value: TOML when it parses as one (numbers, booleans, arrays, quoted strings), else a string.

@@ -18,7 +18,8 @@ impl Dataset {
     pub fn train_images(self) -> usize {
         match self {
             Dataset::Cifar10 | Dataset::Cifar100 => 50_000,
-            Dataset::Svhn => 73_257,
+            // train + extra, as the paper.
+            Dataset::Svhn => 604_388,
             Dataset::ImageNet => 1_281_167,
         }
     }

@@ -144,7 +144,13 @@ fn open_data(exp: &Experiment, plan: &ThreadPlan) -> Result<Data, TrainError> {
     if !store.is_prepared(manifest) {
         return Err(TrainError::NotPrepared { dataset: manifest.name.clone(), dir });
     }
-    let train = Arc::new(store.open_split(manifest, "train")?);
+    let train_parts = exp
+        .train_splits
+        .iter()
+        .map(|split| store.open_split(manifest, split).map(Arc::new))
+        .collect::<Result<Vec<_>, _>>()?;
+    let train = train_parts[0].clone();
+    let train_len: usize = train_parts.iter().map(|p| p.len()).sum();
     let test = Arc::new(store.open_split(manifest, "test")?);
     let classes = train.meta.classes.len() as i64;
     let (train_preset, test_preset) = presets(exp)?;
@@ -158,7 +164,7 @@ fn open_data(exp: &Experiment, plan: &ThreadPlan) -> Result<Data, TrainError> {
     let workers = exp.data.workers.unwrap_or(plan.data_workers);
     // A subset is "at most this many": a smoke scale asks for more images than a small split may hold.
     let (train_subset, test_subset) =
-        (exp.scale.train_subset.map(|n| n.min(train.len())), exp.scale.test_subset.map(|n| n.min(test.len())));
+        (exp.scale.train_subset.map(|n| n.min(train_len)), exp.scale.test_subset.map(|n| n.min(test.len())));
     let config = |shuffle, drop_last, subset| LoaderConfig {
         batch_size: exp.batch_size,
         seed: exp.seed,
@@ -168,8 +174,8 @@ fn open_data(exp: &Experiment, plan: &ThreadPlan) -> Result<Data, TrainError> {
         prefetch: exp.data.prefetch.max(1),
         subset,
     };
-    let train = Loader::new(
-        train,
+    let train = Loader::concat(
+        train_parts,
         Pipeline::from_preset(train_preset, zca.clone())?,
         config(true, exp.drop_last, train_subset),
     )?;
@@ -301,6 +307,12 @@ pub fn train(run: &RunDir, exp: &Experiment, options: &TrainOptions) -> Result<R
         run.write_metrics(&[])?;
         metrics = Vec::new();
         run.log(&format!("{} on {} ({} parameters) on {device:?}", arch, exp.dataset, parameters))?;
+        run.log(&format!(
+            "{} training images per epoch ({}), {} test images",
+            data.train.len(),
+            exp.train_splits.join(" + "),
+            data.test.len()
+        ))?;
     }
 
     let epochs = exp.effective_epochs();

@@ -164,3 +164,36 @@ fn set_up_errors_say_what_to_do() {
     let err = train(&dir.path().join("run"), &experiment(&["precision=bf16"]), false, None).unwrap_err().to_string();
     assert!(err.contains("bf16 is not available for training yet"), "{err}");
 }
+
+#[test]
+fn svhn_trains_on_train_and_extra_as_the_paper() {
+    let root = tempfile::tempdir().unwrap();
+    let (m, manifest) = synth::synth_svhn(&root.path().join("synth"), 100, 4).unwrap();
+    let dir = root.path().join("data");
+    let store = Store::new(&dir);
+    for file in &m.files {
+        let dest = store.file_path(&m, file);
+        std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        std::fs::copy(file.url.strip_prefix("file://").unwrap(), &dest).unwrap();
+    }
+    wrn_data::ops::prepare(&store, &m).unwrap();
+    let exp = Experiment::resolve(
+        None,
+        &[
+            "dataset=svhn".into(),
+            "arch=wrn-10-1".into(),
+            "batch_size=50".into(),
+            "epochs=1".into(),
+            "checkpoint_minutes=0".into(),
+            format!("data.dir='{}'", dir.display()),
+            format!("data.manifest='{}'", manifest.display()),
+        ],
+    )
+    .unwrap();
+    assert_eq!(exp.train_splits, ["train", "extra"]);
+    let run = root.path().join("run");
+    assert_eq!(train(&run, &exp, false, None).unwrap().status, Status::Finished);
+    // 100 train + 50 extra images; the test split has 20.
+    let log = std::fs::read_to_string(run.join("train.log")).unwrap();
+    assert!(log.contains("150 training images per epoch (train + extra), 20 test images"), "{log}");
+}
