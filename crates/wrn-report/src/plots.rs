@@ -184,7 +184,8 @@ pub fn make_plots(tables: &[TableReport]) -> Plots {
                 }
             }
             let scale = if full { "" } else { " (reduced scale)" };
-            let title = format!("{key}{scale}");
+            // The row's label, not its run key: keys name every setting and do not fit a title.
+            let title = format!("{} on {}: test error by epoch{scale}", r.row.label, r.row.dataset);
             let chart = Chart::Lines { x_desc: "epoch".into(), y_desc: "test error (%)".into(), lines, refs };
             let name = format!("curve_{}", slug(key));
             plots.curves.insert(key.clone(), Plot { name, title, chart });
@@ -329,11 +330,14 @@ fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, title: &str, chart: &
                     ((y0 / 1.15)..(y1 * 1.15)).log_scale().with_key_points(log_ticks(y0 / 1.15, y1 * 1.15)),
                 )
                 .map_err(plot_error)?;
+            // Whole epochs only: one label per epoch up to ten, so none repeats.
+            let x_labels = ((x1.max(x0 + 1.0) - x0.min(1.0)).round() as usize + 1).clamp(2, 10);
             c.configure_mesh()
                 .x_desc(x_desc.as_str())
                 .y_desc(format!("{y_desc}, log scale"))
+                .x_labels(x_labels)
                 .x_label_formatter(&|x| format!("{x:.0}"))
-                .y_label_formatter(&|y| if (y - y.round()).abs() < 1e-9 { format!("{y:.0}") } else { format!("{y}") })
+                .y_label_formatter(&|y| tick_label(*y))
                 .label_style((FONT, 13))
                 .axis_desc_style((FONT, 14))
                 .draw()
@@ -372,11 +376,15 @@ fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, title: &str, chart: &
                 .margin(12)
                 .x_label_area_size(40)
                 .y_label_area_size(56)
-                .build_cartesian_2d(xr.log_scale(), padded(y0, y1, false))
+                .build_cartesian_2d(
+                    xr.clone().log_scale().with_key_points(log_ticks(xr.start, xr.end)),
+                    padded(y0, y1, false),
+                )
                 .map_err(plot_error)?;
             c.configure_mesh()
                 .x_desc(x_desc.as_str())
                 .y_desc(y_desc.as_str())
+                .x_label_formatter(&|x| tick_label(*x))
                 .label_style((FONT, 13))
                 .axis_desc_style((FONT, 14))
                 .draw()
@@ -475,6 +483,12 @@ fn log_ticks(lo: f64, hi: f64) -> Vec<f64> {
         decade *= 10.0;
     }
     ticks
+}
+
+/// A 1-2-3-5 tick as it reads: `0.3`, `2`, `50`, not `0.30000000000000004`.
+fn tick_label(x: f64) -> String {
+    let text = format!("{x:.3}");
+    text.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
 fn min_max(values: impl Iterator<Item = f64>) -> Option<(f64, f64)> {
