@@ -28,7 +28,8 @@ use zune_jpeg::JpegDecoder;
 use crate::ops::{Image, Op};
 use crate::rng::SampleRng;
 
-/// Encoded images with labels: what an ImageNet shard reader provides.
+/// Encoded images with labels: what an ImageNet shard reader provides (`wrn_data::encoded::EncodedSplit`,
+/// the prepared shards, implements it).
 pub trait EncodedSource: Send + Sync {
     fn len(&self) -> usize;
     fn is_empty(&self) -> bool {
@@ -69,6 +70,22 @@ impl EncodedSource for EncodedImages {
     }
     fn name(&self, i: usize) -> String {
         self.items[i].0.clone()
+    }
+}
+
+/// A prepared ImageNet split: the JPEG shards `wrn data prepare` wrote, memory-mapped.
+impl EncodedSource for wrn_data::encoded::EncodedSplit {
+    fn len(&self) -> usize {
+        wrn_data::encoded::EncodedSplit::len(self)
+    }
+    fn encoded(&self, i: usize) -> &[u8] {
+        wrn_data::encoded::EncodedSplit::encoded(self, i)
+    }
+    fn label(&self, i: usize) -> u16 {
+        wrn_data::encoded::EncodedSplit::label(self, i)
+    }
+    fn name(&self, i: usize) -> String {
+        wrn_data::encoded::EncodedSplit::name(self, i).to_string()
     }
 }
 

@@ -174,6 +174,9 @@ pub struct PreparedReport {
     pub path: PathBuf,
     pub images: usize,
     pub sha256: String,
+    /// What else a user should know: files converted or left out, throughput (ImageNet).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 /// Prepares every split of a CIFAR dataset from its (verified) archive into the prepared cache.
@@ -238,7 +241,7 @@ pub fn prepare(store: &Store, manifest: &Manifest) -> Result<Vec<PreparedReport>
                 coarse_labels: all.coarse.as_deref(),
             },
         )?;
-        reports.push(PreparedReport { split: split.clone(), path, images: all.labels.len(), sha256 });
+        reports.push(PreparedReport { split: split.clone(), path, images: all.labels.len(), sha256, notes: vec![] });
     }
     Ok(reports)
 }

@@ -6,13 +6,33 @@
 //! line *i* (the *i*-th val image in file-name order) holds an ILSVRC2012_ID; `meta.mat`'s `synsets`
 //! gives its WNID; the WNID's sorted position is the class. Using `ID - 1` directly is the classic bug
 //! (about 0.1% accuracy). Example: `ILSVRC2012_val_00000001.JPEG` -> ID 490 -> n01751748 -> class 65.
+//!
+//! [`prepare`] streams the train tar (a tar of per-class tars `<WNID>.tar` of `<WNID>_<k>.JPEG`) and the
+//! val tar (flat `ILSVRC2012_val_<8 digits>.JPEG`, in no particular order: labels are keyed by the file
+//! name, never by the position in the tar) without unpacking to disk, into the encoded-image cache of
+//! [`crate::encoded`]. One thread reads the tar; each chunk of images is checked and converted in
+//! parallel (rayon); shards are written in tar order and the index is sorted by name. Every JPEG is
+//! decoded once to check it; files that are not RGB JPEGs (CMYK and grayscale JPEGs, the PNG named
+//! `.JPEG`, sniffed by magic bytes and the frame header, not the extension) are converted to RGB JPEG
+//! and listed in the report; a file that does not decode is left out and reported by name, and the rest
+//! is prepared. Links, absolute paths and `..` inside the archives are refused.
 
 use std::collections::BTreeMap;
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{sync_channel, SyncSender};
+use std::time::Instant;
 
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use rayon::prelude::*;
+
+use crate::cache::Source;
+use crate::cifar::PreparedReport;
+use crate::encoded::{self, Converted, EncodedMeta, EncodedSplit, Record, ShardWriter, Skipped};
 use crate::error::{Error, IoContext, Result};
+use crate::manifest::{FileEntry, Manifest};
 use crate::mat::{self, Value};
+use crate::store::Store;
 
 pub const META_MEMBER: &str = "ILSVRC2012_devkit_t12/data/meta.mat";
 pub const GROUND_TRUTH_MEMBER: &str = "ILSVRC2012_devkit_t12/data/ILSVRC2012_validation_ground_truth.txt";
@@ -124,4 +144,563 @@ pub fn read_devkit(path: &Path, classes: usize) -> Result<(ClassIndex, Vec<u16>)
     let index = ClassIndex::new(&synsets(&meta, &path.join(META_MEMBER))?, classes, &path.join(META_MEMBER))?;
     let labels = index.val_labels(&truth, &path.join(GROUND_TRUTH_MEMBER))?;
     Ok((index, labels))
+}
+
+/// How to prepare ImageNet.
+#[derive(Debug, Clone)]
+pub struct PrepareOptions {
+    /// Re-encode images whose longer side exceeds this many pixels to fit it (`--max-side`).
+    pub max_side: Option<u32>,
+    /// Bytes per shard before a new one starts.
+    pub shard_bytes: u64,
+    /// JPEG quality of converted and re-encoded images.
+    pub quality: u8,
+    /// Draw a progress bar on stderr.
+    pub progress: bool,
+}
+
+impl Default for PrepareOptions {
+    fn default() -> PrepareOptions {
+        PrepareOptions { max_side: None, shard_bytes: 1 << 30, quality: 90, progress: false }
+    }
+}
+
+/// `(width, height, components)` from a JPEG's frame header, or what is wrong.
+pub fn jpeg_frame(bytes: &[u8]) -> std::result::Result<(u16, u16, u8), String> {
+    if !bytes.starts_with(&[0xFF, 0xD8]) {
+        return Err("no JPEG start-of-image marker".into());
+    }
+    let mut i = 2;
+    loop {
+        if i + 1 >= bytes.len() {
+            return Err("ends before a frame header".into());
+        }
+        if bytes[i] != 0xFF {
+            return Err(format!("byte {i}: expected a marker, found {:#04x}", bytes[i]));
+        }
+        let marker = bytes[i + 1];
+        i += 2;
+        match marker {
+            0xFF => i -= 1, // fill byte
+            0x01 | 0xD0..=0xD8 => {}
+            0xD9 | 0xDA => return Err("no frame header before the image data".into()),
+            _ => {
+                let Some(len) = bytes.get(i..i + 2).map(|b| usize::from(u16::from_be_bytes([b[0], b[1]]))) else {
+                    return Err("ends inside a marker segment".into());
+                };
+                if matches!(marker, 0xC0..=0xCF) && !matches!(marker, 0xC4 | 0xC8 | 0xCC) {
+                    let f = bytes.get(i..i + 8).ok_or("ends inside the frame header")?;
+                    let (h, w) = (u16::from_be_bytes([f[3], f[4]]), u16::from_be_bytes([f[5], f[6]]));
+                    if w == 0 || h == 0 {
+                        return Err(format!("frame of {w}x{h} pixels"));
+                    }
+                    return Ok((w, h, f[7]));
+                }
+                if len < 2 {
+                    return Err(format!("marker segment of length {len}"));
+                }
+                i += len;
+            }
+        }
+    }
+}
+
+/// One image after checking and converting.
+struct Processed {
+    /// Replacement bytes; `None` keeps the original.
+    bytes: Option<Vec<u8>>,
+    width: u32,
+    height: u32,
+    flags: u16,
+    converted: Option<String>,
+    /// Why the image is left out.
+    skipped: Option<String>,
+}
+
+fn encode_rgb(
+    rgb: &image::RgbImage,
+    max_side: Option<u32>,
+    quality: u8,
+) -> std::result::Result<(Vec<u8>, u16), String> {
+    let (w, h) = rgb.dimensions();
+    let mut flags = 0;
+    let resized;
+    let img = match max_side {
+        Some(m) if w.max(h) > m => {
+            let (nw, nh) = if w >= h {
+                (m, ((u64::from(h) * u64::from(m) + u64::from(w) / 2) / u64::from(w)).max(1) as u32)
+            } else {
+                (((u64::from(w) * u64::from(m) + u64::from(h) / 2) / u64::from(h)).max(1) as u32, m)
+            };
+            resized = image::imageops::resize(rgb, nw, nh, image::imageops::FilterType::CatmullRom);
+            flags |= encoded::FLAG_RESIZED;
+            &resized
+        }
+        _ => rgb,
+    };
+    let (w, h) = img.dimensions();
+    let (w16, h16) = (u16::try_from(w).map_err(|_| "too wide")?, u16::try_from(h).map_err(|_| "too high")?);
+    let mut out = Vec::new();
+    jpeg_encoder::Encoder::new(&mut out, quality)
+        .encode(img.as_raw(), w16, h16, jpeg_encoder::ColorType::Rgb)
+        .map_err(|e| format!("JPEG encoding: {e}"))?;
+    Ok((out, flags))
+}
+
+fn process(name: &str, bytes: &[u8], max_side: Option<u32>, quality: u8) -> Processed {
+    let skip = |reason: String| Processed {
+        bytes: None,
+        width: 0,
+        height: 0,
+        flags: 0,
+        converted: None,
+        skipped: Some(reason),
+    };
+    let (format, from) = if bytes.starts_with(&[0xFF, 0xD8]) {
+        match jpeg_frame(bytes) {
+            Err(e) => return skip(format!("corrupt JPEG: {e}")),
+            Ok((w, h, 3)) => {
+                use zune_jpeg::zune_core::{bytestream::ZCursor, colorspace::ColorSpace, options::DecoderOptions};
+                let options = DecoderOptions::default().jpeg_set_out_colorspace(ColorSpace::RGB);
+                let mut decoder = zune_jpeg::JpegDecoder::new_with_options(ZCursor::new(bytes), options);
+                let pixels = match decoder.decode() {
+                    Ok(p) if p.len() == usize::from(w) * usize::from(h) * 3 => p,
+                    Ok(p) => return skip(format!("corrupt JPEG: {} bytes decoded for {w}x{h}", p.len())),
+                    Err(e) => return skip(format!("corrupt JPEG: {e}")),
+                };
+                if max_side.is_some_and(|m| u32::from(w.max(h)) > m) {
+                    let rgb = image::RgbImage::from_raw(u32::from(w), u32::from(h), pixels).expect("sizes checked");
+                    return match encode_rgb(&rgb, max_side, quality) {
+                        Ok((out, flags)) => {
+                            let (w, h) = jpeg_frame(&out).map(|(w, h, _)| (w, h)).unwrap_or_default();
+                            Processed {
+                                bytes: Some(out),
+                                width: u32::from(w),
+                                height: u32::from(h),
+                                flags,
+                                converted: None,
+                                skipped: None,
+                            }
+                        }
+                        Err(e) => skip(e),
+                    };
+                }
+                return Processed {
+                    bytes: None,
+                    width: u32::from(w),
+                    height: u32::from(h),
+                    flags: 0,
+                    converted: None,
+                    skipped: None,
+                };
+            }
+            Ok((_, _, 1)) => (image::ImageFormat::Jpeg, "grayscale JPEG".to_string()),
+            Ok((_, _, 4)) => (image::ImageFormat::Jpeg, "CMYK JPEG".to_string()),
+            Ok((_, _, c)) => (image::ImageFormat::Jpeg, format!("JPEG with {c} components")),
+        }
+    } else if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
+        let named = if name.to_ascii_lowercase().ends_with(".jpeg") || name.to_ascii_lowercase().ends_with(".jpg") {
+            "PNG named .JPEG"
+        } else {
+            "PNG"
+        };
+        (image::ImageFormat::Png, named.to_string())
+    } else {
+        let head: Vec<String> = bytes.iter().take(4).map(|b| format!("{b:02x}")).collect();
+        return skip(format!("neither a JPEG nor a PNG (starts with {})", head.join(" ")));
+    };
+    let rgb = match image::load_from_memory_with_format(bytes, format) {
+        Ok(img) => img.to_rgb8(),
+        Err(e) => return skip(format!("corrupt {from}: {e}")),
+    };
+    match encode_rgb(&rgb, max_side, quality) {
+        Ok((out, flags)) => {
+            let (w, h) = jpeg_frame(&out).map(|(w, h, _)| (w, h)).unwrap_or_default();
+            Processed {
+                bytes: Some(out),
+                width: u32::from(w),
+                height: u32::from(h),
+                flags: flags | encoded::FLAG_CONVERTED,
+                converted: Some(from),
+                skipped: None,
+            }
+        }
+        Err(e) => skip(e),
+    }
+}
+
+/// An image read from an archive.
+struct Item {
+    name: String,
+    label: u16,
+    bytes: Vec<u8>,
+}
+
+/// Checks a tar member: a regular file (directories are skipped) at a safe relative path. Returns its
+/// path, or `None` for a directory.
+fn member_name<R: Read>(entry: &tar::Entry<R>, archive: &Path) -> Result<Option<String>> {
+    let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+    let err = |detail: String| Error::Archive { path: archive.into(), detail };
+    let kind = entry.header().entry_type();
+    if kind.is_dir() {
+        return match crate::manifest::is_safe_relative(name.trim_end_matches('/')) {
+            true => Ok(None),
+            false => Err(err(format!("member `{name}` leaves the archive's folder (absolute or `..`)"))),
+        };
+    }
+    if kind.is_symlink() || kind.is_hard_link() {
+        return Err(err(format!("member `{name}` is a link; links are refused")));
+    }
+    if !(kind.is_file() || kind == tar::EntryType::Continuous) {
+        return Err(err(format!("member `{name}` is not a regular file ({kind:?})")));
+    }
+    if !crate::manifest::is_safe_relative(&name) {
+        return Err(err(format!("member `{name}` leaves the archive's folder (absolute or `..`)")));
+    }
+    Ok(Some(name))
+}
+
+const CHUNK: usize = 256;
+
+fn open_tar(path: &Path) -> Result<tar::Archive<std::io::BufReader<std::fs::File>>> {
+    let file = std::fs::File::open(path).at(path)?;
+    Ok(tar::Archive::new(std::io::BufReader::with_capacity(4 << 20, file)))
+}
+
+fn corrupt(path: &Path, what: &str, e: std::io::Error) -> Error {
+    Error::Archive { path: path.into(), detail: format!("{what}: {e} (truncated or corrupt)") }
+}
+
+/// Streams the train tar of per-class tars in chunks of images.
+fn read_train(path: &Path, classes: &ClassIndex, tx: &SyncSender<Result<Vec<Item>>>) -> Result<()> {
+    let mut outer = open_tar(path)?;
+    let mut chunk = Vec::with_capacity(CHUNK);
+    for entry in outer.entries().map_err(|e| corrupt(path, "not a readable tar", e))? {
+        let entry = entry.map_err(|e| corrupt(path, "reading a member", e))?;
+        let Some(name) = member_name(&entry, path)? else { continue };
+        let wnid = name.strip_suffix(".tar").filter(|w| !w.contains('/')).ok_or_else(|| Error::Archive {
+            path: path.into(),
+            detail: format!("member `{name}` is not a per-class tar `<WNID>.tar`"),
+        })?;
+        let label = classes.class_of_wnid(wnid).ok_or_else(|| Error::Archive {
+            path: path.into(),
+            detail: format!("member `{name}`: {wnid} is not a class of the devkit's meta.mat"),
+        })?;
+        let inner_path = path.join(&name);
+        let mut inner = tar::Archive::new(entry);
+        for item in inner.entries().map_err(|e| corrupt(&inner_path, "not a readable tar", e))? {
+            let mut item = item.map_err(|e| corrupt(&inner_path, "reading a member", e))?;
+            let Some(image) = member_name(&item, &inner_path)? else { continue };
+            let mut bytes = Vec::with_capacity(item.size() as usize);
+            item.read_to_end(&mut bytes).map_err(|e| corrupt(&inner_path, &format!("member `{image}`"), e))?;
+            chunk.push(Item { name: image, label, bytes });
+            if chunk.len() == CHUNK && tx.send(Ok(std::mem::take(&mut chunk))).is_err() {
+                return Ok(());
+            }
+        }
+    }
+    let _ = tx.send(Ok(chunk));
+    Ok(())
+}
+
+/// The 1-based number of a val file name `ILSVRC2012_val_<8 digits>.JPEG`.
+pub fn val_number(name: &str) -> Option<usize> {
+    let digits = name.strip_prefix("ILSVRC2012_val_")?.strip_suffix(".JPEG")?;
+    (digits.len() == 8 && digits.bytes().all(|b| b.is_ascii_digit())).then(|| digits.parse().ok()).flatten()
+}
+
+/// Streams the val tar in chunks of images, labelled through the ground truth by file name.
+fn read_val(path: &Path, labels: &[u16], tx: &SyncSender<Result<Vec<Item>>>) -> Result<()> {
+    let mut archive = open_tar(path)?;
+    let mut chunk = Vec::with_capacity(CHUNK);
+    for entry in archive.entries().map_err(|e| corrupt(path, "not a readable tar", e))? {
+        let mut entry = entry.map_err(|e| corrupt(path, "reading a member", e))?;
+        let Some(name) = member_name(&entry, path)? else { continue };
+        let label = match val_number(&name) {
+            Some(k) if (1..=labels.len()).contains(&k) => labels[k - 1],
+            Some(k) => {
+                return Err(Error::Archive {
+                    path: path.into(),
+                    detail: format!("member `{name}`: image {k}, but the ground truth has {} lines", labels.len()),
+                })
+            }
+            None => {
+                return Err(Error::Archive {
+                    path: path.into(),
+                    detail: format!("member `{name}` is not named ILSVRC2012_val_<8 digits>.JPEG"),
+                })
+            }
+        };
+        let mut bytes = Vec::with_capacity(entry.size() as usize);
+        entry.read_to_end(&mut bytes).map_err(|e| corrupt(path, &format!("member `{name}`"), e))?;
+        chunk.push(Item { name, label, bytes });
+        if chunk.len() == CHUNK && tx.send(Ok(std::mem::take(&mut chunk))).is_err() {
+            return Ok(());
+        }
+    }
+    let _ = tx.send(Ok(chunk));
+    Ok(())
+}
+
+/// Removes the shards of `split` in `dir` that are not in `keep`.
+fn remove_shards(dir: &Path, split: &str, keep: &[String]) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let ours = name.strip_prefix(&format!("{split}-")).is_some_and(|r| r.ends_with(encoded::SHARD_EXTENSION));
+        if ours && !keep.contains(&name) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
+struct SplitJob<'a> {
+    split: &'a str,
+    tar: PathBuf,
+    expected: u64,
+    sources: Vec<Source>,
+}
+
+fn prepare_split(
+    job: &SplitJob,
+    dir: &Path,
+    classes: &ClassIndex,
+    val_labels: &[u16],
+    manifest: &Manifest,
+    opts: &PrepareOptions,
+) -> Result<PreparedReport> {
+    let started = Instant::now();
+    let index_path = encoded::index_path(dir, job.split);
+    std::fs::create_dir_all(dir).at(dir)?;
+    // The old index goes first, so shards being replaced never sit under a complete-looking index.
+    if index_path.exists() {
+        std::fs::remove_file(&index_path).at(&index_path)?;
+    }
+    let tar_size = std::fs::metadata(&job.tar).at(&job.tar)?.len();
+    crate::space::ensure(
+        dir,
+        tar_size + tar_size / 20,
+        &format!("the prepared {} split of {}", job.split, manifest.name),
+    )?;
+    let bar = if opts.progress {
+        ProgressBar::with_draw_target(Some(job.expected), ProgressDrawTarget::stderr())
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} images {per_sec} ETA {eta}")
+            .expect("valid template"),
+    );
+    bar.set_prefix(format!("preparing {} {}", manifest.name, job.split));
+    let mut writer = ShardWriter::new(dir, job.split, opts.shard_bytes)?;
+    let mut records: Vec<Record> = Vec::new();
+    let (mut skipped, mut converted, mut resized) = (Vec::new(), Vec::new(), 0u64);
+    let (tx, rx) = sync_channel::<Result<Vec<Item>>>(4);
+    let result = std::thread::scope(|scope| {
+        let reader = scope.spawn(move || {
+            let r = if job.split == "val" {
+                read_val(&job.tar, val_labels, &tx)
+            } else {
+                read_train(&job.tar, classes, &tx)
+            };
+            if let Err(e) = r {
+                let _ = tx.send(Err(e));
+            }
+        });
+        // `rx` moves into the closure, so an early return drops it and unblocks the reader.
+        let consumed = (|| -> Result<()> {
+            for chunk in rx {
+                let chunk = chunk?;
+                let done: Vec<Processed> =
+                    chunk.par_iter().map(|it| process(&it.name, &it.bytes, opts.max_side, opts.quality)).collect();
+                for (item, p) in chunk.into_iter().zip(done) {
+                    bar.inc(1);
+                    if let Some(reason) = p.skipped.map(|r| r.trim().to_string()) {
+                        tracing::warn!("{}: {} left out: {reason}", job.tar.display(), item.name);
+                        skipped.push(Skipped { name: item.name, reason });
+                        continue;
+                    }
+                    let bytes = p.bytes.as_deref().unwrap_or(&item.bytes);
+                    let (shard, offset) = writer.append(bytes)?;
+                    if let Some(from) = p.converted {
+                        converted.push(Converted { name: item.name.clone(), from });
+                    }
+                    resized += u64::from(p.flags & encoded::FLAG_RESIZED != 0);
+                    records.push(Record {
+                        shard,
+                        label: item.label,
+                        flags: p.flags,
+                        offset,
+                        length: bytes.len() as u32,
+                        width: p.width.min(65535) as u16,
+                        height: p.height.min(65535) as u16,
+                        name: item.name,
+                    });
+                }
+            }
+            Ok(())
+        })();
+        let _ = reader.join();
+        consumed
+    });
+    bar.finish_and_clear();
+    let fail = |e: Error| {
+        remove_shards(dir, job.split, &[]);
+        e
+    };
+    result.map_err(fail)?;
+    let shards = writer.finish().map_err(fail)?;
+    let total = records.len() as u64 + skipped.len() as u64;
+    if total != job.expected {
+        return Err(fail(Error::Format {
+            path: job.tar.clone(),
+            detail: format!("{total} images, the manifest says {} for `{}`", job.expected, job.split),
+        }));
+    }
+    records.sort_by(|a, b| a.name.cmp(&b.name));
+    if let Some(w) = records.windows(2).find(|w| w[0].name == w[1].name) {
+        return Err(fail(Error::Archive { path: job.tar.clone(), detail: format!("`{}` appears twice", w[0].name) }));
+    }
+    skipped.sort_by(|a, b| a.name.cmp(&b.name));
+    converted.sort_by(|a, b| a.name.cmp(&b.name));
+    let meta = EncodedMeta {
+        dataset: manifest.name.clone(),
+        split: job.split.to_string(),
+        classes: classes.wnids.clone(),
+        sources: job.sources.clone(),
+        shards,
+        skipped,
+        converted,
+        max_side: opts.max_side,
+        resized,
+    };
+    let sha256 = encoded::write_index(&index_path, &meta, &records).map_err(fail)?;
+    let keep: Vec<String> = meta.shards.iter().map(|s| s.file.clone()).collect();
+    remove_shards(dir, job.split, &keep);
+    let seconds = started.elapsed().as_secs_f64();
+    tracing::info!(
+        "prepared {} {}: {} images in {seconds:.1} s ({:.0} images/s)",
+        manifest.name,
+        job.split,
+        total,
+        total as f64 / seconds.max(1e-9)
+    );
+    Ok(report(job.split, index_path, &meta, records.len(), sha256, Some(seconds)))
+}
+
+fn report(
+    split: &str,
+    path: PathBuf,
+    meta: &EncodedMeta,
+    images: usize,
+    sha256: String,
+    secs: Option<f64>,
+) -> PreparedReport {
+    let mut notes: Vec<String> =
+        meta.converted.iter().map(|c| format!("converted {} ({} -> RGB JPEG)", c.name, c.from)).collect();
+    notes.extend(meta.skipped.iter().map(|s| format!("left out {}: {}", s.name, s.reason)));
+    if meta.resized > 0 {
+        notes.push(format!("{} images re-encoded to fit {} pixels", meta.resized, meta.max_side.unwrap_or(0)));
+    }
+    match secs {
+        Some(s) => notes.push(format!(
+            "{:.0} images/s ({images} images in {s:.2} s)",
+            (images + meta.skipped.len()) as f64 / s.max(1e-9)
+        )),
+        None => notes.push("already prepared from the same files".into()),
+    }
+    PreparedReport { split: split.into(), path, images, sha256, notes }
+}
+
+fn find_file<'a>(manifest: &'a Manifest, pick: impl Fn(&FileEntry) -> bool, what: &str) -> Result<&'a FileEntry> {
+    manifest.files.iter().find(|f| pick(f)).ok_or_else(|| Error::Unsupported {
+        dataset: manifest.name.clone(),
+        detail: format!("the manifest has no {what}"),
+    })
+}
+
+/// Prepares ImageNet's train and val splits from the (verified) tars and devkit into encoded shards.
+/// A split already prepared from the same files with the same options is kept.
+pub fn prepare(store: &Store, manifest: &Manifest, opts: &PrepareOptions) -> Result<Vec<PreparedReport>> {
+    let devkit = find_file(manifest, |f| f.members.iter().any(|m| m.path == META_MEMBER), "devkit (with meta.mat)")?;
+    let devkit_path = store.file_path(manifest, devkit);
+    let dir = store.prepared_dir(manifest);
+    let mut reports = Vec::new();
+    let mut devkit_read: Option<(ClassIndex, Vec<u16>)> = None;
+    for (split, &expected) in &manifest.splits {
+        let tar = find_file(manifest, |f| f.split.as_deref() == Some(split), &format!("file for split `{split}`"))?;
+        let tar_path = store.file_path(manifest, tar);
+        let sources = vec![
+            Source { file: tar.name.clone(), sha256: tar.sha256.clone() },
+            Source { file: devkit.name.clone(), sha256: devkit.sha256.clone() },
+        ];
+        let index_path = encoded::index_path(&dir, split);
+        if let Ok(done) = EncodedSplit::open(&index_path) {
+            if done.meta.sources == sources
+                && done.meta.max_side == opts.max_side
+                && (done.len() + done.meta.skipped.len()) as u64 == expected
+            {
+                reports.push(report(split, index_path, &done.meta, done.len(), done.checksum(), None));
+                continue;
+            }
+        }
+        if devkit_read.is_none() {
+            crate::verify::ensure_verified(&devkit_path, devkit, None)?;
+            let read = read_devkit(&devkit_path, manifest.classes.count)?;
+            if split_len(manifest, "val").is_some_and(|n| n != read.1.len() as u64) {
+                return Err(Error::Format {
+                    path: devkit_path.join(GROUND_TRUTH_MEMBER),
+                    detail: format!(
+                        "{} labels, the manifest says {:?} val images",
+                        read.1.len(),
+                        split_len(manifest, "val")
+                    ),
+                });
+            }
+            devkit_read = Some(read);
+        }
+        let (classes, val_labels) = devkit_read.as_ref().expect("read above");
+        crate::verify::ensure_verified(&tar_path, tar, None)?;
+        let job = SplitJob { split, tar: tar_path, expected, sources };
+        reports.push(prepare_split(&job, &dir, classes, val_labels, manifest, opts)?);
+    }
+    Ok(reports)
+}
+
+fn split_len(manifest: &Manifest, split: &str) -> Option<u64> {
+    manifest.splits.get(split).copied()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frame_headers_and_val_names_are_parsed_or_refused() {
+        let mut jpeg = Vec::new();
+        jpeg_encoder::Encoder::new(&mut jpeg, 80).encode(&[7u8; 5 * 3], 5, 3, jpeg_encoder::ColorType::Luma).unwrap();
+        assert_eq!(jpeg_frame(&jpeg), Ok((5, 3, 1)));
+        assert!(jpeg_frame(&jpeg[..10]).unwrap_err().contains("before a frame header"));
+        assert!(jpeg_frame(b"\x89PNG\r\n").unwrap_err().contains("start-of-image"));
+        assert_eq!(val_number("ILSVRC2012_val_00000001.JPEG"), Some(1));
+        assert_eq!(val_number("ILSVRC2012_val_00050000.JPEG"), Some(50000));
+        for bad in ["ILSVRC2012_val_1.JPEG", "ILSVRC2012_val_0000000x.JPEG", "val/ILSVRC2012_val_00000001.JPEG"] {
+            assert_eq!(val_number(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn processing_keeps_rgb_jpegs_converts_odd_ones_and_reports_corrupt_ones() {
+        let rgb: Vec<u8> = (0..40 * 30 * 3).map(|i| (i % 251) as u8).collect();
+        let mut jpeg = Vec::new();
+        jpeg_encoder::Encoder::new(&mut jpeg, 90).encode(&rgb, 40, 30, jpeg_encoder::ColorType::Rgb).unwrap();
+        let p = process("a.JPEG", &jpeg, None, 90);
+        assert!(p.bytes.is_none() && p.skipped.is_none() && (p.width, p.height) == (40, 30));
+        let p = process("a.JPEG", &jpeg, Some(20), 90);
+        assert_eq!((p.width, p.height, p.flags), (20, 15, encoded::FLAG_RESIZED));
+        let p = process("c.JPEG", &jpeg[..jpeg.len() / 4], None, 90);
+        assert!(p.skipped.is_some_and(|r| r.starts_with("corrupt JPEG")), "a JPEG cut short does not decode");
+        let p = process("b.JPEG", b"GIF89a....", None, 90);
+        assert!(p.skipped.unwrap().contains("neither a JPEG nor a PNG (starts with 47 49 46 38)"));
+    }
 }

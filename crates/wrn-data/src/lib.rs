@@ -12,6 +12,7 @@
 //! - [`verify`]: size-then-SHA-256 checks and verification stamps.
 //! - [`store`]: the layout of the data directory and each dataset's state.
 //! - [`cache`]: the prepared cache, contract 1 (format documented there).
+//! - [`encoded`]: the prepared cache of encoded images (ImageNet's JPEG shards and index), contract 1.
 //! - [`cifar`]: the CIFAR-10/100 binary readers and their preparation.
 //! - [`mat`]: a MATLAB level-5 MAT-file reader (SVHN, the ImageNet devkit).
 //! - [`svhn`]: the SVHN `.mat` reader (and writer) and its preparation.
@@ -22,6 +23,7 @@
 pub mod cache;
 pub mod cifar;
 pub mod dirs;
+pub mod encoded;
 pub mod error;
 pub mod fetch;
 pub mod imagenet;

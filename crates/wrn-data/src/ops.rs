@@ -4,8 +4,9 @@
 use std::path::Path;
 
 use crate::cifar::{self, PreparedReport};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::fetch::{self, FetchOptions, Fetched};
+use crate::imagenet::PrepareOptions;
 use crate::manifest::{self, Format, Manifest};
 use crate::store::Store;
 use crate::verify;
@@ -20,13 +21,15 @@ pub fn manifests(dataset: Option<&str>, manifest_file: Option<&Path>) -> Result<
 
 /// Prepares every split of a dataset whose files are verified.
 pub fn prepare(store: &Store, manifest: &Manifest) -> Result<Vec<PreparedReport>> {
+    prepare_with(store, manifest, &PrepareOptions::default())
+}
+
+/// Like [`prepare`], with ImageNet's options (ignored by the other formats).
+pub fn prepare_with(store: &Store, manifest: &Manifest, opts: &PrepareOptions) -> Result<Vec<PreparedReport>> {
     match manifest.format {
         Format::Cifar10Binary | Format::Cifar100Binary => cifar::prepare(store, manifest),
         Format::SvhnMat => crate::svhn::prepare(store, manifest),
-        Format::ImagenetTars => Err(Error::Unsupported {
-            dataset: manifest.name.clone(),
-            detail: format!("preparing the {:?} format is not implemented yet", manifest.format),
-        }),
+        Format::ImagenetTars => crate::imagenet::prepare(store, manifest, opts),
     }
 }
 
@@ -63,7 +66,7 @@ pub fn verify_all(store: &Store, manifests: &[Manifest]) -> Vec<VerifyLine> {
             lines.push(VerifyLine { dataset: m.name.clone(), item: f.name.clone(), path, result });
         }
         for (split, path) in store.split_paths(m) {
-            let result = path.exists().then(|| crate::cache::PreparedSplit::open(&path).and_then(|s| s.verify()));
+            let result = path.exists().then(|| store.verify_split(m, &split));
             lines.push(VerifyLine { dataset: m.name.clone(), item: format!("prepared {split}"), path, result });
         }
     }

@@ -5,15 +5,18 @@
 //! <data>/<dataset>/<file>.verified        its verification stamp (see `verify`)
 //! <data>/<dataset>/<file>.part            an unfinished download (resumed by the next fetch)
 //! <data>/<dataset>/prepared/<split>.wrnc  the prepared cache, one file per split (see `cache`)
+//! <data>/<dataset>/prepared/<split>.wrni  ImageNet: the index of a split's JPEG shards (see `encoded`)
+//! <data>/<dataset>/prepared/<split>-NNNNN.wrns  ImageNet: the shards
 //! ```
 
 use std::path::PathBuf;
 
 use serde::Serialize;
 
-use crate::cache::{self, PreparedSplit};
+use crate::cache::{self, PreparedSplit, Source};
+use crate::encoded::{self, EncodedSplit};
 use crate::error::Result;
-use crate::manifest::{FileEntry, Manifest};
+use crate::manifest::{FileEntry, Format, Manifest};
 use crate::verify;
 
 /// The data directory and the paths inside it.
@@ -65,6 +68,17 @@ pub struct SplitStatus {
     pub size_on_disk: u64,
 }
 
+/// What a prepared split holds.
+#[derive(Debug, Clone)]
+pub struct SplitSummary {
+    pub images: usize,
+    /// Images of the source left out (corrupt ImageNet files).
+    pub left_out: usize,
+    /// Bytes on disk (for ImageNet, the index and its shards).
+    pub size_on_disk: u64,
+    pub sources: Vec<Source>,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct DatasetStatus {
     pub name: String,
@@ -91,10 +105,46 @@ impl Store {
         self.dataset_dir(manifest).join("prepared")
     }
 
-    /// The prepared file of each split, in the manifest's split order.
+    /// The prepared file of each split (for ImageNet, the index of its shards), in the manifest's split
+    /// order.
     pub fn split_paths(&self, manifest: &Manifest) -> Vec<(String, PathBuf)> {
         let dir = self.prepared_dir(manifest);
-        manifest.splits.keys().map(|s| (s.clone(), cache::split_path(&dir, s))).collect()
+        let path = |s: &str| match manifest.format {
+            Format::ImagenetTars => encoded::index_path(&dir, s),
+            _ => cache::split_path(&dir, s),
+        };
+        manifest.splits.keys().map(|s| (s.clone(), path(s))).collect()
+    }
+
+    /// Opens a prepared split of encoded images (ImageNet).
+    pub fn open_encoded(&self, manifest: &Manifest, split: &str) -> Result<EncodedSplit> {
+        EncodedSplit::open(&encoded::index_path(&self.prepared_dir(manifest), split))
+    }
+
+    /// What a prepared split holds, whatever its format.
+    pub fn summary(&self, manifest: &Manifest, split: &str) -> Result<SplitSummary> {
+        match manifest.format {
+            Format::ImagenetTars => self.open_encoded(manifest, split).map(|s| SplitSummary {
+                images: s.len(),
+                left_out: s.meta.skipped.len(),
+                size_on_disk: s.size_on_disk(),
+                sources: s.meta.sources.clone(),
+            }),
+            _ => self.open_split(manifest, split).map(|s| SplitSummary {
+                images: s.len(),
+                left_out: 0,
+                size_on_disk: std::fs::metadata(s.path()).map(|m| m.len()).unwrap_or(0),
+                sources: s.meta.sources.clone(),
+            }),
+        }
+    }
+
+    /// Re-hashes a prepared split, whatever its format.
+    pub fn verify_split(&self, manifest: &Manifest, split: &str) -> Result<()> {
+        match manifest.format {
+            Format::ImagenetTars => self.open_encoded(manifest, split)?.verify(),
+            _ => self.open_split(manifest, split)?.verify(),
+        }
     }
 
     /// Opens a prepared split.
@@ -106,10 +156,10 @@ impl Store {
     /// (the SHA-256 recorded in each split's sources matches the manifest).
     pub fn is_prepared(&self, manifest: &Manifest) -> bool {
         manifest.splits.iter().all(|(split, &n)| {
-            self.open_split(manifest, split).is_ok_and(|s| {
-                s.len() as u64 == n
-                    && !s.meta.sources.is_empty()
-                    && s.meta.sources.iter().all(|src| manifest.file(&src.file).is_some_and(|f| f.sha256 == src.sha256))
+            self.summary(manifest, split).is_ok_and(|s| {
+                (s.images + s.left_out) as u64 == n
+                    && !s.sources.is_empty()
+                    && s.sources.iter().all(|src| manifest.file(&src.file).is_some_and(|f| f.sha256 == src.sha256))
             })
         })
     }
@@ -137,9 +187,9 @@ impl Store {
             .split_paths(manifest)
             .into_iter()
             .map(|(split, path)| {
-                let opened = PreparedSplit::open(&path).ok();
-                let size_on_disk = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-                SplitStatus { split, images: opened.map(|s| s.len()), size_on_disk, path }
+                let opened = self.summary(manifest, &split).ok();
+                let size_on_disk = opened.as_ref().map_or(0, |s| s.size_on_disk);
+                SplitStatus { split, images: opened.map(|s| s.images), size_on_disk, path }
             })
             .collect();
         let all_prepared = self.is_prepared(manifest);

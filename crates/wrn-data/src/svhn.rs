@@ -104,7 +104,7 @@ pub fn prepare(store: &Store, manifest: &Manifest) -> Result<Vec<PreparedReport>
             coarse_labels: None,
         };
         let sha256 = cache::write(&out, &data)?;
-        reports.push(PreparedReport { split: split.clone(), path: out, images: labels.len(), sha256 });
+        reports.push(PreparedReport { split: split.clone(), path: out, images: labels.len(), sha256, notes: vec![] });
     }
     Ok(reports)
 }

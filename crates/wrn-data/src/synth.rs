@@ -8,6 +8,16 @@
 //! random colours at a random offset with random brightness and strong pixel noise (with 100 classes
 //! the colour carries part of the class), so a small network beats chance clearly within an epoch or
 //! two while wider ones still do better.
+//!
+//! `synth_imagenet` writes the three ImageNet files in their real layouts: `ILSVRC2012_img_train.tar`
+//! (a tar of per-class tars `<WNID>.tar` of `<WNID>_<k>.JPEG`, `k` neither consecutive nor fixed-width),
+//! `ILSVRC2012_img_val.tar` (flat `ILSVRC2012_val_<8 digits>.JPEG`, stored out of name order) and
+//! `ILSVRC2012_devkit_t12.tar.gz` (`data/meta.mat` with the real `synsets` struct layout, leaves and
+//! internal nodes, IDs in an order that is not sorted-WNID order; the ground truth of IDs by val file
+//! name). Ten real WNIDs; val image 1 is the sea snake n01751748, as in the real data. Images are JPEGs
+//! of varied sizes with the class's shape pattern, plus the real set's odd files: a CMYK JPEG
+//! ([`IMAGENET_CMYK`], and a YCCK one in val), the PNG named `.JPEG` ([`IMAGENET_PNG`]), grayscale
+//! JPEGs ([`IMAGENET_GRAY`]) and a JPEG cut short after its frame header ([`IMAGENET_CORRUPT`]).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -310,4 +320,293 @@ pub fn synth_svhn(out: &Path, n: u64, seed: u64) -> Result<(Manifest, PathBuf)> 
     let text = format!("# Written by `wrn data synth svhn --n {n} --seed {seed}`.\n{}", manifest.to_toml());
     std::fs::write(&manifest_path, text).at(&manifest_path)?;
     Ok((manifest, manifest_path))
+}
+
+/// The synthetic ImageNet's synsets (WNID, words) in `meta.mat` order: ILSVRC2012_ID = position + 1.
+/// Deliberately not sorted, so the sorted-WNID class order is exercised.
+pub const IMAGENET_SYNSETS: [(&str, &str); 10] = [
+    ("n02119789", "kit fox, Vulpes macrotis"),
+    ("n02100735", "English setter"),
+    ("n03255030", "dumbbell"),
+    ("n01440764", "tench, Tinca tinca"),
+    ("n01751748", "sea snake"),
+    ("n02105855", "Shetland sheepdog, Shetland sheep dog, Shetland"),
+    ("n01739381", "vine snake"),
+    ("n13133613", "ear, spike, capitulum"),
+    ("n04596742", "wok"),
+    ("n07583066", "guacamole"),
+];
+/// A CMYK JPEG in the synthetic train set (one of the real 22).
+pub const IMAGENET_CMYK: &str = "n01739381_1309.JPEG";
+/// The PNG named `.JPEG` (the real one's name).
+pub const IMAGENET_PNG: &str = "n02105855_2933.JPEG";
+/// A grayscale JPEG in the synthetic train set.
+pub const IMAGENET_GRAY: &str = "n04596742_17.JPEG";
+/// A JPEG cut short after its frame header, before any image data.
+pub const IMAGENET_CORRUPT: &str = "n03255030_9999.JPEG";
+/// Val image 2 is a YCCK-encoded CMYK JPEG of n13133613 (as the real val's CMYK file), val image 3 grayscale.
+pub const IMAGENET_VAL_CMYK: &str = "ILSVRC2012_val_00000002.JPEG";
+pub const IMAGENET_VAL_GRAY: &str = "ILSVRC2012_val_00000003.JPEG";
+
+/// How a synthetic ImageNet file is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stored {
+    Rgb,
+    Cmyk,
+    Ycck,
+    Gray,
+    Png,
+    Corrupt,
+}
+
+/// One synthetic ImageNet image of (sorted) class `class`, of a random size, encoded as `how`.
+fn imagenet_image(seed: u64, stream: u64, index: u64, class: usize, how: Stored) -> Vec<u8> {
+    let planes = image_planes(seed, stream, index, class, 10);
+    let mut rng = Rng::new(seed, stream + 7000, index);
+    let (w, h) = (48 + rng.below(113) as usize, 48 + rng.below(113) as usize);
+    let mut rgb = vec![0u8; w * h * 3];
+    for y in 0..h {
+        for x in 0..w {
+            let (r, c) = (y * SIDE / h, x * SIDE / w);
+            for ch in 0..3 {
+                rgb[(y * w + x) * 3 + ch] = planes[ch * SIDE * SIDE + r * SIDE + c];
+            }
+        }
+    }
+    let mut out = Vec::new();
+    let jpeg = |data: &[u8], colour, out: &mut Vec<u8>| {
+        jpeg_encoder::Encoder::new(out, 90).encode(data, w as u16, h as u16, colour).expect("encodes in memory");
+    };
+    match how {
+        Stored::Rgb | Stored::Corrupt => jpeg(&rgb, jpeg_encoder::ColorType::Rgb, &mut out),
+        Stored::Gray => {
+            let luma: Vec<u8> = rgb
+                .chunks_exact(3)
+                .map(|p| ((299 * u32::from(p[0]) + 587 * u32::from(p[1]) + 114 * u32::from(p[2])) / 1000) as u8)
+                .collect();
+            jpeg(&luma, jpeg_encoder::ColorType::Luma, &mut out);
+        }
+        Stored::Cmyk | Stored::Ycck => {
+            let cmyk: Vec<u8> = rgb.chunks_exact(3).flat_map(|p| [255 - p[0], 255 - p[1], 255 - p[2], 0]).collect();
+            let colour =
+                if how == Stored::Cmyk { jpeg_encoder::ColorType::Cmyk } else { jpeg_encoder::ColorType::CmykAsYcck };
+            jpeg(&cmyk, colour, &mut out);
+        }
+        Stored::Png => {
+            let img = image::RgbImage::from_raw(w as u32, h as u32, rgb).expect("sizes match");
+            img.write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png).expect("encodes in memory");
+        }
+    }
+    if how == Stored::Corrupt {
+        out.truncate(100); // past the frame header, inside the tables before any image data
+    }
+    out
+}
+
+fn tar_bytes(members: &[(String, Vec<u8>)]) -> std::io::Result<Vec<u8>> {
+    let mut tar = tar::Builder::new(Vec::new());
+    for (path, bytes) in members {
+        tar_member(&mut tar, path, bytes)?;
+    }
+    tar.into_inner()
+}
+
+/// Writes `bytes` to `out/name` atomically and returns its manifest entry.
+fn write_file(out: &Path, name: &str, bytes: &[u8], split: Option<&str>, members: Vec<Member>) -> Result<FileEntry> {
+    let path = out.join(name);
+    let mut tmp = tempfile::Builder::new().prefix(".synth-").tempfile_in(out).at(out)?;
+    tmp.write_all(bytes).at(tmp.path())?;
+    crate::verify::make_readable(tmp.as_file(), tmp.path())?;
+    tmp.persist(&path).map_err(|e| Error::Io { path: path.clone(), source: e.error })?;
+    Ok(FileEntry {
+        name: name.into(),
+        url: format!("file://{}", path.display()),
+        mirrors: vec![],
+        manual: false,
+        size: bytes.len() as u64,
+        sha256: format!("{:x}", Sha256::digest(bytes)),
+        md5: None,
+        split: split.map(str::to_string),
+        members,
+    })
+}
+
+/// The devkit's `meta.mat`: the struct array `synsets` with the real fields, the ten leaves (IDs 1-10
+/// in [`IMAGENET_SYNSETS`] order) and two internal nodes above them.
+pub fn imagenet_meta_mat() -> Vec<u8> {
+    use crate::mat::{chars, doubles, Value};
+    let synset = |id: usize, wnid: &str, words: &str, children: &[f64], height: f64, images: f64| {
+        let mut s = std::collections::BTreeMap::new();
+        s.insert("ILSVRC2012_ID".to_string(), doubles(&[1, 1], &[id as f64]));
+        s.insert("WNID".to_string(), chars(wnid));
+        s.insert("words".to_string(), chars(words));
+        s.insert("gloss".to_string(), chars(&format!("a synthetic gloss of {words}")));
+        s.insert("num_children".to_string(), doubles(&[1, 1], &[children.len() as f64]));
+        s.insert("children".to_string(), doubles(&[1, children.len() as u32], children));
+        s.insert("wordnet_height".to_string(), doubles(&[1, 1], &[height]));
+        s.insert("num_train_images".to_string(), doubles(&[1, 1], &[images]));
+        s
+    };
+    let mut items: Vec<_> =
+        IMAGENET_SYNSETS.iter().enumerate().map(|(i, (w, words))| synset(i + 1, w, words, &[], 0.0, 1300.0)).collect();
+    items.push(synset(11, "n00001740", "entity", &[12.0], 2.0, 0.0));
+    let leaves: Vec<f64> = (1..=10).map(f64::from).collect();
+    items.push(synset(12, "n00002684", "object, physical object", &leaves, 1.0, 0.0));
+    let synsets = Value::Struct { dims: vec![items.len() as u32, 1], items };
+    let mut bytes = Vec::new();
+    crate::mat::write(&mut bytes, &[("synsets", &synsets)]).expect("writes to memory");
+    bytes
+}
+
+/// Writes a synthetic ImageNet (train tar of per-class tars, val tar, devkit) and its manifest into
+/// `out`; returns the manifest and its path. `n` training images over 10 classes (at least 40), and
+/// `max(n / 5, 20)` val images.
+pub fn synth_imagenet(out: &Path, n: u64, seed: u64) -> Result<(Manifest, PathBuf)> {
+    let mut manifest = Manifest::builtin("imagenet")?;
+    if n < 40 {
+        return Err(Error::Unsupported { dataset: "imagenet".into(), detail: "--n must be at least 40".into() });
+    }
+    std::fs::create_dir_all(out).at(out)?;
+    let out = std::fs::canonicalize(out).at(out)?;
+    let mut sorted: Vec<&str> = IMAGENET_SYNSETS.iter().map(|s| s.0).collect();
+    sorted.sort_unstable();
+    let class_of = |wnid: &str| sorted.iter().position(|w| *w == wnid).expect("a synset");
+    let specials = [(IMAGENET_CMYK, Stored::Cmyk), (IMAGENET_PNG, Stored::Png), (IMAGENET_GRAY, Stored::Gray)];
+
+    // Train: per-class tars in meta.mat order; the class's images numbered sparsely.
+    let mut outer = Vec::new();
+    let mut index = 0u64;
+    for (m, (wnid, _)) in IMAGENET_SYNSETS.iter().enumerate() {
+        let count = n / 10 + u64::from((m as u64) < n % 10);
+        let mut inner = Vec::new();
+        for j in 0..count {
+            let mut name = format!("{wnid}_{}.JPEG", 10 + 37 * j + (m as u64 * 13) % 7);
+            let mut how = Stored::Rgb;
+            if j == 0 {
+                if let Some((special, h)) = specials.iter().find(|(s, _)| s.starts_with(wnid)) {
+                    (name, how) = (special.to_string(), *h);
+                }
+                if IMAGENET_CORRUPT.starts_with(wnid) {
+                    (name, how) = (IMAGENET_CORRUPT.to_string(), Stored::Corrupt);
+                }
+            }
+            inner.push((name, imagenet_image(seed, 0, index, class_of(wnid), how)));
+            index += 1;
+        }
+        outer.push((format!("{wnid}.tar"), tar_bytes(&inner).at(&out)?));
+    }
+    let n_val = (n / 5).max(20);
+    // Val: image 1 is the sea snake, image 2 the ear (CMYK), the rest drawn; stored out of name order.
+    let mut val = Vec::new();
+    let mut truth = String::new();
+    for k in 1..=n_val {
+        let position = |wnid: &str| IMAGENET_SYNSETS.iter().position(|s| s.0 == wnid).expect("a synset");
+        let m = match k {
+            1 => position("n01751748"),
+            2 => position("n13133613"),
+            _ => Rng::new(seed, 3000, k).below(10) as usize,
+        };
+        let name = format!("ILSVRC2012_val_{k:08}.JPEG");
+        let how = match name.as_str() {
+            IMAGENET_VAL_CMYK => Stored::Ycck,
+            IMAGENET_VAL_GRAY => Stored::Gray,
+            _ => Stored::Rgb,
+        };
+        truth.push_str(&format!("{}\n", m + 1));
+        val.push((name, imagenet_image(seed, 1, k, class_of(IMAGENET_SYNSETS[m].0), how)));
+    }
+    val.sort_by_key(|(name, _)| mix(seed ^ crate::imagenet::val_number(name).unwrap_or(0) as u64));
+    let meta = imagenet_meta_mat();
+    let devkit_members: Vec<(String, Vec<u8>)> = vec![
+        ("ILSVRC2012_devkit_t12/COPYING".into(), b"Synthetic devkit written by `wrn data synth imagenet`.\n".to_vec()),
+        ("ILSVRC2012_devkit_t12/readme.txt".into(), b"Synthetic ILSVRC2012 devkit.\n".to_vec()),
+        (crate::imagenet::META_MEMBER.into(), meta),
+        (crate::imagenet::GROUND_TRUTH_MEMBER.into(), truth.into_bytes()),
+        ("ILSVRC2012_devkit_t12/data/ILSVRC2012_validation_blacklist.txt".into(), b"3\n".to_vec()),
+    ];
+    let mut gz = GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&tar_bytes(&devkit_members).at(&out)?).at(&out)?;
+    let devkit = gz.finish().at(&out)?;
+
+    let listed = |path: &str| {
+        let (_, bytes) = devkit_members.iter().find(|(p, _)| p == path).expect("a devkit member");
+        Member {
+            path: path.into(),
+            split: None,
+            size: Some(bytes.len() as u64),
+            sha256: Some(format!("{:x}", Sha256::digest(bytes))),
+            md5: None,
+            optional: false,
+        }
+    };
+    let devkit_listed = vec![listed(crate::imagenet::META_MEMBER), listed(crate::imagenet::GROUND_TRUTH_MEMBER)];
+    manifest.files = vec![
+        write_file(&out, "ILSVRC2012_img_train.tar", &tar_bytes(&outer).at(&out)?, Some("train"), vec![])?,
+        write_file(&out, "ILSVRC2012_img_val.tar", &tar_bytes(&val).at(&out)?, Some("val"), vec![])?,
+        write_file(&out, "ILSVRC2012_devkit_t12.tar.gz", &devkit, None, devkit_listed)?,
+    ];
+    manifest.title = format!("{} (synthetic, seed {seed}, n {n})", manifest.title);
+    manifest.citation = "Synthetic data generated by `wrn data synth`; not for publication.".into();
+    manifest.licence = "Generated data; no restrictions.".into();
+    manifest.manual = None;
+    manifest.classes.count = IMAGENET_SYNSETS.len();
+    manifest.splits.insert("train".into(), n);
+    manifest.splits.insert("val".into(), n_val);
+    let manifest_path = out.join("imagenet.toml");
+    manifest.validate().map_err(|detail| Error::Manifest { path: manifest_path.clone(), detail })?;
+    let text = format!("# Written by `wrn data synth imagenet --n {n} --seed {seed}`.\n{}", manifest.to_toml());
+    std::fs::write(&manifest_path, text).at(&manifest_path)?;
+    Ok((manifest, manifest_path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rgb(bytes: &[u8]) -> image::RgbImage {
+        image::load_from_memory(bytes).unwrap().to_rgb8()
+    }
+
+    #[test]
+    fn odd_imagenet_files_hold_the_same_picture_in_another_encoding() {
+        let plain = imagenet_image(1, 0, 5, 3, Stored::Rgb);
+        let reference = rgb(&plain);
+        for how in [Stored::Cmyk, Stored::Ycck, Stored::Png, Stored::Gray] {
+            let bytes = imagenet_image(1, 0, 5, 3, how);
+            let frame = crate::imagenet::jpeg_frame(&bytes);
+            match how {
+                Stored::Png => assert!(bytes.starts_with(b"\x89PNG") && frame.is_err()),
+                Stored::Gray => assert_eq!(frame.unwrap().2, 1),
+                _ => assert_eq!(frame.unwrap().2, 4, "{how:?}"),
+            }
+            let img = rgb(&bytes);
+            assert_eq!(img.dimensions(), reference.dimensions());
+            let diff: f64 = img.as_raw().iter().zip(reference.as_raw()).map(|(a, b)| f64::from(a.abs_diff(*b))).sum();
+            let mean = diff / img.as_raw().len() as f64;
+            // Grayscale loses the colour, not the picture; the others are the same up to JPEG error.
+            let bound = if how == Stored::Gray { 60.0 } else { 12.0 };
+            assert!(mean < bound, "{how:?}: mean difference {mean}");
+        }
+        let corrupt = imagenet_image(1, 0, 5, 3, Stored::Corrupt);
+        assert_eq!(corrupt.len(), 100);
+        // The frame header survives (the file looks like a JPEG); the image does not decode.
+        assert_eq!(crate::imagenet::jpeg_frame(&corrupt).unwrap().2, 3);
+        assert!(image::load_from_memory(&corrupt).is_err());
+    }
+
+    #[test]
+    fn the_meta_mat_reads_back_as_the_devkit_layout() {
+        let vars = crate::mat::read_from(imagenet_meta_mat().as_slice(), Path::new("meta.mat")).unwrap();
+        let synsets = crate::imagenet::synsets(&vars, Path::new("meta.mat")).unwrap();
+        assert_eq!(synsets.len(), 12);
+        assert!(synsets.iter().enumerate().all(|(i, s)| s.id as usize == i + 1), "synsets(i).ILSVRC2012_ID == i");
+        let index = crate::imagenet::ClassIndex::new(&synsets, 10, Path::new("meta.mat")).unwrap();
+        assert_eq!(index.wnids[0], "n01440764");
+        assert_eq!(index.class_of_wnid("n01751748"), Some(2));
+        assert_eq!(index.class_of_id(5), Some(2), "ID 5 is the sea snake");
+        let crate::mat::Value::Struct { items, .. } = &vars[0].1 else { panic!() };
+        for field in ["gloss", "children", "wordnet_height", "num_train_images"] {
+            assert!(items[0].contains_key(field), "{field}");
+        }
+    }
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use wrn_data::fetch::{FetchOptions, MIRROR_ENV};
+use wrn_data::imagenet::PrepareOptions;
 use wrn_data::manifest::{self, Manifest};
 use wrn_data::store::{human_bytes, Store};
 use wrn_data::synth::{self, CifarKind};
@@ -27,7 +28,7 @@ pub struct Args {
 
 #[derive(clap::Subcommand)]
 enum Command {
-    /// Download a dataset's files (verified by size and SHA-256, resumable), then prepare it (CIFAR, SVHN).
+    /// Download a dataset's files (verified by size and SHA-256, resumable), then prepare it.
     Fetch {
         /// cifar10, cifar100, svhn or imagenet (optional with --manifest).
         dataset: Option<String>,
@@ -54,9 +55,18 @@ enum Command {
         /// Copy the files instead of linking them.
         #[arg(long)]
         copy: bool,
+        /// Register only; do not prepare once every file is verified.
+        #[arg(long)]
+        no_prepare: bool,
     },
-    /// Prepare a dataset whose files are present into the training-ready cache.
-    Prepare { dataset: Option<String> },
+    /// Prepare a dataset whose files are present into the training-ready cache (ImageNet: JPEG shards
+    /// and an index; odd files converted to RGB JPEG and corrupt ones left out, both reported).
+    Prepare {
+        dataset: Option<String>,
+        /// ImageNet: re-encode images whose longer side exceeds N pixels to fit it (cheaper decoding later).
+        #[arg(long, value_name = "N")]
+        max_side: Option<u32>,
+    },
     /// Re-hash every file on disk and every prepared split (all datasets, or one).
     Verify { dataset: Option<String> },
     /// Show every dataset as missing / partial / verified / prepared, with sizes and paths.
@@ -73,7 +83,7 @@ enum Command {
         dataset: SynthDataset,
         #[arg(long)]
         out: PathBuf,
-        /// Training images (the test split gets n/5).
+        /// Training images (the test split gets n/5; ImageNet: over 10 classes, val max(n/5, 20)).
         #[arg(long, default_value_t = 10_000)]
         n: u64,
         #[arg(long, default_value_t = 0)]
@@ -86,6 +96,7 @@ enum SynthDataset {
     Cifar10,
     Cifar100,
     Svhn,
+    Imagenet,
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
@@ -116,15 +127,21 @@ pub fn run(args: Args) -> Result<ExitCode> {
             }
             print_prepared(&prepared);
         }
-        Command::Import { dataset, paths, copy } => {
+        Command::Import { dataset, paths, copy, no_prepare } => {
             let m = one(Some(dataset))?;
             for i in wrn_data::import::import(&store, &m, paths, *copy)? {
                 println!("{}: {} ({}) -> {}", i.file, i.source.display(), i.how, i.dest.display());
             }
+            if !*no_prepare && store.status(&m).state == wrn_data::store::State::Verified {
+                let opts = PrepareOptions { progress: std::io::stderr().is_terminal(), ..Default::default() };
+                print_prepared(&ops::prepare_with(&store, &m, &opts)?);
+            }
         }
-        Command::Prepare { dataset } => {
+        Command::Prepare { dataset, max_side } => {
             let m = one(dataset.as_deref())?;
-            print_prepared(&ops::prepare(&store, &m)?);
+            let opts =
+                PrepareOptions { max_side: *max_side, progress: std::io::stderr().is_terminal(), ..Default::default() };
+            print_prepared(&ops::prepare_with(&store, &m, &opts)?);
         }
         Command::Verify { dataset } => {
             let manifests = ops::manifests(dataset.as_deref(), args.manifest.as_deref())?;
@@ -183,6 +200,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
                 SynthDataset::Cifar10 => synth::synth_cifar(CifarKind::Cifar10, out, *n, *seed)?,
                 SynthDataset::Cifar100 => synth::synth_cifar(CifarKind::Cifar100, out, *n, *seed)?,
                 SynthDataset::Svhn => synth::synth_svhn(out, *n, *seed)?,
+                SynthDataset::Imagenet => synth::synth_imagenet(out, *n, *seed)?,
             };
             for f in &m.files {
                 println!("{}: {} bytes, SHA-256 {}", f.url.trim_start_matches("file://"), f.size, f.sha256);
@@ -196,5 +214,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
 fn print_prepared(prepared: &[wrn_data::cifar::PreparedReport]) {
     for p in prepared {
         println!("prepared {:<6} {:>8} images  {}  (SHA-256 {})", p.split, p.images, p.path.display(), p.sha256);
+        for note in &p.notes {
+            println!("         {:<6} {note}", p.split);
+        }
     }
 }

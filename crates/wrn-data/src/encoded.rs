@@ -1,0 +1,535 @@
+//! The prepared cache of encoded images (contract 1 for ImageNet): per split, packed shards of JPEG bytes
+//! and one index, written once by `wrn data prepare` and memory-mapped read-only by the augmentation
+//! stage, which decodes each sample itself.
+//!
+//! ```text
+//! <data>/<dataset>/prepared/<split>.wrni          the index (below); the split is complete only when it exists
+//! <data>/<dataset>/prepared/<split>-00000.wrns    shard 0: JPEG files back to back, no header, no padding
+//! <data>/<dataset>/prepared/<split>-00001.wrns    ...
+//! ```
+//!
+//! Index format version 1, all integers little-endian:
+//!
+//! | offset | size | field |
+//! |---|---|---|
+//! | 0 | 8 | magic `b"WRNJPEG\0"` |
+//! | 8 | 4 | format version (`1`) |
+//! | 12 | 4 | record size in bytes (`32`) |
+//! | 16 | 8 | `n`, the number of images |
+//! | 24 | 4 | number of shards |
+//! | 28 | 4 | `meta_len`, bytes of the JSON metadata that follows the header |
+//! | 32 | 8 | `records_offset` (multiple of 8) |
+//! | 40 | 8 | `names_offset` |
+//! | 48 | 8 | `names_len` |
+//! | 56 | 8 | reserved, `0` |
+//! | 64 | `meta_len` | UTF-8 JSON [`EncodedMeta`]: dataset, split, class names, sources, shards (file, size, SHA-256), images left out and why, files converted and why |
+//! | `records_offset` | `32n` | one record per image, sorted by name (below) |
+//! | `names_offset` | `names_len` | the images' original names, UTF-8, back to back |
+//! | `names_offset + names_len` | 32 | SHA-256 of every byte before it |
+//!
+//! A record: `shard: u32`, `label: u16` (class index), `flags: u16` (bit 0: converted to RGB JPEG at
+//! prepare time, bit 1: re-encoded to a smaller size), `offset: u64` and `length: u32` (the JPEG's bytes
+//! in the shard), `width: u16`, `height: u16` (of the stored JPEG, saturated at 65535), `name_offset: u32`
+//! and `name_len: u32` (within the names section).
+//!
+//! The shards are written to temporary names and renamed, then the index likewise, last: a prepare that
+//! stops early leaves no index, so nothing that looks complete. [`EncodedSplit::open`] checks the header,
+//! exact sizes, every record's bounds and label and each shard's size; [`EncodedSplit::verify`] re-hashes
+//! the index and every shard. A reader refuses any other version.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use memmap2::Mmap;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::cache::Source;
+use crate::error::{Error, IoContext, Result};
+
+pub const MAGIC: &[u8; 8] = b"WRNJPEG\0";
+pub const VERSION: u32 = 1;
+pub const HEADER_LEN: usize = 64;
+pub const RECORD_LEN: usize = 32;
+pub const INDEX_EXTENSION: &str = "wrni";
+pub const SHARD_EXTENSION: &str = "wrns";
+/// Record flag: the original was not an RGB JPEG and was converted at prepare time.
+pub const FLAG_CONVERTED: u16 = 1;
+/// Record flag: re-encoded to a smaller size (`--max-side`).
+pub const FLAG_RESIZED: u16 = 2;
+
+/// A shard of an encoded split.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shard {
+    /// File name, beside the index.
+    pub file: String,
+    pub size: u64,
+    pub sha256: String,
+}
+
+/// An original file that was not an RGB JPEG and was converted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Converted {
+    pub name: String,
+    /// What it was: `CMYK JPEG`, `grayscale JPEG`, `PNG named .JPEG`, ...
+    pub from: String,
+}
+
+/// An original file left out of the split.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Skipped {
+    pub name: String,
+    pub reason: String,
+}
+
+/// The JSON metadata of an index.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EncodedMeta {
+    pub dataset: String,
+    pub split: String,
+    /// Class names (ImageNet: WNIDs) in label order.
+    pub classes: Vec<String>,
+    /// The files the split was prepared from, with their SHA-256.
+    pub sources: Vec<Source>,
+    pub shards: Vec<Shard>,
+    /// Images of the source left out (corrupt), by name.
+    pub skipped: Vec<Skipped>,
+    /// Images converted to RGB JPEG (CMYK, grayscale, PNG), by name.
+    pub converted: Vec<Converted>,
+    /// `--max-side`, when images were re-encoded to fit it.
+    pub max_side: Option<u32>,
+    /// Images re-encoded to fit `max_side`.
+    pub resized: u64,
+}
+
+/// One image of an encoded split.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub shard: u32,
+    pub label: u16,
+    pub flags: u16,
+    pub offset: u64,
+    pub length: u32,
+    pub width: u16,
+    pub height: u16,
+    pub name: String,
+}
+
+/// The path of a split's index in a dataset's `prepared/` folder.
+pub fn index_path(prepared_dir: &Path, split: &str) -> PathBuf {
+    prepared_dir.join(format!("{split}.{INDEX_EXTENSION}"))
+}
+
+/// The file name of shard `k` of a split.
+pub fn shard_name(split: &str, k: usize) -> String {
+    format!("{split}-{k:05}.{SHARD_EXTENSION}")
+}
+
+/// Writes shards one after the other, each to a temporary file renamed into place once full.
+pub struct ShardWriter {
+    dir: PathBuf,
+    split: String,
+    max_bytes: u64,
+    current: Option<(tempfile::NamedTempFile, std::io::BufWriter<std::fs::File>, Sha256, u64)>,
+    shards: Vec<Shard>,
+}
+
+impl ShardWriter {
+    /// Starts writing shards of `split` into `dir`, starting a new shard once one holds `max_bytes`.
+    pub fn new(dir: &Path, split: &str, max_bytes: u64) -> Result<ShardWriter> {
+        std::fs::create_dir_all(dir).at(dir)?;
+        Ok(ShardWriter { dir: dir.into(), split: split.into(), max_bytes, current: None, shards: vec![] })
+    }
+
+    /// Appends one file; returns (shard, offset).
+    pub fn append(&mut self, bytes: &[u8]) -> Result<(u32, u64)> {
+        if self.current.as_ref().is_some_and(|c| c.3 > 0 && c.3 + bytes.len() as u64 > self.max_bytes) {
+            self.finish_shard()?;
+        }
+        if self.current.is_none() {
+            let tmp =
+                tempfile::Builder::new().prefix(".prepare-").suffix(".tmp").tempfile_in(&self.dir).at(&self.dir)?;
+            let file = tmp.as_file().try_clone().at(tmp.path())?;
+            self.current = Some((tmp, std::io::BufWriter::with_capacity(1 << 20, file), Sha256::new(), 0));
+        }
+        let (tmp, out, hash, len) = self.current.as_mut().expect("a shard is open");
+        out.write_all(bytes).at(tmp.path())?;
+        hash.update(bytes);
+        let offset = *len;
+        *len += bytes.len() as u64;
+        Ok((self.shards.len() as u32, offset))
+    }
+
+    fn finish_shard(&mut self) -> Result<()> {
+        let Some((tmp, mut out, hash, size)) = self.current.take() else { return Ok(()) };
+        out.flush().at(tmp.path())?;
+        drop(out);
+        crate::verify::make_readable(tmp.as_file(), tmp.path())?;
+        tmp.as_file().sync_all().at(tmp.path())?;
+        let file = shard_name(&self.split, self.shards.len());
+        let path = self.dir.join(&file);
+        tmp.persist(&path).map_err(|e| Error::Io { path: path.clone(), source: e.error })?;
+        self.shards.push(Shard { file, size, sha256: format!("{:x}", hash.finalize()) });
+        Ok(())
+    }
+
+    /// Closes the last shard; returns every shard written.
+    pub fn finish(mut self) -> Result<Vec<Shard>> {
+        self.finish_shard()?;
+        Ok(std::mem::take(&mut self.shards))
+    }
+}
+
+/// Writes the index of a split atomically to `path` (the shards are already in place); returns its
+/// SHA-256 (the trailer) as hex. `records` are written in the order given.
+pub fn write_index(path: &Path, meta: &EncodedMeta, records: &[Record]) -> Result<String> {
+    let err = |detail: String| Error::Cache { path: path.into(), detail };
+    let mut names = Vec::new();
+    let mut table = Vec::with_capacity(records.len() * RECORD_LEN);
+    for (i, r) in records.iter().enumerate() {
+        if usize::from(r.label) >= meta.classes.len() {
+            return Err(err(format!("label {} of image {i} is not below the {} classes", r.label, meta.classes.len())));
+        }
+        let shard = meta.shards.get(r.shard as usize).ok_or_else(|| err(format!("image {i}: no shard {}", r.shard)))?;
+        if r.offset + u64::from(r.length) > shard.size {
+            return Err(err(format!("image {i} runs past the end of {}", shard.file)));
+        }
+        table.extend(r.shard.to_le_bytes());
+        table.extend(r.label.to_le_bytes());
+        table.extend(r.flags.to_le_bytes());
+        table.extend(r.offset.to_le_bytes());
+        table.extend(r.length.to_le_bytes());
+        table.extend(r.width.to_le_bytes());
+        table.extend(r.height.to_le_bytes());
+        table.extend((names.len() as u32).to_le_bytes());
+        table.extend((r.name.len() as u32).to_le_bytes());
+        names.extend(r.name.as_bytes());
+    }
+    if names.len() > u32::MAX as usize {
+        return Err(err("names exceed 4 GiB".into()));
+    }
+    let json = serde_json::to_vec(meta).expect("metadata serialises");
+    let records_offset = (HEADER_LEN + json.len()).div_ceil(8) * 8;
+    let names_offset = records_offset + table.len();
+    let mut bytes = Vec::with_capacity(names_offset + names.len() + 32);
+    bytes.extend(MAGIC);
+    bytes.extend(VERSION.to_le_bytes());
+    bytes.extend((RECORD_LEN as u32).to_le_bytes());
+    bytes.extend((records.len() as u64).to_le_bytes());
+    bytes.extend((meta.shards.len() as u32).to_le_bytes());
+    bytes.extend((json.len() as u32).to_le_bytes());
+    bytes.extend((records_offset as u64).to_le_bytes());
+    bytes.extend((names_offset as u64).to_le_bytes());
+    bytes.extend((names.len() as u64).to_le_bytes());
+    bytes.extend(0u64.to_le_bytes());
+    bytes.extend(&json);
+    bytes.resize(records_offset, 0);
+    bytes.extend(&table);
+    bytes.extend(&names);
+    let digest = Sha256::digest(&bytes);
+    bytes.extend(digest);
+
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).at(dir)?;
+    crate::space::ensure(dir, bytes.len() as u64, &format!("the index {}", path.display()))?;
+    let mut tmp = tempfile::Builder::new().prefix(".prepare-").suffix(".tmp").tempfile_in(dir).at(dir)?;
+    tmp.write_all(&bytes).at(tmp.path())?;
+    crate::verify::make_readable(tmp.as_file(), tmp.path())?;
+    tmp.as_file().sync_all().at(tmp.path())?;
+    tmp.persist(path).map_err(|e| Error::Io { path: path.into(), source: e.error })?;
+    Ok(format!("{digest:x}"))
+}
+
+/// An encoded split: its index and shards, memory-mapped read-only.
+pub struct EncodedSplit {
+    path: PathBuf,
+    index: Mmap,
+    shards: Vec<Mmap>,
+    pub meta: EncodedMeta,
+    n: usize,
+    records: usize,
+    names: usize,
+}
+
+fn map(path: &Path) -> Result<Mmap> {
+    let file = std::fs::File::open(path).at(path)?;
+    // SAFETY: opened read-only; prepare replaces files by rename and never writes them in place.
+    unsafe { Mmap::map(&file) }.at(path)
+}
+
+impl EncodedSplit {
+    /// Maps the index at `path` and its shards, and checks the header, sizes and every record (not the
+    /// checksums: see [`EncodedSplit::verify`]).
+    pub fn open(path: &Path) -> Result<EncodedSplit> {
+        let err = |detail: String| Error::Cache { path: path.into(), detail };
+        let index = map(path)?;
+        if index.len() < HEADER_LEN + 32 {
+            return Err(err(format!("{} bytes, shorter than a header", index.len())));
+        }
+        if &index[0..8] != MAGIC {
+            return Err(err("not a wrn encoded-image index (bad magic)".into()));
+        }
+        let u32_at = |o: usize| u32::from_le_bytes(index[o..o + 4].try_into().unwrap());
+        let u64_at = |o: usize| u64::from_le_bytes(index[o..o + 8].try_into().unwrap());
+        if u32_at(8) != VERSION {
+            return Err(err(format!(
+                "format version {}, this build reads version {VERSION}; prepare again",
+                u32_at(8)
+            )));
+        }
+        if u32_at(12) as usize != RECORD_LEN {
+            return Err(err(format!("record size {}, expected {RECORD_LEN}", u32_at(12))));
+        }
+        let (n, shard_count, meta_len) = (u64_at(16), u32_at(24) as u64, u64::from(u32_at(28)));
+        let (records, names, names_len) = (u64_at(32), u64_at(40), u64_at(48));
+        let expected_records = (HEADER_LEN as u64 + meta_len).div_ceil(8) * 8;
+        let sizes = n.checked_mul(RECORD_LEN as u64).and_then(|t| t.checked_add(records));
+        if records != expected_records || sizes != Some(names) {
+            return Err(err("section offsets disagree with the header sizes".into()));
+        }
+        if names.checked_add(names_len).and_then(|e| e.checked_add(32)) != Some(index.len() as u64) {
+            return Err(err(format!(
+                "{} bytes, expected {} for {n} images (truncated or damaged)",
+                index.len(),
+                names.saturating_add(names_len).saturating_add(32)
+            )));
+        }
+        let meta: EncodedMeta = serde_json::from_slice(&index[HEADER_LEN..HEADER_LEN + meta_len as usize])
+            .map_err(|e| err(format!("metadata: {e}")))?;
+        if meta.shards.len() as u64 != shard_count {
+            return Err(err(format!("{} shards in the metadata, {shard_count} in the header", meta.shards.len())));
+        }
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let mut shards = Vec::with_capacity(meta.shards.len());
+        for s in &meta.shards {
+            if s.file.contains('/') || !crate::manifest::is_safe_relative(&s.file) {
+                return Err(err(format!("shard name `{}` is not a plain file name", s.file)));
+            }
+            let p = dir.join(&s.file);
+            let m = map(&p)?;
+            if m.len() as u64 != s.size {
+                return Err(Error::Cache {
+                    path: p,
+                    detail: format!("{} bytes, the index says {} (truncated or replaced)", m.len(), s.size),
+                });
+            }
+            shards.push(m);
+        }
+        let split = EncodedSplit {
+            path: path.into(),
+            index,
+            shards,
+            meta,
+            n: n as usize,
+            records: records as usize,
+            names: names as usize,
+        };
+        for i in 0..split.n {
+            let r = split.raw(i);
+            if usize::from(r.label) >= split.meta.classes.len() {
+                return Err(err(format!("label {} of image {i} is out of range", r.label)));
+            }
+            let fits =
+                split.shards.get(r.shard as usize).is_some_and(|s| r.offset + u64::from(r.length) <= s.len() as u64);
+            if !fits {
+                return Err(err(format!("image {i} points outside its shard")));
+            }
+            if r.name_end > names_len as usize || r.name_start > r.name_end {
+                return Err(err(format!("the name of image {i} runs past the names section")));
+            }
+        }
+        Ok(split)
+    }
+
+    fn raw(&self, i: usize) -> RawRecord {
+        assert!(i < self.n, "image {i} of {}", self.n);
+        let b = &self.index[self.records + i * RECORD_LEN..self.records + (i + 1) * RECORD_LEN];
+        let u16_at = |o: usize| u16::from_le_bytes([b[o], b[o + 1]]);
+        let u32_at = |o: usize| u32::from_le_bytes(b[o..o + 4].try_into().unwrap());
+        let name_start = u32_at(24) as usize;
+        RawRecord {
+            shard: u32_at(0),
+            label: u16_at(4),
+            flags: u16_at(6),
+            offset: u64::from_le_bytes(b[8..16].try_into().unwrap()),
+            length: u32_at(16),
+            width: u16_at(20),
+            height: u16_at(22),
+            name_start,
+            name_end: name_start.saturating_add(u32_at(28) as usize),
+        }
+    }
+
+    /// Re-hashes the index and every shard, and compares with the trailer and the recorded SHA-256.
+    pub fn verify(&self) -> Result<()> {
+        let end = self.index.len() - 32;
+        let actual = format!("{:x}", Sha256::digest(&self.index[..end]));
+        let expected: String = self.index[end..].iter().map(|b| format!("{b:02x}")).collect();
+        if actual != expected {
+            return Err(Error::Checksum { path: self.path.clone(), expected, actual });
+        }
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        for (s, m) in self.meta.shards.iter().zip(&self.shards) {
+            let actual = format!("{:x}", Sha256::digest(&m[..]));
+            if actual != s.sha256 {
+                return Err(Error::Checksum { path: dir.join(&s.file), expected: s.sha256.clone(), actual });
+            }
+        }
+        Ok(())
+    }
+
+    /// The SHA-256 recorded in the index's trailer, as hex.
+    pub fn checksum(&self) -> String {
+        self.index[self.index.len() - 32..].iter().map(|b| format!("{b:02x}")).collect()
+    }
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+    pub fn len(&self) -> usize {
+        self.n
+    }
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+    /// The encoded bytes of image `i`. Panics when `i >= len()`.
+    pub fn encoded(&self, i: usize) -> &[u8] {
+        let r = self.raw(i);
+        &self.shards[r.shard as usize][r.offset as usize..r.offset as usize + r.length as usize]
+    }
+    /// The class index of image `i`. Panics when `i >= len()`.
+    pub fn label(&self, i: usize) -> u16 {
+        self.raw(i).label
+    }
+    /// The original name of image `i`. Panics when `i >= len()`.
+    pub fn name(&self, i: usize) -> &str {
+        let r = self.raw(i);
+        let names = &self.index[self.names..self.index.len() - 32];
+        std::str::from_utf8(&names[r.name_start..r.name_end]).unwrap_or("<name is not UTF-8>")
+    }
+    /// Image `i`'s record.
+    pub fn record(&self, i: usize) -> Record {
+        let r = self.raw(i);
+        Record {
+            shard: r.shard,
+            label: r.label,
+            flags: r.flags,
+            offset: r.offset,
+            length: r.length,
+            width: r.width,
+            height: r.height,
+            name: self.name(i).to_string(),
+        }
+    }
+    pub fn labels(&self) -> Vec<u16> {
+        (0..self.n).map(|i| self.label(i)).collect()
+    }
+    /// Bytes of the index and shards on disk.
+    pub fn size_on_disk(&self) -> u64 {
+        self.index.len() as u64 + self.meta.shards.iter().map(|s| s.size).sum::<u64>()
+    }
+}
+
+struct RawRecord {
+    shard: u32,
+    label: u16,
+    flags: u16,
+    offset: u64,
+    length: u32,
+    width: u16,
+    height: u16,
+    name_start: usize,
+    name_end: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(shards: Vec<Shard>) -> EncodedMeta {
+        EncodedMeta {
+            dataset: "toy".into(),
+            split: "train".into(),
+            classes: vec!["n01".into(), "n02".into()],
+            sources: vec![Source { file: "toy.tar".into(), sha256: "00".repeat(32) }],
+            shards,
+            skipped: vec![Skipped { name: "bad.JPEG".into(), reason: "corrupt".into() }],
+            converted: vec![],
+            max_side: None,
+            resized: 0,
+        }
+    }
+
+    fn record(shard: u32, offset: u64, length: u32, label: u16, name: &str) -> Record {
+        Record { shard, label, flags: 0, offset, length, width: 3, height: 2, name: name.into() }
+    }
+
+    #[test]
+    fn written_shards_and_index_read_back_and_damage_is_detected() {
+        let dir = tempfile::tempdir().unwrap();
+        let files: Vec<Vec<u8>> = (0..5u8).map(|i| vec![i; 10 + usize::from(i)]).collect();
+        let mut w = ShardWriter::new(dir.path(), "train", 25).unwrap();
+        let places: Vec<(u32, u64)> = files.iter().map(|f| w.append(f).unwrap()).collect();
+        let shards = w.finish().unwrap();
+        assert_eq!(places, [(0, 0), (0, 10), (1, 0), (1, 12), (2, 0)], "a new shard once one would pass 25 bytes");
+        assert_eq!(shards.iter().map(|s| s.file.as_str()).collect::<Vec<_>>()[0], "train-00000.wrns");
+        let records: Vec<Record> = files
+            .iter()
+            .zip(&places)
+            .enumerate()
+            .map(|(i, (f, &(s, o)))| record(s, o, f.len() as u32, (i % 2) as u16, &format!("img_{i}.JPEG")))
+            .collect();
+        let path = index_path(dir.path(), "train");
+        let digest = write_index(&path, &meta(shards.clone()), &records).unwrap();
+        let split = EncodedSplit::open(&path).unwrap();
+        split.verify().unwrap();
+        assert_eq!((split.len(), split.checksum()), (5, digest));
+        for (i, f) in files.iter().enumerate() {
+            assert_eq!(split.encoded(i), &f[..]);
+            assert_eq!(split.record(i), records[i]);
+        }
+        assert_eq!(split.meta, meta(shards.clone()));
+        // Only the index and the three shards; no temporary files.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 4);
+
+        // A flipped byte in a shard fails verification naming the shard; a shorter shard fails open.
+        let shard1 = dir.path().join("train-00001.wrns");
+        let good = std::fs::read(&shard1).unwrap();
+        let mut bad = good.clone();
+        bad[3] ^= 1;
+        std::fs::write(&shard1, &bad).unwrap();
+        let err = EncodedSplit::open(&path).unwrap().verify().unwrap_err().to_string();
+        assert!(err.contains("train-00001.wrns") && err.contains("SHA-256 mismatch"), "{err}");
+        std::fs::write(&shard1, &good[1..]).unwrap();
+        let err = EncodedSplit::open(&path).err().unwrap().to_string();
+        assert!(err.contains("train-00001.wrns") && err.contains("truncated"), "{err}");
+        std::fs::write(&shard1, &good).unwrap();
+        // A damaged index.
+        let index = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &index[..index.len() - 1]).unwrap();
+        assert!(EncodedSplit::open(&path).err().unwrap().to_string().contains("truncated"));
+        let mut v2 = index.clone();
+        v2[8] = 2;
+        std::fs::write(&path, &v2).unwrap();
+        assert!(EncodedSplit::open(&path).err().unwrap().to_string().contains("version 2"));
+        let mut flipped = index.clone();
+        let last = flipped.len() - 40;
+        flipped[last] ^= 1;
+        std::fs::write(&path, &flipped).unwrap();
+        let err = EncodedSplit::open(&path).unwrap().verify().unwrap_err().to_string();
+        assert!(err.contains("train.wrni"), "{err}");
+    }
+
+    #[test]
+    fn records_outside_the_classes_or_shards_are_not_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = ShardWriter::new(dir.path(), "val", 1 << 20).unwrap();
+        w.append(b"abcd").unwrap();
+        let shards = w.finish().unwrap();
+        let path = index_path(dir.path(), "val");
+        let err = write_index(&path, &meta(shards.clone()), &[record(0, 0, 4, 2, "a")]).unwrap_err().to_string();
+        assert!(err.contains("label 2"), "{err}");
+        let err = write_index(&path, &meta(shards), &[record(0, 2, 4, 0, "a")]).unwrap_err().to_string();
+        assert!(err.contains("past the end of val-00000.wrns"), "{err}");
+        assert!(!path.exists());
+    }
+}
