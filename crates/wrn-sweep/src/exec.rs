@@ -74,22 +74,29 @@ pub struct Summary {
     pub finished: Vec<PathBuf>,
     pub skipped: Vec<PathBuf>,
     pub interrupted: Vec<PathBuf>,
+    /// Pending runs a stop request kept from starting.
+    pub not_started: Vec<PathBuf>,
     pub failed: Vec<(PathBuf, String, PathBuf)>,
     pub conflicts: Vec<(PathBuf, String)>,
 }
 
 impl Summary {
     pub fn ok(&self) -> bool {
-        self.failed.is_empty() && self.conflicts.is_empty() && self.interrupted.is_empty()
+        self.failed.is_empty()
+            && self.conflicts.is_empty()
+            && self.interrupted.is_empty()
+            && self.not_started.is_empty()
     }
 
     /// A few lines for the end of a sweep.
     pub fn render(&self) -> String {
         let mut s = format!(
-            "sweep: {} finished, {} skipped (already finished), {} interrupted, {} failed, {} conflicting\n",
+            "sweep: {} finished, {} skipped (already finished), {} interrupted, {} not started, {} failed, {} \
+             conflicting\n",
             self.finished.len(),
             self.skipped.len(),
             self.interrupted.len(),
+            self.not_started.len(),
             self.failed.len(),
             self.conflicts.len()
         );
@@ -98,6 +105,9 @@ impl Summary {
         }
         for dir in &self.interrupted {
             s += &format!("  interrupted: {} (the next sweep resumes it)\n", dir.display());
+        }
+        if !self.not_started.is_empty() {
+            s += &format!("  {} runs not started: the next sweep runs them\n", self.not_started.len());
         }
         for (_, why) in &self.conflicts {
             s += &format!("  conflict: {why}\n");
@@ -241,10 +251,8 @@ pub fn execute(
             Outcome::Failed { status, log } => summary.failed.push((dir, status, log)),
         }
     }
-    // Runs never started because of a stop request are reported as interrupted.
-    for run in queue.into_inner().unwrap() {
-        summary.interrupted.push(run.dir.clone());
-    }
+    // Runs a stop request kept from starting; the next sweep starts (or resumes) them.
+    summary.not_started.extend(queue.into_inner().unwrap().into_iter().map(|run| run.dir.clone()));
     summary
 }
 
