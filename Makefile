@@ -9,7 +9,7 @@ CARGO := . ./$(TORCH_ENV) && cargo
 WRN := . ./$(TORCH_ENV) && ./target/release/wrn
 
 .PHONY: help libtorch build test test-rust test-bootstrap test-slurm lint fmt doctor demo bench bench-peers gpu-check \
-	clean reproduce-cifar reproduce-imagenet $(TABLES)
+	clean reproduce-cifar reproduce-imagenet nightly $(TABLES)
 
 # Reproduction settings, passed through to `wrn sweep`: SCALE=full|smoke|0.1, GPUS=0,1 (or none),
 # SEEDS=N (default: each table's), DATA_DIR=/data (default: data/ or $$WRN_DATA_DIR), RUNS=folder.
@@ -93,6 +93,9 @@ fonts: ## DejaVu Sans for the plots' text (Debian's fonts-dejavu-core), installe
 
 report: build fonts ## Report on $(RUNS) into reports/generated/; README results section from reports/results/
 	$(WRN) report --runs $(RUNS) --out reports/generated --readme README.md
+
+nightly: build ## Regression check: demo table + benchmarks vs reports/baselines -> reports/nightly/<date>/
+	. ./$(TORCH_ENV) && WRN_BIN=target/release/wrn ci/nightly.sh
 
 bench: libtorch ## Criterion benchmarks (target/criterion/)
 	$(CARGO) bench -p wrn-benches

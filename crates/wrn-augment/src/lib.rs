@@ -13,6 +13,8 @@
 //!   [`imagenet::EncodedSource`] (what a shard reader provides).
 //! - [`zca`]: global contrast normalisation and ZCA whitening, fitted once and cached with a checksum.
 //! - [`rng`]: the per-sample and per-epoch random streams.
+//! - [`throughput`]: a pipeline's images/s beside its unaugmented counterpart and a copy bound, measured
+//!   in the same process.
 
 pub mod error;
 pub mod imagenet;
@@ -20,6 +22,7 @@ pub mod loader;
 pub mod ops;
 pub mod preset;
 pub mod rng;
+pub mod throughput;
 pub mod zca;
 
 pub use error::{Error, Result};

@@ -1,7 +1,8 @@
 //! Reports: reads the paper's tables (`reports/tables/*.toml`, through `wrn-tables`) and the run folders
 //! under a runs folder, and writes each table with our figures beside the published ones, as Markdown
 //! (`report.md`), one self-contained HTML page with the plots inline (`report.html`), CSV (`report.csv`),
-//! and plots as SVG and PNG (`plots/`). It also writes the README's results section ([`readme`]).
+//! and plots as SVG and PNG (`plots/`). It also writes the README's results section ([`readme`]), and
+//! judges the nightly run against committed baselines ([`nightly`]).
 //!
 //! Architecture invariant: this crate does not depend on libtorch nor on the training crates; it reads
 //! run folders as files (`result.json`, `metrics.csv`; see [`runs`]), so a report can be made on any
@@ -48,6 +49,7 @@ use std::path::{Path, PathBuf};
 pub mod compare;
 pub mod html;
 pub mod markdown;
+pub mod nightly;
 pub mod plots;
 pub mod readme;
 pub mod runs;

@@ -20,6 +20,8 @@ pub struct DeviceCheck {
     pub batch: i64,
     pub steps: usize,
     pub parameters: i64,
+    /// Forward multiply-adds per image at the paper's input size (`wrn_nets::tally`).
+    pub mult_adds_per_image: i64,
     /// Cross-entropy of the last step (finite when the device computes sensibly).
     pub loss: f64,
     pub images_per_second: f64,
@@ -111,6 +113,7 @@ pub fn forward_backward(
         batch,
         steps,
         parameters: wrn_nets::parameter_count(&vs),
+        mult_adds_per_image: net.tally().total().mult_adds,
         loss,
         images_per_second: (batch as f64 * steps as f64) / seconds.max(1e-9),
         optimizer_step: options.optimizer_step,
@@ -118,6 +121,95 @@ pub fn forward_backward(
             Device::Cuda(index) => crate::environment::cuda_memory_in_use(index),
             _ => None,
         },
+    })
+}
+
+/// A fixed reference workload's speed on a device: square `f32` matrix products on the same threads as
+/// training, so a training figure can be read as a ratio that does not depend on the machine.
+#[derive(Debug, Clone, Serialize)]
+pub struct Reference {
+    pub workload: String,
+    /// Floating-point operations per second (a product of two n×n matrices counts 2n³).
+    pub flops_per_second: f64,
+}
+
+/// Side of the reference matrices: large enough to run at the BLAS's full speed, small enough to fit in
+/// a CPU's caches.
+pub const REFERENCE_SIDE: i64 = 512;
+
+/// Times products of two [`REFERENCE_SIDE`]² `f32` matrices on `device` for at least `min_seconds`.
+pub fn matmul_reference(device: Device, min_seconds: f64) -> Result<Reference, CheckError> {
+    let name = format!("{device:?}").to_lowercase();
+    let torch = |source| CheckError::Torch { device: name.clone(), source };
+    let n = REFERENCE_SIDE;
+    let a = Tensor::f_randn([n, n], (Kind::Float, device)).map_err(torch)?;
+    let b = Tensor::f_randn([n, n], (Kind::Float, device)).map_err(torch)?;
+    let sync = || {
+        if let Device::Cuda(index) = device {
+            tch::Cuda::synchronize(index as i64);
+        }
+    };
+    let _ = a.f_matmul(&b).map_err(torch)?;
+    sync();
+    let start = Instant::now();
+    let mut products = 0u64;
+    while products == 0 || start.elapsed().as_secs_f64() < min_seconds {
+        for _ in 0..4 {
+            let _ = std::hint::black_box(a.f_matmul(&b).map_err(torch)?);
+        }
+        sync();
+        products += 4;
+    }
+    let seconds = start.elapsed().as_secs_f64().max(1e-9);
+    Ok(Reference {
+        workload: format!("{n}x{n} f32 matmul"),
+        flops_per_second: products as f64 * 2.0 * (n as f64).powi(3) / seconds,
+    })
+}
+
+/// Training throughput beside the reference workload, measured in alternation in one process.
+#[derive(Debug, Clone, Serialize)]
+pub struct Referenced {
+    /// The best round of training steps.
+    pub train: DeviceCheck,
+    /// The best round of the reference.
+    pub reference: Reference,
+    pub rounds: usize,
+    /// Training FLOP/s (3 × 2 × multiply-adds per image: forward, and backward at twice the forward)
+    /// over the reference's: the share of the matrix-product speed a training step reaches. What a
+    /// regression check compares.
+    pub ratio_to_reference: f64,
+}
+
+/// [`forward_backward`] and [`matmul_reference`] in alternation, `rounds` times each; keeps the best of
+/// each so that both sides see the same machine load.
+pub fn against_reference(
+    arch: &Arch,
+    device: Device,
+    batch: i64,
+    steps: usize,
+    rounds: usize,
+    options: CheckOptions,
+) -> Result<Referenced, CheckError> {
+    let mut best: Option<DeviceCheck> = None;
+    let mut reference: Option<Reference> = None;
+    for _ in 0..rounds.max(1) {
+        let r = matmul_reference(device, 0.25)?;
+        if reference.as_ref().is_none_or(|b| r.flops_per_second > b.flops_per_second) {
+            reference = Some(r);
+        }
+        let t = forward_backward(arch, device, batch, steps, options)?;
+        if best.as_ref().is_none_or(|b| t.images_per_second > b.images_per_second) {
+            best = Some(t);
+        }
+    }
+    let (train, reference) = (best.expect("one round"), reference.expect("one round"));
+    let training_flops = train.images_per_second * 6.0 * train.mult_adds_per_image as f64;
+    Ok(Referenced {
+        ratio_to_reference: training_flops / reference.flops_per_second,
+        train,
+        reference,
+        rounds: rounds.max(1),
     })
 }
 
@@ -133,6 +225,20 @@ mod tests {
         assert!(check.images_per_second > 0.0);
         assert_eq!(check.device, "cpu");
         assert_eq!(check.parameters, 77_850);
+        let net = "wrn-10-1".parse::<Arch>().unwrap().build(&nn::VarStore::new(Device::Cpu).root());
+        assert_eq!(check.mult_adds_per_image, net.tally().total().mult_adds);
+    }
+
+    #[test]
+    fn training_is_measured_against_the_matmul_reference() {
+        let r = against_reference(&"wrn-10-1".parse().unwrap(), Device::Cpu, 8, 1, 2, CheckOptions::default()).unwrap();
+        assert_eq!(r.rounds, 2);
+        assert!(r.reference.flops_per_second > 1e6, "{}", r.reference.flops_per_second);
+        let expected =
+            r.train.images_per_second * 6.0 * r.train.mult_adds_per_image as f64 / r.reference.flops_per_second;
+        assert!((r.ratio_to_reference - expected).abs() <= 1e-12 * expected);
+        // A training step reaches some share of the matrix-product speed, never many times it.
+        assert!(r.ratio_to_reference > 0.0 && r.ratio_to_reference < 5.0, "{}", r.ratio_to_reference);
     }
 
     #[test]

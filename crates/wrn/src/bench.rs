@@ -1,7 +1,13 @@
 //! `wrn bench train`: training throughput (forward, backward and the SGD update) of one architecture on
-//! one device, with the projected time of a paper-length CIFAR run.
+//! one device, with the projected time of a paper-length CIFAR run, and with `--reference` beside a
+//! matrix-product workload measured in the same process. `wrn bench pipeline`: images/s of an input
+//! pipeline over a prepared split beside a copy bound measured in the same process.
 
-use anyhow::Result;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use wrn_augment::Preset;
 use wrn_nets::Arch;
 use wrn_train::check::{self, CheckOptions};
 use wrn_train::runtime::{self, DeviceChoice, ThreadPlan};
@@ -10,6 +16,31 @@ use wrn_train::runtime::{self, DeviceChoice, ThreadPlan};
 pub enum Command {
     /// Images/s of full training steps on random input.
     Train(TrainArgs),
+    /// Images/s of an input pipeline over a prepared split, beside a copy of the same output bytes.
+    Pipeline(PipelineArgs),
+}
+
+#[derive(clap::Args)]
+pub struct PipelineArgs {
+    /// The prepared split, e.g. data/cifar10/prepared/train.wrnc (see `wrn data path cifar10`).
+    #[arg(long)]
+    split: PathBuf,
+    /// The pipeline measured.
+    #[arg(long, default_value = "cifar-train")]
+    preset: Preset,
+    /// Its unaugmented counterpart, measured beside it (`none` to skip).
+    #[arg(long, default_value = "cifar-test")]
+    plain: String,
+    #[arg(long, default_value_t = 128)]
+    batch: usize,
+    /// Loader workers (1: the ratio to the one-thread copy bound does not depend on the core count).
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
+    /// Alternating measurements of each side; the best is kept.
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args)]
@@ -30,12 +61,74 @@ pub struct TrainArgs {
     /// Timed steps (after one warm-up step).
     #[arg(long, default_value_t = 10)]
     steps: usize,
+    /// Also time a fixed matrix-product workload in alternation with the training steps (best of
+    /// --rounds each) and report their ratio, which compares across machines.
+    #[arg(long)]
+    reference: bool,
+    /// With --reference: alternating measurements of each side.
+    #[arg(long, default_value_t = 3, requires = "reference")]
+    rounds: usize,
     #[arg(long)]
     json: bool,
 }
 
 pub fn run(command: Command) -> Result<()> {
-    let Command::Train(args) = command;
+    match command {
+        Command::Train(args) => train(args),
+        Command::Pipeline(args) => pipeline(args),
+    }
+}
+
+fn pipeline(args: PipelineArgs) -> Result<()> {
+    let split = wrn_data::cache::PreparedSplit::open(&args.split)
+        .with_context(|| format!("opening the prepared split {}", args.split.display()))?;
+    let options = wrn_augment::throughput::Options {
+        preset: args.preset,
+        plain: if args.plain == "none" { None } else { Some(args.plain.parse()?) },
+        batch_size: args.batch,
+        workers: args.workers,
+        rounds: args.rounds,
+        ..Default::default()
+    };
+    let t = wrn_augment::throughput::measure(Arc::new(split), &options)?;
+    if args.json {
+        let value = serde_json::json!({
+            "benchmark": "pipeline",
+            "split": args.split,
+            "preset": t.preset,
+            "plain_preset": t.plain_preset,
+            "images": t.images,
+            "batch": t.batch_size,
+            "workers": t.workers,
+            "rounds": t.rounds,
+            "images_per_second": t.images_per_second,
+            "copy_images_per_second": t.copy_images_per_second,
+            "plain_images_per_second": t.plain_images_per_second,
+            "ratio_to_copy": t.ratio_to_copy,
+            "ratio_to_plain": t.ratio_to_plain,
+        });
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    } else {
+        println!(
+            "{} over {} images, batch {}, {} worker(s): {:.0} images/s = {:.1}% of the one-thread copy bound \
+             ({:.0} images/s){}",
+            t.preset,
+            t.images,
+            t.batch_size,
+            t.workers,
+            t.images_per_second,
+            100.0 * t.ratio_to_copy,
+            t.copy_images_per_second,
+            match (&t.plain_preset, t.plain_images_per_second) {
+                (Some(p), Some(r)) => format!("; {p}: {r:.0} images/s"),
+                _ => String::new(),
+            }
+        );
+    }
+    Ok(())
+}
+
+fn train(args: TrainArgs) -> Result<()> {
     let selected = runtime::select_device(args.device)?;
     if let Some(reason) = &selected.fallback_reason {
         tracing::info!("CUDA unavailable, measuring the CPU: {reason}");
@@ -50,6 +143,27 @@ pub fn run(command: Command) -> Result<()> {
         optimizer_step: true,
         input_side: None,
     };
+    if args.reference {
+        let r = check::against_reference(&args.arch, selected.device, args.batch, args.steps, args.rounds, options)?;
+        if args.json {
+            let mut value = serde_json::to_value(&r)?;
+            value["benchmark"] = serde_json::json!("train");
+            println!("{}", serde_json::to_string_pretty(&value)?);
+        } else {
+            println!(
+                "{} on {}, batch {}: {:.1} images/s; {}: {:.1} GFLOP/s; training reaches {:.1}% of it (best of {})",
+                r.train.arch,
+                r.train.device,
+                r.train.batch,
+                r.train.images_per_second,
+                r.reference.workload,
+                r.reference.flops_per_second / 1e9,
+                100.0 * r.ratio_to_reference,
+                r.rounds
+            );
+        }
+        return Ok(());
+    }
     let result = check::forward_backward(&args.arch, selected.device, args.batch, args.steps, options)?;
     // 200 epochs of the 50,000 CIFAR training images, the paper's schedule.
     let hours_200_epochs = 200.0 * 50_000.0 / result.images_per_second / 3600.0;

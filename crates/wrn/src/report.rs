@@ -1,12 +1,17 @@
 //! `wrn report`: our figures beside the paper's for every table (Markdown, HTML, CSV, plots), and the
-//! README's results section. Parses the arguments and calls `wrn_report`.
+//! README's results section; `wrn report nightly`: tonight's figures against the committed baselines.
+//! Parses the arguments and calls `wrn_report`.
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 
 #[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct Args {
+    #[command(subcommand)]
+    nightly: Option<Nightly>,
     /// The runs folder to report on (as `wrn train` and `wrn sweep` write it).
     #[arg(long, default_value = "runs")]
     runs: PathBuf,
@@ -32,7 +37,88 @@ pub struct Args {
     check: bool,
 }
 
-pub fn run(args: Args) -> Result<()> {
+#[derive(clap::Subcommand)]
+enum Nightly {
+    /// The nightly regression check: the demo table's final test errors (from --runs) and the ratios of
+    /// `wrn bench ... --json` outputs (--bench) against reports/baselines/*.json; writes report.md,
+    /// report.json and measurements.json to --out and exits non-zero naming each regression.
+    Nightly(NightlyArgs),
+}
+
+#[derive(clap::Args)]
+struct NightlyArgs {
+    /// Run folders of the smoke-scale sweep to read test errors from.
+    #[arg(long, required_unless_present = "current")]
+    runs: Option<PathBuf>,
+    /// The table whose rows are read from --runs.
+    #[arg(long, default_value = "demo")]
+    table: String,
+    /// The paper's tables (default: reports/tables).
+    #[arg(long)]
+    tables: Option<PathBuf>,
+    /// Output of `wrn bench pipeline --json` or `wrn bench train --reference --json`; repeatable.
+    #[arg(long = "bench", value_name = "FILE")]
+    benches: Vec<PathBuf>,
+    /// Tonight's figures from a measurements.json instead of --runs and --bench.
+    #[arg(long, conflicts_with_all = ["runs", "benches"])]
+    current: Option<PathBuf>,
+    /// Where and how tonight's figures were measured (stored with them).
+    #[arg(long, default_value = "")]
+    note: String,
+    /// The baseline files (every *.json in it).
+    #[arg(long, default_value = "reports/baselines")]
+    baselines: PathBuf,
+    /// Where report.md, report.json and measurements.json go (default: reports/nightly/<date>).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// The night's date (default: today, UTC).
+    #[arg(long)]
+    date: Option<String>,
+    /// Record tonight's figures as the baselines in --baselines (one <group>.json per group) before
+    /// comparing.
+    #[arg(long)]
+    record: bool,
+}
+
+fn nightly(args: NightlyArgs) -> Result<ExitCode> {
+    use wrn_report::nightly;
+    let current = match &args.current {
+        Some(path) => nightly::Measurements::load(path)?,
+        None => {
+            let Some(runs) = &args.runs else { bail!("give --runs (with --bench) or --current") };
+            let tables = args.tables.clone().unwrap_or_else(wrn_tables::default_dir);
+            nightly::collect(&tables, &args.table, runs, &args.benches, &args.note)?
+        }
+    };
+    let date = args.date.unwrap_or_else(|| nightly::utc_date(std::time::SystemTime::now()));
+    let options = nightly::Options {
+        current,
+        out: args.out.unwrap_or_else(|| PathBuf::from("reports/nightly").join(&date)),
+        baselines: args.baselines.clone(),
+        date,
+        record: args.record.then(|| args.baselines.clone()),
+    };
+    let result = nightly::run(&options)?;
+    if args.record {
+        println!("recorded the baselines in {}", args.baselines.display());
+    }
+    for line in result.regression_lines() {
+        eprintln!("{line}");
+    }
+    println!(
+        "nightly {}: {} figures, {} regression(s); report in {}",
+        result.date,
+        result.verdicts.len(),
+        result.regressions.len(),
+        options.out.join("report.md").display()
+    );
+    Ok(if result.passed { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+pub fn run(args: Args) -> Result<ExitCode> {
+    if let Some(Nightly::Nightly(nightly_args)) = args.nightly {
+        return nightly(nightly_args);
+    }
     let options = wrn_report::Options {
         runs: args.runs,
         tables: args.tables.unwrap_or_else(wrn_tables::default_dir),
@@ -65,5 +151,5 @@ pub fn run(args: Args) -> Result<()> {
         };
         println!("{}: results section {state}", readme.display());
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }

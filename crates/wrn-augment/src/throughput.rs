@@ -1,0 +1,219 @@
+//! Throughput of an input pipeline over a prepared split, beside a baseline measured in the same process:
+//! the copy bound, the epoch's pixels read from the split and written as `f32` batch by batch into one
+//! batch buffer on one thread, the least any pipeline over these pixels must do. Both sides read the same
+//! bytes and write the same values, so both are bound by the same caches and memory; a copy of a
+//! separate `f32` source as large as the epoch (the criterion bench's bound) is bound by memory bandwidth
+//! alone and its ratio to the pipeline varied twofold with the load of a shared machine. Machines differ,
+//! so a regression check compares ratios, not images/s (`wrn bench pipeline`, the nightly report).
+//!
+//! Each measurement repeats whole epochs until it has run for at least `min_seconds`; the pipeline and
+//! the copy are measured in alternation, `rounds` times each, and the best of each is kept, so both sides
+//! see the same machine load and a busy moment costs a round, not the figure. The unaugmented test preset
+//! of the same family is measured the same way: the ratio of the pipeline to it isolates the cost of
+//! augmenting, through the same loader, threads and bytes, and was the steadier ratio on a loaded
+//! two-core machine (within about ±10% where the copy-bound ratio varied up to twofold).
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use wrn_data::cache::PreparedSplit;
+
+use crate::error::{Error, Result};
+use crate::loader::{Loader, LoaderConfig};
+use crate::preset::{Pipeline, Preset};
+
+/// What [`measure`] runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Options {
+    /// The pipeline measured (a preset over pixels: `cifar-train`, `cifar-test`, `svhn`).
+    pub preset: Preset,
+    /// Its unaugmented counterpart, measured beside it for information (`None`: skip).
+    pub plain: Option<Preset>,
+    pub batch_size: usize,
+    /// Loader workers. With 1, the ratio to the one-thread copy bound does not depend on the core count.
+    pub workers: usize,
+    /// Alternating measurements of each side; the best is kept.
+    pub rounds: usize,
+    /// Least duration of one measurement (whole epochs are repeated until it is reached).
+    pub min_seconds: f64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            preset: Preset::CifarTrain(crate::Norm::MeanStd),
+            plain: Some(Preset::CifarTest(crate::Norm::MeanStd)),
+            batch_size: 128,
+            workers: 1,
+            rounds: 5,
+            min_seconds: 0.25,
+        }
+    }
+}
+
+/// What [`measure`] found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Throughput {
+    pub preset: String,
+    pub plain_preset: Option<String>,
+    /// Samples per epoch.
+    pub images: usize,
+    pub batch_size: usize,
+    pub workers: usize,
+    pub rounds: usize,
+    /// The pipeline, best round.
+    pub images_per_second: f64,
+    /// The copy bound, best round.
+    pub copy_images_per_second: f64,
+    /// The unaugmented preset, best round.
+    pub plain_images_per_second: Option<f64>,
+    /// `images_per_second / copy_images_per_second`.
+    pub ratio_to_copy: f64,
+    /// `images_per_second / plain_images_per_second`: the cost of augmenting, through the same loader on
+    /// the same threads; the steadier of the two ratios on a loaded machine (what the nightly compares).
+    pub ratio_to_plain: Option<f64>,
+}
+
+/// Measures `options.preset` over `split` against the copy bound (see the module doc).
+pub fn measure(split: Arc<PreparedSplit>, options: &Options) -> Result<Throughput> {
+    if options.rounds == 0 {
+        return Err(Error::Config("rounds must be at least 1".into()));
+    }
+    let loader = |preset: Preset| -> Result<Loader> {
+        let config = LoaderConfig {
+            batch_size: options.batch_size,
+            seed: 1,
+            workers: options.workers,
+            prefetch: 4,
+            ..LoaderConfig::default()
+        };
+        Loader::new(split.clone(), Pipeline::from_preset(preset, None)?, config)
+    };
+    let main = loader(options.preset)?;
+    let plain = options.plain.map(loader).transpose()?;
+    let mut copy = Copy::new(&split, main.len(), options.batch_size);
+    let min = Duration::from_secs_f64(options.min_seconds);
+    let mut epoch = 0u64;
+    let (mut best_main, mut best_copy, mut best_plain) = (0.0f64, 0.0f64, 0.0f64);
+    for _ in 0..options.rounds {
+        best_copy = best_copy.max(rate(main.len(), min, || copy.run()));
+        best_main = best_main.max(rate(main.len(), min, || {
+            epoch += 1;
+            run_epoch(&main, epoch)
+        }));
+        if let Some(plain) = &plain {
+            best_plain = best_plain.max(rate(plain.len(), min, || {
+                epoch += 1;
+                run_epoch(plain, epoch)
+            }));
+        }
+    }
+    Ok(Throughput {
+        preset: options.preset.to_string(),
+        plain_preset: options.plain.map(|p| p.to_string()),
+        images: main.len(),
+        batch_size: options.batch_size,
+        workers: options.workers,
+        rounds: options.rounds,
+        images_per_second: best_main,
+        copy_images_per_second: best_copy,
+        plain_images_per_second: plain.is_some().then_some(best_plain),
+        ratio_to_copy: best_main / best_copy,
+        ratio_to_plain: plain.is_some().then_some(best_main / best_plain),
+    })
+}
+
+/// Images/s of `epoch` (which handles `images` samples), repeated until `min` has passed.
+fn rate(images: usize, min: Duration, mut epoch: impl FnMut()) -> f64 {
+    let start = Instant::now();
+    let mut epochs = 0usize;
+    while epochs == 0 || start.elapsed() < min {
+        epoch();
+        epochs += 1;
+    }
+    (epochs * images) as f64 / start.elapsed().as_secs_f64().max(1e-9)
+}
+
+/// One epoch through the queue, returning every batch for reuse as the training runner does.
+fn run_epoch(loader: &Loader, epoch: u64) {
+    let mut it = loader.epoch(epoch, 0);
+    while let Some(b) = it.next() {
+        black_box(&b.images);
+        it.recycle(b);
+    }
+}
+
+/// The copy bound: an epoch's pixels converted to `f32` batch by batch into one batch buffer, on one thread.
+struct Copy<'a> {
+    src: &'a [u8],
+    dst: Vec<f32>,
+}
+
+impl Copy<'_> {
+    fn new(split: &PreparedSplit, images: usize, batch_size: usize) -> Copy<'_> {
+        let sample = split.image_bytes();
+        Copy { src: &split.images()[..images * sample], dst: vec![0.0; batch_size * sample] }
+    }
+
+    fn run(&mut self) {
+        for chunk in self.src.chunks(self.dst.len()) {
+            for (d, s) in self.dst.iter_mut().zip(chunk) {
+                *d = f32::from(*s);
+            }
+            black_box(&self.dst);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wrn_data::cache::{write, SplitData, SplitMeta};
+
+    fn split(dir: &std::path::Path, n: usize) -> Arc<PreparedSplit> {
+        let images: Vec<u8> = (0..n * 3072).map(|k| (k.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+        let labels: Vec<u16> = (0..n).map(|i| (i % 10) as u16).collect();
+        let meta = SplitMeta {
+            dataset: "t".into(),
+            split: "train".into(),
+            classes: (0..10).map(|i| i.to_string()).collect(),
+            coarse_classes: vec![],
+            sources: vec![],
+        };
+        let path = dir.join("train.wrnc");
+        let data = SplitData {
+            meta: &meta,
+            height: 32,
+            width: 32,
+            channels: 3,
+            images: &images,
+            labels: &labels,
+            coarse_labels: None,
+        };
+        write(&path, &data).unwrap();
+        Arc::new(PreparedSplit::open(&path).unwrap())
+    }
+
+    #[test]
+    fn measures_the_pipeline_the_copy_bound_and_their_ratio() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = Options { batch_size: 32, rounds: 2, min_seconds: 0.01, ..Options::default() };
+        let t = measure(split(dir.path(), 100), &options).unwrap();
+        assert_eq!((t.preset.as_str(), t.plain_preset.as_deref()), ("cifar-train", Some("cifar-test")));
+        assert_eq!((t.images, t.batch_size, t.workers, t.rounds), (100, 32, 1, 2));
+        assert!(t.images_per_second > 0.0 && t.copy_images_per_second > 0.0);
+        assert!(t.plain_images_per_second.unwrap() > 0.0);
+        assert_eq!(t.ratio_to_copy, t.images_per_second / t.copy_images_per_second);
+        assert_eq!(t.ratio_to_plain, Some(t.images_per_second / t.plain_images_per_second.unwrap()));
+        // Augmenting and normalising reads and writes every value at least once more than a copy.
+        assert!(t.ratio_to_copy < 1.0, "{}", t.ratio_to_copy);
+    }
+
+    #[test]
+    fn zero_rounds_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = Options { rounds: 0, ..Options::default() };
+        assert!(measure(split(dir.path(), 10), &options).is_err());
+    }
+}
