@@ -144,6 +144,9 @@ fn open_data(exp: &Experiment, plan: &ThreadPlan) -> Result<Data, TrainError> {
     if !store.is_prepared(manifest) {
         return Err(TrainError::NotPrepared { dataset: manifest.name.clone(), dir });
     }
+    if exp.dataset == Dataset::ImageNet {
+        return open_imagenet(exp, plan, &store, manifest);
+    }
     let train_parts = exp
         .train_splits
         .iter()
@@ -180,6 +183,36 @@ fn open_data(exp: &Experiment, plan: &ThreadPlan) -> Result<Data, TrainError> {
         config(true, exp.drop_last, train_subset),
     )?;
     let test = Loader::new(test, Pipeline::from_preset(test_preset, zca)?, config(false, false, test_subset))?;
+    Ok(Data { train, test, classes })
+}
+
+/// ImageNet: JPEG shards decoded by the loader, evaluated on the val split. The class count is the
+/// prepared data's (1000 for ILSVRC2012, fewer for synthetic data).
+fn open_imagenet(
+    exp: &Experiment,
+    plan: &ThreadPlan,
+    store: &Store,
+    manifest: &wrn_data::manifest::Manifest,
+) -> Result<Data, TrainError> {
+    let train = Arc::new(store.open_encoded(manifest, "train")?);
+    let val = Arc::new(store.open_encoded(manifest, "val")?);
+    let classes = train.meta.classes.len() as i64;
+    let (train_preset, val_preset) = presets(exp)?;
+    let config = |shuffle, drop_last, subset: Option<usize>, len: usize| LoaderConfig {
+        batch_size: exp.batch_size,
+        seed: exp.seed,
+        shuffle,
+        drop_last,
+        workers: exp.data.workers.unwrap_or(plan.data_workers),
+        prefetch: exp.data.prefetch.max(1),
+        // "At most this many": a smoke scale may ask for more images than a small split holds.
+        subset: subset.map(|n| n.min(len)),
+    };
+    let (train_name, val_name) = (train.path().display().to_string(), val.path().display().to_string());
+    let train_config = config(true, exp.drop_last, exp.scale.train_subset, train.len());
+    let val_config = config(false, false, exp.scale.test_subset, val.len());
+    let train = Loader::from_encoded(train, &train_name, Pipeline::from_preset(train_preset, None)?, train_config)?;
+    let test = Loader::from_encoded(val, &val_name, Pipeline::from_preset(val_preset, None)?, val_config)?;
     Ok(Data { train, test, classes })
 }
 
