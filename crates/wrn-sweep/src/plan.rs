@@ -274,13 +274,19 @@ fn state_of(dir: &Path, row: &wrn_tables::Row, scale: Scale) -> Result<RunState,
             got.2
         )));
     }
+    Ok(progress_of(dir))
+}
+
+/// Where a run folder known to hold the right run stands: finished, resumable from its checkpoint, or
+/// to be started.
+pub fn progress_of(dir: &Path) -> RunState {
     if is_finished(dir) {
-        return Ok(RunState::Finished);
+        RunState::Finished
+    } else if dir.join("checkpoint.safetensors").exists() {
+        RunState::Resume
+    } else {
+        RunState::New
     }
-    if dir.join("checkpoint.safetensors").exists() {
-        return Ok(RunState::Resume);
-    }
-    Ok(RunState::New)
 }
 
 #[cfg(test)]

@@ -240,13 +240,7 @@ fn task(exe: &Path, tasks: &Path, index: usize, stop: Arc<AtomicBool>) -> Result
     };
     // The folder may have moved on since the script was written (a requeued task, a finished run).
     let mut run = planned.clone();
-    run.state = if wrn_sweep::plan::is_finished(&run.dir) {
-        RunState::Finished
-    } else if run.dir.join(wrn_train::run::CHECKPOINT).exists() {
-        RunState::Resume
-    } else {
-        RunState::New
-    };
+    run.state = wrn_sweep::plan::progress_of(&run.dir);
     // Slurm's allocation, not the node's cores.
     let cores = std::env::var("SLURM_CPUS_PER_TASK")
         .ok()
