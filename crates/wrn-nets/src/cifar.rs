@@ -32,7 +32,7 @@ use std::str::FromStr;
 use tch::nn::{self, ModuleT};
 use tch::Tensor;
 
-use crate::layers::{classifier, conv};
+use crate::layers::{classifier, conv, Classifier, Conv};
 use crate::tally::Tally;
 use crate::ArchError;
 
@@ -173,8 +173,8 @@ fn batch_norm(vs: nn::Path, tally: &mut Tally) -> nn::BatchNorm {
 #[derive(Debug)]
 struct Block {
     /// BN-ReLU-conv for each conv of the block.
-    layers: Vec<(nn::BatchNorm, nn::Conv2D)>,
-    shortcut: Option<nn::Conv2D>,
+    layers: Vec<(nn::BatchNorm, Conv)>,
+    shortcut: Option<Conv>,
     dropout: f64,
 }
 
@@ -227,10 +227,10 @@ impl ModuleT for Block {
 /// A WRN for 32×32 inputs.
 #[derive(Debug)]
 pub struct WideResNet {
-    stem: nn::Conv2D,
+    stem: Conv,
     blocks: Vec<Block>,
     bn: nn::BatchNorm,
-    fc: nn::Linear,
+    fc: Classifier,
 }
 
 impl WideResNet {

@@ -23,7 +23,7 @@ use std::str::FromStr;
 use tch::nn::{self, ModuleT};
 use tch::Tensor;
 
-use crate::layers::{classifier, conv};
+use crate::layers::{classifier, conv, Classifier, Conv};
 use crate::tally::Tally;
 use crate::ArchError;
 
@@ -109,8 +109,8 @@ fn batch_norm(vs: nn::Path, tally: &mut Tally) -> nn::BatchNorm {
 #[derive(Debug)]
 struct Block {
     /// conv-BN pairs of the residual branch; ReLU between them.
-    branch: Vec<(nn::Conv2D, nn::BatchNorm)>,
-    downsample: Option<(nn::Conv2D, nn::BatchNorm)>,
+    branch: Vec<(Conv, nn::BatchNorm)>,
+    downsample: Option<(Conv, nn::BatchNorm)>,
 }
 
 impl Block {
@@ -161,10 +161,10 @@ impl ModuleT for Block {
 /// A post-activation ResNet for ImageNet.
 #[derive(Debug)]
 pub struct ResNet {
-    conv1: nn::Conv2D,
+    conv1: Conv,
     bn1: nn::BatchNorm,
     blocks: Vec<Block>,
-    fc: nn::Linear,
+    fc: Classifier,
 }
 
 impl ResNet {

@@ -1,12 +1,20 @@
 //! Layer constructors shared by the CIFAR and ImageNet networks: each creates its parameters under a
 //! path and counts the layer in the [`Tally`], so the accounting and the network cannot drift apart.
+//!
+//! Mixed precision: parameters always stay `f32` (the master weights the optimiser updates and the
+//! checkpoint holds). The convolutions and the classifier compute in the dtype of their input, casting
+//! their weights on use, so a bf16 input runs the network in bf16 while gradients flow back through the
+//! casts into the `f32` weights, as autocast does. Batch normalisation takes bf16 activations with its
+//! `f32` affine parameters and running statistics as they are (libtorch's mixed-dtype kernels). An `f32`
+//! input takes none of these casts.
 
-use tch::nn;
+use tch::nn::{self, Module};
+use tch::{Kind, Tensor};
 
 use crate::tally::Tally;
 
 /// A k×k convolution without bias, "same" padding, He-normal (fan-in) weights, from the running shape.
-pub(crate) fn conv(vs: nn::Path, tally: &mut Tally, c_out: i64, k: i64, stride: i64) -> nn::Conv2D {
+pub(crate) fn conv(vs: nn::Path, tally: &mut Tally, c_out: i64, k: i64, stride: i64) -> Conv {
     let c_in = tally.shape()[0];
     tally.conv(c_out, k, stride, k / 2);
     let config = nn::ConvConfig {
@@ -16,12 +24,12 @@ pub(crate) fn conv(vs: nn::Path, tally: &mut Tally, c_out: i64, k: i64, stride: 
         ws_init: nn::init::DEFAULT_KAIMING_NORMAL,
         ..Default::default()
     };
-    nn::conv2d(vs, c_in, c_out, k, config)
+    Conv { ws: nn::conv2d(vs, c_in, c_out, k, config).ws, stride, padding: k / 2 }
 }
 
 /// Global average pooling then the linear classifier: Torch7's default U(−1/√fan_in, 1/√fan_in) weights
 /// and a zero bias, as both the official CIFAR code and fb.resnet.torch leave them.
-pub(crate) fn classifier(vs: nn::Path, tally: &mut Tally, classes: i64) -> nn::Linear {
+pub(crate) fn classifier(vs: nn::Path, tally: &mut Tally, classes: i64) -> Classifier {
     let c = tally.shape()[0];
     tally.pool(1, 1);
     tally.linear(classes);
@@ -31,5 +39,40 @@ pub(crate) fn classifier(vs: nn::Path, tally: &mut Tally, classes: i64) -> nn::L
         bs_init: Some(nn::Init::Const(0.0)),
         bias: true,
     };
-    nn::linear(vs, c, classes, config)
+    Classifier(nn::linear(vs, c, classes, config))
+}
+
+/// `t` in `kind`: itself when it already is, else a cast that autograd differentiates back to `t`.
+fn in_kind(t: &Tensor, kind: Kind) -> Tensor {
+    if t.kind() == kind {
+        t.shallow_clone()
+    } else {
+        t.to_kind(kind)
+    }
+}
+
+/// A bias-free convolution computing in its input's dtype.
+#[derive(Debug)]
+pub(crate) struct Conv {
+    ws: Tensor,
+    stride: i64,
+    padding: i64,
+}
+
+impl Module for Conv {
+    fn forward(&self, x: &Tensor) -> Tensor {
+        let (s, p) = (self.stride, self.padding);
+        x.conv2d(&in_kind(&self.ws, x.kind()), None::<Tensor>, [s, s], [p, p], [1, 1], 1)
+    }
+}
+
+/// The linear classifier, computing in its input's dtype.
+#[derive(Debug)]
+pub(crate) struct Classifier(nn::Linear);
+
+impl Module for Classifier {
+    fn forward(&self, x: &Tensor) -> Tensor {
+        let bias = self.0.bs.as_ref().map(|b| in_kind(b, x.kind()));
+        x.linear(&in_kind(&self.0.ws, x.kind()), bias.as_ref())
+    }
 }

@@ -7,7 +7,7 @@
 //!   factors of Tables 2 and 3.
 //! - [`imagenet`]: post-activation ResNet-18/34 (widened basic blocks) and ResNet-50/101/152 with
 //!   bottlenecks, including WRN-50-2-bottleneck (Tables 7 and 8), with torchvision's parameter names.
-//! - [`layout`]: channels-last strides and bf16, the speed options tch allows (and what it lacks).
+//! - [`layout`]: channels-last strides and bf16 compute on f32 weights, the speed options tch allows.
 //! - [`tally`]: parameters, multiply-adds and activation memory, counted while a network is built.
 //! - [`weights`]: safetensors save and load with errors that name what does not match.
 //!

@@ -14,7 +14,7 @@ use wrn_nets::Arch;
 pub struct DeviceCheck {
     pub arch: String,
     pub device: String,
-    /// `fp32` or `bf16` (weights and activations cast).
+    /// `fp32` or `bf16` (bf16 compute on f32 weights, as training does).
     pub precision: String,
     pub channels_last: bool,
     pub batch: i64,
@@ -63,12 +63,8 @@ pub fn forward_backward(
     let name = format!("{device:?}").to_lowercase();
     let torch = |source| CheckError::Torch { device: name.clone(), source };
     tch::manual_seed(0);
-    let mut vs = nn::VarStore::new(device);
+    let vs = nn::VarStore::new(device);
     let net = arch.build(&vs.root());
-    let kind = if options.bf16 { Kind::BFloat16 } else { Kind::Float };
-    if options.bf16 {
-        vs.bfloat16();
-    }
     if options.channels_last {
         wrn_nets::layout::to_channels_last(&vs);
     }
@@ -76,16 +72,26 @@ pub fn forward_backward(
         Some(side) => [arch.input_shape()[0], side, side],
         None => arch.input_shape(),
     };
-    let mut x = Tensor::f_randn([batch, c, h, w], (kind, device)).map_err(torch)?;
+    let mut x = Tensor::f_randn([batch, c, h, w], (Kind::Float, device)).map_err(torch)?;
     if options.channels_last {
         x = wrn_nets::layout::channels_last(&x);
+    }
+    if options.bf16 {
+        // As training does: bf16 compute on the f32 weights, which the optimiser updates.
+        x = wrn_nets::layout::bf16(&x);
     }
     let y = Tensor::f_randint(arch.num_classes(), [batch], (Kind::Int64, device)).map_err(torch)?;
     let recipe = crate::config::Experiment::recipe(crate::datasets::Dataset::Cifar10).optimizer;
     let mut sgd = options.optimizer_step.then(|| crate::sgd::Sgd::new(&vs, recipe));
     let mut step = || -> Result<f64, tch::TchError> {
         vs.trainable_variables().iter_mut().for_each(Tensor::zero_grad);
-        let loss = net.forward_t(&x, true).f_cross_entropy_loss::<Tensor>(&y, None, tch::Reduction::Mean, -100, 0.0)?;
+        let loss = net.forward_t(&x, true).to_kind(Kind::Float).f_cross_entropy_loss::<Tensor>(
+            &y,
+            None,
+            tch::Reduction::Mean,
+            -100,
+            0.0,
+        )?;
         loss.f_backward()?;
         if let Some(sgd) = sgd.as_mut() {
             sgd.step(0.1);

@@ -57,8 +57,6 @@ pub enum TrainError {
     RunExists(PathBuf),
     #[error("{0} has no checkpoint to resume from")]
     NoCheckpoint(PathBuf),
-    #[error("{0}")]
-    Unsupported(String),
 }
 
 /// How a run is driven.
@@ -216,22 +214,36 @@ fn open_imagenet(
     Ok(Data { train, test, classes })
 }
 
-/// Copies a batch to the device (from pinned memory, without blocking, on CUDA).
-fn to_device(batch: &Batch, device: Device) -> (Tensor, Tensor) {
+/// Copies a batch to the device (from pinned memory, without blocking, on CUDA), its images in the
+/// precision's compute dtype: bf16 images make the network compute in bf16 on its f32 weights.
+fn to_device(batch: &Batch, device: Device, precision: Precision) -> (Tensor, Tensor) {
     let shape: Vec<i64> = batch.shape.iter().map(|&d| d as i64).collect();
     let x = Tensor::from_slice(&batch.images).view(shape.as_slice());
     let y = Tensor::from_slice(&batch.labels);
-    match device {
+    let (x, y) = match device {
         Device::Cpu => (x, y),
         _ => (
             x.pin_memory(device).to_device_(device, Kind::Float, true, false),
             y.pin_memory(device).to_device_(device, Kind::Int64, true, false),
         ),
+    };
+    match precision {
+        Precision::Fp32 => (x, y),
+        Precision::Bf16 => (wrn_nets::layout::bf16(&x), y),
+    }
+}
+
+/// Logits in f32, where the loss and the error counts are computed whatever the precision.
+fn f32_logits(logits: Tensor) -> Tensor {
+    if logits.kind() == Kind::Float {
+        logits
+    } else {
+        logits.to_kind(Kind::Float)
     }
 }
 
 /// Loss sum, top-1 and top-5 error (%) on the test split, in eval mode.
-fn evaluate(net: &dyn ModuleT, loader: &Loader, device: Device) -> (f64, f64, f64) {
+fn evaluate(net: &dyn ModuleT, loader: &Loader, device: Device, precision: Precision) -> (f64, f64, f64) {
     let mut loss = Tensor::zeros([], (Kind::Double, device));
     let mut top1 = Tensor::zeros([], (Kind::Double, device));
     let mut top5 = Tensor::zeros([], (Kind::Double, device));
@@ -239,8 +251,8 @@ fn evaluate(net: &dyn ModuleT, loader: &Loader, device: Device) -> (f64, f64, f6
     let mut batches = loader.epoch(0, 0);
     tch::no_grad(|| {
         while let Some(batch) = batches.next() {
-            let (x, y) = to_device(&batch, device);
-            let logits = net.forward_t(&x, false);
+            let (x, y) = to_device(&batch, device, precision);
+            let logits = f32_logits(net.forward_t(&x, false));
             loss += logits.cross_entropy_loss::<Tensor>(&y, None, tch::Reduction::Sum, -100, 0.0).to_kind(Kind::Double);
             let k = logits.size()[1].min(5);
             let (_, top) = logits.topk(k, -1, true, true);
@@ -282,11 +294,6 @@ fn median(mut xs: Vec<f64>) -> Option<f64> {
 /// Trains `exp` into the run folder `run` (or continues it with `options.resume`).
 pub fn train(run: &RunDir, exp: &Experiment, options: &TrainOptions) -> Result<RunResult, TrainError> {
     exp.validate()?;
-    if exp.precision == Precision::Bf16 {
-        return Err(TrainError::Unsupported(
-            "precision bf16 is not available for training yet (wrn doctor --check --bf16 measures it); use fp32".into(),
-        ));
-    }
     if options.resume && !run.has_checkpoint() {
         return Err(TrainError::NoCheckpoint(run.path().to_path_buf()));
     }
@@ -339,7 +346,10 @@ pub fn train(run: &RunDir, exp: &Experiment, options: &TrainOptions) -> Result<R
         run.write_json("environment.json", &env)?;
         run.write_metrics(&[])?;
         metrics = Vec::new();
-        run.log(&format!("{} on {} ({} parameters) on {device:?}", arch, exp.dataset, parameters))?;
+        run.log(&format!(
+            "{} on {} ({} parameters) on {device:?} in {}",
+            arch, exp.dataset, parameters, exp.precision
+        ))?;
         run.log(&format!(
             "{} training images per epoch ({}), {} test images",
             data.train.len(),
@@ -370,15 +380,15 @@ pub fn train(run: &RunDir, exp: &Experiment, options: &TrainOptions) -> Result<R
         let mut images = 0usize;
         let mut decode_failures = 0u64;
         let mut next = batches.next();
-        let mut pending = next.as_ref().map(|b| to_device(b, device));
+        let mut pending = next.as_ref().map(|b| to_device(b, device, exp.precision));
         while let Some(batch) = next {
             let (x, y) = pending.take().expect("a batch on the device");
             // Start copying the next batch while this one computes.
             next = batches.next();
-            pending = next.as_ref().map(|b| to_device(b, device));
+            pending = next.as_ref().map(|b| to_device(b, device, exp.precision));
             tch::manual_seed(step_seed(exp.seed, epoch, progress.step));
             sgd.zero_grad();
-            let logits = net.forward_t(&x, true);
+            let logits = f32_logits(net.forward_t(&x, true));
             let loss = logits.cross_entropy_for_logits(&y);
             loss.backward();
             sgd.step(lr);
@@ -428,7 +438,7 @@ pub fn train(run: &RunDir, exp: &Experiment, options: &TrainOptions) -> Result<R
         drop(batches);
         sums.loss = loss_sum.double_value(&[]);
         sums.correct = correct.double_value(&[]);
-        let (test_loss, test_error, test_top5_error) = evaluate(&net, &data.test, device);
+        let (test_loss, test_error, test_top5_error) = evaluate(&net, &data.test, device, exp.precision);
         let seen = sums.seen.max(1.0);
         let row = EpochMetrics {
             epoch,

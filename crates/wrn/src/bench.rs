@@ -52,7 +52,7 @@ pub struct TrainArgs {
     /// auto, cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     device: DeviceChoice,
-    /// fp32, or bf16 (weights and activations cast; measures the bf16 compute speed).
+    /// fp32, or bf16 (bf16 compute on f32 master weights, as `precision = "bf16"` trains).
     #[arg(long, default_value = "fp32", value_parser = ["fp32", "bf16"])]
     precision: String,
     /// Channels-last (NHWC-strided) weights and inputs.

@@ -28,7 +28,7 @@ pub struct Args {
     /// Timed steps for --check (after one warm-up step).
     #[arg(long, default_value_t = 3)]
     steps: usize,
-    /// --check in bfloat16 (weights and activations cast).
+    /// --check in bfloat16 (bf16 compute on f32 master weights, as bf16 training does).
     #[arg(long)]
     bf16: bool,
     /// --check with channels-last (NHWC-strided) weights and inputs.
