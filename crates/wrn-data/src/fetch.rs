@@ -362,18 +362,55 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-/// Fetches every file of a dataset. Files that must be brought by hand are listed, with where to get
-/// them and the command to run, in the error.
-pub fn fetch_dataset(store: &Store, manifest: &Manifest, opts: &FetchOptions) -> Result<Vec<Fetched>> {
-    let missing_manual: Vec<&FileEntry> =
+/// What to bring when files that must be fetched by hand are not verified (and no alternative, such as
+/// ImageNet's Kaggle zip, stands in for them): the manifest's instructions, each missing file with its
+/// size, SHA-256 and URL, then each alternative with where to get it and the command to run.
+pub fn missing_manual(store: &Store, manifest: &Manifest) -> Option<Error> {
+    let missing: Vec<&FileEntry> =
         manifest.files.iter().filter(|f| f.manual && !verify::is_stamped(&store.file_path(manifest, f), f)).collect();
-    if !missing_manual.is_empty() {
-        let mut detail = manifest.manual.clone().unwrap_or_default().trim().to_string();
-        detail.push_str("\nMissing:");
-        for f in missing_manual {
-            detail.push_str(&format!("\n  {} ({} bytes, SHA-256 {}) from {}", f.name, f.size, f.sha256, f.url));
+    if missing.is_empty() || manifest.alternatives.keys().any(|name| store.alternative_digest(manifest, name).is_some())
+    {
+        return None;
+    }
+    let mut detail = manifest.manual.clone().unwrap_or_default().trim().to_string();
+    detail.push_str("\nMissing:");
+    for f in missing {
+        detail.push_str(&format!("\n  {} ({} bytes, SHA-256 {}) from {}", f.name, f.size, f.sha256, f.url));
+    }
+    for a in manifest.alternatives.values() {
+        detail.push_str(&format!("\nOr, instead of all of these: {} ({}) from {}", a.file, a.title, a.url));
+        if let Some(how) = &a.manual {
+            detail.push_str(&format!("\n{}", how.trim_end()));
         }
-        return Err(Error::Unsupported { dataset: manifest.name.clone(), detail });
+    }
+    Some(Error::Unsupported { dataset: manifest.name.clone(), detail })
+}
+
+/// Fetches every file of a dataset. Files that must be brought by hand are listed, with where to get
+/// them and the command to run, in the error; when an alternative stands in for them (its layout
+/// checked), it is reported as already verified and nothing is fetched.
+pub fn fetch_dataset(store: &Store, manifest: &Manifest, opts: &FetchOptions) -> Result<Vec<Fetched>> {
+    if let Some(missing) = missing_manual(store, manifest) {
+        return Err(missing);
+    }
+    let all_manual_here =
+        manifest.files.iter().all(|f| !f.manual || verify::is_stamped(&store.file_path(manifest, f), f));
+    if !all_manual_here {
+        let (name, a) = manifest
+            .alternatives
+            .iter()
+            .find(|(name, _)| store.alternative_digest(manifest, name).is_some())
+            .expect("missing_manual found an alternative standing in");
+        tracing::info!("{}: using the {name} alternative {}", manifest.name, a.file);
+        let path = store.alternative_path(manifest, a);
+        return Ok(vec![Fetched {
+            file: a.file.clone(),
+            path,
+            url: None,
+            bytes_transferred: 0,
+            requests: 0,
+            failures: vec![],
+        }]);
     }
     let client = client(opts)?;
     manifest.files.iter().map(|f| fetch_file(&client, f, &store.file_path(manifest, f), opts)).collect()

@@ -16,6 +16,10 @@
 //! `.JPEG`, sniffed by magic bytes and the frame header, not the extension) are converted to RGB JPEG
 //! and listed in the report; a file that does not decode is left out and reported by name, and the rest
 //! is prepared. Links, absolute paths and `..` inside the archives are refused.
+//!
+//! The split writer is shared: [`crate::kaggle`] feeds it the same images read in place from Kaggle's
+//! zip, which [`prepare`] uses when that zip, and not the tars, is in the dataset's folder. Both give
+//! the same cache (same names, labels, conversions and report); only the recorded sources differ.
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -330,10 +334,11 @@ fn process(name: &str, bytes: &[u8], max_side: Option<u32>, quality: u8) -> Proc
 }
 
 /// An image read from an archive.
-struct Item {
-    name: String,
-    label: u16,
-    bytes: Vec<u8>,
+pub(crate) struct Item {
+    /// The file name (no folders), as recorded in the index.
+    pub name: String,
+    pub label: u16,
+    pub bytes: Vec<u8>,
 }
 
 /// Checks a tar member: a regular file (directories are skipped) at a safe relative path. Returns its
@@ -360,7 +365,8 @@ fn member_name<R: Read>(entry: &tar::Entry<R>, archive: &Path) -> Result<Option<
     Ok(Some(name))
 }
 
-const CHUNK: usize = 256;
+/// Images per chunk handed from the reader to the parallel check.
+pub(crate) const CHUNK: usize = 256;
 
 fn open_tar(path: &Path) -> Result<tar::Archive<std::io::BufReader<std::fs::File>>> {
     let file = std::fs::File::open(path).at(path)?;
@@ -454,20 +460,46 @@ fn remove_shards(dir: &Path, split: &str, keep: &[String]) {
     }
 }
 
-struct SplitJob<'a> {
-    split: &'a str,
-    tar: PathBuf,
-    expected: u64,
-    sources: Vec<Source>,
+/// One split to write: where its images come from and what to expect of them.
+pub(crate) struct SplitJob<'a> {
+    pub split: &'a str,
+    /// The file the images are read from, named in errors.
+    pub source: PathBuf,
+    /// About the bytes the prepared split takes (checked against the free space, plus 5%).
+    pub bytes: u64,
+    /// Images the manifest gives the split (prepared plus left out).
+    pub expected: u64,
+    /// What the index records it was prepared from.
+    pub sources: Vec<Source>,
 }
 
-fn prepare_split(
+/// The report of a split already prepared from `sources` with the same options, if there is one.
+pub(crate) fn kept(
+    dir: &Path,
+    split: &str,
+    sources: &[Source],
+    expected: u64,
+    opts: &PrepareOptions,
+) -> Option<PreparedReport> {
+    let index_path = encoded::index_path(dir, split);
+    let done = EncodedSplit::open(&index_path).ok()?;
+    (done.meta.sources == sources
+        && done.meta.max_side == opts.max_side
+        && (done.len() + done.meta.skipped.len()) as u64 == expected)
+        .then(|| report(split, index_path.clone(), &done.meta, done.len(), done.checksum(), None))
+}
+
+/// Writes one split into `dir`: `read` runs on its own thread and sends the images in chunks, in the
+/// order they are stored (the tars' readers, the Kaggle zip's); each chunk is checked and converted in
+/// parallel and appended to the shards; the index, sorted by name, is written last. On any error the
+/// split's shards are removed, so nothing that looks complete is left.
+pub(crate) fn write_split(
     job: &SplitJob,
     dir: &Path,
-    classes: &ClassIndex,
-    val_labels: &[u16],
+    classes: &[String],
     manifest: &Manifest,
     opts: &PrepareOptions,
+    read: impl FnOnce(&SyncSender<Result<Vec<Item>>>) -> Result<()> + Send,
 ) -> Result<PreparedReport> {
     let started = Instant::now();
     let index_path = encoded::index_path(dir, job.split);
@@ -476,10 +508,9 @@ fn prepare_split(
     if index_path.exists() {
         std::fs::remove_file(&index_path).at(&index_path)?;
     }
-    let tar_size = std::fs::metadata(&job.tar).at(&job.tar)?.len();
     crate::space::ensure(
         dir,
-        tar_size + tar_size / 20,
+        job.bytes + job.bytes / 20,
         &format!("the prepared {} split of {}", job.split, manifest.name),
     )?;
     let bar = if opts.progress {
@@ -498,12 +529,7 @@ fn prepare_split(
     let (tx, rx) = sync_channel::<Result<Vec<Item>>>(4);
     let result = std::thread::scope(|scope| {
         let reader = scope.spawn(move || {
-            let r = if job.split == "val" {
-                read_val(&job.tar, val_labels, &tx)
-            } else {
-                read_train(&job.tar, classes, &tx)
-            };
-            if let Err(e) = r {
+            if let Err(e) = read(&tx) {
                 let _ = tx.send(Err(e));
             }
         });
@@ -516,7 +542,7 @@ fn prepare_split(
                 for (item, p) in chunk.into_iter().zip(done) {
                     bar.inc(1);
                     if let Some(reason) = p.skipped.map(|r| r.trim().to_string()) {
-                        tracing::warn!("{}: {} left out: {reason}", job.tar.display(), item.name);
+                        tracing::warn!("{}: {} left out: {reason}", job.source.display(), item.name);
                         skipped.push(Skipped { name: item.name, reason });
                         continue;
                     }
@@ -553,20 +579,23 @@ fn prepare_split(
     let total = records.len() as u64 + skipped.len() as u64;
     if total != job.expected {
         return Err(fail(Error::Format {
-            path: job.tar.clone(),
+            path: job.source.clone(),
             detail: format!("{total} images, the manifest says {} for `{}`", job.expected, job.split),
         }));
     }
     records.sort_by(|a, b| a.name.cmp(&b.name));
     if let Some(w) = records.windows(2).find(|w| w[0].name == w[1].name) {
-        return Err(fail(Error::Archive { path: job.tar.clone(), detail: format!("`{}` appears twice", w[0].name) }));
+        return Err(fail(Error::Archive {
+            path: job.source.clone(),
+            detail: format!("`{}` appears twice", w[0].name),
+        }));
     }
     skipped.sort_by(|a, b| a.name.cmp(&b.name));
     converted.sort_by(|a, b| a.name.cmp(&b.name));
     let meta = EncodedMeta {
         dataset: manifest.name.clone(),
         split: job.split.to_string(),
-        classes: classes.wnids.clone(),
+        classes: classes.to_vec(),
         sources: job.sources.clone(),
         shards,
         skipped,
@@ -619,9 +648,46 @@ fn find_file<'a>(manifest: &'a Manifest, pick: impl Fn(&FileEntry) -> bool, what
     })
 }
 
-/// Prepares ImageNet's train and val splits from the (verified) tars and devkit into encoded shards.
-/// A split already prepared from the same files with the same options is kept.
+/// Prepares ImageNet's train and val splits into encoded shards: from the official tars and devkit
+/// (verified by hash) when they are all present, else from an alternative present in the dataset's
+/// folder (the Kaggle zip, checked by its layout; see [`crate::kaggle`]). A split already prepared from
+/// the same files with the same options is kept, even once its files are gone. With neither form
+/// present, the error says which files to bring, where to get them and the command to run.
 pub fn prepare(store: &Store, manifest: &Manifest, opts: &PrepareOptions) -> Result<Vec<PreparedReport>> {
+    let tars_present = manifest.files.iter().all(|f| store.file_path(manifest, f).exists());
+    if !tars_present {
+        let dataset_dir = store.dataset_dir(manifest);
+        if let Some((name, _)) = manifest.alternatives.iter().find(|(_, a)| dataset_dir.join(&a.file).exists()) {
+            return crate::kaggle::prepare(store, manifest, name, opts);
+        }
+        if let Some(done) = already_prepared(store, manifest, opts) {
+            return Ok(done);
+        }
+        if let Some(missing) = crate::fetch::missing_manual(store, manifest) {
+            return Err(missing);
+        }
+    }
+    prepare_tars(store, manifest, opts)
+}
+
+/// The reports of every split when all are prepared, with `opts`, from files the manifest accepts.
+fn already_prepared(store: &Store, manifest: &Manifest, opts: &PrepareOptions) -> Option<Vec<PreparedReport>> {
+    let dir = store.prepared_dir(manifest);
+    manifest
+        .splits
+        .iter()
+        .map(|(split, &expected)| {
+            let index_path = encoded::index_path(&dir, split);
+            let done = EncodedSplit::open(&index_path).ok()?;
+            (done.meta.max_side == opts.max_side
+                && (done.len() + done.meta.skipped.len()) as u64 == expected
+                && store.accepts_sources(manifest, &done.meta.sources))
+            .then(|| report(split, index_path.clone(), &done.meta, done.len(), done.checksum(), None))
+        })
+        .collect()
+}
+
+fn prepare_tars(store: &Store, manifest: &Manifest, opts: &PrepareOptions) -> Result<Vec<PreparedReport>> {
     let devkit = find_file(manifest, |f| f.members.iter().any(|m| m.path == META_MEMBER), "devkit (with meta.mat)")?;
     let devkit_path = store.file_path(manifest, devkit);
     let dir = store.prepared_dir(manifest);
@@ -634,15 +700,9 @@ pub fn prepare(store: &Store, manifest: &Manifest, opts: &PrepareOptions) -> Res
             Source { file: tar.name.clone(), sha256: tar.sha256.clone() },
             Source { file: devkit.name.clone(), sha256: devkit.sha256.clone() },
         ];
-        let index_path = encoded::index_path(&dir, split);
-        if let Ok(done) = EncodedSplit::open(&index_path) {
-            if done.meta.sources == sources
-                && done.meta.max_side == opts.max_side
-                && (done.len() + done.meta.skipped.len()) as u64 == expected
-            {
-                reports.push(report(split, index_path, &done.meta, done.len(), done.checksum(), None));
-                continue;
-            }
+        if let Some(done) = kept(&dir, split, &sources, expected, opts) {
+            reports.push(done);
+            continue;
         }
         if devkit_read.is_none() {
             crate::verify::ensure_verified(&devkit_path, devkit, None)?;
@@ -661,8 +721,16 @@ pub fn prepare(store: &Store, manifest: &Manifest, opts: &PrepareOptions) -> Res
         }
         let (classes, val_labels) = devkit_read.as_ref().expect("read above");
         crate::verify::ensure_verified(&tar_path, tar, None)?;
-        let job = SplitJob { split, tar: tar_path, expected, sources };
-        reports.push(prepare_split(&job, &dir, classes, val_labels, manifest, opts)?);
+        let bytes = std::fs::metadata(&tar_path).at(&tar_path)?.len();
+        let job = SplitJob { split, source: tar_path, bytes, expected, sources };
+        let read = |tx: &SyncSender<Result<Vec<Item>>>| {
+            if *split == "val" {
+                read_val(&job.source, val_labels, tx)
+            } else {
+                read_train(&job.source, classes, tx)
+            }
+        };
+        reports.push(write_split(&job, &dir, &classes.wnids, manifest, opts, read)?);
     }
     Ok(reports)
 }

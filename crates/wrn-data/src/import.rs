@@ -7,6 +7,12 @@
 //! match is placed at its manifest name in the dataset's folder as a hard link, else a symbolic link
 //! (no second copy of 140 GB), or copied with `copy`; then stamped as verified. A file named explicitly
 //! that matches nothing is an error naming it, its size and its hash.
+//!
+//! A zip is first tried against the manifest's alternatives (ImageNet's Kaggle zip): recognised by its
+//! layout, whatever its name, and checked from its central directory without reading the images
+//! ([`crate::kaggle::check`]); one that passes is placed under the alternative's file name the same way
+//! and stamped as layout-checked. One of the layout that fails is an error naming the zip and every
+//! problem found; a zip of some other layout is passed over (an error when named explicitly).
 
 use std::path::{Path, PathBuf};
 
@@ -15,7 +21,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use crate::error::{Error, IoContext, Result};
 use crate::manifest::{FileEntry, Manifest};
 use crate::store::Store;
-use crate::verify;
+use crate::{kaggle, verify, zipdir};
 
 /// What happened to one manifest file.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -25,6 +31,8 @@ pub struct Imported {
     pub dest: PathBuf,
     /// `hard link`, `symbolic link`, `copy`, or `already present`.
     pub how: &'static str,
+    /// What was checked: `SHA-256`, or for an alternative its layout and what it holds.
+    pub checked: String,
 }
 
 fn walk(path: &Path, depth: usize, out: &mut Vec<PathBuf>) -> Result<()> {
@@ -84,15 +92,22 @@ pub fn import(store: &Store, manifest: &Manifest, paths: &[PathBuf], copy: bool)
         }
     }
     for (path, explicit) in candidates {
+        if !manifest.alternatives.is_empty() && zipdir::is_zip(&path) {
+            if let Some(imported) = import_alternative(store, manifest, &path, explicit, copy)? {
+                done.push(imported);
+                continue;
+            }
+        }
         let size = std::fs::metadata(&path).at(&path)?.len();
         let pending: Vec<&FileEntry> =
             manifest.files.iter().filter(|f| f.size == size && !done.iter().any(|d| d.file == f.name)).collect();
         if pending.is_empty() {
             if explicit {
-                return Err(Error::Format {
-                    path,
-                    detail: format!("{size} bytes: no file of {} has this size", manifest.name),
-                });
+                let detail = match manifest.alternatives.values().next() {
+                    Some(alt) if zipdir::is_zip(&path) => kaggle::not_this_layout(alt),
+                    _ => format!("{size} bytes: no file of {} has this size", manifest.name),
+                };
+                return Err(Error::Format { path, detail });
             }
             continue;
         }
@@ -102,7 +117,13 @@ pub fn import(store: &Store, manifest: &Manifest, paths: &[PathBuf], copy: bool)
             verify::is_stamped(&dest, f) && same_file(&dest, &path)
         }) {
             let dest = store.file_path(manifest, f);
-            done.push(Imported { file: f.name.clone(), source: path, dest, how: "already present" });
+            done.push(Imported {
+                file: f.name.clone(),
+                source: path,
+                dest,
+                how: "already present",
+                checked: "SHA-256".into(),
+            });
             continue;
         }
         let bar = ProgressBar::with_draw_target(Some(size), ProgressDrawTarget::stderr());
@@ -116,9 +137,13 @@ pub fn import(store: &Store, manifest: &Manifest, paths: &[PathBuf], copy: bool)
         match pending.iter().find(|f| f.sha256 == sha) {
             Some(f) => {
                 let dest = store.file_path(manifest, f);
-                let how = if verify::is_stamped(&dest, f) { "already present" } else { place(&path, &dest, copy)? };
+                let how = if verify::is_stamped(&dest, f) || same_file(&dest, &path) {
+                    "already present"
+                } else {
+                    place(&path, &dest, copy)?
+                };
                 verify::write_stamp(&dest, &sha)?;
-                done.push(Imported { file: f.name.clone(), source: path, dest, how });
+                done.push(Imported { file: f.name.clone(), source: path, dest, how, checked: "SHA-256".into() });
             }
             None => {
                 let names: Vec<&str> = pending.iter().map(|f| f.name.as_str()).collect();
@@ -134,14 +159,53 @@ pub fn import(store: &Store, manifest: &Manifest, paths: &[PathBuf], copy: bool)
         }
     }
     if done.is_empty() {
-        let wanted: Vec<String> =
+        let mut wanted: Vec<String> =
             manifest.files.iter().map(|f| format!("{} ({} bytes, SHA-256 {})", f.name, f.size, f.sha256)).collect();
+        wanted.extend(manifest.alternatives.values().map(|a| format!("or instead {} ({})", a.file, a.title)));
         return Err(Error::Unsupported {
             dataset: manifest.name.clone(),
             detail: format!("none of the given paths holds a file of this dataset; expected: {}", wanted.join("; ")),
         });
     }
     Ok(done)
+}
+
+/// Checks a zip against each alternative of the manifest; places and stamps the first it matches.
+/// `None` when it is of no alternative's layout.
+fn import_alternative(
+    store: &Store,
+    manifest: &Manifest,
+    path: &Path,
+    explicit: bool,
+    copy: bool,
+) -> Result<Option<Imported>> {
+    for (name, alt) in &manifest.alternatives {
+        // In a folder, a zip that is not even readable is someone else's, unless it has this name.
+        let named = path.file_name().is_some_and(|n| n == alt.file.as_str());
+        if !explicit && !named && zipdir::read_central_directory(path, |_| Ok(())).is_err() {
+            tracing::warn!("{}: not a readable zip; passed over", path.display());
+            return Ok(None);
+        }
+        let Some(zip) = kaggle::check(path, manifest, name)? else { continue };
+        let dest = store.alternative_path(manifest, alt);
+        // The zip already in the dataset's folder is never replaced by itself.
+        let how = if same_file(&dest, path) {
+            "already present"
+        } else {
+            verify::remove_stamp(&dest);
+            place(path, &dest, copy)?
+        };
+        verify::write_layout_stamp(&dest, name, &zip.digest)?;
+        let count = |split: &str| zip.splits.get(split).map_or(0, Vec::len);
+        let checked = format!(
+            "layout checked, no published checksum: {} classes, {} train and {} val images",
+            zip.wnids.len(),
+            count("train"),
+            count("val")
+        );
+        return Ok(Some(Imported { file: alt.file.clone(), source: path.into(), dest, how, checked }));
+    }
+    Ok(None)
 }
 
 fn same_file(a: &Path, b: &Path) -> bool {

@@ -8,7 +8,9 @@
 //! - [`manifest`]: `datasets/*.toml` as types, with validation.
 //! - [`fetch`]: resumable, verified downloads with retries and mirrors.
 //! - [`imagenet`]: ImageNet's class order and validation labels from the devkit.
-//! - [`import`]: registering files the user already has (ImageNet), by hash.
+//! - [`import`]: registering files the user already has (ImageNet), by hash, or by layout for the Kaggle zip.
+//! - [`kaggle`]: ImageNet as Kaggle's zip: its layout checked, its images read in place.
+//! - [`zipdir`]: a zip's central directory read without touching its members, and a reader threads share.
 //! - [`verify`]: size-then-SHA-256 checks and verification stamps.
 //! - [`store`]: the layout of the data directory and each dataset's state.
 //! - [`cache`]: the prepared cache, contract 1 (format documented there).
@@ -28,6 +30,7 @@ pub mod error;
 pub mod fetch;
 pub mod imagenet;
 pub mod import;
+pub mod kaggle;
 pub mod manifest;
 pub mod mat;
 pub mod ops;
@@ -36,5 +39,6 @@ pub mod store;
 pub mod svhn;
 pub mod synth;
 pub mod verify;
+pub mod zipdir;
 
 pub use error::{Error, Result};

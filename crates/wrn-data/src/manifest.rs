@@ -6,8 +6,14 @@
 //! marked `manual = true` cannot be downloaded anonymously (ImageNet) and are registered with
 //! `wrn data import`. The four built-in manifests are compiled in; [`Manifest::load`] reads any other.
 //!
+//! `alternatives` describes other distributions of the same data that can stand in for `files`, each
+//! by its layout since no checksum is published for it: ImageNet's Kaggle zip (`[alternatives.kaggle]`,
+//! read by [`crate::kaggle`]) names the zip, where to get it, the members holding the class list and the
+//! val labels, and the folder of each split, whose image counts are the manifest's `splits`.
+//!
 //! [`Manifest::validate`] checks what the type system cannot: hex digests of the right length, unique
-//! and safe file and member names, class lists that match their counts.
+//! and safe file and member names, class lists that match their counts, alternatives whose folders
+//! cover exactly the dataset's splits. Unknown keys are errors.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Component, Path};
@@ -47,8 +53,41 @@ pub struct Manifest {
     pub splits: BTreeMap<String, u64>,
     pub classes: Classes,
     pub files: Vec<FileEntry>,
+    /// Other distributions of the same images, by short name (`kaggle`), checked by their layout.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub alternatives: BTreeMap<String, Alternative>,
 }
 
+/// The layout of an alternative distribution, and so its reader.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AlternativeFormat {
+    /// ImageNet as Kaggle's `imagenet-object-localization-challenge.zip`: one folder of images per
+    /// split, the class list as `<WNID> <words>` lines, val labels in a CSV (see [`crate::kaggle`]).
+    KaggleZip,
+}
+
+/// One alternative distribution: a single file that stands in for all of the manifest's `files`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Alternative {
+    pub title: String,
+    pub format: AlternativeFormat,
+    /// The file's name as distributed, and its name in the dataset's folder once imported.
+    pub file: String,
+    /// Where to get it (a page to download from by hand, or `file://` for synthetic data).
+    pub url: String,
+    /// How to get it and register it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manual: Option<String>,
+    /// The member listing the classes, one `<WNID> <words>` line each.
+    pub class_list: String,
+    /// The member holding the val labels (`ImageId,PredictionString`; the first WNID is the label).
+    pub val_labels: String,
+    /// Split -> the folder (a member prefix ending in `/`) holding its images; every split of the
+    /// dataset, and no other.
+    pub folders: BTreeMap<String, String>,
+}
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Classes {
@@ -240,6 +279,52 @@ impl Manifest {
                 }
             }
         }
+        for (name, a) in &self.alternatives {
+            let ctx = |what: String| format!("alternative `{name}`: {what}");
+            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+                return Err(ctx("the name must be non-empty ASCII letters, digits, `-` or `_`".into()));
+            }
+            if a.file.contains('/') || !is_safe_relative(&a.file) {
+                return Err(ctx(format!("file `{}` must be a plain file name", a.file)));
+            }
+            if names.contains(&a.file) {
+                return Err(ctx(format!("file `{}` is also one of the dataset's files", a.file)));
+            }
+            if !(a.url.starts_with("https://") || a.url.starts_with("http://") || a.url.starts_with("file://")) {
+                return Err(ctx(format!("URL `{}` is not http(s):// or file://", a.url)));
+            }
+            for member in [&a.class_list, &a.val_labels] {
+                if !is_safe_relative(member) {
+                    return Err(ctx(format!("member `{member}` must be a relative path without `..`")));
+                }
+            }
+            if a.folders.keys().ne(self.splits.keys()) {
+                let folders: Vec<&str> = a.folders.keys().map(String::as_str).collect();
+                let splits: Vec<&str> = self.splits.keys().map(String::as_str).collect();
+                return Err(ctx(format!(
+                    "folders for splits [{}], but the dataset's splits are [{}]",
+                    folders.join(", "),
+                    splits.join(", ")
+                )));
+            }
+            for (split, folder) in &a.folders {
+                let inner = folder.strip_suffix('/').unwrap_or("");
+                if !is_safe_relative(inner) {
+                    return Err(ctx(format!(
+                        "folder `{folder}` of split `{split}` must be a relative path without `..`, ending in `/`"
+                    )));
+                }
+            }
+            let folders: Vec<&String> = a.folders.values().collect();
+            if let Some((x, y)) = folders
+                .iter()
+                .enumerate()
+                .flat_map(|(i, x)| folders[i + 1..].iter().map(move |y| (x, y)))
+                .find(|(x, y)| x.starts_with(y.as_str()) || y.starts_with(x.as_str()))
+            {
+                return Err(ctx(format!("folders `{x}` and `{y}` overlap")));
+            }
+        }
         Ok(())
     }
 
@@ -251,6 +336,11 @@ impl Manifest {
     /// Total bytes of all files.
     pub fn total_size(&self) -> u64 {
         self.files.iter().map(|f| f.size).sum()
+    }
+
+    /// The alternative distributed as the file named `file`.
+    pub fn alternative_for(&self, file: &str) -> Option<(&str, &Alternative)> {
+        self.alternatives.iter().find(|(_, a)| a.file == file).map(|(n, a)| (n.as_str(), a))
     }
 }
 
@@ -317,6 +407,46 @@ mod tests {
         assert!(imagenet.files.iter().all(|f| f.manual));
         assert_eq!(imagenet.file("ILSVRC2012_img_train.tar").unwrap().size, 147_897_477_120);
         assert_eq!(imagenet.file("ILSVRC2012_img_val.tar").unwrap().size, 6_744_924_160);
+        let kaggle = &imagenet.alternatives["kaggle"];
+        assert_eq!(kaggle.format, AlternativeFormat::KaggleZip);
+        assert_eq!(kaggle.file, "imagenet-object-localization-challenge.zip");
+        assert_eq!(
+            (kaggle.class_list.as_str(), kaggle.val_labels.as_str()),
+            ("LOC_synset_mapping.txt", "LOC_val_solution.csv")
+        );
+        assert_eq!(kaggle.folders["train"], "ILSVRC/Data/CLS-LOC/train/");
+        assert_eq!(kaggle.folders["val"], "ILSVRC/Data/CLS-LOC/val/");
+        assert_eq!(imagenet.alternative_for(&kaggle.file).map(|(n, _)| n), Some("kaggle"));
+        assert!(Manifest::all_builtin()
+            .unwrap()
+            .iter()
+            .filter(|m| m.name != "imagenet")
+            .all(|m| m.alternatives.is_empty()));
+    }
+
+    #[test]
+    fn malformed_alternatives_are_rejected_with_the_reason() {
+        let good = include_str!("../../../datasets/imagenet.toml");
+        let cases = [
+            (
+                good.replace("val = \"ILSVRC/Data/CLS-LOC/val/\"", "test = \"ILSVRC/Data/CLS-LOC/val/\""),
+                "folders for splits [test, train]",
+            ),
+            (good.replace("\"ILSVRC/Data/CLS-LOC/train/\"", "\"../ILSVRC/train/\""), "without `..`, ending in `/`"),
+            (good.replace("\"ILSVRC/Data/CLS-LOC/train/\"", "\"ILSVRC/Data/CLS-LOC/train\""), "ending in `/`"),
+            (good.replace("\"ILSVRC/Data/CLS-LOC/train/\"", "\"ILSVRC/Data/CLS-LOC/\""), "overlap"),
+            (good.replace("class_list = ", "classes_list = "), "unknown field"),
+            (good.replace("format = \"kaggle-zip\"", "format = \"rar\""), "unknown variant"),
+            (
+                good.replace("file = \"imagenet-object-localization-challenge.zip\"", "file = \"a/b.zip\""),
+                "plain file name",
+            ),
+        ];
+        for (text, expected) in cases {
+            assert_ne!(text, good, "{expected}: the replacement applies");
+            let err = Manifest::parse(&text, Path::new("bad.toml")).unwrap_err().to_string();
+            assert!(err.contains("bad.toml") && err.contains(expected), "{expected}: {err}");
+        }
     }
 
     #[test]

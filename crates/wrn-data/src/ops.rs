@@ -56,7 +56,8 @@ pub struct VerifyLine {
     pub result: Option<Result<()>>,
 }
 
-/// Re-hashes every file on disk (ignoring stamps) and every prepared split.
+/// Re-hashes every file on disk (ignoring stamps) and every prepared split; re-checks the layout of
+/// the alternatives on disk (absent ones are not listed).
 pub fn verify_all(store: &Store, manifests: &[Manifest]) -> Vec<VerifyLine> {
     let mut lines = Vec::new();
     for m in manifests {
@@ -64,6 +65,14 @@ pub fn verify_all(store: &Store, manifests: &[Manifest]) -> Vec<VerifyLine> {
             let path = store.file_path(m, f);
             let result = path.exists().then(|| verify::check_file(&path, f, None));
             lines.push(VerifyLine { dataset: m.name.clone(), item: f.name.clone(), path, result });
+        }
+        // Alternatives present (the Kaggle zip) have no published checksum: their layout is checked again.
+        for (name, a) in &m.alternatives {
+            let path = store.alternative_path(m, a);
+            if path.exists() {
+                let result = Some(crate::kaggle::check_and_stamp(&path, m, name).map(|_| ()));
+                lines.push(VerifyLine { dataset: m.name.clone(), item: a.file.clone(), path, result });
+            }
         }
         for (split, path) in store.split_paths(m) {
             let result = path.exists().then(|| store.verify_split(m, &split));

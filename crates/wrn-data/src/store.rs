@@ -4,6 +4,8 @@
 //! <data>/<dataset>/<file>                 a downloaded or imported file, as named in the manifest
 //! <data>/<dataset>/<file>.verified        its verification stamp (see `verify`)
 //! <data>/<dataset>/<file>.part            an unfinished download (resumed by the next fetch)
+//! <data>/<dataset>/<alternative file>     ImageNet: the Kaggle zip, when imported instead of the tars
+//! <data>/<dataset>/<alternative file>.verified  its stamp: layout checked (see `kaggle`)
 //! <data>/<dataset>/prepared/<split>.wrnc  the prepared cache, one file per split (see `cache`)
 //! <data>/<dataset>/prepared/<split>.wrni  ImageNet: the index of a split's JPEG shards (see `encoded`)
 //! <data>/<dataset>/prepared/<split>-NNNNN.wrns  ImageNet: the shards
@@ -16,7 +18,7 @@ use serde::Serialize;
 use crate::cache::{self, PreparedSplit, Source};
 use crate::encoded::{self, EncodedSplit};
 use crate::error::Result;
-use crate::manifest::{FileEntry, Format, Manifest};
+use crate::manifest::{Alternative, FileEntry, Format, Manifest};
 use crate::verify;
 
 /// The data directory and the paths inside it.
@@ -33,7 +35,8 @@ pub enum State {
     Missing,
     /// Some files or parts of files are present, or present but not yet verified.
     Partial,
-    /// Every file is present and verified.
+    /// Every file is present and verified, or an alternative distribution is present and its layout
+    /// checked.
     Verified,
     /// Every split is prepared.
     Prepared,
@@ -79,12 +82,29 @@ pub struct SplitSummary {
     pub sources: Vec<Source>,
 }
 
+/// An alternative distribution (ImageNet's Kaggle zip) in the dataset's folder.
+#[derive(Debug, Clone, Serialize)]
+pub struct AlternativeStatus {
+    /// The alternative's name in the manifest (`kaggle`).
+    pub name: String,
+    pub file: String,
+    pub path: PathBuf,
+    pub size_on_disk: u64,
+    /// `missing`, `partial` (present, layout not checked) or `verified` (layout checked).
+    pub state: State,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct DatasetStatus {
     pub name: String,
     pub dir: PathBuf,
     pub state: State,
     pub files: Vec<FileStatus>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub alternatives: Vec<AlternativeStatus>,
+    /// The alternative the dataset is verified through, when its own files are not all verified.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub via: Option<String>,
     pub prepared: Vec<SplitStatus>,
 }
 
@@ -99,6 +119,17 @@ impl Store {
 
     pub fn file_path(&self, manifest: &Manifest, file: &FileEntry) -> PathBuf {
         self.dataset_dir(manifest).join(&file.name)
+    }
+
+    /// The path of an alternative's file (the Kaggle zip) in the dataset's folder.
+    pub fn alternative_path(&self, manifest: &Manifest, alternative: &Alternative) -> PathBuf {
+        self.dataset_dir(manifest).join(&alternative.file)
+    }
+
+    /// The digest of an alternative's file whose layout check is stamped and still current.
+    pub fn alternative_digest(&self, manifest: &Manifest, name: &str) -> Option<String> {
+        let alternative = manifest.alternatives.get(name)?;
+        verify::layout_stamp(&self.alternative_path(manifest, alternative), name)
     }
 
     pub fn prepared_dir(&self, manifest: &Manifest) -> PathBuf {
@@ -152,15 +183,27 @@ impl Store {
         PreparedSplit::open(&cache::split_path(&self.prepared_dir(manifest), split))
     }
 
-    /// Whether every split is prepared, with the manifest's image count, from the manifest's files
-    /// (the SHA-256 recorded in each split's sources matches the manifest).
+    /// Whether a split prepared from `sources` was prepared from what the manifest describes: its files
+    /// (each SHA-256 matches the manifest), or one alternative alone (its layout was checked before it
+    /// was prepared; while the file is here with a current stamp, the recorded digest must match it).
+    pub fn accepts_sources(&self, manifest: &Manifest, sources: &[Source]) -> bool {
+        let files = !sources.is_empty()
+            && sources.iter().all(|src| manifest.file(&src.file).is_some_and(|f| f.sha256 == src.sha256));
+        let alternative = match sources {
+            [one] => manifest.alternative_for(&one.file).is_some_and(|(name, _)| {
+                self.alternative_digest(manifest, name).is_none_or(|digest| digest == one.sha256)
+            }),
+            _ => false,
+        };
+        files || alternative
+    }
+
+    /// Whether every split is prepared, with the manifest's image count, from the manifest's files or
+    /// one of its alternatives ([`Store::accepts_sources`]).
     pub fn is_prepared(&self, manifest: &Manifest) -> bool {
         manifest.splits.iter().all(|(split, &n)| {
-            self.summary(manifest, split).is_ok_and(|s| {
-                (s.images + s.left_out) as u64 == n
-                    && !s.sources.is_empty()
-                    && s.sources.iter().all(|src| manifest.file(&src.file).is_some_and(|f| f.sha256 == src.sha256))
-            })
+            self.summary(manifest, split)
+                .is_ok_and(|s| (s.images + s.left_out) as u64 == n && self.accepts_sources(manifest, &s.sources))
         })
     }
 
@@ -192,17 +235,45 @@ impl Store {
                 SplitStatus { split, images: opened.map(|s| s.images), size_on_disk, path }
             })
             .collect();
+        let alternatives: Vec<AlternativeStatus> = manifest
+            .alternatives
+            .iter()
+            .map(|(name, a)| {
+                let path = self.alternative_path(manifest, a);
+                let (state, size_on_disk) = match std::fs::metadata(&path) {
+                    Ok(m) if verify::layout_stamp(&path, name).is_some() => (State::Verified, m.len()),
+                    Ok(m) => (State::Partial, m.len()),
+                    Err(_) => (State::Missing, 0),
+                };
+                AlternativeStatus { name: name.clone(), file: a.file.clone(), path, size_on_disk, state }
+            })
+            .collect();
+        let files_verified = files.iter().all(|f| f.state == State::Verified);
+        let via = match files_verified {
+            true => None,
+            false => alternatives.iter().find(|a| a.state == State::Verified).map(|a| a.name.clone()),
+        };
         let all_prepared = self.is_prepared(manifest);
         let state = if all_prepared {
             State::Prepared
-        } else if files.iter().all(|f| f.state == State::Verified) {
+        } else if files_verified || via.is_some() {
             State::Verified
-        } else if files.iter().all(|f| f.state == State::Missing) {
+        } else if files.iter().all(|f| f.state == State::Missing)
+            && alternatives.iter().all(|a| a.state == State::Missing)
+        {
             State::Missing
         } else {
             State::Partial
         };
-        DatasetStatus { name: manifest.name.clone(), dir: self.dataset_dir(manifest), state, files, prepared }
+        DatasetStatus {
+            name: manifest.name.clone(),
+            dir: self.dataset_dir(manifest),
+            state,
+            files,
+            alternatives,
+            via,
+            prepared,
+        }
     }
 }
 

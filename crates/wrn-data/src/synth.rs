@@ -18,6 +18,8 @@
 //! of varied sizes with the class's shape pattern, plus the real set's odd files: a CMYK JPEG
 //! ([`IMAGENET_CMYK`], and a YCCK one in val), the PNG named `.JPEG` ([`IMAGENET_PNG`]), grayscale
 //! JPEGs ([`IMAGENET_GRAY`]) and a JPEG cut short after its frame header ([`IMAGENET_CORRUPT`]).
+//! `synth_imagenet_as(.., ImagenetForm::KaggleZip)` writes the same images as Kaggle's zip instead
+//! (`wrn data synth imagenet --kaggle`), with the same manifest but for where the files are.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -359,11 +361,16 @@ enum Stored {
     Corrupt,
 }
 
+/// The (width, height) of a synthetic ImageNet image.
+fn imagenet_size(seed: u64, stream: u64, index: u64) -> (usize, usize) {
+    let mut rng = Rng::new(seed, stream + 7000, index);
+    (48 + rng.below(113) as usize, 48 + rng.below(113) as usize)
+}
+
 /// One synthetic ImageNet image of (sorted) class `class`, of a random size, encoded as `how`.
 fn imagenet_image(seed: u64, stream: u64, index: u64, class: usize, how: Stored) -> Vec<u8> {
     let planes = image_planes(seed, stream, index, class, 10);
-    let mut rng = Rng::new(seed, stream + 7000, index);
-    let (w, h) = (48 + rng.below(113) as usize, 48 + rng.below(113) as usize);
+    let (w, h) = imagenet_size(seed, stream, index);
     let mut rgb = vec![0u8; w * h * 3];
     for y in 0..h {
         for x in 0..w {
@@ -413,12 +420,24 @@ fn tar_bytes(members: &[(String, Vec<u8>)]) -> std::io::Result<Vec<u8>> {
 
 /// Writes `bytes` to `out/name` atomically and returns its manifest entry.
 fn write_file(out: &Path, name: &str, bytes: &[u8], split: Option<&str>, members: Vec<Member>) -> Result<FileEntry> {
-    let path = out.join(name);
+    write_bytes(&out.join(name), bytes)?;
+    Ok(file_entry(out, name, bytes, split, members))
+}
+
+/// Writes `bytes` to `path` atomically.
+fn write_bytes(path: &Path, bytes: &[u8]) -> Result<()> {
+    let out = path.parent().unwrap_or(Path::new("."));
     let mut tmp = tempfile::Builder::new().prefix(".synth-").tempfile_in(out).at(out)?;
     tmp.write_all(bytes).at(tmp.path())?;
     crate::verify::make_readable(tmp.as_file(), tmp.path())?;
-    tmp.persist(&path).map_err(|e| Error::Io { path: path.clone(), source: e.error })?;
-    Ok(FileEntry {
+    tmp.persist(path).map_err(|e| Error::Io { path: path.into(), source: e.error })?;
+    Ok(())
+}
+
+/// The manifest entry of `bytes` as the file `out/name`.
+fn file_entry(out: &Path, name: &str, bytes: &[u8], split: Option<&str>, members: Vec<Member>) -> FileEntry {
+    let path = out.join(name);
+    FileEntry {
         name: name.into(),
         url: format!("file://{}", path.display()),
         mirrors: vec![],
@@ -428,7 +447,7 @@ fn write_file(out: &Path, name: &str, bytes: &[u8], split: Option<&str>, members
         md5: None,
         split: split.map(str::to_string),
         members,
-    })
+    }
 }
 
 /// The devkit's `meta.mat`: the struct array `synsets` with the real fields, the ten leaves (IDs 1-10
@@ -458,10 +477,36 @@ pub fn imagenet_meta_mat() -> Vec<u8> {
     bytes
 }
 
+/// Named files and their bytes, in order.
+type Files = Vec<(String, Vec<u8>)>;
+
+/// The form a synthetic ImageNet is written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImagenetForm {
+    /// The official files: the train tar of per-class tars, the val tar and the devkit.
+    Tars,
+    /// Kaggle's `imagenet-object-localization-challenge.zip` (the manifest's `[alternatives.kaggle]`).
+    KaggleZip,
+}
+
 /// Writes a synthetic ImageNet (train tar of per-class tars, val tar, devkit) and its manifest into
 /// `out`; returns the manifest and its path. `n` training images over 10 classes (at least 40), and
 /// `max(n / 5, 20)` val images.
 pub fn synth_imagenet(out: &Path, n: u64, seed: u64) -> Result<(Manifest, PathBuf)> {
+    synth_imagenet_as(out, n, seed, ImagenetForm::Tars)
+}
+
+/// Like [`synth_imagenet`], in either form. The images are the same for the same `(n, seed)` whatever
+/// the form, and so is the manifest but for where its files are: as a Kaggle zip, the tars' entries
+/// (their sizes and SHA-256 as [`ImagenetForm::Tars`] writes them) are marked `manual`, since they are
+/// not written, and `[alternatives.kaggle]` points at the zip.
+///
+/// The zip has the real layout: `LOC_synset_mapping.txt` (sorted WNIDs with their words),
+/// `LOC_val_solution.csv` (rows in shuffled order, one to three boxes each, all of the image's class),
+/// `LOC_train_solution.csv` and `LOC_sample_submission.csv`, folder entries, train images deflated under
+/// `ILSVRC/Data/CLS-LOC/train/<WNID>/`, val images stored (not deflated) under `.../val/` in the val tar's
+/// shuffled order, a few unlabelled images under `.../test/`, and some annotation XML files.
+pub fn synth_imagenet_as(out: &Path, n: u64, seed: u64, form: ImagenetForm) -> Result<(Manifest, PathBuf)> {
     let mut manifest = Manifest::builtin("imagenet")?;
     if n < 40 {
         return Err(Error::Unsupported { dataset: "imagenet".into(), detail: "--n must be at least 40".into() });
@@ -473,8 +518,8 @@ pub fn synth_imagenet(out: &Path, n: u64, seed: u64) -> Result<(Manifest, PathBu
     let class_of = |wnid: &str| sorted.iter().position(|w| *w == wnid).expect("a synset");
     let specials = [(IMAGENET_CMYK, Stored::Cmyk), (IMAGENET_PNG, Stored::Png), (IMAGENET_GRAY, Stored::Gray)];
 
-    // Train: per-class tars in meta.mat order; the class's images numbered sparsely.
-    let mut outer = Vec::new();
+    // Train: per class in meta.mat order, the class's images numbered sparsely.
+    let mut train: Vec<(&str, Files)> = Vec::new();
     let mut index = 0u64;
     for (m, (wnid, _)) in IMAGENET_SYNSETS.iter().enumerate() {
         let count = n / 10 + u64::from((m as u64) < n % 10);
@@ -493,11 +538,17 @@ pub fn synth_imagenet(out: &Path, n: u64, seed: u64) -> Result<(Manifest, PathBu
             inner.push((name, imagenet_image(seed, 0, index, class_of(wnid), how)));
             index += 1;
         }
-        outer.push((format!("{wnid}.tar"), tar_bytes(&inner).at(&out)?));
+        train.push((wnid, inner));
     }
+    let outer: Vec<(String, Vec<u8>)> = train
+        .iter()
+        .map(|(wnid, inner)| Ok((format!("{wnid}.tar"), tar_bytes(inner)?)))
+        .collect::<std::io::Result<_>>()
+        .at(&out)?;
     let n_val = (n / 5).max(20);
     // Val: image 1 is the sea snake, image 2 the ear (CMYK), the rest drawn; stored out of name order.
     let mut val = Vec::new();
+    let mut val_wnids = Vec::new();
     let mut truth = String::new();
     for k in 1..=n_val {
         let position = |wnid: &str| IMAGENET_SYNSETS.iter().position(|s| s.0 == wnid).expect("a synset");
@@ -513,6 +564,7 @@ pub fn synth_imagenet(out: &Path, n: u64, seed: u64) -> Result<(Manifest, PathBu
             _ => Stored::Rgb,
         };
         truth.push_str(&format!("{}\n", m + 1));
+        val_wnids.push(IMAGENET_SYNSETS[m].0);
         val.push((name, imagenet_image(seed, 1, k, class_of(IMAGENET_SYNSETS[m].0), how)));
     }
     val.sort_by_key(|(name, _)| mix(seed ^ crate::imagenet::val_number(name).unwrap_or(0) as u64));
@@ -540,23 +592,151 @@ pub fn synth_imagenet(out: &Path, n: u64, seed: u64) -> Result<(Manifest, PathBu
         }
     };
     let devkit_listed = vec![listed(crate::imagenet::META_MEMBER), listed(crate::imagenet::GROUND_TRUTH_MEMBER)];
-    manifest.files = vec![
-        write_file(&out, "ILSVRC2012_img_train.tar", &tar_bytes(&outer).at(&out)?, Some("train"), vec![])?,
-        write_file(&out, "ILSVRC2012_img_val.tar", &tar_bytes(&val).at(&out)?, Some("val"), vec![])?,
-        write_file(&out, "ILSVRC2012_devkit_t12.tar.gz", &devkit, None, devkit_listed)?,
+    let files = [
+        ("ILSVRC2012_img_train.tar", tar_bytes(&outer).at(&out)?, Some("train"), vec![]),
+        ("ILSVRC2012_img_val.tar", tar_bytes(&val).at(&out)?, Some("val"), vec![]),
+        ("ILSVRC2012_devkit_t12.tar.gz", devkit, None, devkit_listed),
     ];
+    let (command, zip_path) = match form {
+        ImagenetForm::Tars => (format!("wrn data synth imagenet --n {n} --seed {seed}"), None),
+        ImagenetForm::KaggleZip => {
+            let alt = manifest.alternatives.get_mut("kaggle").expect("the built-in manifest has the Kaggle zip");
+            let zip_path = out.join(&alt.file);
+            let bytes = kaggle_zip(alt, seed, &train, &val, &val_wnids).map_err(|e| Error::Archive {
+                path: zip_path.clone(),
+                detail: format!("writing the synthetic zip: {e}"),
+            })?;
+            write_bytes(&zip_path, &bytes)?;
+            alt.url = format!("file://{}", zip_path.display());
+            alt.manual = Some(format!(
+                "Synthetic: register it with\n    wrn data --manifest {} import imagenet {}\n",
+                out.join("imagenet.toml").display(),
+                zip_path.display()
+            ));
+            (format!("wrn data synth imagenet --kaggle --n {n} --seed {seed}"), Some(zip_path))
+        }
+    };
+    manifest.files = Vec::new();
+    for (name, bytes, split, members) in files {
+        let entry = match zip_path {
+            None => write_file(&out, name, &bytes, split, members)?,
+            Some(_) => FileEntry { manual: true, ..file_entry(&out, name, &bytes, split, members) },
+        };
+        manifest.files.push(entry);
+    }
     manifest.title = format!("{} (synthetic, seed {seed}, n {n})", manifest.title);
     manifest.citation = "Synthetic data generated by `wrn data synth`; not for publication.".into();
     manifest.licence = "Generated data; no restrictions.".into();
-    manifest.manual = None;
+    manifest.manual = zip_path.as_ref().map(|_| {
+        "Synthetic ImageNet written as the Kaggle zip only: the tars below are not written (`wrn data synth imagenet` \
+         without --kaggle writes them)."
+            .to_string()
+    });
     manifest.classes.count = IMAGENET_SYNSETS.len();
     manifest.splits.insert("train".into(), n);
     manifest.splits.insert("val".into(), n_val);
     let manifest_path = out.join("imagenet.toml");
     manifest.validate().map_err(|detail| Error::Manifest { path: manifest_path.clone(), detail })?;
-    let text = format!("# Written by `wrn data synth imagenet --n {n} --seed {seed}`.\n{}", manifest.to_toml());
+    let text = format!("# Written by `{command}`.\n{}", manifest.to_toml());
     std::fs::write(&manifest_path, text).at(&manifest_path)?;
     Ok((manifest, manifest_path))
+}
+
+/// The synthetic Kaggle zip's bytes: the same images as the tars, in the layout of `alt`.
+fn kaggle_zip(
+    alt: &crate::manifest::Alternative,
+    seed: u64,
+    train: &[(&str, Files)],
+    val: &[(String, Vec<u8>)],
+    val_wnids: &[&str],
+) -> zip::result::ZipResult<Vec<u8>> {
+    use zip::write::SimpleFileOptions;
+    use zip::CompressionMethod::{Deflated, Stored as Store};
+    let time = zip::DateTime::from_date_and_time(2018, 3, 2, 12, 0, 0).expect("a valid date");
+    let options = |method| {
+        SimpleFileOptions::default().compression_method(method).last_modified_time(time).unix_permissions(0o644)
+    };
+    let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let mut dirs = std::collections::BTreeSet::new();
+    let mut file = |w: &mut zip::ZipWriter<std::io::Cursor<Vec<u8>>>, path: &str, bytes: &[u8], method| {
+        // Folder entries first, as zip tools write them.
+        let mut at = 0;
+        while let Some(i) = path[at..].find('/') {
+            let dir = &path[..at + i + 1];
+            if dirs.insert(dir.to_string()) {
+                w.add_directory(dir, options(Store).unix_permissions(0o755))?;
+            }
+            at += i + 1;
+        }
+        w.start_file(path, options(method))?;
+        w.write_all(bytes)?;
+        zip::result::ZipResult::Ok(())
+    };
+    let folder = |split: &str| alt.folders.get(split).cloned().unwrap_or_default();
+    let (train_folder, val_folder) = (folder("train"), folder("val"));
+    let data_root = train_folder.trim_end_matches('/').rsplit_once('/').map_or("", |(root, _)| root).to_string();
+    let annotations = data_root.replacen("Data", "Annotations", 1);
+
+    // A few annotations (ignored by wrn) and their rows of LOC_train_solution.csv.
+    let mut train_solution = String::from("ImageId,PredictionString\n");
+    for (wnid, images) in train.iter().take(2) {
+        let (name, _) = &images[1];
+        let stem = name.trim_end_matches(".JPEG");
+        train_solution.push_str(&format!("{stem},{wnid} 1 2 30 40 \n"));
+        let xml = format!("<annotation><filename>{stem}</filename><object><name>{wnid}</name></object></annotation>\n");
+        file(&mut w, &format!("{annotations}/train/{wnid}/{stem}.xml"), xml.as_bytes(), Deflated)?;
+    }
+    for (wnid, images) in train {
+        for (name, bytes) in images {
+            file(&mut w, &format!("{train_folder}{wnid}/{name}"), bytes, Deflated)?;
+        }
+    }
+    for (name, bytes) in val {
+        file(&mut w, &format!("{val_folder}{name}"), bytes, Store)?;
+    }
+    let mut submission = String::from("ImageId,PredictionString\n");
+    for k in 1..=3u64 {
+        let name = format!("ILSVRC2012_test_{k:08}.JPEG");
+        let bytes = imagenet_image(seed, 2, k, (k % 10) as usize, Stored::Rgb);
+        file(&mut w, &format!("{data_root}/test/{name}"), &bytes, Store)?;
+        submission.push_str(&format!("ILSVRC2012_test_{k:08},n01440764 0 0 10 10\n"));
+    }
+    // The class list in sorted-WNID order, as the real one.
+    let mut synsets = IMAGENET_SYNSETS.to_vec();
+    synsets.sort_unstable();
+    let mapping: String = synsets.iter().map(|(wnid, words)| format!("{wnid} {words}\n")).collect();
+    // Val labels: one to three boxes inside the image, all of its class; rows in shuffled order.
+    let mut rows: Vec<(u64, String)> = (1..=val_wnids.len() as u64)
+        .map(|k| {
+            let wnid = val_wnids[k as usize - 1];
+            let (w, h) = imagenet_size(seed, 1, k);
+            let (w, h) = (w as u64, h as u64);
+            let mut rng = Rng::new(seed, 4000, k);
+            let boxes: Vec<String> = (0..1 + rng.below(3))
+                .map(|_| {
+                    let (x1, y1) = (rng.below(w / 2), rng.below(h / 2));
+                    let (x2, y2) = (x1 + w / 4 + rng.below(w / 4), y1 + h / 4 + rng.below(h / 4));
+                    format!("{wnid} {x1} {y1} {x2} {y2}")
+                })
+                .collect();
+            (mix(seed ^ 0x5eed ^ k), format!("ILSVRC2012_val_{k:08},{} \n", boxes.join(" ")))
+        })
+        .collect();
+    rows.sort();
+    let solution: String =
+        std::iter::once("ImageId,PredictionString\n".to_string()).chain(rows.into_iter().map(|r| r.1)).collect();
+    for (k, wnid) in val_wnids.iter().enumerate().take(2) {
+        let xml = format!(
+            "<annotation><filename>ILSVRC2012_val_{:08}</filename><object><name>{wnid}</name></object></annotation>\n",
+            k + 1
+        );
+        file(&mut w, &format!("{annotations}/val/ILSVRC2012_val_{:08}.xml", k + 1), xml.as_bytes(), Deflated)?;
+    }
+    file(&mut w, "LOC_sample_submission.csv", submission.as_bytes(), Deflated)?;
+    file(&mut w, &alt.class_list, mapping.as_bytes(), Deflated)?;
+    file(&mut w, "LOC_train_solution.csv", train_solution.as_bytes(), Deflated)?;
+    file(&mut w, &alt.val_labels, solution.as_bytes(), Deflated)?;
+    Ok(w.finish()?.into_inner())
 }
 
 #[cfg(test)]

@@ -3,7 +3,9 @@
 //!
 //! A successful check leaves a stamp `<file>.verified` (JSON: size, modification time, SHA-256), so a
 //! verified file is neither hashed nor downloaded again while it is unchanged; `wrn data verify` ignores
-//! stamps and re-hashes everything.
+//! stamps and re-hashes everything. A file with no published checksum (ImageNet's Kaggle zip) is checked
+//! by its layout instead; its stamp says which layout (`"layout": "kaggle"`) and holds the digest of what
+//! was checked in place of the file's SHA-256.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -41,6 +43,9 @@ struct Stamp {
     size: u64,
     mtime_ns: u128,
     sha256: String,
+    /// Set when the file was checked by its layout (the alternative's name) rather than hashed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    layout: Option<String>,
 }
 
 /// `<file>.verified`.
@@ -53,7 +58,7 @@ pub fn stamp_path(path: &Path) -> PathBuf {
 fn current_stamp(path: &Path, sha256: &str) -> Option<Stamp> {
     let meta = std::fs::metadata(path).ok()?;
     let mtime_ns = meta.modified().ok()?.duration_since(UNIX_EPOCH).ok()?.as_nanos();
-    Some(Stamp { size: meta.len(), mtime_ns, sha256: sha256.to_string() })
+    Some(Stamp { size: meta.len(), mtime_ns, sha256: sha256.to_string(), layout: None })
 }
 
 /// Whether `path` carries a stamp that still matches the file and the expected entry.
@@ -66,9 +71,35 @@ pub fn is_stamped(path: &Path, entry: &FileEntry) -> bool {
 pub(crate) fn write_stamp(path: &Path, sha256: &str) -> Result<()> {
     let stamp = current_stamp(path, sha256)
         .ok_or_else(|| Error::Format { path: path.into(), detail: "cannot read size and modification time".into() })?;
+    save_stamp(path, &stamp)
+}
+
+/// Stamps a file checked by its layout `layout` (an alternative's name); `digest` identifies what was
+/// checked.
+pub(crate) fn write_layout_stamp(path: &Path, layout: &str, digest: &str) -> Result<()> {
+    let mut stamp = current_stamp(path, digest)
+        .ok_or_else(|| Error::Format { path: path.into(), detail: "cannot read size and modification time".into() })?;
+    stamp.layout = Some(layout.to_string());
+    save_stamp(path, &stamp)
+}
+
+/// The digest in `path`'s stamp when the file was checked by layout `layout` and is unchanged since.
+pub fn layout_stamp(path: &Path, layout: &str) -> Option<String> {
+    let stamp: Stamp = serde_json::from_str(&std::fs::read_to_string(stamp_path(path)).ok()?).ok()?;
+    let current = current_stamp(path, &stamp.sha256)?;
+    (stamp.layout.as_deref() == Some(layout) && (current.size, current.mtime_ns) == (stamp.size, stamp.mtime_ns))
+        .then_some(stamp.sha256)
+}
+
+/// Removes a file's stamp, if any.
+pub(crate) fn remove_stamp(path: &Path) {
+    let _ = std::fs::remove_file(stamp_path(path));
+}
+
+fn save_stamp(path: &Path, stamp: &Stamp) -> Result<()> {
     let target = stamp_path(path);
     let tmp = target.with_extension("verified.tmp");
-    std::fs::write(&tmp, serde_json::to_vec(&stamp).unwrap()).at(&tmp)?;
+    std::fs::write(&tmp, serde_json::to_vec(stamp).unwrap()).at(&tmp)?;
     std::fs::rename(&tmp, &target).at(&target)
 }
 

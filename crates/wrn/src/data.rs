@@ -10,8 +10,8 @@ use anyhow::{Context, Result};
 use wrn_data::fetch::{FetchOptions, MIRROR_ENV};
 use wrn_data::imagenet::PrepareOptions;
 use wrn_data::manifest::{self, Manifest};
-use wrn_data::store::{human_bytes, Store};
-use wrn_data::synth::{self, CifarKind};
+use wrn_data::store::{human_bytes, State, Store};
+use wrn_data::synth::{self, CifarKind, ImagenetForm};
 use wrn_data::{dirs, ops};
 
 #[derive(clap::Args)]
@@ -46,10 +46,12 @@ enum Command {
         timeout: u64,
     },
     /// Register files you already have (the only way in for ImageNet), recognised by size and SHA-256
-    /// whatever their names; placed as hard or symbolic links unless --copy.
+    /// whatever their names, or ImageNet's Kaggle zip by its layout; placed as hard or symbolic links
+    /// unless --copy.
     Import {
         dataset: String,
-        /// Files or folders (searched three levels deep).
+        /// Files or folders (searched three levels deep); for ImageNet, the three ILSVRC2012 files or
+        /// imagenet-object-localization-challenge.zip.
         #[arg(required = true)]
         paths: Vec<PathBuf>,
         /// Copy the files instead of linking them.
@@ -60,14 +62,16 @@ enum Command {
         no_prepare: bool,
     },
     /// Prepare a dataset whose files are present into the training-ready cache (ImageNet: JPEG shards
-    /// and an index; odd files converted to RGB JPEG and corrupt ones left out, both reported).
+    /// and an index, from the tars or read in place from the Kaggle zip; odd files converted to RGB JPEG
+    /// and corrupt ones left out, both reported).
     Prepare {
         dataset: Option<String>,
         /// ImageNet: re-encode images whose longer side exceeds N pixels to fit it (cheaper decoding later).
         #[arg(long, value_name = "N")]
         max_side: Option<u32>,
     },
-    /// Re-hash every file on disk and every prepared split (all datasets, or one).
+    /// Re-hash every file on disk and every prepared split (all datasets, or one); the Kaggle zip, which
+    /// has no published checksum, has its layout checked again.
     Verify { dataset: Option<String> },
     /// Show every dataset as missing / partial / verified / prepared, with sizes and paths.
     List {
@@ -88,6 +92,10 @@ enum Command {
         n: u64,
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// ImageNet: write the images as Kaggle's imagenet-object-localization-challenge.zip instead of
+        /// the three ILSVRC2012 files.
+        #[arg(long)]
+        kaggle: bool,
     },
 }
 
@@ -130,9 +138,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
         Command::Import { dataset, paths, copy, no_prepare } => {
             let m = one(Some(dataset))?;
             for i in wrn_data::import::import(&store, &m, paths, *copy)? {
-                println!("{}: {} ({}) -> {}", i.file, i.source.display(), i.how, i.dest.display());
+                println!("{}: {} ({}; {}) -> {}", i.file, i.source.display(), i.how, i.checked, i.dest.display());
             }
-            if !*no_prepare && store.status(&m).state == wrn_data::store::State::Verified {
+            if !*no_prepare && store.status(&m).state == State::Verified {
                 let opts = PrepareOptions { progress: std::io::stderr().is_terminal(), ..Default::default() };
                 print_prepared(&ops::prepare_with(&store, &m, &opts)?);
             }
@@ -179,6 +187,19 @@ pub fn run(args: Args) -> Result<ExitCode> {
                         human_bytes(m.total_size()),
                         s.dir.display()
                     );
+                    for a in s.alternatives.iter().filter(|a| a.state != State::Missing) {
+                        let how = match a.state {
+                            State::Verified => "layout checked, no published checksum",
+                            _ => "layout not checked: run wrn data verify",
+                        };
+                        let used = if s.via.as_deref() == Some(a.name.as_str()) { "; in use" } else { "" };
+                        println!(
+                            "          {} zip {:>10}  {} ({how}{used})",
+                            a.name,
+                            human_bytes(a.size_on_disk),
+                            a.file
+                        );
+                    }
                     for p in s.prepared.iter().filter(|p| p.images.is_some()) {
                         println!(
                             "          prepared {:<6} {:>8} images {:>10}  {}",
@@ -195,15 +216,22 @@ pub fn run(args: Args) -> Result<ExitCode> {
             let m = one(dataset.as_deref())?;
             println!("{}", store.dataset_dir(&m).display());
         }
-        Command::Synth { dataset, out, n, seed } => {
+        Command::Synth { dataset, out, n, seed, kaggle } => {
+            if *kaggle && !matches!(dataset, SynthDataset::Imagenet) {
+                anyhow::bail!("--kaggle writes ImageNet as the Kaggle zip; it applies to imagenet only");
+            }
             let (m, path) = match dataset {
                 SynthDataset::Cifar10 => synth::synth_cifar(CifarKind::Cifar10, out, *n, *seed)?,
                 SynthDataset::Cifar100 => synth::synth_cifar(CifarKind::Cifar100, out, *n, *seed)?,
                 SynthDataset::Svhn => synth::synth_svhn(out, *n, *seed)?,
+                SynthDataset::Imagenet if *kaggle => synth::synth_imagenet_as(out, *n, *seed, ImagenetForm::KaggleZip)?,
                 SynthDataset::Imagenet => synth::synth_imagenet(out, *n, *seed)?,
             };
-            for f in &m.files {
+            for f in m.files.iter().filter(|f| !f.manual) {
                 println!("{}: {} bytes, SHA-256 {}", f.url.trim_start_matches("file://"), f.size, f.sha256);
+            }
+            for a in m.alternatives.values().filter(|a| a.url.starts_with("file://")) {
+                println!("{}: {} (register it with wrn data import)", a.url.trim_start_matches("file://"), a.title);
             }
             println!("manifest: {}", path.display());
         }
