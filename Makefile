@@ -100,13 +100,8 @@ nightly: build ## Regression check: demo table + benchmarks vs reports/baselines
 bench: libtorch ## Criterion benchmarks (target/criterion/)
 	$(CARGO) bench -p wrn-benches
 
-PEERS_VENV := target/peers-venv
-bench-peers: build ## wrn vs PyTorch eager training steps on this CPU, same run (installs torch 2.11 in a venv)
-	test -x $(PEERS_VENV)/bin/python || (python3 -m venv $(PEERS_VENV) && $(PEERS_VENV)/bin/pip install -q torch==2.11.0)
-	@for i in 1 2; do \
-	  $(WRN) bench train --device cpu --arch wrn-16-4 --batch 64 --steps 5 --json | python3 -c 'import json,sys; print("wrn     ", round(json.load(sys.stdin)["images_per_second"], 1), "images/s")'; \
-	  $(PEERS_VENV)/bin/python benches/peers/pytorch_train_step.py --arch wrn-16-4 --batch 64 --steps 5 --threads $$(nproc) | python3 -c 'import json,sys; print("pytorch ", round(json.load(sys.stdin)["images_per_second"], 1), "images/s")'; \
-	done
+bench-peers: build ## wrn vs PyTorch on this CPU, same run: training steps (eager), CIFAR and ImageNet pipelines (torchvision)
+	benches/peers/compare.sh
 
 gpu-check: ## Stage the GPU check bundle in dist/gpu-check (run its run.sh on a GPU machine)
 	ci/gpu-check.sh

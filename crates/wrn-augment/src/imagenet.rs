@@ -13,6 +13,7 @@
 //! never a panic. zune-jpeg has no reduced-scale DCT decoding, so images are decoded at full size.
 
 use std::any::Any;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use fast_image_resize::images::{Image as FirImage, ImageRef};
@@ -25,6 +26,7 @@ use zune_jpeg::zune_core::colorspace::ColorSpace;
 use zune_jpeg::zune_core::options::DecoderOptions;
 use zune_jpeg::JpegDecoder;
 
+use crate::error::{Error, Result};
 use crate::ops::{Image, Op};
 use crate::rng::SampleRng;
 
@@ -55,6 +57,51 @@ impl EncodedImages {
     }
     pub fn push(&mut self, name: impl Into<String>, bytes: Vec<u8>, label: u16) {
         self.items.push((name.into(), bytes, label));
+    }
+
+    /// The images of a folder in torchvision's `ImageFolder` layout, `<root>/<class>/<file>`: classes are
+    /// the sub-folders in sorted order (class index = position, as `ImageFolder` numbers them) and
+    /// samples every `.jpg`/`.jpeg` file (any case) within them, sorted by path; other files are ignored.
+    /// Returns the images and the class names. So a peer pipeline and this one can read the same files.
+    pub fn from_folder(root: &Path) -> Result<(EncodedImages, Vec<String>)> {
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| Error::Io { path, source }
+        };
+        let mut classes: Vec<PathBuf> = std::fs::read_dir(root)
+            .map_err(io(root))?
+            .map(|e| e.map(|e| e.path()).map_err(io(root)))
+            .collect::<Result<Vec<_>>>()?
+            .into_iter()
+            .filter(|p| p.is_dir())
+            .collect();
+        classes.sort();
+        let mut images = EncodedImages::new();
+        for (label, class) in classes.iter().enumerate() {
+            let mut files: Vec<PathBuf> = std::fs::read_dir(class)
+                .map_err(io(class))?
+                .map(|e| e.map(|e| e.path()).map_err(io(class)))
+                .collect::<Result<Vec<_>>>()?;
+            files.retain(|p| {
+                p.is_file()
+                    && p.extension()
+                        .and_then(|e| e.to_str())
+                        .is_some_and(|e| e.eq_ignore_ascii_case("jpg") || e.eq_ignore_ascii_case("jpeg"))
+            });
+            files.sort();
+            for file in files {
+                let bytes = std::fs::read(&file).map_err(io(&file))?;
+                images.push(file.strip_prefix(root).unwrap_or(&file).display().to_string(), bytes, label as u16);
+            }
+        }
+        if images.is_empty() {
+            return Err(Error::Pipeline {
+                path: root.to_path_buf(),
+                detail: "no JPEG files in class sub-folders (expected <folder>/<class>/<image>.jpg)".into(),
+            });
+        }
+        let names = classes.iter().map(|c| c.file_name().unwrap_or_default().to_string_lossy().into_owned()).collect();
+        Ok((images, names))
     }
 }
 

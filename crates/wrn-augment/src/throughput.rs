@@ -12,6 +12,10 @@
 //! of the same family is measured the same way: the ratio of the pipeline to it isolates the cost of
 //! augmenting, through the same loader, threads and bytes, and was the steadier ratio on a loaded
 //! two-core machine (within about ±10% where the copy-bound ratio varied up to twofold).
+//!
+//! [`measure_encoded`] does the same for the ImageNet presets over encoded images (prepared shards or a
+//! folder of JPEGs), beside `imagenet-val`; a copy bound means nothing where decoding dominates, so it
+//! has none, and its figure is compared with a peer pipeline on the same files (`make bench-peers`).
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -20,6 +24,7 @@ use std::time::{Duration, Instant};
 use wrn_data::cache::PreparedSplit;
 
 use crate::error::{Error, Result};
+use crate::imagenet::EncodedSource;
 use crate::loader::{Loader, LoaderConfig};
 use crate::preset::{Pipeline, Preset};
 
@@ -64,12 +69,12 @@ pub struct Throughput {
     pub rounds: usize,
     /// The pipeline, best round.
     pub images_per_second: f64,
-    /// The copy bound, best round.
-    pub copy_images_per_second: f64,
+    /// The copy bound, best round (none over encoded images).
+    pub copy_images_per_second: Option<f64>,
     /// The unaugmented preset, best round.
     pub plain_images_per_second: Option<f64>,
     /// `images_per_second / copy_images_per_second`.
-    pub ratio_to_copy: f64,
+    pub ratio_to_copy: Option<f64>,
     /// `images_per_second / plain_images_per_second`: the cost of augmenting, through the same loader on
     /// the same threads; the steadier of the two ratios on a loaded machine (what the nightly compares).
     pub ratio_to_plain: Option<f64>,
@@ -93,23 +98,56 @@ pub fn measure(split: Arc<PreparedSplit>, options: &Options) -> Result<Throughpu
     let main = loader(options.preset)?;
     let plain = options.plain.map(loader).transpose()?;
     let mut copy = Copy::new(&split, main.len(), options.batch_size);
+    Ok(alternate(options, &main, plain.as_ref(), Some(&mut || copy.run())))
+}
+
+/// Measures an ImageNet preset over encoded images beside `options.plain` (see the module doc).
+pub fn measure_encoded(source: Arc<dyn EncodedSource>, options: &Options) -> Result<Throughput> {
+    if options.rounds == 0 {
+        return Err(Error::Config("rounds must be at least 1".into()));
+    }
+    let loader = |preset: Preset| -> Result<Loader> {
+        let config = LoaderConfig {
+            batch_size: options.batch_size,
+            seed: 1,
+            workers: options.workers,
+            prefetch: 4,
+            ..LoaderConfig::default()
+        };
+        Loader::from_encoded(source.clone(), "bench", Pipeline::from_preset(preset, None)?, config)
+    };
+    let main = loader(options.preset)?;
+    let plain = options.plain.map(loader).transpose()?;
+    Ok(alternate(options, &main, plain.as_ref(), None))
+}
+
+/// The pipeline, its plain counterpart and the copy bound measured in alternation, best of each kept.
+fn alternate(
+    options: &Options,
+    main: &Loader,
+    plain: Option<&Loader>,
+    mut copy: Option<&mut dyn FnMut()>,
+) -> Throughput {
     let min = Duration::from_secs_f64(options.min_seconds);
     let mut epoch = 0u64;
     let (mut best_main, mut best_copy, mut best_plain) = (0.0f64, 0.0f64, 0.0f64);
     for _ in 0..options.rounds {
-        best_copy = best_copy.max(rate(main.len(), min, || copy.run()));
+        if let Some(copy) = copy.as_mut() {
+            best_copy = best_copy.max(rate(main.len(), min, copy));
+        }
         best_main = best_main.max(rate(main.len(), min, || {
             epoch += 1;
-            run_epoch(&main, epoch)
+            run_epoch(main, epoch)
         }));
-        if let Some(plain) = &plain {
+        if let Some(plain) = plain {
             best_plain = best_plain.max(rate(plain.len(), min, || {
                 epoch += 1;
                 run_epoch(plain, epoch)
             }));
         }
     }
-    Ok(Throughput {
+    let copied = copy.is_some();
+    Throughput {
         preset: options.preset.to_string(),
         plain_preset: options.plain.map(|p| p.to_string()),
         images: main.len(),
@@ -117,11 +155,11 @@ pub fn measure(split: Arc<PreparedSplit>, options: &Options) -> Result<Throughpu
         workers: options.workers,
         rounds: options.rounds,
         images_per_second: best_main,
-        copy_images_per_second: best_copy,
+        copy_images_per_second: copied.then_some(best_copy),
         plain_images_per_second: plain.is_some().then_some(best_plain),
-        ratio_to_copy: best_main / best_copy,
+        ratio_to_copy: copied.then_some(best_main / best_copy),
         ratio_to_plain: plain.is_some().then_some(best_main / best_plain),
-    })
+    }
 }
 
 /// Images/s of `epoch` (which handles `images` samples), repeated until `min` has passed.
@@ -202,12 +240,13 @@ mod tests {
         let t = measure(split(dir.path(), 100), &options).unwrap();
         assert_eq!((t.preset.as_str(), t.plain_preset.as_deref()), ("cifar-train", Some("cifar-test")));
         assert_eq!((t.images, t.batch_size, t.workers, t.rounds), (100, 32, 1, 2));
-        assert!(t.images_per_second > 0.0 && t.copy_images_per_second > 0.0);
+        let copy = t.copy_images_per_second.unwrap();
+        assert!(t.images_per_second > 0.0 && copy > 0.0);
         assert!(t.plain_images_per_second.unwrap() > 0.0);
-        assert_eq!(t.ratio_to_copy, t.images_per_second / t.copy_images_per_second);
+        assert_eq!(t.ratio_to_copy, Some(t.images_per_second / copy));
         assert_eq!(t.ratio_to_plain, Some(t.images_per_second / t.plain_images_per_second.unwrap()));
         // Augmenting and normalising reads and writes every value at least once more than a copy.
-        assert!(t.ratio_to_copy < 1.0, "{}", t.ratio_to_copy);
+        assert!(t.ratio_to_copy.unwrap() < 1.0, "{:?}", t.ratio_to_copy);
     }
 
     #[test]

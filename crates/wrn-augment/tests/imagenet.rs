@@ -1,11 +1,13 @@
 //! The ImageNet presets over real JPEG bytes (encoded here with jpeg-encoder): values of the val recipe on
 //! solid colours, determinism of the train recipe across worker counts, and corrupt images counted and
-//! replaced by zeros without disturbing the other samples.
+//! replaced by zeros without disturbing the other samples; a folder in `ImageFolder` layout as a source,
+//! and the ImageNet pipelines' throughput over it.
 
 use std::sync::Arc;
 
 use jpeg_encoder::{ColorType, Encoder};
 use wrn_augment::imagenet::{IMAGENET_MEAN, IMAGENET_STD};
+use wrn_augment::throughput::{measure_encoded, Options};
 use wrn_augment::{EncodedImages, EncodedSource, Loader, LoaderConfig, Pipeline, Preset};
 
 fn jpeg(w: usize, h: usize, pixel: impl Fn(usize, usize) -> [u8; 3]) -> Vec<u8> {
@@ -115,4 +117,43 @@ fn pipelines_and_sources_must_match() {
     .unwrap()
     .to_string();
     assert!(err.contains("subset of 2") && err.contains("shard-7"), "{err}");
+}
+
+#[test]
+fn a_folder_in_image_folder_layout_is_a_source_and_its_throughput_is_measured() {
+    let dir = tempfile::tempdir().unwrap();
+    // Classes numbered by sorted folder name, as torchvision's ImageFolder does; other files ignored.
+    for (class, files) in [("zebra", 2), ("aardvark", 3)] {
+        std::fs::create_dir_all(dir.path().join(class)).unwrap();
+        for i in 0..files {
+            let ext = if i == 0 { "JPEG" } else { "jpg" };
+            std::fs::write(dir.path().join(class).join(format!("{i}.{ext}")), textured(i)).unwrap();
+        }
+        std::fs::write(dir.path().join(class).join("notes.txt"), "not an image").unwrap();
+    }
+    std::fs::write(dir.path().join("README"), "not a class").unwrap();
+    let (images, classes) = EncodedImages::from_folder(dir.path()).unwrap();
+    assert_eq!(classes, ["aardvark", "zebra"]);
+    assert_eq!(images.len(), 5);
+    let labels: Vec<u16> = (0..images.len()).map(|i| images.label(i)).collect();
+    assert_eq!(labels, [0, 0, 0, 1, 1]);
+    assert_eq!(images.name(0), "aardvark/0.JPEG");
+    assert_eq!(images.encoded(3), &textured(0)[..]);
+
+    let options = Options {
+        preset: Preset::ImagenetTrain,
+        plain: Some(Preset::ImagenetVal),
+        batch_size: 2,
+        rounds: 1,
+        min_seconds: 0.0,
+        ..Options::default()
+    };
+    let t = measure_encoded(Arc::new(images), &options).unwrap();
+    assert_eq!((t.preset.as_str(), t.plain_preset.as_deref(), t.images), ("imagenet-train", Some("imagenet-val"), 5));
+    assert!(t.images_per_second > 0.0 && t.plain_images_per_second.unwrap() > 0.0);
+    assert_eq!((t.copy_images_per_second, t.ratio_to_copy), (None, None));
+
+    let empty = tempfile::tempdir().unwrap();
+    let err = EncodedImages::from_folder(empty.path()).unwrap_err().to_string();
+    assert!(err.contains(&empty.path().display().to_string()) && err.contains("no JPEG files"), "{err}");
 }

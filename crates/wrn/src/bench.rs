@@ -1,7 +1,9 @@
 //! `wrn bench train`: training throughput (forward, backward and the SGD update) of one architecture on
 //! one device, with the projected time of a paper-length CIFAR run, and with `--reference` beside a
 //! matrix-product workload measured in the same process. `wrn bench pipeline`: images/s of an input
-//! pipeline over a prepared split beside a copy bound measured in the same process.
+//! pipeline over a prepared split beside a copy bound measured in the same process, or of the ImageNet
+//! pipelines over prepared shards (`--split <split>.wrni`) or a folder of JPEGs in torchvision's
+//! `ImageFolder` layout (`--images DIR`, the files `make bench-peers` gives both sides).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -16,21 +18,27 @@ use wrn_train::runtime::{self, DeviceChoice, ThreadPlan};
 pub enum Command {
     /// Images/s of full training steps on random input.
     Train(TrainArgs),
-    /// Images/s of an input pipeline over a prepared split, beside a copy of the same output bytes.
+    /// Images/s of an input pipeline over a prepared split (beside a copy of the same output bytes) or
+    /// over JPEGs.
     Pipeline(PipelineArgs),
 }
 
 #[derive(clap::Args)]
 pub struct PipelineArgs {
-    /// The prepared split, e.g. data/cifar10/prepared/train.wrnc (see `wrn data path cifar10`).
+    /// The prepared split: pixels (data/cifar10/prepared/train.wrnc, see `wrn data path cifar10`) or
+    /// ImageNet's JPEG shards (data/imagenet/prepared/train.wrni).
+    #[arg(long, required_unless_present = "images", conflicts_with = "images")]
+    split: Option<PathBuf>,
+    /// A folder of JPEGs in `ImageFolder` layout (<DIR>/<class>/<image>.jpg), read into memory.
     #[arg(long)]
-    split: PathBuf,
-    /// The pipeline measured.
-    #[arg(long, default_value = "cifar-train")]
-    preset: Preset,
-    /// Its unaugmented counterpart, measured beside it (`none` to skip).
-    #[arg(long, default_value = "cifar-test")]
-    plain: String,
+    images: Option<PathBuf>,
+    /// The pipeline measured (default: cifar-train over pixels, imagenet-train over JPEGs).
+    #[arg(long)]
+    preset: Option<Preset>,
+    /// Its unaugmented counterpart, measured beside it (`none` to skip; default: cifar-test over pixels,
+    /// imagenet-val over JPEGs).
+    #[arg(long)]
+    plain: Option<String>,
     #[arg(long, default_value_t = 128)]
     batch: usize,
     /// Loader workers (1: the ratio to the one-thread copy bound does not depend on the core count).
@@ -80,21 +88,35 @@ pub fn run(command: Command) -> Result<()> {
 }
 
 fn pipeline(args: PipelineArgs) -> Result<()> {
-    let split = wrn_data::cache::PreparedSplit::open(&args.split)
-        .with_context(|| format!("opening the prepared split {}", args.split.display()))?;
-    let options = wrn_augment::throughput::Options {
-        preset: args.preset,
-        plain: if args.plain == "none" { None } else { Some(args.plain.parse()?) },
+    use wrn_augment::throughput::{measure, measure_encoded, Options};
+    let source = args.images.as_ref().or(args.split.as_ref()).expect("clap requires --split or --images");
+    let encoded = args.images.is_some() || source.extension().is_some_and(|e| e == "wrni");
+    let (preset, plain) = if encoded { ("imagenet-train", "imagenet-val") } else { ("cifar-train", "cifar-test") };
+    let plain = args.plain.as_deref().unwrap_or(plain);
+    let options = Options {
+        preset: args.preset.unwrap_or(preset.parse()?),
+        plain: if plain == "none" { None } else { Some(plain.parse()?) },
         batch_size: args.batch,
         workers: args.workers,
         rounds: args.rounds,
         ..Default::default()
     };
-    let t = wrn_augment::throughput::measure(Arc::new(split), &options)?;
+    let t = if let Some(dir) = &args.images {
+        let (images, _) = wrn_augment::EncodedImages::from_folder(dir)?;
+        measure_encoded(Arc::new(images), &options)?
+    } else if encoded {
+        let split = wrn_data::encoded::EncodedSplit::open(source)
+            .with_context(|| format!("opening the prepared shards {}", source.display()))?;
+        measure_encoded(Arc::new(split), &options)?
+    } else {
+        let split = wrn_data::cache::PreparedSplit::open(source)
+            .with_context(|| format!("opening the prepared split {}", source.display()))?;
+        measure(Arc::new(split), &options)?
+    };
     if args.json {
         let value = serde_json::json!({
             "benchmark": "pipeline",
-            "split": args.split,
+            "split": source,
             "preset": t.preset,
             "plain_preset": t.plain_preset,
             "images": t.images,
@@ -110,15 +132,16 @@ fn pipeline(args: PipelineArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&value)?);
     } else {
         println!(
-            "{} over {} images, batch {}, {} worker(s): {:.0} images/s = {:.1}% of the one-thread copy bound \
-             ({:.0} images/s){}",
+            "{} over {} images, batch {}, {} worker(s): {:.0} images/s{}{}",
             t.preset,
             t.images,
             t.batch_size,
             t.workers,
             t.images_per_second,
-            100.0 * t.ratio_to_copy,
-            t.copy_images_per_second,
+            match (t.ratio_to_copy, t.copy_images_per_second) {
+                (Some(r), Some(c)) => format!(" = {:.1}% of the one-thread copy bound ({c:.0} images/s)", 100.0 * r),
+                _ => String::new(),
+            },
             match (&t.plain_preset, t.plain_images_per_second) {
                 (Some(p), Some(r)) => format!("; {p}: {r:.0} images/s"),
                 _ => String::new(),
