@@ -6,6 +6,7 @@
 //! <data>/<dataset>/prepared/<split>.wrni          the index (below); the split is complete only when it exists
 //! <data>/<dataset>/prepared/<split>-00000.wrns    shard 0: JPEG files back to back, no header, no padding
 //! <data>/<dataset>/prepared/<split>-00001.wrns    ...
+//! <data>/<dataset>/prepared/<split>-00000.wrnp    journal entry of shard 0, only while the split is being prepared
 //! ```
 //!
 //! Index format version 1, all integers little-endian:
@@ -33,7 +34,22 @@
 //! and `name_len: u32` (within the names section).
 //!
 //! The shards are written to temporary names and renamed, then the index likewise, last: a prepare that
-//! stops early leaves no index, so nothing that looks complete. [`EncodedSplit::open`] checks the header,
+//! stops early leaves no index, so nothing that looks complete.
+//!
+//! Each shard, once renamed into place, gets a journal entry `<split>-NNNNN.wrnp`, also written to a
+//! temporary name and renamed: JSON [`JournalEntry`] with the shard's name, size and SHA-256, its
+//! records, the images left out, converted and re-encoded since the previous shard's end, how many
+//! source images have been taken up to its end, and the [`PrepareIdentity`] (dataset, split, classes,
+//! the source files with their verified SHA-256, `--max-side`, JPEG quality, shard size, format
+//! versions). One file per shard, so the journal grows by what each shard adds and is never rewritten.
+//! A prepare run again reads it with [`resume`]: entries 0, 1, ... are kept while each has the same
+//! identity, continues the one before and its shard is in place at its recorded size (a missing or
+//! truncated shard ends what is kept; the shards after it are redone); an entry of other inputs or
+//! options, or one that does not read, is discarded with a note and the split starts over from there.
+//! The preparation continues at the next shard and source image, so the index and shards are those of
+//! an uninterrupted prepare. The journal is removed once the index is written.
+//!
+//! [`EncodedSplit::open`] checks the header,
 //! exact sizes, every record's bounds and label and each shard's size; [`EncodedSplit::verify`] re-hashes
 //! the index and every shard. A reader refuses any other version.
 
@@ -53,6 +69,10 @@ pub const HEADER_LEN: usize = 64;
 pub const RECORD_LEN: usize = 32;
 pub const INDEX_EXTENSION: &str = "wrni";
 pub const SHARD_EXTENSION: &str = "wrns";
+/// The journal of a preparation in progress: one entry per shard in place.
+pub const JOURNAL_EXTENSION: &str = "wrnp";
+/// Version of the journal entries' JSON.
+pub const JOURNAL_VERSION: u32 = 1;
 /// Record flag: the original was not an RGB JPEG and was converted at prepare time.
 pub const FLAG_CONVERTED: u16 = 1;
 /// Record flag: re-encoded to a smaller size (`--max-side`).
@@ -103,7 +123,7 @@ pub struct EncodedMeta {
 }
 
 /// One image of an encoded split.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Record {
     pub shard: u32,
     pub label: u16,
@@ -125,6 +145,11 @@ pub fn shard_name(split: &str, k: usize) -> String {
     format!("{split}-{k:05}.{SHARD_EXTENSION}")
 }
 
+/// The file name of the journal entry of shard `k` of a split.
+pub fn journal_name(split: &str, k: usize) -> String {
+    format!("{split}-{k:05}.{JOURNAL_EXTENSION}")
+}
+
 /// Writes shards one after the other, each to a temporary file renamed into place once full.
 pub struct ShardWriter {
     dir: PathBuf,
@@ -137,15 +162,34 @@ pub struct ShardWriter {
 impl ShardWriter {
     /// Starts writing shards of `split` into `dir`, starting a new shard once one holds `max_bytes`.
     pub fn new(dir: &Path, split: &str, max_bytes: u64) -> Result<ShardWriter> {
+        ShardWriter::resume(dir, split, max_bytes, Vec::new())
+    }
+
+    /// Continues after the shards `kept` (already in place in `dir`, numbered from 0): the next shard
+    /// written is number `kept.len()`.
+    pub fn resume(dir: &Path, split: &str, max_bytes: u64, kept: Vec<Shard>) -> Result<ShardWriter> {
         std::fs::create_dir_all(dir).at(dir)?;
-        Ok(ShardWriter { dir: dir.into(), split: split.into(), max_bytes, current: None, shards: vec![] })
+        Ok(ShardWriter { dir: dir.into(), split: split.into(), max_bytes, current: None, shards: kept })
+    }
+
+    /// Closes the open shard when a file of `len` bytes would take it past the limit (a shard holds at
+    /// least one file); returns the shard closed, now in place under its name.
+    pub fn close_if_full(&mut self, len: u64) -> Result<Option<&Shard>> {
+        if self.current.as_ref().is_some_and(|c| c.3 > 0 && c.3 + len > self.max_bytes) {
+            self.finish_shard()?;
+            return Ok(self.shards.last());
+        }
+        Ok(None)
+    }
+
+    /// The shards closed so far, kept ones included.
+    pub fn shards(&self) -> &[Shard] {
+        &self.shards
     }
 
     /// Appends one file; returns (shard, offset).
     pub fn append(&mut self, bytes: &[u8]) -> Result<(u32, u64)> {
-        if self.current.as_ref().is_some_and(|c| c.3 > 0 && c.3 + bytes.len() as u64 > self.max_bytes) {
-            self.finish_shard()?;
-        }
+        self.close_if_full(bytes.len() as u64)?;
         if self.current.is_none() {
             let tmp =
                 tempfile::Builder::new().prefix(".prepare-").suffix(".tmp").tempfile_in(&self.dir).at(&self.dir)?;
@@ -238,6 +282,147 @@ pub fn write_index(path: &Path, meta: &EncodedMeta, records: &[Record]) -> Resul
     tmp.as_file().sync_all().at(tmp.path())?;
     tmp.persist(path).map_err(|e| Error::Io { path: path.into(), source: e.error })?;
     Ok(format!("{digest:x}"))
+}
+
+/// What a split is prepared from and how: a journal is used only by a preparation of the same.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PrepareIdentity {
+    pub journal_version: u32,
+    pub index_version: u32,
+    pub dataset: String,
+    pub split: String,
+    /// The source files with their verified SHA-256 (the Kaggle zip: its layout digest).
+    pub sources: Vec<Source>,
+    /// Class names in label order.
+    pub classes: Vec<String>,
+    pub max_side: Option<u32>,
+    pub quality: u8,
+    pub shard_bytes: u64,
+}
+
+/// The journal entry of one shard in place: what it holds and how far through the source it ends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JournalEntry {
+    pub identity: PrepareIdentity,
+    pub shard: Shard,
+    /// Source images taken (stored or left out) from the start of the split to this shard's end.
+    pub consumed: u64,
+    /// The shard's images, in the order written.
+    pub records: Vec<Record>,
+    /// Images left out, converted and re-encoded since the previous shard's end.
+    pub skipped: Vec<Skipped>,
+    pub converted: Vec<Converted>,
+    pub resized: u64,
+}
+
+/// Writes the journal entry of shard `k` of `split` atomically into `dir` (the shard is in place).
+pub fn write_journal(dir: &Path, k: usize, entry: &JournalEntry) -> Result<()> {
+    let path = dir.join(journal_name(&entry.identity.split, k));
+    let json = serde_json::to_vec(entry).expect("a journal entry serialises");
+    let mut tmp = tempfile::Builder::new().prefix(".prepare-").suffix(".tmp").tempfile_in(dir).at(dir)?;
+    tmp.write_all(&json).at(tmp.path())?;
+    tmp.as_file().sync_all().at(tmp.path())?;
+    tmp.persist(&path).map_err(|e| Error::Io { path: path.clone(), source: e.error })?;
+    Ok(())
+}
+
+/// What the journal of an interrupted preparation lets a new one keep.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Resumed {
+    /// The shards kept, numbered from 0.
+    pub shards: Vec<Shard>,
+    pub records: Vec<Record>,
+    pub skipped: Vec<Skipped>,
+    pub converted: Vec<Converted>,
+    pub resized: u64,
+    /// Source images the kept shards cover (stored or left out): the next preparation starts after them.
+    pub consumed: u64,
+}
+
+/// Reads the journal of `identity`'s split in `dir`: entry 0, 1, ... are kept while each reads, has the
+/// same identity, continues the one before and its shard is in place with the recorded size; a missing
+/// or truncated shard ends what is kept. Every other journal entry of the split is removed. Returns what
+/// is kept and, when an entry was discarded, why (for the log; never an error).
+pub fn resume(dir: &Path, identity: &PrepareIdentity) -> (Resumed, Option<String>) {
+    let split = identity.split.as_str();
+    let mut kept = Resumed::default();
+    let mut note = None;
+    loop {
+        let k = kept.shards.len();
+        let path = dir.join(journal_name(split, k));
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+            Err(e) => {
+                note = Some(format!("{}: {e}; preparing from shard {k}", path.display()));
+                break;
+            }
+        };
+        let why = match serde_json::from_slice::<JournalEntry>(&bytes) {
+            Err(e) => Some(format!("unreadable ({e})")),
+            Ok(entry) => match check_entry(dir, k, &entry, identity, kept.consumed) {
+                Ok(()) => {
+                    kept.consumed = entry.consumed;
+                    kept.records.extend(entry.records);
+                    kept.skipped.extend(entry.skipped);
+                    kept.converted.extend(entry.converted);
+                    kept.resized += entry.resized;
+                    kept.shards.push(entry.shard);
+                    continue;
+                }
+                Err(why) => Some(why),
+            },
+        };
+        if let Some(why) = why {
+            let then = if k == 0 { "starting the split over".to_string() } else { format!("preparing from shard {k}") };
+            note = Some(format!("journal {} discarded: {why}; {then}", path.display()));
+        }
+        break;
+    }
+    let keep: Vec<String> = (0..kept.shards.len()).map(|k| journal_name(split, k)).collect();
+    remove_split_files(dir, split, JOURNAL_EXTENSION, &keep);
+    (kept, note)
+}
+
+fn check_entry(
+    dir: &Path,
+    k: usize,
+    entry: &JournalEntry,
+    identity: &PrepareIdentity,
+    consumed: u64,
+) -> std::result::Result<(), String> {
+    if entry.identity != *identity {
+        return Err("written by a preparation from other files or with other options".into());
+    }
+    let shard = &entry.shard;
+    if shard.file != shard_name(&identity.split, k) {
+        return Err(format!("it describes {}, expected {}", shard.file, shard_name(&identity.split, k)));
+    }
+    let taken = consumed + entry.records.len() as u64 + entry.skipped.len() as u64;
+    let inside = |r: &Record| r.shard as usize == k && r.offset + u64::from(r.length) <= shard.size;
+    if entry.consumed != taken || !entry.records.iter().all(inside) {
+        return Err("its records do not add up".into());
+    }
+    match std::fs::metadata(dir.join(&shard.file)) {
+        Ok(m) if m.len() == shard.size => Ok(()),
+        Ok(m) => {
+            Err(format!("{} is {} bytes, the journal says {} (truncated or replaced)", shard.file, m.len(), shard.size))
+        }
+        Err(e) => Err(format!("{}: {e}", shard.file)),
+    }
+}
+
+/// Removes the files `<split>-*.<extension>` in `dir` whose names are not in `keep`.
+pub fn remove_split_files(dir: &Path, split: &str, extension: &str, keep: &[String]) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let suffix = format!(".{extension}");
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let ours = name.strip_prefix(&format!("{split}-")).is_some_and(|r| r.ends_with(&suffix));
+        if ours && !keep.contains(&name) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
 }
 
 /// An encoded split: its index and shards, memory-mapped read-only.

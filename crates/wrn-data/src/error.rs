@@ -32,6 +32,8 @@ pub enum Error {
     Space { path: PathBuf, needed: u64, available: u64, what: String },
     #[error("{dataset}: {detail}")]
     Unsupported { dataset: String, detail: String },
+    #[error("preparing {dataset} {split}: stopped after {shards} shard(s) as asked; prepare again to continue")]
+    Stopped { dataset: String, split: String, shards: usize },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

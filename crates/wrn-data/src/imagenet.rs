@@ -15,14 +15,24 @@
 //! decoded once to check it; files that are not RGB JPEGs (CMYK and grayscale JPEGs, the PNG named
 //! `.JPEG`, sniffed by magic bytes and the frame header, not the extension) are converted to RGB JPEG
 //! and listed in the report; a file that does not decode is left out and reported by name, and the rest
-//! is prepared. Links, absolute paths and `..` inside the archives are refused.
+//! is prepared. Links, absolute paths and `..` inside the archives are refused. The train tar is first
+//! checked, from its member headers alone (seeking over the data), to hold exactly one `<WNID>.tar` per
+//! class of the devkit: missing, unexpected and doubled members are named with the tar before anything
+//! is written.
+//!
+//! An interrupted prepare continues where it stopped: each shard in place is journalled (see
+//! [`crate::encoded`]), and a prepare run again from the same files with the same options keeps the
+//! journalled shards, passes over the images they hold without reading or decoding them (the tars'
+//! members are seeked over: whole per-class tars, then within one by its member headers; the Kaggle
+//! zip starts at the next image), and writes on from the next shard, into the same index and shards as
+//! an uninterrupted prepare. The report and the log say `resumed: N images in K shards kept`.
 //!
 //! The split writer is shared: [`crate::kaggle`] feeds it the same images read in place from Kaggle's
 //! zip, which [`prepare`] uses when that zip, and not the tars, is in the dataset's folder. Both give
 //! the same cache (same names, labels, conversions and report); only the recorded sources differ.
 
 use std::collections::BTreeMap;
-use std::io::Read;
+use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, SyncSender};
 use std::time::Instant;
@@ -32,11 +42,14 @@ use rayon::prelude::*;
 
 use crate::cache::Source;
 use crate::cifar::PreparedReport;
-use crate::encoded::{self, Converted, EncodedMeta, EncodedSplit, Record, ShardWriter, Skipped};
+use crate::encoded::{
+    self, Converted, EncodedMeta, EncodedSplit, JournalEntry, PrepareIdentity, Record, ShardWriter, Skipped,
+};
 use crate::error::{Error, IoContext, Result};
 use crate::manifest::{FileEntry, Manifest};
 use crate::mat::{self, Value};
 use crate::store::Store;
+use crate::zipdir::SharedFile;
 
 pub const META_MEMBER: &str = "ILSVRC2012_devkit_t12/data/meta.mat";
 pub const GROUND_TRUTH_MEMBER: &str = "ILSVRC2012_devkit_t12/data/ILSVRC2012_validation_ground_truth.txt";
@@ -161,11 +174,15 @@ pub struct PrepareOptions {
     pub quality: u8,
     /// Draw a progress bar on stderr.
     pub progress: bool,
+    /// Stop with [`Error::Stopped`] once this many shards of a split are written and journalled in this
+    /// run, as an interruption there would (a later prepare continues from them). For tests of
+    /// resuming; `None` otherwise.
+    pub stop_after_shards: Option<usize>,
 }
 
 impl Default for PrepareOptions {
     fn default() -> PrepareOptions {
-        PrepareOptions { max_side: None, shard_bytes: 1 << 30, quality: 90, progress: false }
+        PrepareOptions { max_side: None, shard_bytes: 1 << 30, quality: 90, progress: false, stop_after_shards: None }
     }
 }
 
@@ -368,20 +385,83 @@ fn member_name<R: Read>(entry: &tar::Entry<R>, archive: &Path) -> Result<Option<
 /// Images per chunk handed from the reader to the parallel check.
 pub(crate) const CHUNK: usize = 256;
 
-fn open_tar(path: &Path) -> Result<tar::Archive<std::io::BufReader<std::fs::File>>> {
+/// A buffered file whose short forward seeks keep the buffer: the tar reader seeks over padding and
+/// over the members it does not read.
+struct TarFile(BufReader<std::fs::File>);
+
+impl Read for TarFile {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0.read(buf)
+    }
+}
+
+impl Seek for TarFile {
+    fn seek(&mut self, to: SeekFrom) -> std::io::Result<u64> {
+        match to {
+            SeekFrom::Current(d) => {
+                self.0.seek_relative(d)?;
+                self.0.stream_position()
+            }
+            other => self.0.seek(other),
+        }
+    }
+}
+
+/// A tar over a file, read with `entries_with_seek`, so members left unread are seeked over.
+fn open_tar(path: &Path) -> Result<tar::Archive<TarFile>> {
     let file = std::fs::File::open(path).at(path)?;
-    Ok(tar::Archive::new(std::io::BufReader::with_capacity(4 << 20, file)))
+    Ok(tar::Archive::new(TarFile(BufReader::with_capacity(4 << 20, file))))
+}
+
+/// The bytes `start..start + len` of a file: a member of the train tar, read as a tar of its own with
+/// its members' data seeked over.
+struct Window {
+    file: SharedFile,
+    start: u64,
+    len: u64,
+    pos: u64,
+}
+
+impl Read for Window {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let left = self.len.saturating_sub(self.pos);
+        let n = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        if n == 0 {
+            return Ok(0);
+        }
+        self.file.seek(SeekFrom::Start(self.start + self.pos))?;
+        let n = self.file.read(&mut buf[..n])?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl Seek for Window {
+    fn seek(&mut self, to: SeekFrom) -> std::io::Result<u64> {
+        let target = match to {
+            SeekFrom::Start(p) => Some(p),
+            SeekFrom::End(d) => self.len.checked_add_signed(d),
+            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+        };
+        self.pos = target.ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, "seek before the start of the member")
+        })?;
+        Ok(self.pos)
+    }
 }
 
 fn corrupt(path: &Path, what: &str, e: std::io::Error) -> Error {
     Error::Archive { path: path.into(), detail: format!("{what}: {e} (truncated or corrupt)") }
 }
 
-/// Streams the train tar of per-class tars in chunks of images.
-fn read_train(path: &Path, classes: &ClassIndex, tx: &SyncSender<Result<Vec<Item>>>) -> Result<()> {
+/// Streams the train tar of per-class tars in chunks of images, after the first `skip` images, which
+/// are seeked over unread (whole per-class tars at once; within one, from its member headers).
+fn read_train(path: &Path, classes: &ClassIndex, skip: u64, tx: &SyncSender<Result<Vec<Item>>>) -> Result<()> {
     let mut outer = open_tar(path)?;
     let mut chunk = Vec::with_capacity(CHUNK);
-    for entry in outer.entries().map_err(|e| corrupt(path, "not a readable tar", e))? {
+    let mut skip = skip;
+    let mut shared: Option<SharedFile> = None;
+    for entry in outer.entries_with_seek().map_err(|e| corrupt(path, "not a readable tar", e))? {
         let entry = entry.map_err(|e| corrupt(path, "reading a member", e))?;
         let Some(name) = member_name(&entry, path)? else { continue };
         let wnid = name.strip_suffix(".tar").filter(|w| !w.contains('/')).ok_or_else(|| Error::Archive {
@@ -393,20 +473,102 @@ fn read_train(path: &Path, classes: &ClassIndex, tx: &SyncSender<Result<Vec<Item
             detail: format!("member `{name}`: {wnid} is not a class of the devkit's meta.mat"),
         })?;
         let inner_path = path.join(&name);
-        let mut inner = tar::Archive::new(entry);
-        for item in inner.entries().map_err(|e| corrupt(&inner_path, "not a readable tar", e))? {
-            let mut item = item.map_err(|e| corrupt(&inner_path, "reading a member", e))?;
-            let Some(image) = member_name(&item, &inner_path)? else { continue };
-            let mut bytes = Vec::with_capacity(item.size() as usize);
-            item.read_to_end(&mut bytes).map_err(|e| corrupt(&inner_path, &format!("member `{image}`"), e))?;
-            chunk.push(Item { name: image, label, bytes });
-            if chunk.len() == CHUNK && tx.send(Ok(std::mem::take(&mut chunk))).is_err() {
-                return Ok(());
-            }
+        let sent = if skip > 0 {
+            // The outer tar seeks over this member; a second reader walks its headers.
+            let file = match &shared {
+                Some(f) => f.clone(),
+                None => shared.insert(SharedFile::open(path)?).clone(),
+            };
+            let window = Window { file, start: entry.raw_file_position(), len: entry.size(), pos: 0 };
+            let mut inner = tar::Archive::new(window);
+            let items = inner.entries_with_seek().map_err(|e| corrupt(&inner_path, "not a readable tar", e))?;
+            send_images(items, &inner_path, label, &mut skip, &mut chunk, tx)?
+        } else {
+            let mut inner = tar::Archive::new(entry);
+            let items = inner.entries().map_err(|e| corrupt(&inner_path, "not a readable tar", e))?;
+            send_images(items, &inner_path, label, &mut skip, &mut chunk, tx)?
+        };
+        if !sent {
+            return Ok(());
         }
     }
     let _ = tx.send(Ok(chunk));
     Ok(())
+}
+
+/// Adds the images of one per-class tar to `chunk`, sending every full chunk, after passing over
+/// `skip` of them unread. `false` when the receiver has gone.
+fn send_images<R: Read>(
+    items: tar::Entries<R>,
+    inner_path: &Path,
+    label: u16,
+    skip: &mut u64,
+    chunk: &mut Vec<Item>,
+    tx: &SyncSender<Result<Vec<Item>>>,
+) -> Result<bool> {
+    for item in items {
+        let mut item = item.map_err(|e| corrupt(inner_path, "reading a member", e))?;
+        let Some(image) = member_name(&item, inner_path)? else { continue };
+        if *skip > 0 {
+            *skip -= 1;
+            continue;
+        }
+        let mut bytes = Vec::with_capacity(item.size() as usize);
+        item.read_to_end(&mut bytes).map_err(|e| corrupt(inner_path, &format!("member `{image}`"), e))?;
+        chunk.push(Item { name: image, label, bytes });
+        if chunk.len() == CHUNK && tx.send(Ok(std::mem::take(chunk))).is_err() {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// Checks, from its member headers alone, that the train tar holds exactly the per-class tars
+/// `<WNID>.tar` of the devkit's classes, one each: an error names the tar and the members missing,
+/// unexpected or stored twice.
+fn check_train_members(path: &Path, classes: &ClassIndex) -> Result<()> {
+    let mut outer = open_tar(path)?;
+    let mut count = vec![0usize; classes.wnids.len()];
+    let mut unexpected = Vec::new();
+    for entry in outer.entries_with_seek().map_err(|e| corrupt(path, "not a readable tar", e))? {
+        let entry = entry.map_err(|e| corrupt(path, "reading a member", e))?;
+        let Some(name) = member_name(&entry, path)? else { continue };
+        match name.strip_suffix(".tar").filter(|w| !w.contains('/')).and_then(|w| classes.class_of_wnid(w)) {
+            Some(class) => count[usize::from(class)] += 1,
+            None => unexpected.push(format!("`{name}`")),
+        }
+    }
+    let tars = |pick: fn(usize) -> bool| -> Vec<String> {
+        classes.wnids.iter().zip(&count).filter(|(_, &n)| pick(n)).map(|(w, _)| format!("{w}.tar")).collect()
+    };
+    let (missing, twice) = (tars(|n| n == 0), tars(|n| n > 1));
+    let mut problems = Vec::new();
+    if !missing.is_empty() {
+        problems.push(format!("missing member(s): {} (one per class of the devkit's meta.mat)", listed(&missing)));
+    }
+    if !unexpected.is_empty() {
+        problems.push(format!(
+            "unexpected member(s): {} (not a per-class tar `<WNID>.tar` of the devkit's classes)",
+            listed(&unexpected)
+        ));
+    }
+    if !twice.is_empty() {
+        problems.push(format!("member(s) stored twice: {}", listed(&twice)));
+    }
+    match problems.is_empty() {
+        true => Ok(()),
+        false => Err(Error::Archive { path: path.into(), detail: problems.join("; ") }),
+    }
+}
+
+/// Names listed in an error: the first few, then how many more.
+fn listed(names: &[String]) -> String {
+    const SHOWN: usize = 5;
+    let mut out = names.iter().take(SHOWN).cloned().collect::<Vec<_>>().join(", ");
+    if names.len() > SHOWN {
+        out.push_str(&format!(" and {} more", names.len() - SHOWN));
+    }
+    out
 }
 
 /// The 1-based number of a val file name `ILSVRC2012_val_<8 digits>.JPEG`.
@@ -415,11 +577,13 @@ pub fn val_number(name: &str) -> Option<usize> {
     (digits.len() == 8 && digits.bytes().all(|b| b.is_ascii_digit())).then(|| digits.parse().ok()).flatten()
 }
 
-/// Streams the val tar in chunks of images, labelled through the ground truth by file name.
-fn read_val(path: &Path, labels: &[u16], tx: &SyncSender<Result<Vec<Item>>>) -> Result<()> {
+/// Streams the val tar in chunks of images, labelled through the ground truth by file name, after the
+/// first `skip` images, which are seeked over unread.
+fn read_val(path: &Path, labels: &[u16], skip: u64, tx: &SyncSender<Result<Vec<Item>>>) -> Result<()> {
     let mut archive = open_tar(path)?;
     let mut chunk = Vec::with_capacity(CHUNK);
-    for entry in archive.entries().map_err(|e| corrupt(path, "not a readable tar", e))? {
+    let mut skip = skip;
+    for entry in archive.entries_with_seek().map_err(|e| corrupt(path, "not a readable tar", e))? {
         let mut entry = entry.map_err(|e| corrupt(path, "reading a member", e))?;
         let Some(name) = member_name(&entry, path)? else { continue };
         let label = match val_number(&name) {
@@ -437,6 +601,10 @@ fn read_val(path: &Path, labels: &[u16], tx: &SyncSender<Result<Vec<Item>>>) -> 
                 })
             }
         };
+        if skip > 0 {
+            skip -= 1;
+            continue;
+        }
         let mut bytes = Vec::with_capacity(entry.size() as usize);
         entry.read_to_end(&mut bytes).map_err(|e| corrupt(path, &format!("member `{name}`"), e))?;
         chunk.push(Item { name, label, bytes });
@@ -450,14 +618,13 @@ fn read_val(path: &Path, labels: &[u16], tx: &SyncSender<Result<Vec<Item>>>) -> 
 
 /// Removes the shards of `split` in `dir` that are not in `keep`.
 fn remove_shards(dir: &Path, split: &str, keep: &[String]) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
-    for e in entries.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let ours = name.strip_prefix(&format!("{split}-")).is_some_and(|r| r.ends_with(encoded::SHARD_EXTENSION));
-        if ours && !keep.contains(&name) {
-            let _ = std::fs::remove_file(e.path());
-        }
-    }
+    encoded::remove_split_files(dir, split, encoded::SHARD_EXTENSION, keep);
+}
+
+/// Removes the journal of `split` in `dir` and the shards that are not in `keep`.
+fn remove_progress(dir: &Path, split: &str, keep: &[String]) {
+    encoded::remove_split_files(dir, split, encoded::JOURNAL_EXTENSION, &[]);
+    remove_shards(dir, split, keep);
 }
 
 /// One split to write: where its images come from and what to expect of them.
@@ -489,17 +656,35 @@ pub(crate) fn kept(
         .then(|| report(split, index_path.clone(), &done.meta, done.len(), done.checksum(), None))
 }
 
+/// What one run of [`write_split`] did, for its report.
+struct Run {
+    seconds: f64,
+    /// Source images handled in this run (stored or left out).
+    handled: u64,
+    /// Images and shards kept from an interrupted run.
+    kept_images: usize,
+    kept_shards: usize,
+}
+
 /// Writes one split into `dir`: `read` runs on its own thread and sends the images in chunks, in the
-/// order they are stored (the tars' readers, the Kaggle zip's); each chunk is checked and converted in
-/// parallel and appended to the shards; the index, sorted by name, is written last. On any error the
-/// split's shards are removed, so nothing that looks complete is left.
+/// order they are stored (the tars' readers, the Kaggle zip's), after passing over as many as its first
+/// argument says unread; each chunk is checked and converted in parallel and appended to the shards;
+/// the index, sorted by name, is written last.
+///
+/// Each shard, once renamed into place, gets a journal entry (see [`encoded::resume`]): what it holds
+/// and how far through the source it ends, with the identity of the inputs and options. A run with
+/// the same identity keeps the journalled shards still in place, has `read` pass over the images they
+/// cover and continues at the next shard, giving the same index and shards as a run from the start.
+/// On an error the journalled shards stay for the next run and any other shard is removed; when the
+/// source itself proves wrong (image count, a name twice) everything is removed. The journal goes
+/// once the index is written, so nothing that looks complete is left before that.
 pub(crate) fn write_split(
     job: &SplitJob,
     dir: &Path,
     classes: &[String],
     manifest: &Manifest,
     opts: &PrepareOptions,
-    read: impl FnOnce(&SyncSender<Result<Vec<Item>>>) -> Result<()> + Send,
+    read: impl FnOnce(u64, &SyncSender<Result<Vec<Item>>>) -> Result<()> + Send,
 ) -> Result<PreparedReport> {
     let started = Instant::now();
     let index_path = encoded::index_path(dir, job.split);
@@ -508,9 +693,35 @@ pub(crate) fn write_split(
     if index_path.exists() {
         std::fs::remove_file(&index_path).at(&index_path)?;
     }
+    let identity = PrepareIdentity {
+        journal_version: encoded::JOURNAL_VERSION,
+        index_version: encoded::VERSION,
+        dataset: manifest.name.clone(),
+        split: job.split.to_string(),
+        sources: job.sources.clone(),
+        classes: classes.to_vec(),
+        max_side: opts.max_side,
+        quality: opts.quality,
+        shard_bytes: opts.shard_bytes,
+    };
+    let (resumed, discarded) = encoded::resume(dir, &identity);
+    if let Some(note) = discarded {
+        tracing::warn!("preparing {} {}: {note}", manifest.name, job.split);
+    }
+    let (kept_images, kept_shards, skip) = (resumed.records.len(), resumed.shards.len(), resumed.consumed);
+    if kept_shards > 0 {
+        tracing::info!(
+            "preparing {} {}: resumed: {kept_images} images in {kept_shards} shards kept, continuing after \
+             {skip} of {} source images",
+            manifest.name,
+            job.split,
+            job.expected
+        );
+    }
+    let kept_bytes: u64 = resumed.shards.iter().map(|s| s.size).sum();
     crate::space::ensure(
         dir,
-        job.bytes + job.bytes / 20,
+        (job.bytes + job.bytes / 20).saturating_sub(kept_bytes),
         &format!("the prepared {} split of {}", job.split, manifest.name),
     )?;
     let bar = if opts.progress {
@@ -522,14 +733,20 @@ pub(crate) fn write_split(
         ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} images {per_sec} ETA {eta}")
             .expect("valid template"),
     );
-    bar.set_prefix(format!("preparing {} {}", manifest.name, job.split));
-    let mut writer = ShardWriter::new(dir, job.split, opts.shard_bytes)?;
-    let mut records: Vec<Record> = Vec::new();
-    let (mut skipped, mut converted, mut resized) = (Vec::new(), Vec::new(), 0u64);
+    let resumed_note = if kept_shards > 0 { " (resumed)" } else { "" };
+    bar.set_prefix(format!("preparing {} {}{resumed_note}", manifest.name, job.split));
+    bar.set_position(skip);
+    bar.reset_eta();
+    let mut writer = ShardWriter::resume(dir, job.split, opts.shard_bytes, resumed.shards)?;
+    let mut records: Vec<Record> = resumed.records;
+    let (mut skipped, mut converted, mut resized) = (resumed.skipped, resumed.converted, resumed.resized);
+    // Where the entries of the next journal entry start in the lists above.
+    let mut since = (records.len(), skipped.len(), converted.len(), resized);
+    let mut journalled: Vec<String> = writer.shards().iter().map(|s| s.file.clone()).collect();
     let (tx, rx) = sync_channel::<Result<Vec<Item>>>(4);
     let result = std::thread::scope(|scope| {
         let reader = scope.spawn(move || {
-            if let Err(e) = read(&tx) {
+            if let Err(e) = read(skip, &tx) {
                 let _ = tx.send(Err(e));
             }
         });
@@ -547,6 +764,27 @@ pub(crate) fn write_split(
                         continue;
                     }
                     let bytes = p.bytes.as_deref().unwrap_or(&item.bytes);
+                    if let Some(shard) = writer.close_if_full(bytes.len() as u64)? {
+                        let entry = JournalEntry {
+                            identity: identity.clone(),
+                            shard: shard.clone(),
+                            consumed: (records.len() + skipped.len()) as u64,
+                            records: records[since.0..].to_vec(),
+                            skipped: skipped[since.1..].to_vec(),
+                            converted: converted[since.2..].to_vec(),
+                            resized: resized - since.3,
+                        };
+                        encoded::write_journal(dir, journalled.len(), &entry)?;
+                        journalled.push(entry.shard.file);
+                        since = (records.len(), skipped.len(), converted.len(), resized);
+                        if opts.stop_after_shards.is_some_and(|n| journalled.len() - kept_shards >= n) {
+                            return Err(Error::Stopped {
+                                dataset: manifest.name.clone(),
+                                split: job.split.to_string(),
+                                shards: journalled.len(),
+                            });
+                        }
+                    }
                     let (shard, offset) = writer.append(bytes)?;
                     if let Some(from) = p.converted {
                         converted.push(Converted { name: item.name.clone(), from });
@@ -570,22 +808,27 @@ pub(crate) fn write_split(
         consumed
     });
     bar.finish_and_clear();
-    let fail = |e: Error| {
-        remove_shards(dir, job.split, &[]);
+    // Interrupted: the journalled shards stay for the next run. The source is wrong: nothing stays.
+    let interrupted = |e: Error| {
+        remove_shards(dir, job.split, &journalled);
         e
     };
-    result.map_err(fail)?;
-    let shards = writer.finish().map_err(fail)?;
+    let wrong = |e: Error| {
+        remove_progress(dir, job.split, &[]);
+        e
+    };
+    result.map_err(interrupted)?;
+    let shards = writer.finish().map_err(interrupted)?;
     let total = records.len() as u64 + skipped.len() as u64;
     if total != job.expected {
-        return Err(fail(Error::Format {
+        return Err(wrong(Error::Format {
             path: job.source.clone(),
             detail: format!("{total} images, the manifest says {} for `{}`", job.expected, job.split),
         }));
     }
     records.sort_by(|a, b| a.name.cmp(&b.name));
     if let Some(w) = records.windows(2).find(|w| w[0].name == w[1].name) {
-        return Err(fail(Error::Archive {
+        return Err(wrong(Error::Archive {
             path: job.source.clone(),
             detail: format!("`{}` appears twice", w[0].name),
         }));
@@ -603,18 +846,25 @@ pub(crate) fn write_split(
         max_side: opts.max_side,
         resized,
     };
-    let sha256 = encoded::write_index(&index_path, &meta, &records).map_err(fail)?;
+    let sha256 = encoded::write_index(&index_path, &meta, &records).map_err(interrupted)?;
     let keep: Vec<String> = meta.shards.iter().map(|s| s.file.clone()).collect();
-    remove_shards(dir, job.split, &keep);
+    remove_progress(dir, job.split, &keep);
     let seconds = started.elapsed().as_secs_f64();
+    let handled = total - skip;
+    let resumed_log = if kept_shards > 0 {
+        format!(" (resumed: {kept_images} images in {kept_shards} shards kept)")
+    } else {
+        String::new()
+    };
     tracing::info!(
-        "prepared {} {}: {} images in {seconds:.1} s ({:.0} images/s)",
+        "prepared {} {}: {} images in {seconds:.1} s ({:.0} images/s){resumed_log}",
         manifest.name,
         job.split,
-        total,
-        total as f64 / seconds.max(1e-9)
+        handled,
+        handled as f64 / seconds.max(1e-9)
     );
-    Ok(report(job.split, index_path, &meta, records.len(), sha256, Some(seconds)))
+    let run = Run { seconds, handled, kept_images, kept_shards };
+    Ok(report(job.split, index_path, &meta, records.len(), sha256, Some(run)))
 }
 
 fn report(
@@ -623,7 +873,7 @@ fn report(
     meta: &EncodedMeta,
     images: usize,
     sha256: String,
-    secs: Option<f64>,
+    run: Option<Run>,
 ) -> PreparedReport {
     let mut notes: Vec<String> =
         meta.converted.iter().map(|c| format!("converted {} ({} -> RGB JPEG)", c.name, c.from)).collect();
@@ -631,10 +881,20 @@ fn report(
     if meta.resized > 0 {
         notes.push(format!("{} images re-encoded to fit {} pixels", meta.resized, meta.max_side.unwrap_or(0)));
     }
-    match secs {
-        Some(s) => notes.push(format!(
-            "{:.0} images/s ({images} images in {s:.2} s)",
-            (images + meta.skipped.len()) as f64 / s.max(1e-9)
+    match run {
+        Some(run) if run.kept_shards > 0 => {
+            notes.push(format!("resumed: {} images in {} shards kept", run.kept_images, run.kept_shards));
+            notes.push(format!(
+                "{:.0} images/s ({} more images in {:.2} s)",
+                run.handled as f64 / run.seconds.max(1e-9),
+                run.handled,
+                run.seconds
+            ));
+        }
+        Some(run) => notes.push(format!(
+            "{:.0} images/s ({images} images in {:.2} s)",
+            run.handled as f64 / run.seconds.max(1e-9),
+            run.seconds
         )),
         None => notes.push("already prepared from the same files".into()),
     }
@@ -721,13 +981,16 @@ fn prepare_tars(store: &Store, manifest: &Manifest, opts: &PrepareOptions) -> Re
         }
         let (classes, val_labels) = devkit_read.as_ref().expect("read above");
         crate::verify::ensure_verified(&tar_path, tar, None)?;
+        if *split != "val" {
+            check_train_members(&tar_path, classes)?;
+        }
         let bytes = std::fs::metadata(&tar_path).at(&tar_path)?.len();
         let job = SplitJob { split, source: tar_path, bytes, expected, sources };
-        let read = |tx: &SyncSender<Result<Vec<Item>>>| {
+        let read = |skip: u64, tx: &SyncSender<Result<Vec<Item>>>| {
             if *split == "val" {
-                read_val(&job.source, val_labels, tx)
+                read_val(&job.source, val_labels, skip, tx)
             } else {
-                read_train(&job.source, classes, tx)
+                read_train(&job.source, classes, skip, tx)
             }
         };
         reports.push(write_split(&job, &dir, &classes.wnids, manifest, opts, read)?);

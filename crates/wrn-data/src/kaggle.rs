@@ -535,7 +535,10 @@ pub fn prepare(store: &Store, manifest: &Manifest, name: &str, opts: &PrepareOpt
             expected,
             sources: sources.clone(),
         };
-        let read = |tx: &SyncSender<Result<Vec<Item>>>| read_images(&path, archive, images, tx);
+        let read = |skip: u64, tx: &SyncSender<Result<Vec<Item>>>| {
+            let rest = usize::try_from(skip).ok().and_then(|skip| images.get(skip..)).unwrap_or_default();
+            read_images(&path, archive, rest, tx)
+        };
         reports.push(imagenet::write_split(&job, &dir, &zip.wnids, manifest, opts, read)?);
     }
     Ok(reports)

@@ -1,9 +1,11 @@
 //! ImageNet end to end on the synthetic files in the real formats: `synth_imagenet` -> import by hash ->
 //! prepare into JPEG shards and an index. Checks the labels (train by inner tar, val by file name through
 //! the devkit to the sorted-WNID order), the odd files (converted and reported), the corrupt file (left
-//! out and reported by name, the rest prepared), `--max-side`, re-runs, and that bad archives are refused
-//! with nothing left that looks complete.
+//! out and reported by name, the rest prepared), `--max-side`, re-runs, that bad archives are refused
+//! with nothing left that looks complete, that the train tar holds exactly the per-class tars, and that
+//! an interrupted prepare continues where it stopped into the same index and shards.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
@@ -173,9 +175,7 @@ fn links_and_escaping_paths_in_the_archive_are_refused_leaving_nothing() {
     let mut link = header(tar::EntryType::Symlink, 0);
     inner.append_link(&mut link, "n01440764_2.JPEG", "/etc/passwd").unwrap();
     let inner = inner.into_inner().unwrap();
-    let mut outer = tar::Builder::new(Vec::new());
-    outer.append_data(&mut header(tar::EntryType::Regular, inner.len() as u64), "n01440764.tar", &inner[..]).unwrap();
-    let (err, dir, _keep) = prepare_with_train_tar(outer.into_inner().unwrap());
+    let (err, dir, _keep) = prepare_with_train_tar(class_tars(&[("n01440764", inner.clone())], &[]));
     assert!(err.contains("n01440764_2.JPEG") && err.contains("is a link"), "{err}");
     assert!(leftovers(&dir).iter().all(|f| !f.starts_with("train")), "{:?}", leftovers(&dir));
 
@@ -191,10 +191,83 @@ fn links_and_escaping_paths_in_the_archive_are_refused_leaving_nothing() {
     assert!(leftovers(&dir).iter().all(|f| !f.starts_with("train")), "{:?}", leftovers(&dir));
 
     // A class the devkit does not know.
+    let (err, _, _keep) = prepare_with_train_tar(class_tars(&[], &[("n99999999.tar", inner)]));
+    assert!(err.contains("unexpected member(s): `n99999999.tar`"), "{err}");
+}
+
+/// An image of `w` x `h` pixels.
+fn tiny_jpeg(w: u16, h: u16) -> Vec<u8> {
+    let mut out = Vec::new();
+    let pixels = vec![90u8; usize::from(w) * usize::from(h) * 3];
+    jpeg_encoder::Encoder::new(&mut out, 90).encode(&pixels, w, h, jpeg_encoder::ColorType::Rgb).unwrap();
+    out
+}
+
+/// A train tar with one per-class tar for each synthetic class (the ones in `inner` as given, the
+/// others holding one image) and then the `extra` members.
+fn class_tars(inner: &[(&str, Vec<u8>)], extra: &[(&str, Vec<u8>)]) -> Vec<u8> {
     let mut outer = tar::Builder::new(Vec::new());
-    outer.append_data(&mut header(tar::EntryType::Regular, inner.len() as u64), "n99999999.tar", &inner[..]).unwrap();
-    let (err, _, _keep) = prepare_with_train_tar(outer.into_inner().unwrap());
-    assert!(err.contains("n99999999 is not a class of the devkit"), "{err}");
+    for (wnid, _) in IMAGENET_SYNSETS {
+        let bytes = match inner.iter().find(|(w, _)| *w == wnid) {
+            Some((_, bytes)) => bytes.clone(),
+            None => {
+                let jpeg = tiny_jpeg(8, 8);
+                let mut one = tar::Builder::new(Vec::new());
+                let mut h = header(tar::EntryType::Regular, jpeg.len() as u64);
+                one.append_data(&mut h, format!("{wnid}_1.JPEG"), &jpeg[..]).unwrap();
+                one.into_inner().unwrap()
+            }
+        };
+        outer
+            .append_data(&mut header(tar::EntryType::Regular, bytes.len() as u64), format!("{wnid}.tar"), &bytes[..])
+            .unwrap();
+    }
+    for (name, bytes) in extra {
+        outer.append_data(&mut header(tar::EntryType::Regular, bytes.len() as u64), name, &bytes[..]).unwrap();
+    }
+    outer.into_inner().unwrap()
+}
+
+/// The train tar without the per-class tars of `left_out` and with the `extra` members.
+fn train_tar_without(left_out: &[&str], extra: &[(&str, Vec<u8>)]) -> Vec<u8> {
+    let all = class_tars(&[], extra);
+    let mut outer = tar::Builder::new(Vec::new());
+    for e in tar::Archive::new(&all[..]).entries().unwrap() {
+        let mut e = e.unwrap();
+        let name = e.path().unwrap().to_string_lossy().into_owned();
+        if left_out.iter().any(|w| name == format!("{w}.tar")) {
+            continue;
+        }
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut e, &mut bytes).unwrap();
+        outer.append_data(&mut header(tar::EntryType::Regular, bytes.len() as u64), &name, &bytes[..]).unwrap();
+    }
+    outer.into_inner().unwrap()
+}
+
+#[test]
+fn the_train_tar_must_hold_exactly_the_per_class_tars() {
+    // One class tar missing and a member that is not a class tar: both named, with the tar.
+    let bytes = train_tar_without(&["n02119789"], &[("README.txt", b"hello".to_vec())]);
+    let (err, dir, _keep) = prepare_with_train_tar(bytes);
+    assert!(err.contains("ILSVRC2012_img_train.tar"), "{err}");
+    assert!(err.contains("missing member(s): n02119789.tar (one per class"), "{err}");
+    assert!(err.contains("unexpected member(s): `README.txt`"), "{err}");
+    assert!(leftovers(&dir).iter().all(|f| !f.starts_with("train")), "{:?}", leftovers(&dir));
+
+    // Many missing: the first few are listed, the rest counted; a class tar stored twice is named.
+    let sorted = {
+        let mut s: Vec<&str> = IMAGENET_SYNSETS.iter().map(|s| s.0).collect();
+        s.sort_unstable();
+        s
+    };
+    let twice = class_tars(&[], &[("n01440764.tar", Vec::new())]);
+    let (err, _, _keep) = prepare_with_train_tar(twice);
+    assert!(err.contains("member(s) stored twice: n01440764.tar"), "{err}");
+    let (err, _, _keep) = prepare_with_train_tar(train_tar_without(&sorted[..8], &[]));
+    let listed: Vec<String> = sorted[..5].iter().map(|w| format!("{w}.tar")).collect();
+    assert!(err.contains(&format!("missing member(s): {} and 3 more", listed.join(", "))), "{err}");
+    assert!(!err.contains("unexpected"), "{err}");
 }
 
 #[test]
@@ -222,4 +295,108 @@ fn fetch_with_the_synthetic_manifest_goes_from_nothing_to_prepared() {
     assert_eq!(status.state, State::Prepared);
     assert_eq!(status.prepared.iter().map(|p| p.images).collect::<Vec<_>>(), [Some(39), Some(20)]);
     assert!(status.prepared.iter().all(|p| p.size_on_disk > 0));
+}
+
+/// Every file in a prepared folder, by name.
+fn prepared_files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (e.file_name().to_string_lossy().into_owned(), std::fs::read(e.path()).unwrap())
+        })
+        .collect()
+}
+
+/// A second data directory with the same synthetic files imported, prepared without interruption.
+fn reference(src: &Path, m: &Manifest, opts: &PrepareOptions) -> (tempfile::TempDir, BTreeMap<String, Vec<u8>>) {
+    let data = tempfile::tempdir().unwrap();
+    let store = Store::new(data.path());
+    wrn_data::import::import(&store, m, &[src.to_path_buf()], false).unwrap();
+    wrn_data::ops::prepare_with(&store, m, opts).unwrap();
+    let files = prepared_files(&store.prepared_dir(m));
+    (data, files)
+}
+
+fn stop_after(opts: &PrepareOptions, shards: usize) -> PrepareOptions {
+    PrepareOptions { stop_after_shards: Some(shards), ..opts.clone() }
+}
+
+#[test]
+fn an_interrupted_prepare_continues_where_it_stopped_into_the_same_index_and_shards() {
+    let (src, _data, m, store) = synth_and_import(300);
+    let opts = PrepareOptions { shard_bytes: 16 << 10, ..PrepareOptions::default() };
+    let (_ref_data, expected) = reference(src.path(), &m, &opts);
+    let train_shards = expected.keys().filter(|f| f.starts_with("train-")).count();
+    assert!(train_shards >= 8, "{train_shards} train shards");
+    let dir = store.prepared_dir(&m);
+
+    let err = wrn_data::ops::prepare_with(&store, &m, &stop_after(&opts, 3)).unwrap_err().to_string();
+    assert!(err.contains("preparing imagenet train: stopped after 3 shard(s)"), "{err}");
+    assert_eq!(
+        leftovers(&dir).into_iter().collect::<std::collections::BTreeSet<_>>(),
+        ["train-00000.wrnp", "train-00000.wrns", "train-00001.wrnp", "train-00001.wrns"]
+            .into_iter()
+            .chain(["train-00002.wrnp", "train-00002.wrns"])
+            .map(String::from)
+            .collect(),
+        "three shards and their journal entries, no index, no temporary file"
+    );
+    assert!(store.open_encoded(&m, "train").is_err());
+    assert_ne!(store.status(&m).state, State::Prepared);
+
+    // A truncated shard ends what is kept: it and the ones after it are redone.
+    let shard2 = dir.join("train-00002.wrns");
+    let bytes = std::fs::read(&shard2).unwrap();
+    std::fs::write(&shard2, &bytes[..bytes.len() - 1]).unwrap();
+    let err = wrn_data::ops::prepare_with(&store, &m, &stop_after(&opts, 3)).unwrap_err().to_string();
+    assert!(err.contains("stopped after 5 shard(s)"), "2 kept and 3 more: {err}");
+
+    let reports = wrn_data::ops::prepare_with(&store, &m, &opts).unwrap();
+    let kept: usize = {
+        let split = store.open_encoded(&m, "train").unwrap();
+        (0..split.len()).filter(|&i| split.record(i).shard < 5).count()
+    };
+    let notes = reports[0].notes.join("\n");
+    assert!(notes.contains(&format!("resumed: {kept} images in 5 shards kept")), "{notes}");
+    assert!(reports[1].notes.iter().all(|n| !n.contains("resumed")), "val was not interrupted");
+    assert!(prepared_files(&dir) == expected, "the same index and shards, byte for byte, and no journal left");
+    store.open_encoded(&m, "train").unwrap().verify().unwrap();
+    assert_eq!(store.status(&m).state, State::Prepared);
+}
+
+#[test]
+fn val_resumes_too_and_a_journal_of_other_inputs_or_unreadable_starts_the_split_over() {
+    let (src, _data, m, store) = synth_and_import(300);
+    let mut val_only = m.clone();
+    val_only.splits.retain(|split, _| split == "val");
+    let opts = PrepareOptions { shard_bytes: 8 << 10, ..PrepareOptions::default() };
+    let (_ref_data, expected) = reference(src.path(), &val_only, &opts);
+    assert!(expected.keys().filter(|f| f.starts_with("val-")).count() >= 4, "{:?}", expected.keys());
+    let dir = store.prepared_dir(&m);
+
+    let err = wrn_data::ops::prepare_with(&store, &val_only, &stop_after(&opts, 2)).unwrap_err().to_string();
+    assert!(err.contains("preparing imagenet val: stopped after 2 shard(s)"), "{err}");
+    // An unreadable journal entry: the split starts over (1 shard in this run, none kept).
+    std::fs::write(dir.join("val-00000.wrnp"), b"{ not json").unwrap();
+    let err = wrn_data::ops::prepare_with(&store, &val_only, &stop_after(&opts, 1)).unwrap_err().to_string();
+    assert!(err.contains("stopped after 1 shard(s)"), "{err}");
+    // Other options (another --max-side): the journal is not used.
+    let resized = PrepareOptions { max_side: Some(48), ..opts.clone() };
+    let err = wrn_data::ops::prepare_with(&store, &val_only, &stop_after(&resized, 2)).unwrap_err().to_string();
+    assert!(err.contains("stopped after 2 shard(s)"), "{err}");
+    let err = wrn_data::ops::prepare_with(&store, &val_only, &stop_after(&resized, 1)).unwrap_err().to_string();
+    assert!(err.contains("stopped after 3 shard(s)"), "the same options resume: {err}");
+    // Back to the first options: that journal is of other options, so the split starts over.
+    let reports = wrn_data::ops::prepare_with(&store, &val_only, &opts).unwrap();
+    assert!(reports[0].notes.iter().all(|n| !n.contains("resumed")), "{:?}", reports[0].notes);
+    assert!(prepared_files(&dir) == expected);
+
+    // And a resumed val split is the uninterrupted one.
+    std::fs::remove_dir_all(&dir).unwrap();
+    let err = wrn_data::ops::prepare_with(&store, &val_only, &stop_after(&opts, 2)).unwrap_err().to_string();
+    assert!(err.contains("stopped after 2 shard(s)"), "{err}");
+    let reports = wrn_data::ops::prepare_with(&store, &val_only, &opts).unwrap();
+    assert!(reports[0].notes.iter().any(|n| n.starts_with("resumed: ") && n.ends_with(" images in 2 shards kept")));
+    assert!(prepared_files(&dir) == expected);
 }

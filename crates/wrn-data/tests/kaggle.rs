@@ -2,7 +2,8 @@
 //! (recognised and checked by its layout, never hashed) -> prepare in place into the same encoded cache
 //! as the official tars of the same seed. Also: val labels from `LOC_val_solution.csv`, every layout
 //! problem reported naming the zip, corrupt and damaged members, `verify` re-checking the layout, and
-//! the message saying what to bring when ImageNet is missing.
+//! the message saying what to bring when ImageNet is missing, and an interrupted prepare from the zip
+//! continuing where it stopped.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -420,4 +421,40 @@ fn missing_imagenet_says_which_files_where_to_get_them_and_the_command() {
         assert!(err.contains(ZIP) && err.contains(&kaggle.url), "{err}");
         assert!(err.contains(&format!("wrn data import imagenet {ZIP}")), "{err}");
     }
+}
+
+/// Every file in a prepared folder, by name.
+fn prepared_files(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (e.file_name().to_string_lossy().into_owned(), std::fs::read(e.path()).unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn an_interrupted_prepare_from_the_zip_continues_into_the_same_index_and_shards() {
+    let kaggle = Synth::new(200, 6, ImagenetForm::KaggleZip);
+    let m = &kaggle.manifest;
+    let opts = PrepareOptions { shard_bytes: 16 << 10, ..PrepareOptions::default() };
+    let prepared = |stop: Option<usize>| {
+        let data = tempfile::tempdir().unwrap();
+        let store = Store::new(data.path());
+        wrn_data::import::import(&store, m, &[kaggle.zip()], false).unwrap();
+        if let Some(n) = stop {
+            let stopped = PrepareOptions { stop_after_shards: Some(n), ..opts.clone() };
+            let err = wrn_data::ops::prepare_with(&store, m, &stopped).unwrap_err().to_string();
+            assert!(err.contains(&format!("preparing imagenet train: stopped after {n} shard(s)")), "{err}");
+            assert!(store.open_encoded(m, "train").is_err());
+        }
+        let reports = wrn_data::ops::prepare_with(&store, m, &opts).unwrap();
+        (prepared_files(&store.prepared_dir(m)), reports, data)
+    };
+    let (expected, _, _keep) = prepared(None);
+    assert!(expected.keys().filter(|f| f.starts_with("train-")).count() >= 5, "{:?}", expected.keys());
+    let (resumed, reports, _keep) = prepared(Some(3));
+    assert!(reports[0].notes.iter().any(|n| n.starts_with("resumed: ") && n.ends_with(" images in 3 shards kept")));
+    assert!(resumed == expected, "the same index and shards, byte for byte, and no journal left");
 }
