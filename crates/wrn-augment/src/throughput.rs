@@ -82,27 +82,23 @@ pub struct Throughput {
 
 /// Measures `options.preset` over `split` against the copy bound (see the module doc).
 pub fn measure(split: Arc<PreparedSplit>, options: &Options) -> Result<Throughput> {
-    if options.rounds == 0 {
-        return Err(Error::Config("rounds must be at least 1".into()));
-    }
-    let loader = |preset: Preset| -> Result<Loader> {
-        let config = LoaderConfig {
-            batch_size: options.batch_size,
-            seed: 1,
-            workers: options.workers,
-            prefetch: 4,
-            ..LoaderConfig::default()
-        };
-        Loader::new(split.clone(), Pipeline::from_preset(preset, None)?, config)
-    };
-    let main = loader(options.preset)?;
-    let plain = options.plain.map(loader).transpose()?;
+    let (main, plain) = loaders(options, |pipeline, config| Loader::new(split.clone(), pipeline, config))?;
     let mut copy = Copy::new(&split, main.len(), options.batch_size);
     Ok(alternate(options, &main, plain.as_ref(), Some(&mut || copy.run())))
 }
 
 /// Measures an ImageNet preset over encoded images beside `options.plain` (see the module doc).
 pub fn measure_encoded(source: Arc<dyn EncodedSource>, options: &Options) -> Result<Throughput> {
+    let (main, plain) =
+        loaders(options, |pipeline, config| Loader::from_encoded(source.clone(), "bench", pipeline, config))?;
+    Ok(alternate(options, &main, plain.as_ref(), None))
+}
+
+/// The loaders of `options.preset` and `options.plain`, made by `make` with the measured settings.
+fn loaders(
+    options: &Options,
+    make: impl Fn(Pipeline, LoaderConfig) -> Result<Loader>,
+) -> Result<(Loader, Option<Loader>)> {
     if options.rounds == 0 {
         return Err(Error::Config("rounds must be at least 1".into()));
     }
@@ -114,11 +110,9 @@ pub fn measure_encoded(source: Arc<dyn EncodedSource>, options: &Options) -> Res
             prefetch: 4,
             ..LoaderConfig::default()
         };
-        Loader::from_encoded(source.clone(), "bench", Pipeline::from_preset(preset, None)?, config)
+        make(Pipeline::from_preset(preset, None)?, config)
     };
-    let main = loader(options.preset)?;
-    let plain = options.plain.map(loader).transpose()?;
-    Ok(alternate(options, &main, plain.as_ref(), None))
+    Ok((loader(options.preset)?, options.plain.map(loader).transpose()?))
 }
 
 /// The pipeline, its plain counterpart and the copy bound measured in alternation, best of each kept.

@@ -438,14 +438,7 @@ impl Read for Window {
 
 impl Seek for Window {
     fn seek(&mut self, to: SeekFrom) -> std::io::Result<u64> {
-        let target = match to {
-            SeekFrom::Start(p) => Some(p),
-            SeekFrom::End(d) => self.len.checked_add_signed(d),
-            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
-        };
-        self.pos = target.ok_or_else(|| {
-            std::io::Error::new(std::io::ErrorKind::InvalidInput, "seek before the start of the member")
-        })?;
+        self.pos = crate::zipdir::seek_target(self.pos, self.len, to, "member")?;
         Ok(self.pos)
     }
 }

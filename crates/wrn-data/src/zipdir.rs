@@ -268,16 +268,22 @@ impl Read for SharedFile {
     }
 }
 
+/// The position a seek `to` leads to from `pos` in a stream of `len` bytes; before 0 is an error saying
+/// "seek before the start of the `what`".
+pub(crate) fn seek_target(pos: u64, len: u64, to: SeekFrom, what: &str) -> std::io::Result<u64> {
+    let target = match to {
+        SeekFrom::Start(p) => Some(p),
+        SeekFrom::End(d) => len.checked_add_signed(d),
+        SeekFrom::Current(d) => pos.checked_add_signed(d),
+    };
+    target.ok_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("seek before the start of the {what}"))
+    })
+}
+
 impl Seek for SharedFile {
     fn seek(&mut self, to: SeekFrom) -> std::io::Result<u64> {
-        let target = match to {
-            SeekFrom::Start(p) => Some(p),
-            SeekFrom::End(d) => self.len.checked_add_signed(d),
-            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
-        };
-        self.pos = target.ok_or_else(|| {
-            std::io::Error::new(std::io::ErrorKind::InvalidInput, "seek before the start of the file")
-        })?;
+        self.pos = seek_target(self.pos, self.len, to, "file")?;
         Ok(self.pos)
     }
 }
