@@ -5,6 +5,9 @@
 //! with nothing left that looks complete, that the train tar holds exactly the per-class tars, and that
 //! an interrupted prepare continues where it stopped into the same index and shards.
 
+mod common;
+
+use common::prepared_files;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -295,17 +298,6 @@ fn fetch_with_the_synthetic_manifest_goes_from_nothing_to_prepared() {
     assert_eq!(status.state, State::Prepared);
     assert_eq!(status.prepared.iter().map(|p| p.images).collect::<Vec<_>>(), [Some(39), Some(20)]);
     assert!(status.prepared.iter().all(|p| p.size_on_disk > 0));
-}
-
-/// Every file in a prepared folder, by name.
-fn prepared_files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| {
-            let e = e.unwrap();
-            (e.file_name().to_string_lossy().into_owned(), std::fs::read(e.path()).unwrap())
-        })
-        .collect()
 }
 
 /// A second data directory with the same synthetic files imported, prepared without interruption.

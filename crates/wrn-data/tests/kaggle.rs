@@ -5,6 +5,9 @@
 //! the message saying what to bring when ImageNet is missing, and an interrupted prepare from the zip
 //! continuing where it stopped.
 
+mod common;
+
+use common::prepared_files;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
@@ -421,17 +424,6 @@ fn missing_imagenet_says_which_files_where_to_get_them_and_the_command() {
         assert!(err.contains(ZIP) && err.contains(&kaggle.url), "{err}");
         assert!(err.contains(&format!("wrn data import imagenet {ZIP}")), "{err}");
     }
-}
-
-/// Every file in a prepared folder, by name.
-fn prepared_files(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| {
-            let e = e.unwrap();
-            (e.file_name().to_string_lossy().into_owned(), std::fs::read(e.path()).unwrap())
-        })
-        .collect()
 }
 
 #[test]
