@@ -19,15 +19,18 @@ use wrn_data::cache::PreparedSplit;
 
 use crate::error::{Error, Result};
 use crate::imagenet::{Decode, DecodeError, DecodeScratch, EncodedSource};
-use crate::ops::{Fused, Image};
+use crate::ops::{Fused, Image, ValueStep};
 use crate::preset::{Pipeline, Source};
 use crate::rng::{epoch_order, sample_rng, SampleRng};
 
-/// One batch, fully preprocessed.
+/// One batch, fully preprocessed (or, in `u8`, up to the pipeline's value step).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Batch {
-    /// NCHW values, `n*c*h*w` of them.
+    /// NCHW values, `n*c*h*w` of them, when the loader delivers [`ImageType::F32`] (empty otherwise).
     pub images: Vec<f32>,
+    /// NCHW bytes, `n*c*h*w` of them, when the loader delivers [`ImageType::U8`] (empty otherwise):
+    /// [`Loader::deferred_step`] turns each into the value `images` would hold.
+    pub images_u8: Vec<u8>,
     /// `[n, c, h, w]`.
     pub shape: [usize; 4],
     /// Class index of each sample.
@@ -51,6 +54,18 @@ impl Batch {
     }
 }
 
+/// The element type of a batch's images.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ImageType {
+    /// The pipeline's values.
+    #[default]
+    F32,
+    /// The pixels before the pipeline's value step (a quarter of the bytes to fill and to copy to a GPU,
+    /// which applies the step itself). Pixel pipelines of padding, crops and flips ending in at most one
+    /// normalisation or scaling deliver them: `cifar-train`, `cifar-test` and `svhn`.
+    U8,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoaderConfig {
     pub batch_size: usize,
@@ -65,6 +80,8 @@ pub struct LoaderConfig {
     pub prefetch: usize,
     /// Use only the first N samples of the split (smoke runs).
     pub subset: Option<usize>,
+    /// What the batches' images hold.
+    pub image_type: ImageType,
 }
 
 impl Default for LoaderConfig {
@@ -77,6 +94,7 @@ impl Default for LoaderConfig {
             workers: 0,
             prefetch: 4,
             subset: None,
+            image_type: ImageType::F32,
         }
     }
 }
@@ -154,7 +172,8 @@ impl Samples {
 struct Worker {
     img: Image,
     decode: DecodeScratch,
-    planes: Vec<f32>,
+    /// The fused kernel's column table.
+    cols: Vec<usize>,
 }
 
 struct Inner {
@@ -266,6 +285,13 @@ impl Loader {
             .map_err(|e| Error::Config(format!("cannot start {workers} workers: {e}")))?;
         let (recycle_tx, recycle_rx) = unbounded();
         let fused = if matches!(data, Data::Pixels) { Fused::plan(&pipeline.ops) } else { None };
+        if config.image_type == ImageType::U8 && fused.is_none() {
+            let detail = format!(
+                "pipeline {pipeline} cannot deliver u8 batches: only pixel pipelines of padding, crops and flips \
+                 ending in one normalisation or scaling can (cifar-train, cifar-test, svhn); use f32"
+            );
+            return Err(Error::Pipeline { path, detail });
+        }
         let inner =
             Inner { samples, pipeline, fused, data, config, n, in_shape, out_shape, pool, built: AtomicUsize::new(0) };
         Ok(Loader { inner: Arc::new(inner), recycle_tx, recycle_rx })
@@ -277,6 +303,15 @@ impl Loader {
     pub fn pipeline(&self) -> &Pipeline {
         &self.inner.pipeline
     }
+    /// With [`ImageType::U8`], the step that turns each delivered byte into the value an `f32` batch
+    /// would hold (`None` with `f32`).
+    pub fn deferred_step(&self) -> Option<&ValueStep> {
+        match self.inner.config.image_type {
+            ImageType::F32 => None,
+            ImageType::U8 => self.inner.fused.as_ref().map(Fused::value_step),
+        }
+    }
+
     /// Samples per epoch (the subset when one is set).
     pub fn len(&self) -> usize {
         self.inner.n
@@ -355,7 +390,6 @@ impl Inner {
         let indices = &order[start..(start + bs).min(order.len())];
         let [c, h, w] = self.out_shape;
         let sample = c * h * w;
-        batch.images.resize(indices.len() * sample, 0.0);
         batch.shape = [indices.len(), c, h, w];
         batch.indices.clear();
         batch.indices.extend_from_slice(indices);
@@ -365,6 +399,21 @@ impl Inner {
         batch.step = step;
         batch.decode_failures = 0;
         let seed = self.config.seed;
+        if let (ImageType::U8, Some(f), Samples::Prepared(s)) = (self.config.image_type, &self.fused, &self.samples) {
+            batch.images.clear();
+            batch.images_u8.resize(indices.len() * sample, 0);
+            self.pool.install(|| {
+                batch.images_u8.par_chunks_mut(sample).zip(indices.par_iter()).for_each_init(
+                    Vec::new,
+                    |cols, (out, &i)| {
+                        f.run_bytes(s.image(i), self.in_shape, &mut sample_rng(seed, epoch, i as u64), cols, out)
+                    },
+                )
+            });
+            return;
+        }
+        batch.images_u8.clear();
+        batch.images.resize(indices.len() * sample, 0.0);
         let failures = AtomicUsize::new(0);
         self.pool.install(|| {
             batch.images.par_chunks_mut(sample).zip(indices.par_iter()).for_each_init(
@@ -372,7 +421,7 @@ impl Inner {
                 |wk, (out, &i)| {
                     let mut rng = sample_rng(seed, epoch, i as u64);
                     if let (Some(f), Samples::Prepared(s)) = (&self.fused, &self.samples) {
-                        f.run(s.image(i), self.in_shape, &mut rng, &mut wk.planes, out);
+                        f.run(s.image(i), self.in_shape, &mut rng, &mut wk.cols, out);
                         return;
                     }
                     if let Err(e) = self.load(i, wk, &mut rng) {

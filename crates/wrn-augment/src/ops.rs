@@ -332,31 +332,43 @@ impl Op for Scale {
     }
 }
 
-/// The value step a [`Fused`] kernel ends with.
+/// The per-value step a [`Fused`] chain ends with. A loader delivering `u8` batches leaves it to the
+/// consumer ([`crate::Loader::deferred_step`]), which applies it with the same expression on its side.
 #[derive(Debug, Clone, PartialEq)]
-enum Post {
+pub enum ValueStep {
+    /// The byte value as it is.
     None,
     /// `(v - mean[c]) * inv_std[c]`, exactly as [`Normalize`] computes it.
-    Normalize {
-        mean: Vec<f32>,
-        inv_std: Vec<f32>,
-    },
+    Normalize { mean: Vec<f32>, inv_std: Vec<f32> },
     /// `v / divisor`, exactly as [`Scale`].
     Divide(f32),
+}
+
+impl ValueStep {
+    /// The output value of byte `v` in channel `ch`.
+    pub fn apply(&self, v: u8, ch: usize) -> f32 {
+        let v = f32::from(v);
+        match self {
+            ValueStep::None => v,
+            ValueStep::Normalize { mean, inv_std } => (v - mean[ch]) * inv_std[ch],
+            ValueStep::Divide(d) => v / d,
+        }
+    }
 }
 
 /// One pass from `u8` HWC pixels to the op chain's `f32` CHW output, for chains of the form
 /// `[ReflectPad] [RandomCrop] [HFlip] [Normalize | Scale]` (each optional, in this order): the CIFAR and
 /// SVHN presets. It draws the same random numbers in the same order as the ops themselves and computes
 /// every value with the same expression, so its output is bit-identical to running the ops one by one
-/// (a test checks it); it only skips the intermediate images.
+/// (a test checks it); it only skips the intermediate images. [`Fused::run_bytes`] stops before the value
+/// step and writes the bytes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Fused {
     pad: usize,
     crop: Option<RandomCrop>,
     flip: Option<HFlip>,
-    post: Post,
-    /// `value(v, ch)` for every byte `v`, per channel (3 channels; empty otherwise).
+    post: ValueStep,
+    /// `post.apply(v, ch)` for every byte `v`, per channel (3 channels; empty otherwise).
     lut: Vec<[f32; 256]>,
 }
 
@@ -364,7 +376,7 @@ impl Fused {
     /// The fused kernel equivalent to `ops`, when there is one.
     pub fn plan(ops: &[std::sync::Arc<dyn Op>]) -> Option<Fused> {
         let mut it = ops.iter().map(|o| o.as_any()).peekable();
-        let mut fused = Fused { pad: 0, crop: None, flip: None, post: Post::None, lut: vec![] };
+        let mut fused = Fused { pad: 0, crop: None, flip: None, post: ValueStep::None, lut: vec![] };
         if let Some(pad) = it.peek().and_then(|a| a.downcast_ref::<ReflectPad>()).map(|p| p.pad) {
             fused.pad = pad;
             it.next();
@@ -380,83 +392,89 @@ impl Fused {
         if let Some(a) = it.next() {
             if let Some(n) = a.downcast_ref::<Normalize>() {
                 let inv_std = n.std.iter().map(|s| 1.0 / s).collect();
-                fused.post = Post::Normalize { mean: n.mean.clone(), inv_std };
+                fused.post = ValueStep::Normalize { mean: n.mean.clone(), inv_std };
             } else if let Some(s) = a.downcast_ref::<Scale>() {
-                fused.post = Post::Divide(s.divisor);
+                fused.post = ValueStep::Divide(s.divisor);
             } else {
                 return None;
             }
         }
-        if !matches!(&fused.post, Post::Normalize { mean, .. } if mean.len() != 3) {
-            fused.lut = (0..3).map(|ch| std::array::from_fn(|v| fused.value(v as u8, ch))).collect();
+        if !matches!(&fused.post, ValueStep::Normalize { mean, .. } if mean.len() != 3) {
+            fused.lut = (0..3).map(|ch| std::array::from_fn(|v| fused.post.apply(v as u8, ch))).collect();
         }
         it.next().is_none().then_some(fused)
     }
 
+    /// The value step the chain ends with.
+    pub fn value_step(&self) -> &ValueStep {
+        &self.post
+    }
+
     /// Runs the chain on an HWC `u8` image of `[c, h, w]` (already checked by the ops' `output_shape`),
-    /// writing the CHW output into `out`. `planes` is a reusable buffer.
-    pub fn run(&self, src: &[u8], [c, h, w]: [usize; 3], rng: &mut SampleRng, planes: &mut Vec<f32>, out: &mut [f32]) {
-        let p = self.pad;
-        let (ph, pw) = (h + 2 * p, w + 2 * p);
+    /// writing the CHW output into `out`. `cols` is a reusable buffer.
+    ///
+    /// One pass: padding, crop and mirror only decide which source pixel each output pixel reads, so they
+    /// become a source row per output row and a table of source columns per sample (reflection and
+    /// mirror folded in), and each output value is its source byte looked up in the channel's table.
+    pub fn run(&self, src: &[u8], shape: [usize; 3], rng: &mut SampleRng, cols: &mut Vec<usize>, out: &mut [f32]) {
+        match (shape[0], &self.lut[..]) {
+            (3, [l0, l1, l2]) => {
+                let lut = |v: u8, ch: usize| [l0, l1, l2][ch][usize::from(v)];
+                self.gather(src, shape, rng, cols, out, lut)
+            }
+            _ => self.gather(src, shape, rng, cols, out, |v, ch| self.post.apply(v, ch)),
+        }
+    }
+
+    /// [`Fused::run`] without the value step: the CHW bytes the step would turn into values (the same
+    /// random draws, so `post.apply` of each byte is the value `run` writes).
+    pub fn run_bytes(&self, src: &[u8], shape: [usize; 3], rng: &mut SampleRng, cols: &mut Vec<usize>, out: &mut [u8]) {
+        self.gather(src, shape, rng, cols, out, |v, _| v)
+    }
+
+    fn gather<T: Copy>(
+        &self,
+        src: &[u8],
+        [c, h, w]: [usize; 3],
+        rng: &mut SampleRng,
+        cols: &mut Vec<usize>,
+        out: &mut [T],
+        value: impl Fn(u8, usize) -> T,
+    ) {
+        let p = self.pad as isize;
+        let (ph, pw) = (h + 2 * self.pad, w + 2 * self.pad);
         let ((dy, dx), (oh, ow)) = match self.crop {
             Some(crop) => (crop.draw(ph, pw, rng), (crop.height, crop.width)),
             None => ((0, 0), (ph, pw)),
         };
         let flip = self.flip.is_some_and(|f| f.draw(rng));
-        // 1. The whole source as planar values, with the value step applied (same expression per value).
-        planes.resize(c * h * w, 0.0);
-        self.deinterleave(src, c, h * w, planes);
-        // 2. Rows of the (virtually) padded image: the interior is one contiguous copy, the reflected
-        //    borders a few single values; then the optional mirror.
-        let a = (p as isize - dx as isize).clamp(0, ow as isize) as usize;
-        let b = ((w + p) as isize - dx as isize).clamp(a as isize, ow as isize) as usize;
-        for ch in 0..c {
-            let plane = &planes[ch * h * w..(ch + 1) * h * w];
-            for y in 0..oh {
-                let row = &plane[reflect_index((y + dy) as isize - p as isize, h) * w..][..w];
-                let o = &mut out[(ch * oh + y) * ow..(ch * oh + y + 1) * ow];
-                let sx = |x: usize| reflect_index((x + dx) as isize - p as isize, w);
-                for (x, v) in o[..a].iter_mut().enumerate() {
-                    *v = row[sx(x)];
-                }
-                o[a..b].copy_from_slice(&row[a + dx - p..b + dx - p]);
-                for (x, v) in o[b..].iter_mut().enumerate() {
-                    *v = row[sx(b + x)];
-                }
-                if flip {
-                    o.reverse();
-                }
-            }
-        }
-    }
-
-    fn deinterleave(&self, src: &[u8], c: usize, plane: usize, planes: &mut [f32]) {
-        if c == 3 && self.lut.len() == 3 {
-            // Every value is one of 256 per channel: looked up in tables computed with the op's expression.
-            let (r, rest) = planes.split_at_mut(plane);
+        cols.clear();
+        cols.extend((0..ow).map(|x| {
+            let x = if flip { ow - 1 - x } else { x };
+            reflect_index((x + dx) as isize - p, w) * c
+        }));
+        let rows = (0..oh).map(|y| &src[reflect_index((y + dy) as isize - p, h) * w * c..][..w * c]);
+        let plane = oh * ow;
+        if c == 3 {
+            // One pixel's three bytes per step (the presets' images).
+            let (r, rest) = out.split_at_mut(plane);
             let (g, b) = rest.split_at_mut(plane);
-            let [l0, l1, l2] = [&self.lut[0], &self.lut[1], &self.lut[2]];
-            for (((px, r), g), b) in src.chunks_exact(3).zip(r).zip(g).zip(b) {
-                *r = l0[usize::from(px[0])];
-                *g = l1[usize::from(px[1])];
-                *b = l2[usize::from(px[2])];
+            let outs = r.chunks_exact_mut(ow).zip(g.chunks_exact_mut(ow)).zip(b.chunks_exact_mut(ow));
+            for (row, ((r, g), b)) in rows.zip(outs) {
+                for (((&sx, r), g), b) in cols.iter().zip(r).zip(g).zip(b) {
+                    let px = &row[sx..sx + 3];
+                    (*r, *g, *b) = (value(px[0], 0), value(px[1], 1), value(px[2], 2));
+                }
             }
         } else {
-            for (k, px) in src.chunks_exact(c).enumerate() {
-                for (ch, &v) in px.iter().enumerate() {
-                    planes[ch * plane + k] = self.value(v, ch);
+            for (y, row) in rows.enumerate() {
+                for ch in 0..c {
+                    let o = &mut out[ch * plane + y * ow..][..ow];
+                    for (v, &sx) in o.iter_mut().zip(cols.iter()) {
+                        *v = value(row[sx + ch], ch);
+                    }
                 }
             }
-        }
-    }
-
-    /// The output value of source value `v` in channel `ch`: the same expression as the op it replaces.
-    fn value(&self, v: u8, ch: usize) -> f32 {
-        let v = f32::from(v);
-        match &self.post {
-            Post::None => v,
-            Post::Normalize { mean, inv_std } => (v - mean[ch]) * inv_std[ch],
-            Post::Divide(d) => v / d,
         }
     }
 }
@@ -574,7 +592,7 @@ mod tests {
             let fused = Fused::plan(&ops).unwrap_or_else(|| panic!("no kernel for {ops:?}"));
             let out_shape = ops.iter().try_fold([c, h, w], |s, op| op.output_shape(s)).unwrap();
             let len: usize = out_shape.iter().product();
-            let (mut img, mut planes, mut out) = (Image::new(), Vec::new(), vec![0f32; len]);
+            let (mut img, mut cols, mut out) = (Image::new(), Vec::new(), vec![0f32; len]);
             for i in 0..200u64 {
                 let src: Vec<u8> = (0..c * h * w).map(|k| (k as u64 * 37 + i * 101) as u8).collect();
                 img.load_hwc_u8(&src, h, w, c);
@@ -582,9 +600,16 @@ mod tests {
                 for op in &ops {
                     op.apply(&mut img, &mut rng);
                 }
-                fused.run(&src, [c, h, w], &mut sample_rng(9, 1, i), &mut planes, &mut out);
+                fused.run(&src, [c, h, w], &mut sample_rng(9, 1, i), &mut cols, &mut out);
                 assert_eq!(img.shape(), out_shape);
                 assert!(img.data.iter().zip(&out).all(|(a, b)| a.to_bits() == b.to_bits()), "{ops:?} sample {i}");
+                // The bytes before the value step, turned into values by it, are the same values.
+                let mut bytes = vec![0u8; len];
+                fused.run_bytes(&src, [c, h, w], &mut sample_rng(9, 1, i), &mut cols, &mut bytes);
+                let plane = out_shape[1] * out_shape[2];
+                let step = fused.value_step();
+                let values = bytes.iter().enumerate().map(|(k, &v)| step.apply(v, k / plane));
+                assert!(values.zip(&out).all(|(a, b)| a.to_bits() == b.to_bits()), "bytes of {ops:?} sample {i}");
             }
         }
         // Chains outside the pattern use the ops themselves.

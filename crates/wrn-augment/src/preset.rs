@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::imagenet::{imagenet_ops, Decode};
-use crate::ops::{HFlip, Normalize, Op, RandomCrop, ReflectPad, Scale};
+use crate::ops::{Fused, HFlip, Normalize, Op, RandomCrop, ReflectPad, Scale};
 use crate::zca::Zca;
 
 /// How CIFAR pixels are normalised.
@@ -121,6 +121,12 @@ impl Pipeline {
     /// A custom pipeline over the prepared pixels.
     pub fn new(ops: Vec<Arc<dyn Op>>) -> Pipeline {
         Pipeline { source: Source::Pixels, ops, preset: None }
+    }
+
+    /// Whether a loader can deliver this pipeline's batches as `u8` ([`crate::ImageType::U8`]): pixels
+    /// through padding, crops and flips ending in at most one normalisation or scaling.
+    pub fn delivers_u8(&self) -> bool {
+        matches!(self.source, Source::Pixels) && Fused::plan(&self.ops).is_some()
     }
 
     /// The preset's pipeline. ZCA presets need the training split's fit (see [`Zca::fit_or_load`]).

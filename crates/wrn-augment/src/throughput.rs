@@ -25,7 +25,7 @@ use wrn_data::cache::PreparedSplit;
 
 use crate::error::{Error, Result};
 use crate::imagenet::EncodedSource;
-use crate::loader::{Loader, LoaderConfig};
+use crate::loader::{ImageType, Loader, LoaderConfig};
 use crate::preset::{Pipeline, Preset};
 
 /// What [`measure`] runs.
@@ -42,6 +42,8 @@ pub struct Options {
     pub rounds: usize,
     /// Least duration of one measurement (whole epochs are repeated until it is reached).
     pub min_seconds: f64,
+    /// What the batches hold; with `u8` the copy bound copies bytes.
+    pub image_type: ImageType,
 }
 
 impl Default for Options {
@@ -53,6 +55,7 @@ impl Default for Options {
             workers: 1,
             rounds: 5,
             min_seconds: 0.25,
+            image_type: ImageType::F32,
         }
     }
 }
@@ -67,6 +70,7 @@ pub struct Throughput {
     pub batch_size: usize,
     pub workers: usize,
     pub rounds: usize,
+    pub image_type: ImageType,
     /// The pipeline, best round.
     pub images_per_second: f64,
     /// The copy bound, best round (none over encoded images).
@@ -84,7 +88,8 @@ pub struct Throughput {
 pub fn measure(split: Arc<PreparedSplit>, options: &Options) -> Result<Throughput> {
     let (main, plain) = loaders(options, |pipeline, config| Loader::new(split.clone(), pipeline, config))?;
     let mut copy = Copy::new(&split, main.len(), options.batch_size);
-    Ok(alternate(options, &main, plain.as_ref(), Some(&mut || copy.run())))
+    let image_type = options.image_type;
+    Ok(alternate(options, &main, plain.as_ref(), Some(&mut || copy.run(image_type))))
 }
 
 /// Measures an ImageNet preset over encoded images beside `options.plain` (see the module doc).
@@ -108,6 +113,7 @@ fn loaders(
             seed: 1,
             workers: options.workers,
             prefetch: 4,
+            image_type: options.image_type,
             ..LoaderConfig::default()
         };
         make(Pipeline::from_preset(preset, None)?, config)
@@ -148,6 +154,7 @@ fn alternate(
         batch_size: options.batch_size,
         workers: options.workers,
         rounds: options.rounds,
+        image_type: options.image_type,
         images_per_second: best_main,
         copy_images_per_second: copied.then_some(best_copy),
         plain_images_per_second: plain.is_some().then_some(best_plain),
@@ -171,29 +178,40 @@ fn rate(images: usize, min: Duration, mut epoch: impl FnMut()) -> f64 {
 fn run_epoch(loader: &Loader, epoch: u64) {
     let mut it = loader.epoch(epoch, 0);
     while let Some(b) = it.next() {
-        black_box(&b.images);
+        black_box((&b.images, &b.images_u8));
         it.recycle(b);
     }
 }
 
-/// The copy bound: an epoch's pixels converted to `f32` batch by batch into one batch buffer, on one thread.
+/// The copy bound: an epoch's pixels converted to `f32` (or copied, for `u8` batches) batch by batch into
+/// one batch buffer, on one thread.
 struct Copy<'a> {
     src: &'a [u8],
-    dst: Vec<f32>,
+    values: Vec<f32>,
+    bytes: Vec<u8>,
 }
 
 impl Copy<'_> {
     fn new(split: &PreparedSplit, images: usize, batch_size: usize) -> Copy<'_> {
         let sample = split.image_bytes();
-        Copy { src: &split.images()[..images * sample], dst: vec![0.0; batch_size * sample] }
+        let batch = batch_size * sample;
+        Copy { src: &split.images()[..images * sample], values: vec![0.0; batch], bytes: vec![0; batch] }
     }
 
-    fn run(&mut self) {
-        for chunk in self.src.chunks(self.dst.len()) {
-            for (d, s) in self.dst.iter_mut().zip(chunk) {
-                *d = f32::from(*s);
+    fn run(&mut self, image_type: ImageType) {
+        for chunk in self.src.chunks(self.bytes.len()) {
+            match image_type {
+                ImageType::F32 => {
+                    for (d, s) in self.values.iter_mut().zip(chunk) {
+                        *d = f32::from(*s);
+                    }
+                    black_box(&self.values);
+                }
+                ImageType::U8 => {
+                    self.bytes[..chunk.len()].copy_from_slice(chunk);
+                    black_box(&self.bytes);
+                }
             }
-            black_box(&self.dst);
         }
     }
 }
@@ -241,6 +259,16 @@ mod tests {
         assert_eq!(t.ratio_to_plain, Some(t.images_per_second / t.plain_images_per_second.unwrap()));
         // Augmenting and normalising reads and writes every value at least once more than a copy.
         assert!(t.ratio_to_copy.unwrap() < 1.0, "{:?}", t.ratio_to_copy);
+    }
+
+    #[test]
+    fn u8_batches_are_measured_against_a_byte_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let options =
+            Options { batch_size: 32, rounds: 1, min_seconds: 0.01, image_type: ImageType::U8, ..Options::default() };
+        let t = measure(split(dir.path(), 100), &options).unwrap();
+        assert_eq!(t.image_type, ImageType::U8);
+        assert!(t.images_per_second > 0.0 && t.ratio_to_copy.unwrap() < 1.0, "{t:?}");
     }
 
     #[test]

@@ -1,13 +1,14 @@
 //! Behaviour of the loader and the CIFAR/SVHN presets on prepared splits written by `wrn-data`: crop
 //! offsets and flips (uniform over the 81 offsets, about half flipped, each output equal to a direct
 //! reference computation), determinism across worker counts and queue depths, resuming mid-epoch,
-//! `drop_last` and `subset`, buffer reuse, and stopping cleanly when an epoch is dropped early.
+//! `drop_last` and `subset`, buffer reuse, `u8` batches, and stopping cleanly when an epoch is dropped
+//! early.
 
 use std::path::Path;
 use std::sync::Arc;
 
-use wrn_augment::ops::{CIFAR_MEAN, CIFAR_STD};
-use wrn_augment::{Batch, Loader, LoaderConfig, Norm, Pipeline, Preset};
+use wrn_augment::ops::{HFlip, Op, Scale, CIFAR_MEAN, CIFAR_STD};
+use wrn_augment::{Batch, ImageType, Loader, LoaderConfig, Norm, Pipeline, Preset, ValueStep};
 use wrn_data::cache::{write, PreparedSplit, SplitData, SplitMeta};
 
 fn split_at(path: &Path, h: usize, w: usize, images: &[u8], labels: &[u16]) -> Arc<PreparedSplit> {
@@ -295,4 +296,53 @@ fn concatenated_splits_read_as_one_in_order() {
     let small = split_at(&dir.path().join("small.wrnc"), 4, 4, &[0; 48], &[0]);
     let err = Loader::concat(vec![a, small], svhn(), config).err().unwrap().to_string();
     assert!(err.contains("small.wrnc"), "{err}");
+}
+
+#[test]
+fn u8_batches_are_the_f32_batches_before_their_value_step_for_every_pixel_preset() {
+    let dir = tempfile::tempdir().unwrap();
+    let split = varied_split(dir.path(), 150);
+    let u8_cfg = |workers| LoaderConfig { image_type: ImageType::U8, ..cfg(64, workers) };
+    for preset in [Preset::CifarTrain(Norm::MeanStd), Preset::CifarTest(Norm::MeanStd), Preset::Svhn] {
+        let pipeline = || Pipeline::from_preset(preset, None).unwrap();
+        let f32_loader = Loader::new(split.clone(), pipeline(), cfg(64, 1)).unwrap();
+        let one = Loader::new(split.clone(), pipeline(), u8_cfg(1)).unwrap();
+        let three = Loader::new(split.clone(), pipeline(), u8_cfg(3)).unwrap();
+        assert!(f32_loader.deferred_step().is_none());
+        let step = one.deferred_step().expect("a u8 loader defers its value step").clone();
+        match (&step, preset) {
+            (ValueStep::Normalize { mean, .. }, Preset::CifarTrain(_) | Preset::CifarTest(_)) => {
+                assert_eq!(mean, &CIFAR_MEAN.to_vec())
+            }
+            (ValueStep::Divide(d), Preset::Svhn) => assert_eq!(*d, 255.0),
+            other => panic!("{preset}: unexpected step {other:?}"),
+        }
+        for epoch in [0, 3] {
+            let (f, a, b) = (collect(&f32_loader, epoch, 0), collect(&one, epoch, 0), collect(&three, epoch, 0));
+            assert_eq!(a.len(), 3);
+            for ((f, a), b) in f.iter().zip(&a).zip(&b) {
+                assert_eq!((&a.indices, &a.labels, a.shape), (&f.indices, &f.labels, f.shape));
+                assert!(a.images.is_empty() && f.images_u8.is_empty());
+                assert_eq!(a.images_u8, b.images_u8, "{preset} epoch {epoch}: worker count changed the bytes");
+                assert_eq!(a.images_u8.len(), f.images.len());
+                let plane = 32 * 32;
+                let values = a.images_u8.iter().enumerate().map(|(k, &v)| step.apply(v, k / plane % 3));
+                assert!(
+                    values.zip(&f.images).all(|(x, y)| x.to_bits() == y.to_bits()),
+                    "{preset} epoch {epoch}: the step of the bytes differs from the f32 batch"
+                );
+            }
+        }
+    }
+    // A batch recycled from an f32 loader into a u8 one keeps no stale f32 images, and back.
+    let one = Loader::new(split.clone(), cifar_train(), u8_cfg(1)).unwrap();
+    let mut batch = collect(&Loader::new(split.clone(), cifar_train(), cfg(64, 1)).unwrap(), 0, 0).remove(0);
+    one.fill(0, 0, &mut batch);
+    assert!(batch.images.is_empty() && batch.images_u8.len() == 64 * 3072);
+
+    // Pipelines whose values are not a per-byte step of the cropped pixels cannot deliver bytes.
+    let scaled_then_flipped =
+        Pipeline::new(vec![Arc::new(Scale { divisor: 2.0 }), Arc::new(HFlip { p: 0.5 }) as Arc<dyn Op>]);
+    let err = Loader::new(split, scaled_then_flipped, u8_cfg(1)).err().unwrap().to_string();
+    assert!(err.contains("varied.wrnc") && err.contains("cannot deliver u8 batches"), "{err}");
 }

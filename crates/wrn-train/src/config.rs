@@ -122,6 +122,19 @@ pub struct Data {
     pub workers: Option<usize>,
     /// Batches prepared ahead of the training loop.
     pub prefetch: usize,
+    /// What the loader hands over (default: `u8` on a GPU where the pipeline delivers it, `f32`
+    /// otherwise).
+    pub images: Option<BatchImages>,
+}
+
+/// The element type of the batches' images: `u8` pixels are normalised on the device (a quarter of the
+/// bytes to fill and to copy), `f32` values arrive normalised. Both give the same values (see
+/// `wrn_augment::ImageType`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BatchImages {
+    U8,
+    F32,
 }
 
 /// Everything that defines a training run.
@@ -175,7 +188,7 @@ impl Experiment {
             device: "auto".into(),
             precision: Precision::Fp32,
             scale: Scale { epochs: 1.0, train_subset: None, test_subset: None },
-            data: Data { dir: None, manifest: None, workers: None, prefetch: 4 },
+            data: Data { dir: None, manifest: None, workers: None, prefetch: 4, images: None },
             checkpoint_minutes: 10.0,
             checkpoint_steps: 0,
         };
@@ -357,7 +370,8 @@ fn merge(base: &mut Value, layer: toml::Table, origin: &str, prefix: &str) -> Re
 }
 
 /// Keys whose default is "not set", so they do not appear in the serialised recipe.
-const OPTIONAL: &[&str] = &["scale.train_subset", "scale.test_subset", "data.dir", "data.manifest", "data.workers"];
+const OPTIONAL: &[&str] =
+    &["scale.train_subset", "scale.test_subset", "data.dir", "data.manifest", "data.workers", "data.images"];
 
 #[cfg(test)]
 mod tests {

@@ -25,11 +25,11 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressStyle};
 use tch::nn::{self, ModuleT};
 use tch::{Device, Kind, Tensor};
-use wrn_augment::{Batch, Loader, LoaderConfig, Norm, Pipeline, Preset, Zca, ZcaParams};
+use wrn_augment::{Batch, ImageType, Loader, LoaderConfig, Norm, Pipeline, Preset, ValueStep, Zca, ZcaParams};
 use wrn_data::store::Store;
 use wrn_nets::Arch;
 
-use crate::config::{ConfigError, Experiment, Precision, Preprocessing};
+use crate::config::{BatchImages, ConfigError, Experiment, Precision, Preprocessing};
 use crate::datasets::Dataset;
 use crate::environment::Environment;
 use crate::run::{EpochMetrics, Progress, RunDir, RunError, RunResult, Status};
@@ -134,7 +134,18 @@ struct Data {
     classes: i64,
 }
 
-fn open_data(exp: &Experiment, plan: &ThreadPlan) -> Result<Data, TrainError> {
+/// The element type of the loaders' batches: as configured, else `u8` where the batches go to a GPU and
+/// the pipeline delivers them.
+fn image_type(exp: &Experiment, device: Device, pipeline: &Pipeline) -> ImageType {
+    match exp.data.images {
+        Some(BatchImages::U8) => ImageType::U8,
+        Some(BatchImages::F32) => ImageType::F32,
+        None if device.is_cuda() && pipeline.delivers_u8() => ImageType::U8,
+        None => ImageType::F32,
+    }
+}
+
+fn open_data(exp: &Experiment, plan: &ThreadPlan, device: Device) -> Result<Data, TrainError> {
     let manifests = wrn_data::ops::manifests(Some(exp.dataset.name()), exp.data.manifest.as_deref())?;
     let manifest = &manifests[0];
     let dir = exp.data.dir.clone().unwrap_or_else(wrn_data::dirs::data_dir);
@@ -143,7 +154,7 @@ fn open_data(exp: &Experiment, plan: &ThreadPlan) -> Result<Data, TrainError> {
         return Err(TrainError::NotPrepared { dataset: manifest.name.clone(), dir });
     }
     if exp.dataset == Dataset::ImageNet {
-        return open_imagenet(exp, plan, &store, manifest);
+        return open_imagenet(exp, plan, device, &store, manifest);
     }
     let train_parts = exp
         .train_splits
@@ -166,7 +177,7 @@ fn open_data(exp: &Experiment, plan: &ThreadPlan) -> Result<Data, TrainError> {
     // A subset is "at most this many": a smoke scale asks for more images than a small split may hold.
     let (train_subset, test_subset) =
         (exp.scale.train_subset.map(|n| n.min(train_len)), exp.scale.test_subset.map(|n| n.min(test.len())));
-    let config = |shuffle, drop_last, subset| LoaderConfig {
+    let config = |shuffle, drop_last, subset, pipeline: &Pipeline| LoaderConfig {
         batch_size: exp.batch_size,
         seed: exp.seed,
         shuffle,
@@ -174,13 +185,14 @@ fn open_data(exp: &Experiment, plan: &ThreadPlan) -> Result<Data, TrainError> {
         workers,
         prefetch: exp.data.prefetch.max(1),
         subset,
+        image_type: image_type(exp, device, pipeline),
     };
-    let train = Loader::concat(
-        train_parts,
-        Pipeline::from_preset(train_preset, zca.clone())?,
-        config(true, exp.drop_last, train_subset),
-    )?;
-    let test = Loader::new(test, Pipeline::from_preset(test_preset, zca)?, config(false, false, test_subset))?;
+    let (train_pipeline, test_pipeline) =
+        (Pipeline::from_preset(train_preset, zca.clone())?, Pipeline::from_preset(test_preset, zca)?);
+    let train_config = config(true, exp.drop_last, train_subset, &train_pipeline);
+    let test_config = config(false, false, test_subset, &test_pipeline);
+    let train = Loader::concat(train_parts, train_pipeline, train_config)?;
+    let test = Loader::new(test, test_pipeline, test_config)?;
     Ok(Data { train, test, classes })
 }
 
@@ -189,6 +201,7 @@ fn open_data(exp: &Experiment, plan: &ThreadPlan) -> Result<Data, TrainError> {
 fn open_imagenet(
     exp: &Experiment,
     plan: &ThreadPlan,
+    device: Device,
     store: &Store,
     manifest: &wrn_data::manifest::Manifest,
 ) -> Result<Data, TrainError> {
@@ -196,7 +209,7 @@ fn open_imagenet(
     let val = Arc::new(store.open_encoded(manifest, "val")?);
     let classes = train.meta.classes.len() as i64;
     let (train_preset, val_preset) = presets(exp)?;
-    let config = |shuffle, drop_last, subset: Option<usize>, len: usize| LoaderConfig {
+    let config = |shuffle, drop_last, subset: Option<usize>, len: usize, pipeline: &Pipeline| LoaderConfig {
         batch_size: exp.batch_size,
         seed: exp.seed,
         shuffle,
@@ -205,31 +218,80 @@ fn open_imagenet(
         prefetch: exp.data.prefetch.max(1),
         // "At most this many": a smoke scale may ask for more images than a small split holds.
         subset: subset.map(|n| n.min(len)),
+        image_type: image_type(exp, device, pipeline),
     };
     let (train_name, val_name) = (train.path().display().to_string(), val.path().display().to_string());
-    let train_config = config(true, exp.drop_last, exp.scale.train_subset, train.len());
-    let val_config = config(false, false, exp.scale.test_subset, val.len());
-    let train = Loader::from_encoded(train, &train_name, Pipeline::from_preset(train_preset, None)?, train_config)?;
-    let test = Loader::from_encoded(val, &val_name, Pipeline::from_preset(val_preset, None)?, val_config)?;
+    let (train_pipeline, val_pipeline) =
+        (Pipeline::from_preset(train_preset, None)?, Pipeline::from_preset(val_preset, None)?);
+    let train_config = config(true, exp.drop_last, exp.scale.train_subset, train.len(), &train_pipeline);
+    let val_config = config(false, false, exp.scale.test_subset, val.len(), &val_pipeline);
+    let train = Loader::from_encoded(train, &train_name, train_pipeline, train_config)?;
+    let test = Loader::from_encoded(val, &val_name, val_pipeline, val_config)?;
     Ok(Data { train, test, classes })
 }
 
-/// Copies a batch to the device (from pinned memory, without blocking, on CUDA), its images in the
-/// precision's compute dtype: bf16 images make the network compute in bf16 on its f32 weights.
-fn to_device(batch: &Batch, device: Device, precision: Precision) -> (Tensor, Tensor) {
-    let shape: Vec<i64> = batch.shape.iter().map(|&d| d as i64).collect();
-    let x = Tensor::from_slice(&batch.images).view(shape.as_slice());
-    let y = Tensor::from_slice(&batch.labels);
-    let (x, y) = match device {
-        Device::Cpu => (x, y),
-        _ => (
-            x.pin_memory(device).to_device_(device, Kind::Float, true, false),
-            y.pin_memory(device).to_device_(device, Kind::Int64, true, false),
-        ),
-    };
-    match precision {
-        Precision::Fp32 => (x, y),
-        Precision::Bf16 => (wrn_nets::layout::bf16(&x), y),
+/// How a loader's batches become input tensors on the device.
+struct Input {
+    device: Device,
+    precision: Precision,
+    /// For a loader delivering `u8`, its deferred value step as tensors on the device.
+    step: Option<DeviceStep>,
+}
+
+/// [`ValueStep`] on the device, computed with the same expression as on the CPU.
+enum DeviceStep {
+    None,
+    /// `(v - mean) * inv_std`, both `[1, c, 1, 1]`.
+    Normalize {
+        mean: Tensor,
+        inv_std: Tensor,
+    },
+    /// `v / divisor`, a one-element tensor (a true division, not a multiplication by the reciprocal).
+    Divide(Tensor),
+}
+
+impl Input {
+    fn new(loader: &Loader, device: Device, precision: Precision) -> Input {
+        let channels = |v: &[f32]| Tensor::from_slice(v).view([1, -1, 1, 1]).to_device(device);
+        let step = loader.deferred_step().map(|step| match step {
+            ValueStep::None => DeviceStep::None,
+            ValueStep::Normalize { mean, inv_std } => {
+                DeviceStep::Normalize { mean: channels(mean), inv_std: channels(inv_std) }
+            }
+            ValueStep::Divide(d) => DeviceStep::Divide(Tensor::from_slice(&[*d]).to_device(device)),
+        });
+        Input { device, precision, step }
+    }
+
+    /// Copies a batch to the device (from pinned memory, without blocking, on CUDA). `u8` images are
+    /// copied as bytes and turned into values there. The images come in the precision's compute dtype:
+    /// bf16 images make the network compute in bf16 on its f32 weights.
+    fn batch(&self, batch: &Batch) -> (Tensor, Tensor) {
+        let shape: Vec<i64> = batch.shape.iter().map(|&d| d as i64).collect();
+        let (x, kind) = match self.step {
+            Some(_) => (Tensor::from_slice(&batch.images_u8), Kind::Uint8),
+            None => (Tensor::from_slice(&batch.images), Kind::Float),
+        };
+        let x = x.view(shape.as_slice());
+        let y = Tensor::from_slice(&batch.labels);
+        let device = self.device;
+        let (x, y) = match device {
+            Device::Cpu => (x, y),
+            _ => (
+                x.pin_memory(device).to_device_(device, kind, true, false),
+                y.pin_memory(device).to_device_(device, Kind::Int64, true, false),
+            ),
+        };
+        let x = match &self.step {
+            None => x,
+            Some(DeviceStep::None) => x.to_kind(Kind::Float),
+            Some(DeviceStep::Normalize { mean, inv_std }) => (x.to_kind(Kind::Float) - mean) * inv_std,
+            Some(DeviceStep::Divide(d)) => x.to_kind(Kind::Float) / d,
+        };
+        match self.precision {
+            Precision::Fp32 => (x, y),
+            Precision::Bf16 => (wrn_nets::layout::bf16(&x), y),
+        }
     }
 }
 
@@ -243,7 +305,8 @@ fn f32_logits(logits: Tensor) -> Tensor {
 }
 
 /// Loss sum, top-1 and top-5 error (%) on the test split, in eval mode.
-fn evaluate(net: &dyn ModuleT, loader: &Loader, device: Device, precision: Precision) -> (f64, f64, f64) {
+fn evaluate(net: &dyn ModuleT, loader: &Loader, input: &Input) -> (f64, f64, f64) {
+    let device = input.device;
     let mut loss = Tensor::zeros([], (Kind::Double, device));
     let mut top1 = Tensor::zeros([], (Kind::Double, device));
     let mut top5 = Tensor::zeros([], (Kind::Double, device));
@@ -251,7 +314,7 @@ fn evaluate(net: &dyn ModuleT, loader: &Loader, device: Device, precision: Preci
     let mut batches = loader.epoch(0, 0);
     tch::no_grad(|| {
         while let Some(batch) = batches.next() {
-            let (x, y) = to_device(&batch, device, precision);
+            let (x, y) = input.batch(&batch);
             let logits = f32_logits(net.forward_t(&x, false));
             loss += logits.cross_entropy_loss::<Tensor>(&y, None, tch::Reduction::Sum, -100, 0.0).to_kind(Kind::Double);
             let k = logits.size()[1].min(5);
@@ -317,7 +380,9 @@ pub fn train(run: &RunDir, exp: &Experiment, options: &TrainOptions) -> Result<R
         }
     }
     let plan = plan.apply();
-    let data = open_data(exp, &plan)?;
+    let data = open_data(exp, &plan, device)?;
+    let (train_input, test_input) =
+        (Input::new(&data.train, device, exp.precision), Input::new(&data.test, device, exp.precision));
 
     let arch = exp.arch.parse::<Arch>().map_err(|e| ConfigError::Invalid(e.to_string()))?;
     let arch =
@@ -380,12 +445,12 @@ pub fn train(run: &RunDir, exp: &Experiment, options: &TrainOptions) -> Result<R
         let mut images = 0usize;
         let mut decode_failures = 0u64;
         let mut next = batches.next();
-        let mut pending = next.as_ref().map(|b| to_device(b, device, exp.precision));
+        let mut pending = next.as_ref().map(|b| train_input.batch(b));
         while let Some(batch) = next {
             let (x, y) = pending.take().expect("a batch on the device");
             // Start copying the next batch while this one computes.
             next = batches.next();
-            pending = next.as_ref().map(|b| to_device(b, device, exp.precision));
+            pending = next.as_ref().map(|b| train_input.batch(b));
             tch::manual_seed(step_seed(exp.seed, epoch, progress.step));
             sgd.zero_grad();
             let logits = f32_logits(net.forward_t(&x, true));
@@ -438,7 +503,7 @@ pub fn train(run: &RunDir, exp: &Experiment, options: &TrainOptions) -> Result<R
         drop(batches);
         sums.loss = loss_sum.double_value(&[]);
         sums.correct = correct.double_value(&[]);
-        let (test_loss, test_error, test_top5_error) = evaluate(&net, &data.test, device, exp.precision);
+        let (test_loss, test_error, test_top5_error) = evaluate(&net, &data.test, &test_input);
         let seen = sums.seen.max(1.0);
         let row = EpochMetrics {
             epoch,

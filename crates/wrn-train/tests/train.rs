@@ -1,6 +1,7 @@
 //! `wrn_train::trainer` end to end on synthetic CIFAR-10 in the real archive format: a small WRN learns,
 //! the run folder holds what contract 3 promises, a run stopped at arbitrary steps and resumed ends bit
-//! for bit where the uninterrupted run ends, and bad set-ups fail with errors that say what to do.
+//! for bit where the uninterrupted run ends, `u8` batches normalised by libtorch train exactly like
+//! `f32` ones, and bad set-ups fail with errors that say what to do.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -141,12 +142,7 @@ fn a_run_stopped_and_resumed_at_arbitrary_steps_ends_bit_for_bit_like_an_uninter
     let last = train(&pieces, &exp, true, None).unwrap();
     assert_eq!(last.status, Status::Finished);
 
-    let (a, b) = (checkpoint(&whole), checkpoint(&pieces));
-    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
-    for (name, t) in &a {
-        assert!(t.equal(&b[name]), "{name} differs after resuming");
-    }
-    assert_eq!(metrics_without_timings(&whole), metrics_without_timings(&pieces));
+    assert_same_run(&whole, &pieces);
     let log = std::fs::read_to_string(pieces.join("train.log")).unwrap();
     assert_eq!(log.matches("resumed at epoch").count(), 3, "{log}");
 }
@@ -196,6 +192,29 @@ fn bf16_training_learns_on_f32_master_weights_and_resumes_bit_for_bit() {
     assert_eq!(metrics_without_timings(&whole), metrics_without_timings(&pieces));
 }
 
+/// The checkpoints of two runs hold the same tensors, bit for bit, and their metrics agree.
+fn assert_same_run(a: &Path, b: &Path) {
+    let (x, y) = (checkpoint(a), checkpoint(b));
+    assert_eq!(x.keys().collect::<Vec<_>>(), y.keys().collect::<Vec<_>>());
+    for (name, t) in &x {
+        assert!(t.equal(&y[name]), "{name} differs between {} and {}", a.display(), b.display());
+    }
+    assert_eq!(metrics_without_timings(a), metrics_without_timings(b));
+}
+
+#[test]
+fn u8_batches_normalised_by_libtorch_train_bit_for_bit_like_f32_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = ["epochs=2", "dropout=0.3", "scale.train_subset=128", "scale.test_subset=64"];
+    let runs = ["f32", "u8"].map(|images| {
+        let run = dir.path().join(images);
+        let exp = experiment(&[&base[..], &[&format!("data.images='{images}'")]].concat());
+        assert_eq!(train(&run, &exp, false, None).unwrap().status, Status::Finished);
+        run
+    });
+    assert_same_run(&runs[0], &runs[1]);
+}
+
 #[test]
 fn svhn_trains_on_train_and_extra_as_the_paper() {
     let root = tempfile::tempdir().unwrap();
@@ -208,9 +227,8 @@ fn svhn_trains_on_train_and_extra_as_the_paper() {
         std::fs::copy(file.url.strip_prefix("file://").unwrap(), &dest).unwrap();
     }
     wrn_data::ops::prepare(&store, &m).unwrap();
-    let exp = Experiment::resolve(
-        None,
-        &[
+    let exp = |images: &str| {
+        let sets = [
             "dataset=svhn".into(),
             "arch=wrn-10-1".into(),
             "batch_size=50".into(),
@@ -218,13 +236,18 @@ fn svhn_trains_on_train_and_extra_as_the_paper() {
             "checkpoint_minutes=0".into(),
             format!("data.dir='{}'", dir.display()),
             format!("data.manifest='{}'", manifest.display()),
-        ],
-    )
-    .unwrap();
-    assert_eq!(exp.train_splits, ["train", "extra"]);
+            format!("data.images='{images}'"),
+        ];
+        Experiment::resolve(None, &sets).unwrap()
+    };
+    assert_eq!(exp("f32").train_splits, ["train", "extra"]);
     let run = root.path().join("run");
-    assert_eq!(train(&run, &exp, false, None).unwrap().status, Status::Finished);
+    assert_eq!(train(&run, &exp("f32"), false, None).unwrap().status, Status::Finished);
     // 100 train + 50 extra images; the test split has 20.
     let log = std::fs::read_to_string(run.join("train.log")).unwrap();
     assert!(log.contains("150 training images per epoch (train + extra), 20 test images"), "{log}");
+    // Bytes divided by 255 in libtorch are the values the loader computes.
+    let bytes = root.path().join("run-u8");
+    assert_eq!(train(&bytes, &exp("u8"), false, None).unwrap().status, Status::Finished);
+    assert_same_run(&run, &bytes);
 }

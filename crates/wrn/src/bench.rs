@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use wrn_augment::Preset;
+use wrn_augment::{ImageType, Preset};
 use wrn_nets::Arch;
 use wrn_train::check::{self, CheckOptions};
 use wrn_train::runtime::{self, DeviceChoice, ThreadPlan};
@@ -47,6 +47,10 @@ pub struct PipelineArgs {
     /// Alternating measurements of each side; the best is kept.
     #[arg(long, default_value_t = 5)]
     rounds: usize,
+    /// Deliver u8 batches (the pixels before the value step, as the runner copies them to a GPU), beside
+    /// a byte copy.
+    #[arg(long)]
+    u8: bool,
     #[arg(long)]
     json: bool,
 }
@@ -99,6 +103,7 @@ fn pipeline(args: PipelineArgs) -> Result<()> {
         batch_size: args.batch,
         workers: args.workers,
         rounds: args.rounds,
+        image_type: if args.u8 { ImageType::U8 } else { ImageType::F32 },
         ..Default::default()
     };
     let t = if let Some(dir) = &args.images {
@@ -123,6 +128,7 @@ fn pipeline(args: PipelineArgs) -> Result<()> {
             "batch": t.batch_size,
             "workers": t.workers,
             "rounds": t.rounds,
+            "image_type": if t.image_type == ImageType::U8 { "u8" } else { "f32" },
             "images_per_second": t.images_per_second,
             "copy_images_per_second": t.copy_images_per_second,
             "plain_images_per_second": t.plain_images_per_second,
@@ -132,8 +138,9 @@ fn pipeline(args: PipelineArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&value)?);
     } else {
         println!(
-            "{} over {} images, batch {}, {} worker(s): {:.0} images/s{}{}",
+            "{}{} over {} images, batch {}, {} worker(s): {:.0} images/s{}{}",
             t.preset,
+            if t.image_type == ImageType::U8 { " (u8)" } else { "" },
             t.images,
             t.batch_size,
             t.workers,
