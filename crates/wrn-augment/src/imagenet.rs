@@ -10,7 +10,10 @@
 //!
 //! A sample whose bytes do not decode is logged with its name and index, counted in the batch's
 //! `decode_failures`, and replaced by zeros (the dataset mean after normalisation): deterministic, and
-//! never a panic. zune-jpeg has no reduced-scale DCT decoding, so images are decoded at full size.
+//! never a panic. When the window to resize is at least twice the output's size (or, for val, the image at
+//! least twice the 256-pixel intermediate), the image is decoded at 1/2, 1/4 or 1/8 scale by
+//! jpeg-decoder's reduced IDCT ([`Decode::dct_scale`]) and the window taken in the reduced image; otherwise
+//! zune-jpeg decodes it at full size.
 
 use std::any::Any;
 use std::path::{Path, PathBuf};
@@ -214,6 +217,41 @@ impl Decode {
     }
 }
 
+impl Decode {
+    /// The DCT scale denominator (1, 2, 4 or 8) to decode a `w x h` image at, for the window `bx` and
+    /// intermediate size drawn for it: the largest whose reduced image still holds at least as many
+    /// pixels, in each direction, as what the window (or the whole image) is resized to.
+    pub fn dct_scale(&self, w: usize, h: usize, bx: &CropBox, intermediate: Option<(usize, usize)>) -> usize {
+        let fits = |scale: usize| match intermediate {
+            None => bx.width / scale >= self.size() && bx.height / scale >= self.size(),
+            Some((rw, rh)) => w / scale >= rw && h / scale >= rh,
+        };
+        [8, 4, 2].into_iter().find(|&scale| fits(scale)).unwrap_or(1)
+    }
+}
+
+/// Decodes a `w x h` JPEG at `1/scale` of its size with jpeg-decoder's reduced IDCT (zune-jpeg has none)
+/// into `out` as RGB, returning the reduced size; `None` (decode at full size instead) when the image's
+/// colour format or size is not what its header said.
+fn decode_reduced(bytes: &[u8], w: usize, h: usize, scale: usize, out: &mut Vec<u8>) -> Option<(usize, usize)> {
+    let mut decoder = jpeg_decoder::Decoder::new(bytes);
+    let (rw, rh) = decoder.scale(w.div_ceil(scale) as u16, h.div_ceil(scale) as u16).ok()?;
+    let (rw, rh) = (usize::from(rw), usize::from(rh));
+    if (rw, rh) != (w.div_ceil(scale), h.div_ceil(scale)) {
+        return None;
+    }
+    let pixels = decoder.decode().ok()?;
+    match decoder.info()?.pixel_format {
+        jpeg_decoder::PixelFormat::RGB24 if pixels.len() == rw * rh * 3 => *out = pixels,
+        jpeg_decoder::PixelFormat::L8 if pixels.len() == rw * rh => {
+            out.clear();
+            out.extend(pixels.iter().flat_map(|&v| [v, v, v]));
+        }
+        _ => return None,
+    }
+    Some((rw, rh))
+}
+
 /// Per-worker buffers for decoding and resizing.
 #[derive(Default)]
 pub struct DecodeScratch {
@@ -244,10 +282,26 @@ impl Decode {
         if w == 0 || h == 0 || len != w * h * 3 {
             return Err(DecodeError(format!("{w}x{h} image with {len} output bytes")));
         }
-        scratch.decoded.resize(len, 0);
-        decoder.decode_into(&mut scratch.decoded).map_err(|e| DecodeError(e.to_string()))?;
         let size = self.size();
         let (bx, intermediate) = self.draw(w, h, rng);
+        // Decode at 1/2, 1/4 or 1/8 scale when what is resized still has at least the output's size there;
+        // the window keeps its place in the image, in the reduced image's pixels.
+        let reduced = match self.dct_scale(w, h, &bx, intermediate) {
+            1 => None,
+            scale => decode_reduced(bytes, w, h, scale, &mut scratch.decoded),
+        };
+        let (w, h, window) = match reduced {
+            Some((rw, rh)) => {
+                let (fx, fy) = (rw as f64 / w as f64, rh as f64 / h as f64);
+                let window = [bx.x as f64 * fx, bx.y as f64 * fy, bx.width as f64 * fx, bx.height as f64 * fy];
+                (rw, rh, window)
+            }
+            None => {
+                scratch.decoded.resize(len, 0);
+                decoder.decode_into(&mut scratch.decoded).map_err(|e| DecodeError(e.to_string()))?;
+                (w, h, [bx.x as f64, bx.y as f64, bx.width as f64, bx.height as f64])
+            }
+        };
         let resizer = scratch.resizer.get_or_insert_with(Resizer::new);
         let alg = ResizeAlg::Convolution(FilterType::CatmullRom);
         let err = |e: &dyn std::fmt::Display| DecodeError(format!("resize: {e}"));
@@ -257,12 +311,8 @@ impl Decode {
             None => {
                 let mut dst = FirImage::from_slice_u8(size as u32, size as u32, &mut scratch.sample, PixelType::U8x3)
                     .map_err(|e| err(&e))?;
-                let opts = ResizeOptions::new().resize_alg(alg).crop(
-                    bx.x as f64,
-                    bx.y as f64,
-                    bx.width as f64,
-                    bx.height as f64,
-                );
+                let [x, y, width, height] = window;
+                let opts = ResizeOptions::new().resize_alg(alg).crop(x, y, width, height);
                 resizer.resize(&src, &mut dst, &opts).map_err(|e| err(&e))?;
             }
             Some((rw, rh)) => {

@@ -1,12 +1,14 @@
 //! The ImageNet presets over real JPEG bytes (encoded here with jpeg-encoder): values of the val recipe on
 //! solid colours, determinism of the train recipe across worker counts, and corrupt images counted and
 //! replaced by zeros without disturbing the other samples; a folder in `ImageFolder` layout as a source,
-//! and the ImageNet pipelines' throughput over it.
+//! the ImageNet pipelines' throughput over it, and large images decoded at a reduced DCT scale.
 
 use std::sync::Arc;
 
 use jpeg_encoder::{ColorType, Encoder};
-use wrn_augment::imagenet::{IMAGENET_MEAN, IMAGENET_STD};
+use wrn_augment::imagenet::{CropBox, Decode, DecodeScratch, IMAGENET_MEAN, IMAGENET_STD};
+use wrn_augment::ops::Image;
+use wrn_augment::rng::sample_rng;
 use wrn_augment::throughput::{measure_encoded, Options};
 use wrn_augment::{EncodedImages, EncodedSource, Loader, LoaderConfig, Pipeline, Preset};
 
@@ -156,4 +158,81 @@ fn a_folder_in_image_folder_layout_is_a_source_and_its_throughput_is_measured() 
     let empty = tempfile::tempdir().unwrap();
     let err = EncodedImages::from_folder(empty.path()).unwrap_err().to_string();
     assert!(err.contains(&empty.path().display().to_string()) && err.contains("no JPEG files"), "{err}");
+}
+
+/// The window `bx` of a `w x h` JPEG decoded at full size by zune-jpeg, resized to `size x size` (or the
+/// whole image resized to `intermediate` and its centre taken), as CHW values 0-255: the full-scale
+/// reference for a reduced-scale decode.
+fn full_scale_reference(bytes: &[u8], bx: CropBox, intermediate: Option<(usize, usize)>, size: usize) -> Vec<f32> {
+    use fast_image_resize::images::{Image as FirImage, ImageRef};
+    use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
+    use zune_jpeg::zune_core::{bytestream::ZCursor, colorspace::ColorSpace, options::DecoderOptions};
+    let options = DecoderOptions::default().jpeg_set_out_colorspace(ColorSpace::RGB);
+    let mut decoder = zune_jpeg::JpegDecoder::new_with_options(ZCursor::new(bytes), options);
+    let rgb = decoder.decode().unwrap();
+    let (w, h) = decoder.dimensions().unwrap();
+    let src = ImageRef::new(w as u32, h as u32, &rgb, PixelType::U8x3).unwrap();
+    let alg = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::CatmullRom));
+    let hwc = match intermediate {
+        None => {
+            let mut dst = FirImage::new(size as u32, size as u32, PixelType::U8x3);
+            let opts = alg.crop(bx.x as f64, bx.y as f64, bx.width as f64, bx.height as f64);
+            Resizer::new().resize(&src, &mut dst, &opts).unwrap();
+            dst.into_vec()
+        }
+        Some((rw, rh)) => {
+            let mut dst = FirImage::new(rw as u32, rh as u32, PixelType::U8x3);
+            Resizer::new().resize(&src, &mut dst, &alg).unwrap();
+            let scaled = dst.into_vec();
+            (0..size).flat_map(|y| scaled[((bx.y + y) * rw + bx.x) * 3..][..size * 3].to_vec()).collect()
+        }
+    };
+    (0..3).flat_map(|ch| hwc.iter().skip(ch).step_by(3).map(|&v| f32::from(v)).collect::<Vec<_>>()).collect()
+}
+
+#[test]
+fn large_images_decode_at_a_reduced_dct_scale_close_to_the_full_scale_decode() {
+    // The scale: the largest of 1/2, 1/4, 1/8 at which the window (train) or the image (val) still has
+    // at least the output's pixels in each direction.
+    let (train, val) = (Decode::train(), Decode::val());
+    let bx = |width, height| CropBox { x: 0, y: 0, width, height };
+    assert_eq!(train.dct_scale(2000, 2000, &bx(448, 448), None), 2);
+    assert_eq!(train.dct_scale(2000, 2000, &bx(447, 900), None), 1);
+    assert_eq!(train.dct_scale(2000, 2000, &bx(900, 1000), None), 4);
+    assert_eq!(train.dct_scale(2000, 2000, &bx(1800, 1900), None), 8);
+    assert_eq!(val.dct_scale(1024, 768, &bx(224, 224), Some((341, 256))), 2);
+    assert_eq!(val.dct_scale(500, 375, &bx(224, 224), Some((341, 256))), 1);
+    assert_eq!(val.dct_scale(2048, 2048, &bx(224, 224), Some((256, 256))), 8);
+
+    // A 1600x1200 colour image with 64-pixel waves (a window misplaced by a few pixels shows) and the
+    // same as greyscale.
+    let (w, h) = (1600, 1200);
+    let wave = |x: usize, y: usize| (128.0 + 100.0 * ((x + 2 * y) as f32 / 64.0 * std::f32::consts::TAU).sin()) as u8;
+    let colour = jpeg(w, h, move |x, y| [(x * 255 / w) as u8, (y * 255 / h) as u8, wave(x, y)]);
+    let grey_rgb: Vec<u8> = (0..h).flat_map(|y| (0..w).map(move |x| wave(x, y))).collect();
+    let mut grey = Vec::new();
+    Encoder::new(&mut grey, 92).encode(&grey_rgb, w as u16, h as u16, ColorType::Luma).unwrap();
+
+    let mut scales = std::collections::BTreeSet::new();
+    for (name, bytes) in [("colour", &colour), ("grey", &grey)] {
+        for (decode, i) in [(val, 0u64)].into_iter().chain((0..40).map(|i| (train, i))) {
+            let (bx, intermediate) = decode.draw(w, h, &mut sample_rng(5, 0, i));
+            let scale = decode.dct_scale(w, h, &bx, intermediate);
+            scales.insert(scale);
+            let (mut img, mut scratch) = (Image::new(), DecodeScratch::default());
+            decode.run(bytes, &mut img, &mut scratch, &mut sample_rng(5, 0, i)).unwrap();
+            let reference = full_scale_reference(bytes, bx, intermediate, 224);
+            let diff: Vec<f32> = img.data.iter().zip(&reference).map(|(a, b)| (a - b).abs()).collect();
+            let mean = diff.iter().sum::<f32>() / diff.len() as f32;
+            assert!(mean < 3.0, "{name} sample {i} at 1/{scale}: mean difference {mean} from the full-scale decode");
+            if scale > 1 {
+                assert!(mean > 0.0, "{name} sample {i}: 1/{scale} was asked for, yet the output is the full decode's");
+            }
+            if name == "grey" {
+                let plane = 224 * 224;
+                assert!(img.data[..plane] == img.data[plane..2 * plane] && img.data[..plane] == img.data[2 * plane..]);
+            }
+        }
+    }
+    assert_eq!(scales, [1, 2, 4].into(), "the draws exercise every scale a 1600x1200 image allows");
 }
