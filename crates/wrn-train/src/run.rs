@@ -294,6 +294,31 @@ mod tests {
     }
 
     #[test]
+    fn a_result_reads_back_the_very_figures_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDir::create(dir.path()).unwrap();
+        // Figures whose shortest decimal form a parser can miss by one ulp (1.0512586019999999 did).
+        let result = RunResult {
+            status: Status::Finished,
+            dataset: "cifar10".into(),
+            arch: "wrn-10-1".into(),
+            seed: 1,
+            epochs_planned: 4,
+            epochs_done: 4,
+            full_scale: false,
+            parameters: 77_850,
+            final_test_error: Some(52.08333333333333),
+            final_test_top5_error: Some(4.1666666666666625),
+            best_test_error: Some(0.1 + 0.2),
+            median_epoch_seconds: Some(1.0512586019999999),
+            device: "cpu".into(),
+        };
+        run.write_json("result.json", &result).unwrap();
+        let back: RunResult = serde_json::from_str(&std::fs::read_to_string(run.file("result.json")).unwrap()).unwrap();
+        assert_eq!(back, result);
+    }
+
+    #[test]
     fn a_checkpoint_restores_weights_optimiser_state_and_progress() {
         let dir = tempfile::tempdir().unwrap();
         let run = RunDir::create(dir.path()).unwrap();
