@@ -215,9 +215,7 @@ impl Decode {
             }
         }
     }
-}
 
-impl Decode {
     /// The DCT scale denominator (1, 2, 4 or 8) to decode a `w x h` image at, for the window `bx` and
     /// intermediate size drawn for it: the largest whose reduced image still holds at least as many
     /// pixels, in each direction, as what the window (or the whole image) is resized to.

@@ -285,7 +285,7 @@ impl Loader {
             .map_err(|e| Error::Config(format!("cannot start {workers} workers: {e}")))?;
         let (recycle_tx, recycle_rx) = unbounded();
         let fused = if matches!(data, Data::Pixels) { Fused::plan(&pipeline.ops) } else { None };
-        if config.image_type == ImageType::U8 && fused.is_none() {
+        if config.image_type == ImageType::U8 && !pipeline.delivers_u8() {
             let detail = format!(
                 "pipeline {pipeline} cannot deliver u8 batches: only pixel pipelines of padding, crops and flips \
                  ending in one normalisation or scaling can (cifar-train, cifar-test, svhn); use f32"
