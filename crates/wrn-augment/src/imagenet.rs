@@ -13,7 +13,8 @@
 //! never a panic. When the window to resize is at least twice the output's size (or, for val, the image at
 //! least twice the 256-pixel intermediate), the image is decoded at 1/2, 1/4 or 1/8 scale by
 //! jpeg-decoder's reduced IDCT ([`Decode::dct_scale`]) and the window taken in the reduced image; otherwise
-//! zune-jpeg decodes it at full size.
+//! zune-jpeg decodes it at full size. The loader runs the ops after decoding as one pass,
+//! [`ColourAffine`], when they have the recipe's form.
 
 use std::any::Any;
 use std::path::{Path, PathBuf};
@@ -30,7 +31,7 @@ use zune_jpeg::zune_core::options::DecoderOptions;
 use zune_jpeg::JpegDecoder;
 
 use crate::error::{Error, Result};
-use crate::ops::{Image, Op};
+use crate::ops::{HFlip, Image, Normalize, Op, Scale};
 use crate::rng::SampleRng;
 
 /// Encoded images with labels: what an ImageNet shard reader provides (`wrn_data::encoded::EncodedSplit`,
@@ -272,6 +273,19 @@ impl Decode {
         scratch: &mut DecodeScratch,
         rng: &mut SampleRng,
     ) -> Result<(), DecodeError> {
+        let size = self.size();
+        let pixels = self.decode(bytes, scratch, rng)?;
+        img.load_hwc_u8(pixels, size, size, 3);
+        Ok(())
+    }
+
+    /// Decodes `bytes` into the `size x size` RGB sample (HWC bytes, in `scratch`).
+    pub fn decode<'s>(
+        &self,
+        bytes: &[u8],
+        scratch: &'s mut DecodeScratch,
+        rng: &mut SampleRng,
+    ) -> Result<&'s [u8], DecodeError> {
         let options = DecoderOptions::default().jpeg_set_out_colorspace(ColorSpace::RGB);
         let mut decoder = JpegDecoder::new_with_options(ZCursor::new(bytes), options);
         decoder.decode_headers().map_err(|e| DecodeError(e.to_string()))?;
@@ -295,15 +309,19 @@ impl Decode {
                 (rw, rh, window)
             }
             None => {
-                scratch.decoded.resize(len, 0);
-                decoder.decode_into(&mut scratch.decoded).map_err(|e| DecodeError(e.to_string()))?;
+                // Grown, never shrunk: images of varying sizes cost no fill of the buffer.
+                if scratch.decoded.len() < len {
+                    scratch.decoded.resize(len, 0);
+                }
+                decoder.decode_into(&mut scratch.decoded[..len]).map_err(|e| DecodeError(e.to_string()))?;
                 (w, h, [bx.x as f64, bx.y as f64, bx.width as f64, bx.height as f64])
             }
         };
         let resizer = scratch.resizer.get_or_insert_with(Resizer::new);
         let alg = ResizeAlg::Convolution(FilterType::CatmullRom);
         let err = |e: &dyn std::fmt::Display| DecodeError(format!("resize: {e}"));
-        let src = ImageRef::new(w as u32, h as u32, &scratch.decoded, PixelType::U8x3).map_err(|e| err(&e))?;
+        let src =
+            ImageRef::new(w as u32, h as u32, &scratch.decoded[..w * h * 3], PixelType::U8x3).map_err(|e| err(&e))?;
         scratch.sample.resize(size * size * 3, 0);
         match intermediate {
             None => {
@@ -324,8 +342,7 @@ impl Decode {
                 }
             }
         }
-        img.load_hwc_u8(&scratch.sample, size, size, 3);
-        Ok(())
+        Ok(&scratch.sample)
     }
 }
 
@@ -340,7 +357,7 @@ pub struct ColorJitter {
 }
 
 /// The three jitter transforms.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Jitter {
     Brightness,
     Contrast,
@@ -408,18 +425,23 @@ impl Op for ColorJitter {
         Ok(input)
     }
     fn apply(&self, img: &mut Image, rng: &mut SampleRng) {
+        for (t, alpha) in self.draw(rng).into_iter().flatten() {
+            t.apply(img, alpha);
+        }
+    }
+}
+
+impl ColorJitter {
+    /// The transforms in the order they run, each with its factor, drawn from `rng` (a transform whose
+    /// range is 0 is `None`).
+    pub fn draw(&self, rng: &mut SampleRng) -> [Option<(Jitter, f32)>; 3] {
         let mut order = [
             (Jitter::Brightness, self.brightness),
             (Jitter::Contrast, self.contrast),
             (Jitter::Saturation, self.saturation),
         ];
         order.shuffle(rng);
-        for (t, var) in order {
-            if var > 0.0 {
-                let alpha = 1.0 + rng.gen_range(-var..var);
-                t.apply(img, alpha);
-            }
-        }
+        order.map(|(t, var)| (var > 0.0).then(|| (t, 1.0 + rng.gen_range(-var..var))))
     }
 }
 
@@ -440,6 +462,11 @@ impl Lighting {
     pub fn shift(&self, alpha: [f32; 3]) -> [f32; 3] {
         std::array::from_fn(|i| (0..3).map(|j| self.eigvec[i][j] * alpha[j] * self.eigval[j]).sum())
     }
+    /// A sample's shift, its component weights drawn from `rng`.
+    pub fn draw(&self, rng: &mut SampleRng) -> [f32; 3] {
+        let normal = Normal::new(0.0, self.std).expect("checked by output_shape");
+        self.shift(std::array::from_fn(|_| normal.sample(rng)))
+    }
 }
 
 impl Op for Lighting {
@@ -459,9 +486,7 @@ impl Op for Lighting {
         Ok(input)
     }
     fn apply(&self, img: &mut Image, rng: &mut SampleRng) {
-        let normal = Normal::new(0.0, self.std).expect("checked by output_shape");
-        let alpha: [f32; 3] = std::array::from_fn(|_| normal.sample(rng));
-        let shift = self.shift(alpha);
+        let shift = self.draw(rng);
         let plane = img.height * img.width;
         for (ch, values) in img.data.chunks_exact_mut(plane).enumerate() {
             for v in values {
@@ -471,9 +496,168 @@ impl Op for Lighting {
     }
 }
 
+/// The ImageNet ops after decoding in one pass. Scaling, [`ColorJitter`]'s three transforms,
+/// [`Lighting`] and [`Normalize`] each map a pixel's RGB values `x` to `M x + b`, with the same `M` and
+/// `b` for every pixel of a sample (contrast's target, the mean grey level, follows from the sample's
+/// channel means), so together they are one 3×3 matrix and offset per sample. [`ColourAffine::run`]
+/// applies it while it writes the decoded bytes into the batch, mirrored when [`HFlip`] draws a flip:
+/// one pass instead of one per op, and no `f32` image in between. The random draws are the ops' own, in
+/// their order; the values agree with the ops one by one up to float rounding (a test checks it).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ColourAffine {
+    divisor: Option<f32>,
+    jitter: Option<ColorJitter>,
+    lighting: Option<Lighting>,
+    normalize: Option<([f32; 3], [f32; 3])>,
+    flip: Option<HFlip>,
+}
+
+impl ColourAffine {
+    /// The one-pass kernel equivalent to `ops`, when they are `[Scale] [ColorJitter] [Lighting]
+    /// [Normalize] [HFlip]` (each optional, in this order; normalisation of 3 channels).
+    pub fn plan(ops: &[Arc<dyn Op>]) -> Option<ColourAffine> {
+        let mut it = ops.iter().map(|op| op.as_any()).peekable();
+        let mut plan = ColourAffine::default();
+        if let Some(s) = it.peek().and_then(|a| a.downcast_ref::<Scale>()) {
+            plan.divisor = Some(s.divisor);
+            it.next();
+        }
+        if let Some(j) = it.peek().and_then(|a| a.downcast_ref::<ColorJitter>()) {
+            plan.jitter = Some(*j);
+            it.next();
+        }
+        if let Some(l) = it.peek().and_then(|a| a.downcast_ref::<Lighting>()) {
+            plan.lighting = Some(*l);
+            it.next();
+        }
+        if let Some(n) = it.peek().and_then(|a| a.downcast_ref::<Normalize>()) {
+            plan.normalize = Some((n.mean.as_slice().try_into().ok()?, n.std.as_slice().try_into().ok()?));
+            it.next();
+        }
+        if let Some(f) = it.peek().and_then(|a| a.downcast_ref::<HFlip>()) {
+            plan.flip = Some(*f);
+            it.next();
+        }
+        it.next().is_none().then_some(plan)
+    }
+
+    /// The sample's map on 0–255 values, as rows `[m_c0, m_c1, m_c2, b_c]` per output channel, and
+    /// whether it is mirrored; the ops' random parameters are drawn from `rng`. `mean` gives the
+    /// sample's channel means (0–255), needed only for contrast.
+    fn draw(&self, mean: impl FnOnce() -> [f64; 3], rng: &mut SampleRng) -> ([[f32; 4]; 3], bool) {
+        const GREY: [f64; 3] = [0.299, 0.587, 0.114];
+        // Row c: output channel c = Σ_j m[c][j] x_j + m[c][3].
+        let mut m = [[0f64; 4]; 3];
+        let scale = self.divisor.map_or(1.0, |d| 1.0 / f64::from(d));
+        (0..3).for_each(|c| m[c][c] = scale);
+        let grey_of = |m: &[[f64; 4]; 3], col: usize| (0..3).map(|c| GREY[c] * m[c][col]).sum::<f64>();
+        let mut mean = Some(mean);
+        for (t, alpha) in self.jitter.map(|j| j.draw(rng)).into_iter().flatten().flatten() {
+            let alpha = f64::from(alpha);
+            // Brightness blends with 0, contrast with the mean grey level, saturation with each pixel's.
+            let target: [f64; 4] = match t {
+                Jitter::Brightness => [0.0; 4],
+                Jitter::Contrast => {
+                    let mu = mean.take().map(|f| f()).unwrap_or_default();
+                    let mu = [mu[0], mu[1], mu[2], 1.0];
+                    let level = (0..4).map(|col| grey_of(&m, col) * mu[col]).sum();
+                    [0.0, 0.0, 0.0, level]
+                }
+                Jitter::Saturation => std::array::from_fn(|col| grey_of(&m, col)),
+            };
+            for row in &mut m {
+                for col in 0..4 {
+                    row[col] = row[col] * alpha + target[col] * (1.0 - alpha);
+                }
+            }
+        }
+        if let Some(l) = &self.lighting {
+            let shift = l.draw(rng);
+            (0..3).for_each(|c| m[c][3] += f64::from(shift[c]));
+        }
+        if let Some((mean, std)) = &self.normalize {
+            for c in 0..3 {
+                let inv = 1.0 / f64::from(std[c]);
+                m[c][3] -= f64::from(mean[c]);
+                m[c].iter_mut().for_each(|v| *v *= inv);
+            }
+        }
+        let flip = self.flip.is_some_and(|f| f.draw(rng));
+        (m.map(|row| row.map(|v| v as f32)), flip)
+    }
+
+    /// Writes the `width x height` HWC RGB sample `pixels` into `out` (CHW values), drawing the ops'
+    /// parameters from `rng`; `rows` is scratch for one row of each channel.
+    pub fn run(
+        &self,
+        pixels: &[u8],
+        [width, height]: [usize; 2],
+        rng: &mut SampleRng,
+        rows: &mut ColourRows,
+        out: &mut [f32],
+    ) {
+        assert_eq!(pixels.len(), width * height * 3, "sample size");
+        assert_eq!(out.len(), width * height * 3, "output size");
+        let (m, flip) = self.draw(|| channel_means(pixels), rng);
+        rows.bytes.resize(3 * width, 0);
+        rows.values.resize(3 * width, 0.0);
+        let plane = width * height;
+        for (y, src) in pixels.chunks_exact(width * 3).enumerate() {
+            // Planar bytes (mirrored if drawn), then values: both loops are simple enough to vectorise.
+            let (r, rest) = rows.bytes.split_at_mut(width);
+            let (g, b) = rest.split_at_mut(width);
+            let planar = r.iter_mut().zip(g.iter_mut()).zip(b.iter_mut());
+            if flip {
+                planar
+                    .zip(src.chunks_exact(3).rev())
+                    .for_each(|(((r, g), b), px)| (*r, *g, *b) = (px[0], px[1], px[2]));
+            } else {
+                planar.zip(src.chunks_exact(3)).for_each(|(((r, g), b), px)| (*r, *g, *b) = (px[0], px[1], px[2]));
+            }
+            rows.values.iter_mut().zip(&rows.bytes).for_each(|(v, &byte)| *v = f32::from(byte));
+            let (r, rest) = rows.values.split_at(width);
+            let (g, b) = rest.split_at(width);
+            for (c, [mr, mg, mb, shift]) in m.into_iter().enumerate() {
+                let dst = &mut out[c * plane + y * width..][..width];
+                for (((o, r), g), b) in dst.iter_mut().zip(r).zip(g).zip(b) {
+                    *o = mr * r + mg * g + mb * b + shift;
+                }
+            }
+        }
+    }
+}
+
+/// [`ColourAffine::run`]'s per-worker scratch: one row of each channel, as bytes and as values.
+#[derive(Debug, Default)]
+pub struct ColourRows {
+    bytes: Vec<u8>,
+    values: Vec<f32>,
+}
+
+/// The mean of each channel of HWC RGB bytes. Sixteen pixels at a time into 48 `u32` lanes, so the
+/// loop vectorises; each lane takes one byte per 16 pixels, so it cannot overflow below 2^28 pixels.
+fn channel_means(pixels: &[u8]) -> [f64; 3] {
+    const LANES: usize = 48;
+    assert!(pixels.len() / 3 < 1 << 28, "{} pixels", pixels.len() / 3);
+    let mut lanes = [0u32; LANES];
+    let chunks = pixels.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for chunk in chunks {
+        lanes.iter_mut().zip(chunk).for_each(|(l, &v)| *l += u32::from(v));
+    }
+    let mut sum = [0u64; 3];
+    for (k, &l) in lanes.iter().enumerate() {
+        sum[k % 3] += u64::from(l);
+    }
+    for (k, &v) in tail.iter().enumerate() {
+        sum[k % 3] += u64::from(v);
+    }
+    let n = (pixels.len() / 3).max(1) as f64;
+    sum.map(|s| s as f64 / n)
+}
+
 /// The ops after decoding, for the train (`true`) or val recipe.
 pub fn imagenet_ops(train: bool) -> Vec<Arc<dyn Op>> {
-    use crate::ops::{HFlip, Normalize, Scale};
     let normalize = Arc::new(Normalize { mean: IMAGENET_MEAN.to_vec(), std: IMAGENET_STD.to_vec() });
     if train {
         vec![
@@ -526,6 +710,55 @@ mod tests {
         Jitter::Contrast.apply(&mut img, 0.0);
         let m = px.iter().map(|p| f64::from(grey(p[0], p[1], p[2]))).sum::<f64>() / 11.0;
         assert!(img.data.iter().all(|v| (f64::from(*v) - m).abs() < 1e-6), "{:?} vs {m}", img.data);
+    }
+
+    #[test]
+    fn the_colour_kernel_agrees_with_the_ops_one_by_one() {
+        // 23 × 17: the channel sums' 48-byte lanes and tail, and rows that are no multiple of a vector.
+        let (w, h) = (23, 17);
+        let pixels: Vec<u8> = (0..w * h * 3).map(|i| ((i * 97 + i / 7 * 13) % 256) as u8).collect();
+        let jitter = ColorJitter { brightness: 0.4, contrast: 0.4, saturation: 0.4 };
+        for train in [true, false] {
+            let ops = imagenet_ops(train);
+            let kernel = ColourAffine::plan(&ops).expect("the recipe has a kernel");
+            let (mut orders, mut flips) = (std::collections::HashSet::new(), [0usize; 2]);
+            let mut rows = ColourRows::default();
+            for i in 0..200 {
+                let mut want = Image::new();
+                want.load_hwc_u8(&pixels, h, w, 3);
+                let mut rng = sample_rng(5, 2, i);
+                ops.iter().for_each(|op| op.apply(&mut want, &mut rng));
+                let next = rng.gen::<u64>();
+                let mut got = vec![f32::NAN; w * h * 3];
+                let mut rng = sample_rng(5, 2, i);
+                kernel.run(&pixels, [w, h], &mut rng, &mut rows, &mut got);
+                assert_eq!(rng.gen::<u64>(), next, "the kernel draws what the ops draw");
+                let worst = got.iter().zip(&want.data).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+                assert!(worst < 1e-4, "train {train}, sample {i}: off by {worst}");
+                if train {
+                    let mut rng = sample_rng(5, 2, i);
+                    orders.insert(jitter.draw(&mut rng).map(|t| t.map(|(t, _)| t)));
+                    Lighting::imagenet().draw(&mut rng);
+                    flips[usize::from(HFlip { p: 0.5 }.draw(&mut rng))] += 1;
+                }
+            }
+            if train {
+                assert_eq!(orders.len(), 6, "every order of the jitter transforms is checked");
+                assert!(flips.iter().all(|&n| n > 50), "{flips:?}");
+            }
+        }
+        let flip_first: Vec<Arc<dyn Op>> = vec![Arc::new(HFlip { p: 0.5 }), Arc::new(Scale { divisor: 255.0 })];
+        assert!(ColourAffine::plan(&flip_first).is_none());
+        let grey: Vec<Arc<dyn Op>> = vec![Arc::new(Normalize { mean: vec![0.5], std: vec![0.2] })];
+        assert!(ColourAffine::plan(&grey).is_none());
+    }
+
+    #[test]
+    fn channel_means_by_hand() {
+        // 37 pixels: two 16-pixel chunks and a 5-pixel tail.
+        let pixels: Vec<u8> = (0..37).flat_map(|p| [p as u8, 255, (p * 7 % 256) as u8]).collect();
+        let want = [(0..37).sum::<usize>() as f64 / 37.0, 255.0, (0..37).map(|p| p * 7).sum::<usize>() as f64 / 37.0];
+        assert_eq!(channel_means(&pixels), want);
     }
 
     #[test]

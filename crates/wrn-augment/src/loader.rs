@@ -18,7 +18,7 @@ use rayon::prelude::*;
 use wrn_data::cache::PreparedSplit;
 
 use crate::error::{Error, Result};
-use crate::imagenet::{Decode, DecodeError, DecodeScratch, EncodedSource};
+use crate::imagenet::{ColourAffine, ColourRows, Decode, DecodeError, DecodeScratch, EncodedSource};
 use crate::ops::{Fused, Image, ValueStep};
 use crate::preset::{Pipeline, Source};
 use crate::rng::{epoch_order, sample_rng, SampleRng};
@@ -174,6 +174,8 @@ struct Worker {
     decode: DecodeScratch,
     /// The fused kernel's column table.
     cols: Vec<usize>,
+    /// The colour kernel's rows.
+    rows: ColourRows,
 }
 
 struct Inner {
@@ -182,6 +184,8 @@ struct Inner {
     data: Data,
     /// The one-pass kernel for the pipeline's ops, when the source is the cache's pixels and one exists.
     fused: Option<Fused>,
+    /// The one-pass kernel for the ops after decoding, when the source is JPEG and one exists.
+    colour: Option<ColourAffine>,
     config: LoaderConfig,
     n: usize,
     in_shape: [usize; 3],
@@ -285,6 +289,7 @@ impl Loader {
             .map_err(|e| Error::Config(format!("cannot start {workers} workers: {e}")))?;
         let (recycle_tx, recycle_rx) = unbounded();
         let fused = if matches!(data, Data::Pixels) { Fused::plan(&pipeline.ops) } else { None };
+        let colour = if matches!(data, Data::Jpeg(_)) { ColourAffine::plan(&pipeline.ops) } else { None };
         if config.image_type == ImageType::U8 && !pipeline.delivers_u8() {
             let detail = format!(
                 "pipeline {pipeline} cannot deliver u8 batches: only pixel pipelines of padding, crops and flips \
@@ -292,8 +297,8 @@ impl Loader {
             );
             return Err(Error::Pipeline { path, detail });
         }
-        let inner =
-            Inner { samples, pipeline, fused, data, config, n, in_shape, out_shape, pool, built: AtomicUsize::new(0) };
+        let built = AtomicUsize::new(0);
+        let inner = Inner { samples, pipeline, fused, colour, data, config, n, in_shape, out_shape, pool, built };
         Ok(Loader { inner: Arc::new(inner), recycle_tx, recycle_rx })
     }
 
@@ -419,12 +424,7 @@ impl Inner {
             batch.images.par_chunks_mut(sample).zip(indices.par_iter()).for_each_init(
                 Worker::default,
                 |wk, (out, &i)| {
-                    let mut rng = sample_rng(seed, epoch, i as u64);
-                    if let (Some(f), Samples::Prepared(s)) = (&self.fused, &self.samples) {
-                        f.run(s.image(i), self.in_shape, &mut rng, &mut wk.cols, out);
-                        return;
-                    }
-                    if let Err(e) = self.load(i, wk, &mut rng) {
+                    if let Err(e) = self.sample(i, wk, &mut sample_rng(seed, epoch, i as u64), out) {
                         let name = match &self.samples {
                             Samples::Encoded(s) => s.name(i),
                             Samples::Prepared(s) => s.name(i),
@@ -432,16 +432,38 @@ impl Inner {
                         tracing::warn!("sample {i} ({name}) does not decode ({}); replaced by zeros", e.0);
                         failures.fetch_add(1, Ordering::Relaxed);
                         out.fill(0.0);
-                        return;
                     }
-                    for op in &self.pipeline.ops {
-                        op.apply(&mut wk.img, &mut rng);
-                    }
-                    out.copy_from_slice(&wk.img.data);
                 },
             )
         });
         batch.decode_failures = failures.into_inner();
+    }
+
+    /// Writes sample `i`'s values into `out`: by a one-pass kernel where there is one, else loaded into the
+    /// worker's image and the ops run one by one.
+    fn sample(
+        &self,
+        i: usize,
+        wk: &mut Worker,
+        rng: &mut SampleRng,
+        out: &mut [f32],
+    ) -> std::result::Result<(), DecodeError> {
+        match (&self.fused, &self.colour, &self.data, &self.samples) {
+            (Some(f), _, _, Samples::Prepared(s)) => f.run(s.image(i), self.in_shape, rng, &mut wk.cols, out),
+            (_, Some(k), Data::Jpeg(d), Samples::Encoded(s)) => {
+                let [_, h, w] = self.in_shape;
+                let pixels = d.decode(s.encoded(i), &mut wk.decode, rng)?;
+                k.run(pixels, [w, h], rng, &mut wk.rows, out);
+            }
+            _ => {
+                self.load(i, wk, rng)?;
+                for op in &self.pipeline.ops {
+                    op.apply(&mut wk.img, rng);
+                }
+                out.copy_from_slice(&wk.img.data);
+            }
+        }
+        Ok(())
     }
 
     /// Loads sample `i` into the worker's image, before the ops.

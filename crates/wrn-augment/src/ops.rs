@@ -87,7 +87,7 @@ impl Image {
 
 /// One step of a pipeline.
 pub trait Op: Send + Sync + fmt::Debug {
-    /// For recognising op sequences that have a fused kernel ([`Fused`]).
+    /// For recognising op sequences that have a one-pass kernel ([`Fused`], [`crate::imagenet::ColourAffine`]).
     fn as_any(&self) -> &dyn Any;
     /// A short name, e.g. `reflect-pad(4)`.
     fn name(&self) -> String;

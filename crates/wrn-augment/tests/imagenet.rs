@@ -1,12 +1,13 @@
 //! The ImageNet presets over real JPEG bytes (encoded here with jpeg-encoder): values of the val recipe on
 //! solid colours, determinism of the train recipe across worker counts, and corrupt images counted and
-//! replaced by zeros without disturbing the other samples; a folder in `ImageFolder` layout as a source,
+//! replaced by zeros without disturbing the other samples; the loader's one-pass colour kernel against the
+//! decode stage and the ops one by one; a folder in `ImageFolder` layout as a source,
 //! the ImageNet pipelines' throughput over it, and large images decoded at a reduced DCT scale.
 
 use std::sync::Arc;
 
 use jpeg_encoder::{ColorType, Encoder};
-use wrn_augment::imagenet::{CropBox, Decode, DecodeScratch, IMAGENET_MEAN, IMAGENET_STD};
+use wrn_augment::imagenet::{imagenet_ops, CropBox, Decode, DecodeScratch, IMAGENET_MEAN, IMAGENET_STD};
 use wrn_augment::ops::Image;
 use wrn_augment::rng::sample_rng;
 use wrn_augment::throughput::{measure_encoded, Options};
@@ -76,6 +77,29 @@ fn train_recipe_is_deterministic_across_workers_and_random_across_epochs() {
     }
     let again: Vec<_> = one.epoch(2, 0).collect();
     assert_ne!(again[0].images, a[0].images, "another epoch draws other crops");
+}
+
+#[test]
+fn loader_batches_match_the_decode_stage_then_the_ops_one_by_one() {
+    let mut images = EncodedImages::new();
+    for i in 0..6 {
+        images.push(format!("img{i}.jpg"), textured(i), 0);
+    }
+    let n = 3 * 224 * 224;
+    for (preset, decode, train) in
+        [(Preset::ImagenetTrain, Decode::train(), true), (Preset::ImagenetVal, Decode::val(), false)]
+    {
+        let batch = loader(images.clone(), preset, config(6, 2)).epoch(1, 0).next().unwrap();
+        let (ops, mut scratch, mut img) = (imagenet_ops(train), DecodeScratch::default(), Image::new());
+        for (k, &i) in batch.indices.iter().enumerate() {
+            let mut rng = sample_rng(3, 1, i as u64);
+            decode.run(images.encoded(i), &mut img, &mut scratch, &mut rng).unwrap();
+            ops.iter().for_each(|op| op.apply(&mut img, &mut rng));
+            let got = &batch.images[k * n..(k + 1) * n];
+            let worst = got.iter().zip(&img.data).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+            assert!(worst < 1e-4, "{preset:?} sample {i}: off by {worst}");
+        }
+    }
 }
 
 #[test]
