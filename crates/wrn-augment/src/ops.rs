@@ -455,21 +455,13 @@ impl Fused {
         cols: &mut Vec<usize>,
         out: &mut [f32],
     ) {
+        let Placement { dy, dx, oh, ow, flip } = self.place([c, h, w], rng, cols);
         let p = self.pad as isize;
-        let (ph, pw) = (h + 2 * self.pad, w + 2 * self.pad);
-        let ((dy, dx), (oh, ow)) = match self.crop {
-            Some(crop) => (crop.draw(ph, pw, rng), (crop.height, crop.width)),
-            None => ((0, 0), (ph, pw)),
-        };
-        let flip = self.flip.is_some_and(|f| f.draw(rng));
-        // Output column x reads unreflected source column `unreflected(x)`; those inside the image form
-        // one run of consecutive source pixels (ascending, or descending when mirrored).
-        let unreflected = |x: usize| (if flip { ow - 1 - x } else { x } + dx) as isize - p;
+        // The output columns whose source column is inside the image (not reflected) read one run of
+        // consecutive source pixels, ascending, or descending when mirrored.
         let [iw, iow, idx] = [w, ow, dx].map(|v| v as isize);
         let (lo, hi) = if flip { (iow + idx - p - iw, iow + idx - p) } else { (p - idx, iw + p - idx) };
         let (lo, hi) = (lo.clamp(0, iow) as usize, hi.clamp(0, iow) as usize);
-        cols.clear();
-        cols.extend((0..ow).map(|x| reflect_index(unreflected(x), w) * c));
         let step = match &self.post {
             ValueStep::Normalize { mean, inv_std } => {
                 simd::Step::SubMul([mean[0], mean[1], mean[2]], [inv_std[0], inv_std[1], inv_std[2]])
@@ -503,16 +495,9 @@ impl Fused {
         }
     }
 
-    fn gather<T: Copy>(
-        &self,
-        src: &[u8],
-        [c, h, w]: [usize; 3],
-        rng: &mut SampleRng,
-        cols: &mut Vec<usize>,
-        out: &mut [T],
-        value: impl Fn(u8, usize) -> T,
-    ) {
-        let p = self.pad as isize;
+    /// Draws the crop and the flip for an image of `[c, h, w]` and fills `cols` with the source byte
+    /// offset (within a row) of each output column, reflection and mirror folded in.
+    fn place(&self, [c, h, w]: [usize; 3], rng: &mut SampleRng, cols: &mut Vec<usize>) -> Placement {
         let (ph, pw) = (h + 2 * self.pad, w + 2 * self.pad);
         let ((dy, dx), (oh, ow)) = match self.crop {
             Some(crop) => (crop.draw(ph, pw, rng), (crop.height, crop.width)),
@@ -522,8 +507,22 @@ impl Fused {
         cols.clear();
         cols.extend((0..ow).map(|x| {
             let x = if flip { ow - 1 - x } else { x };
-            reflect_index((x + dx) as isize - p, w) * c
+            reflect_index((x + dx) as isize - self.pad as isize, w) * c
         }));
+        Placement { dy, dx, oh, ow, flip }
+    }
+
+    fn gather<T: Copy>(
+        &self,
+        src: &[u8],
+        [c, h, w]: [usize; 3],
+        rng: &mut SampleRng,
+        cols: &mut Vec<usize>,
+        out: &mut [T],
+        value: impl Fn(u8, usize) -> T,
+    ) {
+        let Placement { dy, oh, ow, .. } = self.place([c, h, w], rng, cols);
+        let p = self.pad as isize;
         let rows = (0..oh).map(|y| &src[reflect_index((y + dy) as isize - p, h) * w * c..][..w * c]);
         let plane = oh * ow;
         if c == 3 {
@@ -548,6 +547,15 @@ impl Fused {
             }
         }
     }
+}
+
+/// A sample's drawn window in the padded image (`oh x ow` at `(dy, dx)`) and whether it is mirrored.
+struct Placement {
+    dy: usize,
+    dx: usize,
+    oh: usize,
+    ow: usize,
+    flip: bool,
 }
 
 /// The vector part of [`Fused::run_rgb_ssse3`].
