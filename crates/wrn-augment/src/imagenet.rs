@@ -364,8 +364,11 @@ pub enum Jitter {
     Saturation,
 }
 
+/// The weights of R, G and B in a pixel's grey level.
+const GREY: [f32; 3] = [0.299, 0.587, 0.114];
+
 fn grey(r: f32, g: f32, b: f32) -> f32 {
-    0.299 * r + 0.587 * g + 0.114 * b
+    GREY[0] * r + GREY[1] * g + GREY[2] * b
 }
 
 /// The mean grey level of planes `r`, `g`, `b`: eight `f64` partial sums in a fixed order (so the result
@@ -545,12 +548,11 @@ impl ColourAffine {
     /// whether it is mirrored; the ops' random parameters are drawn from `rng`. `mean` gives the
     /// sample's channel means (0–255), needed only for contrast.
     fn draw(&self, mean: impl FnOnce() -> [f64; 3], rng: &mut SampleRng) -> ([[f32; 4]; 3], bool) {
-        const GREY: [f64; 3] = [0.299, 0.587, 0.114];
         // Row c: output channel c = Σ_j m[c][j] x_j + m[c][3].
         let mut m = [[0f64; 4]; 3];
         let scale = self.divisor.map_or(1.0, |d| 1.0 / f64::from(d));
         (0..3).for_each(|c| m[c][c] = scale);
-        let grey_of = |m: &[[f64; 4]; 3], col: usize| (0..3).map(|c| GREY[c] * m[c][col]).sum::<f64>();
+        let grey_of = |m: &[[f64; 4]; 3], col: usize| (0..3).map(|c| f64::from(GREY[c]) * m[c][col]).sum::<f64>();
         let mut mean = Some(mean);
         for (t, alpha) in self.jitter.map(|j| j.draw(rng)).into_iter().flatten().flatten() {
             let alpha = f64::from(alpha);

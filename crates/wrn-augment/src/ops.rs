@@ -462,13 +462,6 @@ impl Fused {
         let [iw, iow, idx] = [w, ow, dx].map(|v| v as isize);
         let (lo, hi) = if flip { (iow + idx - p - iw, iow + idx - p) } else { (p - idx, iw + p - idx) };
         let (lo, hi) = (lo.clamp(0, iow) as usize, hi.clamp(0, iow) as usize);
-        let step = match &self.post {
-            ValueStep::Normalize { mean, inv_std } => {
-                simd::Step::SubMul([mean[0], mean[1], mean[2]], [inv_std[0], inv_std[1], inv_std[2]])
-            }
-            ValueStep::Divide(d) => simd::Step::Div(*d),
-            ValueStep::None => simd::Step::SubMul([0.0; 3], [1.0; 3]),
-        };
         let lut = |v: u8, ch: usize| self.lut[ch][usize::from(v)];
         let plane = oh * ow;
         let (r, rest) = out.split_at_mut(plane);
@@ -484,7 +477,7 @@ impl Fused {
                     row + cols.get(lo).copied().unwrap_or(0),
                     flip,
                     hi - lo,
-                    &step,
+                    &self.post,
                     [&mut r[lo..], &mut g[lo..], &mut b[lo..]],
                 )
             };
@@ -563,11 +556,7 @@ struct Placement {
 mod simd {
     use std::arch::x86_64::*;
 
-    /// The value step of a byte `v` converted to `f32`: `(v - a) * b` per channel, or `v / d`.
-    pub enum Step {
-        SubMul([f32; 3], [f32; 3]),
-        Div(f32),
-    }
+    use super::ValueStep;
 
     /// Writes the values of `n` RGB pixels into the channel rows `out`: output pixel `k` is the source
     /// pixel at byte `first + 3k`, or `first - 3k` when `mirrored`. Works four pixels at a time while a
@@ -583,7 +572,7 @@ mod simd {
         first: usize,
         mirrored: bool,
         n: usize,
-        step: &Step,
+        step: &ValueStep,
         out: [&mut [f32]; 3],
     ) -> usize {
         // Byte k of the 16 loaded goes to 32-bit lane k / 4 where the mask holds its index; -1 clears.
@@ -597,10 +586,14 @@ mod simd {
         if n < 4 {
             return 0;
         }
-        // The step as vectors: `(v - sub) * mul`, or `v / div` (no multiplication by a reciprocal).
-        let (sub, mul, div) = match *step {
-            Step::SubMul(a, b) => (a.map(|a| _mm_set1_ps(a)), b.map(|b| _mm_set1_ps(b)), None),
-            Step::Div(d) => ([_mm_setzero_ps(); 3], [_mm_setzero_ps(); 3], Some(_mm_set1_ps(d))),
+        // The step (of 3 channels) as vectors: `(v - sub) * mul`, with `None` as `(v - 0) * 1`, or `v / div`
+        // (no multiplication by a reciprocal).
+        let (sub, mul, div) = match step {
+            ValueStep::Normalize { mean, inv_std } => {
+                (std::array::from_fn(|c| _mm_set1_ps(mean[c])), std::array::from_fn(|c| _mm_set1_ps(inv_std[c])), None)
+            }
+            ValueStep::None => ([_mm_setzero_ps(); 3], [_mm_set1_ps(1.0); 3], None),
+            ValueStep::Divide(d) => ([_mm_setzero_ps(); 3], [_mm_setzero_ps(); 3], Some(_mm_set1_ps(*d))),
         };
         // Groups of four from pixel 0, the last one moved back to end at pixel n (it rewrites a few values
         // with the same bits rather than leave them to the table).
