@@ -11,48 +11,60 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::plan::{Plan, PlannedRun, RunState};
+use crate::devices::{CudaEnv, Device, DEVICE_ORDER_ENV, VISIBLE_DEVICES_ENV};
+use crate::plan::{Plan, PlannedRun, RunState, SweepError};
 
 /// Where a run executes: a device for `wrn train` and the environment that pins it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Slot {
-    /// `cpu` or `cuda` (the GPU is picked by `CUDA_VISIBLE_DEVICES`, so a resumed run may move GPUs).
-    pub device: String,
+    pub device: Device,
     pub env: Vec<(String, String)>,
     pub name: String,
 }
 
 impl Slot {
-    /// `jobs` slots per GPU of `gpus`, or `jobs` CPU slots sharing `cores` when `gpus` is empty.
-    pub fn layout(gpus: &[u32], jobs: usize, cores: usize) -> Vec<Slot> {
+    /// `jobs` slots per GPU of `gpus`, or `jobs` CPU slots sharing `cores` when `gpus` is empty. `gpus` are
+    /// indices among the GPUs the sweep sees: each maps through the sweep's `CUDA_VISIBLE_DEVICES` (`cuda`)
+    /// to the child's, and GPU children enumerate in the sweep's `CUDA_DEVICE_ORDER` (`PCI_BUS_ID` unless
+    /// the caller chose another), so they train on the GPU the sweep means.
+    pub fn layout(gpus: &[u32], jobs: usize, cores: usize, cuda: &CudaEnv) -> Result<Vec<Slot>, SweepError> {
         let jobs = jobs.max(1);
         if gpus.is_empty() {
             let threads = (cores / jobs).max(1).to_string();
-            return (0..jobs)
+            return Ok((0..jobs)
                 .map(|j| Slot {
-                    device: "cpu".into(),
-                    env: vec![
-                        ("WRN_TORCH_THREADS".into(), threads.clone()),
-                        ("CUDA_VISIBLE_DEVICES".into(), "".into()),
-                    ],
+                    device: Device::Cpu,
+                    env: vec![("WRN_TORCH_THREADS".into(), threads.clone()), (VISIBLE_DEVICES_ENV.into(), "".into())],
                     name: format!("cpu#{j}"),
                 })
-                .collect();
+                .collect());
         }
+        let visible = cuda.children_visible(gpus)?;
         // Each GPU run feeds its GPU from a fair share of the cores.
         let data_threads = (cores / (gpus.len() * jobs)).max(1).to_string();
-        gpus.iter()
-            .flat_map(|&g| (0..jobs).map(move |j| (g, j)))
-            .map(|(g, j)| Slot {
-                device: "cuda".into(),
-                env: vec![
-                    ("CUDA_VISIBLE_DEVICES".into(), g.to_string()),
-                    ("WRN_DATA_THREADS".into(), data_threads.clone()),
-                ],
-                name: if jobs == 1 { format!("gpu{g}") } else { format!("gpu{g}#{j}") },
-            })
-            .collect()
+        let mut slots = Vec::new();
+        for (&g, entry) in gpus.iter().zip(&visible) {
+            // The sweep's index, and the GPU it stands for when the sweep runs under a list of its own.
+            let gpu = if *entry == g.to_string() { format!("gpu{g}") } else { format!("gpu{g}({entry})") };
+            for j in 0..jobs {
+                slots.push(Slot {
+                    device: Device::Cuda,
+                    env: vec![
+                        (VISIBLE_DEVICES_ENV.into(), entry.clone()),
+                        (DEVICE_ORDER_ENV.into(), cuda.order().into()),
+                        ("WRN_DATA_THREADS".into(), data_threads.clone()),
+                    ],
+                    name: if jobs == 1 { gpu.clone() } else { format!("{gpu}#{j}") },
+                });
+            }
+        }
+        Ok(slots)
     }
+}
+
+/// The cores this process may run on (its CPU affinity), at least one.
+pub fn available_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// How one run of the sweep ended.
@@ -121,12 +133,13 @@ pub fn log_path(run: &PlannedRun) -> PathBuf {
     run.dir.join("sweep.log")
 }
 
-/// The `wrn train` command line of a run on a slot.
+/// The `wrn train` command line of a run on a slot. A resumed run trains on the slot's device too,
+/// whatever device it began on.
 pub fn command(exe: &Path, run: &PlannedRun, slot: &Slot) -> Command {
     let mut cmd = Command::new(exe);
     cmd.arg("train");
     if run.state == RunState::Resume {
-        cmd.arg("--resume").arg(&run.dir);
+        cmd.arg("--resume").arg(&run.dir).arg("--device").arg(slot.device.as_str());
     } else {
         for set in &run.sets {
             cmd.arg("--set").arg(set);
@@ -260,16 +273,104 @@ pub fn execute(
 mod tests {
     use super::*;
 
+    fn env_of(slot: &Slot, key: &str) -> Option<String> {
+        slot.env.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone())
+    }
+
+    fn cuda(visible: Option<&str>, order: Option<&str>) -> CudaEnv {
+        CudaEnv { visible_devices: visible.map(Into::into), device_order: order.map(Into::into) }
+    }
+
     #[test]
     fn slots_spread_gpus_and_cores() {
-        let cpu = Slot::layout(&[], 2, 16);
+        let cpu = Slot::layout(&[], 2, 16, &CudaEnv::default()).unwrap();
         assert_eq!(cpu.len(), 2);
-        assert_eq!(cpu[0].device, "cpu");
-        assert!(cpu[0].env.contains(&("WRN_TORCH_THREADS".into(), "8".into())));
-        let gpu = Slot::layout(&[0, 3], 2, 16);
+        assert_eq!(cpu[0].device, Device::Cpu);
+        assert_eq!(env_of(&cpu[0], "WRN_TORCH_THREADS").as_deref(), Some("8"));
+        assert_eq!(env_of(&cpu[0], "CUDA_VISIBLE_DEVICES").as_deref(), Some(""));
+        let gpu = Slot::layout(&[0, 3], 2, 16, &CudaEnv::default()).unwrap();
         assert_eq!(gpu.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["gpu0#0", "gpu0#1", "gpu3#0", "gpu3#1"]);
-        assert!(gpu[2].env.contains(&("CUDA_VISIBLE_DEVICES".into(), "3".into())));
-        assert!(gpu[2].env.contains(&("WRN_DATA_THREADS".into(), "4".into())));
-        assert_eq!(Slot::layout(&[1], 1, 4)[0].name, "gpu1");
+        assert!(gpu.iter().all(|s| s.device == Device::Cuda));
+        assert_eq!(env_of(&gpu[2], "CUDA_VISIBLE_DEVICES").as_deref(), Some("3"));
+        assert_eq!(env_of(&gpu[2], "WRN_DATA_THREADS").as_deref(), Some("4"));
+        assert_eq!(Slot::layout(&[1], 1, 4, &CudaEnv::default()).unwrap()[0].name, "gpu1");
+    }
+
+    #[test]
+    fn gpu_slots_pin_their_gpu_through_the_sweeps_list_in_pci_order() {
+        let slots = Slot::layout(&[0, 1], 1, 8, &cuda(Some("4,5"), None)).unwrap();
+        assert_eq!(slots.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["gpu0(4)", "gpu1(5)"]);
+        for (slot, physical) in slots.iter().zip(["4", "5"]) {
+            assert_eq!(
+                slot.env,
+                [
+                    ("CUDA_VISIBLE_DEVICES".to_string(), physical.to_string()),
+                    ("CUDA_DEVICE_ORDER".to_string(), "PCI_BUS_ID".to_string()),
+                    ("WRN_DATA_THREADS".to_string(), "4".to_string()),
+                ]
+            );
+        }
+        // Without a list of the sweep's own, index i is GPU i, still in PCI order.
+        let plain = Slot::layout(&[2], 1, 8, &CudaEnv::default()).unwrap();
+        assert_eq!(env_of(&plain[0], "CUDA_VISIBLE_DEVICES").as_deref(), Some("2"));
+        assert_eq!(env_of(&plain[0], "CUDA_DEVICE_ORDER").as_deref(), Some("PCI_BUS_ID"));
+        assert_eq!(env_of(&plain[0], "WRN_DATA_THREADS").as_deref(), Some("8"));
+        // A caller's own order is kept, since its list's indices are in that order.
+        let fastest = Slot::layout(&[0], 2, 8, &cuda(Some("GPU-aa,GPU-bb"), Some("FASTEST_FIRST"))).unwrap();
+        assert_eq!(fastest.len(), 2);
+        assert_eq!(env_of(&fastest[1], "CUDA_VISIBLE_DEVICES").as_deref(), Some("GPU-aa"));
+        assert_eq!(env_of(&fastest[1], "CUDA_DEVICE_ORDER").as_deref(), Some("FASTEST_FIRST"));
+        assert_eq!(env_of(&fastest[1], "WRN_DATA_THREADS").as_deref(), Some("4"));
+        // An index beyond the list is an error, and so is any GPU under an empty list.
+        let err = Slot::layout(&[0, 2], 1, 8, &cuda(Some("4,5"), None)).unwrap_err().to_string();
+        assert!(err.contains("GPU 2 of the sweep") && err.contains("CUDA_VISIBLE_DEVICES='4,5'"), "{err}");
+        assert!(Slot::layout(&[0], 1, 8, &cuda(Some(""), None)).is_err());
+        // CPU slots need no GPU, whatever the list.
+        assert_eq!(Slot::layout(&[], 1, 8, &cuda(Some(""), None)).unwrap()[0].device, Device::Cpu);
+    }
+
+    fn planned(state: RunState) -> PlannedRun {
+        PlannedRun {
+            rows: vec!["t/a".into()],
+            dataset: "cifar10".into(),
+            arch: "wrn-10-1".into(),
+            seed: 1,
+            dir: "/runs/a/seed1".into(),
+            sets: vec!["arch=wrn-10-1".into(), "seed=1".into()],
+            state,
+        }
+    }
+
+    fn args(cmd: &Command) -> Vec<String> {
+        cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect()
+    }
+
+    #[test]
+    fn a_new_run_sets_the_slots_device() {
+        let slot = &Slot::layout(&[], 1, 4, &CudaEnv::default()).unwrap()[0];
+        let cmd = command(Path::new("/bin/wrn"), &planned(RunState::New), slot);
+        assert_eq!(cmd.get_program(), "/bin/wrn");
+        assert_eq!(
+            args(&cmd),
+            ["train", "--set", "arch=wrn-10-1", "--set", "seed=1", "--set", "device=cpu", "--out", "/runs/a/seed1"]
+        );
+    }
+
+    #[test]
+    fn a_resumed_run_trains_on_the_slots_device() {
+        let exe = Path::new("/bin/wrn");
+        let gpu = &Slot::layout(&[1], 1, 4, &cuda(Some("6,7"), None)).unwrap()[0];
+        let cmd = command(exe, &planned(RunState::Resume), gpu);
+        assert_eq!(args(&cmd), ["train", "--resume", "/runs/a/seed1", "--device", "cuda"]);
+        let envs: Vec<(String, Option<String>)> = cmd
+            .get_envs()
+            .map(|(k, v)| (k.to_string_lossy().into_owned(), v.map(|v| v.to_string_lossy().into_owned())))
+            .collect();
+        assert!(envs.contains(&("CUDA_VISIBLE_DEVICES".into(), Some("7".into()))), "{envs:?}");
+        assert!(envs.contains(&("CUDA_DEVICE_ORDER".into(), Some("PCI_BUS_ID".into()))), "{envs:?}");
+        let cpu = &Slot::layout(&[], 1, 4, &CudaEnv::default()).unwrap()[0];
+        let cmd = command(exe, &planned(RunState::Resume), cpu);
+        assert_eq!(args(&cmd), ["train", "--resume", "/runs/a/seed1", "--device", "cpu"]);
+        assert!(cmd.get_envs().any(|(k, v)| k == "CUDA_VISIBLE_DEVICES" && v == Some("".as_ref())));
     }
 }

@@ -17,6 +17,25 @@ pub enum SweepError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("{0}")]
     Invalid(String),
+    #[error(
+        "GPU {index} of the sweep is beyond its CUDA_VISIBLE_DEVICES='{visible}', which makes {count} GPU(s) \
+         visible: --gpus counts the GPUs of that list from 0"
+    )]
+    GpuBeyondVisible { index: u32, visible: String, count: usize },
+    #[error(
+        "the NVIDIA driver reports {gpus} GPU(s) but CUDA cannot be used: {reason}; run `wrn doctor` for the \
+         cause, or pass --gpus none to train on the CPU"
+    )]
+    CudaUnusable { gpus: usize, reason: String },
+    #[error("the task asks for cuda but CUDA cannot be used here: {0}; run `wrn doctor` on this node for the cause")]
+    CudaRequired(String),
+    #[error(
+        "--gpus {gpus}: CUDA cannot be used: {reason}; run `wrn doctor` for the cause, or pass --gpus none to \
+         train on the CPU"
+    )]
+    GpusUnusable { gpus: String, reason: String },
+    #[error("--gpus names GPU {index}, but the sweep sees {count} GPU(s): --gpus counts them from 0")]
+    NoSuchGpu { index: u32, count: usize },
 }
 
 /// How much of the paper's schedule each run trains.

@@ -8,7 +8,12 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::devices::{require_cuda, CudaEnv, CudaStatus, Device};
+use crate::exec::Slot;
 use crate::plan::{Plan, PlannedRun, SweepError};
+
+/// The CPUs Slurm gives each task of the array.
+pub const CPUS_PER_TASK_ENV: &str = "SLURM_CPUS_PER_TASK";
 
 /// The `#SBATCH` options of the array job.
 #[derive(Debug, Clone, Default)]
@@ -17,7 +22,8 @@ pub struct SlurmOptions {
     pub partition: Option<String>,
     /// Wall-clock limit per task, in Slurm's syntax (`2-00:00:00`).
     pub time: Option<String>,
-    /// Generic resources per task, e.g. `gpu:1`; a task with a GPU trains on `cuda`, else on `cpu`.
+    /// Generic resources per task, e.g. `gpu:1`; a task with a GPU trains on `cuda` (and fails when CUDA
+    /// cannot be used there), else on `cpu`.
     pub gres: Option<String>,
     pub cpus_per_task: Option<u32>,
     pub mem: Option<String>,
@@ -27,10 +33,11 @@ pub struct SlurmOptions {
     pub extra: Vec<String>,
 }
 
-/// The task list the script's tasks read: the pending runs and the device they train on.
+/// The task list the script's tasks read: the pending runs and the device they train on (`"cpu"` or
+/// `"cuda"` in the JSON).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TaskFile {
-    pub device: String,
+    pub device: Device,
     pub runs: Vec<PlannedRun>,
 }
 
@@ -55,10 +62,10 @@ pub fn write_slurm(plan: &Plan, options: &SlurmOptions, exe: &Path, dir: &Path) 
     std::fs::create_dir_all(dir.join("slurm")).map_err(io(dir))?;
     let dir = std::path::absolute(dir).map_err(io(dir))?;
     let exe = std::path::absolute(exe).map_err(io(exe))?;
-    let device = if options.gres.as_deref().is_some_and(|g| g.contains("gpu")) { "cuda" } else { "cpu" };
+    let device = if options.gres.as_deref().is_some_and(|g| g.contains("gpu")) { Device::Cuda } else { Device::Cpu };
     let tasks_path = dir.join(format!("{}.tasks.json", options.job_name));
     let script_path = dir.join(format!("{}.sbatch", options.job_name));
-    let mut tasks = TaskFile { device: device.into(), runs };
+    let mut tasks = TaskFile { device, runs };
     for run in &mut tasks.runs {
         run.dir = std::path::absolute(&run.dir).map_err(io(&run.dir))?;
     }
@@ -104,6 +111,41 @@ pub fn write_slurm(plan: &Plan, options: &SlurmOptions, exe: &Path, dir: &Path) 
     ));
     write_atomic(&script_path, script.as_bytes())?;
     Ok(Some(script_path))
+}
+
+/// The cores of a task: Slurm's allocation (`SLURM_CPUS_PER_TASK`), else the cores this process may
+/// run on.
+pub fn task_cores() -> usize {
+    cores_of(std::env::var(CPUS_PER_TASK_ENV).ok().as_deref())
+}
+
+fn cores_of(cpus_per_task: Option<&str>) -> usize {
+    cpus_per_task
+        .and_then(|n| n.trim().parse().ok())
+        .filter(|&n: &usize| n > 0)
+        .unwrap_or_else(crate::exec::available_cores)
+}
+
+/// The slot a task trains on: the CPU with the task's `cores`, or, for a `cuda` task, the task's first
+/// GPU (mapped through `env`, the task's `CUDA_VISIBLE_DEVICES` as Slurm set it). `cuda` is asked only
+/// for a `cuda` task; when CUDA cannot be used the task fails with the reason rather than training on
+/// the CPU.
+pub fn task_slot(
+    device: Device,
+    cuda: impl FnOnce() -> CudaStatus,
+    cores: usize,
+    env: &CudaEnv,
+) -> Result<Slot, SweepError> {
+    let gpus = match device {
+        Device::Cpu => vec![],
+        Device::Cuda => {
+            require_cuda(cuda())?;
+            vec![0]
+        }
+    };
+    let mut slot = Slot::layout(&gpus, 1, cores, env)?.remove(0);
+    slot.name = format!("slurm {}", slot.name);
+    Ok(slot)
 }
 
 /// A path quoted for bash.
@@ -168,10 +210,50 @@ mod tests {
         ] {
             assert!(text.contains(line), "{line} missing from:\n{text}");
         }
-        let tasks = TaskFile::load(&dir.path().join("wrn-t4.tasks.json")).unwrap();
-        assert_eq!(tasks.device, "cuda");
+        let tasks_path = dir.path().join("wrn-t4.tasks.json");
+        let tasks = TaskFile::load(&tasks_path).unwrap();
+        assert_eq!(tasks.device, Device::Cuda);
+        // The device is written as wrn train names it, so the file stays readable.
+        let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&tasks_path).unwrap()).unwrap();
+        assert_eq!(json["device"], "cuda");
         assert_eq!(tasks.runs.iter().map(|r| r.dir.to_str().unwrap()).collect::<Vec<_>>(), ["/r/a", "/r/c"]);
         let none = Plan { runs: vec![run("/r/b", RunState::Finished)] };
         assert!(write_slurm(&none, &options, Path::new("/opt/wrn"), dir.path()).unwrap().is_none());
+        let cpu = SlurmOptions { job_name: "wrn-cpu".into(), ..Default::default() };
+        write_slurm(&plan, &cpu, Path::new("/opt/wrn"), dir.path()).unwrap().unwrap();
+        let text = std::fs::read_to_string(dir.path().join("wrn-cpu.tasks.json")).unwrap();
+        assert!(text.contains("\"device\": \"cpu\""), "{text}");
+    }
+
+    #[test]
+    fn a_task_uses_its_allocation() {
+        assert_eq!(cores_of(Some("6")), 6);
+        let machine = crate::exec::available_cores();
+        assert_eq!(cores_of(None), machine);
+        assert_eq!(cores_of(Some("0")), machine);
+        assert_eq!(cores_of(Some("lots")), machine);
+    }
+
+    #[test]
+    fn a_task_slot_trains_on_the_tasks_gpu_or_cores() {
+        let never = || -> CudaStatus { panic!("a CPU task does not ask CUDA") };
+        let cpu = task_slot(Device::Cpu, never, 6, &CudaEnv::default()).unwrap();
+        assert_eq!(cpu.device, Device::Cpu);
+        assert!(cpu.env.contains(&("WRN_TORCH_THREADS".into(), "6".into())), "{:?}", cpu.env);
+        // Slurm gave the task GPU 3 of the node: its child trains there, in PCI order, on the task's cores.
+        let slurm = CudaEnv { visible_devices: Some("3".into()), device_order: None };
+        let gpu = task_slot(Device::Cuda, || Ok(1), 6, &slurm).unwrap();
+        assert_eq!(gpu.device, Device::Cuda);
+        assert_eq!(
+            gpu.env,
+            [
+                ("CUDA_VISIBLE_DEVICES".to_string(), "3".to_string()),
+                ("CUDA_DEVICE_ORDER".to_string(), "PCI_BUS_ID".to_string()),
+                ("WRN_DATA_THREADS".to_string(), "6".to_string()),
+            ]
+        );
+        // A cuda task where CUDA cannot be used fails with the reason, never trains on the CPU.
+        let err = task_slot(Device::Cuda, || Err("no NVIDIA driver".into()), 6, &slurm).unwrap_err().to_string();
+        assert!(err.contains("asks for cuda") && err.contains("no NVIDIA driver"), "{err}");
     }
 }

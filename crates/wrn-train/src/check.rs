@@ -52,7 +52,8 @@ pub struct CheckOptions {
     pub input_side: Option<i64>,
 }
 
-/// Runs one warm-up step and `steps` timed forward+backward steps of `arch` at `batch` on `device`.
+/// Runs warm-up steps (one on the CPU, three on CUDA) and `steps` timed forward+backward steps of `arch` at
+/// `batch` on `device`.
 pub fn forward_backward(
     arch: &Arch,
     device: Device,
@@ -83,7 +84,7 @@ pub fn forward_backward(
     let y = Tensor::f_randint(arch.num_classes(), [batch], (Kind::Int64, device)).map_err(torch)?;
     let recipe = crate::config::Experiment::recipe(crate::datasets::Dataset::Cifar10).optimizer;
     let mut sgd = options.optimizer_step.then(|| crate::sgd::Sgd::new(&vs, recipe));
-    let mut step = || -> Result<f64, tch::TchError> {
+    let mut step = || -> Result<Tensor, tch::TchError> {
         vs.trainable_variables().iter_mut().for_each(Tensor::zero_grad);
         let loss = net.forward_t(&x, true).to_kind(Kind::Float).f_cross_entropy_loss::<Tensor>(
             &y,
@@ -96,19 +97,32 @@ pub fn forward_backward(
         if let Some(sgd) = sgd.as_mut() {
             sgd.step(0.1);
         }
-        f64::try_from(&loss)
+        Ok(loss)
     };
-    step().map_err(torch)?;
+    let sync = || {
+        if let Device::Cuda(index) = device {
+            tch::Cuda::synchronize(index as i64);
+        }
+    };
+    // Warm-up: on CUDA, cuDNN's benchmark mode tunes each shape in the first step.
+    let warmup = if device.is_cuda() { 3 } else { 1 };
+    for _ in 0..warmup {
+        let _ = step().map_err(torch)?;
+    }
+    sync();
+    // Timed steps are launched back to back and synchronised once at the end, as training runs them.
     let start = Instant::now();
-    let mut loss = 0.0;
+    let mut last = None;
     for _ in 0..steps {
-        loss = step().map_err(torch)?;
+        last = Some(step().map_err(torch)?);
     }
-    if let Device::Cuda(index) = device {
-        tch::Cuda::synchronize(index as i64);
-    }
+    sync();
+    let loss = match last {
+        Some(loss) => f64::try_from(&loss).map_err(torch)?,
+        None => f64::NAN,
+    };
     let seconds = start.elapsed().as_secs_f64();
-    if !loss.is_finite() {
+    if steps > 0 && !loss.is_finite() {
         return Err(CheckError::NonFinite { device: name, loss });
     }
     Ok(DeviceCheck {
@@ -124,7 +138,7 @@ pub fn forward_backward(
         images_per_second: (batch as f64 * steps as f64) / seconds.max(1e-9),
         optimizer_step: options.optimizer_step,
         device_memory_in_use_bytes: match device {
-            Device::Cuda(index) => crate::environment::cuda_memory_in_use(index),
+            Device::Cuda(index) => crate::driver::cuda_memory_in_use(index),
             _ => None,
         },
     })
@@ -139,17 +153,21 @@ pub struct Reference {
     pub flops_per_second: f64,
 }
 
-/// Side of the reference matrices: large enough to run at the BLAS's full speed, small enough to fit in
-/// a CPU's caches.
+/// Side of the reference matrices on the CPU: large enough to run at the BLAS's full speed, small enough
+/// to fit in a CPU's caches.
 pub const REFERENCE_SIDE: i64 = 512;
+/// Side of the reference matrices on a GPU, in bf16: large enough that a product is not bound by its
+/// launch on a large GPU.
+pub const GPU_REFERENCE_SIDE: i64 = 8192;
 
-/// Times products of two [`REFERENCE_SIDE`]² `f32` matrices on `device` for at least `min_seconds`.
+/// Times products of two square matrices on `device` for at least `min_seconds`: [`REFERENCE_SIDE`]²
+/// `f32` on the CPU, [`GPU_REFERENCE_SIDE`]² bf16 on CUDA.
 pub fn matmul_reference(device: Device, min_seconds: f64) -> Result<Reference, CheckError> {
     let name = format!("{device:?}").to_lowercase();
     let torch = |source| CheckError::Torch { device: name.clone(), source };
-    let n = REFERENCE_SIDE;
-    let a = Tensor::f_randn([n, n], (Kind::Float, device)).map_err(torch)?;
-    let b = Tensor::f_randn([n, n], (Kind::Float, device)).map_err(torch)?;
+    let (n, kind) = if device.is_cuda() { (GPU_REFERENCE_SIDE, Kind::BFloat16) } else { (REFERENCE_SIDE, Kind::Float) };
+    let a = Tensor::f_randn([n, n], (kind, device)).map_err(torch)?;
+    let b = Tensor::f_randn([n, n], (kind, device)).map_err(torch)?;
     let sync = || {
         if let Device::Cuda(index) = device {
             tch::Cuda::synchronize(index as i64);
@@ -168,7 +186,7 @@ pub fn matmul_reference(device: Device, min_seconds: f64) -> Result<Reference, C
     }
     let seconds = start.elapsed().as_secs_f64().max(1e-9);
     Ok(Reference {
-        workload: format!("{n}x{n} f32 matmul"),
+        workload: format!("{n}x{n} {} matmul", if kind == Kind::Float { "f32" } else { "bf16" }),
         flops_per_second: products as f64 * 2.0 * (n as f64).powi(3) / seconds,
     })
 }

@@ -1,36 +1,20 @@
 //! What this process runs on: wrn and libtorch versions, where libtorch was loaded from, the CUDA
-//! driver, GPUs and cuDNN (or why CUDA is unavailable), the thread plan and the directories in use.
+//! driver, GPUs and cuDNN (or why CUDA is unavailable), libtorch's numerics settings (cuDNN benchmark,
+//! TF32), the host, the thread plan and the directories in use.
 //!
-//! `wrn doctor` prints an [`Environment`]; the training runner writes one into every run folder.
-//! GPU names, memory and compute capability come from the NVIDIA driver API (`libcuda.so.1`, loaded at
-//! run time), since libtorch's C API does not expose them.
+//! `wrn doctor` prints an [`Environment`] and exits non-zero on its [`Environment::problems`]; the training
+//! runner writes one into every run folder, and writes it again when a run resumes on another device or
+//! host (the earlier ones kept in `previous`).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use crate::runtime::{self, ThreadPlan};
-
-/// One GPU as the NVIDIA driver describes it.
-#[derive(Debug, Clone, Serialize)]
-pub struct Gpu {
-    pub index: usize,
-    pub name: String,
-    pub total_memory_bytes: u64,
-    /// `major.minor`, e.g. `9.0` for an H100/H200.
-    pub compute_capability: String,
-}
-
-/// What the NVIDIA driver reports.
-#[derive(Debug, Clone, Serialize)]
-pub struct Driver {
-    /// CUDA version the driver supports, e.g. `13.0`.
-    pub cuda_version: String,
-    pub devices: Vec<Gpu>,
-}
+use crate::driver::{self, Driver};
+use crate::runtime::{self, ThreadPlan, TorchSettings};
 
 /// CUDA as seen by this process.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Cuda {
     pub available: bool,
     /// Why CUDA cannot be used, when it cannot.
@@ -46,7 +30,7 @@ pub struct Cuda {
 }
 
 /// Versions, libraries, devices, threads and directories of this process.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Environment {
     pub wrn_version: String,
     pub git_sha: String,
@@ -55,10 +39,25 @@ pub struct Environment {
     pub libtorch_version: Option<String>,
     /// Directory of the `libtorch_cpu.so` this process runs against.
     pub libtorch_dir: Option<PathBuf>,
+    /// Every path a `libtorch_cpu.so` is mapped from; more than one is two libtorch copies in one process.
+    #[serde(default)]
+    pub libtorch_copies: Vec<PathBuf>,
     pub cuda: Cuda,
+    /// The device this process computes on (`cpu`, `cuda:0`), when it has chosen one.
+    #[serde(default)]
+    pub device: Option<String>,
+    /// libtorch's cuDNN and TF32 settings, read from libtorch.
+    #[serde(default)]
+    pub settings: Option<TorchSettings>,
+    /// The machine's host name.
+    #[serde(default)]
+    pub host: Option<String>,
     pub threads: ThreadPlan,
     pub cache_dir: PathBuf,
     pub data_dir: PathBuf,
+    /// Where a resumed run ran before, oldest first (see the module doc).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub previous: Vec<serde_json::Value>,
 }
 
 impl Environment {
@@ -67,10 +66,10 @@ impl Environment {
         // A tensor op first, so libtorch is initialised before it is queried.
         let _ = tch::Tensor::from(0.0f32) + 1.0;
         let libtorch_dir = runtime::libtorch_dir();
-        let backend_library = runtime::load_cuda().ok().map(Path::to_path_buf);
+        let backend_library = runtime::load_cuda().ok().map(std::path::Path::to_path_buf);
         let status = runtime::cuda_status();
         let available = status.is_ok();
-        let driver = cuda_driver();
+        let driver = driver::cuda_driver();
         let cuda = Cuda {
             available,
             reason: status.as_ref().err().cloned(),
@@ -84,16 +83,33 @@ impl Environment {
             wrn_version: wrn_version.to_string(),
             git_sha: git_sha.to_string(),
             tch_version: crate::TCH_VERSION.to_string(),
-            libtorch_version: libtorch_dir.as_deref().and_then(libtorch_version),
+            libtorch_version: libtorch_dir.as_deref().and_then(runtime::libtorch_version),
             libtorch_dir,
+            libtorch_copies: runtime::mapped_libraries("libtorch_cpu.so"),
             cuda,
+            device: None,
+            settings: runtime::torch_settings(),
+            host: host_name(),
             threads,
             cache_dir: wrn_data::dirs::cache_dir(),
             data_dir: wrn_data::dirs::data_dir(),
+            previous: Vec::new(),
         }
     }
 
-    /// Problems that make this environment unusable for training; empty when all is well.
+    /// The same environment, recording the device computed on.
+    pub fn on_device(mut self, device: tch::Device) -> Environment {
+        self.device = Some(device_name(device));
+        self
+    }
+
+    /// Whether a run recorded in `self` and resumed in `now` moved to another device or host.
+    pub fn moved(&self, now: &Environment) -> bool {
+        self.device != now.device || self.host != now.host
+    }
+
+    /// Problems that make this environment unusable for training; empty when all is well. On a machine
+    /// whose NVIDIA driver sees GPUs, CUDA not working is a problem (it would otherwise train on the CPU).
     pub fn problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
         match &self.libtorch_version {
@@ -108,102 +124,41 @@ impl Environment {
             )),
             Some(_) => {}
         }
+        if self.libtorch_copies.len() > 1 {
+            problems.push(format!(
+                "two copies of libtorch are loaded: {}; run with one libtorch on LD_LIBRARY_PATH",
+                self.libtorch_copies.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" and ")
+            ));
+        }
+        let gpus = self.cuda.driver.as_ref().map_or(0, |d| d.devices.len());
+        if gpus > 0 && !self.cuda.available {
+            problems.push(format!(
+                "the NVIDIA driver sees {gpus} GPU(s) but CUDA cannot be used: {}",
+                self.cuda.reason.as_deref().unwrap_or("unknown reason")
+            ));
+        }
+        if let (true, Some(driver), Some(version)) = (self.cuda.available, &self.cuda.driver, &self.libtorch_version) {
+            problems.extend(driver.devices.iter().filter_map(|gpu| runtime::gpu_support_problem(gpu, version)));
+        }
         problems
     }
 }
 
-/// Reads the version libtorch records beside its `lib/` directory: `build-version` in a libtorch tree, or
-/// `__version__` in `version.py` when `lib/` is inside a PyTorch installation.
-pub fn libtorch_version(lib_dir: &Path) -> Option<String> {
-    let parent = lib_dir.parent()?;
-    if let Ok(text) = std::fs::read_to_string(parent.join("build-version")) {
-        return Some(text.trim().to_string());
-    }
-    let text = std::fs::read_to_string(parent.join("version.py")).ok()?;
-    text.lines().find(|l| l.starts_with("__version__")).and_then(|l| {
-        let value = l.split_once('=')?.1.trim();
-        Some(value.trim_matches(|c| c == '\'' || c == '"').to_string())
-    })
-}
-
-type CuMemGetInfo = unsafe extern "C" fn(*mut usize, *mut usize) -> i32;
-
-/// Device memory in use (total − free) on the current CUDA context, as the driver reports it.
-pub fn cuda_memory_in_use(device: usize) -> Option<u64> {
-    tch::Cuda::synchronize(device as i64);
-    // SAFETY: libcuda.so.1 is already loaded by libtorch when a CUDA device is in use; cuMemGetInfo_v2
-    // takes two out-pointers to locals and reads the context libtorch made current on this thread.
-    unsafe {
-        let lib = libloading::Library::new("libcuda.so.1").ok()?;
-        let info = lib.get::<CuMemGetInfo>(b"cuMemGetInfo_v2\0").ok()?;
-        let (mut free, mut total) = (0usize, 0usize);
-        (info(&mut free, &mut total) == 0).then(|| (total - free) as u64)
+/// `cpu`, `cuda:0`.
+pub fn device_name(device: tch::Device) -> String {
+    match device {
+        tch::Device::Cuda(n) => format!("cuda:{n}"),
+        other => format!("{other:?}").to_lowercase(),
     }
 }
 
-type CuInit = unsafe extern "C" fn(u32) -> i32;
-type CuDriverGetVersion = unsafe extern "C" fn(*mut i32) -> i32;
-type CuDeviceGetCount = unsafe extern "C" fn(*mut i32) -> i32;
-type CuDeviceGet = unsafe extern "C" fn(*mut i32, i32) -> i32;
-type CuDeviceGetName = unsafe extern "C" fn(*mut libc::c_char, i32, i32) -> i32;
-type CuDeviceTotalMem = unsafe extern "C" fn(*mut usize, i32) -> i32;
-type CuDeviceGetAttribute = unsafe extern "C" fn(*mut i32, i32, i32) -> i32;
-
-const CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR: i32 = 75;
-const CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR: i32 = 76;
-const CUDA_ERROR_NO_DEVICE: i32 = 100;
-
-/// Asks the NVIDIA driver (`libcuda.so.1`) for its CUDA version and GPUs, or says why it cannot.
-pub fn cuda_driver() -> Result<Driver, String> {
-    // SAFETY: libcuda.so.1 is the NVIDIA driver library; loading it has no side effects until cuInit.
-    let lib = unsafe { libloading::Library::new("libcuda.so.1") }
-        .map_err(|_| "no NVIDIA driver: libcuda.so.1 cannot be loaded".to_string())?;
-    let call = |what: &str, code: i32| -> Result<(), String> {
-        match code {
-            0 => Ok(()),
-            CUDA_ERROR_NO_DEVICE => Err("the NVIDIA driver finds no CUDA-capable device".to_string()),
-            code => Err(format!("NVIDIA driver call {what} failed with CUresult {code}")),
-        }
-    };
-    // SAFETY: the signatures below are those of the CUDA driver API (cuda.h), stable since CUDA 3.2;
-    // every out-pointer refers to a live local of the right type.
-    unsafe {
-        let symbol = |name: &str| format!("libcuda.so.1 lacks {name}");
-        let init = lib.get::<CuInit>(b"cuInit\0").map_err(|_| symbol("cuInit"))?;
-        let version =
-            lib.get::<CuDriverGetVersion>(b"cuDriverGetVersion\0").map_err(|_| symbol("cuDriverGetVersion"))?;
-        let count = lib.get::<CuDeviceGetCount>(b"cuDeviceGetCount\0").map_err(|_| symbol("cuDeviceGetCount"))?;
-        let get = lib.get::<CuDeviceGet>(b"cuDeviceGet\0").map_err(|_| symbol("cuDeviceGet"))?;
-        let name = lib.get::<CuDeviceGetName>(b"cuDeviceGetName\0").map_err(|_| symbol("cuDeviceGetName"))?;
-        let memory =
-            lib.get::<CuDeviceTotalMem>(b"cuDeviceTotalMem_v2\0").map_err(|_| symbol("cuDeviceTotalMem_v2"))?;
-        let attribute =
-            lib.get::<CuDeviceGetAttribute>(b"cuDeviceGetAttribute\0").map_err(|_| symbol("cuDeviceGetAttribute"))?;
-        call("cuInit", init(0))?;
-        let mut driver_version = 0;
-        call("cuDriverGetVersion", version(&mut driver_version))?;
-        let mut n = 0;
-        call("cuDeviceGetCount", count(&mut n))?;
-        let mut devices = Vec::new();
-        for index in 0..n {
-            let mut device = 0;
-            call("cuDeviceGet", get(&mut device, index))?;
-            let mut buffer = [0 as libc::c_char; 256];
-            call("cuDeviceGetName", name(buffer.as_mut_ptr(), buffer.len() as i32, device))?;
-            let mut bytes = 0usize;
-            call("cuDeviceTotalMem_v2", memory(&mut bytes, device))?;
-            let (mut major, mut minor) = (0, 0);
-            call("cuDeviceGetAttribute", attribute(&mut major, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, device))?;
-            call("cuDeviceGetAttribute", attribute(&mut minor, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, device))?;
-            devices.push(Gpu {
-                index: index as usize,
-                name: std::ffi::CStr::from_ptr(buffer.as_ptr()).to_string_lossy().into_owned(),
-                total_memory_bytes: bytes as u64,
-                compute_capability: format!("{major}.{minor}"),
-            });
-        }
-        Ok(Driver { cuda_version: format!("{}.{}", driver_version / 1000, driver_version % 1000 / 10), devices })
-    }
+/// This machine's host name (`/proc/sys/kernel/hostname`, else `$HOSTNAME`).
+fn host_name() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
 }
 
 #[cfg(test)]
@@ -215,15 +170,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let tree = dir.path().join("libtorch");
         std::fs::create_dir_all(tree.join("lib")).unwrap();
-        assert_eq!(libtorch_version(&tree.join("lib")), None);
+        assert_eq!(runtime::libtorch_version(&tree.join("lib")), None);
         std::fs::write(tree.join("build-version"), "2.11.0+cu130\n").unwrap();
-        assert_eq!(libtorch_version(&tree.join("lib")).as_deref(), Some("2.11.0+cu130"));
+        assert_eq!(runtime::libtorch_version(&tree.join("lib")).as_deref(), Some("2.11.0+cu130"));
 
         let torch = dir.path().join("site-packages/torch");
         std::fs::create_dir_all(torch.join("lib")).unwrap();
         std::fs::write(torch.join("version.py"), "from typing import Optional\n__version__ = '2.11.0+cu130'\n")
             .unwrap();
-        assert_eq!(libtorch_version(&torch.join("lib")).as_deref(), Some("2.11.0+cu130"));
+        assert_eq!(runtime::libtorch_version(&torch.join("lib")).as_deref(), Some("2.11.0+cu130"));
     }
 
     #[test]

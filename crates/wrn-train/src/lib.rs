@@ -5,9 +5,11 @@
 //! - [`datasets`]: the datasets a run can name, with their class counts and input sizes.
 //! - [`runtime`]: loading libtorch's CUDA backend at run time, choosing the device, sizing the libtorch
 //!   and rayon thread pools so they do not oversubscribe the cores.
+//! - [`parity`]: a device against the CPU on training's own code paths (`wrn doctor --parity`).
 //! - [`run`]: the run folder (contract 3): config, environment, metrics, result, checkpoint, log.
 //! - [`sgd`]: SGD with Nesterov momentum and weight decay, with checkpointable state.
 //! - [`trainer`]: the training loop: epochs, evaluation, metrics, checkpoints, resume, interruption.
+//! - [`driver`]: the NVIDIA driver and the GPUs it sees, whatever libtorch can do with them.
 //! - [`environment`]: what this process runs on (versions, libraries, GPUs, threads, directories); shown by
 //!   `wrn doctor` and recorded in every run folder.
 
@@ -15,7 +17,9 @@ pub mod check;
 pub mod config;
 pub mod cost;
 pub mod datasets;
+pub mod driver;
 pub mod environment;
+pub mod parity;
 pub mod run;
 pub mod runtime;
 pub mod sgd;

@@ -184,9 +184,9 @@ impl RunDir {
         let mut named: Vec<(String, Tensor)> = vs
             .variables()
             .into_iter()
-            .map(|(n, t)| (format!("{MODEL_PREFIX}{n}"), t.to_device(tch::Device::Cpu)))
+            .map(|(n, t)| (format!("{MODEL_PREFIX}{n}"), t.to_device(tch::Device::Cpu).contiguous()))
             .collect();
-        named.extend(optimiser.into_iter().map(|(n, t)| (n, t.to_device(tch::Device::Cpu))));
+        named.extend(optimiser.into_iter().map(|(n, t)| (n, t.to_device(tch::Device::Cpu).contiguous())));
         named.push(("state.epoch".into(), Tensor::from(progress.epoch as i64)));
         named.push(("state.step".into(), Tensor::from(progress.step as i64)));
         named.sort_by(|a, b| a.0.cmp(&b.0));

@@ -31,7 +31,7 @@ use wrn_nets::Arch;
 
 use crate::config::{BatchImages, ConfigError, Experiment, Precision, Preprocessing};
 use crate::datasets::Dataset;
-use crate::environment::Environment;
+use crate::environment::{device_name, Environment};
 use crate::run::{EpochMetrics, Progress, RunDir, RunError, RunResult, Status};
 use crate::runtime::{self, DeviceChoice, RuntimeError, ThreadPlan};
 use crate::sgd::Sgd;
@@ -68,6 +68,9 @@ pub struct TrainOptions {
     pub stop: Arc<AtomicBool>,
     /// Stop (as if signalled) after this many steps of this process; for tests and time-boxed runs.
     pub max_steps: Option<usize>,
+    /// The device to compute on instead of the experiment's `device` (a resumed run may move device:
+    /// checkpoints are device-independent).
+    pub device: Option<DeviceChoice>,
     /// Progress bars on a terminal, plain log lines otherwise.
     pub progress: bool,
     pub wrn_version: String,
@@ -80,6 +83,7 @@ impl TrainOptions {
             resume: false,
             stop: Arc::new(AtomicBool::new(false)),
             max_steps: None,
+            device: None,
             progress: std::io::stderr().is_terminal(),
             wrn_version: wrn_version.into(),
             git_sha: git_sha.into(),
@@ -252,47 +256,88 @@ enum DeviceStep {
 
 impl Input {
     fn new(loader: &Loader, device: Device, precision: Precision) -> Input {
-        let channels = |v: &[f32]| Tensor::from_slice(v).view([1, -1, 1, 1]).to_device(device);
-        let step = loader.deferred_step().map(|step| match step {
-            ValueStep::None => DeviceStep::None,
-            ValueStep::Normalize { mean, inv_std } => {
-                DeviceStep::Normalize { mean: channels(mean), inv_std: channels(inv_std) }
-            }
-            ValueStep::Divide(d) => DeviceStep::Divide(Tensor::from_slice(&[*d]).to_device(device)),
-        });
-        Input { device, precision, step }
+        Input { device, precision, step: loader.deferred_step().map(|step| DeviceStep::new(step, device)) }
     }
 
-    /// Copies a batch to the device (from pinned memory, without blocking, on CUDA). `u8` images are
-    /// copied as bytes and turned into values there. The images come in the precision's compute dtype:
-    /// bf16 images make the network compute in bf16 on its f32 weights.
+    /// Copies a batch to the device (on CUDA: one copy of the loader's buffer into page-locked memory,
+    /// then an asynchronous transfer). `u8` images are copied as bytes and turned into values there. The
+    /// images come in the precision's compute dtype: bf16 images make the network compute in bf16 on its
+    /// f32 weights.
     fn batch(&self, batch: &Batch) -> (Tensor, Tensor) {
         let shape: Vec<i64> = batch.shape.iter().map(|&d| d as i64).collect();
-        let (x, kind) = match self.step {
-            Some(_) => (Tensor::from_slice(&batch.images_u8), Kind::Uint8),
-            None => (Tensor::from_slice(&batch.images), Kind::Float),
-        };
-        let x = x.view(shape.as_slice());
-        let y = Tensor::from_slice(&batch.labels);
-        let device = self.device;
-        let (x, y) = match device {
-            Device::Cpu => (x, y),
-            _ => (
-                x.pin_memory(device).to_device_(device, kind, true, false),
-                y.pin_memory(device).to_device_(device, Kind::Int64, true, false),
-            ),
+        let (x, y) = match self.device {
+            Device::Cpu => {
+                let x = match self.step {
+                    Some(_) => Tensor::from_slice(&batch.images_u8),
+                    None => Tensor::from_slice(&batch.images),
+                };
+                (x.view(shape.as_slice()), Tensor::from_slice(&batch.labels))
+            }
+            device => {
+                let x = match self.step {
+                    Some(_) => to_device_pinned(&batch.images_u8, &shape, Kind::Uint8, device),
+                    None => to_device_pinned(&batch.images, &shape, Kind::Float, device),
+                };
+                (x, to_device_pinned(&batch.labels, &[batch.labels.len() as i64], Kind::Int64, device))
+            }
         };
         let x = match &self.step {
             None => x,
-            Some(DeviceStep::None) => x.to_kind(Kind::Float),
-            Some(DeviceStep::Normalize { mean, inv_std }) => (x.to_kind(Kind::Float) - mean) * inv_std,
-            Some(DeviceStep::Divide(d)) => x.to_kind(Kind::Float) / d,
+            Some(step) => step.apply(&x),
         };
         match self.precision {
             Precision::Fp32 => (x, y),
             Precision::Bf16 => (wrn_nets::layout::bf16(&x), y),
         }
     }
+}
+
+impl DeviceStep {
+    fn new(step: &ValueStep, device: Device) -> DeviceStep {
+        let channels = |v: &[f32]| Tensor::from_slice(v).view([1, -1, 1, 1]).to_device(device);
+        match step {
+            ValueStep::None => DeviceStep::None,
+            ValueStep::Normalize { mean, inv_std } => {
+                DeviceStep::Normalize { mean: channels(mean), inv_std: channels(inv_std) }
+            }
+            ValueStep::Divide(d) => DeviceStep::Divide(Tensor::from_slice(&[*d]).to_device(device)),
+        }
+    }
+
+    /// The value step on `u8` pixels already on the device, with the CPU's expression.
+    fn apply(&self, x: &Tensor) -> Tensor {
+        match self {
+            DeviceStep::None => x.to_kind(Kind::Float),
+            DeviceStep::Normalize { mean, inv_std } => (x.to_kind(Kind::Float) - mean) * inv_std,
+            DeviceStep::Divide(d) => x.to_kind(Kind::Float) / d,
+        }
+    }
+}
+
+/// Normalises `u8` pixels on `device` exactly as the runner does for a loader whose value step is
+/// `step` (for checks that compare it with the CPU's).
+pub fn normalise_on_device(pixels: &Tensor, step: &ValueStep, device: Device) -> Tensor {
+    DeviceStep::new(step, device).apply(&pixels.to_device(device))
+}
+
+/// Copies host values to `device`: once into page-locked memory (`aten::_pin_memory`, from libtorch's
+/// caching host allocator, which reuses a block only once the transfer that read it has completed), then
+/// without blocking the host.
+fn to_device_pinned<T: tch::kind::Element>(values: &[T], shape: &[i64], kind: Kind, device: Device) -> Tensor {
+    let strides = contiguous_strides(shape);
+    // SAFETY: `values` holds exactly `shape`'s element count of `kind` values and outlives the borrowed
+    // tensor, which `_pin_memory` copies from before this function returns.
+    let borrowed = unsafe { Tensor::from_blob(values.as_ptr() as *const u8, shape, &strides, kind, Device::Cpu) };
+    debug_assert_eq!(borrowed.numel(), values.len());
+    borrowed.internal_pin_memory(device).to_device_(device, kind, true, false)
+}
+
+fn contiguous_strides(shape: &[i64]) -> Vec<i64> {
+    let mut strides = vec![1; shape.len()];
+    for i in (0..shape.len().saturating_sub(1)).rev() {
+        strides[i] = strides[i + 1] * shape[i + 1];
+    }
+    strides
 }
 
 /// Logits in f32, where the loss and the error counts are computed whatever the precision.
@@ -338,11 +383,10 @@ fn save(run: &RunDir, vs: &nn::VarStore, sgd: &Sgd, progress: Progress, sums: Su
     run.save_checkpoint(vs, state, progress)
 }
 
-/// The libtorch intra-op thread count recorded in the run's `environment.json`.
-fn recorded_torch_threads(run: &RunDir) -> Option<usize> {
+/// The environment recorded in the run's `environment.json`, when it can be read.
+fn recorded_environment(run: &RunDir) -> Option<Environment> {
     let text = std::fs::read_to_string(run.file("environment.json")).ok()?;
-    let env: serde_json::Value = serde_json::from_str(&text).ok()?;
-    env["threads"]["torch_intra_op"].as_u64().map(|n| n as usize)
+    serde_json::from_str(&text).ok()
 }
 
 fn median(mut xs: Vec<f64>) -> Option<f64> {
@@ -363,21 +407,21 @@ pub fn train(run: &RunDir, exp: &Experiment, options: &TrainOptions) -> Result<R
     if !options.resume && (run.has_checkpoint() || run.file("result.json").exists()) {
         return Err(TrainError::RunExists(run.path().to_path_buf()));
     }
-    let selected = runtime::select_device(exp.device.parse::<DeviceChoice>()?)?;
+    let choice = match options.device {
+        Some(choice) => choice,
+        None => exp.device.parse::<DeviceChoice>()?,
+    };
+    let selected = runtime::select_device(choice)?;
     let device = selected.device;
     if let Some(reason) = &selected.fallback_reason {
-        tracing::info!("CUDA unavailable, training on the CPU: {reason}");
-    }
-    if device.is_cuda() {
-        tch::Cuda::cudnn_set_benchmark(true);
+        tracing::info!("no usable GPU on this machine, training on the CPU: {reason}");
     }
     let mut plan = ThreadPlan::from_env(device)?;
-    if options.resume {
+    let recorded = if options.resume { recorded_environment(run) } else { None };
+    if let Some(recorded) = &recorded {
         // libtorch's CPU reductions depend on its thread count at the last bit: a resumed run uses the
         // count the run started with, so it stays bit-identical to an uninterrupted one.
-        if let Some(n) = recorded_torch_threads(run) {
-            plan.torch_intra_op = n;
-        }
+        plan.torch_intra_op = recorded.threads.torch_intra_op;
     }
     let plan = plan.apply();
     let data = open_data(exp, &plan, device)?;
@@ -404,10 +448,17 @@ pub fn train(run: &RunDir, exp: &Experiment, options: &TrainOptions) -> Result<R
         progress = saved;
         metrics = run.read_metrics()?;
         metrics.retain(|m| m.epoch < progress.epoch);
-        run.log(&format!("resumed at epoch {} step {}", progress.epoch, progress.step))?;
+        run.log(&format!("resumed at epoch {} step {} on {}", progress.epoch, progress.step, device_name(device)))?;
+        // A run that moved device or host records where it runs now, and where it ran before.
+        let now = Environment::collect(&options.wrn_version, &options.git_sha, plan).on_device(device);
+        if let Some(mut before) = recorded.filter(|before| before.moved(&now)) {
+            let mut previous = std::mem::take(&mut before.previous);
+            previous.push(serde_json::to_value(&before).expect("serialisable"));
+            run.write_json("environment.json", &Environment { previous, ..now })?;
+        }
     } else {
         run.write_text("config.toml", &exp.to_toml())?;
-        let env = Environment::collect(&options.wrn_version, &options.git_sha, plan);
+        let env = Environment::collect(&options.wrn_version, &options.git_sha, plan).on_device(device);
         run.write_json("environment.json", &env)?;
         run.write_metrics(&[])?;
         metrics = Vec::new();
@@ -498,6 +549,10 @@ pub fn train(run: &RunDir, exp: &Experiment, options: &TrainOptions) -> Result<R
                 return finish(run, exp, &metrics, Status::Interrupted, parameters, device);
             }
         }
+        if let Device::Cuda(index) = device {
+            // The host runs ahead of the GPU: time the epoch's work, not its launches.
+            tch::Cuda::synchronize(index as i64);
+        }
         let train_seconds = started.elapsed().as_secs_f64();
         let wait = batches.wait_time().as_secs_f64();
         drop(batches);
@@ -565,7 +620,7 @@ fn finish(
         final_test_top5_error: last.map(|m| m.test_top5_error),
         best_test_error: metrics.iter().map(|m| m.test_error).min_by(f64::total_cmp),
         median_epoch_seconds: median(metrics.iter().map(|m| m.epoch_seconds).collect()),
-        device: format!("{device:?}").to_lowercase(),
+        device: device_name(device),
     };
     if status == Status::Finished {
         run.write_json("result.json", &result)?;

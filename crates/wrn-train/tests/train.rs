@@ -43,6 +43,8 @@ fn experiment(extra: &[&str]) -> Experiment {
         format!("data.manifest='{}'", manifest.display()),
         "data.workers=2".into(),
         "checkpoint_minutes=0".into(),
+        // Bit-for-bit resume is a promise of the CPU (cuDNN's algorithms are not deterministic).
+        "device=cpu".into(),
     ];
     sets.extend(extra.iter().map(|s| s.to_string()));
     Experiment::resolve(None, &sets).unwrap()
@@ -57,12 +59,16 @@ fn options() -> TrainOptions {
 /// Runs one training at a time: libtorch's random generator is global to the process, and a run re-seeds
 /// it at every step, so two runs in parallel threads would draw each other's dropout masks.
 fn train(run: &Path, exp: &Experiment, resume: bool, max_steps: Option<usize>) -> Result<RunResult, TrainError> {
-    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let mut o = options();
     o.resume = resume;
     o.max_steps = max_steps;
-    trainer::train(&RunDir::create(run).unwrap(), exp, &o)
+    train_with(run, exp, &o)
+}
+
+fn train_with(run: &Path, exp: &Experiment, options: &TrainOptions) -> Result<RunResult, TrainError> {
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    trainer::train(&RunDir::create(run).unwrap(), exp, options)
 }
 
 /// Every tensor of the run's checkpoint.
@@ -250,4 +256,65 @@ fn svhn_trains_on_train_and_extra_as_the_paper() {
     let bytes = root.path().join("run-u8");
     assert_eq!(train(&bytes, &exp("u8"), false, None).unwrap().status, Status::Finished);
     assert_same_run(&run, &bytes);
+}
+
+#[test]
+fn a_run_resumed_on_another_host_records_where_it_ran_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let exp = experiment(&["epochs=1", "scale.train_subset=96", "scale.test_subset=32"]);
+    assert_eq!(train(&run, &exp, false, Some(1)).unwrap().status, Status::Interrupted);
+    let env_path = run.join("environment.json");
+    let mut env: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&env_path).unwrap()).unwrap();
+    assert_eq!(env["device"], "cpu");
+    assert_eq!(env["settings"]["cudnn_deterministic"], false, "{env}");
+    let here = env["host"].as_str().expect("host recorded").to_string();
+    // As if the run had started on another machine.
+    env["host"] = "elsewhere".into();
+    std::fs::write(&env_path, serde_json::to_string_pretty(&env).unwrap()).unwrap();
+
+    let mut o = options();
+    o.resume = true;
+    o.device = Some("cpu".parse().unwrap());
+    let result = train_with(&run, &exp, &o).unwrap();
+    assert_eq!((result.status, result.device.as_str()), (Status::Finished, "cpu"));
+    let env: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&env_path).unwrap()).unwrap();
+    assert_eq!(env["host"], here.as_str());
+    let previous = env["previous"].as_array().expect("the earlier environment kept");
+    assert_eq!(previous.len(), 1);
+    assert_eq!(previous[0]["host"], "elsewhere");
+    assert!(std::fs::read_to_string(run.join("train.log")).unwrap().contains("resumed at epoch 1 step 1 on cpu"));
+}
+
+/// On a machine with CUDA (skipped elsewhere, saying so): a run on the GPU learns like the same run on
+/// the CPU, within tolerance (cuDNN is neither bit-identical to the CPU nor deterministic), and a run
+/// interrupted on the GPU resumes on the CPU.
+#[test]
+fn cuda_training_agrees_with_the_cpu_within_tolerance() {
+    if let Err(why) = wrn_train::runtime::cuda_status() {
+        eprintln!("skipped: no CUDA here ({why})");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let base = ["epochs=2", "scale.train_subset=256", "scale.test_subset=96"];
+    let [cpu, gpu] = ["cpu", "cuda"].map(|device| {
+        let run = dir.path().join(device);
+        let exp = experiment(&[&base[..], &[&format!("device='{device}'")]].concat());
+        train(&run, &exp, false, None).unwrap();
+        metrics_without_timings(&run)
+    });
+    let column =
+        |rows: &Vec<Vec<String>>, i: usize| rows.iter().map(|r| r[i].parse::<f64>().unwrap()).collect::<Vec<_>>();
+    // Columns after the epoch and lr: train loss, train error, test loss.
+    for (a, b) in column(&cpu, 2).iter().zip(column(&gpu, 2)) {
+        assert!((a - b).abs() <= 0.05 * a.abs(), "train loss {a} on the CPU, {b} on CUDA");
+    }
+    let run = dir.path().join("moved");
+    let exp = experiment(&[&base[..], &["device='cuda'"]].concat());
+    assert_eq!(train(&run, &exp, false, Some(3)).unwrap().status, Status::Interrupted);
+    let mut o = options();
+    o.resume = true;
+    o.device = Some("cpu".parse().unwrap());
+    let result = train_with(&run, &exp, &o).unwrap();
+    assert_eq!((result.status, result.device.as_str()), (Status::Finished, "cpu"));
 }

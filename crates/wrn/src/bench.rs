@@ -161,10 +161,7 @@ fn pipeline(args: PipelineArgs) -> Result<()> {
 fn train(args: TrainArgs) -> Result<()> {
     let selected = runtime::select_device(args.device)?;
     if let Some(reason) = &selected.fallback_reason {
-        tracing::info!("CUDA unavailable, measuring the CPU: {reason}");
-    }
-    if selected.device.is_cuda() {
-        tch::Cuda::cudnn_set_benchmark(true);
+        tracing::info!("no usable GPU on this machine, measuring the CPU: {reason}");
     }
     ThreadPlan::from_env(selected.device)?.apply();
     let options = CheckOptions {

@@ -1,5 +1,6 @@
-//! `wrn doctor`: prints the environment (human-readable or `--json`) and optionally times a
-//! forward+backward pass on the chosen device.
+//! `wrn doctor`: prints the environment (human-readable or `--json`), optionally times a
+//! forward+backward pass on the chosen device (`--check`) and compares the device with the CPU
+//! (`--parity`); exits non-zero on any problem, including GPUs that the driver sees and CUDA cannot use.
 
 use std::process::ExitCode;
 
@@ -34,32 +35,59 @@ pub struct Args {
     /// --check with channels-last (NHWC-strided) weights and inputs.
     #[arg(long)]
     channels_last: bool,
+    /// Compare the device with the CPU on training's code paths (fp32, bf16, channels-last, u8
+    /// normalisation, checkpoints); non-zero exit when one differs beyond its tolerance.
+    #[arg(long)]
+    parity: bool,
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
-    let selected = runtime::select_device(args.device)?;
-    if let (true, Some(reason)) = (args.check, &selected.fallback_reason) {
-        tracing::info!("CUDA unavailable, checking on the CPU: {reason}");
+    // The environment is reported whatever the device: a device that cannot be used is a problem to
+    // show, not a reason to show nothing.
+    let selected = if args.check || args.parity { Some(runtime::select_device(args.device)?) } else { None };
+    let device = selected.as_ref().map_or(tch::Device::Cpu, |s| s.device);
+    if let Some(reason) = selected.as_ref().and_then(|s| s.fallback_reason.as_ref()) {
+        tracing::info!("no usable GPU on this machine, checking on the CPU: {reason}");
     }
-    let threads = ThreadPlan::from_env(selected.device)?.apply();
+    let threads = ThreadPlan::from_env(device)?.apply();
     let env = Environment::collect(env!("CARGO_PKG_VERSION"), env!("WRN_GIT_SHA"), threads);
     let check = if args.check {
         let options = CheckOptions { bf16: args.bf16, channels_last: args.channels_last, ..CheckOptions::default() };
-        Some(check::forward_backward(&args.arch.parse()?, selected.device, args.batch, args.steps, options)?)
+        Some(check::forward_backward(&args.arch.parse()?, device, args.batch, args.steps, options)?)
     } else {
         None
     };
+    let parity = if args.parity { Some(wrn_train::parity::parity(&"wrn-16-2".parse()?, device, 16)?) } else { None };
     if args.json {
         let mut value = serde_json::to_value(&env)?;
         value["problems"] = serde_json::to_value(env.problems())?;
         if let Some(check) = &check {
             value["check"] = serde_json::to_value(check)?;
         }
+        if let Some(parity) = &parity {
+            value["parity"] = serde_json::to_value(parity)?;
+        }
         println!("{}", serde_json::to_string_pretty(&value)?);
     } else {
         print_text(&env, check.as_ref());
+        for p in parity.iter().flatten() {
+            println!(
+                "parity     {} {}: {:.3e} ({}, tolerance {:.0e})",
+                if p.pass { "PASS" } else { "FAIL" },
+                p.name,
+                p.value,
+                p.what,
+                p.tolerance
+            );
+        }
     }
-    let problems = env.problems();
+    let mut problems = env.problems();
+    problems.extend(parity.iter().flatten().filter(|p| !p.pass).map(|p| {
+        format!(
+            "parity {} on {device:?}: {:.3e} exceeds the tolerance {:.0e} ({})",
+            p.name, p.value, p.tolerance, p.what
+        )
+    }));
     for problem in &problems {
         eprintln!("problem: {problem}");
     }
@@ -88,7 +116,11 @@ fn print_text(env: &Environment, check: Option<&DeviceCheck>) {
         println!("           driver: {error}");
     }
     if let Some(driver) = &cuda.driver {
-        println!("           NVIDIA driver for CUDA {}", driver.cuda_version);
+        println!(
+            "           NVIDIA driver {}for CUDA {}",
+            driver.version.as_ref().map_or(String::new(), |v| format!("{v} ")),
+            driver.cuda_version
+        );
         for gpu in &driver.devices {
             println!(
                 "           gpu {}: {}, {:.1} GiB, compute capability {}",
@@ -104,6 +136,12 @@ fn print_text(env: &Environment, check: Option<&DeviceCheck>) {
         "threads    {} cores: libtorch {} intra-op + {} inter-op, data pipeline {}",
         t.cores, t.torch_intra_op, t.torch_inter_op, t.data_workers
     );
+    if let Some(s) = &env.settings {
+        println!(
+            "numerics   cuDNN benchmark {}, deterministic {}; TF32 for convolutions {}, for matrix products {}",
+            s.cudnn_benchmark, s.cudnn_deterministic, s.tf32_convolutions, s.tf32_matmul
+        );
+    }
     println!("cache      {}", env.cache_dir.display());
     println!("data       {}", env.data_dir.display());
     if let Some(c) = check {

@@ -55,6 +55,12 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Data(_) | Command::Report(_)) {
+        // The CUDA backend registers itself with libtorch when loaded, and libtorch caches its answer to
+        // the first CUDA query: load it before any code of a command that computes can ask (where it
+        // cannot load, the reason is kept and reported where CUDA is wanted).
+        let _ = wrn_train::runtime::load_cuda();
+    }
     let result: Result<ExitCode> = match cli.command {
         Command::Doctor(args) => doctor::run(args),
         Command::Data(args) => data::run(args),

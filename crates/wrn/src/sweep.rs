@@ -8,8 +8,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
+use wrn_sweep::devices::{CudaEnv, DEVICE_ORDER_ENV, PCI_BUS_ID};
 use wrn_sweep::slurm::TaskFile;
-use wrn_sweep::{Plan, PlanOptions, RunState, Scale, Slot, SlurmOptions};
+use wrn_sweep::{AutoChoice, GpuRequest, Plan, PlanOptions, RunState, Scale, Slot, SlurmOptions};
 use wrn_tables::Table;
 use wrn_train::cost::CostModel;
 
@@ -42,9 +43,11 @@ pub struct Args {
     /// Folder of the table files.
     #[arg(long = "tables", default_value_os_t = wrn_tables::default_dir())]
     tables_dir: PathBuf,
-    /// GPUs to use, e.g. 0,1,2,3, or `none` for the CPU (default: every GPU libtorch can use, else the CPU).
+    /// GPUs to use, e.g. 0,1,2,3 (indices among the GPUs this process sees: under CUDA_VISIBLE_DEVICES=4,5,
+    /// 0 is GPU 4), or `none` for the CPU. Default (`auto`): every GPU libtorch can use; the CPU only where the
+    /// NVIDIA driver reports no GPU (GPUs that CUDA cannot use stop the sweep).
     #[arg(long)]
-    gpus: Option<String>,
+    gpus: Option<GpuRequest>,
     /// Runs at once per GPU (or on the CPU, sharing its cores).
     #[arg(long, default_value_t = 1)]
     jobs: usize,
@@ -92,6 +95,14 @@ enum TaskCommand {
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
+    if std::env::var_os(DEVICE_ORDER_ENV).is_none() {
+        // GPU indices (--gpus, CUDA_VISIBLE_DEVICES, the GPUs found) are read in nvidia-smi's and Slurm's
+        // order, by this process and by its children alike (a caller's own order is kept).
+        // SAFETY: the first thing the sweep command does, before it starts any thread (the signal handler's
+        // below, the slots') and before CUDA is initialised (which reads the variable); `main` has started
+        // no thread, so nothing reads the environment concurrently.
+        unsafe { std::env::set_var(DEVICE_ORDER_ENV, PCI_BUS_ID) };
+    }
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     ctrlc::set_handler(move || {
@@ -152,7 +163,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     if args.dry_run {
         return Ok(ExitCode::SUCCESS);
     }
-    let slots = slots(args.gpus.as_deref(), args.jobs)?;
+    let slots = slots(args.gpus.unwrap_or(GpuRequest::Auto), args.jobs)?;
     eprintln!(
         "sweep: {} slot(s): {}",
         slots.len(),
@@ -209,27 +220,33 @@ fn hours(seconds: f64) -> String {
     }
 }
 
-/// Slots from `--gpus` and `--jobs`; without `--gpus`, every GPU libtorch can use, or the CPU.
-fn slots(gpus: Option<&str>, jobs: usize) -> Result<Vec<Slot>> {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+/// Slots from `--gpus` and `--jobs`; without `--gpus`, every GPU libtorch can use, or the CPU where the
+/// NVIDIA driver reports no GPU. The rules are `wrn_sweep::devices`'; here only the libtorch and driver
+/// queries.
+fn slots(gpus: GpuRequest, jobs: usize) -> Result<Vec<Slot>> {
+    let cuda = CudaEnv::from_env();
     let ids: Vec<u32> = match gpus {
-        Some("none") | Some("cpu") => vec![],
-        Some(list) => list
-            .split(',')
-            .map(|g| g.trim().parse::<u32>().with_context(|| format!("--gpus {list}: '{g}' is not a GPU index")))
-            .collect::<Result<_>>()?,
-        None => {
-            let _ = wrn_train::runtime::load_cuda();
-            match wrn_train::runtime::cuda_status() {
-                Ok(n) => (0..n as u32).collect(),
-                Err(why) => {
-                    eprintln!("sweep: training on the CPU ({why})");
-                    vec![]
-                }
-            }
+        GpuRequest::Cpu => vec![],
+        GpuRequest::Indices(ids) => {
+            // The mapping first: its error names the caller's CUDA_VISIBLE_DEVICES.
+            cuda.children_visible(&ids)?;
+            wrn_sweep::check_gpus(&ids, wrn_train::runtime::cuda_status())?;
+            ids
         }
+        GpuRequest::Auto => match wrn_sweep::auto_gpus(wrn_train::runtime::cuda_status(), driver_gpus)? {
+            AutoChoice::Gpus(ids) => ids,
+            AutoChoice::Cpu { reason } => {
+                eprintln!("sweep: training on the CPU ({reason})");
+                vec![]
+            }
+        },
     };
-    Ok(Slot::layout(&ids, jobs, cores))
+    Ok(Slot::layout(&ids, jobs, wrn_sweep::exec::available_cores(), &cuda)?)
+}
+
+/// How many GPUs the NVIDIA driver reports, or why it cannot be asked.
+fn driver_gpus() -> Result<usize, String> {
+    wrn_train::driver::cuda_driver().map(|driver| driver.devices.len())
 }
 
 /// One Slurm task: the run at `index` of the task file, on the device the script asked for.
@@ -241,18 +258,19 @@ fn task(exe: &Path, tasks: &Path, index: usize, stop: Arc<AtomicBool>) -> Result
     // The folder may have moved on since the script was written (a requeued task, a finished run).
     let mut run = planned.clone();
     run.state = wrn_sweep::plan::progress_of(&run.dir);
-    // Slurm's allocation, not the node's cores.
-    let cores = std::env::var("SLURM_CPUS_PER_TASK")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let slot = if file.device == "cuda" {
-        Slot { device: "cuda".into(), env: vec![], name: "slurm".into() }
-    } else {
-        Slot::layout(&[], 1, cores).remove(0)
-    };
     let plan = Plan { runs: vec![run] };
-    let summary = wrn_sweep::execute(exe, &plan, &[slot], stop, &|line| eprintln!("{line}"));
+    // Slurm's allocation, not the node's cores; a cuda task with a run to train fails with the reason where
+    // CUDA is unusable (a finished run is skipped without asking).
+    let slots = match plan.pending().next() {
+        Some(_) => vec![wrn_sweep::slurm::task_slot(
+            file.device,
+            wrn_train::runtime::cuda_status,
+            wrn_sweep::slurm::task_cores(),
+            &CudaEnv::from_env(),
+        )?],
+        None => vec![],
+    };
+    let summary = wrn_sweep::execute(exe, &plan, &slots, stop, &|line| eprintln!("{line}"));
     print!("{}", summary.render());
     Ok(if summary.ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }

@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 use anyhow::{bail, Context, Result};
 use wrn_train::config::Experiment;
 use wrn_train::run::{RunDir, Status};
+use wrn_train::runtime::DeviceChoice;
 use wrn_train::trainer::{self, TrainOptions};
 
 #[derive(clap::Args)]
@@ -25,11 +26,16 @@ pub struct Args {
     /// Stop after this many training steps (writing a checkpoint), as if interrupted.
     #[arg(long)]
     max_steps: Option<usize>,
+    /// With --resume: continue on this device (auto, cpu, cuda, cuda:N) instead of the run's own
+    /// (checkpoints do not depend on the device; bit-for-bit equality holds on the CPU only).
+    #[arg(long, requires = "resume")]
+    device: Option<DeviceChoice>,
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
     let mut options = TrainOptions::new(env!("CARGO_PKG_VERSION"), env!("WRN_GIT_SHA"));
     options.max_steps = args.max_steps;
+    options.device = args.device;
     let (run, experiment) = match &args.resume {
         Some(dir) => {
             options.resume = true;

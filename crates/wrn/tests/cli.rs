@@ -71,3 +71,97 @@ fn an_unknown_architecture_lists_the_valid_ones() {
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(err.contains("unknown architecture 'vgg-16'; valid architectures: wrn-<n>-<k>"), "{err}");
 }
+
+/// A stand-in NVIDIA driver that sees one GPU (`tests/fixtures/libcuda_stub.c`, built with the system C
+/// compiler), for what wrn does where the driver sees GPUs that this CPU-only libtorch cannot use.
+fn stub_driver(dir: &std::path::Path) -> String {
+    let source = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/libcuda_stub.c");
+    let status = Command::new("cc")
+        .args(["-shared", "-fPIC", "-Wl,-soname,libcuda.so.1", "-o"])
+        .arg(dir.join("libcuda.so.1"))
+        .arg(source)
+        .status()
+        .expect("a C compiler (cc) builds the stub driver");
+    assert!(status.success());
+    let path = std::env::var("LD_LIBRARY_PATH").unwrap_or_default();
+    format!("{}:{path}", dir.display())
+}
+
+fn wrn_with_gpus(library_path: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_wrn")).env("LD_LIBRARY_PATH", library_path).args(args).output().expect("wrn runs")
+}
+
+#[test]
+fn where_the_driver_sees_gpus_nothing_falls_back_to_the_cpu_silently() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = stub_driver(dir.path());
+
+    // doctor names the GPU, why CUDA cannot be used, and fails.
+    let out = wrn_with_gpus(&path, &["doctor", "--json"]);
+    assert!(!out.status.success());
+    let env: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(env["cuda"]["driver"]["devices"][0]["name"], "Stub GPU 0", "{env}");
+    assert_eq!(env["cuda"]["driver"]["cuda_version"], "13.0");
+    let problems = env["problems"].as_array().unwrap();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    let problem = problems[0].as_str().unwrap();
+    assert!(
+        problem.starts_with("the NVIDIA driver sees 1 GPU(s) but CUDA cannot be used: no libtorch_cuda.so beside"),
+        "{problem}"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("problem: the NVIDIA driver sees 1 GPU(s)"));
+
+    // Commands that compute refuse `auto` (the default) with the reason and the way to ask for the CPU.
+    for args in [
+        &["bench", "train", "--arch", "wrn-10-1", "--batch", "2", "--steps", "1"][..],
+        &["doctor", "--check", "--arch", "wrn-10-1", "--batch", "2", "--steps", "1"],
+        &["train", "--set", "arch=wrn-10-1", "--out", dir.path().join("run").to_str().unwrap()],
+    ] {
+        let out = wrn_with_gpus(&path, args);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("the NVIDIA driver sees 1 GPU (Stub GPU 0) but CUDA cannot be used: no libtorch_cuda.so")
+                && err.contains(
+                    "Refusing to train on the CPU instead: run `wrn doctor` for the cause, or ask for the CPU"
+                ),
+            "{args:?}: {err}"
+        );
+    }
+    // Asked for explicitly, the CPU is used.
+    let out = wrn_with_gpus(
+        &path,
+        &["bench", "train", "--device", "cpu", "--arch", "wrn-10-1", "--batch", "2", "--steps", "1", "--json"],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let bench: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(bench["device"], "cpu");
+    // An explicit GPU says why it cannot be had.
+    let out = wrn_with_gpus(&path, &["doctor", "--check", "--device", "cuda:0"]);
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("device cuda:0 requested but CUDA is unavailable: no libtorch_cuda.so"));
+}
+
+#[test]
+fn a_cuda_backend_that_cannot_load_is_explained() {
+    let out = Command::new(env!("CARGO_BIN_EXE_wrn"))
+        .env("WRN_LIBTORCH_CUDA", "/nonexistent/libtorch_cuda.so")
+        .args(["doctor", "--json"])
+        .output()
+        .unwrap();
+    let env: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(env["cuda"]["available"], false);
+    let reason = env["cuda"]["reason"].as_str().unwrap();
+    assert!(reason.contains("/nonexistent/libtorch_cuda.so"), "{reason}");
+    assert_eq!(env["cuda"]["backend_library"], Value::Null);
+}
+
+#[test]
+fn doctor_parity_on_the_cpu_passes_every_check() {
+    let env = json(&wrn(&["doctor", "--json", "--parity", "--device", "cpu"]));
+    let parity = env["parity"].as_array().unwrap();
+    assert_eq!(parity.len(), 7);
+    assert!(parity.iter().all(|p| p["pass"] == true), "{parity:?}");
+    assert!(env["settings"]["tf32_convolutions"].is_boolean(), "{env}");
+    assert_eq!(env["libtorch_copies"].as_array().unwrap().len(), 1);
+}

@@ -181,4 +181,156 @@ fn killed_and_stopped_runs_are_reported_and_resumed() {
     assert!(finished(&wide));
     let train_log = std::fs::read_to_string(wide.join("train.log")).unwrap();
     assert!(train_log.contains("resumed at epoch"), "{train_log}");
+    // Each resume names the slot's device (the CPU here), whatever device the run began on.
+    let sweep_log = std::fs::read_to_string(wide.join("sweep.log")).unwrap();
+    let resumes: Vec<&str> = sweep_log.lines().filter(|l| l.starts_with("===") && l.contains("\"--resume\"")).collect();
+    assert!(!resumes.is_empty(), "{sweep_log}");
+    assert!(resumes.iter().all(|l| l.contains("\"--device\" \"cpu\"")), "{resumes:?}");
+}
+
+/// The stand-in NVIDIA driver (`tests/fixtures/libcuda_stub.c`, built with the system C compiler) in
+/// `dir`: with `WRN_STUB_GPUS` it reports GPUs, while libtorch (here without `libtorch_cuda.so`) can use
+/// none.
+fn stub_driver(dir: &Path) -> PathBuf {
+    let source = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/libcuda_stub.c");
+    let lib = dir.join("driver");
+    std::fs::create_dir_all(&lib).unwrap();
+    let out = Command::new("cc")
+        .args(["-shared", "-fPIC", "-Wl,-soname,libcuda.so.1", "-o"])
+        .arg(lib.join("libcuda.so.1"))
+        .arg(source)
+        .output()
+        .expect("a C compiler (cc) builds the stub driver");
+    assert!(out.status.success(), "cc: {}", String::from_utf8_lossy(&out.stderr));
+    lib
+}
+
+/// `wrn` with the stub driver (two GPUs) first on the library path and no CUDA backend to load.
+fn wrn_with_stub_driver(driver: &Path) -> Command {
+    let mut cmd = wrn();
+    cmd.env("WRN_STUB_GPUS", "2");
+    let path = std::env::var("LD_LIBRARY_PATH").unwrap_or_default();
+    cmd.env("LD_LIBRARY_PATH", format!("{}:{path}", driver.display()));
+    cmd.env("WRN_LIBTORCH_CUDA", driver.join("no-such/libtorch_cuda.so"));
+    cmd.env_remove("CUDA_VISIBLE_DEVICES").env_remove("CUDA_DEVICE_ORDER");
+    cmd
+}
+
+/// Marks every run of the tiny table at smoke scale finished, so a sweep over it starts no run.
+fn finish_all(s: &Setup) {
+    for (arch, seed) in [("wrn-10-1", 1), ("wrn-10-1", 2), ("wrn-16-4", 1)] {
+        let run = s.run_dir(arch, seed);
+        std::fs::create_dir_all(&run).unwrap();
+        let config = format!(
+            "dataset = \"cifar10\"\narch = \"{arch}\"\nseed = {seed}\n[scale]\nepochs = 0.01\ntrain_subset = 256\n\
+             test_subset = 256\n"
+        );
+        std::fs::write(run.join("config.toml"), config).unwrap();
+        std::fs::write(run.join("result.json"), r#"{"status": "finished"}"#).unwrap();
+    }
+}
+
+/// Arguments of a sweep of the tiny table at smoke scale, without `--gpus`.
+fn tiny_sweep(s: &Setup, cmd: &mut Command) {
+    cmd.arg("sweep").args(["--scale", "smoke"]).arg("--tables").arg(s.dir.path().join("tables"));
+    cmd.args(["--table", "tiny", "--runs"]).arg(s.runs());
+}
+
+/// A setup with the tiny table and no data (no run of these tests trains).
+fn tables_only() -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("tables")).unwrap();
+    std::fs::write(dir.path().join("tables/tiny.toml"), TABLE).unwrap();
+    Setup { dir, sets: vec![] }
+}
+
+#[test]
+fn gpus_the_driver_sees_but_cuda_cannot_use_stop_the_sweep() {
+    let s = tables_only();
+    finish_all(&s);
+    let driver = stub_driver(s.dir.path());
+
+    // No --gpus: never a silent CPU sweep on a machine with GPUs.
+    let mut cmd = wrn_with_stub_driver(&driver);
+    tiny_sweep(&s, &mut cmd);
+    let out = cmd.output().unwrap();
+    let log = text(&out);
+    assert!(!out.status.success(), "{log}");
+    assert!(log.contains("the NVIDIA driver reports 2 GPU(s) but CUDA cannot be used: "), "{log}");
+    assert!(log.contains("run `wrn doctor` for the cause, or pass --gpus none to train on the CPU"), "{log}");
+    assert!(!log.contains("training on the CPU"), "{log}");
+
+    // Named GPUs fail alike, before any run starts.
+    let mut cmd = wrn_with_stub_driver(&driver);
+    tiny_sweep(&s, &mut cmd);
+    let out = cmd.args(["--gpus", "0"]).output().unwrap();
+    let log = text(&out);
+    assert!(!out.status.success(), "{log}");
+    assert!(log.contains("--gpus 0: CUDA cannot be used: "), "{log}");
+
+    // Asking for the CPU is the way out.
+    let mut cmd = wrn_with_stub_driver(&driver);
+    tiny_sweep(&s, &mut cmd);
+    let out = cmd.args(["--gpus", "none"]).output().unwrap();
+    let log = text(&out);
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("slot(s): cpu#0") && log.contains("3 skipped"), "{log}");
+}
+
+#[test]
+fn gpu_indices_count_the_gpus_the_sweep_sees() {
+    let s = tables_only();
+    finish_all(&s);
+    let mut cmd = wrn();
+    tiny_sweep(&s, &mut cmd);
+    let out = cmd.args(["--gpus", "0,1"]).env("CUDA_VISIBLE_DEVICES", "4").output().unwrap();
+    let log = text(&out);
+    assert!(!out.status.success(), "{log}");
+    assert!(log.contains("GPU 1 of the sweep is beyond its CUDA_VISIBLE_DEVICES='4'"), "{log}");
+    let mut cmd = wrn();
+    tiny_sweep(&s, &mut cmd);
+    let out = cmd.args(["--gpus", "0"]).env("CUDA_VISIBLE_DEVICES", "").output().unwrap();
+    let log = text(&out);
+    assert!(!out.status.success() && log.contains("which makes 0 GPU(s) visible"), "{log}");
+}
+
+#[test]
+fn without_a_driver_the_sweep_trains_on_the_cpu_and_says_why() {
+    if Path::new("/proc/driver/nvidia/version").exists() {
+        eprintln!("skipped: this machine has an NVIDIA driver");
+        return;
+    }
+    let s = tables_only();
+    finish_all(&s);
+    let mut cmd = wrn();
+    tiny_sweep(&s, &mut cmd);
+    let out = cmd.env_remove("CUDA_VISIBLE_DEVICES").output().unwrap();
+    let log = text(&out);
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("sweep: training on the CPU (") && log.contains("slot(s): cpu#0"), "{log}");
+}
+
+#[test]
+fn a_slurm_task_for_cuda_fails_with_the_reason_rather_than_train_on_the_cpu() {
+    let s = tables_only();
+    let driver = stub_driver(s.dir.path());
+    let mut cmd = wrn();
+    tiny_sweep(&s, &mut cmd);
+    let out = ok(cmd.args(["--row", "wide", "--slurm", "--gres", "gpu:1"]));
+    assert!(out.contains("wrote "), "{out}");
+    let tasks = s.runs().join("wrn-tiny.tasks.json");
+    let json = std::fs::read_to_string(&tasks).unwrap();
+    assert!(json.contains("\"device\": \"cuda\""), "{json}");
+    let mut cmd = wrn_with_stub_driver(&driver);
+    let out = cmd.arg("sweep").arg("task").arg(&tasks).arg("0").output().unwrap();
+    let log = text(&out);
+    assert!(!out.status.success(), "{log}");
+    assert!(log.contains("the task asks for cuda but CUDA cannot be used here: "), "{log}");
+    assert!(!s.run_dir("wrn-16-4", 1).join("config.toml").exists(), "a run started: {log}");
+    // A task whose run has finished meanwhile (a requeued task) is skipped without asking for CUDA.
+    finish_all(&s);
+    let mut cmd = wrn_with_stub_driver(&driver);
+    let out = cmd.arg("sweep").arg("task").arg(&tasks).arg("0").output().unwrap();
+    let log = text(&out);
+    assert!(out.status.success() && log.contains("0 finished, 1 skipped"), "{log}");
 }

@@ -34,6 +34,8 @@ fn setup(dir: &Path) -> Vec<String> {
         "scale.test_subset=48".into(),
         "checkpoint_minutes=0".into(),
         "checkpoint_steps=1".into(),
+        // Bit-for-bit resume is a promise of the CPU (cuDNN's algorithms are not deterministic).
+        "device=cpu".into(),
         format!("data.dir='{}'", data.display()),
         format!("data.manifest='{}'", manifest.display()),
     ]

@@ -1,0 +1,334 @@
+//! Devices of a sweep: what a slot trains on, which GPUs `--gpus` (or the GPUs found) name, and how a
+//! GPU of the sweep becomes the `CUDA_VISIBLE_DEVICES` of its child.
+//!
+//! GPU indices are the sweep's own: `--gpus 0,1` and the GPUs found (0..n) count the GPUs the sweep
+//! process itself sees. When the sweep runs under a `CUDA_VISIBLE_DEVICES` of its own (set by Slurm, or
+//! by the user: `CUDA_VISIBLE_DEVICES=4,5 wrn sweep`), GPU i of the sweep is the i-th entry of that list,
+//! an index, a `GPU-…` UUID or a `MIG-…` instance, and the child of a slot on it gets that entry. Indices
+//! are read in `CUDA_DEVICE_ORDER`: the sweep's own when set, otherwise `PCI_BUS_ID`, the order of
+//! `nvidia-smi` and of Slurm (CUDA's default, `FASTEST_FIRST`, may differ on a node of mixed GPUs).
+//! Nothing here asks CUDA: the binary queries libtorch and the driver and passes their answers in.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::plan::SweepError;
+
+/// The variable that restricts the GPUs a CUDA process sees.
+pub const VISIBLE_DEVICES_ENV: &str = "CUDA_VISIBLE_DEVICES";
+/// The variable that orders the GPUs CUDA enumerates.
+pub const DEVICE_ORDER_ENV: &str = "CUDA_DEVICE_ORDER";
+/// The order of `nvidia-smi`, of Slurm, and of a sweep whose caller set none.
+pub const PCI_BUS_ID: &str = "PCI_BUS_ID";
+
+/// What a run trains on: `wrn train`'s `device` (a GPU is picked by the child's `CUDA_VISIBLE_DEVICES`,
+/// so a resumed run may move GPUs). Serialised as `"cpu"` and `"cuda"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Device {
+    Cpu,
+    Cuda,
+}
+
+impl Device {
+    /// The value of `wrn train`'s `device` setting and `--device` flag.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Device::Cpu => "cpu",
+            Device::Cuda => "cuda",
+        }
+    }
+}
+
+impl fmt::Display for Device {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Device {
+    type Err = SweepError;
+    fn from_str(s: &str) -> Result<Device, SweepError> {
+        match s {
+            "cpu" => Ok(Device::Cpu),
+            "cuda" => Ok(Device::Cuda),
+            _ => Err(SweepError::Invalid(format!("unknown device '{s}': expected cpu or cuda"))),
+        }
+    }
+}
+
+/// `--gpus`: the CPU, given GPU indices, or (without the flag) every GPU found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GpuRequest {
+    /// Every GPU libtorch can use; the CPU only where there is no NVIDIA GPU.
+    Auto,
+    /// `none` or `cpu`.
+    Cpu,
+    /// `0,1,…`: indices among the GPUs the sweep sees.
+    Indices(Vec<u32>),
+}
+
+impl FromStr for GpuRequest {
+    type Err = SweepError;
+    fn from_str(s: &str) -> Result<GpuRequest, SweepError> {
+        match s.trim() {
+            "none" | "cpu" => Ok(GpuRequest::Cpu),
+            "auto" => Ok(GpuRequest::Auto),
+            list => {
+                let mut ids: Vec<u32> = Vec::new();
+                for g in list.split(',').map(str::trim) {
+                    let id = g.parse().map_err(|_| {
+                        SweepError::Invalid(format!(
+                            "--gpus {list}: '{g}' is not a GPU index (expected indices such as 0,1, or none)"
+                        ))
+                    })?;
+                    if ids.contains(&id) {
+                        return Err(SweepError::Invalid(format!("--gpus {list}: GPU {id} is named twice")));
+                    }
+                    ids.push(id);
+                }
+                Ok(GpuRequest::Indices(ids))
+            }
+        }
+    }
+}
+
+/// What the sweep's process found when asked for its GPUs: libtorch's count of usable CUDA devices, or
+/// why there are none.
+pub type CudaStatus = Result<usize, String>;
+
+/// What the sweep trains on when `--gpus` is not given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AutoChoice {
+    /// GPUs 0..n of the sweep.
+    Gpus(Vec<u32>),
+    /// No NVIDIA GPU on this machine: the CPU, for this reason (a one-line note).
+    Cpu { reason: String },
+}
+
+/// The GPUs of a sweep without `--gpus`: every GPU libtorch can use (`cuda`). When libtorch can use none,
+/// `driver_gpus` (how many GPUs the NVIDIA driver reports, or why it cannot be asked; only called then)
+/// decides: GPUs the driver sees but CUDA cannot use are an error, never a silent CPU sweep; without a
+/// driver or a GPU the sweep trains on the CPU.
+pub fn auto_gpus(
+    cuda: CudaStatus,
+    driver_gpus: impl FnOnce() -> Result<usize, String>,
+) -> Result<AutoChoice, SweepError> {
+    let reason = match cuda {
+        Ok(n) if n > 0 => return Ok(AutoChoice::Gpus((0..n as u32).collect())),
+        Ok(_) => "libtorch finds no CUDA device".to_string(),
+        Err(reason) => reason,
+    };
+    match driver_gpus() {
+        Ok(gpus) if gpus > 0 => Err(SweepError::CudaUnusable { gpus, reason }),
+        _ => Ok(AutoChoice::Cpu { reason }),
+    }
+}
+
+/// GPUs named by `--gpus` (`ids`), checked against what libtorch finds (`status`): CUDA must be usable
+/// and every index below the number of GPUs the sweep sees, so a wrong list stops the sweep before any
+/// run starts.
+pub fn check_gpus(ids: &[u32], status: CudaStatus) -> Result<(), SweepError> {
+    let list = || ids.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
+    let count = match status {
+        Ok(0) => return Err(SweepError::GpusUnusable { gpus: list(), reason: "libtorch finds no CUDA device".into() }),
+        Ok(n) => n,
+        Err(reason) => return Err(SweepError::GpusUnusable { gpus: list(), reason }),
+    };
+    match ids.iter().find(|&&i| i as usize >= count) {
+        Some(&index) => Err(SweepError::NoSuchGpu { index, count }),
+        None => Ok(()),
+    }
+}
+
+/// A Slurm task whose task file asks for `cuda` (`status`: libtorch's count of usable CUDA devices, or
+/// why there are none): an error with the reason when CUDA cannot be used, never a run on the CPU.
+pub fn require_cuda(status: CudaStatus) -> Result<(), SweepError> {
+    match status {
+        Ok(n) if n > 0 => Ok(()),
+        Ok(_) => Err(SweepError::CudaRequired("libtorch finds no CUDA device".into())),
+        Err(reason) => Err(SweepError::CudaRequired(reason)),
+    }
+}
+
+/// The CUDA variables the sweep runs under (its caller's, or what the sweep set for itself).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CudaEnv {
+    /// `CUDA_VISIBLE_DEVICES`, when set (possibly empty: no GPU).
+    pub visible_devices: Option<String>,
+    /// `CUDA_DEVICE_ORDER`, when set.
+    pub device_order: Option<String>,
+}
+
+impl CudaEnv {
+    /// This process's `CUDA_VISIBLE_DEVICES` and `CUDA_DEVICE_ORDER`.
+    pub fn from_env() -> CudaEnv {
+        CudaEnv {
+            visible_devices: std::env::var(VISIBLE_DEVICES_ENV).ok(),
+            device_order: std::env::var(DEVICE_ORDER_ENV).ok(),
+        }
+    }
+
+    /// The `CUDA_DEVICE_ORDER` of the sweep and of its GPU children: the caller's when set (the indices
+    /// of its `CUDA_VISIBLE_DEVICES` are in that order), otherwise `PCI_BUS_ID`.
+    pub fn order(&self) -> &str {
+        match self.device_order.as_deref().map(str::trim) {
+            Some(order) if !order.is_empty() => order,
+            _ => PCI_BUS_ID,
+        }
+    }
+
+    /// The `CUDA_VISIBLE_DEVICES` entry of each of `gpus` (indices among the GPUs the sweep sees): the
+    /// caller's i-th entry under a `CUDA_VISIBLE_DEVICES` of its own, the index itself without one.
+    pub fn children_visible(&self, gpus: &[u32]) -> Result<Vec<String>, SweepError> {
+        let Some(parent) = &self.visible_devices else {
+            return Ok(gpus.iter().map(u32::to_string).collect());
+        };
+        let entries = visible_entries(parent);
+        gpus.iter()
+            .map(|&i| {
+                entries.get(i as usize).map(|e| e.to_string()).ok_or_else(|| SweepError::GpuBeyondVisible {
+                    index: i,
+                    visible: parent.clone(),
+                    count: entries.len(),
+                })
+            })
+            .collect()
+    }
+}
+
+/// The GPUs a `CUDA_VISIBLE_DEVICES` value makes visible, in the order it gives them: its entries up to
+/// the first one that is not an index, a `GPU-…` UUID or a `MIG-…` instance (CUDA ignores that one and
+/// every later one). Empty, or `""`: none.
+pub fn visible_entries(value: &str) -> Vec<&str> {
+    value
+        .split(',')
+        .map(str::trim)
+        .take_while(|e| e.parse::<u32>().is_ok() || e.starts_with("GPU-") || e.starts_with("MIG-"))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(visible: Option<&str>, order: Option<&str>) -> CudaEnv {
+        CudaEnv { visible_devices: visible.map(Into::into), device_order: order.map(Into::into) }
+    }
+
+    #[test]
+    fn devices_read_and_print_as_wrn_train_names_them() {
+        assert_eq!("cuda".parse::<Device>().unwrap(), Device::Cuda);
+        assert_eq!(Device::Cpu.to_string(), "cpu");
+        assert_eq!(serde_json::to_string(&Device::Cuda).unwrap(), "\"cuda\"");
+        assert_eq!(serde_json::from_str::<Device>("\"cpu\"").unwrap(), Device::Cpu);
+        assert!("cuda:1".parse::<Device>().unwrap_err().to_string().contains("expected cpu or cuda"));
+    }
+
+    #[test]
+    fn gpus_flag_parses() {
+        assert_eq!("none".parse::<GpuRequest>().unwrap(), GpuRequest::Cpu);
+        assert_eq!("cpu".parse::<GpuRequest>().unwrap(), GpuRequest::Cpu);
+        assert_eq!("0, 3".parse::<GpuRequest>().unwrap(), GpuRequest::Indices(vec![0, 3]));
+        let err = "0,x".parse::<GpuRequest>().unwrap_err().to_string();
+        assert!(err.contains("'x' is not a GPU index"), "{err}");
+        let err = "1,1".parse::<GpuRequest>().unwrap_err().to_string();
+        assert!(err.contains("GPU 1 is named twice"), "{err}");
+    }
+
+    #[test]
+    fn without_a_parent_list_the_index_is_the_gpu() {
+        assert_eq!(env(None, None).children_visible(&[0, 2]).unwrap(), ["0", "2"]);
+    }
+
+    #[test]
+    fn indices_map_through_the_parents_indices() {
+        let cuda = env(Some("4,5"), None);
+        assert_eq!(cuda.children_visible(&[0, 1]).unwrap(), ["4", "5"]);
+        assert_eq!(cuda.children_visible(&[1]).unwrap(), ["5"]);
+        // The parent's order is kept: its first entry is the sweep's GPU 0.
+        assert_eq!(env(Some("7, 2"), None).children_visible(&[0, 1]).unwrap(), ["7", "2"]);
+    }
+
+    #[test]
+    fn indices_map_through_uuids_and_mig_instances() {
+        let uuids = "GPU-8f3e2a10-1b2c-4d5e-8f90-0123456789ab,GPU-11111111-2222-3333-4444-555555555555";
+        assert_eq!(
+            env(Some(uuids), None).children_visible(&[1, 0]).unwrap(),
+            ["GPU-11111111-2222-3333-4444-555555555555", "GPU-8f3e2a10-1b2c-4d5e-8f90-0123456789ab"]
+        );
+        let mig = "MIG-9e0f5b7a-0d5c-5e64-9a1f-3c2b1a000000";
+        assert_eq!(env(Some(mig), None).children_visible(&[0]).unwrap(), [mig]);
+    }
+
+    #[test]
+    fn an_index_beyond_the_parents_list_names_both() {
+        let err = env(Some("4,5"), None).children_visible(&[0, 2]).unwrap_err().to_string();
+        assert!(err.contains("GPU 2 of the sweep"), "{err}");
+        assert!(err.contains("CUDA_VISIBLE_DEVICES='4,5'"), "{err}");
+        assert!(err.contains("2 GPU(s)"), "{err}");
+    }
+
+    #[test]
+    fn an_empty_parent_list_means_no_gpu() {
+        assert!(visible_entries("").is_empty());
+        let err = env(Some(""), None).children_visible(&[0]).unwrap_err().to_string();
+        assert!(err.contains("CUDA_VISIBLE_DEVICES=''") && err.contains("0 GPU(s)"), "{err}");
+        // No GPU asked for, nothing to map.
+        assert!(env(Some(""), None).children_visible(&[]).unwrap().is_empty());
+    }
+
+    #[test]
+    fn cuda_stops_reading_the_list_at_an_invalid_entry() {
+        assert_eq!(visible_entries("0,1,-1,2"), ["0", "1"]);
+        assert_eq!(visible_entries("GPU-ab, 3 ,x"), ["GPU-ab", "3"]);
+        let err = env(Some("0,-1,2"), None).children_visible(&[1]).unwrap_err().to_string();
+        assert!(err.contains("1 GPU(s)"), "{err}");
+    }
+
+    #[test]
+    fn children_use_pci_order_unless_the_caller_chose_one() {
+        assert_eq!(env(None, None).order(), "PCI_BUS_ID");
+        assert_eq!(env(None, Some("")).order(), "PCI_BUS_ID");
+        assert_eq!(env(None, Some("FASTEST_FIRST")).order(), "FASTEST_FIRST");
+    }
+
+    #[test]
+    fn found_gpus_are_used_and_unusable_ones_stop_the_sweep() {
+        let never = || -> Result<usize, String> { panic!("the driver is asked only when libtorch finds no GPU") };
+        assert_eq!(auto_gpus(Ok(2), never).unwrap(), AutoChoice::Gpus(vec![0, 1]));
+        // The driver sees GPUs that CUDA cannot use: an error with the reason and the way out.
+        let err = auto_gpus(Err("libtorch reports CUDA unavailable".into()), || Ok(8)).unwrap_err().to_string();
+        assert!(err.contains("8 GPU(s)") && err.contains("libtorch reports CUDA unavailable"), "{err}");
+        assert!(err.contains("run `wrn doctor` for the cause, or pass --gpus none to train on the CPU"), "{err}");
+        // No driver, or a driver without a GPU: the CPU, with the reason.
+        let no_driver = || Err("no NVIDIA driver: libcuda.so.1 cannot be loaded".to_string());
+        assert_eq!(
+            auto_gpus(Err("no libtorch_cuda.so".into()), no_driver).unwrap(),
+            AutoChoice::Cpu { reason: "no libtorch_cuda.so".into() }
+        );
+        assert!(matches!(auto_gpus(Err("x".into()), || Ok(0)).unwrap(), AutoChoice::Cpu { .. }));
+    }
+
+    #[test]
+    fn named_gpus_must_exist_and_work() {
+        assert!(check_gpus(&[0, 1], Ok(2)).is_ok());
+        let err = check_gpus(&[0, 2], Ok(2)).unwrap_err().to_string();
+        assert!(err.contains("GPU 2, but the sweep sees 2 GPU(s)"), "{err}");
+        let err = check_gpus(&[0, 1], Err("no libtorch_cuda.so beside x".into())).unwrap_err().to_string();
+        assert!(err.starts_with("--gpus 0,1: CUDA cannot be used: no libtorch_cuda.so beside x"), "{err}");
+        assert!(err.contains("or pass --gpus none to train on the CPU"), "{err}");
+        assert!(check_gpus(&[0], Ok(0)).is_err());
+    }
+
+    #[test]
+    fn a_cuda_task_without_cuda_fails_with_the_reason() {
+        assert!(require_cuda(Ok(1)).is_ok());
+        let err = require_cuda(Err("the NVIDIA driver finds no CUDA-capable device".into())).unwrap_err();
+        let err = err.to_string();
+        assert!(err.contains("asks for cuda") && err.contains("finds no CUDA-capable device"), "{err}");
+        assert!(require_cuda(Ok(0)).is_err());
+    }
+}

@@ -1,0 +1,215 @@
+//! Numerical parity of a device with the CPU, on the code paths training uses: the same weights and
+//! batch give the same logits and gradients on the CPU and the device (fp32 within TF32's tolerance),
+//! bf16 compute stays within a few percent of fp32, channels-last equals NCHW, `u8` pixels normalised on
+//! the device equal the CPU's bit for bit, and a checkpoint written from the device reloads on the CPU
+//! unchanged. `wrn doctor --parity` runs it; on the CPU it compares the CPU with itself, which still checks
+//! bf16, channels-last and the checkpoint round trip.
+
+use serde::Serialize;
+use tch::nn::{self, ModuleT};
+use tch::{Device, Kind, Tensor};
+use wrn_augment::ValueStep;
+use wrn_nets::Arch;
+
+use crate::run::{Progress, RunDir};
+
+/// One comparison: `value` (a relative or absolute difference, as `what` says) against `tolerance`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ParityCheck {
+    pub name: String,
+    pub what: String,
+    pub value: f64,
+    pub tolerance: f64,
+    pub pass: bool,
+}
+
+/// Errors of the parity checks (libtorch failing, or the checkpoint files).
+#[derive(Debug, thiserror::Error)]
+pub enum ParityError {
+    #[error("parity check on {device}: libtorch: {source}")]
+    Torch { device: String, source: tch::TchError },
+    #[error("parity check on {device}: {source}")]
+    Run { device: String, source: crate::run::RunError },
+    #[error("parity check on {device}: {source}")]
+    Io { device: String, source: std::io::Error },
+}
+
+/// Relative tolerance of fp32 on a GPU against the CPU: cuDNN convolutions may use TF32 (10-bit
+/// mantissa), which libtorch allows by default.
+pub const TF32_TOLERANCE: f64 = 2e-2;
+/// Relative tolerance of bf16 compute (8-bit mantissa) against fp32.
+pub const BF16_TOLERANCE: f64 = 5e-2;
+
+fn check(name: &str, what: &str, value: f64, tolerance: f64) -> ParityCheck {
+    ParityCheck {
+        name: name.into(),
+        what: what.into(),
+        value,
+        tolerance,
+        pass: value.is_finite() && value <= tolerance,
+    }
+}
+
+/// ‖a − b‖ / ‖a‖ over all elements, in f64 on the CPU.
+fn relative(a: &Tensor, b: &Tensor) -> f64 {
+    let (a, b) = (a.to_device(Device::Cpu).to_kind(Kind::Double), b.to_device(Device::Cpu).to_kind(Kind::Double));
+    let norm = a.norm().double_value(&[]);
+    (&a - &b).norm().double_value(&[]) / norm.max(f64::MIN_POSITIVE)
+}
+
+/// max |a − b| over all elements.
+fn max_abs(a: &Tensor, b: &Tensor) -> f64 {
+    let (a, b) = (a.to_device(Device::Cpu).to_kind(Kind::Double), b.to_device(Device::Cpu).to_kind(Kind::Double));
+    (&a - &b).abs().max().double_value(&[])
+}
+
+/// A network built on `device` holding the weights of `reference`.
+fn copy_of(
+    arch: &Arch,
+    reference: &nn::VarStore,
+    device: Device,
+) -> Result<(nn::VarStore, Box<dyn ModuleT>), tch::TchError> {
+    let mut vs = nn::VarStore::new(device);
+    let net = arch.build(&vs.root());
+    vs.copy(reference)?;
+    Ok((vs, Box::new(net)))
+}
+
+/// Training-mode logits and the gradients of a cross-entropy step.
+fn step(vs: &nn::VarStore, net: &dyn ModuleT, x: &Tensor, y: &Tensor) -> (Tensor, Vec<Tensor>) {
+    vs.trainable_variables().iter_mut().for_each(Tensor::zero_grad);
+    let logits = net.forward_t(x, true).to_kind(Kind::Float);
+    logits.cross_entropy_for_logits(y).backward();
+    let mut named = vs.variables().into_iter().collect::<Vec<_>>();
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    // Copies: on the CPU, `to_device` returns the tensor itself, whose gradient the next step overwrites.
+    let grads =
+        named.iter().filter(|(_, t)| t.requires_grad()).map(|(_, t)| t.grad().to_device(Device::Cpu).copy()).collect();
+    (logits.detach().to_device(Device::Cpu).copy(), grads)
+}
+
+/// ‖g − h‖ / ‖g‖ over every gradient at once.
+fn relative_grads(g: &[Tensor], h: &[Tensor]) -> f64 {
+    let flat = |v: &[Tensor]| Tensor::cat(&v.iter().map(|t| t.flatten(0, -1)).collect::<Vec<_>>(), 0);
+    relative(&flat(g), &flat(h))
+}
+
+/// Runs every parity check of `device` against the CPU on `arch` (a small WRN is enough: the checks are
+/// about kernels, layouts and copies, not the network's size).
+pub fn parity(arch: &Arch, device: Device, batch: i64) -> Result<Vec<ParityCheck>, ParityError> {
+    let name = crate::environment::device_name(device);
+    let torch = |source| ParityError::Torch { device: name.clone(), source };
+    let mut checks = Vec::new();
+    tch::manual_seed(0);
+    let cpu_vs = nn::VarStore::new(Device::Cpu);
+    let cpu_net = arch.build(&cpu_vs.root());
+    let [c, h, w] = arch.input_shape();
+    let x = Tensor::randn([batch, c, h, w], (Kind::Float, Device::Cpu));
+    let y = Tensor::randint(arch.num_classes(), [batch], (Kind::Int64, Device::Cpu));
+    let (cpu_logits, cpu_grads) = step(&cpu_vs, &cpu_net, &x, &y);
+
+    let (dev_vs, dev_net) = copy_of(arch, &cpu_vs, device).map_err(torch)?;
+    let (xd, yd) = (x.to_device(device), y.to_device(device));
+    let (logits, grads) = step(&dev_vs, dev_net.as_ref(), &xd, &yd);
+    checks.push(check(
+        "fp32_logits_vs_cpu",
+        "relative L2 difference of training-mode logits",
+        relative(&cpu_logits, &logits),
+        TF32_TOLERANCE,
+    ));
+    checks.push(check(
+        "fp32_gradients_vs_cpu",
+        "relative L2 difference of all gradients",
+        relative_grads(&cpu_grads, &grads),
+        TF32_TOLERANCE,
+    ));
+
+    let (bf16_logits, _) = step(&dev_vs, dev_net.as_ref(), &wrn_nets::layout::bf16(&xd), &yd);
+    checks.push(check(
+        "bf16_logits_vs_fp32",
+        "relative L2 difference of bf16 logits from fp32",
+        relative(&logits, &bf16_logits),
+        BF16_TOLERANCE,
+    ));
+
+    let (cl_vs, cl_net) = copy_of(arch, &cpu_vs, device).map_err(torch)?;
+    wrn_nets::layout::to_channels_last(&cl_vs);
+    let (cl_logits, cl_grads) = step(&cl_vs, cl_net.as_ref(), &wrn_nets::layout::channels_last(&xd), &yd);
+    checks.push(check(
+        "channels_last_logits_vs_nchw",
+        "relative L2 difference of logits",
+        relative(&logits, &cl_logits),
+        TF32_TOLERANCE,
+    ));
+    checks.push(check(
+        "channels_last_gradients_vs_nchw",
+        "relative L2 difference of all gradients",
+        relative_grads(&grads, &cl_grads),
+        TF32_TOLERANCE,
+    ));
+
+    let pixels = Tensor::randint(256, [batch, 3, 32, 32], (Kind::Uint8, Device::Cpu));
+    let value_step = ValueStep::Normalize {
+        mean: wrn_augment::ops::CIFAR_MEAN.to_vec(),
+        inv_std: wrn_augment::ops::CIFAR_STD.iter().map(|s| 1.0 / s).collect(),
+    };
+    let on_cpu = crate::trainer::normalise_on_device(&pixels, &value_step, Device::Cpu);
+    let on_device = crate::trainer::normalise_on_device(&pixels, &value_step, device);
+    checks.push(check(
+        "u8_normalisation_vs_cpu",
+        "max absolute difference (bit-exact expected)",
+        max_abs(&on_cpu, &on_device),
+        0.0,
+    ));
+
+    // A checkpoint of channels-last device weights (after a step, so they are not the CPU's) through the
+    // run folder's own writer and reader.
+    let run_dir = tempfile::tempdir().map_err(|source| ParityError::Io { device: name.clone(), source })?;
+    let run = RunDir::create(run_dir.path()).map_err(|source| ParityError::Run { device: name.clone(), source })?;
+    tch::no_grad(|| {
+        for (_, mut t) in cl_vs.variables() {
+            let _ = t.f_add_(&(t.randn_like() * 0.01));
+        }
+    });
+    run.save_checkpoint(&cl_vs, vec![], Progress { epoch: 1, step: 0 })
+        .map_err(|source| ParityError::Run { device: name.clone(), source })?;
+    let mut reloaded = nn::VarStore::new(Device::Cpu);
+    let _ = arch.build(&reloaded.root());
+    run.load_checkpoint(&mut reloaded).map_err(|source| ParityError::Run { device: name.clone(), source })?;
+    let saved = cl_vs.variables();
+    let worst = reloaded
+        .variables()
+        .iter()
+        .map(|(k, t)| saved.get(k).map_or(f64::INFINITY, |s| max_abs(s, t)))
+        .fold(0.0, f64::max);
+    checks.push(check("checkpoint_device_to_cpu", "max absolute difference after save and reload", worst, 0.0));
+    Ok(checks)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cpu_passes_every_parity_check_and_a_wrong_tolerance_fails() {
+        let checks = parity(&"wrn-10-1".parse().unwrap(), Device::Cpu, 8).unwrap();
+        let names: Vec<&str> = checks.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "fp32_logits_vs_cpu",
+                "fp32_gradients_vs_cpu",
+                "bf16_logits_vs_fp32",
+                "channels_last_logits_vs_nchw",
+                "channels_last_gradients_vs_nchw",
+                "u8_normalisation_vs_cpu",
+                "checkpoint_device_to_cpu"
+            ]
+        );
+        assert!(checks.iter().all(|c| c.pass), "{checks:#?}");
+        // The CPU against itself is exact; bf16 differs from fp32, but within its tolerance.
+        assert_eq!(checks[0].value, 0.0);
+        assert!(checks[2].value > 1e-4 && checks[2].value < BF16_TOLERANCE, "{}", checks[2].value);
+        assert!(!check("x", "", 0.1, 0.05).pass && !check("x", "", f64::NAN, 1.0).pass);
+    }
+}
