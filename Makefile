@@ -1,5 +1,6 @@
-# wrn: every target that builds or tests depends on `libtorch`, which makes the pinned CPU libtorch
-# available (ci/libtorch.sh; fast when cached) and writes the environment cargo needs to $(TORCH_ENV).
+# wrn: every target that builds or tests depends on `libtorch`, which makes the pinned libtorch available
+# (ci/libtorch.sh; fast when cached; the CUDA one on a machine with an NVIDIA driver, WRN_CUDA=0|1 decides
+# otherwise) and writes the environment cargo needs to $(TORCH_ENV).
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 .DEFAULT_GOAL := help
@@ -8,7 +9,7 @@ TORCH_ENV := target/libtorch.env
 CARGO := . ./$(TORCH_ENV) && cargo
 WRN := . ./$(TORCH_ENV) && ./target/release/wrn
 
-.PHONY: help libtorch build test test-rust test-bootstrap test-slurm lint fmt doctor demo bench bench-peers gpu-check \
+.PHONY: help libtorch libtorch-cuda test-libtorch-cuda build test test-rust test-bootstrap test-slurm lint fmt doctor demo bench bench-peers gpu-check \
 	clean reproduce-cifar reproduce-imagenet nightly $(TABLES)
 
 # Reproduction settings, passed through to `wrn sweep`: SCALE=full|smoke|0.1, GPUS=0,1 (or none),
@@ -27,16 +28,23 @@ CIFAR_DATASETS := --dataset cifar10 --dataset cifar100 --dataset svhn
 help: ## List the targets
 	@grep -E '^([a-z-]+|\$$\(TABLES\)):.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/; s/^\$$(TABLES)/t2 ... t9/' | expand -t 20
 
-libtorch: ## Fetch, verify and unpack libtorch 2.11.0 (CPU) into ~/.cache/wrn (once)
+libtorch: ## Fetch, verify and unpack libtorch 2.11.0 into ~/.cache/wrn (once): CUDA with an NVIDIA driver, else CPU
 	@mkdir -p target
 	@ci/libtorch.sh > $(TORCH_ENV).tmp && mv $(TORCH_ENV).tmp $(TORCH_ENV)
+
+libtorch-cuda: ## The CUDA libtorch even without a driver (WRN_CUDA=1; ~2.5 GB); `make build WRN_CUDA=1` builds on it
+	@mkdir -p target
+	@WRN_CUDA=1 ci/libtorch.sh > $(TORCH_ENV).tmp && mv $(TORCH_ENV).tmp $(TORCH_ENV)
+
+test-libtorch-cuda: ## Download the CUDA libtorch, build against it, check it loads up to the driver (~2.5 GB, ~20 min; not in `test`)
+	ci/test-libtorch-cuda.sh
 
 build: libtorch ## Build the release binary target/release/wrn
 	$(CARGO) build --release -p wrn
 
-test: lint test-rust test-bootstrap test-slurm test-browser ## Everything CI checks: formatting, clippy, all tests
+test: lint test-rust test-bootstrap test-slurm test-browser test-gpu-acceptance ## Everything CI checks: formatting, clippy, all tests
 
-test-rust: libtorch fonts
+test-rust: libtorch
 	$(CARGO) test --workspace --all-targets
 
 test-bootstrap:
@@ -45,7 +53,7 @@ test-bootstrap:
 test-slurm: build ## wrn sweep --slurm against a real single-node Slurm (installs slurm-wlm when missing)
 	ci/test-slurm.sh target/release/wrn
 
-test-browser: fonts ## The HTML report rendered in headless Chromium (installs Debian's chromium when missing)
+test-browser: ## The HTML report rendered in headless Chromium (installs Debian's chromium when missing)
 	ci/test-browser.sh
 
 lint: libtorch ## cargo fmt --check and clippy with warnings as errors
@@ -60,7 +68,7 @@ doctor: build ## Show versions, libtorch, CUDA devices, threads and directories
 
 DEMO := runs/demo
 DEMO_DATA := --set data.dir='$(DEMO)/data' --set data.manifest='$(DEMO)/synth/cifar10.toml'
-demo: build fonts ## The main job at smoke scale on CPU: synthetic CIFAR-10 -> fetch -> widening sweep -> report
+demo: build ## The main job at smoke scale on CPU: synthetic CIFAR-10 -> fetch -> widening sweep -> report
 	@echo "demo: a widening study (WRN-10-1/2/4, 5 epochs, 1 seed) on synthetic CIFAR-10-format data, on the CPU."
 	@echo "demo: smoke scale on synthetic data: it shows the pipeline learns; its numbers are not the paper's."
 	$(WRN) data synth cifar10 --out $(DEMO)/synth --n 2000 --seed 0
@@ -69,29 +77,24 @@ demo: build fonts ## The main job at smoke scale on CPU: synthetic CIFAR-10 -> f
 	$(WRN) report --runs $(DEMO)/runs --table demo --out $(DEMO)/report
 	@echo "demo: report in $(DEMO)/report (report.md, report.html, report.csv, plots/)"
 
-reproduce-cifar: build fonts ## Tables 2-6 and 9 on CIFAR-10/100 and SVHN: fetch+verify -> sweep -> report
+reproduce-cifar: build ## Tables 2-6 and 9 on CIFAR-10/100 and SVHN: fetch+verify -> sweep -> report
 	$(WRN) sweep --all $(CIFAR_DATASETS) $(SWEEP_FLAGS) --dry-run
 	for d in cifar10 cifar100 svhn; do $(WRN) data $(DATA_FLAGS) fetch $$d; done
 	$(WRN) sweep --all $(CIFAR_DATASETS) $(SWEEP_FLAGS)
 	$(WRN) report --runs $(RUNS) --out reports/generated/$(SCALE)
 
-reproduce-imagenet: build fonts ## Tables 7-9 on ImageNet (bring the ILSVRC2012 files: wrn data import imagenet ...)
+reproduce-imagenet: build ## Tables 7-9 on ImageNet (bring the ILSVRC2012 files: wrn data import imagenet ...)
 	$(WRN) sweep --all --dataset imagenet $(SWEEP_FLAGS) --dry-run
 	$(WRN) data $(DATA_FLAGS) fetch imagenet
 	$(WRN) sweep --all --dataset imagenet $(SWEEP_FLAGS)
 	$(WRN) report --runs $(RUNS) --out reports/generated/$(SCALE)
 
-$(TABLES): build fonts ## One paper table (make t4 SCALE=smoke GPUS=0,1): sweep -> report
+$(TABLES): build ## One paper table (make t4 SCALE=smoke GPUS=0,1): sweep -> report
 	$(WRN) sweep --table $@ $(SWEEP_FLAGS)
 	$(WRN) report --runs $(RUNS) --table $@ --out reports/generated/$(SCALE)
 
-.PHONY: fonts report test-browser
-FONT := /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf
-fonts: ## DejaVu Sans for the plots' text (Debian's fonts-dejavu-core), installed when missing
-	@test -n "$${WRN_FONT:-}" || test -f $(FONT) || \
-	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-dejavu-core; }
-
-report: build fonts ## Report on $(RUNS) into reports/generated/; README results section from reports/results/
+.PHONY: report test-browser
+report: build ## Report on $(RUNS) into reports/generated/; README results section from reports/results/
 	$(WRN) report --runs $(RUNS) --out reports/generated --readme README.md
 
 nightly: build ## Regression check: demo table + benchmarks vs reports/baselines -> reports/nightly/<date>/
@@ -103,8 +106,12 @@ bench: libtorch ## Criterion benchmarks (target/criterion/)
 bench-peers: build ## wrn vs PyTorch on this CPU, same run: training steps (eager), CIFAR and ImageNet pipelines (torchvision)
 	benches/peers/compare.sh
 
-gpu-check: ## Stage the GPU check bundle in dist/gpu-check (run its run.sh on a GPU machine)
-	ci/gpu-check.sh
+gpu-check: ## Stage the GPU acceptance bundle in dist/gpu-check (run gpu-acceptance.sh run OUT on a GPU machine)
+	ci/gpu-acceptance.sh stage
+
+.PHONY: test-gpu-acceptance
+test-gpu-acceptance: ## ci/gpu-acceptance.sh without a GPU: stops at preflight with the reason (fake nvidia-smi, ldd)
+	ci/test-gpu-acceptance.sh
 
 clean: ## Remove build outputs (the libtorch cache stays; remove ~/.cache/wrn/libtorch to rebuild it)
 	cargo clean

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# libtorch bootstrap: makes the CPU libtorch that `tch` links against available, and prints the
-# environment cargo needs (`export LIBTORCH=...` and `export LD_LIBRARY_PATH=...`) on stdout.
+# libtorch bootstrap: makes the libtorch that `tch` links against available, and prints the environment
+# cargo needs (`export LIBTORCH=...` and `export LD_LIBRARY_PATH=...`) on stdout.
 #
 #   ci/libtorch.sh            ensure the cache is ready (fast when it is), print the exports
 #   ci/libtorch.sh --verify   also re-hash every cached file against the checksums recorded at build time
@@ -14,11 +14,23 @@
 #      The unpacked tree is complete only once its `.manifest` exists; a tree whose files do not match the
 #      manifest (partial unpack, deleted or truncated file) is rebuilt. pip's own variables (PIP_INDEX_URL,
 #      PIP_FIND_LINKS, proxies...) are honoured.
+#   3'. With CUDA, the wheels of ci/libtorch-cuda.lock too (about 2.5 GB in all), unpacked in pip's layout
+#      (torch/lib beside nvidia/*/lib, so the wheels' own $ORIGIN/../../nvidia RPATHs work) into
+#      .../libtorch/<version>+cu<N>-<digest>/, checked to be self-contained (every DT_NEEDED inside the tree
+#      or a C library / libcuda.so.1), with a `link/` directory for cargo holding the CPU libraries only (so
+#      the binary links libtorch_cpu and loads libtorch_cuda.so at run time). LIBTORCH is then `link/`, and
+#      WRN_LIBTORCH_RUNTIME (the binary's RUNPATH) and LD_LIBRARY_PATH are its `torch/lib`.
+#      WRN_CUDA=auto (default): CUDA when an NVIDIA driver is present (/proc/driver/nvidia/version, or
+#      libcuda.so.1 known to ldconfig); WRN_CUDA=1: always (the driver check is skipped without a driver);
+#      WRN_CUDA=0: never. The driver must be new enough for the wheels' CUDA (580 for CUDA 13.0) and the
+#      cache's disk must have room (WRN_CUDA_MIN_FREE_MB overrides the estimate); otherwise nothing is
+#      downloaded and the error says what to do. WRN_NVIDIA_VERSION_FILE replaces /proc/driver/nvidia/version.
 # Messages go to stderr; nothing but the exports goes to stdout.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 lock=${WRN_LIBTORCH_LOCK:-$here/libtorch.lock}
+cuda_lock=${WRN_LIBTORCH_CUDA_LOCK:-$here/libtorch-cuda.lock}
 cache=${WRN_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/wrn}
 verify=0
 
@@ -28,7 +40,7 @@ die() { echo "libtorch: error: $*" >&2; exit 1; }
 for arg in "$@"; do
   case "$arg" in
     --verify) verify=1 ;;
-    -h|--help) sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 0 ;;
+    -h|--help) awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "${BASH_SOURCE[0]}" >&2; exit 0 ;;
     *) die "unknown argument '$arg' (try --help)" ;;
   esac
 done
@@ -58,23 +70,79 @@ if [ -n "${LIBTORCH_USE_PYTORCH:-}" ]; then
 fi
 
 # 3. The pinned wheels.
-[ -f "$lock" ] || die "lock file $lock not found"
+cuda_mode=${WRN_CUDA:-auto}
+case "$cuda_mode" in
+  auto|1|0) ;;
+  *) die "WRN_CUDA='$cuda_mode': expected auto (CUDA when an NVIDIA driver is present), 1 or 0" ;;
+esac
+
+# The NVIDIA driver: present when its kernel module reports a version, or the loader knows libcuda.so.1.
+driver_file=${WRN_NVIDIA_VERSION_FILE:-/proc/driver/nvidia/version}
+driver_present=0 driver_version=''
+if [ -e "$driver_file" ]; then
+  driver_present=1
+  # "NVRM version: NVIDIA UNIX [Open ]Kernel Module [for x86_64]  580.95.05  Release Build ..."
+  driver_version=$(head -n 1 "$driver_file" 2>/dev/null | grep -oE '[[:space:]][0-9]+\.[0-9]+(\.[0-9]+)?([[:space:]]|$)' \
+    | head -n 1 | tr -d '[:space:]' || true)
+elif "$(command -v ldconfig || echo /sbin/ldconfig)" -p 2>/dev/null | grep -q '[[:space:]]libcuda\.so\.1[[:space:]]'; then
+  driver_present=1
+fi
+if [ "$driver_present" = 1 ] && [ -z "$driver_version" ] && command -v nvidia-smi >/dev/null 2>&1; then
+  driver_version=$(nvidia-smi --query-gpu=driver_version --format=csv,noheader 2>/dev/null | head -n 1 | tr -d '[:space:]' || true)
+fi
+[[ "$driver_version" =~ ^[0-9]+(\.[0-9]+)*$ ]] || driver_version=
+use_cuda=0
+case "$cuda_mode" in
+  1) use_cuda=1 ;;
+  auto) use_cuda=$driver_present ;;
+esac
+
 names=() versions=() platforms=() hashes=() files=()
-while read -r name version platform sha file rest; do
-  case "$name" in ''|'#'*) continue ;; esac
-  [ -n "$file" ] && [ -z "$rest" ] || die "$lock: malformed line for '$name' (want: name version platform sha256 file)"
-  [[ "$sha" =~ ^[0-9a-f]{64}$ ]] || die "$lock: '$sha' is not a SHA-256 for $name"
-  names+=("$name") versions+=("$version") platforms+=("$platform") hashes+=("$sha") files+=("$file")
-done < "$lock"
+read_lock() { # appends the pins of a lock file to the arrays above
+  local name version platform sha file rest
+  [ -f "$1" ] || die "lock file $1 not found"
+  while read -r name version platform sha file rest; do
+    case "$name" in ''|'#'*) continue ;; esac
+    [ -n "$file" ] && [ -z "$rest" ] || die "$1: malformed line for '$name' (want: name version platform sha256 file)"
+    [[ "$sha" =~ ^[0-9a-f]{64}$ ]] || die "$1: '$sha' is not a SHA-256 for $name"
+    for n in "${names[@]}"; do [ "$n" != "$name" ] || die "$1: $name is pinned twice"; done
+    names+=("$name") versions+=("$version") platforms+=("$platform") hashes+=("$sha") files+=("$file")
+  done < "$1"
+}
+read_lock "$lock"
 [ "${#names[@]}" -gt 0 ] || die "$lock lists no wheels"
-torch_version=
-for i in "${!names[@]}"; do [ "${names[$i]}" = torch ] && torch_version=${versions[$i]}; done
+torch_version='' cudart_version=''
+for i in "${!names[@]}"; do
+  case "${names[$i]}" in
+    torch) torch_version=${versions[$i]} ;;
+    nvidia-cuda-runtime) cudart_version=${versions[$i]} ;;
+  esac
+done
 [ -n "$torch_version" ] || die "$lock has no torch line"
 
-# The tree's name changes with the pins and with the unpack rules below (bump `layout` when they change).
+# The tree's name changes with the pins and with the unpack rules below (bump `layout` or `cuda_layout`
+# when they change).
 layout=1
-digest=$( (cat "$lock"; echo "layout=$layout") | sha256sum | cut -c1-12)
-dest=$cache/libtorch/$torch_version-$digest
+if [ "$use_cuda" = 0 ]; then
+  digest=$( (cat "$lock"; echo "layout=$layout") | sha256sum | cut -c1-12)
+  dest=$cache/libtorch/$torch_version-$digest
+else
+  cuda_layout=1
+  read_lock "$cuda_lock"
+  [ -n "$cudart_version" ] || die "$lock has no nvidia-cuda-runtime line (it sets the CUDA version of the CUDA tree)"
+  cuda_version=$(echo "$cudart_version" | cut -d. -f1-2)    # 13.0.96 -> 13.0
+  case "${cuda_version%%.*}" in                              # the driver each CUDA major version needs
+    13) min_driver=580 ;; 12) min_driver=525 ;; 11) min_driver=450 ;;
+    *) die "no known minimum NVIDIA driver for CUDA $cuda_version" ;;
+  esac
+  digest=$( (cat "$lock" "$cuda_lock"; echo "layout=$layout cuda_layout=$cuda_layout") | sha256sum | cut -c1-12)
+  dest=$cache/libtorch/$torch_version+cu${cuda_version//./}-$digest
+  instead="point LIBTORCH at a libtorch $torch_version built for the CUDA your driver supports (or set LIBTORCH_USE_PYTORCH=1 with such a PyTorch installed), with LD_LIBRARY_PATH at its lib/; or set WRN_CUDA=0 for the CPU-only libtorch"
+  if [ -n "$driver_version" ] && [ "${driver_version%%.*}" -lt "$min_driver" ]; then
+    die "the NVIDIA driver is $driver_version, but the pinned torch $torch_version wheels are built for CUDA $cuda_version, which needs driver $min_driver or newer. Nothing was downloaded. Upgrade the NVIDIA driver to $min_driver or newer, or $instead."
+  fi
+fi
+
 wheels=$cache/wheels
 
 listing() { (cd "$1" && find . \( -type f -o -type l \) ! -name .manifest ! -name .sha256 -printf '%s %P\n' | LC_ALL=C sort); }
@@ -99,6 +167,25 @@ if ! cache_ok; then
   flock 9
   if ! cache_ok; then
     [ -e "$dest" ] && say "cached libtorch at $dest is incomplete or damaged; rebuilding it"
+    if [ "$use_cuda" = 1 ]; then
+      if [ "$driver_present" = 0 ]; then
+        say "no NVIDIA driver on this machine (WRN_CUDA=1): skipping the driver check; the tree will load, and CUDA becomes usable once a driver $min_driver or newer is installed"
+      elif [ -z "$driver_version" ]; then
+        say "warning: cannot read the NVIDIA driver's version ($driver_file, nvidia-smi); CUDA $cuda_version needs $min_driver or newer"
+      fi
+      # Measured for torch 2.11.0 + CUDA 13.0: the wheels take 2.5 GB, the unpacked tree 3.8 GB.
+      need_mb=${WRN_CUDA_MIN_FREE_MB:-}
+      if [ -z "$need_mb" ]; then
+        need_mb=4000
+        for i in "${!files[@]}"; do
+          if [ ! -f "$wheels/${files[$i]}" ]; then need_mb=6500; break; fi
+        done
+      fi
+      free_mb=$(df -Pk "$cache" | awk 'NR == 2 { print int($4 / 1024) }')
+      if [ "${free_mb:-0}" -lt "$need_mb" ]; then
+        die "the CUDA libtorch needs about $need_mb MB free in $cache (the wheels and the unpacked tree), but only $free_mb MB are free there. Nothing was downloaded. Free some space, or set WRN_CACHE_DIR to a directory on a disk with room, or $instead."
+      fi
+    fi
     mkdir -p "$wheels"
     for i in "${!names[@]}"; do
       name=${names[$i]} version=${versions[$i]} want=${hashes[$i]} file=${files[$i]}
@@ -134,6 +221,7 @@ if ! cache_ok; then
     mkdir -p "$cache/libtorch"
     build=$(mktemp -d "$cache/libtorch/.build.XXXXXX")
     trap 'rm -rf "$build"' EXIT
+    if [ "$use_cuda" = 0 ]; then
     say "unpacking the CPU part of libtorch $torch_version into $dest"
     for i in "${!names[@]}"; do
       python3 - "$wheels/${files[$i]}" "$build" "${names[$i]}" <<'PY' || die "could not unpack ${files[$i]}"
@@ -179,6 +267,90 @@ with zipfile.ZipFile(wheel) as z:
 PY
     done
     ln -s libgomp.so.1 "$build/lib/libgomp.so"
+    else
+    say "unpacking libtorch $torch_version with CUDA $cuda_version into $dest"
+    pairs=()
+    for i in "${!names[@]}"; do pairs+=("${names[$i]}" "$wheels/${files[$i]}"); done
+    python3 - "$build" "$cuda_lock" "${pairs[@]}" <<'PY' || die "could not unpack the CUDA libtorch; nothing was installed"
+import os, re, shutil, sys, zipfile
+out, cuda_lock, *pairs = sys.argv[1:]
+wheels = dict(zip(pairs[0::2], pairs[1::2]))
+# The lock's `#provides WHEEL MEMBER...` (libraries a wheel must hold) and `#omit WHEEL MEMBER...` (plugins
+# left out) lines.
+provides, omit = {}, set()
+with open(cuda_lock) as f:
+    for line in f:
+        words = line.split()
+        if not words or words[0] not in ("#provides", "#omit"):
+            continue
+        if len(words) < 3 or words[1] not in wheels:
+            sys.exit(f"{cuda_lock}: '{line.strip()}' must name a pinned wheel and at least one member")
+        if words[0] == "#provides":
+            provides.setdefault(words[1], []).extend(words[2:])
+        else:
+            omit.update((words[1], m) for m in words[2:])
+# From the torch wheel: the headers, the CPU libraries (as in the CPU tree) and the CUDA ones. Left out:
+# libtorch_python.so, libshm.so and libtorch_global_deps.so (Python's), and the Python package itself.
+torch_libs = ["libtorch_cpu.so", "libtorch.so", "libc10.so", "libgomp.so.1",
+              "libtorch_cuda.so", "libc10_cuda.so", "libtorch_nvshmem.so", "libcaffe2_nvrtc.so",
+              "libtorch_cuda_linalg.so"]
+# From the nvidia-* wheels: every shared library, where pip puts it.
+shared = re.compile(r"^nvidia/[^/]+/lib/[^/]+\.so(\.[0-9]+)*$")
+
+def extract(z, member):
+    target = os.path.join(out, member)
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    with z.open(member) as src, open(target, "wb") as dst:
+        shutil.copyfileobj(src, dst, 1 << 20)
+
+for name, wheel in wheels.items():
+    with zipfile.ZipFile(wheel) as z:
+        members = z.namelist()
+        if name == "torch":
+            want = [f"torch/lib/{lib}" for lib in torch_libs]
+        else:
+            want = provides.get(name, [])
+        missing = [m for m in want if m not in members]
+        if missing:
+            sys.exit(f"{os.path.basename(wheel)} lacks {', '.join(missing)}"
+                     + ("" if name == "torch" else f" ({os.path.basename(cuda_lock)} says {name} provides it)"))
+        if name == "torch":
+            for m in members:
+                if m.startswith("torch/include/") and not m.endswith("/"):
+                    extract(z, m)
+            for m in want:
+                extract(z, m)
+            # torch-sys checks `build-version` beside include/ at build time; `wrn doctor` reads it beside
+            # lib/ at run time.
+            text = z.read("torch/version.py").decode()
+            version = next(l.split("=", 1)[1].strip().strip("'\"") for l in text.splitlines()
+                           if l.startswith("__version__"))
+            with open(os.path.join(out, "torch", "build-version"), "w") as f:
+                f.write(version + "\n")
+        else:
+            taken = [m for m in members if shared.match(m) and (name, m) not in omit]
+            if not taken:
+                sys.exit(f"{os.path.basename(wheel)} holds no shared library under nvidia/*/lib/")
+            for m in taken:
+                extract(z, m)
+
+# link/: the LIBTORCH cargo and torch-sys see. Its lib/ holds the CPU libraries only (as the CPU tree does):
+# torch-sys links libtorch_cuda whenever lib/ has it, and the binary must link the CPU part only, so that
+# it starts on machines without CUDA and loads libtorch_cuda.so beside libtorch_cpu.so at run time.
+link = os.path.join(out, "link")
+os.makedirs(os.path.join(link, "lib"))
+os.symlink("libgomp.so.1", os.path.join(out, "torch", "lib", "libgomp.so"))
+os.symlink("../torch/include", os.path.join(link, "include"))
+shutil.copyfile(os.path.join(out, "torch", "build-version"), os.path.join(link, "build-version"))
+cpu = [f"torch/lib/{lib}" for lib in torch_libs[:4] + ["libgomp.so"]]
+cpu += provides.get("nvidia-cuda-runtime", []) + provides.get("nvidia-cuda-cupti", [])
+for member in cpu:
+    os.symlink(os.path.join("..", "..", member), os.path.join(link, "lib", os.path.basename(member)))
+PY
+    say "checking that every library's DT_NEEDED is inside the tree"
+    python3 "$here/libtorch-elf.py" closure "$build" \
+      || die "the unpacked CUDA libtorch is not self-contained (above); nothing was installed"
+    fi
     (cd "$build" && find . -type f ! -name .sha256 -printf '%P\0' | LC_ALL=C sort -z | xargs -0 sha256sum > .sha256)
     listing "$build" > "$build.manifest"
     mv "$build.manifest" "$build/.manifest"
@@ -190,4 +362,10 @@ PY
   exec 9>&-
 fi
 
-print_env "$dest" "$dest/lib"
+if [ "$use_cuda" = 0 ]; then
+  print_env "$dest" "$dest/lib"
+else
+  printf "export LIBTORCH='%s'\n" "$dest/link"
+  printf "export WRN_LIBTORCH_RUNTIME='%s'\n" "$dest/torch/lib"
+  printf "export LD_LIBRARY_PATH='%s'\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}\n" "$dest/torch/lib"
+fi

@@ -5,10 +5,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# The plots carry their own font (embedded in the binary); Chromium needs one for the page's text.
 need=()
 command -v chromium >/dev/null || need+=(chromium)
-[ -n "${WRN_FONT:-}" ] || [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need+=(fonts-dejavu-core)
+[ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need+=(fonts-dejavu-core)
 if ((${#need[@]})); then
+  if [ "$(id -u)" != 0 ]; then
+    echo "test-browser: ${need[*]} not installed, and installing needs root: sudo apt-get install -y ${need[*]}" >&2
+    exit 2
+  fi
   echo "test-browser: installing ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq

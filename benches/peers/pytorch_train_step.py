@@ -1,12 +1,25 @@
 #!/usr/bin/env python3
-"""PyTorch eager's training throughput for the same WRN and step as `wrn bench train`, on the CPU.
+"""PyTorch eager's training throughput for the same network and step as `wrn bench train`, on the CPU or
+on a CUDA GPU.
 
     python3 benches/peers/pytorch_train_step.py --arch wrn-16-4 --batch 64 --steps 5 --threads 2
+    python3 benches/peers/pytorch_train_step.py --device cuda --arch wrn-28-10 --batch 128 \
+        --precision bf16 --channels-last --warmup 5 --steps 40
+    python3 benches/peers/pytorch_train_step.py --device cuda --arch resnet-50-w2 --batch 64 \
+        --precision bf16 --channels-last
 
-Prints one JSON line: {"arch", "batch", "threads", "images_per_second"}. The network is the official
-PyTorch port's WRN (pre-activation B(3,3), 1×1 shortcut on the pre-activated input) built from nn modules;
-the step is forward, cross-entropy, backward and torch.optim.SGD(lr=0.1, momentum=0.9, nesterov=True,
-weight_decay=5e-4), on one random batch, after one warm-up step.
+Prints one JSON line: {"arch", "batch", "threads", "images_per_second", ...} (the first four are what
+benches/peers/compare.sh reads; the others say what was measured: device, precision, channels_last,
+warm-up and timed steps, parameters, the last loss and, on CUDA, torch.cuda.max_memory_allocated() and the
+device memory in use as the driver reports it).
+
+The CIFAR networks (`wrn-D-K`) are the official PyTorch port's WRN (pre-activation B(3,3), 1×1 shortcut
+on the pre-activated input) built from nn modules; `resnet-50-w2` (also `wrn-50-2`) is torchvision's
+`wide_resnet50_2`, the paper's WRN-50-2-bottleneck, on 224×224 inputs. The step is forward,
+cross-entropy, backward and torch.optim.SGD(lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4,
+default foreach) on one random batch, after --warmup untimed steps. On CUDA, cuDNN benchmark mode is on,
+bf16 is torch.autocast(device_type='cuda', dtype=torch.bfloat16) over the forward pass and the loss
+(the weights stay float32), and torch.cuda.synchronize() brackets the timed loop only.
 """
 import argparse
 import json
@@ -45,31 +58,107 @@ class WRN(nn.Module):
         return self.fc(F.adaptive_avg_pool2d(F.relu(self.bn(self.body(x))), 1).flatten(1))
 
 
+IMAGENET_ARCHS = ("resnet-50-w2", "wrn-50-2")
+
+
+def build(arch, classes):
+    """The network and its input side (32 for the CIFAR WRNs, 224 for WRN-50-2)."""
+    if arch in IMAGENET_ARCHS:
+        import torchvision
+
+        return torchvision.models.wide_resnet50_2(weights=None, num_classes=classes or 1000), 224
+    parts = arch.split("-")
+    if len(parts) != 3 or parts[0] != "wrn":
+        raise SystemExit(f"--arch {arch}: expected wrn-DEPTH-K or resnet-50-w2")
+    return WRN(int(parts[1]), int(parts[2]), classes or 10), 32
+
+
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("--arch", default="wrn-16-4")
+    p.add_argument("--arch", default="wrn-16-4", help="wrn-DEPTH-K, or resnet-50-w2 (torchvision's wide_resnet50_2)")
     p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--steps", type=int, default=5, help="timed steps")
+    p.add_argument("--warmup", type=int, default=None, help="untimed steps first (default: 1 on the CPU, 5 on CUDA)")
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    p.add_argument("--channels-last", action="store_true", help="channels_last weights and input")
+    p.add_argument("--classes", type=int, default=None, help="default: 10 (CIFAR WRNs), 1000 (resnet-50-w2)")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
-    _, depth, k = a.arch.split("-")
-    net = WRN(int(depth), int(k))
+    device = torch.device(a.device)
+    cuda = device.type == "cuda"
+    if cuda:
+        if not torch.cuda.is_available():
+            raise SystemExit("--device cuda: torch.cuda.is_available() is False")
+        if device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
+        torch.cuda.set_device(device)
+        torch.backends.cudnn.benchmark = True
+    warmup = a.warmup if a.warmup is not None else (5 if cuda else 1)
+
+    torch.manual_seed(0)
+    net, side = build(a.arch, a.classes)
+    classes = net.fc.out_features
+    parameters = sum(t.numel() for t in net.parameters())
+    net = net.to(device)
+    memory_format = torch.channels_last if a.channels_last else torch.contiguous_format
+    net = net.to(memory_format=memory_format)
+    net.train()
     opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)
-    x, y = torch.randn(a.batch, 3, 32, 32), torch.randint(0, 10, (a.batch,))
+    x = torch.randn(a.batch, 3, side, side, device=device).contiguous(memory_format=memory_format)
+    y = torch.randint(0, classes, (a.batch,), device=device)
+    bf16 = a.precision == "bf16"
 
     def step():
         opt.zero_grad()
-        F.cross_entropy(net(x), y).backward()
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16):
+            loss = F.cross_entropy(net(x), y)
+        loss.backward()
         opt.step()
+        return loss
 
-    step()
-    start = time.perf_counter()
-    for _ in range(a.steps):
+    for _ in range(warmup):
         step()
+    if cuda:
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    loss = None
+    for _ in range(a.steps):
+        loss = step()
+    if cuda:
+        torch.cuda.synchronize(device)
     seconds = time.perf_counter() - start
-    print(json.dumps({"arch": a.arch, "batch": a.batch, "threads": a.threads,
-                      "images_per_second": a.batch * a.steps / seconds}))
+    out = {
+        "arch": a.arch,
+        "batch": a.batch,
+        "threads": a.threads,
+        "images_per_second": a.batch * a.steps / max(seconds, 1e-9),
+        "device": str(device),
+        "precision": a.precision,
+        "channels_last": a.channels_last,
+        "input_side": side,
+        "classes": classes,
+        "warmup_steps": warmup,
+        "steps": a.steps,
+        "seconds": seconds,
+        "parameters": parameters,
+        "loss": float(loss.detach()) if loss is not None else None,
+        "torch": torch.__version__,
+    }
+    if cuda:
+        free, total = torch.cuda.mem_get_info(device)
+        out.update({
+            "gpu": torch.cuda.get_device_name(device),
+            "cudnn_benchmark": torch.backends.cudnn.benchmark,
+            "tf32_convolutions": torch.backends.cudnn.allow_tf32,
+            "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
+            "cudnn_version": torch.backends.cudnn.version(),
+            "max_memory_allocated_bytes": torch.cuda.max_memory_allocated(device),
+            "max_memory_reserved_bytes": torch.cuda.max_memory_reserved(device),
+            "device_memory_in_use_bytes": total - free,
+        })
+    print(json.dumps(out))
 
 
 if __name__ == "__main__":

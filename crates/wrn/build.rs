@@ -22,8 +22,16 @@ fn main() {
         }
     }
     println!("cargo:rerun-if-env-changed=LIBTORCH");
-    if let Ok(libtorch) = std::env::var("LIBTORCH") {
+    println!("cargo:rerun-if-env-changed=WRN_LIBTORCH_RUNTIME");
+    // The directory the binary loads libtorch from: `WRN_LIBTORCH_RUNTIME` when set (ci/libtorch.sh sets it
+    // to the CUDA tree's torch/lib, whose libtorch_cuda.so the binary loads beside libtorch_cpu.so, while
+    // LIBTORCH is a link/ directory holding the CPU libraries only), otherwise `$LIBTORCH/lib`.
+    let runtime = std::env::var("WRN_LIBTORCH_RUNTIME")
+        .ok()
+        .filter(|dir| !dir.is_empty())
+        .or_else(|| std::env::var("LIBTORCH").ok().map(|libtorch| format!("{libtorch}/lib")));
+    if let Some(dir) = runtime {
         // RUNPATH (the linker's default new dtags), searched after LD_LIBRARY_PATH.
-        println!("cargo:rustc-link-arg-bins=-Wl,-rpath,{libtorch}/lib");
+        println!("cargo:rustc-link-arg-bins=-Wl,-rpath,{dir}");
     }
 }

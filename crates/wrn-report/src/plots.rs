@@ -3,13 +3,13 @@
 //! that publishes parameters (the widening study: ours and the paper's), and time per epoch per
 //! architecture.
 //!
-//! Text needs a TrueType font, for the PNG glyphs and for laying out both formats. It is read at run
-//! time from `$WRN_FONT`, or else from DejaVu Sans in `/usr/share/fonts/truetype/dejavu/` (Debian's
-//! `fonts-dejavu-core`, which `make report` installs when missing).
+//! Text needs a TrueType font, for the PNG glyphs and for laying out both formats: DejaVu Sans, embedded
+//! in the binary (the `dejavu` crate), so a report needs no font installed on the machine; `$WRN_FONT`
+//! names another `.ttf` file instead.
 
 use std::collections::BTreeMap;
 use std::ops::Range;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::OnceLock;
 
 use plotters::coord::Shift;
@@ -18,33 +18,21 @@ use plotters::prelude::*;
 use crate::compare::{Scale, Stats, TableReport};
 use crate::ReportError;
 
-/// Where the font is looked for when `$WRN_FONT` is not set.
-pub const FONT_CANDIDATES: &[&str] = &[
-    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
-    "/usr/share/fonts/TTF/DejaVuSans.ttf",
-    "/usr/share/fonts/dejavu/DejaVuSans.ttf",
-];
-
 const FONT: &str = "sans-serif";
 const SIZE: (u32, u32) = (760, 440);
 
-/// The font file to use: `$WRN_FONT`, or the first of [`FONT_CANDIDATES`] that exists.
-pub fn font_path() -> Result<PathBuf, ReportError> {
-    if let Some(path) = std::env::var_os("WRN_FONT").filter(|p| !p.is_empty()) {
-        let path = PathBuf::from(path);
-        return if path.is_file() {
-            Ok(path)
-        } else {
-            Err(ReportError::Font(format!("WRN_FONT={} is not a file", path.display())))
-        };
+/// The font's bytes: the file `$WRN_FONT` names, or the embedded DejaVu Sans, and where they came from.
+pub fn font() -> Result<(&'static [u8], String), ReportError> {
+    match std::env::var_os("WRN_FONT").filter(|p| !p.is_empty()) {
+        Some(path) => {
+            let path = std::path::PathBuf::from(path);
+            let bytes =
+                std::fs::read(&path).map_err(|e| ReportError::Font(format!("WRN_FONT={}: {e}", path.display())))?;
+            // plotters keeps fonts for the life of the process.
+            Ok((Box::leak(bytes.into_boxed_slice()), path.display().to_string()))
+        }
+        None => Ok((dejavu::sans::regular(), "DejaVu Sans 2.37 (embedded)".to_string())),
     }
-    FONT_CANDIDATES.iter().map(PathBuf::from).find(|p| p.is_file()).ok_or_else(|| {
-        ReportError::Font(format!(
-            "no TrueType font for the plots' text: looked for {}; install Debian's fonts-dejavu-core \
-             (`make report` does) or set WRN_FONT to a .ttf file",
-            FONT_CANDIDATES.join(", ")
-        ))
-    })
 }
 
 /// Loads and registers the font once per process.
@@ -52,12 +40,9 @@ fn ensure_font() -> Result<(), ReportError> {
     static LOADED: OnceLock<Result<(), String>> = OnceLock::new();
     LOADED
         .get_or_init(|| {
-            let path = font_path().map_err(|e| e.to_string())?;
-            let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-            // plotters keeps fonts for the life of the process.
-            let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
+            let (bytes, origin) = font().map_err(|e| e.to_string())?;
             plotters::style::register_font(FONT, FontStyle::Normal, bytes)
-                .map_err(|_| format!("{}: not a TrueType/OpenType font", path.display()))
+                .map_err(|_| format!("{origin}: not a TrueType/OpenType font"))
         })
         .clone()
         .map_err(ReportError::Font)
@@ -496,4 +481,35 @@ fn min_max(values: impl Iterator<Item = f64>) -> Option<(f64, f64)> {
         None => Some((v, v)),
         Some((lo, hi)) => Some((lo.min(v), hi.max(v))),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Dark pixels in a white bitmap after drawing `text` in the plots' font.
+    fn ink(text: &str) -> usize {
+        let (w, h) = (200u32, 40u32);
+        let mut buffer = vec![0u8; (w * h * 3) as usize];
+        {
+            let root = BitMapBackend::with_buffer(&mut buffer, (w, h)).into_drawing_area();
+            root.fill(&WHITE).unwrap();
+            ensure_font().unwrap();
+            root.draw(&Text::new(text.to_string(), (5, 5), (FONT, 20).into_font().color(&BLACK))).unwrap();
+            root.present().unwrap();
+        }
+        buffer.chunks(3).filter(|p| p.iter().all(|&c| c < 128)).count()
+    }
+
+    #[test]
+    fn text_is_drawn_with_the_embedded_font_and_no_font_file() {
+        // The embedded font is the one in use unless WRN_FONT names another (nothing in these tests sets it).
+        assert!(std::env::var_os("WRN_FONT").is_none());
+        assert_eq!(font().unwrap().1, "DejaVu Sans 2.37 (embedded)");
+        assert_eq!(ink(""), 0);
+        let title = ink("test error (%)");
+        assert!(title > 100, "{title} dark pixels");
+        // Different text, different glyphs.
+        assert_ne!(ink("WRN-28-10"), title);
+    }
 }

@@ -32,3 +32,32 @@ fn the_networks_table_matches_the_summaries() {
         assert_eq!(row[3], row[4], "{name}: ours and the paper's rounded counts differ");
     }
 }
+
+/// The README's main job needs no root: `make demo`, `make report` and `make nightly` run no system
+/// package manager, directly or through the scripts they call (the plots' font is embedded).
+#[test]
+fn the_main_job_installs_no_system_package() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let installers = ["apt-get", "apt install", "dpkg -i", "dnf ", "yum ", "zypper", "pacman -S", "sudo "];
+    for target in ["demo", "report", "nightly"] {
+        let out = std::process::Command::new("make")
+            .args(["-n", "--no-print-directory", target])
+            .current_dir(&root)
+            .env_remove("MAKEFLAGS")
+            .output()
+            .expect("make runs");
+        assert!(out.status.success(), "make -n {target}: {}", String::from_utf8_lossy(&out.stderr));
+        let recipe = String::from_utf8(out.stdout).unwrap();
+        assert!(recipe.contains("target/release/wrn") || recipe.contains("WRN_BIN"), "{target}: {recipe}");
+        // The commands, and every script of the repository they run.
+        let mut texts = vec![(format!("make -n {target}"), recipe.clone())];
+        for word in recipe.split_whitespace().filter(|w| w.starts_with("ci/") && w.ends_with(".sh")) {
+            texts.push((word.to_string(), std::fs::read_to_string(root.join(word)).unwrap()));
+        }
+        for (what, text) in texts {
+            for installer in installers {
+                assert!(!text.contains(installer), "{what} (for make {target}) runs `{installer}`");
+            }
+        }
+    }
+}
