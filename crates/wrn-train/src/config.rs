@@ -279,8 +279,30 @@ impl Experiment {
         if !(self.scale.epochs > 0.0 && self.scale.epochs <= 1.0) {
             return invalid(format!("scale.epochs = {} must be in (0, 1]", self.scale.epochs));
         }
-        if self.optimizer.lr <= 0.0 || self.schedule.gamma <= 0.0 {
-            return invalid("optimizer.lr and schedule.gamma must be positive".into());
+        // Every number in range, NaN and infinities included: a run that cannot learn is refused before
+        // it starts, rather than reported as a result.
+        let o = &self.optimizer;
+        let ranges = [
+            ("optimizer.lr", o.lr, o.lr > 0.0, "a positive number"),
+            ("optimizer.momentum", o.momentum, (0.0..1.0).contains(&o.momentum), "in [0, 1)"),
+            ("optimizer.dampening", o.dampening, (0.0..=1.0).contains(&o.dampening), "in [0, 1]"),
+            ("optimizer.weight_decay", o.weight_decay, o.weight_decay >= 0.0, "zero or positive"),
+            ("schedule.gamma", self.schedule.gamma, self.schedule.gamma > 0.0, "a positive number"),
+            ("checkpoint_minutes", self.checkpoint_minutes, self.checkpoint_minutes >= 0.0, "zero (never) or positive"),
+        ];
+        for (key, value, in_range, expected) in ranges {
+            if !value.is_finite() || !in_range {
+                return invalid(format!("{key} = {value} must be {expected}"));
+            }
+        }
+        for (key, subset) in
+            [("scale.train_subset", self.scale.train_subset), ("scale.test_subset", self.scale.test_subset)]
+        {
+            if subset == Some(0) {
+                return invalid(format!(
+                    "{key} = 0 leaves nothing to train or evaluate on; omit it to use the whole split"
+                ));
+            }
         }
         if self.optimizer.nesterov && (self.optimizer.momentum <= 0.0 || self.optimizer.dampening != 0.0) {
             return invalid("Nesterov momentum needs momentum > 0 and dampening 0".into());
@@ -426,6 +448,36 @@ mod tests {
         assert!(err.contains("invalid configuration"), "{err}");
         let err = Experiment::resolve(Some(("x.toml", "epochs = [")), &[]).unwrap_err().to_string();
         assert!(err.starts_with("x.toml: invalid TOML"), "{err}");
+    }
+
+    #[test]
+    fn numbers_that_cannot_train_are_refused_naming_the_key() {
+        for (set, message) in [
+            ("optimizer.lr=nan", "optimizer.lr = NaN must be a positive number"),
+            ("optimizer.lr=inf", "optimizer.lr = inf must be a positive number"),
+            ("optimizer.lr=-0.1", "optimizer.lr = -0.1 must be a positive number"),
+            ("optimizer.momentum=nan", "optimizer.momentum = NaN must be in [0, 1)"),
+            ("optimizer.momentum=1.5", "optimizer.momentum = 1.5 must be in [0, 1)"),
+            ("optimizer.weight_decay=nan", "optimizer.weight_decay = NaN must be zero or positive"),
+            ("optimizer.weight_decay=-5e-4", "optimizer.weight_decay = -0.0005 must be zero or positive"),
+            ("schedule.gamma=nan", "schedule.gamma = NaN must be a positive number"),
+            ("schedule.gamma=inf", "schedule.gamma = inf must be a positive number"),
+            ("dropout=nan", "dropout NaN is not in [0, 1)"),
+            ("checkpoint_minutes=-inf", "checkpoint_minutes = -inf must be zero (never) or positive"),
+            ("scale.epochs=nan", "scale.epochs = NaN must be in (0, 1]"),
+            ("scale.train_subset=0", "scale.train_subset = 0 leaves nothing to train or evaluate on"),
+            ("scale.test_subset=0", "scale.test_subset = 0 leaves nothing to train or evaluate on"),
+        ] {
+            let err = Experiment::resolve(None, &[set.to_string()]).unwrap_err().to_string();
+            assert!(err.contains(message), "{set}: {err}");
+        }
+        // The same from a file, as a table row's settings arrive.
+        let err = Experiment::resolve(Some(("row.toml", "[optimizer]\nlr = nan\n")), &[]).unwrap_err().to_string();
+        assert!(err.contains("optimizer.lr = NaN must be a positive number"), "{err}");
+        // The paper's recipes are in range.
+        for dataset in [Dataset::Cifar10, Dataset::Svhn, Dataset::ImageNet] {
+            Experiment::recipe(dataset).validate().unwrap();
+        }
     }
 
     #[test]
