@@ -186,6 +186,10 @@ if ! cache_ok; then
         die "the CUDA libtorch needs about $need_mb MB free in $cache (the wheels and the unpacked tree), but only $free_mb MB are free there. Nothing was downloaded. Free some space, or set WRN_CACHE_DIR to a directory on a disk with room, or $instead."
       fi
     fi
+    # Python with pip downloads and unpacks the wheels; say what to install when either is missing.
+    if ! command -v python3 >/dev/null 2>&1 || ! python3 -m pip --version >/dev/null 2>&1; then
+      die "python3 with pip is needed to download and unpack the pinned libtorch wheels, and $(command -v python3 >/dev/null 2>&1 && echo "'python3 -m pip' does not run" || echo "there is no python3 on PATH"). Install Python 3.8 or newer with pip (Debian/Ubuntu: sudo apt-get install python3 python3-pip; without root: pyenv, conda or uv), or point LIBTORCH at an existing libtorch $torch_version (with lib/ and include/)."
+    fi
     mkdir -p "$wheels"
     for i in "${!names[@]}"; do
       name=${names[$i]} version=${versions[$i]} want=${hashes[$i]} file=${files[$i]}
@@ -196,7 +200,7 @@ if ! cache_ok; then
       rm -f "$wheel"
       tmp=$(mktemp -d "$wheels/.download.XXXXXX")
       say "downloading $name==$version ($file) with pip"
-      if ! pip download --no-deps --only-binary=:all: --platform "${platforms[$i]}" --python-version 3.11 \
+      if ! python3 -m pip download --no-deps --only-binary=:all: --platform "${platforms[$i]}" --python-version 3.11 \
            --implementation cp --abi cp311 --abi none --progress-bar off --quiet --dest "$tmp" \
            "$name==$version" >"$tmp/pip.log" 2>&1; then
         tail -n 5 "$tmp/pip.log" | sed 's/^/  pip: /' >&2

@@ -386,5 +386,14 @@ else
   echo "skip every DT_NEEDED of the real CUDA libraries is in a locked wheel (skipped: no cached torch wheel at $torch_wheel)"
 fi
 
+# 12. No pip (or no Python) for the wheels: the message says what to install, and nothing is half-built.
+rm -rf "$work/cache"
+mkdir -p "$work/nopip" && printf '#!/bin/sh\n[ "$1" = -m ] && exit 1\nexec %s "$@"\n' "$(command -v python3)" > "$work/nopip/python3" \
+  && chmod +x "$work/nopip/python3"
+run env PATH="$work/nopip:$PATH"; rc=$?
+check "python3 without pip refused" test "$rc" != 0
+check "python3 without pip says what to install" grep -q "python3 with pip is needed to download and unpack the pinned libtorch wheels, and 'python3 -m pip' does not run. Install Python 3.8 or newer with pip" "$work/err"
+check "python3 without pip leaves no tree" test -z "$(find "$work/cache" -name .manifest 2>/dev/null)"
+
 echo "libtorch-bootstrap: $passed passed, $failed failed"
 [ "$failed" = 0 ]
