@@ -17,7 +17,6 @@
 //! `u64`, GCN scale `f64`, filter bias `f64`, the training split's SHA-256 as 64 ASCII hex digits, then
 //! the mean (`dim` `f32`), `P` (`dim²` `f32`, symmetric), and a trailing SHA-256 of every byte before it.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use nalgebra::{DMatrix, DVector, SymmetricEigen};
@@ -205,7 +204,7 @@ impl Zca {
         Ok(out)
     }
 
-    /// Writes the fit to `path` atomically (temporary file in the same folder, then rename).
+    /// Writes the fit to `path` atomically (`wrn_fs`).
     pub fn save(&self, path: &Path) -> Result<()> {
         let io = |source| Error::Io { path: path.into(), source };
         let dim = self.dim();
@@ -227,11 +226,7 @@ impl Zca {
         bytes.extend_from_slice(&digest);
         let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir).map_err(io)?;
-        let mut tmp = tempfile::Builder::new().prefix(".zca-").suffix(".tmp").tempfile_in(dir).map_err(io)?;
-        tmp.write_all(&bytes).map_err(io)?;
-        tmp.as_file().sync_all().map_err(io)?;
-        tmp.persist(path).map_err(|e| io(e.error))?;
-        Ok(())
+        wrn_fs::atomic_write(path, &bytes).map_err(|e| Error::Io { path: e.path, source: e.source })
     }
 
     /// Reads a fit written by [`Zca::save`], checking its size, version and SHA-256.

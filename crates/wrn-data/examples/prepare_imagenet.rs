@@ -7,7 +7,7 @@
 
 use std::time::Instant;
 
-use wrn_data::imagenet::PrepareOptions;
+use wrn_data::prepare::PrepareOptions;
 use wrn_data::synth::ImagenetForm;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -118,7 +118,7 @@ pub fn write(path: &Path, data: &SplitData) -> Result<String> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).at(dir)?;
     crate::space::ensure(dir, l.checksum + 32, &format!("the prepared split {}", path.display()))?;
-    let tmp = tempfile::Builder::new().prefix(".prepare-").suffix(".tmp").tempfile_in(dir).at(dir)?;
+    let tmp = wrn_fs::AtomicFile::create(path)?;
     let tmp_path = tmp.path().to_path_buf();
     let io = |r: std::io::Result<()>| r.at(&tmp_path);
     let digest = {
@@ -154,9 +154,7 @@ pub fn write(path: &Path, data: &SplitData) -> Result<String> {
         drop(file);
         digest
     };
-    crate::verify::make_readable(tmp.as_file(), &tmp_path)?;
-    tmp.as_file().sync_all().at(&tmp_path)?;
-    tmp.persist(path).map_err(|e| Error::Io { path: path.into(), source: e.error })?;
+    tmp.commit()?;
     Ok(format!("{digest:x}"))
 }
 

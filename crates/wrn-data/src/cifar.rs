@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
@@ -17,6 +17,7 @@ use sha2::{Digest, Sha256};
 use crate::cache::{self, Source, SplitData, SplitMeta};
 use crate::error::{Error, IoContext, Result};
 use crate::manifest::{FileEntry, Format, Manifest};
+use crate::prepare::PreparedReport;
 use crate::store::Store;
 
 pub const SIDE: usize = 32;
@@ -165,18 +166,6 @@ fn check_names(archive: &Path, member: &str, found: &[u8], expected: &[String]) 
         });
     }
     Ok(())
-}
-
-/// What `prepare` wrote.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct PreparedReport {
-    pub split: String,
-    pub path: PathBuf,
-    pub images: usize,
-    pub sha256: String,
-    /// What else a user should know: files converted or left out, throughput (ImageNet).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub notes: Vec<String>,
 }
 
 /// Prepares every split of a CIFAR dataset from its (verified) archive into the prepared cache.

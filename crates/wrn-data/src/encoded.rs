@@ -155,7 +155,7 @@ pub struct ShardWriter {
     dir: PathBuf,
     split: String,
     max_bytes: u64,
-    current: Option<(tempfile::NamedTempFile, std::io::BufWriter<std::fs::File>, Sha256, u64)>,
+    current: Option<(wrn_fs::AtomicFile, std::io::BufWriter<std::fs::File>, Sha256, u64)>,
     shards: Vec<Shard>,
 }
 
@@ -191,8 +191,7 @@ impl ShardWriter {
     pub fn append(&mut self, bytes: &[u8]) -> Result<(u32, u64)> {
         self.close_if_full(bytes.len() as u64)?;
         if self.current.is_none() {
-            let tmp =
-                tempfile::Builder::new().prefix(".prepare-").suffix(".tmp").tempfile_in(&self.dir).at(&self.dir)?;
+            let tmp = wrn_fs::AtomicFile::create(&self.dir.join(shard_name(&self.split, self.shards.len())))?;
             let file = tmp.as_file().try_clone().at(tmp.path())?;
             self.current = Some((tmp, std::io::BufWriter::with_capacity(1 << 20, file), Sha256::new(), 0));
         }
@@ -208,11 +207,8 @@ impl ShardWriter {
         let Some((tmp, mut out, hash, size)) = self.current.take() else { return Ok(()) };
         out.flush().at(tmp.path())?;
         drop(out);
-        crate::verify::make_readable(tmp.as_file(), tmp.path())?;
-        tmp.as_file().sync_all().at(tmp.path())?;
+        tmp.commit()?;
         let file = shard_name(&self.split, self.shards.len());
-        let path = self.dir.join(&file);
-        tmp.persist(&path).map_err(|e| Error::Io { path: path.clone(), source: e.error })?;
         self.shards.push(Shard { file, size, sha256: format!("{:x}", hash.finalize()) });
         Ok(())
     }
@@ -276,11 +272,7 @@ pub fn write_index(path: &Path, meta: &EncodedMeta, records: &[Record]) -> Resul
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).at(dir)?;
     crate::space::ensure(dir, bytes.len() as u64, &format!("the index {}", path.display()))?;
-    let mut tmp = tempfile::Builder::new().prefix(".prepare-").suffix(".tmp").tempfile_in(dir).at(dir)?;
-    tmp.write_all(&bytes).at(tmp.path())?;
-    crate::verify::make_readable(tmp.as_file(), tmp.path())?;
-    tmp.as_file().sync_all().at(tmp.path())?;
-    tmp.persist(path).map_err(|e| Error::Io { path: path.into(), source: e.error })?;
+    wrn_fs::atomic_write(path, &bytes)?;
     Ok(format!("{digest:x}"))
 }
 
@@ -319,11 +311,7 @@ pub struct JournalEntry {
 pub fn write_journal(dir: &Path, k: usize, entry: &JournalEntry) -> Result<()> {
     let path = dir.join(journal_name(&entry.identity.split, k));
     let json = serde_json::to_vec(entry).expect("a journal entry serialises");
-    let mut tmp = tempfile::Builder::new().prefix(".prepare-").suffix(".tmp").tempfile_in(dir).at(dir)?;
-    tmp.write_all(&json).at(tmp.path())?;
-    tmp.as_file().sync_all().at(tmp.path())?;
-    tmp.persist(&path).map_err(|e| Error::Io { path: path.clone(), source: e.error })?;
-    Ok(())
+    Ok(wrn_fs::atomic_write(&path, &json)?)
 }
 
 /// What the journal of an interrupted preparation lets a new one keep.

@@ -38,6 +38,12 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+impl From<wrn_fs::Error> for Error {
+    fn from(e: wrn_fs::Error) -> Error {
+        Error::Io { path: e.path, source: e.source }
+    }
+}
+
 /// Attaches a path to an `io::Error`.
 pub(crate) trait IoContext<T> {
     fn at(self, path: impl Into<PathBuf>) -> Result<T>;

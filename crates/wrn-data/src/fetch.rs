@@ -20,7 +20,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::error::{Error, IoContext, Result};
 use crate::manifest::{FileEntry, Manifest};
-use crate::store::Store;
+use crate::store::{self, Store};
 use crate::verify;
 
 /// Mirrors (comma-separated base URLs) tried before the manifest's URLs.
@@ -67,22 +67,6 @@ pub struct Fetched {
     pub requests: u32,
     /// Why earlier attempts failed, in order.
     pub failures: Vec<String>,
-}
-
-/// `<file>.part`.
-pub fn part_path(path: &Path) -> PathBuf {
-    suffixed(path, ".part")
-}
-
-/// `<file>.rejected`: a complete download whose hash did not match, kept for inspection.
-pub fn rejected_path(path: &Path) -> PathBuf {
-    suffixed(path, ".rejected")
-}
-
-fn suffixed(path: &Path, suffix: &str) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(suffix);
-    path.with_file_name(name)
 }
 
 /// The URLs to try for `entry`, in order. A mirror that does not already end with the file name is a
@@ -153,8 +137,8 @@ pub fn fetch_file(
             Ok(()) => return Ok(report),
             Err(e) => {
                 // Not the file the manifest describes: keep it aside rather than trusting or deleting it.
-                tracing::warn!("{e}; moving it to {} and downloading again", rejected_path(dest).display());
-                std::fs::rename(dest, rejected_path(dest)).at(dest)?;
+                tracing::warn!("{e}; moving it to {} and downloading again", store::rejected_path(dest).display());
+                std::fs::rename(dest, store::rejected_path(dest)).at(dest)?;
             }
         }
     }
@@ -178,7 +162,7 @@ pub fn fetch_file(
     } else {
         ProgressBar::hidden()
     };
-    let mut attempt = Attempt { entry, dest, part: part_path(dest), bar: &bar, transferred: 0 };
+    let mut attempt = Attempt { entry, dest, part: store::part_path(dest), bar: &bar, transferred: 0 };
     let attempts = opts.attempts.max(1);
     for url in candidate_urls(entry, &opts.mirrors) {
         for i in 0..attempts {
@@ -336,7 +320,7 @@ impl Attempt<'_> {
         // Hashing the part from disk covers resumed parts too; it reads from the page cache.
         let actual = verify::sha256_file(&self.part, None)?;
         if actual != self.entry.sha256 {
-            let rejected = rejected_path(self.dest);
+            let rejected = store::rejected_path(self.dest);
             std::fs::rename(&self.part, &rejected).at(&self.part)?;
             return Ok(Outcome::NextUrl(format!(
                 "SHA-256 mismatch: expected {}, got {actual} (size {} ok; kept as {})",
@@ -362,35 +346,11 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-/// What to bring when files that must be fetched by hand are not verified (and no alternative, such as
-/// ImageNet's Kaggle zip, stands in for them): the manifest's instructions, each missing file with its
-/// size, SHA-256 and URL, then each alternative with where to get it and the command to run.
-pub fn missing_manual(store: &Store, manifest: &Manifest) -> Option<Error> {
-    let missing: Vec<&FileEntry> =
-        manifest.files.iter().filter(|f| f.manual && !verify::is_stamped(&store.file_path(manifest, f), f)).collect();
-    if missing.is_empty() || manifest.alternatives.keys().any(|name| store.alternative_digest(manifest, name).is_some())
-    {
-        return None;
-    }
-    let mut detail = manifest.manual.clone().unwrap_or_default().trim().to_string();
-    detail.push_str("\nMissing:");
-    for f in missing {
-        detail.push_str(&format!("\n  {} ({} bytes, SHA-256 {}) from {}", f.name, f.size, f.sha256, f.url));
-    }
-    for a in manifest.alternatives.values() {
-        detail.push_str(&format!("\nOr, instead of all of these: {} ({}) from {}", a.file, a.title, a.url));
-        if let Some(how) = &a.manual {
-            detail.push_str(&format!("\n{}", how.trim_end()));
-        }
-    }
-    Some(Error::Unsupported { dataset: manifest.name.clone(), detail })
-}
-
 /// Fetches every file of a dataset. Files that must be brought by hand are listed, with where to get
 /// them and the command to run, in the error; when an alternative stands in for them (its layout
 /// checked), it is reported as already verified and nothing is fetched.
 pub fn fetch_dataset(store: &Store, manifest: &Manifest, opts: &FetchOptions) -> Result<Vec<Fetched>> {
-    if let Some(missing) = missing_manual(store, manifest) {
+    if let Some(missing) = store.missing_manual(manifest) {
         return Err(missing);
     }
     let all_manual_here =
@@ -400,7 +360,7 @@ pub fn fetch_dataset(store: &Store, manifest: &Manifest, opts: &FetchOptions) ->
             .alternatives
             .iter()
             .find(|(name, _)| store.alternative_digest(manifest, name).is_some())
-            .expect("missing_manual found an alternative standing in");
+            .expect("Store::missing_manual found an alternative standing in");
         tracing::info!("{}: using the {name} alternative {}", manifest.name, a.file);
         let path = store.alternative_path(manifest, a);
         return Ok(vec![Fetched {

@@ -10,7 +10,7 @@
 //!
 //! A zip is first tried against the manifest's alternatives (ImageNet's Kaggle zip): recognised by its
 //! layout, whatever its name, and checked from its central directory without reading the images
-//! ([`crate::kaggle::check`]); one that passes is placed under the alternative's file name the same way
+//! ([`crate::imagenet::kaggle::check`]); one that passes is placed under the alternative's file name the same way
 //! and stamped as layout-checked. One of the layout that fails is an error naming the zip and every
 //! problem found; a zip of some other layout is passed over (an error when named explicitly).
 
@@ -19,9 +19,10 @@ use std::path::{Path, PathBuf};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::error::{Error, IoContext, Result};
+use crate::imagenet::kaggle;
 use crate::manifest::{FileEntry, Manifest};
 use crate::store::Store;
-use crate::{kaggle, verify, zipdir};
+use crate::{verify, zipdir};
 
 /// What happened to one manifest file.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -70,7 +71,7 @@ fn place(source: &Path, dest: &Path, copy: bool) -> Result<&'static str> {
     }
     let size = std::fs::metadata(source).at(source)?.len();
     crate::space::ensure(dest.parent().unwrap_or(Path::new(".")), size, &format!("a copy of {}", source.display()))?;
-    let part = crate::fetch::part_path(dest);
+    let part = crate::store::part_path(dest);
     std::fs::copy(source, &part).at(&part)?;
     std::fs::rename(&part, dest).at(dest)?;
     Ok("copy")

@@ -7,9 +7,8 @@
 //! - [`dirs`]: the cache and data directories (`ci/libtorch.sh` shares the cache rule).
 //! - [`manifest`]: `datasets/*.toml` as types, with validation.
 //! - [`fetch`]: resumable, verified downloads with retries and mirrors.
-//! - [`imagenet`]: ImageNet's class order and validation labels from the devkit.
+//! - [`imagenet`]: ImageNet's preparation from the tars and devkit or from Kaggle's zip (`imagenet::kaggle`).
 //! - [`import`]: registering files the user already has (ImageNet), by hash, or by layout for the Kaggle zip.
-//! - [`kaggle`]: ImageNet as Kaggle's zip: its layout checked, its images read in place.
 //! - [`zipdir`]: a zip's central directory read without touching its members, and a reader threads share.
 //! - [`verify`]: size-then-SHA-256 checks and verification stamps.
 //! - [`store`]: the layout of the data directory and each dataset's state.
@@ -20,6 +19,7 @@
 //! - [`svhn`]: the SVHN `.mat` reader (and writer) and its preparation.
 //! - [`synth`]: synthetic datasets in the real archive formats.
 //! - [`space`]: free disk space checks before large writes.
+//! - [`prepare`]: the options and report every format's preparation shares.
 //! - [`ops`]: the operations behind `wrn data ...`.
 
 pub mod cache;
@@ -30,10 +30,10 @@ pub mod error;
 pub mod fetch;
 pub mod imagenet;
 pub mod import;
-pub mod kaggle;
 pub mod manifest;
 pub mod mat;
 pub mod ops;
+pub mod prepare;
 pub mod space;
 pub mod store;
 pub mod svhn;

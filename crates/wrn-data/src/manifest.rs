@@ -8,7 +8,7 @@
 //!
 //! `alternatives` describes other distributions of the same data that can stand in for `files`, each
 //! by its layout since no checksum is published for it: ImageNet's Kaggle zip (`[alternatives.kaggle]`,
-//! read by [`crate::kaggle`]) names the zip, where to get it, the members holding the class list and the
+//! read by [`crate::imagenet::kaggle`]) names the zip, where to get it, the members holding the class list and the
 //! val labels, and the folder of each split, whose image counts are the manifest's `splits`.
 //!
 //! [`Manifest::validate`] checks what the type system cannot: hex digests of the right length, unique
@@ -63,7 +63,7 @@ pub struct Manifest {
 #[serde(rename_all = "kebab-case")]
 pub enum AlternativeFormat {
     /// ImageNet as Kaggle's `imagenet-object-localization-challenge.zip`: one folder of images per
-    /// split, the class list as `<WNID> <words>` lines, val labels in a CSV (see [`crate::kaggle`]).
+    /// split, the class list as `<WNID> <words>` lines, val labels in a CSV (see [`crate::imagenet::kaggle`]).
     KaggleZip,
 }
 

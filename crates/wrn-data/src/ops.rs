@@ -3,11 +3,11 @@
 
 use std::path::Path;
 
-use crate::cifar::{self, PreparedReport};
+use crate::cifar;
 use crate::error::Result;
 use crate::fetch::{self, FetchOptions, Fetched};
-use crate::imagenet::PrepareOptions;
 use crate::manifest::{self, Format, Manifest};
+use crate::prepare::{PrepareOptions, PreparedReport};
 use crate::store::Store;
 use crate::verify;
 
@@ -70,7 +70,7 @@ pub fn verify_all(store: &Store, manifests: &[Manifest]) -> Vec<VerifyLine> {
         for (name, a) in &m.alternatives {
             let path = store.alternative_path(m, a);
             if path.exists() {
-                let result = Some(crate::kaggle::check_and_stamp(&path, m, name).map(|_| ()));
+                let result = Some(crate::imagenet::kaggle::check_and_stamp(&path, m, name).map(|_| ()));
                 lines.push(VerifyLine { dataset: m.name.clone(), item: a.file.clone(), path, result });
             }
         }

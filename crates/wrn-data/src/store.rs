@@ -4,20 +4,21 @@
 //! <data>/<dataset>/<file>                 a downloaded or imported file, as named in the manifest
 //! <data>/<dataset>/<file>.verified        its verification stamp (see `verify`)
 //! <data>/<dataset>/<file>.part            an unfinished download (resumed by the next fetch)
+//! <data>/<dataset>/<file>.rejected        a complete download whose hash did not match (see `fetch`)
 //! <data>/<dataset>/<alternative file>     ImageNet: the Kaggle zip, when imported instead of the tars
-//! <data>/<dataset>/<alternative file>.verified  its stamp: layout checked (see `kaggle`)
+//! <data>/<dataset>/<alternative file>.verified  its stamp: layout checked (see `imagenet::kaggle`)
 //! <data>/<dataset>/prepared/<split>.wrnc  the prepared cache, one file per split (see `cache`)
 //! <data>/<dataset>/prepared/<split>.wrni  ImageNet: the index of a split's JPEG shards (see `encoded`)
 //! <data>/<dataset>/prepared/<split>-NNNNN.wrns  ImageNet: the shards
 //! ```
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
 use crate::cache::{self, PreparedSplit, Source};
 use crate::encoded::{self, EncodedSplit};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::manifest::{Alternative, FileEntry, Format, Manifest};
 use crate::verify;
 
@@ -25,6 +26,22 @@ use crate::verify;
 #[derive(Debug, Clone)]
 pub struct Store {
     pub root: PathBuf,
+}
+
+/// `<file>.part`.
+pub fn part_path(path: &Path) -> PathBuf {
+    suffixed(path, ".part")
+}
+
+/// `<file>.rejected`: a complete download whose hash did not match, kept for inspection.
+pub fn rejected_path(path: &Path) -> PathBuf {
+    suffixed(path, ".rejected")
+}
+
+fn suffixed(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(suffix);
+    path.with_file_name(name)
 }
 
 /// The state of one dataset, from least to most complete.
@@ -214,7 +231,7 @@ impl Store {
             .iter()
             .map(|f| {
                 let path = self.file_path(manifest, f);
-                let part = crate::fetch::part_path(&path);
+                let part = part_path(&path);
                 let (state, size_on_disk) = match std::fs::metadata(&path) {
                     Ok(m) if verify::is_stamped(&path, f) => (State::Verified, m.len()),
                     Ok(m) => (State::Partial, m.len()),
@@ -274,6 +291,34 @@ impl Store {
             via,
             prepared,
         }
+    }
+
+    /// What to bring when files that must be fetched by hand are not verified (and no alternative, such as
+    /// ImageNet's Kaggle zip, stands in for them): the manifest's instructions, each missing file with its
+    /// size, SHA-256 and URL, then each alternative with where to get it and the command to run.
+    pub fn missing_manual(&self, manifest: &Manifest) -> Option<Error> {
+        let missing: Vec<&FileEntry> = manifest
+            .files
+            .iter()
+            .filter(|f| f.manual && !verify::is_stamped(&self.file_path(manifest, f), f))
+            .collect();
+        if missing.is_empty()
+            || manifest.alternatives.keys().any(|name| self.alternative_digest(manifest, name).is_some())
+        {
+            return None;
+        }
+        let mut detail = manifest.manual.clone().unwrap_or_default().trim().to_string();
+        detail.push_str("\nMissing:");
+        for f in missing {
+            detail.push_str(&format!("\n  {} ({} bytes, SHA-256 {}) from {}", f.name, f.size, f.sha256, f.url));
+        }
+        for a in manifest.alternatives.values() {
+            detail.push_str(&format!("\nOr, instead of all of these: {} ({}) from {}", a.file, a.title, a.url));
+            if let Some(how) = &a.manual {
+                detail.push_str(&format!("\n{}", how.trim_end()));
+            }
+        }
+        Some(Error::Unsupported { dataset: manifest.name.clone(), detail })
     }
 }
 

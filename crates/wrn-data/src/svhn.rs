@@ -18,9 +18,9 @@ use std::path::Path;
 use rayon::prelude::*;
 
 use crate::cache::{self, Source, SplitData, SplitMeta};
-use crate::cifar::PreparedReport;
 use crate::error::{Error, Result};
 use crate::manifest::Manifest;
+use crate::prepare::PreparedReport;
 use crate::store::Store;
 
 use crate::mat::{self, Value, MI_COMPRESSED, MI_INT32, MI_INT8, MI_MATRIX, MI_UINT32, MI_UINT8, MX_UINT8};

@@ -213,7 +213,7 @@ pub fn synth_cifar(kind: CifarKind, out: &Path, n: u64, seed: u64) -> Result<(Ma
         }
     }
 
-    let tmp = tempfile::Builder::new().prefix(".synth-").tempfile_in(&out).at(&out)?;
+    let tmp = wrn_fs::AtomicFile::create(&archive_path)?;
     {
         let gz = GzEncoder::new(std::io::BufWriter::new(tmp.as_file()), flate2::Compression::default());
         let mut tar = tar::Builder::new(gz);
@@ -223,8 +223,7 @@ pub fn synth_cifar(kind: CifarKind, out: &Path, n: u64, seed: u64) -> Result<(Ma
         let gz = tar.into_inner().at(tmp.path())?;
         gz.finish().at(tmp.path())?.flush().at(tmp.path())?;
     }
-    crate::verify::make_readable(tmp.as_file(), tmp.path())?;
-    tmp.persist(&archive_path).map_err(|e| Error::Io { path: archive_path.clone(), source: e.error })?;
+    tmp.commit()?;
     let size = std::fs::metadata(&archive_path).at(&archive_path)?.len();
     let sha256 = crate::verify::sha256_file(&archive_path, None)?;
 
@@ -291,15 +290,14 @@ pub fn synth_svhn(out: &Path, n: u64, seed: u64) -> Result<(Manifest, PathBuf)> 
             }
         }
         let path = out.join(&entry.name);
-        let tmp = tempfile::Builder::new().prefix(".synth-").tempfile_in(&out).at(&out)?;
+        let tmp = wrn_fs::AtomicFile::create(&path)?;
         {
             let mut w = std::io::BufWriter::new(tmp.as_file());
             let dims = [32, 32, 3, *count as u32];
             crate::svhn::write_mat(&mut w, &[("X", &dims, &x), ("y", &[*count as u32, 1], &y)]).at(tmp.path())?;
             w.flush().at(tmp.path())?;
         }
-        crate::verify::make_readable(tmp.as_file(), tmp.path())?;
-        tmp.persist(&path).map_err(|e| Error::Io { path: path.clone(), source: e.error })?;
+        tmp.commit()?;
         manifest.splits.insert(split.to_string(), *count);
         files.push(FileEntry {
             name: entry.name.clone(),
@@ -420,18 +418,8 @@ fn tar_bytes(members: &[(String, Vec<u8>)]) -> std::io::Result<Vec<u8>> {
 
 /// Writes `bytes` to `out/name` atomically and returns its manifest entry.
 fn write_file(out: &Path, name: &str, bytes: &[u8], split: Option<&str>, members: Vec<Member>) -> Result<FileEntry> {
-    write_bytes(&out.join(name), bytes)?;
+    wrn_fs::atomic_write(&out.join(name), bytes)?;
     Ok(file_entry(out, name, bytes, split, members))
-}
-
-/// Writes `bytes` to `path` atomically.
-fn write_bytes(path: &Path, bytes: &[u8]) -> Result<()> {
-    let out = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::Builder::new().prefix(".synth-").tempfile_in(out).at(out)?;
-    tmp.write_all(bytes).at(tmp.path())?;
-    crate::verify::make_readable(tmp.as_file(), tmp.path())?;
-    tmp.persist(path).map_err(|e| Error::Io { path: path.into(), source: e.error })?;
-    Ok(())
 }
 
 /// The manifest entry of `bytes` as the file `out/name`.
@@ -606,7 +594,7 @@ pub fn synth_imagenet_as(out: &Path, n: u64, seed: u64, form: ImagenetForm) -> R
                 path: zip_path.clone(),
                 detail: format!("writing the synthetic zip: {e}"),
             })?;
-            write_bytes(&zip_path, &bytes)?;
+            wrn_fs::atomic_write(&zip_path, &bytes)?;
             alt.url = format!("file://{}", zip_path.display());
             alt.manual = Some(format!(
                 "Synthetic: register it with\n    wrn data --manifest {} import imagenet {}\n",
@@ -769,8 +757,12 @@ mod tests {
         }
         let corrupt = imagenet_image(1, 0, 5, 3, Stored::Corrupt);
         assert_eq!(corrupt.len(), 100);
-        // The frame header survives (the file looks like a JPEG); the image does not decode.
-        assert_eq!(crate::imagenet::jpeg_frame(&corrupt).unwrap().2, 3);
+        // The file starts as the RGB JPEG does, frame header included; cut inside the tables, it does not
+        // decode, nor do its headers read to the image data.
+        let whole = imagenet_image(1, 0, 5, 3, Stored::Rgb);
+        assert!(whole.starts_with(&corrupt));
+        assert_eq!(crate::imagenet::jpeg_frame(&whole).unwrap().2, 3);
+        assert!(crate::imagenet::jpeg_frame(&corrupt).is_err());
         assert!(image::load_from_memory(&corrupt).is_err());
     }
 

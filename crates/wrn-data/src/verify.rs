@@ -97,10 +97,7 @@ pub(crate) fn remove_stamp(path: &Path) {
 }
 
 fn save_stamp(path: &Path, stamp: &Stamp) -> Result<()> {
-    let target = stamp_path(path);
-    let tmp = target.with_extension("verified.tmp");
-    std::fs::write(&tmp, serde_json::to_vec(stamp).unwrap()).at(&tmp)?;
-    std::fs::rename(&tmp, &target).at(&target)
+    Ok(wrn_fs::atomic_write(&stamp_path(path), &serde_json::to_vec(stamp).unwrap())?)
 }
 
 /// Checks size then SHA-256 of `path` against `entry` and stamps it; a stale stamp is removed first.
@@ -124,19 +121,6 @@ pub fn ensure_verified(path: &Path, entry: &FileEntry, progress: Option<&Progres
         return Ok(());
     }
     check_file(path, entry, progress)
-}
-
-/// Gives a file written through a temporary file the usual `rw-r--r--` permissions (temporary files
-/// start as `rw-------`).
-pub(crate) fn make_readable(file: &std::fs::File, path: &Path) -> Result<()> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        file.set_permissions(std::fs::Permissions::from_mode(0o644)).at(path)?;
-    }
-    #[cfg(not(unix))]
-    let _ = (file, path);
-    Ok(())
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use wrn_data::fetch::{self, FetchOptions};
 use wrn_data::manifest::{FileEntry, Manifest};
-use wrn_data::store::{State, Store};
+use wrn_data::store::{self, State, Store};
 use wrn_data::synth::{self, CifarKind};
 
 /// What the server does with one request.
@@ -225,7 +225,7 @@ fn a_dropped_connection_is_resumed_with_range() {
     let got = fetch::fetch_file(&client(&o), &entry, &dest, &o).unwrap();
     assert_eq!(std::fs::read(&dest).unwrap(), bytes);
     assert!(wrn_data::verify::is_stamped(&dest, &entry));
-    assert!(!fetch::part_path(&dest).exists());
+    assert!(!store::part_path(&dest).exists());
     let log = server.log();
     assert_eq!(log.len(), 2, "{log:?}");
     assert_eq!(log[1].range_start, Some(half as u64));
@@ -244,7 +244,7 @@ fn an_existing_part_transfers_only_the_missing_bytes() {
     let out = tempfile::tempdir().unwrap();
     let dest = out.path().join(&entry.name);
     let third = bytes.len() / 3;
-    std::fs::write(fetch::part_path(&dest), &bytes[..third]).unwrap();
+    std::fs::write(store::part_path(&dest), &bytes[..third]).unwrap();
     let o = opts(vec![server.url("")]);
     let got = fetch::fetch_file(&client(&o), &entry, &dest, &o).unwrap();
     assert_eq!(got.bytes_transferred, (bytes.len() - third) as u64);
@@ -281,7 +281,7 @@ fn a_server_that_ignores_range_restarts_the_part_cleanly() {
     let out = tempfile::tempdir().unwrap();
     let dest = out.path().join(&entry.name);
     // A part whose bytes are wrong: appending the full body to it would corrupt the file.
-    std::fs::write(fetch::part_path(&dest), vec![0xAAu8; 1000]).unwrap();
+    std::fs::write(store::part_path(&dest), vec![0xAAu8; 1000]).unwrap();
     let o = opts(vec![server.url("")]);
     let got = fetch::fetch_file(&client(&o), &entry, &dest, &o).unwrap();
     let log = server.log();
@@ -311,8 +311,8 @@ fn wrong_bytes_are_rejected_and_nothing_looks_verified() {
     let log = server.log();
     assert_eq!(log.iter().filter(|l| l.path.starts_with("/a/")).count(), 1, "{log:?}");
     assert_nothing_verified(&dest, &entry);
-    assert!(!fetch::part_path(&dest).exists());
-    assert!(fetch::rejected_path(&dest).exists(), "the bad bytes are kept aside for inspection");
+    assert!(!store::part_path(&dest).exists());
+    assert!(store::rejected_path(&dest).exists(), "the bad bytes are kept aside for inspection");
 }
 
 #[test]

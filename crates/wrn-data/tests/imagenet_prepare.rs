@@ -13,8 +13,9 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 use wrn_data::encoded::{EncodedSplit, FLAG_CONVERTED};
-use wrn_data::imagenet::{jpeg_frame, PrepareOptions};
+use wrn_data::imagenet::jpeg_frame;
 use wrn_data::manifest::Manifest;
+use wrn_data::prepare::PrepareOptions;
 use wrn_data::store::{State, Store};
 use wrn_data::synth::{self, IMAGENET_SYNSETS};
 

@@ -12,8 +12,8 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use wrn_data::encoded::EncodedSplit;
-use wrn_data::imagenet::PrepareOptions;
 use wrn_data::manifest::Manifest;
+use wrn_data::prepare::PrepareOptions;
 use wrn_data::store::{State, Store};
 use wrn_data::synth::{self, ImagenetForm, IMAGENET_SYNSETS};
 

@@ -3,7 +3,8 @@
 //! [`save`] writes every variable of a store (parameters and BN running statistics) plus a
 //! `num_batches_tracked` counter beside each BN layer, as PyTorch's `state_dict` has, so a file saved from
 //! an ImageNet network loads into torchvision's model with `strict=True`. The file is written to a
-//! temporary name and renamed, so a crash never leaves a half-written file under the final name.
+//! temporary name and put in place by `wrn_fs`, so a crash never leaves a half-written file under the
+//! final name.
 //! [`load`] fills a store from a file and reports every missing, unexpected or mis-shaped tensor at once,
 //! naming the file; `num_batches_tracked` entries are accepted and ignored.
 
@@ -20,8 +21,8 @@ pub enum WeightsError {
     Read { path: PathBuf, source: tch::TchError },
     #[error("cannot write weights to {path}: {source}")]
     Write { path: PathBuf, source: tch::TchError },
-    #[error("cannot move {from} to {to}: {source}")]
-    Rename { from: PathBuf, to: PathBuf, source: std::io::Error },
+    #[error("cannot write weights to {}", .0)]
+    Place(#[from] wrn_fs::Error),
     #[error("{path} does not fit this network:{}", problems.iter().map(|p| format!("\n  - {p}")).collect::<String>())]
     Mismatch { path: PathBuf, problems: Vec<String> },
 }
@@ -38,9 +39,10 @@ pub fn save(vs: &VarStore, path: &Path) -> Result<(), WeightsError> {
         .collect();
     named.extend(counters);
     named.sort_by(|a, b| a.0.cmp(&b.0));
-    let tmp = path.with_extension("safetensors.tmp");
-    Tensor::write_safetensors(&named, &tmp).map_err(|source| WeightsError::Write { path: tmp.clone(), source })?;
-    std::fs::rename(&tmp, path).map_err(|source| WeightsError::Rename { from: tmp, to: path.to_path_buf(), source })
+    let file = wrn_fs::AtomicFile::create(path)?;
+    Tensor::write_safetensors(&named, file.path())
+        .map_err(|source| WeightsError::Write { path: path.to_path_buf(), source })?;
+    Ok(file.commit()?)
 }
 
 /// Fills every variable of `vs` from `path` (safetensors). Nothing is changed unless every tensor fits.

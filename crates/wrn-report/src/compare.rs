@@ -22,14 +22,10 @@ pub struct Stats {
 impl Stats {
     /// `None` for no values. The median of an even count is the mean of the middle two.
     pub fn of(values: &[f64]) -> Option<Stats> {
-        if values.is_empty() {
-            return None;
-        }
-        let mut v = values.to_vec();
-        v.sort_by(f64::total_cmp);
-        let n = v.len();
-        let median = if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 };
-        Some(Stats { median, min: v[0], max: v[n - 1], n })
+        let median = wrn_run::median(values)?;
+        let min = values.iter().copied().min_by(f64::total_cmp)?;
+        let max = values.iter().copied().max_by(f64::total_cmp)?;
+        Some(Stats { median, min, max, n: values.len() })
     }
 }
 

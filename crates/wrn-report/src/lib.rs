@@ -43,7 +43,6 @@
 //! "differs" is therefore a real difference, not noise. Parameters agree within 0.1 M: the paper rounds to
 //! 0.1 M and counts Table 4's CIFAR-100 networks with a 10-class classifier (up to 0.07 M fewer).
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 pub mod compare;
@@ -73,15 +72,19 @@ pub enum ReportError {
     Plot(String),
 }
 
-/// Writes `bytes` to `path` atomically: a temporary file in the same folder, flushed, then renamed.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ReportError> {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let io = |source| ReportError::Io { path: path.to_path_buf(), source };
-    let mut tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir).map_err(io)?;
-    tmp.write_all(bytes).map_err(io)?;
-    tmp.as_file().sync_all().map_err(io)?;
-    tmp.persist(path).map_err(|e| io(e.error))?;
-    Ok(())
+impl From<wrn_fs::Error> for ReportError {
+    fn from(e: wrn_fs::Error) -> ReportError {
+        ReportError::Io { path: e.path, source: e.source }
+    }
+}
+
+impl From<wrn_run::Error> for ReportError {
+    fn from(e: wrn_run::Error) -> ReportError {
+        match e {
+            wrn_run::Error::Io { path, source } => ReportError::Io { path, source },
+            wrn_run::Error::Format { path, message } => ReportError::Format { path, message },
+        }
+    }
 }
 
 /// Every table compared with the runs of one runs folder.
@@ -132,9 +135,9 @@ pub fn write(report: &Report, out: &Path) -> Result<Written, ReportError> {
         csv: out.join("report.csv"),
         plots: plots.all().flat_map(|p| ["svg", "png"].map(|ext| plot_dir.join(format!("{}.{ext}", p.name)))).collect(),
     };
-    write_atomic(&written.markdown, markdown::render(report, &plots).as_bytes())?;
-    write_atomic(&written.html, html::render(report, &plots)?.as_bytes())?;
-    write_atomic(&written.csv, table_csv::render(&report.tables)?.as_bytes())?;
+    wrn_fs::atomic_write(&written.markdown, markdown::render(report, &plots).as_bytes())?;
+    wrn_fs::atomic_write(&written.html, html::render(report, &plots)?.as_bytes())?;
+    wrn_fs::atomic_write(&written.csv, table_csv::render(&report.tables)?.as_bytes())?;
     Ok(written)
 }
 

@@ -155,7 +155,7 @@ pub fn accuracy(table: &wrn_tables::Table, runs: &Path) -> Result<Vec<Metric>, R
         metrics.push(Metric {
             id: format!("{}/{}/test_error", table.id, row.id),
             kind: Kind::TestError,
-            value: median(&values),
+            value: wrn_run::median(&values).expect("at least one finished seed"),
             detail: format!(
                 "{}: final test error (%) after {} epochs, median of seed(s) {}",
                 row.label,
@@ -165,15 +165,6 @@ pub fn accuracy(table: &wrn_tables::Table, runs: &Path) -> Result<Vec<Metric>, R
         });
     }
     Ok(metrics)
-}
-
-fn median(sorted: &[f64]) -> f64 {
-    let n = sorted.len();
-    if n % 2 == 1 {
-        sorted[n / 2]
-    } else {
-        (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
-    }
 }
 
 /// The ratio metric of a `wrn bench pipeline --json` or `wrn bench train --reference --json` output.
@@ -492,16 +483,16 @@ pub fn run(options: &Options) -> Result<Nightly, ReportError> {
         mkdir(dir)?;
         for (group, set) in options.current.by_group() {
             let text = serde_json::to_string_pretty(&set).expect("measurements serialise") + "\n";
-            crate::write_atomic(&dir.join(format!("{group}.json")), text.as_bytes())?;
+            wrn_fs::atomic_write(&dir.join(format!("{group}.json")), text.as_bytes())?;
         }
     }
     let (notes, baseline) = load_baselines(&options.baselines)?;
     let nightly = compare(&options.date, &options.current, &baseline, notes);
     mkdir(&options.out)?;
     let current = serde_json::to_string_pretty(&options.current).expect("measurements serialise") + "\n";
-    crate::write_atomic(&options.out.join("measurements.json"), current.as_bytes())?;
-    crate::write_atomic(&options.out.join("report.md"), nightly.markdown().as_bytes())?;
-    crate::write_atomic(&options.out.join("report.json"), nightly.json().as_bytes())?;
+    wrn_fs::atomic_write(&options.out.join("measurements.json"), current.as_bytes())?;
+    wrn_fs::atomic_write(&options.out.join("report.md"), nightly.markdown().as_bytes())?;
+    wrn_fs::atomic_write(&options.out.join("report.json"), nightly.json().as_bytes())?;
     Ok(nightly)
 }
 

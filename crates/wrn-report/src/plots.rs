@@ -67,18 +67,15 @@ impl Plot {
         Ok(out)
     }
 
-    /// Writes the plot as a PNG file, atomically (temporary file in the same folder, then rename).
+    /// Writes the plot as a PNG file, atomically (`wrn_fs`).
     pub fn write_png(&self, path: &Path) -> Result<(), ReportError> {
-        let dir = path.parent().unwrap_or(Path::new("."));
-        let io = |source| ReportError::Io { path: path.to_path_buf(), source };
-        let tmp = tempfile::Builder::new().prefix(".tmp-").suffix(".png").tempfile_in(dir).map_err(io)?;
+        let file = wrn_fs::AtomicFile::create(path)?;
         {
-            let root = BitMapBackend::new(tmp.path(), self.size()).into_drawing_area();
+            let root = BitMapBackend::new(file.path(), self.size()).into_drawing_area();
             draw(&root, &self.title, &self.chart)?;
             root.present().map_err(plot_error)?;
         }
-        tmp.persist(path).map_err(|e| io(e.error))?;
-        Ok(())
+        Ok(file.commit()?)
     }
 
     fn size(&self) -> (u32, u32) {
@@ -268,7 +265,7 @@ fn plot_error<E: std::fmt::Debug>(e: E) -> ReportError {
 pub fn write_plot_files(dir: &Path, plots: &Plots) -> Result<(), ReportError> {
     ensure_font()?;
     for plot in plots.all() {
-        crate::write_atomic(&dir.join(format!("{}.svg", plot.name)), plot.svg()?.as_bytes())?;
+        wrn_fs::atomic_write(&dir.join(format!("{}.svg", plot.name)), plot.svg()?.as_bytes())?;
         plot.write_png(&dir.join(format!("{}.png", plot.name)))?;
     }
     Ok(())

@@ -97,7 +97,7 @@ pub fn update(path: &Path, section: &str) -> Result<bool, ReportError> {
     if new == old {
         return Ok(false);
     }
-    crate::write_atomic(path, new.as_bytes())?;
+    wrn_fs::atomic_write(path, new.as_bytes())?;
     Ok(true)
 }
 

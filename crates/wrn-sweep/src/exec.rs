@@ -130,7 +130,7 @@ impl Summary {
 
 /// The file a run's process output goes to (appended, one section per attempt).
 pub fn log_path(run: &PlannedRun) -> PathBuf {
-    run.dir.join("sweep.log")
+    run.dir.join(wrn_run::SWEEP_LOG)
 }
 
 /// The `wrn train` command line of a run on a slot. A resumed run trains on the slot's device too,
@@ -186,7 +186,7 @@ pub fn run_one(exe: &Path, run: &PlannedRun, slot: &Slot, stop: &AtomicBool) -> 
         }
         std::thread::sleep(Duration::from_millis(100));
     };
-    let finished = crate::plan::is_finished(&run.dir);
+    let finished = wrn_run::is_finished(&run.dir);
     match (status.success(), finished) {
         (true, true) => Outcome::Finished,
         (_, false) if signalled || status.code() == Some(130) => Outcome::Interrupted,

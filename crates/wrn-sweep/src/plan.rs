@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
+use wrn_run::RunResult;
 use wrn_tables::Table;
 
 /// What can stop a sweep before it starts.
@@ -211,27 +212,17 @@ pub fn plan(tables: &[&Table], options: &PlanOptions) -> Result<Plan, SweepError
     Ok(Plan { runs })
 }
 
-#[derive(Deserialize)]
-struct ResultFile {
-    status: String,
-    #[serde(default)]
-    epochs_planned: Option<u32>,
-    #[serde(default)]
-    median_epoch_seconds: Option<f64>,
-}
-
-/// Training seconds of a run as measured by a finished run of the same row (another seed), if any.
+/// Training seconds of a run as measured by the finished runs of the same row (other seeds), if any: the
+/// median of their median epoch time times their planned epochs.
 pub fn measured_seconds(run: &PlannedRun) -> Option<f64> {
     let parent = run.dir.parent()?;
-    let mut times: Vec<f64> = std::fs::read_dir(parent)
+    let times: Vec<f64> = std::fs::read_dir(parent)
         .ok()?
-        .filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("result.json")).ok())
-        .filter_map(|text| serde_json::from_str::<ResultFile>(&text).ok())
-        .filter(|r| r.status == "finished")
-        .filter_map(|r| Some(r.median_epoch_seconds? * r.epochs_planned? as f64))
+        .filter_map(|e| wrn_run::RunFolder::at(&e.ok()?.path()).read_result().ok().flatten())
+        .filter(RunResult::is_finished)
+        .filter_map(|r| Some(r.median_epoch_seconds? * r.epochs_planned as f64))
         .collect();
-    times.sort_by(f64::total_cmp);
-    times.get(times.len() / 2).copied()
+    wrn_run::median(&times)
 }
 
 #[derive(Deserialize)]
@@ -249,15 +240,9 @@ struct ScaleFile {
     test_subset: Option<usize>,
 }
 
-/// Whether the run folder's `result.json` says the run finished.
-pub fn is_finished(dir: &Path) -> bool {
-    std::fs::read_to_string(dir.join("result.json"))
-        .is_ok_and(|text| serde_json::from_str::<ResultFile>(&text).is_ok_and(|r| r.status == "finished"))
-}
-
 /// The state of a run folder, checking that what it holds is the run asked for.
 fn state_of(dir: &Path, row: &wrn_tables::Row, scale: Scale) -> Result<RunState, SweepError> {
-    let config_path = dir.join("config.toml");
+    let config_path = dir.join(wrn_run::CONFIG);
     if !config_path.exists() {
         return Ok(RunState::New);
     }
@@ -293,18 +278,16 @@ fn state_of(dir: &Path, row: &wrn_tables::Row, scale: Scale) -> Result<RunState,
             got.2
         )));
     }
-    Ok(progress_of(dir))
+    Ok(wrn_run::progress_of(dir).into())
 }
 
-/// Where a run folder known to hold the right run stands: finished, resumable from its checkpoint, or
-/// to be started.
-pub fn progress_of(dir: &Path) -> RunState {
-    if is_finished(dir) {
-        RunState::Finished
-    } else if dir.join("checkpoint.safetensors").exists() {
-        RunState::Resume
-    } else {
-        RunState::New
+impl From<wrn_run::Progress> for RunState {
+    fn from(progress: wrn_run::Progress) -> RunState {
+        match progress {
+            wrn_run::Progress::New => RunState::New,
+            wrn_run::Progress::Resume => RunState::Resume,
+            wrn_run::Progress::Finished => RunState::Finished,
+        }
     }
 }
 
@@ -408,6 +391,41 @@ reference = "Lin et al."
         let p = super::plan(&[&t1], &only).unwrap();
         assert_eq!(p.runs.len(), 3);
         assert!(p.runs.iter().all(|r| r.arch == "wrn-10-1"));
+    }
+
+    #[test]
+    fn measured_time_is_the_median_over_the_rows_finished_seeds() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = table("t");
+        let plan = plan(&[&t], &options(dir.path(), Scale::Full)).unwrap();
+        let run = &plan.runs[1];
+        assert_eq!(measured_seconds(run), None);
+        let result = |seed: u64, status: wrn_run::Status, seconds: f64| RunResult {
+            status,
+            dataset: "cifar10".into(),
+            arch: "wrn-10-1".into(),
+            seed,
+            epochs_planned: 10,
+            epochs_done: 10,
+            full_scale: true,
+            parameters: 1,
+            final_test_error: Some(5.0),
+            final_test_top5_error: None,
+            best_test_error: Some(5.0),
+            median_epoch_seconds: Some(seconds),
+            device: "cpu".into(),
+        };
+        let seeds = run.dir.parent().unwrap();
+        for (seed, status, seconds) in [
+            (3, wrn_run::Status::Finished, 2.0),
+            (4, wrn_run::Status::Finished, 4.0),
+            (5, wrn_run::Status::Interrupted, 9.0),
+        ] {
+            let folder = wrn_run::RunFolder::create(&seeds.join(format!("seed{seed}"))).unwrap();
+            folder.write_result(&result(seed, status, seconds)).unwrap();
+        }
+        // Two finished seeds: the mean of the two, times the planned epochs; the interrupted one is not counted.
+        assert_eq!(measured_seconds(run), Some(30.0));
     }
 
     #[test]

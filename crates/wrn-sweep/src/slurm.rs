@@ -154,10 +154,7 @@ fn quote(path: &Path) -> String {
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), SweepError> {
-    let io = |source| SweepError::Io { path: path.into(), source };
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes).map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)
+    wrn_fs::atomic_write(path, bytes).map_err(|e| SweepError::Io { path: e.path, source: e.source })
 }
 
 #[cfg(test)]

@@ -111,42 +111,19 @@ pub fn parity(arch: &Arch, device: Device, batch: i64) -> Result<Vec<ParityCheck
     let (dev_vs, dev_net) = copy_of(arch, &cpu_vs, device).map_err(torch)?;
     let (xd, yd) = (x.to_device(device), y.to_device(device));
     let (logits, grads) = step(&dev_vs, dev_net.as_ref(), &xd, &yd);
-    checks.push(check(
-        "fp32_logits_vs_cpu",
-        "relative L2 difference of training-mode logits",
-        relative(&cpu_logits, &logits),
-        TF32_TOLERANCE,
-    ));
-    checks.push(check(
-        "fp32_gradients_vs_cpu",
-        "relative L2 difference of all gradients",
-        relative_grads(&cpu_grads, &grads),
-        TF32_TOLERANCE,
-    ));
-
     let (bf16_logits, _) = step(&dev_vs, dev_net.as_ref(), &wrn_nets::layout::bf16(&xd), &yd);
-    checks.push(check(
-        "bf16_logits_vs_fp32",
-        "relative L2 difference of bf16 logits from fp32",
-        relative(&logits, &bf16_logits),
-        BF16_TOLERANCE,
-    ));
-
     let (cl_vs, cl_net) = copy_of(arch, &cpu_vs, device).map_err(torch)?;
     wrn_nets::layout::to_channels_last(&cl_vs);
     let (cl_logits, cl_grads) = step(&cl_vs, cl_net.as_ref(), &wrn_nets::layout::channels_last(&xd), &yd);
-    checks.push(check(
-        "channels_last_logits_vs_nchw",
-        "relative L2 difference of logits",
-        relative(&logits, &cl_logits),
-        TF32_TOLERANCE,
-    ));
-    checks.push(check(
-        "channels_last_gradients_vs_nchw",
-        "relative L2 difference of all gradients",
-        relative_grads(&grads, &cl_grads),
-        TF32_TOLERANCE,
-    ));
+    let (logits_diff, grads_diff) =
+        ("relative L2 difference of training-mode logits", "relative L2 difference of all gradients");
+    checks.extend([
+        check("fp32_logits_vs_cpu", logits_diff, relative(&cpu_logits, &logits), TF32_TOLERANCE),
+        check("fp32_gradients_vs_cpu", grads_diff, relative_grads(&cpu_grads, &grads), TF32_TOLERANCE),
+        check("bf16_logits_vs_fp32", logits_diff, relative(&logits, &bf16_logits), BF16_TOLERANCE),
+        check("channels_last_logits_vs_nchw", logits_diff, relative(&logits, &cl_logits), TF32_TOLERANCE),
+        check("channels_last_gradients_vs_nchw", grads_diff, relative_grads(&grads, &cl_grads), TF32_TOLERANCE),
+    ]);
 
     let pixels = Tensor::randint(256, [batch, 3, 32, 32], (Kind::Uint8, Device::Cpu));
     let value_step = ValueStep::Normalize {

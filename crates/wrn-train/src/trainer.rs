@@ -28,6 +28,7 @@ use tch::{Device, Kind, Tensor};
 use wrn_augment::{Batch, ImageType, Loader, LoaderConfig, Norm, Pipeline, Preset, ValueStep, Zca, ZcaParams};
 use wrn_data::store::Store;
 use wrn_nets::Arch;
+use wrn_run::{CONFIG, ENVIRONMENT, RESULT};
 
 use crate::config::{BatchImages, ConfigError, Experiment, Precision, Preprocessing};
 use crate::datasets::Dataset;
@@ -57,6 +58,17 @@ pub enum TrainError {
     RunExists(PathBuf),
     #[error("{0} has no checkpoint to resume from")]
     NoCheckpoint(PathBuf),
+    #[error(
+        "{images} training images at batch_size {batch} (drop_last {drop_last}) make no training step per epoch: \
+         lower batch_size or raise scale.train_subset"
+    )]
+    NoSteps { images: usize, batch: usize, drop_last: bool },
+}
+
+impl From<wrn_run::Error> for TrainError {
+    fn from(e: wrn_run::Error) -> TrainError {
+        TrainError::Run(e.into())
+    }
 }
 
 /// How a run is driven.
@@ -385,17 +397,8 @@ fn save(run: &RunDir, vs: &nn::VarStore, sgd: &Sgd, progress: Progress, sums: Su
 
 /// The environment recorded in the run's `environment.json`, when it can be read.
 fn recorded_environment(run: &RunDir) -> Option<Environment> {
-    let text = std::fs::read_to_string(run.file("environment.json")).ok()?;
+    let text = std::fs::read_to_string(run.file(ENVIRONMENT)).ok()?;
     serde_json::from_str(&text).ok()
-}
-
-fn median(mut xs: Vec<f64>) -> Option<f64> {
-    xs.sort_by(f64::total_cmp);
-    match xs.len() {
-        0 => None,
-        n if n % 2 == 1 => Some(xs[n / 2]),
-        n => Some((xs[n / 2 - 1] + xs[n / 2]) / 2.0),
-    }
 }
 
 /// Trains `exp` into the run folder `run` (or continues it with `options.resume`).
@@ -404,7 +407,7 @@ pub fn train(run: &RunDir, exp: &Experiment, options: &TrainOptions) -> Result<R
     if options.resume && !run.has_checkpoint() {
         return Err(TrainError::NoCheckpoint(run.path().to_path_buf()));
     }
-    if !options.resume && (run.has_checkpoint() || run.file("result.json").exists()) {
+    if !options.resume && (run.has_checkpoint() || run.file(RESULT).exists()) {
         return Err(TrainError::RunExists(run.path().to_path_buf()));
     }
     let choice = match options.device {
@@ -425,6 +428,9 @@ pub fn train(run: &RunDir, exp: &Experiment, options: &TrainOptions) -> Result<R
     }
     let plan = plan.apply();
     let data = open_data(exp, &plan, device)?;
+    if data.train.batches_per_epoch() == 0 {
+        return Err(TrainError::NoSteps { images: data.train.len(), batch: exp.batch_size, drop_last: exp.drop_last });
+    }
     let (train_input, test_input) =
         (Input::new(&data.train, device, exp.precision), Input::new(&data.test, device, exp.precision));
 
@@ -454,12 +460,12 @@ pub fn train(run: &RunDir, exp: &Experiment, options: &TrainOptions) -> Result<R
         if let Some(mut before) = recorded.filter(|before| before.moved(&now)) {
             let mut previous = std::mem::take(&mut before.previous);
             previous.push(serde_json::to_value(&before).expect("serialisable"));
-            run.write_json("environment.json", &Environment { previous, ..now })?;
+            run.write_json(ENVIRONMENT, &Environment { previous, ..now })?;
         }
     } else {
-        run.write_text("config.toml", &exp.to_toml())?;
+        run.write_text(CONFIG, &exp.to_toml())?;
         let env = Environment::collect(&options.wrn_version, &options.git_sha, plan).on_device(device);
-        run.write_json("environment.json", &env)?;
+        run.write_json(ENVIRONMENT, &env)?;
         run.write_metrics(&[])?;
         metrics = Vec::new();
         run.log(&format!(
@@ -619,11 +625,11 @@ fn finish(
         final_test_error: last.map(|m| m.test_error),
         final_test_top5_error: last.map(|m| m.test_top5_error),
         best_test_error: metrics.iter().map(|m| m.test_error).min_by(f64::total_cmp),
-        median_epoch_seconds: median(metrics.iter().map(|m| m.epoch_seconds).collect()),
+        median_epoch_seconds: wrn_run::median(&metrics.iter().map(|m| m.epoch_seconds).collect::<Vec<_>>()),
         device: device_name(device),
     };
     if status == Status::Finished {
-        run.write_json("result.json", &result)?;
+        run.write_result(&result)?;
         run.log("finished")?;
     }
     Ok(result)

@@ -162,6 +162,15 @@ fn set_up_errors_say_what_to_do() {
 
     let err = train(&dir.path().join("nothing"), &experiment(&[]), true, None).unwrap_err().to_string();
     assert!(err.contains("has no checkpoint to resume from"), "{err}");
+
+    // A run that would take no step is not a run (it would "finish" untrained).
+    let exp = experiment(&["batch_size=64", "scale.train_subset=40", "drop_last=true"]);
+    let err = train(&dir.path().join("no-steps"), &exp, false, None).unwrap_err().to_string();
+    assert!(
+        err.contains("40 training images at batch_size 64 (drop_last true) make no training step per epoch"),
+        "{err}"
+    );
+    assert!(!dir.path().join("no-steps/result.json").exists());
 }
 
 #[test]

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use wrn_data::fetch::{FetchOptions, MIRROR_ENV};
-use wrn_data::imagenet::PrepareOptions;
 use wrn_data::manifest::{self, Manifest};
+use wrn_data::prepare::PrepareOptions;
 use wrn_data::store::{human_bytes, State, Store};
 use wrn_data::synth::{self, CifarKind, ImagenetForm};
 use wrn_data::{dirs, ops};
@@ -239,7 +239,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_prepared(prepared: &[wrn_data::cifar::PreparedReport]) {
+fn print_prepared(prepared: &[wrn_data::prepare::PreparedReport]) {
     for p in prepared {
         println!("prepared {:<6} {:>8} images  {}  (SHA-256 {})", p.split, p.images, p.path.display(), p.sha256);
         for note in &p.notes {

@@ -5,8 +5,9 @@ use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 
 use anyhow::{bail, Context, Result};
+use wrn_run::{Status, CONFIG, RESULT};
 use wrn_train::config::Experiment;
-use wrn_train::run::{RunDir, Status};
+use wrn_train::run::RunDir;
 use wrn_train::runtime::DeviceChoice;
 use wrn_train::trainer::{self, TrainOptions};
 
@@ -39,7 +40,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let (run, experiment) = match &args.resume {
         Some(dir) => {
             options.resume = true;
-            let experiment = Experiment::load(&dir.join("config.toml"), &[])
+            let experiment = Experiment::load(&dir.join(CONFIG), &[])
                 .with_context(|| format!("{} is not a run folder with a config.toml", dir.display()))?;
             (RunDir::create(dir)?, experiment)
         }
@@ -79,7 +80,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
                 result.final_test_error.unwrap_or(f64::NAN),
                 result.epochs_done,
                 if result.full_scale { "full scale" } else { "reduced scale or custom data" },
-                run.file("result.json").display()
+                run.file(RESULT).display()
             );
             Ok(ExitCode::SUCCESS)
         }

@@ -2,6 +2,8 @@
 //! runs on a second call, resumes a run whose process was killed (as the out-of-memory killer would) or
 //! stopped by SIGTERM (as a cluster would), and reports each outcome.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -188,31 +190,10 @@ fn killed_and_stopped_runs_are_reported_and_resumed() {
     assert!(resumes.iter().all(|l| l.contains("\"--device\" \"cpu\"")), "{resumes:?}");
 }
 
-/// The stand-in NVIDIA driver (`tests/fixtures/libcuda_stub.c`, built with the system C compiler) in
-/// `dir`: with `WRN_STUB_GPUS` it reports GPUs, while libtorch (here without `libtorch_cuda.so`) can use
-/// none.
-fn stub_driver(dir: &Path) -> PathBuf {
-    let source = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/libcuda_stub.c");
-    let lib = dir.join("driver");
-    std::fs::create_dir_all(&lib).unwrap();
-    let out = Command::new("cc")
-        .args(["-shared", "-fPIC", "-Wl,-soname,libcuda.so.1", "-o"])
-        .arg(lib.join("libcuda.so.1"))
-        .arg(source)
-        .output()
-        .expect("a C compiler (cc) builds the stub driver");
-    assert!(out.status.success(), "cc: {}", String::from_utf8_lossy(&out.stderr));
-    lib
-}
-
 /// `wrn` with the stub driver (two GPUs) first on the library path and no CUDA backend to load.
 fn wrn_with_stub_driver(driver: &Path) -> Command {
     let mut cmd = wrn();
-    cmd.env("WRN_STUB_GPUS", "2");
-    let path = std::env::var("LD_LIBRARY_PATH").unwrap_or_default();
-    cmd.env("LD_LIBRARY_PATH", format!("{}:{path}", driver.display()));
-    cmd.env("WRN_LIBTORCH_CUDA", driver.join("no-such/libtorch_cuda.so"));
-    cmd.env_remove("CUDA_VISIBLE_DEVICES").env_remove("CUDA_DEVICE_ORDER");
+    common::with_stub_driver(&mut cmd, driver, 2);
     cmd
 }
 
@@ -248,7 +229,7 @@ fn tables_only() -> Setup {
 fn gpus_the_driver_sees_but_cuda_cannot_use_stop_the_sweep() {
     let s = tables_only();
     finish_all(&s);
-    let driver = stub_driver(s.dir.path());
+    let driver = common::stub_driver(s.dir.path());
 
     // No --gpus: never a silent CPU sweep on a machine with GPUs.
     let mut cmd = wrn_with_stub_driver(&driver);
@@ -313,7 +294,7 @@ fn without_a_driver_the_sweep_trains_on_the_cpu_and_says_why() {
 #[test]
 fn a_slurm_task_for_cuda_fails_with_the_reason_rather_than_train_on_the_cpu() {
     let s = tables_only();
-    let driver = stub_driver(s.dir.path());
+    let driver = common::stub_driver(s.dir.path());
     let mut cmd = wrn();
     tiny_sweep(&s, &mut cmd);
     let out = ok(cmd.args(["--row", "wide", "--slurm", "--gres", "gpu:1"]));

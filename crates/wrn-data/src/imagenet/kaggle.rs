@@ -28,23 +28,23 @@
 //! On a zip of the real size (1.43 million members) the check takes about 4 s and 1.2 GB of memory,
 //! most of it the `zip` crate's parsed directory, which it needs to read the text members.
 //!
-//! [`prepare`] feeds the images to the same split writer as the tars ([`crate::imagenet`]): chunks of
+//! [`prepare`] feeds the images to the same split writer as the tars (`super::writer`): chunks of
 //! images in stored order, each chunk read in parallel by workers that each clone one
 //! `zip::ZipArchive` over a shared positional reader, then checked and converted in parallel.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::SyncSender;
 
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
+use super::devkit::val_number;
+use super::writer::{kept, write_split, Item, Sender, SplitJob, CHUNK};
 use crate::cache::Source;
-use crate::cifar::PreparedReport;
 use crate::error::{Error, Result};
-use crate::imagenet::{self, Item, PrepareOptions, SplitJob, CHUNK};
 use crate::manifest::{is_safe_relative, Alternative, AlternativeFormat, Manifest};
+use crate::prepare::{PrepareOptions, PreparedReport};
 use crate::store::Store;
 use crate::zipdir::{self, CentralEntry, SharedFile, DEFLATED, STORED};
 
@@ -204,30 +204,110 @@ fn read_text(archive: &mut zip::ZipArchive<SharedFile>, member: &str) -> std::re
     String::from_utf8(bytes).map_err(|_| format!("{member} is not UTF-8 text"))
 }
 
+/// A member that matters: (name, uncompressed size, CRC-32).
+type Member = (String, u64, u32);
+
+/// The members that matter, in stored order: the two text members, the train and the val images.
+#[derive(Default)]
+struct Members {
+    text: Vec<Member>,
+    train: Vec<Member>,
+    val: Vec<Member>,
+}
+
+/// Where the layout keeps each split's images (`None`: the manifest has no such split).
+struct Folders<'a> {
+    train: Option<&'a str>,
+    val: Option<&'a str>,
+}
+
+impl Folders<'_> {
+    /// The WNID folder of a train member.
+    fn wnid_of(&self, member: &str) -> String {
+        let prefix = self.train.unwrap_or_default();
+        member[prefix.len()..].split('/').next().unwrap_or_default().to_string()
+    }
+}
+
+/// The text members as read (`None` when absent or unreadable, which is a problem listed).
+struct Texts {
+    class_list: Option<String>,
+    val_labels: Option<String>,
+}
+
 /// Checks the zip at `path` against the Kaggle layout of `manifest`'s alternative `name`, from its
 /// central directory and its two text members. `Ok(None)` when it is a zip but holds none of the
 /// layout's members or folders (some other zip); an error naming the zip and listing every problem
 /// when it is this layout but not as the manifest describes it.
 pub fn check(path: &Path, manifest: &Manifest, name: &str) -> Result<Option<KaggleZip>> {
     let alt = alternative(manifest, name)?;
-    for split in alt.folders.keys() {
-        if split != "train" && split != "val" {
-            return Err(Error::Unsupported {
-                dataset: manifest.name.clone(),
-                detail: format!(
-                    "split `{split}`: the Kaggle layout labels train (by folder) and val (by {}) only",
-                    alt.val_labels
-                ),
-            });
+    labelled_splits_only(manifest, alt)?;
+    let folders = Folders {
+        train: alt.folders.get("train").map(String::as_str),
+        val: alt.folders.get("val").map(String::as_str),
+    };
+    let mut problems = Problems::default();
+    let members = scan(path, alt, &folders, &mut problems)?;
+    if members.text.is_empty() && members.train.is_empty() && members.val.is_empty() {
+        return Ok(None);
+    }
+    let digest = digest(&members, &mut problems);
+    let texts = read_texts(path, alt, &members.text, &mut problems)?;
+    let wnids = check_classes(texts.class_list, alt, manifest, &members.train, &folders, &mut problems);
+    for (split, found) in [("train", members.train.len()), ("val", members.val.len())] {
+        if let Some(&expected) = manifest.splits.get(split) {
+            if found as u64 != expected {
+                problems.push(format!("{split} has {} images, expected {}", grouped(found as u64), grouped(expected)));
+            }
         }
     }
-    let train_folder = alt.folders.get("train").map(String::as_str);
-    let val_folder = alt.folders.get("val").map(String::as_str);
-    let mut problems = Problems::default();
-    // The members that matter as (name, size, CRC-32), in stored order: the text members, train and val.
-    let mut text_members: Vec<(String, u64, u32)> = Vec::new();
-    let mut train: Vec<(String, u64, u32)> = Vec::new();
-    let mut val: Vec<(String, u64, u32)> = Vec::new();
+    let val_label_of = check_val_labels(texts.val_labels, alt, &members.val, wnids.as_deref(), &mut problems);
+    if let Some(error) = problems.into_error(path) {
+        return Err(error);
+    }
+    let wnids = wnids.expect("no problems, so the class list was read");
+    let label = |wnid: &str| class_of(&wnids, wnid).expect("checked above") as u16;
+    let image = |(member, size, _): Member, label: u16| ZipImage { label, member, size };
+    let train: Vec<ZipImage> = members
+        .train
+        .into_iter()
+        .map(|m| {
+            let l = label(&folders.wnid_of(&m.0));
+            image(m, l)
+        })
+        .collect();
+    let val: Vec<ZipImage> = members
+        .val
+        .into_iter()
+        .map(|m| {
+            let l = label(&val_label_of[image_id(&m.0)]);
+            image(m, l)
+        })
+        .collect();
+    let splits = [("train".to_string(), train), ("val".to_string(), val)]
+        .into_iter()
+        .filter(|(split, _)| alt.folders.contains_key(split))
+        .collect();
+    Ok(Some(KaggleZip { path: path.into(), wnids, splits, digest }))
+}
+
+/// The layout labels train (by folder) and val (by the solution CSV) only.
+fn labelled_splits_only(manifest: &Manifest, alt: &Alternative) -> Result<()> {
+    match alt.folders.keys().find(|split| *split != "train" && *split != "val") {
+        Some(split) => Err(Error::Unsupported {
+            dataset: manifest.name.clone(),
+            detail: format!(
+                "split `{split}`: the Kaggle layout labels train (by folder) and val (by {}) only",
+                alt.val_labels
+            ),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Walks the central directory: sorts the members that matter and lists the problems of each.
+fn scan(path: &Path, alt: &Alternative, folders: &Folders, problems: &mut Problems) -> Result<Members> {
+    let mut members = Members::default();
     zipdir::read_central_directory(path, |e: &CentralEntry| {
         if !is_safe_relative(e.name.trim_end_matches('/')) {
             problems.push(format!("member `{}` leaves the archive's folder (absolute or `..`)", e.name));
@@ -236,55 +316,65 @@ pub fn check(path: &Path, manifest: &Manifest, name: &str) -> Result<Option<Kagg
         if e.is_dir() {
             return Ok(());
         }
-        let in_train = train_folder.and_then(|f| e.name.strip_prefix(f));
-        let in_val = val_folder.and_then(|f| e.name.strip_prefix(f));
+        let in_train = folders.train.and_then(|f| e.name.strip_prefix(f));
+        let in_val = folders.val.and_then(|f| e.name.strip_prefix(f));
         let text = e.name == alt.class_list || e.name == alt.val_labels;
         if !(text || in_train.is_some() || in_val.is_some()) {
             return Ok(());
         }
-        if e.is_symlink() {
-            problems.push(format!("member `{}` is a link; links are refused", e.name));
-        } else if e.encrypted {
-            problems.push(format!("member `{}` is encrypted", e.name));
-        } else if e.method != STORED && e.method != DEFLATED {
-            problems.push(format!(
-                "member `{}` uses compression method {}; only stored (0) and deflate (8) are read",
-                e.name, e.method
-            ));
-        } else if e.size > MAX_IMAGE {
-            problems.push(format!("member `{}` claims {} bytes, more than an image or list can be", e.name, e.size));
+        if let Some(problem) = unreadable(e) {
+            problems.push(problem);
         }
         let entry = (e.name.clone(), e.size, e.crc32);
         if text {
-            text_members.push(entry);
+            members.text.push(entry);
         } else if let Some(rest) = in_train {
             match rest.split_once('/') {
                 Some((wnid, file)) if !wnid.is_empty() && !file.is_empty() && !file.contains('/') => {
-                    train.push(entry);
+                    members.train.push(entry);
                 }
                 _ => problems.push(format!(
                     "unexpected member `{}`: train images are {}<WNID>/<file>",
                     e.name,
-                    train_folder.unwrap_or_default()
+                    folders.train.unwrap_or_default()
                 )),
             }
         } else if let Some(rest) = in_val {
-            match imagenet::val_number(rest) {
-                Some(_) => val.push(entry),
+            match val_number(rest) {
+                Some(_) => members.val.push(entry),
                 None => problems.push(format!(
                     "unexpected member `{}`: val images are {}ILSVRC2012_val_<8 digits>.JPEG",
                     e.name,
-                    val_folder.unwrap_or_default()
+                    folders.val.unwrap_or_default()
                 )),
             }
         }
         Ok(())
     })?;
-    if text_members.is_empty() && train.is_empty() && val.is_empty() {
-        return Ok(None);
+    Ok(members)
+}
+
+/// Why a member that matters cannot be read as it is, if it cannot.
+fn unreadable(e: &CentralEntry) -> Option<String> {
+    if e.is_symlink() {
+        Some(format!("member `{}` is a link; links are refused", e.name))
+    } else if e.encrypted {
+        Some(format!("member `{}` is encrypted", e.name))
+    } else if e.method != STORED && e.method != DEFLATED {
+        Some(format!(
+            "member `{}` uses compression method {}; only stored (0) and deflate (8) are read",
+            e.name, e.method
+        ))
+    } else if e.size > MAX_IMAGE {
+        Some(format!("member `{}` claims {} bytes, more than an image or list can be", e.name, e.size))
+    } else {
+        None
     }
-    // The digest covers these members in name order, which also shows any name stored twice.
-    let mut digested: Vec<&(String, u64, u32)> = text_members.iter().chain(&train).chain(&val).collect();
+}
+
+/// The digest over the members that matter, in name order, which also shows any name stored twice.
+fn digest(members: &Members, problems: &mut Problems) -> String {
+    let mut digested: Vec<&Member> = members.text.iter().chain(&members.train).chain(&members.val).collect();
     digested.sort_unstable();
     for twice in digested.windows(2).filter(|w| w[0].0 == w[1].0) {
         problems.push(format!("member `{}` appears twice", twice[0].0));
@@ -293,21 +383,22 @@ pub fn check(path: &Path, manifest: &Manifest, name: &str) -> Result<Option<Kagg
     for (name, size, crc) in &digested {
         hash.update(format!("{name}\0{size}\0{crc:08x}\n"));
     }
-    let digest = format!("{:x}", hash.finalize());
-    drop(digested);
-    let has = |member: &str| text_members.iter().any(|(n, _, _)| n == member);
-    let (has_class_list, has_val_labels) = (has(&alt.class_list), has(&alt.val_labels));
-    let train_prefix = train_folder.unwrap_or_default();
-    let wnid_of = |member: &str| member[train_prefix.len()..].split('/').next().unwrap_or_default().to_string();
+    format!("{:x}", hash.finalize())
+}
 
-    // The text members.
-    let (mut class_list, mut val_labels) = (None, None);
+/// Reads the class list and the val labels through the zip crate; a missing or unreadable one is a
+/// problem.
+fn read_texts(path: &Path, alt: &Alternative, text: &[Member], problems: &mut Problems) -> Result<Texts> {
+    let has = |member: &str| text.iter().any(|(n, _, _)| n == member);
+    let (has_class_list, has_val_labels) = (has(&alt.class_list), has(&alt.val_labels));
+    let mut texts = Texts { class_list: None, val_labels: None };
     if has_class_list || has_val_labels {
         let mut archive = zip::ZipArchive::new(SharedFile::open(path)?)
             .map_err(|e| Error::Archive { path: path.into(), detail: format!("not readable as a zip: {e}") })?;
-        for (present, member, out) in
-            [(has_class_list, &alt.class_list, &mut class_list), (has_val_labels, &alt.val_labels, &mut val_labels)]
-        {
+        for (present, member, out) in [
+            (has_class_list, &alt.class_list, &mut texts.class_list),
+            (has_val_labels, &alt.val_labels, &mut texts.val_labels),
+        ] {
             if present {
                 match read_text(&mut archive, member) {
                     Ok(text) => *out = Some(text),
@@ -322,104 +413,96 @@ pub fn check(path: &Path, manifest: &Manifest, name: &str) -> Result<Option<Kagg
     if !has_val_labels {
         problems.push(format!("missing {}", alt.val_labels));
     }
+    Ok(texts)
+}
 
-    // Classes: the count, and one train folder per class.
+/// The class of a WNID in the sorted `wnids`.
+fn class_of(wnids: &[String], wnid: &str) -> Option<usize> {
+    wnids.binary_search_by(|w| w.as_str().cmp(wnid)).ok()
+}
+
+/// The sorted WNIDs of the class list, checked for the class count and one train folder per class.
+fn check_classes(
+    class_list: Option<String>,
+    alt: &Alternative,
+    manifest: &Manifest,
+    train: &[Member],
+    folders: &Folders,
+    problems: &mut Problems,
+) -> Option<Vec<String>> {
     let mut wnids: Option<Vec<String>> = None;
-    if let Some(text) = class_list {
-        match parse_class_list(&text, &alt.class_list) {
-            Ok(list) if list.len() != manifest.classes.count => problems.push(format!(
-                "{} lists {} classes, expected {}",
-                alt.class_list,
-                grouped(list.len() as u64),
-                grouped(manifest.classes.count as u64)
-            )),
-            Ok(mut list) => {
-                list.sort_unstable();
-                wnids = Some(list);
-            }
-            Err(problem) => problems.push(problem),
+    match parse_class_list(&class_list?, &alt.class_list) {
+        Ok(list) if list.len() != manifest.classes.count => problems.push(format!(
+            "{} lists {} classes, expected {}",
+            alt.class_list,
+            grouped(list.len() as u64),
+            grouped(manifest.classes.count as u64)
+        )),
+        Ok(mut list) => {
+            list.sort_unstable();
+            wnids = Some(list);
         }
+        Err(problem) => problems.push(problem),
     }
-    let class_of = |wnids: &[String], wnid: &str| wnids.binary_search_by(|w| w.as_str().cmp(wnid)).ok();
     if let Some(wnids) = &wnids {
-        let folders: BTreeSet<String> = train.iter().map(|(m, _, _)| wnid_of(m)).collect();
-        for folder in &folders {
+        let found: BTreeSet<String> = train.iter().map(|(m, _, _)| folders.wnid_of(m)).collect();
+        for folder in &found {
             if class_of(wnids, folder).is_none() {
                 problems.push(format!("train folder {folder} not in {}", alt.class_list));
             }
         }
-        for wnid in wnids.iter().filter(|w| !folders.contains(*w)) {
+        for wnid in wnids.iter().filter(|w| !found.contains(*w)) {
             problems.push(format!(
                 "class {wnid} of {} has no train images (no folder {}{wnid}/)",
                 alt.class_list,
-                train_folder.unwrap_or_default()
+                folders.train.unwrap_or_default()
             ));
         }
     }
+    wnids
+}
 
-    // Image counts.
-    for (split, found) in [("train", train.len()), ("val", val.len())] {
-        if let Some(&expected) = manifest.splits.get(split) {
-            if found as u64 != expected {
-                problems.push(format!("{split} has {} images, expected {}", grouped(found as u64), grouped(expected)));
+/// The val labels (ImageId -> WNID), checked: a row for every image, an image for every row, every
+/// label a class (when the classes were read).
+fn check_val_labels(
+    val_labels: Option<String>,
+    alt: &Alternative,
+    val: &[Member],
+    wnids: Option<&[String]>,
+    problems: &mut Problems,
+) -> HashMap<String, String> {
+    let Some(text) = val_labels else { return HashMap::new() };
+    let (label_of, parsed) = match parse_val_solution(&text, &alt.val_labels) {
+        Ok(labels) => (labels, true),
+        Err(problem) => {
+            problems.push(problem);
+            (HashMap::new(), false)
+        }
+    };
+    let stems: HashSet<&str> = val.iter().map(|(m, _, _)| image_id(m)).collect();
+    for (member, _, _) in val {
+        let id = image_id(member);
+        match (label_of.get(id), wnids) {
+            (None, _) if parsed => {
+                problems.push(format!("val image {} has no row in {}", file_name(member), alt.val_labels))
             }
+            (Some(wnid), Some(wnids)) if class_of(wnids, wnid).is_none() => {
+                problems.push(format!("{}: {id} is labelled {wnid}, not in {}", alt.val_labels, alt.class_list))
+            }
+            _ => {}
         }
     }
-
-    // Val labels: a row for every image, an image for every row, every label a class.
-    let mut val_label_of: HashMap<String, String> = HashMap::new();
-    if let Some(text) = val_labels {
-        let parsed = match parse_val_solution(&text, &alt.val_labels) {
-            Ok(labels) => {
-                val_label_of = labels;
-                true
-            }
-            Err(problem) => {
-                problems.push(problem);
-                false
-            }
-        };
-        let stems: HashSet<&str> = val.iter().map(|(m, _, _)| image_id(m)).collect();
-        for (member, _, _) in &val {
-            let id = image_id(member);
-            match (val_label_of.get(id), &wnids) {
-                (None, _) if parsed => {
-                    problems.push(format!("val image {} has no row in {}", file_name(member), alt.val_labels))
-                }
-                (Some(wnid), Some(wnids)) if class_of(wnids, wnid).is_none() => {
-                    problems.push(format!("{}: {id} is labelled {wnid}, not in {}", alt.val_labels, alt.class_list))
-                }
-                _ => {}
-            }
-        }
-        let mut extra: Vec<&String> = val_label_of.keys().filter(|id| !stems.contains(id.as_str())).collect();
-        if !extra.is_empty() {
-            extra.sort_unstable();
-            problems.push(format!(
-                "{} has rows for {} images the zip does not hold (first: {})",
-                alt.val_labels,
-                grouped(extra.len() as u64),
-                extra[0]
-            ));
-        }
+    let mut extra: Vec<&String> = label_of.keys().filter(|id| !stems.contains(id.as_str())).collect();
+    if !extra.is_empty() {
+        extra.sort_unstable();
+        problems.push(format!(
+            "{} has rows for {} images the zip does not hold (first: {})",
+            alt.val_labels,
+            grouped(extra.len() as u64),
+            extra[0]
+        ));
     }
-    if let Some(error) = problems.into_error(path) {
-        return Err(error);
-    }
-
-    let wnids = wnids.expect("no problems, so the class list was read");
-    let label = |wnid: &str| class_of(&wnids, wnid).expect("checked above") as u16;
-    let train: Vec<ZipImage> =
-        train.into_iter().map(|(member, size, _)| ZipImage { label: label(&wnid_of(&member)), member, size }).collect();
-    let val: Vec<ZipImage> = val
-        .into_iter()
-        .map(|(member, size, _)| ZipImage { label: label(&val_label_of[image_id(&member)]), member, size })
-        .collect();
-    let splits = [("train".to_string(), train), ("val".to_string(), val)]
-        .into_iter()
-        .filter(|(split, _)| alt.folders.contains_key(split))
-        .collect();
-    Ok(Some(KaggleZip { path: path.into(), wnids, splits, digest }))
+    label_of
 }
 
 fn file_name(member: &str) -> &str {
@@ -487,12 +570,7 @@ fn read_image(path: &Path, archive: &mut zip::ZipArchive<SharedFile>, image: &Zi
 
 /// Sends a split's images in chunks, each chunk read in parallel (each worker with its own clone of
 /// the archive).
-fn read_images(
-    path: &Path,
-    archive: &zip::ZipArchive<SharedFile>,
-    images: &[ZipImage],
-    tx: &SyncSender<Result<Vec<Item>>>,
-) -> Result<()> {
+fn read_images(path: &Path, archive: &zip::ZipArchive<SharedFile>, images: &[ZipImage], tx: &Sender) -> Result<()> {
     for chunk in images.chunks(CHUNK) {
         let items: Vec<Item> = chunk
             .par_iter()
@@ -517,7 +595,7 @@ pub fn prepare(store: &Store, manifest: &Manifest, name: &str, opts: &PrepareOpt
     let mut archive: Option<zip::ZipArchive<SharedFile>> = None;
     let mut reports = Vec::new();
     for (split, &expected) in &manifest.splits {
-        if let Some(done) = imagenet::kept(&dir, split, &sources, expected, opts) {
+        if let Some(done) = kept(&dir, split, &sources, expected, opts) {
             reports.push(done);
             continue;
         }
@@ -535,11 +613,11 @@ pub fn prepare(store: &Store, manifest: &Manifest, name: &str, opts: &PrepareOpt
             expected,
             sources: sources.clone(),
         };
-        let read = |skip: u64, tx: &SyncSender<Result<Vec<Item>>>| {
+        let read = |skip: u64, tx: &Sender| {
             let rest = usize::try_from(skip).ok().and_then(|skip| images.get(skip..)).unwrap_or_default();
             read_images(&path, archive, rest, tx)
         };
-        reports.push(imagenet::write_split(&job, &dir, &zip.wnids, manifest, opts, read)?);
+        reports.push(write_split(&job, &dir, &zip.wnids, manifest, opts, read)?);
     }
     Ok(reports)
 }

@@ -1,0 +1,288 @@
+//! The run folder (contract 3, train -> sweep, report): everything a finished or interrupted run leaves
+//! behind, readable without the code that wrote it.
+//!
+//! ```text
+//! <run>/config.toml            the resolved experiment (re-runnable with `wrn train <run>/config.toml`)
+//! <run>/environment.json       versions, libtorch, GPUs, threads, git commit
+//! <run>/metrics.csv            one row per finished epoch (columns: [`METRIC_COLUMNS`])
+//! <run>/result.json            the outcome once the run ends ([`RunResult`]); absent while it runs
+//! <run>/checkpoint.safetensors the latest checkpoint (written by `wrn-train`, which owns its tensors)
+//! <run>/train.log              the trainer's log, appended
+//! <run>/sweep.log              the output of the `wrn train` processes a sweep started, appended
+//! ```
+//!
+//! Every file except the logs is replaced atomically (`wrn_fs`), so a crash at any moment leaves the
+//! previous complete version in place. `wrn-train` writes through [`RunFolder`]; `wrn-sweep` and
+//! `wrn-report` read through it and through [`progress_of`]. No libtorch.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+mod metrics;
+mod result;
+
+pub use metrics::{EpochMetrics, METRIC_COLUMNS};
+pub use result::{RunResult, Status};
+
+/// The resolved experiment.
+pub const CONFIG: &str = "config.toml";
+/// What the run ran on.
+pub const ENVIRONMENT: &str = "environment.json";
+/// One row per finished epoch.
+pub const METRICS: &str = "metrics.csv";
+/// The outcome, once the run ends.
+pub const RESULT: &str = "result.json";
+/// The latest checkpoint.
+pub const CHECKPOINT: &str = "checkpoint.safetensors";
+/// The trainer's log.
+pub const TRAIN_LOG: &str = "train.log";
+/// The output of the processes a sweep started for this run.
+pub const SWEEP_LOG: &str = "sweep.log";
+
+/// Errors of reading and writing a run folder.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{}: {message}", path.display())]
+    Format { path: PathBuf, message: String },
+}
+
+impl From<wrn_fs::Error> for Error {
+    fn from(e: wrn_fs::Error) -> Error {
+        Error::Io { path: e.path, source: e.source }
+    }
+}
+
+/// A run folder.
+#[derive(Debug, Clone)]
+pub struct RunFolder {
+    root: PathBuf,
+}
+
+impl RunFolder {
+    /// Creates (or opens) the folder.
+    pub fn create(root: &Path) -> Result<RunFolder, Error> {
+        std::fs::create_dir_all(root).map_err(|source| Error::Io { path: root.to_path_buf(), source })?;
+        Ok(RunFolder::at(root))
+    }
+
+    /// The folder at `root`, which may not exist (for reading).
+    pub fn at(root: &Path) -> RunFolder {
+        RunFolder { root: root.to_path_buf() }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.root
+    }
+
+    /// The path of one of its files (one of this crate's constants).
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.root.join(name)
+    }
+
+    /// Replaces the file `name` with `text`.
+    pub fn write_text(&self, name: &str, text: &str) -> Result<(), Error> {
+        Ok(wrn_fs::atomic_write(&self.file(name), text.as_bytes())?)
+    }
+
+    /// Replaces the file `name` with `value` as pretty JSON and a final newline.
+    pub fn write_json<T: Serialize>(&self, name: &str, value: &T) -> Result<(), Error> {
+        let text = serde_json::to_string_pretty(value).expect("serialisable") + "\n";
+        self.write_text(name, &text)
+    }
+
+    /// Writes `result.json`.
+    pub fn write_result(&self, result: &RunResult) -> Result<(), Error> {
+        self.write_json(RESULT, result)
+    }
+
+    /// Reads `result.json`: `None` when absent (the run has not ended).
+    pub fn read_result(&self) -> Result<Option<RunResult>, Error> {
+        let path = self.file(RESULT);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => serde_json::from_str(&text)
+                .map(Some)
+                .map_err(|e| Error::Format { path: path.clone(), message: e.to_string() }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(Error::Io { path, source }),
+        }
+    }
+
+    /// Rewrites `metrics.csv` with these rows.
+    pub fn write_metrics(&self, rows: &[EpochMetrics]) -> Result<(), Error> {
+        self.write_text(METRICS, &metrics::csv_text(rows))
+    }
+
+    /// Reads `metrics.csv` (empty when absent).
+    pub fn read_metrics(&self) -> Result<Vec<EpochMetrics>, Error> {
+        let path = self.file(METRICS);
+        if !path.exists() {
+            return Ok(Vec::new());
+        }
+        metrics::read(&path).map_err(|e| Error::Format { path, message: e.to_string() })
+    }
+
+    /// Appends a line to `train.log`.
+    pub fn log(&self, line: &str) -> Result<(), Error> {
+        let path = self.file(TRAIN_LOG);
+        let io = |source| Error::Io { path: path.clone(), source };
+        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(io)?;
+        writeln!(f, "{line}").map_err(io)
+    }
+
+    pub fn has_checkpoint(&self) -> bool {
+        self.file(CHECKPOINT).exists()
+    }
+}
+
+/// Where a run folder stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// No checkpoint and no finished result: to be trained from the start.
+    New,
+    /// A checkpoint without a finished result: `wrn train --resume` continues it.
+    Resume,
+    /// `result.json` says finished.
+    Finished,
+}
+
+/// Where the run folder `dir` stands: finished, resumable from its checkpoint, or to be started.
+pub fn progress_of(dir: &Path) -> Progress {
+    if is_finished(dir) {
+        Progress::Finished
+    } else if dir.join(CHECKPOINT).exists() {
+        Progress::Resume
+    } else {
+        Progress::New
+    }
+}
+
+/// Whether `dir/result.json` says the run finished (only its `status` is read).
+pub fn is_finished(dir: &Path) -> bool {
+    result::status_of(&dir.join(RESULT)) == Some(Status::Finished)
+}
+
+/// The median of `values` (the mean of the middle two for an even count); `None` for none.
+pub fn median(values: &[f64]) -> Option<f64> {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => None,
+        n if n % 2 == 1 => Some(v[n / 2]),
+        n => Some((v[n / 2 - 1] + v[n / 2]) / 2.0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn metrics(epoch: u32) -> EpochMetrics {
+        EpochMetrics {
+            epoch,
+            lr: 0.1,
+            train_loss: 2.0,
+            train_error: 80.0,
+            test_loss: 2.1,
+            test_error: 81.5,
+            test_top5_error: 40.0,
+            images_per_second: 100.0,
+            data_wait_fraction: 0.01,
+            epoch_seconds: 3.5,
+            decode_failures: 0,
+        }
+    }
+
+    fn result(status: Status) -> RunResult {
+        // Figures whose shortest decimal form a parser can miss by one ulp (1.0512586019999999 did).
+        RunResult {
+            status,
+            dataset: "cifar10".into(),
+            arch: "wrn-10-1".into(),
+            seed: 1,
+            epochs_planned: 4,
+            epochs_done: 4,
+            full_scale: false,
+            parameters: 77_850,
+            final_test_error: Some(52.08333333333333),
+            final_test_top5_error: Some(4.1666666666666625),
+            best_test_error: Some(0.1 + 0.2),
+            median_epoch_seconds: Some(1.0512586019999999),
+            device: "cpu".into(),
+        }
+    }
+
+    #[test]
+    fn metrics_round_trip_with_a_stable_header() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunFolder::create(dir.path()).unwrap();
+        assert_eq!(run.read_metrics().unwrap(), []);
+        run.write_metrics(&[]).unwrap();
+        assert_eq!(std::fs::read_to_string(run.file(METRICS)).unwrap(), METRIC_COLUMNS.join(",") + "\n");
+        run.write_metrics(&[metrics(1), metrics(2)]).unwrap();
+        let text = std::fs::read_to_string(run.file(METRICS)).unwrap();
+        assert_eq!(text.lines().next().unwrap(), METRIC_COLUMNS.join(","));
+        assert_eq!(text.lines().nth(1).unwrap(), "1,0.1,2.0,80.0,2.1,81.5,40.0,100.0,0.01,3.5,0");
+        assert_eq!(run.read_metrics().unwrap(), [metrics(1), metrics(2)]);
+        // No temporary files are left behind.
+        let names: Vec<String> =
+            std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        assert_eq!(names, [METRICS]);
+    }
+
+    #[test]
+    fn a_result_reads_back_the_very_figures_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunFolder::create(dir.path()).unwrap();
+        assert_eq!(run.read_result().unwrap(), None);
+        run.write_result(&result(Status::Finished)).unwrap();
+        assert_eq!(run.read_result().unwrap(), Some(result(Status::Finished)));
+        let text = std::fs::read_to_string(run.file(RESULT)).unwrap();
+        assert!(text.starts_with("{\n  \"status\": \"finished\",\n  \"dataset\": \"cifar10\","), "{text}");
+        assert!(text.ends_with("\"device\": \"cpu\"\n}\n"), "{text}");
+        std::fs::write(run.file(RESULT), "{\"status\": \"finished\"}").unwrap();
+        let err = run.read_result().unwrap_err().to_string();
+        assert!(err.contains("result.json") && err.contains("missing field"), "{err}");
+    }
+
+    #[test]
+    fn progress_comes_from_the_result_status_and_the_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunFolder::create(dir.path()).unwrap();
+        assert_eq!(progress_of(dir.path()), Progress::New);
+        assert_eq!(progress_of(&dir.path().join("absent")), Progress::New);
+        std::fs::write(run.file(CHECKPOINT), "").unwrap();
+        assert_eq!(progress_of(dir.path()), Progress::Resume);
+        run.write_result(&result(Status::Interrupted)).unwrap();
+        assert_eq!(progress_of(dir.path()), Progress::Resume);
+        run.write_result(&result(Status::Finished)).unwrap();
+        assert_eq!(progress_of(dir.path()), Progress::Finished);
+        // Only the status is needed, and unknown fields are ignored.
+        std::fs::write(run.file(RESULT), r#"{"status": "finished", "later": 1}"#).unwrap();
+        assert!(is_finished(dir.path()));
+        std::fs::write(run.file(RESULT), r#"{"status": "interrupted"}"#).unwrap();
+        assert!(!is_finished(dir.path()));
+        std::fs::write(run.file(RESULT), "not json").unwrap();
+        assert_eq!(progress_of(dir.path()), Progress::Resume);
+    }
+
+    #[test]
+    fn the_median_of_an_even_count_is_the_mean_of_the_middle_two() {
+        assert_eq!(median(&[]), None);
+        assert_eq!(median(&[3.0]), Some(3.0));
+        assert_eq!(median(&[5.0, 1.0, 3.0]), Some(3.0));
+        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), Some(2.5));
+    }
+
+    #[test]
+    fn the_log_is_appended() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunFolder::create(&dir.path().join("new")).unwrap();
+        run.log("one").unwrap();
+        run.log("two").unwrap();
+        assert_eq!(std::fs::read_to_string(run.file(TRAIN_LOG)).unwrap(), "one\ntwo\n");
+    }
+}
