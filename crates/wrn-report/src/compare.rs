@@ -7,7 +7,7 @@ use std::path::Path;
 
 use wrn_tables::{Row, Table};
 
-use crate::runs::{read_runs, Run, RunResult};
+use crate::runs::{read_runs, Run, RunResult, Status};
 use crate::ReportError;
 
 /// The median, range and count of one metric over a row's finished runs.
@@ -170,6 +170,11 @@ impl RowReport {
         self.cells.iter().find(|c| c.metric == metric)
     }
 
+    /// Seed folders whose run diverged (a non-finite loss): never a result, shown as such.
+    pub fn diverged(&self) -> usize {
+        self.runs.iter().filter(|r| r.result.as_ref().is_some_and(|r| r.status == Status::Diverged)).count()
+    }
+
     /// "reduced scale" or "" (full scale, or no results).
     pub fn scale(&self) -> Option<Scale> {
         match self.state {
@@ -183,7 +188,17 @@ impl RowReport {
         match &self.state {
             RowState::Reference(source) => format!("reference: {source}"),
             RowState::NoRuns => "missing: no runs".into(),
-            RowState::InProgress { runs } => format!("missing: {runs} {} in progress", plural(*runs, "run", "runs")),
+            RowState::InProgress { runs } => {
+                let (diverged, running) = (self.diverged(), runs - self.diverged());
+                let mut s = "missing:".to_string();
+                if running > 0 {
+                    s.push_str(&format!(" {running} {} in progress", plural(running, "run", "runs")));
+                }
+                if diverged > 0 {
+                    s.push_str(&format!("{} {diverged} diverged", if running > 0 { "," } else { "" }));
+                }
+                s
+            }
             RowState::Results { scale, finished, in_progress, reduced_not_counted } => {
                 let mut s = format!("{finished} {}", plural(*finished, "run", "runs"));
                 if *scale == Scale::Reduced {
@@ -191,6 +206,9 @@ impl RowReport {
                 }
                 if *in_progress > 0 {
                     s.push_str(&format!(", {in_progress} in progress"));
+                }
+                if self.diverged() > 0 {
+                    s.push_str(&format!(", {} diverged (not counted)", self.diverged()));
                 }
                 if *reduced_not_counted > 0 {
                     s.push_str(&format!(
@@ -267,7 +285,8 @@ fn compare_row(table: &Table, row: &Row, columns: &[(String, String)], runs: &Pa
         None => Vec::new(),
     };
     let finished: Vec<&RunResult> = found.iter().filter_map(Run::finished).collect();
-    let in_progress = found.len() - finished.len();
+    let diverged = found.iter().filter(|r| r.result.as_ref().is_some_and(|r| r.status == Status::Diverged)).count();
+    let in_progress = found.len() - finished.len() - diverged;
     let full: Vec<&RunResult> = finished.iter().copied().filter(|r| r.full_scale).collect();
     // Full-scale runs, when there are any, are the figures; reduced-scale ones are then only counted aside.
     let (counted, scale, reduced_not_counted) = if full.is_empty() {

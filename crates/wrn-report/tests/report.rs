@@ -125,6 +125,27 @@ fn unfinished_runs_are_in_progress_not_results() {
 }
 
 #[test]
+fn diverged_and_short_runs_are_never_figures() {
+    let (tmp, table) = setup();
+    let runs = tmp.path().join("runs");
+    let k = key(&table, "wrn-16-8-cifar10");
+    // A diverged run, and one that says "finished" after 150 of 200 epochs: neither is a result.
+    Fixture::finished("cifar10", "wrn-16-8", 1, 90.0).unfinished(Some("diverged"), 3).write(&runs, &k);
+    Fixture::finished("cifar10", "wrn-16-8", 2, 3.0).unfinished(Some("finished"), 150).write(&runs, &k);
+    let report = compare(std::slice::from_ref(&table), &runs).unwrap();
+    let r = row(&report[0], "wrn-16-8-cifar10");
+    assert_eq!(r.state, RowState::InProgress { runs: 2 });
+    assert_eq!(r.cell("test_error").unwrap().ours, None);
+    assert_eq!(r.status(), "missing: 1 run in progress, 1 diverged");
+
+    Fixture::finished("cifar10", "wrn-16-8", 3, 4.9).write(&runs, &k);
+    let report = compare(std::slice::from_ref(&table), &runs).unwrap();
+    let r = row(&report[0], "wrn-16-8-cifar10");
+    assert_eq!(r.cell("test_error").unwrap().ours.unwrap(), Stats { median: 4.9, min: 4.9, max: 4.9, n: 1 });
+    assert_eq!(r.status(), "1 run, 1 in progress, 1 diverged (not counted)");
+}
+
+#[test]
 fn reduced_scale_runs_are_labelled_and_never_judged() {
     let (tmp, table) = setup();
     let runs = tmp.path().join("runs");

@@ -145,24 +145,29 @@ pub enum Progress {
     New,
     /// A checkpoint without a finished result: `wrn train --resume` continues it.
     Resume,
-    /// `result.json` says finished.
+    /// `result.json` says finished, every planned epoch run.
     Finished,
+    /// `result.json` says the run diverged: neither a result nor something to resume.
+    Diverged,
 }
 
 /// Where the run folder `dir` stands: finished, resumable from its checkpoint, or to be started.
 pub fn progress_of(dir: &Path) -> Progress {
-    if is_finished(dir) {
-        Progress::Finished
-    } else if dir.join(CHECKPOINT).exists() {
+    match result::status_of(&dir.join(RESULT)) {
+        Some((Status::Finished, true)) => return Progress::Finished,
+        Some((Status::Diverged, _)) => return Progress::Diverged,
+        _ => {}
+    }
+    if dir.join(CHECKPOINT).exists() {
         Progress::Resume
     } else {
         Progress::New
     }
 }
 
-/// Whether `dir/result.json` says the run finished (only its `status` is read).
+/// Whether `dir/result.json` says the run finished every planned epoch.
 pub fn is_finished(dir: &Path) -> bool {
-    result::status_of(&dir.join(RESULT)) == Some(Status::Finished)
+    result::status_of(&dir.join(RESULT)) == Some((Status::Finished, true))
 }
 
 /// The median of `values` (the mean of the middle two for an even count); `None` for none.
@@ -212,6 +217,7 @@ mod tests {
             best_test_error: Some(0.1 + 0.2),
             median_epoch_seconds: Some(1.0512586019999999),
             device: "cpu".into(),
+            divergence: None,
         }
     }
 
@@ -267,6 +273,16 @@ mod tests {
         assert!(!is_finished(dir.path()));
         std::fs::write(run.file(RESULT), "not json").unwrap();
         assert_eq!(progress_of(dir.path()), Progress::Resume);
+        // "Finished" with epochs missing is no result: the checkpoint continues it.
+        let short = RunResult { epochs_done: 3, ..result(Status::Finished) };
+        assert!(!short.is_finished());
+        run.write_result(&short).unwrap();
+        assert_eq!(progress_of(dir.path()), Progress::Resume);
+        // A diverged run is neither a result nor something to resume.
+        let diverged = RunResult { divergence: Some("epoch 2".into()), ..result(Status::Diverged) };
+        run.write_result(&diverged).unwrap();
+        assert_eq!((progress_of(dir.path()), is_finished(dir.path())), (Progress::Diverged, false));
+        assert_eq!(run.read_result().unwrap(), Some(diverged));
     }
 
     #[test]

@@ -11,6 +11,9 @@ pub enum Status {
     Finished,
     /// Stopped by SIGINT/SIGTERM after writing a checkpoint; `wrn train --resume` continues it.
     Interrupted,
+    /// The training loss became NaN or infinite: not a result. The checkpoint holds the last state checked
+    /// finite, and `divergence` says when.
+    Diverged,
 }
 
 /// `result.json`: the outcome of a run. Readers ignore fields they do not know, so the file may grow.
@@ -32,20 +35,28 @@ pub struct RunResult {
     pub best_test_error: Option<f64>,
     pub median_epoch_seconds: Option<f64>,
     pub device: String,
+    /// For a diverged run: where the loss was found non-finite.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub divergence: Option<String>,
 }
 
 impl RunResult {
+    /// Finished, with every planned epoch run: the only kind of run that is a result.
     pub fn is_finished(&self) -> bool {
-        self.status == Status::Finished
+        self.status == Status::Finished && self.epochs_done >= self.epochs_planned
     }
 }
 
-/// The `status` of the result file at `path`, when it can be read.
-pub(crate) fn status_of(path: &Path) -> Option<Status> {
+/// The `status` of the result file at `path` (and whether every planned epoch ran), when it can be read.
+pub(crate) fn status_of(path: &Path) -> Option<(Status, bool)> {
     #[derive(Deserialize)]
     struct StatusOnly {
         status: Status,
+        #[serde(default)]
+        epochs_planned: u32,
+        #[serde(default)]
+        epochs_done: u32,
     }
     let text = std::fs::read_to_string(path).ok()?;
-    serde_json::from_str::<StatusOnly>(&text).ok().map(|r| r.status)
+    serde_json::from_str::<StatusOnly>(&text).ok().map(|r| (r.status, r.epochs_done >= r.epochs_planned))
 }

@@ -278,15 +278,22 @@ fn state_of(dir: &Path, row: &wrn_tables::Row, scale: Scale) -> Result<RunState,
             got.2
         )));
     }
-    Ok(wrn_run::progress_of(dir).into())
+    Ok(RunState::of(dir))
 }
 
-impl From<wrn_run::Progress> for RunState {
-    fn from(progress: wrn_run::Progress) -> RunState {
-        match progress {
+impl RunState {
+    /// The state of the run folder `dir` (see [`wrn_run::progress_of`]); a diverged run is left alone and
+    /// reported, never trained again or resumed on its own.
+    pub fn of(dir: &Path) -> RunState {
+        match wrn_run::progress_of(dir) {
             wrn_run::Progress::New => RunState::New,
             wrn_run::Progress::Resume => RunState::Resume,
             wrn_run::Progress::Finished => RunState::Finished,
+            wrn_run::Progress::Diverged => RunState::Conflict(format!(
+                "{} diverged (its training loss became non-finite; see {}): remove the folder to train it again",
+                dir.display(),
+                dir.join(wrn_run::TRAIN_LOG).display()
+            )),
         }
     }
 }
@@ -414,6 +421,7 @@ reference = "Lin et al."
             best_test_error: Some(5.0),
             median_epoch_seconds: Some(seconds),
             device: "cpu".into(),
+            divergence: None,
         };
         let seeds = run.dir.parent().unwrap();
         for (seed, status, seconds) in [

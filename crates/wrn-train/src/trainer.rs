@@ -503,6 +503,8 @@ pub fn train(run: &RunDir, exp: &Experiment, options: &TrainOptions) -> Result<R
         let mut decode_failures = 0u64;
         let mut next = batches.next();
         let mut pending = next.as_ref().map(|b| train_input.batch(b));
+        // The last step at which the epoch's loss sum was seen finite.
+        let mut finite_at = progress.step;
         while let Some(batch) = next {
             let (x, y) = pending.take().expect("a batch on the device");
             // Start copying the next batch while this one computes.
@@ -540,6 +542,21 @@ pub fn train(run: &RunDir, exp: &Experiment, options: &TrainOptions) -> Result<R
             let timed = !checkpoint_every.is_zero() && last_checkpoint.elapsed() >= checkpoint_every;
             let counted = exp.checkpoint_steps > 0 && progress.step % exp.checkpoint_steps == 0;
             let stopping = stop_requested(steps_this_process) && progress.step < per_epoch;
+            // A non-finite loss is caught before any checkpoint could keep it: every step on the CPU (where
+            // reading it costs nothing), every DIVERGENCE_CHECK steps on a GPU (one sync each).
+            let check = !device.is_cuda() || progress.step % DIVERGENCE_CHECK == 0 || timed || counted || stopping;
+            if check {
+                if !loss_sum.double_value(&[]).is_finite() {
+                    drop(batches);
+                    let at = if progress.step == finite_at + 1 {
+                        format!("epoch {epoch} step {}", progress.step)
+                    } else {
+                        format!("epoch {epoch}, between steps {} and {}", finite_at + 1, progress.step)
+                    };
+                    return diverged(run, exp, &metrics, parameters, device, at, bar);
+                }
+                finite_at = progress.step;
+            }
             if timed || counted || stopping {
                 sums.loss = loss_sum.double_value(&[]);
                 sums.correct = correct.double_value(&[]);
@@ -564,6 +581,10 @@ pub fn train(run: &RunDir, exp: &Experiment, options: &TrainOptions) -> Result<R
         drop(batches);
         sums.loss = loss_sum.double_value(&[]);
         sums.correct = correct.double_value(&[]);
+        if !sums.loss.is_finite() {
+            let at = format!("epoch {epoch}, between steps {} and {}", finite_at + 1, progress.step);
+            return diverged(run, exp, &metrics, parameters, device, at, bar);
+        }
         let (test_loss, test_error, test_top5_error) = evaluate(&net, &data.test, &test_input);
         let seen = sums.seen.max(1.0);
         let row = EpochMetrics {
@@ -603,6 +624,34 @@ pub fn train(run: &RunDir, exp: &Experiment, options: &TrainOptions) -> Result<R
     finish(run, exp, &metrics, Status::Finished, parameters, device)
 }
 
+/// Steps between two checks of the training loss on a GPU (each costs one synchronisation).
+const DIVERGENCE_CHECK: usize = 50;
+
+/// Ends a run whose training loss became non-finite: `result.json` says diverged (never a result), the
+/// checkpoint keeps the last state checked finite, and the log says when.
+fn diverged(
+    run: &RunDir,
+    exp: &Experiment,
+    metrics: &[EpochMetrics],
+    parameters: i64,
+    device: Device,
+    at: String,
+    bar: Option<ProgressBar>,
+) -> Result<RunResult, TrainError> {
+    if let Some(bar) = bar {
+        bar.abandon_with_message("diverged");
+    }
+    let message = format!(
+        "the training loss became non-finite at {at}; the checkpoint keeps the last state checked finite. A \
+         learning rate too high for this network, or damaged data or weights, are the usual causes"
+    );
+    run.log(&format!("diverged: {message}"))?;
+    let mut result = finish(run, exp, metrics, Status::Diverged, parameters, device)?;
+    result.divergence = Some(message);
+    run.write_result(&result)?;
+    Ok(result)
+}
+
 fn finish(
     run: &RunDir,
     exp: &Experiment,
@@ -627,6 +676,7 @@ fn finish(
         best_test_error: metrics.iter().map(|m| m.test_error).min_by(f64::total_cmp),
         median_epoch_seconds: wrn_run::median(&metrics.iter().map(|m| m.epoch_seconds).collect::<Vec<_>>()),
         device: device_name(device),
+        divergence: None,
     };
     if status == Status::Finished {
         run.write_result(&result)?;

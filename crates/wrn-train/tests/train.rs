@@ -327,3 +327,37 @@ fn cuda_training_agrees_with_the_cpu_within_tolerance() {
     let result = train_with(&run, &exp, &o).unwrap();
     assert_eq!((result.status, result.device.as_str()), (Status::Finished, "cpu"));
 }
+
+#[test]
+fn a_run_whose_loss_becomes_non_finite_is_diverged_not_a_result() {
+    let dir = tempfile::tempdir().unwrap();
+    // A learning rate no network survives: the loss is NaN or infinite within a few steps.
+    let run = dir.path().join("hot");
+    let exp = experiment(&["optimizer.lr=1e30", "epochs=2", "scale.train_subset=256", "scale.test_subset=32"]);
+    let result = train(&run, &exp, false, None).unwrap();
+    assert_eq!(result.status, Status::Diverged);
+    let why = result.divergence.as_deref().unwrap();
+    assert!(why.starts_with("the training loss became non-finite at epoch 1 step "), "{why}");
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("result.json")).unwrap()).unwrap();
+    assert_eq!(saved["status"], "diverged");
+    assert_eq!(wrn_run::progress_of(&run), wrn_run::Progress::Diverged);
+    // Nothing non-finite was checkpointed.
+    if run.join("checkpoint.safetensors").exists() {
+        for (name, t) in checkpoint(&run) {
+            assert!(t.isfinite().all().int64_value(&[]) == 1, "{name} is not finite in the checkpoint");
+        }
+    }
+
+    // A checkpoint damaged into a NaN weight diverges at the first step after resuming.
+    let run = dir.path().join("damaged");
+    let exp = experiment(&["epochs=1", "scale.train_subset=128", "scale.test_subset=32"]);
+    assert_eq!(train(&run, &exp, false, Some(1)).unwrap().status, Status::Interrupted);
+    let mut named: Vec<(String, Tensor)> = checkpoint(&run).into_iter().collect();
+    let weight = named.iter_mut().find(|(n, _)| n.ends_with("conv0.weight")).expect("a conv weight");
+    let _ = weight.1.view(-1).get(0).fill_(f64::NAN);
+    Tensor::write_safetensors(&named, run.join("checkpoint.safetensors")).unwrap();
+    let result = train(&run, &exp, true, None).unwrap();
+    assert_eq!(result.status, Status::Diverged);
+    assert!(result.divergence.unwrap().contains("at epoch 1 step 2"));
+}

@@ -257,7 +257,7 @@ fn task(exe: &Path, tasks: &Path, index: usize, stop: Arc<AtomicBool>) -> Result
     };
     // The folder may have moved on since the script was written (a requeued task, a finished run).
     let mut run = planned.clone();
-    run.state = wrn_run::progress_of(&run.dir).into();
+    run.state = wrn_sweep::RunState::of(&run.dir);
     let plan = Plan { runs: vec![run] };
     // Slurm's allocation, not the node's cores; a cuda task with a run to train fails with the reason where
     // CUDA is unusable (a finished run is skipped without asking).

@@ -95,5 +95,10 @@ pub fn run(args: Args) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Status::Diverged => bail!(
+            "run diverged: {}. {} records it; it is not a result",
+            result.divergence.as_deref().unwrap_or("the training loss became non-finite"),
+            run.file(wrn_run::RESULT).display()
+        ),
     }
 }
