@@ -42,7 +42,7 @@ test-libtorch-cuda: ## Download the CUDA libtorch, build against it, check it lo
 build: libtorch ## Build the release binary target/release/wrn
 	$(CARGO) build --release -p wrn
 
-test: lint test-rust test-bootstrap test-slurm test-browser test-gpu-acceptance ## Everything CI checks: formatting, clippy, all tests
+test: lint test-rust test-bootstrap test-slurm test-browser test-gpu-acceptance test-user ## Everything CI checks: formatting, clippy, all tests
 
 test-rust: libtorch
 	$(CARGO) test --workspace --all-targets
@@ -108,6 +108,10 @@ bench-peers: build ## wrn vs PyTorch on this CPU, same run: training steps (eage
 
 gpu-check: ## Stage the GPU acceptance bundle in dist/gpu-check (run gpu-acceptance.sh run OUT on a GPU machine)
 	ci/gpu-acceptance.sh stage
+
+.PHONY: test-user
+test-user: build ## `make demo` in a fresh clone as a new unprivileged user, wrn-user (run as root: it creates the user)
+	ci/test-user.sh
 
 .PHONY: test-gpu-acceptance
 test-gpu-acceptance: ## ci/gpu-acceptance.sh without a GPU: stops at preflight with the reason (fake nvidia-smi, ldd)

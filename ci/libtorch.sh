@@ -358,6 +358,9 @@ PY
     (cd "$build" && find . -type f ! -name .sha256 -printf '%P\0' | LC_ALL=C sort -z | xargs -0 sha256sum > .sha256)
     listing "$build" > "$build.manifest"
     mv "$build.manifest" "$build/.manifest"
+    # mktemp made the tree 700; give it the mode of any new directory (the umask's), so that a cache shared
+    # with other users (read-only: a ready tree is used without the lock or any write) can be read.
+    chmod "$(printf '%o' $(( 0777 & ~$(umask) )))" "$build"
     rm -rf "$dest"
     mv "$build" "$dest"
     trap - EXIT

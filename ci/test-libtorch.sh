@@ -175,6 +175,11 @@ PIP_FIND_LINKS=/nonexistent run; rc=$?
 ms=$(( ($(date +%s%N) - start) / 1000000 ))
 check "warm cache reused (${ms} ms)" test "$rc" = 0 -a "$(tree)" = "$t" -a "$ms" -lt 1000
 check "warm run prints nothing but the exports" test ! -s "$work/err"
+rm -f "$work/cache/.libtorch.lock"
+run
+check "warm run writes nothing (no lock file: a ready cache can be shared read-only)" test ! -e "$work/cache/.libtorch.lock"
+check "tree's mode follows the umask (readable by others under 022), not mktemp's 700" \
+  test "$(stat -c %a "$t")" = "$(printf '%o' $(( 0777 & ~$(umask) )))"
 
 # 3. A partial cache (a library missing) is detected and rebuilt.
 rm "$t/lib/libc10.so"
