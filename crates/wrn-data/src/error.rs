@@ -28,6 +28,15 @@ pub enum Error {
     Cache { path: PathBuf, detail: String },
     #[error("could not fetch {file}: {}", attempts.join("; "))]
     Fetch { file: String, attempts: Vec<String> },
+    /// Every source of a dataset's file failed: each source once with why, then the ways out.
+    #[error(
+        "could not fetch {file} of {dataset} from any of its sources:\n{}\nWays out: `--mirror URL` (or \
+         WRN_DATA_MIRROR=URL) for a server holding the same file; HTTPS_PROXY=http://host:port if this network \
+         reaches the internet through a proxy; or download {file} on another machine and run \
+         `wrn data import {dataset} FILE` (checked against the manifest's SHA-256).",
+        tried.iter().map(|t| format!("  - {t}")).collect::<Vec<_>>().join("\n")
+    )]
+    Unreachable { file: String, dataset: String, tried: Vec<String> },
     #[error("{path}: not enough free disk space for {what}: {needed} bytes needed, {available} available")]
     Space { path: PathBuf, needed: u64, available: u64, what: String },
     #[error("{dataset}: {detail}")]

@@ -228,7 +228,7 @@ impl Attempt<'_> {
             }
             let resp = match req.send() {
                 Ok(r) => r,
-                Err(e) => return Ok(Outcome::Retry(format!("request failed: {}", error_chain(&e)))),
+                Err(e) => return Ok(Outcome::Retry(format!("request failed: {}", error_chain(&e.without_url())))),
             };
             let status = resp.status();
             let final_url = resp.url().to_string();
@@ -373,5 +373,28 @@ pub fn fetch_dataset(store: &Store, manifest: &Manifest, opts: &FetchOptions) ->
         }]);
     }
     let client = client(opts)?;
-    manifest.files.iter().map(|f| fetch_file(&client, f, &store.file_path(manifest, f), opts)).collect()
+    manifest
+        .files
+        .iter()
+        .map(|f| {
+            fetch_file(&client, f, &store.file_path(manifest, f), opts).map_err(|e| match e {
+                Error::Fetch { file, attempts } if !f.manual => {
+                    Error::Unreachable { file, dataset: manifest.name.clone(), tried: once_each(&attempts) }
+                }
+                e => e,
+            })
+        })
+        .collect()
+}
+
+/// Failures as "url: why", each said once, with how many attempts ended that way.
+pub fn once_each(attempts: &[String]) -> Vec<String> {
+    let mut seen: Vec<(String, usize)> = Vec::new();
+    for a in attempts {
+        match seen.iter_mut().find(|(s, _)| s == a) {
+            Some((_, n)) => *n += 1,
+            None => seen.push((a.clone(), 1)),
+        }
+    }
+    seen.into_iter().map(|(a, n)| if n == 1 { a } else { format!("{a} ({n} attempts)") }).collect()
 }

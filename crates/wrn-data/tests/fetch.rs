@@ -443,3 +443,26 @@ fn manual_files_are_listed_with_where_to_get_them() {
     }
     assert!(err.contains("wrn data import imagenet"), "{err}");
 }
+
+#[test]
+fn an_unreachable_source_ends_in_one_paragraph_with_the_ways_out() {
+    let src = tempfile::tempdir().unwrap();
+    let (mut m, entry, _) = archive(src.path());
+    // Nothing listens on the discard port: every attempt fails the same way.
+    m.files[0].url = format!("http://127.0.0.1:9/{}", entry.name);
+    let data = tempfile::tempdir().unwrap();
+    let store = Store::new(data.path());
+    let err = fetch::fetch_dataset(&store, &m, &opts(vec![])).unwrap_err().to_string();
+    let first = format!(
+        "could not fetch {} of {} from any of its sources:\n  - http://127.0.0.1:9/{}: ",
+        entry.name, m.name, entry.name
+    );
+    assert!(err.starts_with(&first), "{err}");
+    // The source is named once, with its attempts counted, not once per attempt.
+    assert_eq!(err.matches("http://127.0.0.1:9/").count(), 1, "{err}");
+    assert!(err.lines().nth(1).unwrap().ends_with("(3 attempts)"), "{err}");
+    for way in ["`--mirror URL`", "WRN_DATA_MIRROR", "HTTPS_PROXY", &format!("`wrn data import {} FILE`", m.name)] {
+        assert!(err.contains(way), "{way} missing from: {err}");
+    }
+    assert_eq!(err.lines().count(), 3, "{err}");
+}
