@@ -33,6 +33,31 @@ pub struct SlurmOptions {
     pub extra: Vec<String>,
 }
 
+impl SlurmOptions {
+    /// Every value goes into one `#SBATCH` line of the script: a newline or another control character would
+    /// end it and start a line of its own (a command of the job script), so none is accepted.
+    pub fn check(&self) -> Result<(), SweepError> {
+        let named = [
+            ("job name", Some(&self.job_name)),
+            ("--partition", self.partition.as_ref()),
+            ("--time", self.time.as_ref()),
+            ("--gres", self.gres.as_ref()),
+            ("--mem", self.mem.as_ref()),
+        ];
+        let extra = self.extra.iter().map(|e| ("--sbatch", Some(e)));
+        for (what, value) in named.into_iter().chain(extra) {
+            if let Some(bad) = value.and_then(|v| v.chars().find(|c| c.is_control())) {
+                return Err(SweepError::Invalid(format!(
+                    "Slurm option {what} {:?} holds the control character {:?}: each option must fit on one line",
+                    value.unwrap(),
+                    bad
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The task list the script's tasks read: the pending runs and the device they train on (`"cpu"` or
 /// `"cuda"` in the JSON).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -51,6 +76,7 @@ impl TaskFile {
 /// Writes `<dir>/<job>.sbatch` and `<dir>/<job>.tasks.json` for the pending runs of `plan`; returns the
 /// script's path, or `None` when nothing is pending. `exe` is the `wrn` binary the tasks run.
 pub fn write_slurm(plan: &Plan, options: &SlurmOptions, exe: &Path, dir: &Path) -> Result<Option<PathBuf>, SweepError> {
+    options.check()?;
     let runs: Vec<PlannedRun> = plan.pending().cloned().collect();
     if runs.is_empty() {
         return Ok(None);
@@ -220,6 +246,21 @@ mod tests {
         write_slurm(&plan, &cpu, Path::new("/opt/wrn"), dir.path()).unwrap().unwrap();
         let text = std::fs::read_to_string(dir.path().join("wrn-cpu.tasks.json")).unwrap();
         assert!(text.contains("\"device\": \"cpu\""), "{text}");
+    }
+
+    #[test]
+    fn an_option_with_a_newline_is_refused_and_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let plan = Plan { runs: vec![run("/r/a", RunState::New)] };
+        for options in [
+            SlurmOptions { job_name: "j".into(), partition: Some("gpu\nrm -rf ~".into()), ..Default::default() },
+            SlurmOptions { job_name: "j".into(), extra: vec!["--account=a\r".into()], ..Default::default() },
+            SlurmOptions { job_name: "j".into(), time: Some("1:00\u{1b}[2J".into()), ..Default::default() },
+        ] {
+            let err = write_slurm(&plan, &options, Path::new("/opt/wrn"), dir.path()).unwrap_err().to_string();
+            assert!(err.contains("holds the control character") && err.contains("must fit on one line"), "{err}");
+        }
+        assert!(!dir.path().join("j.sbatch").exists() && !dir.path().join("j.tasks.json").exists());
     }
 
     #[test]

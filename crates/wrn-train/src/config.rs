@@ -257,6 +257,22 @@ impl Experiment {
         Ok(experiment)
     }
 
+    /// Reads a run folder's `config.toml`, which `wrn train` writes whole: every key must be there (a
+    /// missing one is an error naming it, never a value taken from the recipe), and the values in range.
+    pub fn load_complete(path: &Path) -> Result<Experiment, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        let experiment: Experiment = toml::from_str(&text).map_err(|e| {
+            ConfigError::Invalid(format!(
+                "{}: {} (a run folder's configuration is written whole when the run starts; restore it, or start \
+                 the run again in a new folder)",
+                path.display(),
+                e.message()
+            ))
+        })?;
+        experiment.validate()?;
+        Ok(experiment)
+    }
+
     /// Reads an experiment file and applies `--set` flags on top.
     pub fn load(path: &Path, sets: &[String]) -> Result<Experiment, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
@@ -448,6 +464,24 @@ mod tests {
         assert!(err.contains("invalid configuration"), "{err}");
         let err = Experiment::resolve(Some(("x.toml", "epochs = [")), &[]).unwrap_err().to_string();
         assert!(err.starts_with("x.toml: invalid TOML"), "{err}");
+    }
+
+    #[test]
+    fn a_run_folders_configuration_must_be_complete() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        let smoke = Experiment::resolve(None, &["arch=wrn-16-4".into(), "scale.epochs=0.01".into()]).unwrap();
+        std::fs::write(&path, smoke.to_toml()).unwrap();
+        assert_eq!(Experiment::load_complete(&path).unwrap(), smoke);
+        // A key gone is named; the recipe's 200 epochs or WRN-28-10 never fill the gap.
+        let without_epochs: String =
+            smoke.to_toml().lines().filter(|l| !l.starts_with("epochs =")).map(|l| format!("{l}\n")).collect();
+        std::fs::write(&path, without_epochs).unwrap();
+        let err = Experiment::load_complete(&path).unwrap_err().to_string();
+        assert!(err.contains("config.toml") && err.contains("missing field `epochs`"), "{err}");
+        std::fs::write(&path, "").unwrap();
+        let err = Experiment::load_complete(&path).unwrap_err().to_string();
+        assert!(err.contains("missing field"), "{err}");
     }
 
     #[test]

@@ -63,6 +63,8 @@ pub enum TrainError {
          lower batch_size or raise scale.train_subset"
     )]
     NoSteps { images: usize, batch: usize, drop_last: bool },
+    #[error("{path}: {detail}; restore it from a copy, or start the run again in a new folder")]
+    Damaged { path: PathBuf, detail: String },
 }
 
 impl From<wrn_run::Error> for TrainError {
@@ -395,6 +397,41 @@ fn save(run: &RunDir, vs: &nn::VarStore, sgd: &Sgd, progress: Progress, sums: Su
     run.save_checkpoint(vs, state, progress)
 }
 
+/// A checkpoint within the plan, and the metrics of every epoch before it, in order: what a resumed run
+/// needs so that its result covers the whole run.
+fn check_resumable(
+    run: &RunDir,
+    exp: &Experiment,
+    progress: Progress,
+    metrics: &[EpochMetrics],
+) -> Result<(), TrainError> {
+    let epochs = exp.effective_epochs();
+    if progress.epoch > epochs + 1 || (progress.epoch == epochs + 1 && progress.step > 0) {
+        return Err(TrainError::Damaged {
+            path: run.file(wrn_run::CHECKPOINT),
+            detail: format!(
+                "the checkpoint is at epoch {} step {}, beyond the {epochs} epochs of {}",
+                progress.epoch,
+                progress.step,
+                run.file(wrn_run::CONFIG).display()
+            ),
+        });
+    }
+    let recorded: Vec<u32> = metrics.iter().map(|m| m.epoch).collect();
+    let expected: Vec<u32> = (1..progress.epoch).collect();
+    if recorded != expected {
+        return Err(TrainError::Damaged {
+            path: run.file(wrn_run::METRICS),
+            detail: format!(
+                "it records epochs {recorded:?}, but the checkpoint is at epoch {}, after epochs {expected:?}: the \
+                 history of the run is incomplete",
+                progress.epoch
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// The environment recorded in the run's `environment.json`, when it can be read.
 fn recorded_environment(run: &RunDir) -> Option<Environment> {
     let text = std::fs::read_to_string(run.file(ENVIRONMENT)).ok()?;
@@ -454,6 +491,7 @@ pub fn train(run: &RunDir, exp: &Experiment, options: &TrainOptions) -> Result<R
         progress = saved;
         metrics = run.read_metrics()?;
         metrics.retain(|m| m.epoch < progress.epoch);
+        check_resumable(run, exp, progress, &metrics)?;
         run.log(&format!("resumed at epoch {} step {} on {}", progress.epoch, progress.step, device_name(device)))?;
         // A run that moved device or host records where it runs now, and where it ran before.
         let now = Environment::collect(&options.wrn_version, &options.git_sha, plan).on_device(device);

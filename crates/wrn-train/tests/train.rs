@@ -361,3 +361,32 @@ fn a_run_whose_loss_becomes_non_finite_is_diverged_not_a_result() {
     assert_eq!(result.status, Status::Diverged);
     assert!(result.divergence.unwrap().contains("at epoch 1 step 2"));
 }
+
+#[test]
+fn a_resume_needs_the_whole_history_and_a_checkpoint_within_the_plan() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let exp = experiment(&["epochs=3", "scale.train_subset=64", "scale.test_subset=32"]);
+    // Two epochs done, stopped at the start of the third.
+    assert_eq!(train(&run, &exp, false, Some(4)).unwrap().status, Status::Interrupted);
+    let metrics = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
+    assert_eq!(metrics.lines().count(), 3, "{metrics}");
+
+    // metrics.csv deleted, or shortened: the history is gone, and the resume says so.
+    std::fs::remove_file(run.join("metrics.csv")).unwrap();
+    let err = train(&run, &exp, true, None).unwrap_err().to_string();
+    assert!(err.contains("metrics.csv: it records epochs [], but the checkpoint is at epoch 3"), "{err}");
+    let short: String = metrics.lines().take(2).map(|l| format!("{l}\n")).collect();
+    std::fs::write(run.join("metrics.csv"), short).unwrap();
+    let err = train(&run, &exp, true, None).unwrap_err().to_string();
+    assert!(err.contains("it records epochs [1], but the checkpoint is at epoch 3, after epochs [1, 2]"), "{err}");
+    assert!(!run.join("result.json").exists());
+
+    // A checkpoint beyond the plan (a 2-epoch config beside a checkpoint at epoch 3) is not "finished".
+    std::fs::write(run.join("metrics.csv"), &metrics).unwrap();
+    let two = experiment(&["epochs=1", "scale.train_subset=64", "scale.test_subset=32"]);
+    let err = train(&run, &two, true, None).unwrap_err().to_string();
+    assert!(err.contains("checkpoint.safetensors: the checkpoint is at epoch 3 step 0, beyond the 1 epochs"), "{err}");
+    // With its history restored, the run resumes and finishes.
+    assert_eq!(train(&run, &exp, true, None).unwrap().status, Status::Finished);
+}

@@ -49,6 +49,12 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Like other command-line tools, end quietly when the reader of stdout goes away (`wrn ... | head`)
+    // instead of panicking on the broken pipe: the default action of SIGPIPE, which Rust's runtime ignores.
+    // SAFETY: called first thing, before any thread exists; SIG_DFL is a valid disposition for SIGPIPE.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("WRN_LOG").unwrap_or_else(|_| "info".into()))
         .with_ansi(std::io::stderr().is_terminal())

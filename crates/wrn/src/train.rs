@@ -40,8 +40,11 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let (run, experiment) = match &args.resume {
         Some(dir) => {
             options.resume = true;
-            let experiment = Experiment::load(&dir.join(CONFIG), &[])
-                .with_context(|| format!("{} is not a run folder with a config.toml", dir.display()))?;
+            let config = dir.join(CONFIG);
+            if !config.exists() {
+                bail!("{} is not a run folder: it has no {CONFIG}", dir.display());
+            }
+            let experiment = Experiment::load_complete(&config)?;
             (RunDir::create(dir)?, experiment)
         }
         None => {

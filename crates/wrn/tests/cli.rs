@@ -151,3 +151,20 @@ fn doctor_parity_on_the_cpu_passes_every_check() {
     assert!(env["settings"]["tf32_convolutions"].is_boolean(), "{env}");
     assert_eq!(env["libtorch_copies"].as_array().unwrap().len(), 1);
 }
+
+#[test]
+fn a_reader_that_goes_away_ends_the_output_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    // `wrn ... | head -0`: the pipe's reader is gone before wrn writes.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wrn"))
+        .args(["model", "summary", "wrn-28-10"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{:?}: {stderr}", out.status);
+}
