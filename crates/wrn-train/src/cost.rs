@@ -1,7 +1,9 @@
 //! A rough price for a run before it starts, for the sweep's up-front estimate: the run's training
-//! images × the network's multiply-adds per image, at the pace of the paper's Titan X (Figure 4: 312 ms
-//! for a forward+backward update of 32 WRN-28-10 images, cuDNN v5). Modern GPUs are several times faster;
-//! the figure is a ceiling to plan with, and the sweep prefers times measured by finished runs.
+//! images × the network's multiply-adds per image, at a pace in multiply-adds per second. The pace is this
+//! machine's own where it was measured ([`Pace`]: WRN-28-10 training steps timed by `wrn sweep
+//! --calibrate`, kept per device name in the user's cache), else the paper's Titan X (Figure 4: 312 ms for a
+//! forward+backward update of 32 WRN-28-10 images, cuDNN v5), which a current GPU beats several times over.
+//! The sweep prefers times measured by finished runs of the same row to either.
 
 use std::collections::HashMap;
 
@@ -35,9 +37,14 @@ pub struct CostModel {
 impl CostModel {
     /// The paper's Titan X pace.
     pub fn titan_x() -> CostModel {
+        CostModel::at_pace(32.0 / TITAN_X_WRN_28_10_SECONDS_PER_32)
+    }
+
+    /// The pace of a device that trains `images_per_second` WRN-28-10 images per second.
+    pub fn at_pace(images_per_second: f64) -> CostModel {
         let mut model = CostModel { pace: 1.0, mult_adds: HashMap::new() };
         let wrn = model.mult_adds_per_image("wrn-28-10", 10).expect("wrn-28-10 is a valid architecture");
-        model.pace = wrn * 32.0 / TITAN_X_WRN_28_10_SECONDS_PER_32;
+        model.pace = wrn * images_per_second;
         model
     }
 
@@ -62,6 +69,62 @@ impl CostModel {
     }
 }
 
+/// A device's measured training pace: WRN-28-10 training steps (forward, backward, SGD) in fp32.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Pace {
+    /// The device as the driver names it (`NVIDIA H200`), or the CPU's model and core count.
+    pub device: String,
+    pub images_per_second: f64,
+    pub batch: i64,
+    /// When it was measured (seconds since the Unix epoch).
+    pub measured_at: u64,
+}
+
+/// Where measured paces are kept: `<cache>/paces.json`, one entry per device name.
+pub fn paces_path() -> std::path::PathBuf {
+    wrn_data::dirs::cache_dir().join("paces.json")
+}
+
+/// The pace recorded for `device` in `path`, if any (an unreadable file counts as none).
+pub fn recorded_pace(path: &std::path::Path, device: &str) -> Option<Pace> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let paces: Vec<Pace> = serde_json::from_str(&text).ok()?;
+    paces.into_iter().find(|p| p.device == device)
+}
+
+/// Records `pace` in `path`, replacing the entry of the same device.
+pub fn record_pace(path: &std::path::Path, pace: &Pace) -> Result<(), wrn_fs::Error> {
+    let mut paces: Vec<Pace> =
+        std::fs::read_to_string(path).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default();
+    paces.retain(|p| p.device != pace.device);
+    paces.push(pace.clone());
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    wrn_fs::atomic_write(path, (serde_json::to_string_pretty(&paces).expect("paces serialise") + "\n").as_bytes())
+}
+
+/// The name under which this machine's device's pace is kept: GPU `index`'s name from the driver, or
+/// the CPU's model and the cores this process may use.
+pub fn device_name(device: tch::Device) -> String {
+    if let tch::Device::Cuda(index) = device {
+        if let Some(gpu) =
+            crate::driver::cuda_driver().ok().and_then(|d| d.devices.into_iter().find(|g| g.index == index))
+        {
+            return gpu.name;
+        }
+    }
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_string()))
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    format!("{model}, {cores} cores")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -79,5 +142,29 @@ mod tests {
         // A thinner network is cheaper, ImageNet far dearer.
         assert!(s(&["arch=wrn-16-4"]) < full / 5.0);
         assert!(s(&["dataset=imagenet", "arch=resnet-50"]) > 2.0 * full);
+    }
+
+    #[test]
+    fn a_measured_pace_prices_runs_and_is_kept_per_device() {
+        // Twice the Titan X's images per second halves every estimate.
+        let sets = ["arch=wrn-16-4".to_string()];
+        let titan = CostModel::titan_x().seconds(&sets).unwrap();
+        let twice = CostModel::at_pace(2.0 * 32.0 / TITAN_X_WRN_28_10_SECONDS_PER_32).seconds(&sets).unwrap();
+        assert!((titan / twice - 2.0).abs() < 1e-9, "{titan} {twice}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cache/paces.json");
+        assert_eq!(recorded_pace(&path, "NVIDIA H200"), None);
+        let h200 = Pace { device: "NVIDIA H200".into(), images_per_second: 2500.0, batch: 128, measured_at: 1 };
+        let cpu = Pace { device: "some CPU, 2 cores".into(), images_per_second: 3.0, batch: 16, measured_at: 2 };
+        record_pace(&path, &h200).unwrap();
+        record_pace(&path, &cpu).unwrap();
+        let faster = Pace { images_per_second: 2700.0, ..h200.clone() };
+        record_pace(&path, &faster).unwrap();
+        assert_eq!(recorded_pace(&path, "NVIDIA H200"), Some(faster));
+        assert_eq!(recorded_pace(&path, "some CPU, 2 cores"), Some(cpu));
+        std::fs::write(&path, "not json").unwrap();
+        assert_eq!(recorded_pace(&path, "NVIDIA H200"), None);
+        assert!(device_name(tch::Device::Cpu).ends_with(" cores"));
     }
 }

@@ -10,9 +10,9 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use wrn_sweep::devices::{CudaEnv, DEVICE_ORDER_ENV, PCI_BUS_ID};
 use wrn_sweep::slurm::TaskFile;
-use wrn_sweep::{AutoChoice, GpuRequest, Plan, PlanOptions, RunState, Scale, Slot, SlurmOptions};
+use wrn_sweep::{AutoChoice, GpuRequest, Plan, PlanOptions, PlannedRun, RunState, Scale, Slot, SlurmOptions};
 use wrn_tables::Table;
-use wrn_train::cost::CostModel;
+use wrn_train::cost::{self, CostModel, Pace};
 
 #[derive(clap::Args)]
 #[command(args_conflicts_with_subcommands = true)]
@@ -54,9 +54,14 @@ pub struct Args {
     /// `wrn train` setting for every run that does not change what is trained (e.g. data.dir=/data).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     sets: Vec<String>,
-    /// Show the plan and the estimate, run nothing.
+    /// Show the plan, every run with its state and estimated time, and run nothing.
     #[arg(long)]
     dry_run: bool,
+    /// Measure this machine's training pace first (WRN-28-10 steps on GPU 0, or on the CPU with --gpus
+    /// none; under a minute on a GPU) and keep it in the cache for estimates. A GPU without a recorded
+    /// pace is measured anyway.
+    #[arg(long)]
+    calibrate: bool,
     /// Write a Slurm array script (one task per run) and print the submit command instead of running.
     #[arg(long)]
     slurm: bool,
@@ -133,7 +138,13 @@ pub fn run(args: Args) -> Result<ExitCode> {
         extra: args.sets.clone(),
     };
     let plan = wrn_sweep::plan(&tables, &options)?;
-    describe(&plan, &tables, &runs, args.scale)?;
+    let pace = pace(args.gpus.as_ref(), args.calibrate && !plan.runs.is_empty())?;
+    let parallel = match &args.gpus {
+        Some(GpuRequest::Indices(ids)) => ids.len() * args.jobs,
+        Some(GpuRequest::Cpu) => 1,
+        _ => wrn_train::runtime::cuda_status().unwrap_or(0).max(1) * args.jobs,
+    };
+    describe(&plan, &tables, &runs, args.scale, pace.as_ref(), args.dry_run, parallel)?;
 
     if args.slurm {
         let name = if args.all {
@@ -174,8 +185,69 @@ pub fn run(args: Args) -> Result<ExitCode> {
     Ok(if summary.ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
-/// The plan in a few lines, with a cost estimate.
-fn describe(plan: &Plan, tables: &[&Table], runs: &Path, scale: Scale) -> Result<()> {
+/// The measured pace of the device the sweep would train on: recorded in the cache, or measured now when
+/// asked (`--calibrate`) or when a GPU has none recorded.
+fn pace(gpus: Option<&GpuRequest>, calibrate: bool) -> Result<Option<Pace>> {
+    let device = match gpus {
+        Some(GpuRequest::Cpu) => tch::Device::Cpu,
+        _ => match wrn_train::runtime::cuda_status() {
+            Ok(n) if n > 0 => tch::Device::Cuda(0),
+            _ => tch::Device::Cpu,
+        },
+    };
+    let name = cost::device_name(device);
+    let path = cost::paces_path();
+    let recorded = cost::recorded_pace(&path, &name);
+    if !calibrate && (recorded.is_some() || !device.is_cuda()) {
+        return Ok(recorded);
+    }
+    let selected = wrn_train::runtime::select_device(match device {
+        tch::Device::Cuda(_) => wrn_train::runtime::DeviceChoice::Cuda(0),
+        _ => wrn_train::runtime::DeviceChoice::Cpu,
+    })?;
+    let (batch, steps) = if device.is_cuda() { (128, 20) } else { (16, 2) };
+    eprintln!("sweep: measuring the training pace of {name} (WRN-28-10, batch {batch}, {steps} steps)...");
+    let options = wrn_train::check::CheckOptions { optimizer_step: true, ..Default::default() };
+    let check = wrn_train::check::forward_backward(&"wrn-28-10".parse()?, selected.device, batch, steps, options)?;
+    let measured_at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let pace = Pace { device: name, images_per_second: check.images_per_second, batch, measured_at };
+    cost::record_pace(&path, &pace)?;
+    eprintln!("sweep: {:.1} WRN-28-10 images/s on {}, kept in {}", pace.images_per_second, pace.device, path.display());
+    Ok(Some(pace))
+}
+
+/// What a pending run is estimated to take, and on what basis.
+fn estimate(run: &PlannedRun, paced: &mut CostModel, basis: &str) -> Result<(f64, String)> {
+    Ok(match wrn_sweep::measured_seconds(run) {
+        Some(s) => (s, "finished seeds of this row".to_string()),
+        None => (paced.seconds(&run.sets).with_context(|| format!("row {}", run.rows.join(", ")))?, basis.to_string()),
+    })
+}
+
+/// A run's state in words: new, resume after epoch N, finished, conflict.
+fn state_of(run: &PlannedRun) -> String {
+    match &run.state {
+        RunState::New => "new".into(),
+        RunState::Resume => {
+            let done = wrn_run::RunFolder::at(&run.dir).read_metrics().map_or(0, |m| m.len());
+            format!("resume after epoch {done}")
+        }
+        RunState::Finished => "finished".into(),
+        RunState::Conflict(_) => "conflict".into(),
+    }
+}
+
+/// The plan: a summary line, with `--dry-run` every run with its state and estimate, then the totals by
+/// the basis of their estimates.
+fn describe(
+    plan: &Plan,
+    tables: &[&Table],
+    runs: &Path,
+    scale: Scale,
+    pace: Option<&Pace>,
+    list: bool,
+    parallel: usize,
+) -> Result<()> {
     let names: Vec<&str> = tables.iter().map(|t| t.id.as_str()).collect();
     println!(
         "sweep of {} at scale {scale} into {}: {} runs ({} new, {} to resume, {} finished, {} conflicting)",
@@ -187,21 +259,48 @@ fn describe(plan: &Plan, tables: &[&Table], runs: &Path, scale: Scale) -> Result
         plan.count(&RunState::Finished),
         plan.conflicts().count()
     );
-    let mut model = CostModel::titan_x();
-    let (mut measured, mut paced) = (0.0, 0.0);
-    for run in plan.pending() {
-        match wrn_sweep::measured_seconds(run) {
-            Some(s) => measured += s,
-            None => paced += model.seconds(&run.sets).with_context(|| format!("row {}", run.rows.join(", ")))?,
+    let (mut model, basis) = match pace {
+        Some(p) => (CostModel::at_pace(p.images_per_second), format!("measured pace of {}", p.device)),
+        None => (CostModel::titan_x(), "the paper's Titan X pace".to_string()),
+    };
+    let mut totals: Vec<(String, f64)> = Vec::new();
+    for run in &plan.runs {
+        let pending = matches!(run.state, RunState::New | RunState::Resume);
+        let estimate = if pending { Some(estimate(run, &mut model, &basis)?) } else { None };
+        if list {
+            println!(
+                "  {:<34} {:<8} {:<16} seed {:<2} {:<22} {}",
+                run.rows.join(", "),
+                run.dataset,
+                run.arch,
+                run.seed,
+                state_of(run),
+                estimate.as_ref().map_or(String::new(), |(s, b)| format!("{} ({b})", hours(*s)))
+            );
+        }
+        if let Some((seconds, basis)) = estimate {
+            match totals.iter_mut().find(|(b, _)| *b == basis) {
+                Some((_, total)) => *total += seconds,
+                None => totals.push((basis, seconds)),
+            }
         }
     }
-    if plan.pending().next().is_some() {
-        println!(
-            "estimate: {} measured by finished seeds + {} at the paper's Titan X pace (Figure 4: 312 ms per 32 \
-             WRN-28-10 images; a current GPU is several times faster)",
-            hours(measured),
-            hours(paced)
-        );
+    if !totals.is_empty() {
+        let parts: Vec<String> = totals.iter().map(|(b, s)| format!("{} by {b}", hours(*s))).collect();
+        let all: f64 = totals.iter().map(|(_, s)| s).sum();
+        println!("estimate: {} in all: {}", hours(all), parts.join(" + "));
+        if parallel > 1 {
+            println!(
+                "  on {parallel} runs at a time: about {:.1} hours from start to end",
+                all / 3600.0 / parallel as f64
+            );
+        }
+        if pace.is_none() {
+            println!(
+                "  (the Titan X pace is the paper's Figure 4, 312 ms per 32 WRN-28-10 images; a current GPU is several \
+                 times faster: `wrn sweep --calibrate` measures this machine's)"
+            );
+        }
     }
     for run in plan.conflicts() {
         if let RunState::Conflict(why) = &run.state {

@@ -315,3 +315,36 @@ fn a_slurm_task_for_cuda_fails_with_the_reason_rather_than_train_on_the_cpu() {
     let log = text(&out);
     assert!(out.status.success() && log.contains("0 finished, 1 skipped"), "{log}");
 }
+
+#[test]
+fn a_dry_run_lists_every_run_with_its_state_and_an_estimate_that_says_its_basis() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("tables")).unwrap();
+    std::fs::write(dir.path().join("tables/tiny.toml"), TABLE).unwrap();
+    let dry_run = |extra: &[&str]| {
+        let mut cmd = wrn();
+        cmd.env("WRN_CACHE_DIR", dir.path().join("cache"))
+            .args(["sweep", "--table", "tiny", "--gpus", "none", "--dry-run", "--tables"])
+            .arg(dir.path().join("tables"))
+            .arg("--runs")
+            .arg(dir.path().join("runs"))
+            .args(extra);
+        ok(&mut cmd)
+    };
+    // Nothing measured on this machine: the paper's pace, and how to measure this one's.
+    let out = dry_run(&[]);
+    let rows: Vec<&str> = out.lines().filter(|l| l.starts_with("  tiny/")).collect();
+    assert_eq!(rows.len(), 3, "{out}");
+    assert!(rows[0].contains("cifar10") && rows[0].contains("wrn-10-1") && rows[0].contains("seed 1"), "{out}");
+    assert!(rows.iter().all(|r| r.contains(" new ") && r.ends_with("(the paper's Titan X pace)")), "{out}");
+    assert!(out.contains("estimate: ") && out.contains("`wrn sweep --calibrate` measures this machine's"), "{out}");
+
+    // Calibrated: this CPU's measured pace, kept for the next plan.
+    let out = dry_run(&["--calibrate"]);
+    let rows: Vec<&str> = out.lines().filter(|l| l.starts_with("  tiny/")).collect();
+    assert!(rows.iter().all(|r| r.contains("(measured pace of ") && r.ends_with(" cores)")), "{out}");
+    let paces = std::fs::read_to_string(dir.path().join("cache/paces.json")).unwrap();
+    assert!(paces.contains("\"images_per_second\""), "{paces}");
+    let again = dry_run(&[]);
+    assert!(again.contains("(measured pace of "), "{again}");
+}
