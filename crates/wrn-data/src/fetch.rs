@@ -388,7 +388,7 @@ pub fn fetch_dataset(store: &Store, manifest: &Manifest, opts: &FetchOptions) ->
 }
 
 /// Failures as "url: why", each said once, with how many attempts ended that way.
-pub fn once_each(attempts: &[String]) -> Vec<String> {
+fn once_each(attempts: &[String]) -> Vec<String> {
     let mut seen: Vec<(String, usize)> = Vec::new();
     for a in attempts {
         match seen.iter_mut().find(|(s, _)| s == a) {

@@ -108,11 +108,6 @@ pub fn cuda_driver() -> Result<Driver, String> {
     DRIVER.get_or_init(query).clone()
 }
 
-/// Whether the NVIDIA driver sees at least one GPU (whatever libtorch can do with it).
-pub fn driver_sees_gpus() -> bool {
-    cuda_driver().is_ok_and(|d| !d.devices.is_empty())
-}
-
 fn query() -> Result<Driver, String> {
     let lib = driver_library().ok_or("no NVIDIA driver: libcuda.so.1 cannot be loaded")?;
     let call = |what: &str, code: i32| -> Result<(), String> {

@@ -154,17 +154,6 @@ fn set_current_device(index: usize) -> Result<(), RuntimeError> {
     }
 }
 
-/// The CUDA device the calling thread's CUDA runtime has current, when CUDA is in use.
-pub fn current_device() -> Option<usize> {
-    // SAFETY: as in `set_current_device`.
-    unsafe {
-        let this = libloading::os::unix::Library::this();
-        let get = this.get::<CudaGetDevice>(b"cudaGetDevice\0").ok()?;
-        let mut current = -1;
-        (get(&mut current) == 0 && current >= 0).then_some(current as usize)
-    }
-}
-
 /// The compute capabilities a libtorch build has kernels for: (oldest, newest major), when known.
 /// PyPI's torch 2.11.0 for CUDA 13.0 holds cubins for sm_75 to sm_121 and no PTX, so an older GPU
 /// gets "no kernel image is available" at its first kernel, and a newer one too.

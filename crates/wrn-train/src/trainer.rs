@@ -584,19 +584,16 @@ pub fn train(run: &RunDir, exp: &Experiment, options: &TrainOptions) -> Result<R
             // reading it costs nothing), every DIVERGENCE_CHECK steps on a GPU (one sync each).
             let check = !device.is_cuda() || progress.step % DIVERGENCE_CHECK == 0 || timed || counted || stopping;
             if check {
-                if !loss_sum.double_value(&[]).is_finite() {
+                sums.loss = loss_sum.double_value(&[]);
+                if !sums.loss.is_finite() {
                     drop(batches);
-                    let at = if progress.step == finite_at + 1 {
-                        format!("epoch {epoch} step {}", progress.step)
-                    } else {
-                        format!("epoch {epoch}, between steps {} and {}", finite_at + 1, progress.step)
-                    };
+                    let at = divergence_point(epoch, finite_at, progress.step);
                     return diverged(run, exp, &metrics, parameters, device, at, bar);
                 }
                 finite_at = progress.step;
             }
             if timed || counted || stopping {
-                sums.loss = loss_sum.double_value(&[]);
+                // `sums.loss` was read by the check above, which every checkpoint goes through.
                 sums.correct = correct.double_value(&[]);
                 save(run, &vs, &sgd, progress, sums)?;
                 last_checkpoint = Instant::now();
@@ -620,7 +617,7 @@ pub fn train(run: &RunDir, exp: &Experiment, options: &TrainOptions) -> Result<R
         sums.loss = loss_sum.double_value(&[]);
         sums.correct = correct.double_value(&[]);
         if !sums.loss.is_finite() {
-            let at = format!("epoch {epoch}, between steps {} and {}", finite_at + 1, progress.step);
+            let at = divergence_point(epoch, finite_at, progress.step);
             return diverged(run, exp, &metrics, parameters, device, at, bar);
         }
         let (test_loss, test_error, test_top5_error) = evaluate(&net, &data.test, &test_input);
@@ -660,6 +657,15 @@ pub fn train(run: &RunDir, exp: &Experiment, options: &TrainOptions) -> Result<R
         }
     }
     finish(run, exp, &metrics, Status::Finished, parameters, device)
+}
+
+/// Where a non-finite loss was found: the step itself, or the steps since the loss was last seen finite.
+fn divergence_point(epoch: u32, finite_at: usize, step: usize) -> String {
+    if step == finite_at + 1 {
+        format!("epoch {epoch} step {step}")
+    } else {
+        format!("epoch {epoch}, between steps {} and {step}", finite_at + 1)
+    }
 }
 
 /// Steps between two checks of the training loss on a GPU (each costs one synchronisation).

@@ -58,9 +58,10 @@ pub fn run(args: Args) -> Result<ExitCode> {
         None
     };
     let parity = if args.parity { Some(wrn_train::parity::parity(&"wrn-16-2".parse()?, device, 16)?) } else { None };
+    let mut problems = env.problems();
     if args.json {
         let mut value = serde_json::to_value(&env)?;
-        value["problems"] = serde_json::to_value(env.problems())?;
+        value["problems"] = serde_json::to_value(&problems)?;
         if let Some(check) = &check {
             value["check"] = serde_json::to_value(check)?;
         }
@@ -81,7 +82,6 @@ pub fn run(args: Args) -> Result<ExitCode> {
             );
         }
     }
-    let mut problems = env.problems();
     problems.extend(parity.iter().flatten().filter(|p| !p.pass).map(|p| {
         format!(
             "parity {} on {device:?}: {:.3e} exceeds the tolerance {:.0e} ({})",

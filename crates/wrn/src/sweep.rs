@@ -138,7 +138,12 @@ pub fn run(args: Args) -> Result<ExitCode> {
         extra: args.sets.clone(),
     };
     let plan = wrn_sweep::plan(&tables, &options)?;
-    let pace = pace(args.gpus.as_ref(), args.calibrate && !plan.runs.is_empty())?;
+    // A plan with nothing left to train spends no GPU time measuring a pace unless asked to.
+    let pace = if args.calibrate || plan.pending().next().is_some() {
+        pace(args.gpus.as_ref(), args.calibrate)?
+    } else {
+        None
+    };
     let parallel = match &args.gpus {
         Some(GpuRequest::Indices(ids)) => ids.len() * args.jobs,
         Some(GpuRequest::Cpu) => 1,
