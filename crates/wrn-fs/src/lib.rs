@@ -8,6 +8,11 @@
 //!
 //! [`atomic_write`] writes bytes held in memory; [`AtomicFile`] is for writers that stream (a prepared
 //! cache) or that only take a path (libtorch's safetensors writer), and ends in the same [`AtomicFile::commit`].
+//! [`Lock`] keeps a folder to one process at a time (see `lock`).
+
+mod lock;
+
+pub use lock::{lock_path, Lock, LockError};
 
 use std::fs::File;
 use std::io::Write;
