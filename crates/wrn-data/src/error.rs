@@ -41,6 +41,8 @@ pub enum Error {
     Space { path: PathBuf, needed: u64, available: u64, what: String },
     #[error("{dataset}: {detail}")]
     Unsupported { dataset: String, detail: String },
+    #[error(transparent)]
+    Locked(#[from] wrn_fs::LockError),
     #[error("preparing {dataset} {split}: stopped after {shards} shard(s) as asked; prepare again to continue")]
     Stopped { dataset: String, split: String, shards: usize },
 }

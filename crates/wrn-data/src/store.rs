@@ -18,7 +18,7 @@ use serde::Serialize;
 
 use crate::cache::{self, PreparedSplit, Source};
 use crate::encoded::{self, EncodedSplit};
-use crate::error::{Error, Result};
+use crate::error::{Error, IoContext, Result};
 use crate::manifest::{Alternative, FileEntry, Format, Manifest};
 use crate::verify;
 
@@ -147,6 +147,28 @@ impl Store {
     pub fn alternative_digest(&self, manifest: &Manifest, name: &str) -> Option<String> {
         let alternative = manifest.alternatives.get(name)?;
         verify::layout_stamp(&self.alternative_path(manifest, alternative), name)
+    }
+
+    /// Keeps `wrn data` to one process per dataset: locks the dataset's folder (created if missing) for
+    /// `what` ("wrn data fetch"), or fails naming the process that holds it. With the lock held,
+    /// temporary files that a crashed writer left (`.tmp-*`, in the dataset's folder and `prepared/`) are
+    /// removed; `.part` downloads stay, since fetch resumes them.
+    pub fn lock(&self, manifest: &Manifest, what: &str) -> Result<wrn_fs::Lock> {
+        let dir = self.dataset_dir(manifest);
+        std::fs::create_dir_all(&dir).at(&dir)?;
+        let lock = wrn_fs::Lock::acquire(&dir, what)?;
+        for folder in [dir.clone(), self.prepared_dir(manifest)] {
+            let Ok(entries) = std::fs::read_dir(&folder) else { continue };
+            for entry in entries.flatten() {
+                let name = entry.file_name();
+                if name.to_string_lossy().starts_with(".tmp-") && entry.file_type().is_ok_and(|t| t.is_file()) {
+                    let path = entry.path();
+                    tracing::info!("removing {}, left by an interrupted write", path.display());
+                    std::fs::remove_file(&path).at(&path)?;
+                }
+            }
+        }
+        Ok(lock)
     }
 
     pub fn prepared_dir(&self, manifest: &Manifest) -> PathBuf {
@@ -347,5 +369,28 @@ mod tests {
         assert_eq!(human_bytes(512), "512 B");
         assert_eq!(human_bytes(170_052_171), "162.2 MiB");
         assert_eq!(human_bytes(147_897_477_120), "137.7 GiB");
+    }
+
+    #[test]
+    fn one_process_per_dataset_and_the_holder_clears_stale_temporaries() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path());
+        let manifest = Manifest::builtin("cifar10").unwrap();
+        let prepared = store.prepared_dir(&manifest);
+        std::fs::create_dir_all(&prepared).unwrap();
+        let part = part_path(&store.file_path(&manifest, &manifest.files[0]));
+        std::fs::write(&part, b"resumable").unwrap();
+        std::fs::write(prepared.join(".tmp-abc.wrnc"), b"half a split").unwrap();
+        std::fs::write(store.dataset_dir(&manifest).join(".tmp-x"), b"half a stamp").unwrap();
+
+        let held = store.lock(&manifest, "wrn data prepare").unwrap();
+        assert!(!prepared.join(".tmp-abc.wrnc").exists());
+        assert!(!store.dataset_dir(&manifest).join(".tmp-x").exists());
+        assert_eq!(std::fs::read(&part).unwrap(), b"resumable", "a download being resumed is kept");
+
+        let err = store.lock(&manifest, "wrn data fetch").unwrap_err().to_string();
+        assert!(err.contains("(wrn data prepare)") && err.contains("cifar10"), "{err}");
+        drop(held);
+        store.lock(&manifest, "wrn data fetch").unwrap();
     }
 }

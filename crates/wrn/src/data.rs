@@ -118,6 +118,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     match &args.command {
         Command::Fetch { dataset, mirrors, no_prepare, attempts, timeout } => {
             let m = one(dataset.as_deref())?;
+            let _lock = store.lock(&m, "wrn data fetch")?;
             let opts = FetchOptions {
                 mirrors: mirrors.clone(),
                 attempts: *attempts,
@@ -137,6 +138,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         }
         Command::Import { dataset, paths, copy, no_prepare } => {
             let m = one(Some(dataset))?;
+            let _lock = store.lock(&m, "wrn data import")?;
             for i in wrn_data::import::import(&store, &m, paths, *copy)? {
                 println!("{}: {} ({}; {}) -> {}", i.file, i.source.display(), i.how, i.checked, i.dest.display());
             }
@@ -147,6 +149,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         }
         Command::Prepare { dataset, max_side } => {
             let m = one(dataset.as_deref())?;
+            let _lock = store.lock(&m, "wrn data prepare")?;
             let opts =
                 PrepareOptions { max_side: *max_side, progress: std::io::stderr().is_terminal(), ..Default::default() };
             print_prepared(&ops::prepare_with(&store, &m, &opts)?);
