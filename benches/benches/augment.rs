@@ -52,7 +52,7 @@ fn run_epoch(loader: &Loader, epoch: u64) {
     let it = loader.epoch(epoch, 0);
     let mut it = it;
     while let Some(b) = it.next() {
-        black_box((&b.images, &b.images_u8));
+        black_box(&b.images);
         it.recycle(b);
     }
 }

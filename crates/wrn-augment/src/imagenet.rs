@@ -8,9 +8,11 @@
 //!   mean/std normalisation, horizontal flip with p = 0.5;
 //! - val: the shorter side scaled to 256, the centre 224×224, mean/std normalisation.
 //!
-//! A sample whose bytes do not decode is logged with its name and index, counted in the batch's
-//! `decode_failures`, and replaced by zeros (the dataset mean after normalisation): deterministic, and
-//! never a panic. When the window to resize is at least twice the output's size (or, for val, the image at
+//! A sample of the prepared shards whose bytes do not decode is damage (every image decoded when the
+//! split was prepared): the epoch stops with an error naming the split, the shard and the image
+//! ([`EncodedSource::decode_failure`]). One of an in-memory source ([`EncodedImages`]) is logged with its
+//! name and index, counted in the batch's `decode_failures`, and replaced by zeros (the dataset mean after
+//! normalisation): deterministic, and never a panic. When the window to resize is at least twice the output's size (or, for val, the image at
 //! least twice the 256-pixel intermediate), the image is decoded at 1/2, 1/4 or 1/8 scale by
 //! jpeg-decoder's reduced IDCT ([`Decode::dct_scale`]) and the window taken in the reduced image; otherwise
 //! zune-jpeg decodes it at full size. The loader runs the ops after decoding as one pass,
@@ -31,7 +33,7 @@ use zune_jpeg::zune_core::options::DecoderOptions;
 use zune_jpeg::JpegDecoder;
 
 use crate::error::{Error, Result};
-use crate::ops::{HFlip, Image, Normalize, Op, Scale};
+use crate::ops::{DivideValues, HFlip, Image, Normalize, Op, ShapeError};
 use crate::rng::SampleRng;
 
 /// Encoded images with labels: what an ImageNet shard reader provides (`wrn_data::encoded::EncodedSplit`,
@@ -47,6 +49,12 @@ pub trait EncodedSource: Send + Sync {
     fn label(&self, i: usize) -> u16;
     /// A name for messages (a file name within a shard).
     fn name(&self, i: usize) -> String;
+    /// When sample `i` does not decode (`why`): the error that stops the epoch, for a source whose images
+    /// all decoded when it was made (a failure now is damage), or `None` to replace the sample by zeros
+    /// and count it in the batch's `decode_failures`.
+    fn decode_failure(&self, _i: usize, _why: &str) -> Option<Error> {
+        None
+    }
 }
 
 /// Encoded images held in memory (tests, benches, small folders).
@@ -137,6 +145,10 @@ impl EncodedSource for wrn_data::encoded::EncodedSplit {
     }
     fn name(&self, i: usize) -> String {
         wrn_data::encoded::EncodedSplit::name(self, i).to_string()
+    }
+    /// Every image decoded when the split was prepared: one that does not now is a damaged shard.
+    fn decode_failure(&self, i: usize, why: &str) -> Option<Error> {
+        Some(Error::Data(self.damaged(i, why)))
     }
 }
 
@@ -421,9 +433,9 @@ impl Op for ColorJitter {
     fn name(&self) -> String {
         format!("color-jitter({}, {}, {})", self.brightness, self.contrast, self.saturation)
     }
-    fn output_shape(&self, input: [usize; 3]) -> Result<[usize; 3], String> {
+    fn output_shape(&self, input: [usize; 3]) -> Result<[usize; 3], ShapeError> {
         if input[0] != 3 {
-            return Err(format!("needs 3 channels, got {}", input[0]));
+            return Err(ShapeError::NotRgb(input[0]));
         }
         Ok(input)
     }
@@ -479,12 +491,12 @@ impl Op for Lighting {
     fn name(&self) -> String {
         format!("lighting({})", self.std)
     }
-    fn output_shape(&self, input: [usize; 3]) -> Result<[usize; 3], String> {
+    fn output_shape(&self, input: [usize; 3]) -> Result<[usize; 3], ShapeError> {
         if input[0] != 3 {
-            return Err(format!("needs 3 channels, got {}", input[0]));
+            return Err(ShapeError::NotRgb(input[0]));
         }
         if !(self.std >= 0.0 && self.std.is_finite()) {
-            return Err(format!("standard deviation {} is not a finite non-negative number", self.std));
+            return Err(ShapeError::NoiseStd(self.std));
         }
         Ok(input)
     }
@@ -516,12 +528,12 @@ pub struct ColourAffine {
 }
 
 impl ColourAffine {
-    /// The one-pass kernel equivalent to `ops`, when they are `[Scale] [ColorJitter] [Lighting]
+    /// The one-pass kernel equivalent to `ops`, when they are `[DivideValues] [ColorJitter] [Lighting]
     /// [Normalize] [HFlip]` (each optional, in this order; normalisation of 3 channels).
     pub fn plan(ops: &[Arc<dyn Op>]) -> Option<ColourAffine> {
         let mut it = ops.iter().map(|op| op.as_any()).peekable();
         let mut plan = ColourAffine::default();
-        if let Some(s) = it.peek().and_then(|a| a.downcast_ref::<Scale>()) {
+        if let Some(s) = it.peek().and_then(|a| a.downcast_ref::<DivideValues>()) {
             plan.divisor = Some(s.divisor);
             it.next();
         }
@@ -663,14 +675,14 @@ pub fn imagenet_ops(train: bool) -> Vec<Arc<dyn Op>> {
     let normalize = Arc::new(Normalize { mean: IMAGENET_MEAN.to_vec(), std: IMAGENET_STD.to_vec() });
     if train {
         vec![
-            Arc::new(Scale { divisor: 255.0 }),
+            Arc::new(DivideValues { divisor: 255.0 }),
             Arc::new(ColorJitter { brightness: 0.4, contrast: 0.4, saturation: 0.4 }),
             Arc::new(Lighting::imagenet()),
             normalize,
             Arc::new(HFlip { p: 0.5 }),
         ]
     } else {
-        vec![Arc::new(Scale { divisor: 255.0 }), normalize]
+        vec![Arc::new(DivideValues { divisor: 255.0 }), normalize]
     }
 }
 
@@ -749,7 +761,7 @@ mod tests {
                 assert!(flips.iter().all(|&n| n > 50), "{flips:?}");
             }
         }
-        let flip_first: Vec<Arc<dyn Op>> = vec![Arc::new(HFlip { p: 0.5 }), Arc::new(Scale { divisor: 255.0 })];
+        let flip_first: Vec<Arc<dyn Op>> = vec![Arc::new(HFlip { p: 0.5 }), Arc::new(DivideValues { divisor: 255.0 })];
         assert!(ColourAffine::plan(&flip_first).is_none());
         let grey: Vec<Arc<dyn Op>> = vec![Arc::new(Normalize { mean: vec![0.5], std: vec![0.2] })];
         assert!(ColourAffine::plan(&grey).is_none());

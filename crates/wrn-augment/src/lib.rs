@@ -5,8 +5,8 @@
 //! Architecture invariant: this crate does not depend on libtorch; the training runner alone turns
 //! batches into tensors.
 //!
-//! - [`loader`]: [`Loader`], [`LoaderConfig`], [`EpochBatches`] and [`Batch`] (contract 2), whose images
-//!   are `f32` values or, for the pixel presets, the `u8` pixels before the [`ValueStep`].
+//! - [`loader`]: [`Loader`], [`LoaderConfig`], [`EpochBatches`] and [`Batch`] (contract 2), whose
+//!   [`BatchImages`] are `f32` values or, for the pixel presets, the `u8` pixels before the [`ValueStep`].
 //! - [`preset`]: the named recipes ([`Preset`]) and [`Pipeline`].
 //! - [`ops`]: the operations ([`ops::Op`]): reflect padding, random and centre crops, flip,
 //!   normalisation, scaling.
@@ -28,7 +28,7 @@ pub mod zca;
 
 pub use error::{Error, Result};
 pub use imagenet::{EncodedImages, EncodedSource};
-pub use loader::{Batch, EpochBatches, ImageType, Loader, LoaderConfig};
+pub use loader::{Batch, BatchImages, EpochBatches, ImageType, Loader, LoaderConfig};
 pub use ops::ValueStep;
 pub use preset::{Norm, Pipeline, Preset, Source};
 pub use zca::{Zca, ZcaParams};

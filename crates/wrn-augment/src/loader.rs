@@ -9,7 +9,7 @@
 //! workers, on the queue depth, or on where an epoch is resumed.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -26,11 +26,8 @@ use crate::rng::{epoch_order, sample_rng, SampleRng};
 /// One batch, fully preprocessed (or, in `u8`, up to the pipeline's value step).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Batch {
-    /// NCHW values, `n*c*h*w` of them, when the loader delivers [`ImageType::F32`] (empty otherwise).
-    pub images: Vec<f32>,
-    /// NCHW bytes, `n*c*h*w` of them, when the loader delivers [`ImageType::U8`] (empty otherwise):
-    /// [`Loader::deferred_step`] turns each into the value `images` would hold.
-    pub images_u8: Vec<u8>,
+    /// NCHW images, `n*c*h*w` of them: values, or bytes before the value step.
+    pub images: BatchImages,
     /// `[n, c, h, w]`.
     pub shape: [usize; 4],
     /// Class index of each sample.
@@ -40,7 +37,8 @@ pub struct Batch {
     pub epoch: u64,
     /// Batch index within the epoch, from 0.
     pub step: usize,
-    /// Samples whose encoded image could not be decoded (and were replaced); always 0 for raw pixels.
+    /// Samples of an in-memory source ([`crate::EncodedImages`]) whose encoded image could not be decoded
+    /// and were replaced by zeros; always 0 for raw pixels and prepared shards (which stop the epoch).
     pub decode_failures: usize,
 }
 
@@ -51,6 +49,69 @@ impl Batch {
     }
     pub fn is_empty(&self) -> bool {
         self.shape[0] == 0
+    }
+}
+
+/// A batch's NCHW images, in the loader's [`ImageType`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum BatchImages {
+    /// The pipeline's values ([`ImageType::F32`]).
+    F32(Vec<f32>),
+    /// The pixels before the pipeline's value step ([`ImageType::U8`]): [`Loader::deferred_step`] turns
+    /// each into the value [`BatchImages::F32`] would hold.
+    U8(Vec<u8>),
+}
+
+impl Default for BatchImages {
+    fn default() -> Self {
+        BatchImages::F32(Vec::new())
+    }
+}
+
+impl BatchImages {
+    /// The number of values (or bytes).
+    pub fn len(&self) -> usize {
+        match self {
+            BatchImages::F32(v) => v.len(),
+            BatchImages::U8(v) => v.len(),
+        }
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// The values, when the images are [`BatchImages::F32`].
+    pub fn as_f32(&self) -> Option<&[f32]> {
+        match self {
+            BatchImages::F32(v) => Some(v),
+            BatchImages::U8(_) => None,
+        }
+    }
+    /// The bytes, when the images are [`BatchImages::U8`].
+    pub fn as_u8(&self) -> Option<&[u8]> {
+        match self {
+            BatchImages::U8(v) => Some(v),
+            BatchImages::F32(_) => None,
+        }
+    }
+
+    /// `len` values to fill, in this buffer when it already holds values (its allocation is reused).
+    fn f32_mut(&mut self, len: usize) -> &mut [f32] {
+        if !matches!(self, BatchImages::F32(_)) {
+            *self = BatchImages::F32(Vec::new());
+        }
+        let BatchImages::F32(v) = self else { unreachable!("just made f32") };
+        v.resize(len, 0.0);
+        v
+    }
+
+    /// `len` bytes to fill, in this buffer when it already holds bytes (its allocation is reused).
+    fn u8_mut(&mut self, len: usize) -> &mut [u8] {
+        if !matches!(self, BatchImages::U8(_)) {
+            *self = BatchImages::U8(Vec::new());
+        }
+        let BatchImages::U8(v) = self else { unreachable!("just made u8") };
+        v.resize(len, 0);
+        v
     }
 }
 
@@ -165,6 +226,22 @@ impl Samples {
             Samples::Encoded(s) => s.label(i),
         }
     }
+
+    fn name(&self, i: usize) -> String {
+        match self {
+            Samples::Prepared(s) => s.name(i),
+            Samples::Encoded(s) => s.name(i),
+        }
+    }
+
+    /// The error that stops the epoch when sample `i` does not decode (`why`), or `None` to replace it
+    /// by zeros and count it.
+    fn decode_failure(&self, i: usize, why: &str) -> Option<Error> {
+        match self {
+            Samples::Prepared(_) => None,
+            Samples::Encoded(s) => s.decode_failure(i, why),
+        }
+    }
 }
 
 /// A worker's reusable buffers.
@@ -275,8 +352,9 @@ impl Loader {
         if config.prefetch == 0 {
             return Err(Error::Config("prefetch must be at least 1".into()));
         }
-        let out_shape =
-            pipeline.output_shape(in_shape).map_err(|detail| Error::Pipeline { path: path.clone(), detail })?;
+        let out_shape = pipeline
+            .output_shape(in_shape)
+            .map_err(|e| Error::Pipeline { path: path.clone(), detail: e.to_string() })?;
         let workers = if config.workers == 0 {
             std::thread::available_parallelism().map_or(1, |n| n.get())
         } else {
@@ -339,13 +417,16 @@ impl Loader {
     }
 
     /// Fills batch `step` of `epoch` on the calling thread's behalf (using the worker pool), reusing
-    /// `batch`'s buffers. The same batch the epoch iterator yields at that step.
-    pub fn fill(&self, epoch: u64, step: usize, batch: &mut Batch) {
+    /// `batch`'s buffers. The same batch the epoch iterator yields at that step; an image of a prepared
+    /// split that does not decode is an error naming the split, the shard and the image.
+    pub fn fill(&self, epoch: u64, step: usize, batch: &mut Batch) -> Result<()> {
         let order = epoch_order(self.inner.config.seed, epoch, self.inner.n, self.inner.config.shuffle);
-        self.inner.fill(&order, epoch, step, batch);
+        self.inner.fill(&order, epoch, step, batch)
     }
 
-    /// The batches of `epoch` from `start_step` on: exactly the tail of an uninterrupted epoch.
+    /// The batches of `epoch` from `start_step` on: exactly the tail of an uninterrupted epoch. A batch
+    /// that cannot be filled (an image of a prepared split that does not decode: damage) ends the epoch
+    /// with its error: [`EpochBatches::try_next`] returns it, `next` panics with its message.
     pub fn epoch(&self, epoch: u64, start_step: usize) -> EpochBatches {
         let inner = Arc::clone(&self.inner);
         let (tx, rx) = bounded(inner.config.prefetch);
@@ -361,9 +442,10 @@ impl Loader {
                         break;
                     }
                     let mut batch = recycled.try_recv().unwrap_or_default();
-                    inner.fill(&order, epoch, step, &mut batch);
-                    inner.built.fetch_add(1, Ordering::SeqCst);
-                    if tx.send(batch).is_err() {
+                    let filled = inner.fill(&order, epoch, step, &mut batch);
+                    let failed = filled.is_err();
+                    inner.built.fetch_add(usize::from(!failed), Ordering::SeqCst);
+                    if tx.send(filled.map(|()| batch)).is_err() || failed {
                         break;
                     }
                 }
@@ -389,12 +471,12 @@ impl Inner {
         }
     }
 
-    fn fill(&self, order: &[usize], epoch: u64, step: usize, batch: &mut Batch) {
+    /// Fills batch `step` of `epoch`; an image of a prepared split that does not decode is an error.
+    fn fill(&self, order: &[usize], epoch: u64, step: usize, batch: &mut Batch) -> Result<()> {
         let bs = self.config.batch_size;
         let start = (step * bs).min(order.len());
         let indices = &order[start..(start + bs).min(order.len())];
         let [c, h, w] = self.out_shape;
-        let sample = c * h * w;
         batch.shape = [indices.len(), c, h, w];
         batch.indices.clear();
         batch.indices.extend_from_slice(indices);
@@ -403,40 +485,53 @@ impl Inner {
         batch.epoch = epoch;
         batch.step = step;
         batch.decode_failures = 0;
+        let sample = c * h * w;
         let seed = self.config.seed;
         if let (ImageType::U8, Some(f), Samples::Prepared(s)) = (self.config.image_type, &self.fused, &self.samples) {
-            batch.images.clear();
-            batch.images_u8.resize(indices.len() * sample, 0);
+            let images = batch.images.u8_mut(indices.len() * sample);
             self.pool.install(|| {
-                batch.images_u8.par_chunks_mut(sample).zip(indices.par_iter()).for_each_init(
-                    Vec::new,
-                    |cols, (out, &i)| {
-                        f.run_bytes(s.image(i), self.in_shape, &mut sample_rng(seed, epoch, i as u64), cols, out)
-                    },
-                )
+                images.par_chunks_mut(sample).zip(indices.par_iter()).for_each_init(Vec::new, |cols, (out, &i)| {
+                    f.run_bytes(s.image(i), self.in_shape, &mut sample_rng(seed, epoch, i as u64), cols, out)
+                })
             });
-            return;
+            return Ok(());
         }
-        batch.images_u8.clear();
-        batch.images.resize(indices.len() * sample, 0.0);
+        let images = batch.images.f32_mut(indices.len() * sample);
         let failures = AtomicUsize::new(0);
+        // The first sample in batch order whose source calls a decode failure damage: the batch's error
+        // whatever the number of workers.
+        let damage: Mutex<Option<(usize, Error)>> = Mutex::new(None);
         self.pool.install(|| {
-            batch.images.par_chunks_mut(sample).zip(indices.par_iter()).for_each_init(
+            images.par_chunks_mut(sample).zip(indices.par_iter()).enumerate().for_each_init(
                 Worker::default,
-                |wk, (out, &i)| {
+                |wk, (k, (out, &i))| {
                     if let Err(e) = self.sample(i, wk, &mut sample_rng(seed, epoch, i as u64), out) {
-                        let name = match &self.samples {
-                            Samples::Encoded(s) => s.name(i),
-                            Samples::Prepared(s) => s.name(i),
-                        };
-                        tracing::warn!("sample {i} ({name}) does not decode ({}); replaced by zeros", e.0);
-                        failures.fetch_add(1, Ordering::Relaxed);
                         out.fill(0.0);
+                        match self.samples.decode_failure(i, &e.0) {
+                            Some(err) => {
+                                let mut first = damage.lock().unwrap_or_else(|p| p.into_inner());
+                                if first.as_ref().is_none_or(|(at, _)| k < *at) {
+                                    *first = Some((k, err));
+                                }
+                            }
+                            None => {
+                                tracing::warn!(
+                                    "sample {i} ({}) does not decode ({}); replaced by zeros",
+                                    self.samples.name(i),
+                                    e.0
+                                );
+                                failures.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
                     }
                 },
             )
         });
         batch.decode_failures = failures.into_inner();
+        match damage.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            Some((_, err)) => Err(err),
+            None => Ok(()),
+        }
     }
 
     /// Writes sample `i`'s values into `out`: by a one-pass kernel where there is one, else loaded into the
@@ -485,7 +580,7 @@ impl Inner {
 /// The batches of one epoch, filled ahead of the consumer. Dropping it stops its producer (the batch
 /// being filled is finished and discarded) and joins the producer thread.
 pub struct EpochBatches {
-    rx: Option<Receiver<Batch>>,
+    rx: Option<Receiver<Result<Batch>>>,
     handle: Option<JoinHandle<()>>,
     cancel: Arc<AtomicBool>,
     recycle_tx: Sender<Batch>,
@@ -510,15 +605,20 @@ impl EpochBatches {
     }
 }
 
-impl Iterator for EpochBatches {
-    type Item = Batch;
-    fn next(&mut self) -> Option<Batch> {
+impl EpochBatches {
+    /// The next batch, `None` at the end of the epoch, or the error that ended it (the epoch yields
+    /// nothing after it).
+    pub fn try_next(&mut self) -> Option<Result<Batch>> {
         let rx = self.rx.as_ref()?;
         let t = Instant::now();
         let got = rx.recv();
         self.wait += t.elapsed();
         match got {
-            Ok(b) => Some(b),
+            Ok(Ok(b)) => Some(Ok(b)),
+            Ok(Err(e)) => {
+                let _ = self.stop();
+                Some(Err(e))
+            }
             Err(_) => {
                 // The producer is done; surface its panic, if any, rather than a silently short epoch.
                 if let Err(panic) = self.stop() {
@@ -526,6 +626,18 @@ impl Iterator for EpochBatches {
                 }
                 None
             }
+        }
+    }
+}
+
+impl Iterator for EpochBatches {
+    type Item = Batch;
+    /// The next batch; panics with the error's message when a batch cannot be filled (damaged prepared
+    /// data), rather than ending the epoch short or yielding zeros.
+    fn next(&mut self) -> Option<Batch> {
+        match self.try_next()? {
+            Ok(b) => Some(b),
+            Err(e) => panic!("{e}"),
         }
     }
 }

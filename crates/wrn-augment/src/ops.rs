@@ -85,6 +85,32 @@ impl Image {
     }
 }
 
+/// Why an op cannot take an input shape, or why its own parameters make no sense.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ShapeError {
+    #[error("reflect padding of {pad} needs an image larger than {height}x{width}")]
+    PaddingTooLarge { pad: usize, height: usize, width: usize },
+    #[error("a {crop_height}x{crop_width} crop does not fit in {height}x{width}")]
+    CropTooLarge { crop_height: usize, crop_width: usize, height: usize, width: usize },
+    #[error("flip probability {0} is not in [0, 1]")]
+    FlipProbability(f64),
+    #[error("{means} means and {stds} stds for {channels} channels")]
+    ChannelCount { means: usize, stds: usize, channels: usize },
+    #[error("standard deviations must be positive: {}", list(.0))]
+    NonPositiveStd(Vec<f32>),
+    #[error("cannot divide by {0}")]
+    Divisor(f32),
+    #[error("needs 3 channels, got {0}")]
+    NotRgb(usize),
+    #[error("standard deviation {0} is not a finite non-negative number")]
+    NoiseStd(f32),
+}
+
+/// `[1.0, 2.5]`, for messages.
+fn list(values: &[f32]) -> String {
+    format!("{values:?}")
+}
+
 /// One step of a pipeline.
 pub trait Op: Send + Sync + fmt::Debug {
     /// For recognising op sequences that have a one-pass kernel ([`Fused`], [`crate::imagenet::ColourAffine`]).
@@ -92,7 +118,7 @@ pub trait Op: Send + Sync + fmt::Debug {
     /// A short name, e.g. `reflect-pad(4)`.
     fn name(&self) -> String;
     /// The `[c, h, w]` this op produces from an input of `input`, or why it cannot take that input.
-    fn output_shape(&self, input: [usize; 3]) -> Result<[usize; 3], String>;
+    fn output_shape(&self, input: [usize; 3]) -> Result<[usize; 3], ShapeError>;
     /// Transforms `img` in place, drawing any random parameter from `rng` (always the same number of
     /// draws for a given input shape, so later ops see the same stream whatever this op decides).
     fn apply(&self, img: &mut Image, rng: &mut SampleRng);
@@ -125,9 +151,9 @@ impl Op for ReflectPad {
     fn name(&self) -> String {
         format!("reflect-pad({})", self.pad)
     }
-    fn output_shape(&self, [c, h, w]: [usize; 3]) -> Result<[usize; 3], String> {
+    fn output_shape(&self, [c, h, w]: [usize; 3]) -> Result<[usize; 3], ShapeError> {
         if self.pad >= h || self.pad >= w {
-            return Err(format!("reflect padding of {} needs an image larger than {}x{}", self.pad, h, w));
+            return Err(ShapeError::PaddingTooLarge { pad: self.pad, height: h, width: w });
         }
         Ok([c, h + 2 * self.pad, w + 2 * self.pad])
     }
@@ -176,9 +202,14 @@ impl Op for RandomCrop {
     fn name(&self) -> String {
         format!("random-crop({}x{})", self.height, self.width)
     }
-    fn output_shape(&self, [c, h, w]: [usize; 3]) -> Result<[usize; 3], String> {
+    fn output_shape(&self, [c, h, w]: [usize; 3]) -> Result<[usize; 3], ShapeError> {
         if self.height > h || self.width > w {
-            return Err(format!("a {}x{} crop does not fit in {}x{}", self.height, self.width, h, w));
+            return Err(ShapeError::CropTooLarge {
+                crop_height: self.height,
+                crop_width: self.width,
+                height: h,
+                width: w,
+            });
         }
         Ok([c, self.height, self.width])
     }
@@ -202,7 +233,7 @@ impl Op for CenterCrop {
     fn name(&self) -> String {
         format!("center-crop({}x{})", self.height, self.width)
     }
-    fn output_shape(&self, input: [usize; 3]) -> Result<[usize; 3], String> {
+    fn output_shape(&self, input: [usize; 3]) -> Result<[usize; 3], ShapeError> {
         RandomCrop { height: self.height, width: self.width }.output_shape(input)
     }
     fn apply(&self, img: &mut Image, _rng: &mut SampleRng) {
@@ -245,9 +276,9 @@ impl Op for HFlip {
     fn name(&self) -> String {
         format!("hflip({})", self.p)
     }
-    fn output_shape(&self, input: [usize; 3]) -> Result<[usize; 3], String> {
+    fn output_shape(&self, input: [usize; 3]) -> Result<[usize; 3], ShapeError> {
         if !(0.0..=1.0).contains(&self.p) {
-            return Err(format!("flip probability {} is not in [0, 1]", self.p));
+            return Err(ShapeError::FlipProbability(self.p));
         }
         Ok(input)
     }
@@ -286,12 +317,12 @@ impl Op for Normalize {
     fn name(&self) -> String {
         format!("normalize(mean {:?}, std {:?})", self.mean, self.std)
     }
-    fn output_shape(&self, input: [usize; 3]) -> Result<[usize; 3], String> {
+    fn output_shape(&self, input: [usize; 3]) -> Result<[usize; 3], ShapeError> {
         if self.mean.len() != input[0] || self.std.len() != input[0] {
-            return Err(format!("{} means and {} stds for {} channels", self.mean.len(), self.std.len(), input[0]));
+            return Err(ShapeError::ChannelCount { means: self.mean.len(), stds: self.std.len(), channels: input[0] });
         }
         if self.std.iter().any(|&s| s <= 0.0 || !s.is_finite()) {
-            return Err(format!("standard deviations must be positive: {:?}", self.std));
+            return Err(ShapeError::NonPositiveStd(self.std.clone()));
         }
         Ok(input)
     }
@@ -308,20 +339,20 @@ impl Op for Normalize {
 
 /// Divides every value by `divisor` (SVHN: 255, into [0, 1]); a true division, correctly rounded.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Scale {
+pub struct DivideValues {
     pub divisor: f32,
 }
 
-impl Op for Scale {
+impl Op for DivideValues {
     fn as_any(&self) -> &dyn Any {
         self
     }
     fn name(&self) -> String {
         format!("scale(1/{})", self.divisor)
     }
-    fn output_shape(&self, input: [usize; 3]) -> Result<[usize; 3], String> {
+    fn output_shape(&self, input: [usize; 3]) -> Result<[usize; 3], ShapeError> {
         if self.divisor == 0.0 || !self.divisor.is_finite() {
-            return Err(format!("cannot divide by {}", self.divisor));
+            return Err(ShapeError::Divisor(self.divisor));
         }
         Ok(input)
     }
@@ -340,7 +371,7 @@ pub enum ValueStep {
     None,
     /// `(v - mean[c]) * inv_std[c]`, exactly as [`Normalize`] computes it.
     Normalize { mean: Vec<f32>, inv_std: Vec<f32> },
-    /// `v / divisor`, exactly as [`Scale`].
+    /// `v / divisor`, exactly as [`DivideValues`].
     Divide(f32),
 }
 
@@ -357,7 +388,7 @@ impl ValueStep {
 }
 
 /// One pass from `u8` HWC pixels to the op chain's `f32` CHW output, for chains of the form
-/// `[ReflectPad] [RandomCrop] [HFlip] [Normalize | Scale]` (each optional, in this order): the CIFAR and
+/// `[ReflectPad] [RandomCrop] [HFlip] [Normalize | DivideValues]` (each optional, in this order): the CIFAR and
 /// SVHN presets. It draws the same random numbers in the same order as the ops themselves and computes
 /// every value with the same expression, so its output is bit-identical to running the ops one by one
 /// (a test checks it); it only skips the intermediate images. [`Fused::run_bytes`] stops before the value
@@ -393,7 +424,7 @@ impl Fused {
             if let Some(n) = a.downcast_ref::<Normalize>() {
                 let inv_std = n.std.iter().map(|s| 1.0 / s).collect();
                 fused.post = ValueStep::Normalize { mean: n.mean.clone(), inv_std };
-            } else if let Some(s) = a.downcast_ref::<Scale>() {
+            } else if let Some(s) = a.downcast_ref::<DivideValues>() {
                 fused.post = ValueStep::Divide(s.divisor);
             } else {
                 return None;
@@ -671,7 +702,9 @@ mod tests {
 
     #[test]
     fn padding_wider_than_the_image_is_refused() {
-        assert!(ReflectPad { pad: 4 }.output_shape([3, 4, 8]).unwrap_err().contains("larger than 4x8"));
+        let refused = ReflectPad { pad: 4 }.output_shape([3, 4, 8]).unwrap_err();
+        assert_eq!(refused, ShapeError::PaddingTooLarge { pad: 4, height: 4, width: 8 });
+        assert!(refused.to_string().contains("larger than 4x8"), "{refused}");
         assert_eq!(ReflectPad { pad: 4 }.output_shape([3, 32, 32]), Ok([3, 40, 40]));
     }
 
@@ -694,10 +727,10 @@ mod tests {
         Normalize { mean: vec![3.0, 10.0], std: vec![2.0, 4.0] }.apply(&mut img, &mut rng);
         assert_eq!(img.data, vec![0.5, 0.0, 0.75, 0.5]);
         let mut px = image(1, 1, 2, &[255.0, 51.0]);
-        Scale { divisor: 255.0 }.apply(&mut px, &mut rng);
+        DivideValues { divisor: 255.0 }.apply(&mut px, &mut rng);
         assert_eq!(px.data, vec![1.0, 0.2]);
-        assert!(HFlip { p: 1.5 }.output_shape([1, 1, 1]).is_err());
-        assert!(Normalize::cifar().output_shape([1, 32, 32]).unwrap_err().contains("3 means"));
+        assert_eq!(HFlip { p: 1.5 }.output_shape([1, 1, 1]), Err(ShapeError::FlipProbability(1.5)));
+        assert!(Normalize::cifar().output_shape([1, 32, 32]).unwrap_err().to_string().contains("3 means"));
     }
 
     #[test]
@@ -715,7 +748,7 @@ mod tests {
                 [3, 32, 32],
             ),
             (vec![Arc::new(Normalize::cifar())], [3, 32, 32]),
-            (vec![Arc::new(Scale { divisor: 255.0 })], [3, 32, 32]),
+            (vec![Arc::new(DivideValues { divisor: 255.0 })], [3, 32, 32]),
             (
                 vec![
                     Arc::new(ReflectPad { pad: 2 }),
@@ -724,14 +757,14 @@ mod tests {
                 ],
                 [2, 6, 9],
             ),
-            (vec![Arc::new(RandomCrop { height: 3, width: 3 }), Arc::new(Scale { divisor: 7.0 })], [1, 5, 4]),
+            (vec![Arc::new(RandomCrop { height: 3, width: 3 }), Arc::new(DivideValues { divisor: 7.0 })], [1, 5, 4]),
             // Rows of 5 and 11 pixels: a vector group and the rest, the reflected border on either side.
             (
                 vec![
                     Arc::new(ReflectPad { pad: 2 }),
                     Arc::new(RandomCrop { height: 7, width: 11 }),
                     Arc::new(HFlip { p: 0.5 }),
-                    Arc::new(Scale { divisor: 3.0 }),
+                    Arc::new(DivideValues { divisor: 3.0 }),
                 ],
                 [3, 6, 9],
             ),
@@ -764,7 +797,7 @@ mod tests {
         // Chains outside the pattern use the ops themselves.
         let flip_first: Vec<Arc<dyn Op>> = vec![Arc::new(HFlip { p: 0.5 }), Arc::new(ReflectPad { pad: 1 })];
         assert!(Fused::plan(&flip_first).is_none());
-        let twice: Vec<Arc<dyn Op>> = vec![Arc::new(Normalize::cifar()), Arc::new(Scale { divisor: 2.0 })];
+        let twice: Vec<Arc<dyn Op>> = vec![Arc::new(Normalize::cifar()), Arc::new(DivideValues { divisor: 2.0 })];
         assert!(Fused::plan(&twice).is_none());
     }
 

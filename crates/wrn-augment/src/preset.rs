@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::imagenet::{imagenet_ops, Decode};
-use crate::ops::{Fused, HFlip, Normalize, Op, RandomCrop, ReflectPad, Scale};
+use crate::ops::{DivideValues, Fused, HFlip, Normalize, Op, RandomCrop, ReflectPad, ShapeError};
 use crate::zca::Zca;
 
 /// How CIFAR pixels are normalised.
@@ -147,7 +147,7 @@ impl Pipeline {
                 let ops = if preset.is_random() { augment } else { vec![] };
                 (Source::Whitened(zca), ops)
             }
-            Preset::Svhn => (Source::Pixels, vec![Arc::new(Scale { divisor: 255.0 })]),
+            Preset::Svhn => (Source::Pixels, vec![Arc::new(DivideValues { divisor: 255.0 })]),
             Preset::ImagenetTrain => (Source::Jpeg(Decode::train()), imagenet_ops(true)),
             Preset::ImagenetVal => (Source::Jpeg(Decode::val()), imagenet_ops(false)),
         };
@@ -155,9 +155,19 @@ impl Pipeline {
     }
 
     /// The `[c, h, w]` of a sample after every op, from an input of `input`, or which op refuses it.
-    pub fn output_shape(&self, input: [usize; 3]) -> std::result::Result<[usize; 3], String> {
-        self.ops.iter().try_fold(input, |shape, op| op.output_shape(shape).map_err(|e| format!("{}: {e}", op.name())))
+    pub fn output_shape(&self, input: [usize; 3]) -> std::result::Result<[usize; 3], OpRefused> {
+        self.ops
+            .iter()
+            .try_fold(input, |shape, op| op.output_shape(shape).map_err(|why| OpRefused { op: op.name(), why }))
     }
+}
+
+/// An op of a pipeline that refuses the shape it gets: its name and why.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{op}: {why}")]
+pub struct OpRefused {
+    pub op: String,
+    pub why: ShapeError,
 }
 
 impl fmt::Display for Pipeline {
@@ -199,7 +209,12 @@ mod tests {
              std [63.0, 62.1, 66.7])"
         );
         assert_eq!(train.output_shape([3, 32, 32]), Ok([3, 32, 32]));
-        assert!(train.output_shape([1, 32, 32]).unwrap_err().starts_with("normalize"));
+        let refused = train.output_shape([1, 32, 32]).unwrap_err();
+        assert_eq!(refused.why, ShapeError::ChannelCount { means: 3, stds: 3, channels: 1 });
+        assert_eq!(
+            refused.to_string(),
+            "normalize(mean [125.3, 123.0, 113.9], std [63.0, 62.1, 66.7]): 3 means and 3 stds for 1 channels"
+        );
         let svhn = Pipeline::from_preset(Preset::Svhn, None).unwrap();
         assert_eq!(svhn.to_string(), "pixels -> scale(1/255)");
         let err = Pipeline::from_preset(Preset::CifarTest(Norm::Zca), None).unwrap_err().to_string();

@@ -11,7 +11,12 @@ use wrn_augment::imagenet::{imagenet_ops, CropBox, Decode, DecodeScratch, IMAGEN
 use wrn_augment::ops::Image;
 use wrn_augment::rng::sample_rng;
 use wrn_augment::throughput::{measure_encoded, Options};
-use wrn_augment::{EncodedImages, EncodedSource, Loader, LoaderConfig, Pipeline, Preset};
+use wrn_augment::{Batch, EncodedImages, EncodedSource, Loader, LoaderConfig, Pipeline, Preset};
+
+/// A batch's values; panics when it holds bytes.
+fn f32s(b: &Batch) -> &[f32] {
+    b.images.as_f32().expect("f32 images")
+}
 
 fn jpeg(w: usize, h: usize, pixel: impl Fn(usize, usize) -> [u8; 3]) -> Vec<u8> {
     let pixel = &pixel;
@@ -48,7 +53,7 @@ fn val_recipe_normalises_solid_colours() {
     for (k, c) in colours.iter().enumerate() {
         for ch in 0..3 {
             let want = (f32::from(c[ch]) / 255.0 - IMAGENET_MEAN[ch]) / IMAGENET_STD[ch];
-            let plane = &b.images[(k * 3 + ch) * 224 * 224..(k * 3 + ch + 1) * 224 * 224];
+            let plane = &f32s(&b)[(k * 3 + ch) * 224 * 224..(k * 3 + ch + 1) * 224 * 224];
             let worst = plane.iter().map(|v| (v - want).abs()).fold(0.0, f32::max);
             // JPEG's chroma quantisation moves a solid colour by a few levels at most.
             assert!(worst < 0.1, "image {k} channel {ch}: off by {worst}");
@@ -71,12 +76,12 @@ fn train_recipe_is_deterministic_across_workers_and_random_across_epochs() {
         for (k, &i) in x.indices.iter().enumerate() {
             let (bb, kk) = b.iter().find_map(|y| y.indices.iter().position(|&j| j == i).map(|p| (y, p))).unwrap();
             let n = 3 * 224 * 224;
-            assert_eq!(x.images[k * n..(k + 1) * n], bb.images[kk * n..(kk + 1) * n], "sample {i}");
-            assert!(x.images[k * n..(k + 1) * n].iter().all(|v| v.is_finite()));
+            assert_eq!(f32s(x)[k * n..(k + 1) * n], f32s(bb)[kk * n..(kk + 1) * n], "sample {i}");
+            assert!(f32s(x)[k * n..(k + 1) * n].iter().all(|v| v.is_finite()));
         }
     }
     let again: Vec<_> = one.epoch(2, 0).collect();
-    assert_ne!(again[0].images, a[0].images, "another epoch draws other crops");
+    assert_ne!(f32s(&again[0]), f32s(&a[0]), "another epoch draws other crops");
 }
 
 #[test]
@@ -95,7 +100,7 @@ fn loader_batches_match_the_decode_stage_then_the_ops_one_by_one() {
             let mut rng = sample_rng(3, 1, i as u64);
             decode.run(images.encoded(i), &mut img, &mut scratch, &mut rng).unwrap();
             ops.iter().for_each(|op| op.apply(&mut img, &mut rng));
-            let got = &batch.images[k * n..(k + 1) * n];
+            let got = &f32s(&batch)[k * n..(k + 1) * n];
             let worst = got.iter().zip(&img.data).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
             assert!(worst < 1e-4, "{preset:?} sample {i}: off by {worst}");
         }
@@ -119,9 +124,9 @@ fn corrupt_images_are_counted_and_replaced_by_zeros() {
         let b = loader(damaged.clone(), preset, config(4, 2)).epoch(0, 0).next().unwrap();
         assert_eq!((a.decode_failures, b.decode_failures), (0, 2));
         let n = 3 * 224 * 224;
-        assert!(b.images[n..3 * n].iter().all(|&v| v == 0.0));
-        assert_eq!(a.images[..n], b.images[..n]);
-        assert_eq!(a.images[3 * n..], b.images[3 * n..]);
+        assert!(f32s(&b)[n..3 * n].iter().all(|&v| v == 0.0));
+        assert_eq!(f32s(&a)[..n], f32s(&b)[..n]);
+        assert_eq!(f32s(&a)[3 * n..], f32s(&b)[3 * n..]);
     }
 }
 

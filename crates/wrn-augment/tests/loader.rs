@@ -7,9 +7,14 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use wrn_augment::ops::{HFlip, Op, Scale, CIFAR_MEAN, CIFAR_STD};
+use wrn_augment::ops::{DivideValues, HFlip, Op, CIFAR_MEAN, CIFAR_STD};
 use wrn_augment::{Batch, ImageType, Loader, LoaderConfig, Norm, Pipeline, Preset, ValueStep};
 use wrn_data::cache::{write, PreparedSplit, SplitData, SplitMeta};
+
+/// A batch's values; panics when it holds bytes.
+fn f32s(b: &Batch) -> &[f32] {
+    b.images.as_f32().expect("f32 images")
+}
 
 fn split_at(path: &Path, h: usize, w: usize, images: &[u8], labels: &[u16]) -> Arc<PreparedSplit> {
     let meta = SplitMeta {
@@ -69,7 +74,7 @@ fn crops_cover_all_81_offsets_uniformly_flips_half_and_each_output_matches_a_ref
     let mut counts = [[0usize; 9]; 9];
     let mut flips = 0;
     for batch in loader.epoch(3, 0) {
-        for (s, out) in batch.images.chunks_exact(3 * 1024).enumerate() {
+        for (s, out) in f32s(&batch).chunks_exact(3 * 1024).enumerate() {
             let raw = |ch: usize, y: usize, x: usize| {
                 let v = out[ch * 1024 + y * 32 + x] * CIFAR_STD[ch] + CIFAR_MEAN[ch];
                 let r = v.round();
@@ -118,7 +123,7 @@ fn one_worker_and_several_give_bit_identical_batches() {
             assert_eq!(x.indices, y.indices);
             assert_eq!(x.labels, y.labels);
             assert_eq!(x.shape, y.shape);
-            assert!(x.images.iter().zip(&y.images).all(|(p, q)| p.to_bits() == q.to_bits()), "epoch {epoch}");
+            assert!(f32s(x).iter().zip(f32s(y)).all(|(p, q)| p.to_bits() == q.to_bits()), "epoch {epoch}");
         }
     }
     // The batches are not trivially equal: epochs and seeds change both order and augmentation.
@@ -138,7 +143,7 @@ fn the_same_sample_gets_the_same_augmentation_whatever_its_batch() {
         let mut out = vec![Vec::new(); 40];
         for b in loader.epoch(2, 0) {
             for (k, &i) in b.indices.iter().enumerate() {
-                out[i] = b.images[k * 3072..(k + 1) * 3072].to_vec();
+                out[i] = f32s(&b)[k * 3072..(k + 1) * 3072].to_vec();
             }
         }
         out
@@ -161,7 +166,7 @@ fn resuming_at_a_step_gives_the_tail_of_the_full_epoch() {
     }
     assert!(collect(&loader, 4, 7).is_empty());
     let mut one = Batch::default();
-    loader.fill(4, 2, &mut one);
+    loader.fill(4, 2, &mut one).unwrap();
     assert_eq!(one, full[2]);
 }
 
@@ -176,7 +181,7 @@ fn every_sample_once_per_epoch_with_drop_last_and_subset() {
         let mut seen: Vec<usize> = batches.iter().flat_map(|b| b.indices.clone()).collect();
         seen.sort_unstable();
         for b in &batches {
-            assert_eq!(b.images.len(), b.shape.iter().product::<usize>());
+            assert_eq!(f32s(b).len(), b.shape.iter().product::<usize>());
             assert_eq!(b.labels, b.indices.iter().map(|&i| (i % 10) as i64).collect::<Vec<_>>());
         }
         (batches.iter().map(|b| b.shape[0]).collect::<Vec<_>>(), seen)
@@ -223,7 +228,7 @@ fn recycled_buffers_are_refilled_and_waiting_is_measured() {
     let mut seen = Vec::new();
     let mut pointers = std::collections::HashSet::new();
     while let Some(b) = it.next() {
-        pointers.insert(b.images.as_ptr() as usize);
+        pointers.insert(f32s(&b).as_ptr() as usize);
         seen.push(b.clone());
         it.recycle(b);
     }
@@ -248,9 +253,9 @@ fn svhn_and_cifar_test_are_deterministic_normalisations_in_index_order() {
         for ch in 0..3 {
             for p in 0..1024 {
                 let v = f32::from(img[p * 3 + ch]);
-                assert_eq!(s.images[i * 3072 + ch * 1024 + p], v / 255.0);
+                assert_eq!(f32s(s)[i * 3072 + ch * 1024 + p], v / 255.0);
                 let expected = (v - CIFAR_MEAN[ch]) / CIFAR_STD[ch];
-                assert!((t.images[i * 3072 + ch * 1024 + p] - expected).abs() < 1e-5);
+                assert!((f32s(t)[i * 3072 + ch * 1024 + p] - expected).abs() < 1e-5);
             }
         }
     }
@@ -284,7 +289,7 @@ fn concatenated_splits_read_as_one_in_order() {
     for (i, (split, j)) in [(&a, 0), (&a, 1), (&a, 2), (&b, 0), (&b, 1)].into_iter().enumerate() {
         let img = split.image(j);
         for p in 0..1024 {
-            assert_eq!(batch.images[i * 3072 + p], f32::from(img[p * 3]) / 255.0, "sample {i}");
+            assert_eq!(f32s(batch)[i * 3072 + p], f32::from(img[p * 3]) / 255.0, "sample {i}");
         }
     }
     // Shuffled epochs draw from both splits, each sample once.
@@ -322,27 +327,30 @@ fn u8_batches_are_the_f32_batches_before_their_value_step_for_every_pixel_preset
             assert_eq!(a.len(), 3);
             for ((f, a), b) in f.iter().zip(&a).zip(&b) {
                 assert_eq!((&a.indices, &a.labels, a.shape), (&f.indices, &f.labels, f.shape));
-                assert!(a.images.is_empty() && f.images_u8.is_empty());
-                assert_eq!(a.images_u8, b.images_u8, "{preset} epoch {epoch}: worker count changed the bytes");
-                assert_eq!(a.images_u8.len(), f.images.len());
+                let (bytes, values) = (a.images.as_u8().expect("u8 images"), f32s(f));
+                assert_eq!(a.images, b.images, "{preset} epoch {epoch}: worker count changed the bytes");
+                assert_eq!(bytes.len(), values.len());
                 let plane = 32 * 32;
-                let values = a.images_u8.iter().enumerate().map(|(k, &v)| step.apply(v, k / plane % 3));
+                let stepped = bytes.iter().enumerate().map(|(k, &v)| step.apply(v, k / plane % 3));
                 assert!(
-                    values.zip(&f.images).all(|(x, y)| x.to_bits() == y.to_bits()),
+                    stepped.zip(values).all(|(x, y)| x.to_bits() == y.to_bits()),
                     "{preset} epoch {epoch}: the step of the bytes differs from the f32 batch"
                 );
             }
         }
     }
-    // A batch recycled from an f32 loader into a u8 one keeps no stale f32 images, and back.
+    // A batch recycled from an f32 loader into a u8 one holds bytes only, and back.
     let one = Loader::new(split.clone(), cifar_train(), u8_cfg(1)).unwrap();
-    let mut batch = collect(&Loader::new(split.clone(), cifar_train(), cfg(64, 1)).unwrap(), 0, 0).remove(0);
-    one.fill(0, 0, &mut batch);
-    assert!(batch.images.is_empty() && batch.images_u8.len() == 64 * 3072);
+    let f32_loader = Loader::new(split.clone(), cifar_train(), cfg(64, 1)).unwrap();
+    let mut batch = collect(&f32_loader, 0, 0).remove(0);
+    one.fill(0, 0, &mut batch).unwrap();
+    assert_eq!(batch.images.as_u8().map(<[u8]>::len), Some(64 * 3072));
+    f32_loader.fill(0, 0, &mut batch).unwrap();
+    assert_eq!(batch, collect(&f32_loader, 0, 0).remove(0));
 
     // Pipelines whose values are not a per-byte step of the cropped pixels cannot deliver bytes.
     let scaled_then_flipped =
-        Pipeline::new(vec![Arc::new(Scale { divisor: 2.0 }), Arc::new(HFlip { p: 0.5 }) as Arc<dyn Op>]);
+        Pipeline::new(vec![Arc::new(DivideValues { divisor: 2.0 }), Arc::new(HFlip { p: 0.5 }) as Arc<dyn Op>]);
     let err = Loader::new(split, scaled_then_flipped, u8_cfg(1)).err().unwrap().to_string();
     assert!(err.contains("varied.wrnc") && err.contains("cannot deliver u8 batches"), "{err}");
 }

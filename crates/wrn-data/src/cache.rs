@@ -22,8 +22,12 @@
 //! | `coarse_offset` | `2n` | `u16` coarse class index per image (CIFAR-100), `< coarse_classes.len()` |
 //! | end - 32 | 32 | SHA-256 of every byte before it |
 //!
-//! Gaps between sections are zero. [`PreparedSplit::open`] checks the header, the exact file size and every
-//! label (cheap); [`PreparedSplit::verify`] re-hashes the whole file against the trailer. Files are written
+//! Gaps between sections are zero. [`PreparedSplit::open`], what everything that reads the images uses,
+//! checks the header, the exact file size and every label, and re-hashes the whole file against the
+//! trailer, so a split changed after it was prepared (a pixel, a label) is refused before a batch is made:
+//! hashing CIFAR-10's 150 MB train split takes 0.13 s with the CPU's SHA extensions and 0.5 s without.
+//! [`PreparedSplit::open_unhashed`] skips the hash, for listings that must not read every byte, and
+//! [`PreparedSplit::verify`] re-hashes an open split. Files are written
 //! to a temporary name in the same folder and renamed into place, so a file with the final name is always
 //! complete. A reader refuses any other version; a change of layout means a new version number.
 
@@ -208,9 +212,36 @@ pub struct PreparedSplit {
     coarse: usize,
 }
 
+/// The error for a prepared split whose bytes are not what was prepared: names the file, what is wrong and
+/// the commands that check and rebuild it.
+fn damaged(path: &Path, dataset: &str, detail: &str) -> Error {
+    let detail = format!(
+        "{detail}: the file changed after it was prepared (damaged on disk or written over), and training on it \
+         would read wrong images or labels; run `wrn data verify {dataset}` to check every file of the dataset, \
+         then `wrn data prepare {dataset}` to prepare it again"
+    );
+    Error::Cache { path: path.into(), detail }
+}
+
 impl PreparedSplit {
-    /// Maps `path` and checks its header, size and labels (not the checksum: see [`PreparedSplit::verify`]).
+    /// Maps `path`, checks its header, size and labels, and re-hashes it against its trailer: a split
+    /// whose bytes are not those prepared is refused, with the commands that check and rebuild it.
     pub fn open(path: &Path) -> Result<PreparedSplit> {
+        let split = PreparedSplit::open_unhashed(path)?;
+        match split.verify() {
+            Err(Error::Checksum { expected, actual, .. }) => Err(damaged(
+                path,
+                &split.meta.dataset,
+                &format!("its SHA-256 is {actual}, its trailer records {expected}"),
+            )),
+            other => other.map(|()| split),
+        }
+    }
+
+    /// Maps `path` and checks its header, size and labels, without the checksum (see
+    /// [`PreparedSplit::verify`]): for listings and status, which must not read every byte. Training
+    /// opens with [`PreparedSplit::open`].
+    pub fn open_unhashed(path: &Path) -> Result<PreparedSplit> {
         let err = |detail: String| Error::Cache { path: path.into(), detail };
         let file = std::fs::File::open(path).at(path)?;
         // SAFETY: the file is opened read-only and never modified in place: writers replace it by rename.
@@ -244,11 +275,9 @@ impl PreparedSplit {
             return Err(err("section offsets disagree with the header sizes".into()));
         }
         if map.len() as u64 != l.checksum + 32 {
-            return Err(err(format!(
-                "{} bytes, expected {} for {n} images of {h}x{w}x{c} (truncated or damaged)",
-                map.len(),
-                l.checksum + 32
-            )));
+            let detail =
+                format!("{} bytes, expected {} for {n} images of {h}x{w}x{c} (truncated)", map.len(), l.checksum + 32);
+            return Err(damaged(path, &meta.dataset, &detail));
         }
         if (l.coarse != 0) == meta.coarse_classes.is_empty() {
             return Err(err("coarse labels and coarse class names must come together".into()));
@@ -266,12 +295,14 @@ impl PreparedSplit {
             map,
         };
         for i in 0..split.n {
-            if usize::from(split.label(i)) >= split.meta.classes.len() {
-                return Err(err(format!("label {} of image {i} is out of range", split.label(i))));
-            }
-            if split.coarse != 0 && usize::from(split.coarse_label(i).unwrap()) >= split.meta.coarse_classes.len() {
-                return Err(err(format!("coarse label of image {i} is out of range")));
-            }
+            let bad = if usize::from(split.label(i)) >= split.meta.classes.len() {
+                format!("label {} of image {i} is not below the {} classes", split.label(i), split.meta.classes.len())
+            } else if split.coarse_label(i).is_some_and(|c| usize::from(c) >= split.meta.coarse_classes.len()) {
+                format!("coarse label of image {i} is not below the {} classes", split.meta.coarse_classes.len())
+            } else {
+                continue;
+            };
+            return Err(damaged(path, &split.meta.dataset, &bad));
         }
         Ok(split)
     }
@@ -391,12 +422,10 @@ mod tests {
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 
-    #[test]
-    fn damage_is_detected() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("test.wrnc");
+    /// Writes a four-image split of three classes to `path`; returns its bytes.
+    fn small_split(path: &Path) -> Vec<u8> {
         let m = meta(false);
-        let images = vec![9u8; 4 * 12];
+        let images: Vec<u8> = (0..4 * 12).map(|i| i as u8).collect();
         let data = SplitData {
             meta: &m,
             height: 2,
@@ -406,30 +435,63 @@ mod tests {
             labels: &[0, 1, 2, 0],
             coarse_labels: None,
         };
-        write(&path, &data).unwrap();
-        let good = std::fs::read(&path).unwrap();
+        write(path, &data).unwrap();
+        std::fs::read(path).unwrap()
+    }
 
-        let mut flipped = good.clone();
-        flipped[4096 + 5] ^= 1;
-        std::fs::write(&path, &flipped).unwrap();
-        let err = PreparedSplit::open(&path).unwrap().verify().unwrap_err().to_string();
-        assert!(err.contains("SHA-256 mismatch") && err.contains("test.wrnc"), "{err}");
+    /// The error of opening `bytes` written to `path`.
+    fn open_error(path: &Path, bytes: &[u8]) -> String {
+        std::fs::write(path, bytes).unwrap();
+        PreparedSplit::open(path).err().expect("a damaged split is refused").to_string()
+    }
 
-        std::fs::write(&path, &good[..good.len() - 1]).unwrap();
-        let err = PreparedSplit::open(&path).err().unwrap().to_string();
+    fn says_damaged_and_how_to_fix(err: &str) {
+        assert!(err.contains("test.wrnc") && err.contains("changed after it was prepared"), "{err}");
+        assert!(err.contains("run `wrn data verify toy`") && err.contains("`wrn data prepare toy`"), "{err}");
+    }
+
+    #[test]
+    fn a_changed_pixel_or_label_is_refused_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("test.wrnc");
+        let good = small_split(&path);
+        PreparedSplit::open(&path).unwrap();
+        let labels_at = u64::from_le_bytes(good[48..56].try_into().unwrap()) as usize;
+        // One pixel, and one label changed to another valid class: only the hash can tell.
+        for at in [4096 + 5, labels_at + 2] {
+            let mut changed = good.clone();
+            changed[at] ^= 1;
+            let err = open_error(&path, &changed);
+            assert!(err.contains("its SHA-256 is") && err.contains("its trailer records"), "{err}");
+            says_damaged_and_how_to_fix(&err);
+            // Listings open it without the hash; verification still finds it.
+            let err = PreparedSplit::open_unhashed(&path).unwrap().verify().unwrap_err().to_string();
+            assert!(err.contains("SHA-256 mismatch") && err.contains("test.wrnc"), "{err}");
+        }
+    }
+
+    #[test]
+    fn damage_is_detected() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("test.wrnc");
+        let good = small_split(&path);
+
+        let err = open_error(&path, &good[..good.len() - 1]);
         assert!(err.contains("truncated"), "{err}");
+        says_damaged_and_how_to_fix(&err);
 
         let mut v2 = good.clone();
         v2[8] = 2;
-        std::fs::write(&path, &v2).unwrap();
-        let err = PreparedSplit::open(&path).err().unwrap().to_string();
+        let err = open_error(&path, &v2);
         assert!(err.contains("version 2"), "{err}");
 
         let mut bad_label = good.clone();
         let labels_at = u64::from_le_bytes(good[48..56].try_into().unwrap()) as usize;
         bad_label[labels_at] = 3;
-        std::fs::write(&path, &bad_label).unwrap();
-        let err = PreparedSplit::open(&path).err().unwrap().to_string();
+        let err = open_error(&path, &bad_label);
+        assert!(err.contains("label 3 of image 0 is not below the 3 classes"), "{err}");
+        says_damaged_and_how_to_fix(&err);
+        let err = PreparedSplit::open_unhashed(&path).err().unwrap().to_string();
         assert!(err.contains("label 3 of image 0"), "{err}");
     }
 

@@ -3,7 +3,10 @@
 //! Records: CIFAR-10 is `label, R[1024], G[1024], B[1024]` (3073 bytes); CIFAR-100 is
 //! `coarse, fine, R, G, B` (3074 bytes); each plane is 32x32 row-major. The archive is streamed
 //! (gzip + tar) without unpacking to disk; every member is checked against the manifest (no missing,
-//! no extra, sizes and SHA-256 where known, no links or paths leaving the archive's folder), records
+//! no extra, none twice, sizes and SHA-256 where known, no links or paths leaving the archive's folder;
+//! a member's size is checked from its header before it is read, and members the manifest gives no
+//! size are read up to a hard limit), the archive's own SHA-256 is computed as it streams and checked
+//! against the manifest before anything is written (`prepare::check_source`), records
 //! are converted to the NHWC prepared cache, and the class names in the archive are compared with
 //! the manifest's. CIFAR-100 keeps the fine label as the label and the coarse label beside it.
 
@@ -16,8 +19,8 @@ use sha2::{Digest, Sha256};
 
 use crate::cache::{self, Source, SplitData, SplitMeta};
 use crate::error::{Error, IoContext, Result};
-use crate::manifest::{FileEntry, Format, Manifest};
-use crate::prepare::PreparedReport;
+use crate::manifest::{FileEntry, Format, Manifest, Member};
+use crate::prepare::{self as shared, HashingReader, PreparedReport};
 use crate::store::Store;
 
 pub const SIDE: usize = 32;
@@ -60,7 +63,7 @@ pub fn decode_records(
 ) -> Result<Decoded> {
     let record = record_size(format)
         .ok_or_else(|| Error::Format { path: origin.into(), detail: format!("{format:?} is not a CIFAR format") })?;
-    if bytes.len() % record != 0 {
+    if !bytes.len().is_multiple_of(record) {
         return Err(Error::Format {
             path: origin.into(),
             detail: format!(
@@ -103,45 +106,35 @@ pub fn decode_records(
     Ok(out)
 }
 
+/// The largest member read when the manifest gives no size for it (CIFAR-100's train batch is 150 MB).
+const MAX_MEMBER: u64 = 1 << 30;
+
 /// Reads the members of a CIFAR archive into memory, checking them against the manifest entry.
 /// Returns member path -> bytes for every listed member present.
 pub fn read_archive(path: &Path, entry: &FileEntry) -> Result<BTreeMap<String, Vec<u8>>> {
-    let err = |detail: String| Error::Archive { path: path.into(), detail };
     let file = std::fs::File::open(path).at(path)?;
-    let gz = flate2::read::GzDecoder::new(std::io::BufReader::with_capacity(1 << 20, file));
+    read_members(HashingReader::new(file), path, entry).map(|(members, _)| members)
+}
+
+/// Like [`read_archive`], from the open file, also returning the SHA-256 of every byte of the archive,
+/// hashed as it streams.
+fn read_members(
+    source: HashingReader<std::fs::File>,
+    path: &Path,
+    entry: &FileEntry,
+) -> Result<(BTreeMap<String, Vec<u8>>, String)> {
+    let err = |detail: String| Error::Archive { path: path.into(), detail };
+    let gz = flate2::read::GzDecoder::new(std::io::BufReader::with_capacity(1 << 20, source));
     let mut archive = tar::Archive::new(gz);
     let mut found = BTreeMap::new();
     let entries = archive.entries().map_err(|e| err(format!("not a readable tar.gz: {e}")))?;
     for item in entries {
         let mut item = item.map_err(|e| err(format!("truncated or corrupt archive: {e}")))?;
-        let name = String::from_utf8_lossy(&item.path_bytes()).into_owned();
-        let trimmed = name.trim_end_matches('/');
-        if !crate::manifest::is_safe_relative(trimmed) {
-            return Err(err(format!("member `{name}` has an absolute path or `..`; refusing to read it")));
+        let Some(member) = listed_member(&item, path, entry)? else { continue };
+        if found.contains_key(&member.path) {
+            return Err(err(format!("member `{}` appears twice; an archive holds each member once", member.path)));
         }
-        let kind = item.header().entry_type();
-        if kind.is_dir() {
-            continue;
-        }
-        if !kind.is_file() {
-            return Err(err(format!("member `{name}` is a {kind:?}, not a regular file (links are refused)")));
-        }
-        let Some(member) = entry.members.iter().find(|m| m.path == trimmed) else {
-            return Err(err(format!("unexpected member `{name}` (not in the manifest)")));
-        };
-        let mut bytes = Vec::with_capacity(item.size() as usize);
-        item.read_to_end(&mut bytes).map_err(|e| err(format!("member `{name}`: truncated or corrupt archive: {e}")))?;
-        if let Some(size) = member.size {
-            if bytes.len() as u64 != size {
-                return Err(err(format!("member `{name}` is {} bytes, expected {size}", bytes.len())));
-            }
-        }
-        if let Some(expected) = &member.sha256 {
-            let actual = format!("{:x}", Sha256::digest(&bytes));
-            if &actual != expected {
-                return Err(err(format!("member `{name}`: SHA-256 {actual}, expected {expected}")));
-            }
-        }
+        let bytes = read_member(&mut item, member, path)?;
         found.insert(member.path.clone(), bytes);
     }
     let missing: Vec<&str> =
@@ -149,7 +142,66 @@ pub fn read_archive(path: &Path, entry: &FileEntry) -> Result<BTreeMap<String, V
     if !missing.is_empty() {
         return Err(err(format!("missing member(s): {}", missing.join(", "))));
     }
-    Ok(found)
+    let source = archive.into_inner().into_inner().into_inner();
+    let sha256 = source.finish().map_err(|e| err(format!("reading to the end: {e}")))?;
+    Ok((found, sha256))
+}
+
+/// The manifest's member for a tar member: a regular file at a safe path that the manifest lists;
+/// `None` for a directory.
+fn listed_member<'a, R: Read>(item: &tar::Entry<R>, path: &Path, entry: &'a FileEntry) -> Result<Option<&'a Member>> {
+    let err = |detail: String| Error::Archive { path: path.into(), detail };
+    let name = String::from_utf8_lossy(&item.path_bytes()).into_owned();
+    let trimmed = name.trim_end_matches('/');
+    if !crate::manifest::is_safe_relative(trimmed) {
+        return Err(err(format!("member `{name}` has an absolute path or `..`; refusing to read it")));
+    }
+    let kind = item.header().entry_type();
+    if kind.is_dir() {
+        return Ok(None);
+    }
+    if !kind.is_file() {
+        return Err(err(format!("member `{name}` is a {kind:?}, not a regular file (links are refused)")));
+    }
+    match entry.members.iter().find(|m| m.path == trimmed) {
+        Some(member) => Ok(Some(member)),
+        None => Err(err(format!("unexpected member `{name}` (not in the manifest)"))),
+    }
+}
+
+/// Reads one member, whose header's size is checked against the manifest's before anything is read
+/// (and, when the manifest gives none, against [`MAX_MEMBER`]); its SHA-256 is checked when listed.
+fn read_member<R: Read>(item: &mut tar::Entry<R>, member: &Member, path: &Path) -> Result<Vec<u8>> {
+    let err = |detail: String| Error::Archive { path: path.into(), detail };
+    let (name, claimed) = (&member.path, item.size());
+    match member.size {
+        Some(size) if claimed != size => {
+            return Err(err(format!("member `{name}` is {claimed} bytes, expected {size}")))
+        }
+        None if claimed > MAX_MEMBER => {
+            return Err(err(format!(
+                "member `{name}` claims {claimed} bytes, more than the {MAX_MEMBER} a member may have"
+            )))
+        }
+        _ => {}
+    }
+    let mut bytes = Vec::with_capacity(claimed.min(64 << 20) as usize);
+    item.take(claimed)
+        .read_to_end(&mut bytes)
+        .map_err(|e| err(format!("member `{name}`: truncated or corrupt archive: {e}")))?;
+    if bytes.len() as u64 != claimed {
+        return Err(err(format!(
+            "member `{name}`: {} of its {claimed} bytes present (truncated archive)",
+            bytes.len()
+        )));
+    }
+    if let Some(expected) = &member.sha256 {
+        let actual = format!("{:x}", Sha256::digest(&bytes));
+        if &actual != expected {
+            return Err(err(format!("member `{name}`: SHA-256 {actual}, expected {expected}")));
+        }
+    }
+    Ok(bytes)
 }
 
 /// Class names from a label-names member: one per line, blank lines and surrounding whitespace ignored.
@@ -168,42 +220,22 @@ fn check_names(archive: &Path, member: &str, found: &[u8], expected: &[String]) 
     Ok(())
 }
 
-/// Prepares every split of a CIFAR dataset from its (verified) archive into the prepared cache.
+/// Prepares every split of a CIFAR dataset from its archive into the prepared cache. The archive is
+/// hashed as it streams and checked against the manifest's SHA-256 before anything is written.
 pub fn prepare(store: &Store, manifest: &Manifest) -> Result<Vec<PreparedReport>> {
-    let entry = &manifest.files[0];
+    let entry = manifest.files.first().ok_or_else(|| Error::Unsupported {
+        dataset: manifest.name.clone(),
+        detail: "the manifest lists no files; a CIFAR manifest lists its archive".into(),
+    })?;
     let archive = store.file_path(manifest, entry);
-    crate::verify::ensure_verified(&archive, entry, None)?;
-    let members = read_archive(&archive, entry)?;
-    let classes = &manifest.classes;
-    let class_names = if classes.names.is_empty() {
-        let src = classes.source.as_deref().unwrap_or_default();
-        parse_names(members.get(src).map(Vec::as_slice).unwrap_or_default())
-    } else {
-        classes.names.clone()
-    };
-    if class_names.len() != classes.count {
-        return Err(Error::Archive {
-            path: archive.clone(),
-            detail: format!("{} class names, expected {}", class_names.len(), classes.count),
-        });
-    }
-    for (src, expected) in [(&classes.source, &classes.names), (&classes.coarse_source, &classes.coarse)] {
-        if let Some(bytes) = src.as_ref().and_then(|s| members.get(s)) {
-            check_names(&archive, src.as_deref().unwrap(), bytes, expected)?;
-        }
-    }
+    let file = shared::open_source(&archive, entry)?;
+    let (members, source_sha256) = read_members(HashingReader::new(file), &archive, entry)?;
+    shared::check_source(&archive, entry, manifest, &source_sha256)?;
+    let class_names = class_names(manifest, &members, &archive)?;
+    let source = Source { file: entry.name.clone(), sha256: source_sha256 };
     let mut reports = Vec::new();
     for (split, &expected_n) in &manifest.splits {
-        let mut all = Decoded::default();
-        for m in entry.members.iter().filter(|m| m.split.as_deref() == Some(split)) {
-            let origin = archive.join(&m.path);
-            let d = decode_records(&members[&m.path], manifest.format, classes.count, classes.coarse.len(), &origin)?;
-            all.images.extend_from_slice(&d.images);
-            all.labels.extend_from_slice(&d.labels);
-            if let Some(c) = d.coarse {
-                all.coarse.get_or_insert_with(Vec::new).extend_from_slice(&c);
-            }
-        }
+        let all = decode_split(manifest, entry, &members, split, &archive)?;
         if all.labels.len() as u64 != expected_n {
             return Err(Error::Archive {
                 path: archive.clone(),
@@ -214,25 +246,70 @@ pub fn prepare(store: &Store, manifest: &Manifest) -> Result<Vec<PreparedReport>
             dataset: manifest.name.clone(),
             split: split.clone(),
             classes: class_names.clone(),
-            coarse_classes: classes.coarse.clone(),
-            sources: vec![Source { file: entry.name.clone(), sha256: entry.sha256.clone() }],
+            coarse_classes: manifest.classes.coarse.clone(),
+            sources: vec![source.clone()],
         };
         let path = cache::split_path(&store.prepared_dir(manifest), split);
-        let sha256 = cache::write(
-            &path,
-            &SplitData {
-                meta: &meta,
-                height: SIDE as u32,
-                width: SIDE as u32,
-                channels: 3,
-                images: &all.images,
-                labels: &all.labels,
-                coarse_labels: all.coarse.as_deref(),
-            },
-        )?;
+        let data = SplitData {
+            meta: &meta,
+            height: SIDE as u32,
+            width: SIDE as u32,
+            channels: 3,
+            images: &all.images,
+            labels: &all.labels,
+            coarse_labels: all.coarse.as_deref(),
+        };
+        let sha256 = cache::write(&path, &data)?;
         reports.push(PreparedReport { split: split.clone(), path, images: all.labels.len(), sha256, notes: vec![] });
     }
     Ok(reports)
+}
+
+/// The class names (the manifest's, or read from the archive's label-names member), checked against
+/// the class count and against the names the archive lists.
+fn class_names(manifest: &Manifest, members: &BTreeMap<String, Vec<u8>>, archive: &Path) -> Result<Vec<String>> {
+    let classes = &manifest.classes;
+    let class_names = if classes.names.is_empty() {
+        let src = classes.source.as_deref().unwrap_or_default();
+        parse_names(members.get(src).map(Vec::as_slice).unwrap_or_default())
+    } else {
+        classes.names.clone()
+    };
+    if class_names.len() != classes.count {
+        return Err(Error::Archive {
+            path: archive.into(),
+            detail: format!("{} class names, expected {}", class_names.len(), classes.count),
+        });
+    }
+    for (src, expected) in [(&classes.source, &classes.names), (&classes.coarse_source, &classes.coarse)] {
+        if let Some((src, bytes)) = src.as_ref().and_then(|s| members.get(s).map(|b| (s, b))) {
+            check_names(archive, src, bytes, expected)?;
+        }
+    }
+    Ok(class_names)
+}
+
+/// The records of every member of `split`, decoded and concatenated in manifest order.
+fn decode_split(
+    manifest: &Manifest,
+    entry: &FileEntry,
+    members: &BTreeMap<String, Vec<u8>>,
+    split: &str,
+    archive: &Path,
+) -> Result<Decoded> {
+    let classes = &manifest.classes;
+    let mut all = Decoded::default();
+    for m in entry.members.iter().filter(|m| m.split.as_deref() == Some(split)) {
+        let origin = archive.join(&m.path);
+        let Some(bytes) = members.get(&m.path) else { continue };
+        let d = decode_records(bytes, manifest.format, classes.count, classes.coarse.len(), &origin)?;
+        all.images.extend_from_slice(&d.images);
+        all.labels.extend_from_slice(&d.labels);
+        if let Some(c) = d.coarse {
+            all.coarse.get_or_insert_with(Vec::new).extend_from_slice(&c);
+        }
+    }
+    Ok(all)
 }
 
 #[cfg(test)]

@@ -49,9 +49,13 @@
 //! The preparation continues at the next shard and source image, so the index and shards are those of
 //! an uninterrupted prepare. The journal is removed once the index is written.
 //!
-//! [`EncodedSplit::open`] checks the header,
-//! exact sizes, every record's bounds and label and each shard's size; [`EncodedSplit::verify`] re-hashes
-//! the index and every shard. A reader refuses any other version.
+//! [`EncodedSplit::open`], what everything that reads the images uses, checks the header, exact sizes,
+//! every record's bounds and label and each shard's size, and re-hashes the index (small: about 80 MB for
+//! ImageNet's training split), so a changed label is refused before a batch is made; the shards (140 GB)
+//! are hashed only by [`EncodedSplit::verify`]. Every image decoded when the split was prepared, so one
+//! that does not decode while training is damage: [`EncodedSplit::damaged`] is the error that stops the
+//! run. [`EncodedSplit::open_unhashed`] skips the index's hash, for listings. A reader refuses any other
+//! version.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -430,10 +434,86 @@ fn map(path: &Path) -> Result<Mmap> {
     unsafe { Mmap::map(&file) }.at(path)
 }
 
+/// The advice that ends every damage error: the commands that check and rebuild a split.
+fn rebuild_advice(dataset: &str, index: &Path) -> String {
+    format!(
+        "run `wrn data verify {dataset}` to check the index and every shard, then delete {} and run \
+         `wrn data prepare {dataset}` to prepare the split again",
+        index.display()
+    )
+}
+
+/// Maps the shards `meta` lists, beside the index at `index`, each checked against its recorded size.
+fn map_shards(index: &Path, meta: &EncodedMeta) -> Result<Vec<Mmap>> {
+    let dir = index.parent().unwrap_or(Path::new("."));
+    let mut shards = Vec::with_capacity(meta.shards.len());
+    for s in &meta.shards {
+        if s.file.contains('/') || !crate::manifest::is_safe_relative(&s.file) {
+            let detail = format!("shard name `{}` is not a plain file name", s.file);
+            return Err(Error::Cache { path: index.into(), detail });
+        }
+        let p = dir.join(&s.file);
+        let m = map(&p)?;
+        if m.len() as u64 != s.size {
+            let detail = format!(
+                "{} bytes, the index says {} (truncated or replaced); {}",
+                m.len(),
+                s.size,
+                rebuild_advice(&meta.dataset, index)
+            );
+            return Err(Error::Cache { path: p, detail });
+        }
+        shards.push(m);
+    }
+    Ok(shards)
+}
+
 impl EncodedSplit {
-    /// Maps the index at `path` and its shards, and checks the header, sizes and every record (not the
-    /// checksums: see [`EncodedSplit::verify`]).
+    /// Maps the index at `path` and its shards, checks the header, sizes and every record, and re-hashes
+    /// the index against its trailer (the shards' checksums only by [`EncodedSplit::verify`]): an index
+    /// whose bytes are not those prepared is refused, with the commands that check and rebuild it.
     pub fn open(path: &Path) -> Result<EncodedSplit> {
+        let split = EncodedSplit::open_unhashed(path)?;
+        match split.verify_index() {
+            Err(Error::Checksum { expected, actual, .. }) => Err(Error::Cache {
+                path: path.into(),
+                detail: format!(
+                    "its SHA-256 is {actual}, its trailer records {expected}: the index changed after it was \
+                     prepared (damaged on disk or written over), and training on it would read wrong labels or \
+                     images; {}",
+                    rebuild_advice(&split.meta.dataset, path)
+                ),
+            }),
+            other => other.map(|()| split),
+        }
+    }
+
+    /// The error for image `i`, which does not decode (`why`) although it did when the split was
+    /// prepared: names the split, the shard and the image, and the commands that check and rebuild it.
+    pub fn damaged(&self, i: usize, why: &str) -> Error {
+        let r = self.raw(i);
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        let shard =
+            self.meta.shards.get(r.shard as usize).map_or_else(|| format!("shard {}", r.shard), |s| s.file.clone());
+        Error::Cache {
+            path: dir.join(&shard),
+            detail: format!(
+                "image {} (#{i} of the {} split of {}, {} bytes at offset {}) does not decode ({why}), though every \
+                 image decoded when the split was prepared: the shard is damaged; {}",
+                self.name(i),
+                self.meta.split,
+                self.meta.dataset,
+                r.length,
+                r.offset,
+                rebuild_advice(&self.meta.dataset, &self.path)
+            ),
+        }
+    }
+
+    /// Maps the index at `path` and its shards, and checks the header, sizes and every record, without
+    /// the checksums (see [`EncodedSplit::verify`]): for listings and status, which must not read every
+    /// byte. Training opens with [`EncodedSplit::open`].
+    pub fn open_unhashed(path: &Path) -> Result<EncodedSplit> {
         let err = |detail: String| Error::Cache { path: path.into(), detail };
         let index = map(path)?;
         if index.len() < HEADER_LEN + 32 {
@@ -472,22 +552,7 @@ impl EncodedSplit {
         if meta.shards.len() as u64 != shard_count {
             return Err(err(format!("{} shards in the metadata, {shard_count} in the header", meta.shards.len())));
         }
-        let dir = path.parent().unwrap_or(Path::new("."));
-        let mut shards = Vec::with_capacity(meta.shards.len());
-        for s in &meta.shards {
-            if s.file.contains('/') || !crate::manifest::is_safe_relative(&s.file) {
-                return Err(err(format!("shard name `{}` is not a plain file name", s.file)));
-            }
-            let p = dir.join(&s.file);
-            let m = map(&p)?;
-            if m.len() as u64 != s.size {
-                return Err(Error::Cache {
-                    path: p,
-                    detail: format!("{} bytes, the index says {} (truncated or replaced)", m.len(), s.size),
-                });
-            }
-            shards.push(m);
-        }
+        let shards = map_shards(path, &meta)?;
         let split = EncodedSplit {
             path: path.into(),
             index,
@@ -533,14 +598,20 @@ impl EncodedSplit {
         }
     }
 
-    /// Re-hashes the index and every shard, and compares with the trailer and the recorded SHA-256.
-    pub fn verify(&self) -> Result<()> {
+    /// Re-hashes the index and compares with its trailer.
+    fn verify_index(&self) -> Result<()> {
         let end = self.index.len() - 32;
         let actual = format!("{:x}", Sha256::digest(&self.index[..end]));
         let expected: String = self.index[end..].iter().map(|b| format!("{b:02x}")).collect();
         if actual != expected {
             return Err(Error::Checksum { path: self.path.clone(), expected, actual });
         }
+        Ok(())
+    }
+
+    /// Re-hashes the index and every shard, and compares with the trailer and the recorded SHA-256.
+    pub fn verify(&self) -> Result<()> {
+        self.verify_index()?;
         let dir = self.path.parent().unwrap_or(Path::new("."));
         for (s, m) in self.meta.shards.iter().zip(&self.shards) {
             let actual = format!("{:x}", Sha256::digest(&m[..]));
@@ -688,8 +759,46 @@ mod tests {
         let last = flipped.len() - 40;
         flipped[last] ^= 1;
         std::fs::write(&path, &flipped).unwrap();
-        let err = EncodedSplit::open(&path).unwrap().verify().unwrap_err().to_string();
-        assert!(err.contains("train.wrni"), "{err}");
+        let err = EncodedSplit::open_unhashed(&path).unwrap().verify().unwrap_err().to_string();
+        assert!(err.contains("train.wrni") && err.contains("SHA-256 mismatch"), "{err}");
+        let err = EncodedSplit::open(&path).err().expect("a changed index is refused at open").to_string();
+        assert!(err.contains("train.wrni") && err.contains("changed after it was prepared"), "{err}");
+    }
+
+    #[test]
+    fn a_changed_index_is_refused_at_open_and_a_damaged_image_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = ShardWriter::new(dir.path(), "train", 16).unwrap();
+        let places: Vec<(u32, u64)> = (0..3u8).map(|i| w.append(&[i; 10]).unwrap()).collect();
+        let shards = w.finish().unwrap();
+        let records: Vec<Record> =
+            places.iter().enumerate().map(|(i, &(s, o))| record(s, o, 10, 0, &format!("n01_{i}.JPEG"))).collect();
+        let path = index_path(dir.path(), "train");
+        write_index(&path, &meta(shards), &records).unwrap();
+        let good = std::fs::read(&path).unwrap();
+        let split = EncodedSplit::open(&path).unwrap();
+        let err = split.damaged(1, "premature end of data").to_string();
+        for part in [
+            "train-00001.wrns",
+            "image n01_1.JPEG (#1 of the train split of toy",
+            "premature end of data",
+            "the shard is damaged",
+            "run `wrn data verify toy`",
+            "`wrn data prepare toy`",
+        ] {
+            assert!(err.contains(part), "`{part}` missing from: {err}");
+        }
+        drop(split);
+
+        // Image 1's label changed from class 0 to class 1, still a valid class: only the hash can tell.
+        let mut relabelled = good.clone();
+        let records_at = u64::from_le_bytes(good[32..40].try_into().unwrap()) as usize;
+        relabelled[records_at + RECORD_LEN + 4] = 1;
+        std::fs::write(&path, &relabelled).unwrap();
+        let err = EncodedSplit::open(&path).err().expect("a changed index is refused").to_string();
+        assert!(err.contains("train.wrni") && err.contains("changed after it was prepared"), "{err}");
+        assert!(err.contains("`wrn data verify toy`") && err.contains("`wrn data prepare toy`"), "{err}");
+        assert_eq!(EncodedSplit::open_unhashed(&path).unwrap().label(1), 1, "listings open it without the hash");
     }
 
     #[test]

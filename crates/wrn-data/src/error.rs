@@ -1,17 +1,18 @@
 //! The typed errors of the data stage. Every variant names the file it is about and what is wrong
 //! with it, so a message can be acted on without a debugger.
+//!
+//! Each message is whole in its `Display`: an I/O error's reason (`... (os error 2)`) is part of the
+//! message and not also returned as `source()`, so a printer that walks the chain (anyhow's `{:#}`)
+//! says it once.
 
 use std::path::PathBuf;
 
 /// Everything that can go wrong while reading manifests, fetching, verifying or preparing data.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    /// Reading or writing `path` failed; `error` is the OS's reason, shown in the message.
+    #[error("{path}: {error}")]
+    Io { path: PathBuf, error: std::io::Error },
     #[error("manifest {path}: {detail}")]
     Manifest { path: PathBuf, detail: String },
     #[error("unknown dataset `{0}` (known: cifar10, cifar100, svhn, imagenet; or pass --manifest FILE)")]
@@ -20,6 +21,13 @@ pub enum Error {
     Size { path: PathBuf, expected: u64, actual: u64, kind: &'static str },
     #[error("{path}: SHA-256 mismatch: expected {expected}, got {actual}")]
     Checksum { path: PathBuf, expected: String, actual: String },
+    /// A source file's bytes, hashed while preparing it, differ from the manifest's SHA-256.
+    #[error(
+        "{path}: SHA-256 {actual} read while preparing, the manifest says {expected}: the file changed on disk \
+         since it was verified, and nothing was prepared from it; run `wrn data fetch {dataset}` again (or \
+         `wrn data import {dataset} FILE` with a good copy)"
+    )]
+    SourceChanged { path: PathBuf, expected: String, actual: String, dataset: String },
     #[error("archive {path}: {detail}")]
     Archive { path: PathBuf, detail: String },
     #[error("{path}: {detail}")]
@@ -41,8 +49,9 @@ pub enum Error {
     Space { path: PathBuf, needed: u64, available: u64, what: String },
     #[error("{dataset}: {detail}")]
     Unsupported { dataset: String, detail: String },
-    #[error(transparent)]
-    Locked(#[from] wrn_fs::LockError),
+    /// Another process holds the dataset's lock (or it could not be taken); the message says which.
+    #[error("{0}")]
+    Locked(wrn_fs::LockError),
     #[error("preparing {dataset} {split}: stopped after {shards} shard(s) as asked; prepare again to continue")]
     Stopped { dataset: String, split: String, shards: usize },
 }
@@ -51,7 +60,13 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl From<wrn_fs::Error> for Error {
     fn from(e: wrn_fs::Error) -> Error {
-        Error::Io { path: e.path, source: e.source }
+        Error::Io { path: e.path, error: e.source }
+    }
+}
+
+impl From<wrn_fs::LockError> for Error {
+    fn from(e: wrn_fs::LockError) -> Error {
+        Error::Locked(e)
     }
 }
 
@@ -62,6 +77,6 @@ pub(crate) trait IoContext<T> {
 
 impl<T> IoContext<T> for std::io::Result<T> {
     fn at(self, path: impl Into<PathBuf>) -> Result<T> {
-        self.map_err(|source| Error::Io { path: path.into(), source })
+        self.map_err(|error| Error::Io { path: path.into(), error })
     }
 }

@@ -13,10 +13,18 @@
 //! ([`crate::imagenet::kaggle::check`]); one that passes is placed under the alternative's file name the same way
 //! and stamped as layout-checked. One of the layout that fails is an error naming the zip and every
 //! problem found; a zip of some other layout is passed over (an error when named explicitly).
+//!
+//! A source is placed by its canonical path, so a symbolic link given (relative or not) becomes a link
+//! to, or a copy of, the file it points to, never a copy of the link that would dangle in the data
+//! directory; a link to nothing is refused saying where it points. A copy goes through
+//! [`wrn_fs::AtomicFile`] and keeps the source's restrictive permission bits. Hashing and copying are
+//! counted through [`wrn_progress`].
 
 use std::path::{Path, PathBuf};
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::io::{Read, Write};
+
+use wrn_progress::{Progress, Silent, Unit};
 
 use crate::error::{Error, IoContext, Result};
 use crate::imagenet::kaggle;
@@ -50,7 +58,10 @@ fn walk(path: &Path, depth: usize, out: &mut Vec<PathBuf>) -> Result<()> {
     Ok(())
 }
 
-fn place(source: &Path, dest: &Path, copy: bool) -> Result<&'static str> {
+/// Puts `source` at `dest`: a hard link, else a symbolic link to its canonical path, or a copy.
+fn place(source: &Path, dest: &Path, copy: bool, progress: &dyn Progress) -> Result<&'static str> {
+    // A link given is placed as the file it points to: hard-linking a relative link would copy the link.
+    let source = &std::fs::canonicalize(source).at(source)?;
     if let Some(dir) = dest.parent() {
         std::fs::create_dir_all(dir).at(dir)?;
     }
@@ -62,101 +73,94 @@ fn place(source: &Path, dest: &Path, copy: bool) -> Result<&'static str> {
             return Ok("hard link");
         }
         #[cfg(unix)]
-        {
-            let absolute = std::fs::canonicalize(source).at(source)?;
-            if std::os::unix::fs::symlink(&absolute, dest).is_ok() {
-                return Ok("symbolic link");
-            }
+        if std::os::unix::fs::symlink(source, dest).is_ok() {
+            return Ok("symbolic link");
         }
     }
-    let size = std::fs::metadata(source).at(source)?.len();
-    crate::space::ensure(dest.parent().unwrap_or(Path::new(".")), size, &format!("a copy of {}", source.display()))?;
-    let part = crate::store::part_path(dest);
-    std::fs::copy(source, &part).at(&part)?;
-    std::fs::rename(&part, dest).at(dest)?;
+    copy_file(source, dest, progress)?;
     Ok("copy")
 }
 
-/// Imports the files of `manifest` found among `paths`.
-pub fn import(store: &Store, manifest: &Manifest, paths: &[PathBuf], copy: bool) -> Result<Vec<Imported>> {
-    let mut done: Vec<Imported> = Vec::new();
-    let mut candidates: Vec<(PathBuf, bool)> = Vec::new();
+/// Copies `source` to `dest` through an [`wrn_fs::AtomicFile`], counting the bytes; the copy keeps the
+/// source's restrictive permission bits (a `rw-------` file is not made readable to others).
+fn copy_file(source: &Path, dest: &Path, progress: &dyn Progress) -> Result<()> {
+    let meta = std::fs::metadata(source).at(source)?;
+    let what = format!("a copy of {}", source.display());
+    crate::space::ensure(dest.parent().unwrap_or(Path::new(".")), meta.len(), &what)?;
+    let mut input = std::fs::File::open(source).at(source)?;
+    let mut out = wrn_fs::AtomicFile::create(dest)?;
+    let name = dest.file_name().unwrap_or_default().to_string_lossy();
+    let task = progress.task(&format!("copying {name}"), Unit::Bytes, Some(meta.len()), 0);
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let k = input.read(&mut buf).at(source)?;
+        if k == 0 {
+            break;
+        }
+        out.write_all(&buf[..k]).at(dest)?;
+        task.advance(k as u64);
+    }
+    out.commit()?;
+    task.finish();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let placed = std::fs::metadata(dest).at(dest)?.permissions().mode();
+        let mode = placed & (meta.permissions().mode() | 0o200) & 0o777;
+        std::fs::set_permissions(dest, std::fs::Permissions::from_mode(mode)).at(dest)?;
+    }
+    Ok(())
+}
+
+/// The files to consider: folders searched three levels deep (`false`: found, not named), files as
+/// given (`true`). A symbolic link to nothing is refused with where it points.
+fn candidates(paths: &[PathBuf]) -> Result<Vec<(PathBuf, bool)>> {
+    let mut out = Vec::new();
     for p in paths {
         if p.is_dir() {
             let mut found = Vec::new();
             walk(p, 3, &mut found)?;
             found.sort();
-            candidates.extend(found.into_iter().map(|f| (f, false)));
-        } else {
-            std::fs::metadata(p).at(p)?;
-            candidates.push((p.clone(), true));
+            out.extend(found.into_iter().map(|f| (f, false)));
+            continue;
         }
+        if let (Ok(target), Err(_)) = (std::fs::read_link(p), std::fs::metadata(p)) {
+            let detail = format!(
+                "a symbolic link to {}, which does not exist (a relative link is resolved from the link's own \
+                 folder); import the file itself",
+                target.display()
+            );
+            return Err(Error::Format { path: p.clone(), detail });
+        }
+        std::fs::metadata(p).at(p)?;
+        out.push((p.clone(), true));
     }
-    for (path, explicit) in candidates {
+    Ok(out)
+}
+
+/// Imports the files of `manifest` found among `paths`, reporting nothing while hashing and copying.
+pub fn import(store: &Store, manifest: &Manifest, paths: &[PathBuf], copy: bool) -> Result<Vec<Imported>> {
+    import_with(store, manifest, paths, copy, &Silent)
+}
+
+/// Imports the files of `manifest` found among `paths`; hashing and copying are counted on `progress`.
+pub fn import_with(
+    store: &Store,
+    manifest: &Manifest,
+    paths: &[PathBuf],
+    copy: bool,
+    progress: &dyn Progress,
+) -> Result<Vec<Imported>> {
+    let mut done: Vec<Imported> = Vec::new();
+    for (path, explicit) in candidates(paths)? {
         if !manifest.alternatives.is_empty() && zipdir::is_zip(&path) {
-            if let Some(imported) = import_alternative(store, manifest, &path, explicit, copy)? {
+            if let Some(imported) = import_alternative(store, manifest, &path, explicit, copy, progress)? {
                 done.push(imported);
                 continue;
             }
         }
-        let size = std::fs::metadata(&path).at(&path)?.len();
-        let pending: Vec<&FileEntry> =
-            manifest.files.iter().filter(|f| f.size == size && !done.iter().any(|d| d.file == f.name)).collect();
-        if pending.is_empty() {
-            if explicit {
-                let detail = match manifest.alternatives.values().next() {
-                    Some(alt) if zipdir::is_zip(&path) => kaggle::not_this_layout(alt),
-                    _ => format!("{size} bytes: no file of {} has this size", manifest.name),
-                };
-                return Err(Error::Format { path, detail });
-            }
-            continue;
-        }
-        // Already in place and verified: nothing to hash.
-        if let Some(f) = pending.iter().find(|f| {
-            let dest = store.file_path(manifest, f);
-            verify::is_stamped(&dest, f) && same_file(&dest, &path)
-        }) {
-            let dest = store.file_path(manifest, f);
-            done.push(Imported {
-                file: f.name.clone(),
-                source: path,
-                dest,
-                how: "already present",
-                checked: "SHA-256".into(),
-            });
-            continue;
-        }
-        let bar = ProgressBar::with_draw_target(Some(size), ProgressDrawTarget::stderr());
-        bar.set_style(
-            ProgressStyle::with_template("hashing {msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}")
-                .expect("valid template"),
-        );
-        bar.set_message(path.file_name().unwrap_or_default().to_string_lossy().into_owned());
-        let sha = verify::sha256_file(&path, Some(&bar))?;
-        bar.finish_and_clear();
-        match pending.iter().find(|f| f.sha256 == sha) {
-            Some(f) => {
-                let dest = store.file_path(manifest, f);
-                let how = if verify::is_stamped(&dest, f) || same_file(&dest, &path) {
-                    "already present"
-                } else {
-                    place(&path, &dest, copy)?
-                };
-                verify::write_stamp(&dest, &sha)?;
-                done.push(Imported { file: f.name.clone(), source: path, dest, how, checked: "SHA-256".into() });
-            }
-            None => {
-                let names: Vec<&str> = pending.iter().map(|f| f.name.as_str()).collect();
-                return Err(Error::Format {
-                    path,
-                    detail: format!(
-                        "{size} bytes like {}, but its SHA-256 {sha} matches no file of {}",
-                        names.join(", "),
-                        manifest.name
-                    ),
-                });
-            }
+        if let Some(imported) = import_file(store, manifest, path, explicit, copy, &done, progress)? {
+            done.push(imported);
         }
     }
     if done.is_empty() {
@@ -171,6 +175,67 @@ pub fn import(store: &Store, manifest: &Manifest, paths: &[PathBuf], copy: bool)
     Ok(done)
 }
 
+/// Matches one file against the manifest files not yet imported, by size then SHA-256; places and
+/// stamps it. `None` for a file found in a folder that is of no size the manifest lists.
+fn import_file(
+    store: &Store,
+    manifest: &Manifest,
+    path: PathBuf,
+    explicit: bool,
+    copy: bool,
+    done: &[Imported],
+    progress: &dyn Progress,
+) -> Result<Option<Imported>> {
+    let size = std::fs::metadata(&path).at(&path)?.len();
+    let pending: Vec<&FileEntry> =
+        manifest.files.iter().filter(|f| f.size == size && !done.iter().any(|d| d.file == f.name)).collect();
+    if pending.is_empty() {
+        if !explicit {
+            return Ok(None);
+        }
+        let detail = match manifest.alternatives.values().next() {
+            Some(alt) if zipdir::is_zip(&path) => kaggle::not_this_layout(alt),
+            _ => format!("{size} bytes: no file of {} has this size", manifest.name),
+        };
+        return Err(Error::Format { path, detail });
+    }
+    let imported = |f: &FileEntry, source: PathBuf, how| Imported {
+        file: f.name.clone(),
+        source,
+        dest: store.file_path(manifest, f),
+        how,
+        checked: "SHA-256".into(),
+    };
+    // Already in place and verified: nothing to hash.
+    if let Some(f) = pending.iter().find(|f| {
+        let dest = store.file_path(manifest, f);
+        verify::is_stamped(&dest, f) && same_file(&dest, &path)
+    }) {
+        return Ok(Some(imported(f, path, "already present")));
+    }
+    let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
+    let task = progress.task(&format!("hashing {name}"), Unit::Bytes, Some(size), 0);
+    let sha = verify::sha256_file(&path, Some(&*task))?;
+    task.finish();
+    let Some(f) = pending.iter().find(|f| f.sha256 == sha) else {
+        let names: Vec<&str> = pending.iter().map(|f| f.name.as_str()).collect();
+        let detail = format!(
+            "{size} bytes like {}, but its SHA-256 {sha} matches no file of {}",
+            names.join(", "),
+            manifest.name
+        );
+        return Err(Error::Format { path, detail });
+    };
+    let dest = store.file_path(manifest, f);
+    let how = if verify::is_stamped(&dest, f) || same_file(&dest, &path) {
+        "already present"
+    } else {
+        place(&path, &dest, copy, progress)?
+    };
+    verify::write_stamp(&dest, &sha)?;
+    Ok(Some(imported(f, path, how)))
+}
+
 /// Checks a zip against each alternative of the manifest; places and stamps the first it matches.
 /// `None` when it is of no alternative's layout.
 fn import_alternative(
@@ -179,6 +244,7 @@ fn import_alternative(
     path: &Path,
     explicit: bool,
     copy: bool,
+    progress: &dyn Progress,
 ) -> Result<Option<Imported>> {
     for (name, alt) in &manifest.alternatives {
         // In a folder, a zip that is not even readable is someone else's, unless it has this name.
@@ -194,7 +260,7 @@ fn import_alternative(
             "already present"
         } else {
             verify::remove_stamp(&dest);
-            place(path, &dest, copy)?
+            place(path, &dest, copy, progress)?
         };
         verify::write_layout_stamp(&dest, name, &zip.digest)?;
         let count = |split: &str| zip.splits.get(split).map_or(0, Vec::len);

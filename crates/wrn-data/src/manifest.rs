@@ -165,6 +165,16 @@ fn is_hex(s: &str, len: usize) -> bool {
     s.len() == len && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
+/// A dataset's or an alternative's name: non-empty ASCII letters, digits, `-` or `_`.
+fn is_plain_name(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// A URL that fetch can read: `http://`, `https://` or `file://`.
+fn is_fetchable(url: &str) -> bool {
+    url.starts_with("https://") || url.starts_with("http://") || url.starts_with("file://")
+}
+
 /// A relative path with no `..`, no root and no empty components.
 pub(crate) fn is_safe_relative(path: &str) -> bool {
     !path.is_empty() && !path.contains('\\') && Path::new(path).components().all(|c| matches!(c, Component::Normal(_)))
@@ -204,7 +214,31 @@ impl Manifest {
 
     /// Checks the invariants the types cannot express; returns what is wrong.
     pub fn validate(&self) -> std::result::Result<(), String> {
-        if self.name.is_empty() || !self.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+        self.validate_header()?;
+        let mut names = BTreeSet::new();
+        for f in &self.files {
+            if !names.insert(&f.name) {
+                return Err(format!("file `{}`: listed twice", f.name));
+            }
+            self.validate_file(f).map_err(|what| format!("file `{}`: {what}", f.name))?;
+            let mut paths = BTreeSet::new();
+            for m in &f.members {
+                let ctx = |what: String| format!("file `{}`, member `{}`: {what}", f.name, m.path);
+                self.validate_member(m).map_err(ctx)?;
+                if !paths.insert(&m.path) {
+                    return Err(ctx("listed twice".into()));
+                }
+            }
+        }
+        for (name, a) in &self.alternatives {
+            self.validate_alternative(name, a, &names).map_err(|what| format!("alternative `{name}`: {what}"))?;
+        }
+        Ok(())
+    }
+
+    /// The name, the splits and the classes.
+    fn validate_header(&self) -> std::result::Result<(), String> {
+        if !is_plain_name(&self.name) {
             return Err(format!("name `{}` must be non-empty ASCII letters, digits, `-` or `_`", self.name));
         }
         if self.splits.is_empty() || self.splits.values().any(|&n| n == 0) {
@@ -223,107 +257,100 @@ impl Manifest {
         if self.files.is_empty() {
             return Err("no files".into());
         }
-        let mut names = BTreeSet::new();
-        for f in &self.files {
-            let ctx = |what: String| format!("file `{}`: {what}", f.name);
-            if f.name.contains('/') || !is_safe_relative(&f.name) {
-                return Err(ctx("the name must be a plain file name".into()));
+        Ok(())
+    }
+
+    /// One file: its name, size, digests, URLs and split.
+    fn validate_file(&self, f: &FileEntry) -> std::result::Result<(), String> {
+        if f.name.contains('/') || !is_safe_relative(&f.name) {
+            return Err("the name must be a plain file name".into());
+        }
+        if f.size == 0 {
+            return Err("size must be positive".into());
+        }
+        if !is_hex(&f.sha256, 64) {
+            return Err(format!("sha256 `{}` is not 64 lowercase hex digits", f.sha256));
+        }
+        if let Some(md5) = f.md5.as_deref().filter(|h| !is_hex(h, 32)) {
+            return Err(format!("md5 `{md5}` is not 32 lowercase hex digits"));
+        }
+        if let Some(url) = std::iter::once(&f.url).chain(&f.mirrors).find(|u| !is_fetchable(u)) {
+            return Err(format!("URL `{url}` is not http(s):// or file://"));
+        }
+        self.validate_split(f.split.as_deref())
+    }
+
+    /// One archive member: a safe path, digests, split.
+    fn validate_member(&self, m: &Member) -> std::result::Result<(), String> {
+        if !is_safe_relative(&m.path) {
+            return Err("must be a relative path without `..`".into());
+        }
+        if let Some(h) = m.sha256.as_deref().filter(|h| !is_hex(h, 64)) {
+            return Err(format!("sha256 `{h}` is not 64 lowercase hex digits"));
+        }
+        if let Some(h) = m.md5.as_deref().filter(|h| !is_hex(h, 32)) {
+            return Err(format!("md5 `{h}` is not 32 lowercase hex digits"));
+        }
+        self.validate_split(m.split.as_deref())
+    }
+
+    /// A split named by a file or member must be one of the dataset's.
+    fn validate_split(&self, split: Option<&str>) -> std::result::Result<(), String> {
+        match split {
+            Some(split) if !self.splits.contains_key(split) => {
+                Err(format!("split `{split}` is not among the dataset's splits"))
             }
-            if !names.insert(&f.name) {
-                return Err(ctx("listed twice".into()));
-            }
-            if f.size == 0 {
-                return Err(ctx("size must be positive".into()));
-            }
-            if !is_hex(&f.sha256, 64) {
-                return Err(ctx(format!("sha256 `{}` is not 64 lowercase hex digits", f.sha256)));
-            }
-            if let Some(md5) = &f.md5 {
-                if !is_hex(md5, 32) {
-                    return Err(ctx(format!("md5 `{md5}` is not 32 lowercase hex digits")));
-                }
-            }
-            for url in std::iter::once(&f.url).chain(&f.mirrors) {
-                if !(url.starts_with("https://") || url.starts_with("http://") || url.starts_with("file://")) {
-                    return Err(ctx(format!("URL `{url}` is not http(s):// or file://")));
-                }
-            }
-            if let Some(split) = &f.split {
-                if !self.splits.contains_key(split) {
-                    return Err(ctx(format!("split `{split}` is not among the dataset's splits")));
-                }
-            }
-            let mut paths = BTreeSet::new();
-            for m in &f.members {
-                let ctx = |what: String| format!("file `{}`, member `{}`: {what}", f.name, m.path);
-                if !is_safe_relative(&m.path) {
-                    return Err(ctx("must be a relative path without `..`".into()));
-                }
-                if !paths.insert(&m.path) {
-                    return Err(ctx("listed twice".into()));
-                }
-                if let Some(h) = &m.sha256 {
-                    if !is_hex(h, 64) {
-                        return Err(ctx(format!("sha256 `{h}` is not 64 lowercase hex digits")));
-                    }
-                }
-                if let Some(h) = &m.md5 {
-                    if !is_hex(h, 32) {
-                        return Err(ctx(format!("md5 `{h}` is not 32 lowercase hex digits")));
-                    }
-                }
-                if let Some(split) = &m.split {
-                    if !self.splits.contains_key(split) {
-                        return Err(ctx(format!("split `{split}` is not among the dataset's splits")));
-                    }
-                }
+            _ => Ok(()),
+        }
+    }
+
+    /// One alternative: its name, file, URL and members, and folders that cover exactly the dataset's
+    /// splits without overlapping.
+    fn validate_alternative(
+        &self,
+        name: &str,
+        a: &Alternative,
+        files: &BTreeSet<&String>,
+    ) -> std::result::Result<(), String> {
+        if !is_plain_name(name) {
+            return Err("the name must be non-empty ASCII letters, digits, `-` or `_`".into());
+        }
+        if a.file.contains('/') || !is_safe_relative(&a.file) {
+            return Err(format!("file `{}` must be a plain file name", a.file));
+        }
+        if files.contains(&a.file) {
+            return Err(format!("file `{}` is also one of the dataset's files", a.file));
+        }
+        if !is_fetchable(&a.url) {
+            return Err(format!("URL `{}` is not http(s):// or file://", a.url));
+        }
+        if let Some(member) = [&a.class_list, &a.val_labels].into_iter().find(|m| !is_safe_relative(m)) {
+            return Err(format!("member `{member}` must be a relative path without `..`"));
+        }
+        if a.folders.keys().ne(self.splits.keys()) {
+            let folders: Vec<&str> = a.folders.keys().map(String::as_str).collect();
+            let splits: Vec<&str> = self.splits.keys().map(String::as_str).collect();
+            return Err(format!(
+                "folders for splits [{}], but the dataset's splits are [{}]",
+                folders.join(", "),
+                splits.join(", ")
+            ));
+        }
+        for (split, folder) in &a.folders {
+            if !is_safe_relative(folder.strip_suffix('/').unwrap_or("")) {
+                return Err(format!(
+                    "folder `{folder}` of split `{split}` must be a relative path without `..`, ending in `/`"
+                ));
             }
         }
-        for (name, a) in &self.alternatives {
-            let ctx = |what: String| format!("alternative `{name}`: {what}");
-            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
-                return Err(ctx("the name must be non-empty ASCII letters, digits, `-` or `_`".into()));
-            }
-            if a.file.contains('/') || !is_safe_relative(&a.file) {
-                return Err(ctx(format!("file `{}` must be a plain file name", a.file)));
-            }
-            if names.contains(&a.file) {
-                return Err(ctx(format!("file `{}` is also one of the dataset's files", a.file)));
-            }
-            if !(a.url.starts_with("https://") || a.url.starts_with("http://") || a.url.starts_with("file://")) {
-                return Err(ctx(format!("URL `{}` is not http(s):// or file://", a.url)));
-            }
-            for member in [&a.class_list, &a.val_labels] {
-                if !is_safe_relative(member) {
-                    return Err(ctx(format!("member `{member}` must be a relative path without `..`")));
-                }
-            }
-            if a.folders.keys().ne(self.splits.keys()) {
-                let folders: Vec<&str> = a.folders.keys().map(String::as_str).collect();
-                let splits: Vec<&str> = self.splits.keys().map(String::as_str).collect();
-                return Err(ctx(format!(
-                    "folders for splits [{}], but the dataset's splits are [{}]",
-                    folders.join(", "),
-                    splits.join(", ")
-                )));
-            }
-            for (split, folder) in &a.folders {
-                let inner = folder.strip_suffix('/').unwrap_or("");
-                if !is_safe_relative(inner) {
-                    return Err(ctx(format!(
-                        "folder `{folder}` of split `{split}` must be a relative path without `..`, ending in `/`"
-                    )));
-                }
-            }
-            let folders: Vec<&String> = a.folders.values().collect();
-            if let Some((x, y)) = folders
-                .iter()
-                .enumerate()
-                .flat_map(|(i, x)| folders[i + 1..].iter().map(move |y| (x, y)))
-                .find(|(x, y)| x.starts_with(y.as_str()) || y.starts_with(x.as_str()))
-            {
-                return Err(ctx(format!("folders `{x}` and `{y}` overlap")));
-            }
+        let folders: Vec<&String> = a.folders.values().collect();
+        if let Some((x, y)) = folders
+            .iter()
+            .enumerate()
+            .flat_map(|(i, x)| folders[i + 1..].iter().map(move |y| (x, y)))
+            .find(|(x, y)| x.starts_with(y.as_str()) || y.starts_with(x.as_str()))
+        {
+            return Err(format!("folders `{x}` and `{y}` overlap"));
         }
         Ok(())
     }

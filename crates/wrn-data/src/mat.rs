@@ -7,6 +7,12 @@
 //! which are streamed through the decoder without holding the compressed bytes. Supported: real numeric
 //! arrays (any integer type, single, double), char arrays, cell arrays and struct arrays; sparse, complex
 //! and object arrays are refused. Every fault is an error naming the file.
+//!
+//! Hostile or damaged files cost work in proportion to their size: every size and element count a
+//! file claims is checked against the bytes that remain before it is trusted (a compressed element
+//! bounds what it holds by zlib's largest expansion, 1032 to 1), data is read as it arrives rather than
+//! allocated from a claim, a struct array with no fields may have at most 65536 elements, and a
+//! variable or struct field that appears twice is an error.
 
 use std::collections::BTreeMap;
 use std::io::{BufReader, Read, Write};
@@ -118,71 +124,100 @@ impl Value {
     }
 }
 
+/// The most a zlib stream can expand: 1032 bytes out per byte in (deflate's limit), so a compressed
+/// element of `n` bytes bounds the matrix inside it by `1032 n`.
+const ZLIB_RATIO: u64 = 1032;
+/// The most elements read of a struct array with no fields, whose elements take no bytes in the file.
+const MAX_EMPTY_STRUCT: u64 = 1 << 16;
+
+/// A reader that knows how far it has read: every size a file claims is checked against the bytes
+/// that remain before it is trusted, so damaged or hostile files cost work in proportion to their size.
 struct Reader<R: Read> {
     inner: R,
     path: PathBuf,
+    /// Bytes read so far.
+    pos: u64,
 }
 
 impl<R: Read> Reader<R> {
+    fn new(inner: R, path: &Path) -> Reader<R> {
+        Reader { inner, path: path.into(), pos: 0 }
+    }
     fn err(&self, detail: String) -> Error {
         Error::Format { path: self.path.clone(), detail }
     }
     fn exact(&mut self, buf: &mut [u8], what: &str) -> Result<()> {
-        self.inner.read_exact(buf).map_err(|e| self.err(format!("{what}: {e} (truncated or corrupt)")))
+        self.inner.read_exact(buf).map_err(|e| self.err(format!("{what}: {e} (truncated or corrupt)")))?;
+        self.pos += buf.len() as u64;
+        Ok(())
     }
     fn u32(&mut self, what: &str) -> Result<u32> {
         let mut b = [0u8; 4];
         self.exact(&mut b, what)?;
         Ok(u32::from_le_bytes(b))
     }
-    /// Reads a sub-element: (type, data without padding).
-    fn element(&mut self, what: &str, limit: u64) -> Result<(u32, Vec<u8>)> {
+    /// Bytes left before `end`.
+    fn left(&self, end: u64) -> u64 {
+        end.saturating_sub(self.pos)
+    }
+    /// Reads `n` bytes, growing the buffer only as they arrive (a size claimed is not allocated up front).
+    fn bytes(&mut self, n: u64, what: &str) -> Result<Vec<u8>> {
+        let mut buf = Vec::with_capacity(n.min(1 << 20) as usize);
+        let read = (&mut self.inner).take(n).read_to_end(&mut buf);
+        read.map_err(|e| self.err(format!("{what}: {e} (truncated or corrupt)")))?;
+        self.pos += buf.len() as u64;
+        if (buf.len() as u64) < n {
+            return Err(self.err(format!("{what}: {} of {n} bytes present (truncated)", buf.len())));
+        }
+        Ok(buf)
+    }
+    /// Reads a sub-element that must end by `end`: (type, data without padding).
+    fn element(&mut self, what: &str, end: u64) -> Result<(u32, Vec<u8>)> {
         let first = self.u32(what)?;
         let (kind, n, padded) = if first >> 16 != 0 {
-            (first & 0xffff, first >> 16, 4)
+            (first & 0xffff, u64::from(first >> 16), 4)
         } else {
-            let n = self.u32(what)?;
-            (first, n, (n as usize).div_ceil(8) * 8)
+            let n = u64::from(self.u32(what)?);
+            (first, n, n.div_ceil(8) * 8)
         };
-        if u64::from(n) > limit {
-            return Err(self.err(format!("{what}: {n} bytes, more than the {limit} that remain")));
+        if n > self.left(end) {
+            return Err(self.err(format!("{what}: {n} bytes, more than the {} that remain", self.left(end))));
         }
-        let mut buf = vec![0u8; padded];
-        self.exact(&mut buf, what)?;
+        let mut buf = self.bytes(padded.min(self.left(end).max(n)), what)?;
         buf.truncate(n as usize);
         Ok((kind, buf))
     }
 
-    /// Reads an `miMATRIX` element including its tag; returns (name, value).
-    fn matrix_element(&mut self, limit: u64) -> Result<(String, Value)> {
+    /// Reads an `miMATRIX` element including its tag, which must end by `end`; returns (name, value).
+    fn matrix_element(&mut self, end: u64) -> Result<(String, Value)> {
         let kind = self.u32("matrix tag")?;
         let size = self.u32("matrix size")?;
         if kind != MI_MATRIX {
             return Err(self.err(format!("element of type {kind} where a matrix was expected")));
         }
-        if u64::from(size) > limit {
-            return Err(self.err(format!("matrix of {size} bytes inside {limit}")));
+        if u64::from(size) > self.left(end) {
+            return Err(self.err(format!("matrix of {size} bytes, more than the {} that remain", self.left(end))));
         }
         if size == 0 {
             return Ok((String::new(), Value::Empty));
         }
-        self.matrix(u64::from(size))
+        self.matrix(self.pos + u64::from(size))
     }
 
-    /// The body of an `miMATRIX` of `size` bytes.
-    fn matrix(&mut self, size: u64) -> Result<(String, Value)> {
-        let (kind, flags) = self.element("array flags", 8)?;
+    /// The body of an `miMATRIX` ending at `end`.
+    fn matrix(&mut self, end: u64) -> Result<(String, Value)> {
+        let (kind, flags) = self.element("array flags", end.min(self.pos + 16))?;
         if kind != MI_UINT32 || flags.len() != 8 {
             return Err(self.err(format!("array flags of type {kind}; expected miUINT32, 8 bytes")));
         }
         let (class, complex) = (flags[0], flags[1] & 0x08 != 0);
-        let (kind, dims) = self.element("dimensions", 256)?;
+        let (kind, dims) = self.element("dimensions", end.min(self.pos + 8 + 256))?;
         if kind != MI_INT32 || dims.is_empty() || dims.len() % 4 != 0 {
             return Err(self.err(format!("dimensions of type {kind}; expected miINT32")));
         }
         let dims: Vec<u32> = dims.chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().unwrap())).collect();
         let count = dims.iter().try_fold(1u64, |a, &d| a.checked_mul(u64::from(d))).unwrap_or(u64::MAX);
-        let (kind, name) = self.element("array name", 4096)?;
+        let (kind, name) = self.element("array name", end.min(self.pos + 8 + 4096))?;
         if kind != MI_INT8 {
             return Err(self.err(format!("array name of type {kind}; expected miINT8")));
         }
@@ -191,72 +226,135 @@ impl<R: Read> Reader<R> {
             return Err(self.err(format!("variable `{name}` is complex")));
         }
         let value = match class {
-            MX_CELL => {
-                let items = (0..count).map(|_| self.matrix_element(size).map(|(_, v)| v)).collect::<Result<_>>()?;
-                Value::Cell { dims, items }
-            }
-            MX_STRUCT => {
-                let (_, len) = self.element("field name length", 4)?;
-                let len = u32::from_le_bytes(len.get(..4).and_then(|b| b.try_into().ok()).unwrap_or([0; 4])) as usize;
-                let (_, names) = self.element("field names", size)?;
-                if len == 0 || names.len() % len != 0 {
-                    return Err(
-                        self.err(format!("struct `{name}`: field names of {} bytes in {len}-byte slots", names.len()))
-                    );
-                }
-                let fields: Vec<String> = names
-                    .chunks(len)
-                    .map(|c| String::from_utf8_lossy(c.split(|&b| b == 0).next().unwrap_or_default()).into_owned())
-                    .collect();
-                let mut items = Vec::with_capacity(count.min(1 << 20) as usize);
-                for _ in 0..count {
-                    let mut item = BTreeMap::new();
-                    for f in &fields {
-                        item.insert(f.clone(), self.matrix_element(size)?.1);
-                    }
-                    items.push(item);
-                }
-                Value::Struct { dims, items }
-            }
-            MX_CHAR => {
-                let (kind, raw) = self.element(&format!("char data of `{name}`"), size)?;
-                let text = match kind {
-                    MI_UTF8 | MI_UINT8 | MI_INT8 => String::from_utf8_lossy(&raw).into_owned(),
-                    MI_UINT16 => {
-                        let units: Vec<u16> = raw.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect();
-                        String::from_utf16_lossy(&units)
-                    }
-                    _ => return Err(self.err(format!("char array `{name}` stored as type {kind}"))),
-                };
-                Value::Char { dims, text }
-            }
-            3..=15 => {
-                let (mi_type, raw) = self.element(&format!("data of `{name}`"), size)?;
-                let w = width(mi_type).ok_or_else(|| self.err(format!("`{name}`: data of type {mi_type}")))?;
-                if raw.len() as u64 != count * w as u64 {
-                    return Err(self.err(format!(
-                        "`{name}`: {} data bytes for dimensions {dims:?} of {w}-byte values",
-                        raw.len()
-                    )));
-                }
-                Value::Numeric { dims, mi_type, raw }
-            }
+            MX_CELL => self.cell(&name, dims, count, end)?,
+            MX_STRUCT => self.structure(&name, dims, count, end)?,
+            MX_CHAR => self.char_array(&name, dims, end)?,
+            3..=15 => self.numeric(&name, dims, count, end)?,
             other => return Err(self.err(format!("variable `{name}`: array class {other} is not supported"))),
         };
         Ok((name, value))
+    }
+
+    /// Checks that `count` elements of at least `each` bytes fit in what remains before `end`.
+    fn fits(&self, what: &str, name: &str, count: u64, each: u64, end: u64) -> Result<()> {
+        if count.saturating_mul(each) > self.left(end) {
+            return Err(self.err(format!(
+                "{what} `{name}` claims {count} elements, more than the {} bytes that remain can hold",
+                self.left(end)
+            )));
+        }
+        Ok(())
+    }
+
+    fn cell(&mut self, name: &str, dims: Vec<u32>, count: u64, end: u64) -> Result<Value> {
+        self.fits("cell array", name, count, 8, end)?;
+        let mut items = Vec::new();
+        for _ in 0..count {
+            items.push(self.matrix_element(end)?.1);
+        }
+        Ok(Value::Cell { dims, items })
+    }
+
+    fn structure(&mut self, name: &str, dims: Vec<u32>, count: u64, end: u64) -> Result<Value> {
+        let (_, len) = self.element("field name length", end.min(self.pos + 16))?;
+        let len = u32::from_le_bytes(len.get(..4).and_then(|b| b.try_into().ok()).unwrap_or([0; 4])) as usize;
+        let (_, names) = self.element("field names", end)?;
+        if len == 0 || names.len() % len != 0 {
+            return Err(self.err(format!("struct `{name}`: field names of {} bytes in {len}-byte slots", names.len())));
+        }
+        let fields: Vec<String> = names
+            .chunks(len)
+            .map(|c| String::from_utf8_lossy(c.split(|&b| b == 0).next().unwrap_or_default()).into_owned())
+            .collect();
+        if let Some(twice) = fields.iter().enumerate().find(|(i, f)| fields[..*i].contains(f)) {
+            return Err(self.err(format!("struct `{name}`: field `{}` appears twice", twice.1)));
+        }
+        if fields.is_empty() && count > MAX_EMPTY_STRUCT {
+            return Err(self.err(format!(
+                "struct `{name}` has no fields and claims {count} elements (at most {MAX_EMPTY_STRUCT} are read)"
+            )));
+        }
+        self.fits("struct", name, count, 8 * fields.len() as u64, end)?;
+        let mut items = Vec::new();
+        for _ in 0..count {
+            let mut item = BTreeMap::new();
+            for f in &fields {
+                item.insert(f.clone(), self.matrix_element(end)?.1);
+            }
+            items.push(item);
+        }
+        Ok(Value::Struct { dims, items })
+    }
+
+    fn char_array(&mut self, name: &str, dims: Vec<u32>, end: u64) -> Result<Value> {
+        let (kind, raw) = self.element(&format!("char data of `{name}`"), end)?;
+        let text = match kind {
+            MI_UTF8 | MI_UINT8 | MI_INT8 => String::from_utf8_lossy(&raw).into_owned(),
+            MI_UINT16 => {
+                let units: Vec<u16> = raw.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect();
+                String::from_utf16_lossy(&units)
+            }
+            _ => return Err(self.err(format!("char array `{name}` stored as type {kind}"))),
+        };
+        Ok(Value::Char { dims, text })
+    }
+
+    fn numeric(&mut self, name: &str, dims: Vec<u32>, count: u64, end: u64) -> Result<Value> {
+        let (mi_type, raw) = self.element(&format!("data of `{name}`"), end)?;
+        let w = width(mi_type).ok_or_else(|| self.err(format!("`{name}`: data of type {mi_type}")))?;
+        if raw.len() as u64 != count.saturating_mul(w as u64) {
+            return Err(
+                self.err(format!("`{name}`: {} data bytes for dimensions {dims:?} of {w}-byte values", raw.len()))
+            );
+        }
+        Ok(Value::Numeric { dims, mi_type, raw })
     }
 }
 
 /// Reads every top-level variable of a level-5 MAT-file, in file order.
 pub fn read(path: &Path) -> Result<Vec<(String, Value)>> {
     let file = std::fs::File::open(path).at(path)?;
-    read_from(BufReader::with_capacity(1 << 20, file), path)
+    let len = file.metadata().at(path)?.len();
+    read_from(BufReader::with_capacity(1 << 20, file), len, path)
 }
 
-/// Like [`read`], from any reader (an archive member); `origin` names it in errors.
-pub fn read_from(reader: impl Read, origin: &Path) -> Result<Vec<(String, Value)>> {
-    let path = origin;
-    let mut r = Reader { inner: reader, path: path.into() };
+/// Like [`read`], from any reader of `len` bytes (an archive member); `origin` names it in errors.
+/// Variables are refused when a name appears twice.
+pub fn read_from(reader: impl Read, len: u64, origin: &Path) -> Result<Vec<(String, Value)>> {
+    let mut r = Reader::new(reader, origin);
+    read_header(&mut r)?;
+    let mut vars: Vec<(String, Value)> = Vec::new();
+    loop {
+        let mut first = [0u8; 4];
+        match r.inner.read(&mut first[..1]) {
+            Ok(0) => break,
+            Ok(_) => r.pos += 1,
+            Err(e) => return Err(r.err(format!("reading an element: {e}"))),
+        }
+        r.exact(&mut first[1..], "element tag")?;
+        let kind = u32::from_le_bytes(first);
+        let n = u64::from(r.u32("element size")?);
+        if n > len.saturating_sub(r.pos) {
+            return Err(r.err(format!(
+                "element of {n} bytes, more than the {} left in the file (truncated or corrupt)",
+                len.saturating_sub(r.pos)
+            )));
+        }
+        let (name, value) = match kind {
+            MI_COMPRESSED => compressed(&mut r, n)?,
+            MI_MATRIX => r.matrix(r.pos + n)?,
+            other => return Err(r.err(format!("top-level element of type {other}; expected miMATRIX or miCOMPRESSED"))),
+        };
+        if vars.iter().any(|(v, _)| *v == name) {
+            return Err(r.err(format!("variable `{name}` appears twice; a MAT-file holds each variable once")));
+        }
+        vars.push((name, value));
+    }
+    Ok(vars)
+}
+
+/// The 128-byte header: the text, the version and the endian mark.
+fn read_header<R: Read>(r: &mut Reader<R>) -> Result<()> {
     let mut header = [0u8; 128];
     r.exact(&mut header, "header")?;
     if !header.starts_with(b"MATLAB 5.0 MAT-file") {
@@ -266,32 +364,24 @@ pub fn read_from(reader: impl Read, origin: &Path) -> Result<Vec<(String, Value)
     if &header[126..128] != b"IM" || u16::from_le_bytes([header[124], header[125]]) != 0x0100 {
         return Err(r.err("expected version 0x0100 and little-endian mark `IM`".into()));
     }
-    let mut vars = Vec::new();
-    loop {
-        let mut first = [0u8; 4];
-        match r.inner.read(&mut first[..1]) {
-            Ok(0) => break,
-            Ok(_) => {}
-            Err(e) => return Err(r.err(format!("reading an element: {e}"))),
-        }
-        r.exact(&mut first[1..], "element tag")?;
-        let kind = u32::from_le_bytes(first);
-        let n = r.u32("element size")?;
-        match kind {
-            MI_COMPRESSED => {
-                let taken = (&mut r.inner).take(u64::from(n));
-                let mut z = Reader { inner: ZlibDecoder::new(taken), path: path.into() };
-                vars.push(z.matrix_element(u64::MAX)?);
-                let drained = std::io::copy(&mut z.inner, &mut std::io::sink());
-                let mut rest = z.inner.into_inner();
-                let drained = drained.and_then(|_| std::io::copy(&mut rest, &mut std::io::sink()));
-                drained.map_err(|e| r.err(format!("compressed element: {e} (truncated or corrupt)")))?;
-            }
-            MI_MATRIX => vars.push(r.matrix(u64::from(n))?),
-            other => return Err(r.err(format!("top-level element of type {other}; expected miMATRIX or miCOMPRESSED"))),
-        }
+    Ok(())
+}
+
+/// An `miCOMPRESSED` element of `n` bytes: the matrix inside, streamed through the decoder (bounded by
+/// what `n` bytes can expand to), then the rest of the element read over.
+fn compressed<R: Read>(r: &mut Reader<R>, n: u64) -> Result<(String, Value)> {
+    let taken = (&mut r.inner).take(n);
+    let mut z = Reader::new(ZlibDecoder::new(taken), &r.path);
+    let var = z.matrix_element(n.saturating_mul(ZLIB_RATIO))?;
+    let mut rest = z.inner.into_inner();
+    let drained = std::io::copy(&mut rest, &mut std::io::sink());
+    let left = rest.limit();
+    drained.map_err(|e| r.err(format!("compressed element: {e} (truncated or corrupt)")))?;
+    if left > 0 {
+        return Err(r.err(format!("compressed element: {left} of its {n} bytes missing (truncated)")));
     }
-    Ok(vars)
+    r.pos += n;
+    Ok(var)
 }
 
 fn put_element(out: &mut Vec<u8>, kind: u32, data: &[u8]) {
@@ -430,10 +520,81 @@ mod tests {
         let bytes = Value::Numeric { dims: vec![3, 1], mi_type: MI_UINT8, raw: vec![1, 2, 250] };
         let mut file = Vec::new();
         write(&mut file, &[("synsets", &synsets), ("c", &cell), ("y", &bytes)]).unwrap();
-        let vars = read_from(file.as_slice(), Path::new("written.mat")).unwrap();
+        let vars = read_from(file.as_slice(), file.len() as u64, Path::new("written.mat")).unwrap();
         assert_eq!(vars, vec![("synsets".into(), synsets), ("c".into(), cell), ("y".into(), bytes)]);
         // Damage is an error naming the file, never a panic.
-        let err = read_from(&file[..file.len() - 9], Path::new("written.mat")).unwrap_err().to_string();
+        let err = read_from(&file[..file.len() - 9], file.len() as u64 - 9, Path::new("written.mat"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("written.mat"), "{err}");
+    }
+
+    /// A level-5 file holding `body` as one zlib-compressed top-level element.
+    fn compressed_file(body: &[u8]) -> Vec<u8> {
+        let mut file = Vec::new();
+        write(&mut file, &[]).unwrap();
+        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+        z.write_all(body).unwrap();
+        let packed = z.finish().unwrap();
+        file.extend(MI_COMPRESSED.to_le_bytes());
+        file.extend((packed.len() as u32).to_le_bytes());
+        file.extend(packed);
+        file
+    }
+
+    fn read_err(file: &[u8]) -> String {
+        let started = std::time::Instant::now();
+        let err = read_from(file, file.len() as u64, Path::new("hostile.mat")).unwrap_err().to_string();
+        assert!(started.elapsed().as_secs() < 5, "{err}: took {:?}", started.elapsed());
+        assert!(err.starts_with("hostile.mat: "), "{err}");
+        err
+    }
+
+    #[test]
+    fn sizes_a_file_claims_are_bounded_by_the_bytes_that_remain() {
+        // A struct with no fields and 65535x65535 elements, which take no bytes: refused, not looped over.
+        let empty = Value::Struct { dims: vec![65535, 65535], items: vec![] };
+        let file = compressed_file(&matrix_element("synsets", &empty));
+        assert!(file.len() < 200);
+        let err = read_err(&file);
+        assert!(err.contains("struct `synsets` has no fields and claims 4294836225 elements"), "{err}");
+        // The same shape uncompressed.
+        let mut raw = Vec::new();
+        write(&mut raw, &[]).unwrap();
+        raw.extend(matrix_element("synsets", &empty));
+        assert!(read_err(&raw).contains("claims 4294836225 elements"));
+        // A cell array claiming more elements than its bytes can hold.
+        let cell = Value::Cell { dims: vec![60000, 60000], items: vec![] };
+        let err = read_err(&compressed_file(&matrix_element("c", &cell)));
+        assert!(err.contains("cell array `c` claims 3600000000 elements, more than the"), "{err}");
+        // A matrix claiming 4 GiB inside a few compressed bytes.
+        let mut huge = matrix_element("x", &doubles(&[1, 1], &[1.0]));
+        huge[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
+        let err = read_err(&compressed_file(&huge));
+        assert!(err.contains("matrix of 4294967295 bytes, more than the"), "{err}");
+        // Numeric data claiming 4 GiB in a small uncompressed file: refused before anything is allocated.
+        let mut raw = Vec::new();
+        write(&mut raw, &[]).unwrap();
+        raw.extend(MI_MATRIX.to_le_bytes());
+        raw.extend(u32::MAX.to_le_bytes());
+        raw.extend([0u8; 64]);
+        assert!(read_err(&raw).contains("element of 4294967295 bytes, more than the 64 left in the file"));
+    }
+
+    #[test]
+    fn a_variable_or_a_field_stored_twice_is_refused() {
+        let y = doubles(&[1, 1], &[1.0]);
+        let mut file = Vec::new();
+        write(&mut file, &[("X", &y), ("y", &y), ("y", &y)]).unwrap();
+        let err = read_err(&file);
+        assert!(err.contains("variable `y` appears twice"), "{err}");
+        let mut item = BTreeMap::new();
+        item.insert("WNID".to_string(), chars("n01440764"));
+        item.insert("WNIE".to_string(), chars("n01440764"));
+        let mut body = matrix_element("synsets", &Value::Struct { dims: vec![1, 1], items: vec![item] });
+        let at = body.windows(4).position(|w| w == b"WNIE").unwrap();
+        body[at + 3] = b'D';
+        let err = read_err(&compressed_file(&body));
+        assert!(err.contains("struct `synsets`: field `WNID` appears twice"), "{err}");
     }
 }

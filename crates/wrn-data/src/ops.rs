@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use crate::cifar;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::fetch::{self, FetchOptions, Fetched};
 use crate::manifest::{self, Format, Manifest};
 use crate::prepare::{PrepareOptions, PreparedReport};
@@ -25,16 +25,48 @@ pub fn prepare(store: &Store, manifest: &Manifest) -> Result<Vec<PreparedReport>
 }
 
 /// Like [`prepare`], with ImageNet's options (ignored by the other formats).
+/// A manifest whose `format` finds none of its files to prepare is an error naming the manifest, the
+/// format and the files, never a silent success.
 pub fn prepare_with(store: &Store, manifest: &Manifest, opts: &PrepareOptions) -> Result<Vec<PreparedReport>> {
-    match manifest.format {
-        Format::Cifar10Binary | Format::Cifar100Binary => cifar::prepare(store, manifest),
-        Format::SvhnMat => crate::svhn::prepare(store, manifest),
-        Format::ImagenetTars => crate::imagenet::prepare(store, manifest, opts),
+    let reports = match manifest.format {
+        Format::Cifar10Binary | Format::Cifar100Binary => cifar::prepare(store, manifest)?,
+        Format::SvhnMat => crate::svhn::prepare(store, manifest)?,
+        Format::ImagenetTars => crate::imagenet::prepare(store, manifest, opts)?,
+    };
+    if reports.is_empty() {
+        return Err(nothing_to_prepare(manifest));
+    }
+    Ok(reports)
+}
+
+/// The error for a manifest whose format prepares none of its files.
+fn nothing_to_prepare(manifest: &Manifest) -> Error {
+    let format = serde_json::to_value(manifest.format).ok().and_then(|v| v.as_str().map(String::from));
+    let format = format.unwrap_or_else(|| format!("{:?}", manifest.format));
+    let files: Vec<String> = manifest
+        .files
+        .iter()
+        .map(|f| match &f.split {
+            Some(split) => format!("{} (split `{split}`)", f.name),
+            None => format!("{} (no split)", f.name),
+        })
+        .collect();
+    let splits: Vec<&str> = manifest.splits.keys().map(String::as_str).collect();
+    Error::Unsupported {
+        dataset: manifest.name.clone(),
+        detail: format!(
+            "the manifest's format `{format}` prepared none of its files [{}] into its splits [{}]; nothing was \
+             written. Fix `format` or the files' `split` in the manifest (datasets/{}.toml, or the file given \
+             to --manifest), then run `wrn data prepare` again",
+            files.join(", "),
+            splits.join(", "),
+            manifest.name
+        ),
     }
 }
 
 /// Fetches a dataset's files, then prepares it unless `skip_prepare` or it is already prepared from
-/// the same files.
+/// the same files. Both report through `opts.progress`.
 pub fn fetch_and_prepare(
     store: &Store,
     manifest: &Manifest,
@@ -42,7 +74,10 @@ pub fn fetch_and_prepare(
     skip_prepare: bool,
 ) -> Result<(Vec<Fetched>, Vec<PreparedReport>)> {
     let fetched = fetch::fetch_dataset(store, manifest, opts)?;
-    let prepared = if skip_prepare || store.is_prepared(manifest) { vec![] } else { prepare(store, manifest)? };
+    let prepared = match skip_prepare || store.is_prepared(manifest) {
+        true => vec![],
+        false => prepare_with(store, manifest, &PrepareOptions { progress: opts.progress, ..Default::default() })?,
+    };
     Ok((fetched, prepared))
 }
 

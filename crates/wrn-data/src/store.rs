@@ -86,6 +86,10 @@ pub struct SplitStatus {
     pub path: PathBuf,
     pub images: Option<usize>,
     pub size_on_disk: u64,
+    /// Why the prepared split on disk cannot be used (unreadable, another image count than the
+    /// manifest's, prepared from other files); `None` when it is sound or absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub damaged: Option<String>,
 }
 
 /// What a prepared split holds.
@@ -186,6 +190,14 @@ impl Store {
         manifest.splits.keys().map(|s| (s.clone(), path(s))).collect()
     }
 
+    /// The prepared file of one split (for ImageNet, the index of its shards).
+    fn split_path(&self, manifest: &Manifest, split: &str) -> PathBuf {
+        match manifest.format {
+            Format::ImagenetTars => encoded::index_path(&self.prepared_dir(manifest), split),
+            _ => cache::split_path(&self.prepared_dir(manifest), split),
+        }
+    }
+
     /// Opens a prepared split of encoded images (ImageNet).
     pub fn open_encoded(&self, manifest: &Manifest, split: &str) -> Result<EncodedSplit> {
         EncodedSplit::open(&encoded::index_path(&self.prepared_dir(manifest), split))
@@ -193,14 +205,15 @@ impl Store {
 
     /// What a prepared split holds, whatever its format.
     pub fn summary(&self, manifest: &Manifest, split: &str) -> Result<SplitSummary> {
+        let path = self.split_path(manifest, split);
         match manifest.format {
-            Format::ImagenetTars => self.open_encoded(manifest, split).map(|s| SplitSummary {
+            Format::ImagenetTars => EncodedSplit::open_unhashed(&path).map(|s| SplitSummary {
                 images: s.len(),
                 left_out: s.meta.skipped.len(),
                 size_on_disk: s.size_on_disk(),
                 sources: s.meta.sources.clone(),
             }),
-            _ => self.open_split(manifest, split).map(|s| SplitSummary {
+            _ => PreparedSplit::open_unhashed(&path).map(|s| SplitSummary {
                 images: s.len(),
                 left_out: 0,
                 size_on_disk: std::fs::metadata(s.path()).map(|m| m.len()).unwrap_or(0),
@@ -212,8 +225,8 @@ impl Store {
     /// Re-hashes a prepared split, whatever its format.
     pub fn verify_split(&self, manifest: &Manifest, split: &str) -> Result<()> {
         match manifest.format {
-            Format::ImagenetTars => self.open_encoded(manifest, split)?.verify(),
-            _ => self.open_split(manifest, split)?.verify(),
+            Format::ImagenetTars => EncodedSplit::open_unhashed(&self.split_path(manifest, split))?.verify(),
+            _ => PreparedSplit::open_unhashed(&self.split_path(manifest, split))?.verify(),
         }
     }
 
@@ -268,11 +281,7 @@ impl Store {
         let prepared: Vec<SplitStatus> = self
             .split_paths(manifest)
             .into_iter()
-            .map(|(split, path)| {
-                let opened = self.summary(manifest, &split).ok();
-                let size_on_disk = opened.as_ref().map_or(0, |s| s.size_on_disk);
-                SplitStatus { split, images: opened.map(|s| s.images), size_on_disk, path }
-            })
+            .map(|(split, path)| self.split_status(manifest, split, path))
             .collect();
         let alternatives: Vec<AlternativeStatus> = manifest
             .alternatives
@@ -313,6 +322,29 @@ impl Store {
             via,
             prepared,
         }
+    }
+
+    /// A prepared split as found on disk: what it holds, or why it cannot be used.
+    fn split_status(&self, manifest: &Manifest, split: String, path: PathBuf) -> SplitStatus {
+        let summary = match self.summary(manifest, &split) {
+            Ok(summary) => summary,
+            Err(e) => {
+                let on_disk = std::fs::metadata(&path).ok();
+                let size_on_disk = on_disk.as_ref().map_or(0, |m| m.len());
+                let damaged = on_disk.map(|_| e.to_string());
+                return SplitStatus { split, path, images: None, size_on_disk, damaged };
+            }
+        };
+        let expected = manifest.splits.get(&split).copied().unwrap_or(0);
+        let held = (summary.images + summary.left_out) as u64;
+        let damaged = if held != expected {
+            Some(format!("holds {held} images, the manifest says {expected}"))
+        } else if !self.accepts_sources(manifest, &summary.sources) {
+            Some("prepared from other files than the manifest's".to_string())
+        } else {
+            None
+        };
+        SplitStatus { split, path, images: Some(summary.images), size_on_disk: summary.size_on_disk, damaged }
     }
 
     /// What to bring when files that must be fetched by hand are not verified (and no alternative, such as

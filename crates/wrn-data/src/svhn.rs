@@ -12,22 +12,36 @@
 //! Anything else (another header, a v7.3/HDF5 file, big-endian data, other dimensions or types, a label
 //! outside 1..=10, `X` and `y` of different lengths) is an error naming the file and the fault.
 
-use std::io::Write;
+use std::io::{BufReader, Write};
 use std::path::Path;
 
 use rayon::prelude::*;
 
 use crate::cache::{self, Source, SplitData, SplitMeta};
-use crate::error::{Error, Result};
-use crate::manifest::Manifest;
-use crate::prepare::PreparedReport;
+use crate::error::{Error, IoContext, Result};
+use crate::manifest::{FileEntry, Manifest};
+use crate::prepare::{self as shared, HashingReader, PreparedReport};
 use crate::store::Store;
 
 use crate::mat::{self, Value, MI_COMPRESSED, MI_INT32, MI_INT8, MI_MATRIX, MI_UINT32, MI_UINT8, MX_UINT8};
 
 /// Images (NHWC) and class indices (digit) from an SVHN `.mat` file.
 pub fn read_svhn(path: &Path) -> Result<(Vec<u8>, Vec<u16>)> {
-    let vars = mat::read(path)?;
+    decode(mat::read(path)?, path)
+}
+
+/// Reads a split's file as [`read_svhn`] does, hashing every byte as it is read; returns the images,
+/// the variables and the file's SHA-256.
+fn read_hashed(path: &Path, entry: &FileEntry) -> Result<(Vec<(String, Value)>, String)> {
+    let file = shared::open_source(path, entry)?;
+    let mut reader = BufReader::with_capacity(1 << 20, HashingReader::new(file));
+    let vars = mat::read_from(&mut reader, entry.size, path)?;
+    let sha256 = reader.into_inner().finish().at(path)?;
+    Ok((vars, sha256))
+}
+
+/// Images (NHWC) and class indices from the variables of an SVHN file at `path`.
+fn decode(vars: Vec<(String, Value)>, path: &Path) -> Result<(Vec<u8>, Vec<u16>)> {
     let err = |detail: String| Error::Format { path: path.into(), detail };
     let find = |name: &str| {
         vars.iter().find(|(n, _)| n == name).map(|(_, v)| v).ok_or_else(|| err(format!("no variable `{name}`")))
@@ -68,14 +82,16 @@ pub fn read_svhn(path: &Path) -> Result<(Vec<u8>, Vec<u16>)> {
     Ok((images, labels))
 }
 
-/// Prepares each split of SVHN from its (verified) `.mat` file.
+/// Prepares each split of SVHN from its `.mat` file, hashed as it is read and checked against the
+/// manifest's SHA-256 before the split is written.
 pub fn prepare(store: &Store, manifest: &Manifest) -> Result<Vec<PreparedReport>> {
     let mut reports = Vec::new();
     for f in &manifest.files {
         let Some(split) = &f.split else { continue };
         let path = store.file_path(manifest, f);
-        crate::verify::ensure_verified(&path, f, None)?;
-        let (images, labels) = read_svhn(&path)?;
+        let (vars, source_sha256) = read_hashed(&path, f)?;
+        shared::check_source(&path, f, manifest, &source_sha256)?;
+        let (images, labels) = decode(vars, &path)?;
         if Some(&(labels.len() as u64)) != manifest.splits.get(split) {
             return Err(Error::Format {
                 path,
@@ -91,7 +107,7 @@ pub fn prepare(store: &Store, manifest: &Manifest) -> Result<Vec<PreparedReport>
             split: split.clone(),
             classes: manifest.classes.names.clone(),
             coarse_classes: vec![],
-            sources: vec![Source { file: f.name.clone(), sha256: f.sha256.clone() }],
+            sources: vec![Source { file: f.name.clone(), sha256: source_sha256 }],
         };
         let out = cache::split_path(&store.prepared_dir(manifest), split);
         let data = SplitData {
@@ -110,7 +126,7 @@ pub fn prepare(store: &Store, manifest: &Manifest) -> Result<Vec<PreparedReport>
 }
 
 fn pad8(v: &mut Vec<u8>) {
-    while v.len() % 8 != 0 {
+    while !v.len().is_multiple_of(8) {
         v.push(0);
     }
 }

@@ -74,7 +74,7 @@ fn in_shape(k: usize, r: usize, c: usize, dy: usize, dx: usize) -> bool {
         0 => (y / 4) % 2 == 0,
         1 => (x / 4) % 2 == 0,
         2 => ((x + y) / 4) % 2 == 0,
-        3 => ((x + SIDE - y) / 4) % 2 == 0,
+        3 => ((x + SIDE - y) / 4).is_multiple_of(2),
         4 => ((x / 4) + (y / 4)) % 2 == 0,
         5 => cy.abs() < 8 && cx.abs() < 8,
         6 => cy * cy + cx * cx < 81,
@@ -166,64 +166,9 @@ pub fn synth_cifar(kind: CifarKind, out: &Path, n: u64, seed: u64) -> Result<(Ma
     let n_test = (n / 5).max(1);
     std::fs::create_dir_all(out).at(out)?;
     let out = std::fs::canonicalize(out).at(out)?;
-    let entry = &manifest.files[0];
-    let archive_path = out.join(&entry.name);
-
-    // Members in the real archive's layout, with their contents.
-    let mut members: Vec<(String, Option<String>, Vec<u8>)> = Vec::new();
-    match kind {
-        CifarKind::Cifar10 => {
-            let dir = "cifar-10-batches-bin";
-            let mut names = manifest.classes.names.join("\n");
-            names.push_str("\n\n");
-            members.push((format!("{dir}/batches.meta.txt"), None, names.into_bytes()));
-            for b in 0..5u64 {
-                let range = (n * b / 5)..(n * (b + 1) / 5);
-                let split = Some("train".to_string());
-                members.push((
-                    format!("{dir}/data_batch_{}.bin", b + 1),
-                    split,
-                    records(kind, seed, 0, range, &manifest),
-                ));
-            }
-            members.push((
-                format!("{dir}/test_batch.bin"),
-                Some("test".into()),
-                records(kind, seed, 1, 0..n_test, &manifest),
-            ));
-            members.push((
-                format!("{dir}/readme.html"),
-                None,
-                b"<meta HTTP-EQUIV=\"REFRESH\" content=\"0; URL=http://www.cs.toronto.edu/~kriz/cifar.html\">\n"
-                    .to_vec(),
-            ));
-        }
-        CifarKind::Cifar100 => {
-            let dir = "cifar-100-binary";
-            let fine = manifest.classes.names.join("\n") + "\n";
-            let coarse = manifest.classes.coarse.join("\n") + "\n";
-            members.push((format!("{dir}/coarse_label_names.txt"), None, coarse.into_bytes()));
-            members.push((format!("{dir}/fine_label_names.txt"), None, fine.into_bytes()));
-            members.push((
-                format!("{dir}/test.bin"),
-                Some("test".into()),
-                records(kind, seed, 1, 0..n_test, &manifest),
-            ));
-            members.push((format!("{dir}/train.bin"), Some("train".into()), records(kind, seed, 0, 0..n, &manifest)));
-        }
-    }
-
-    let tmp = wrn_fs::AtomicFile::create(&archive_path)?;
-    {
-        let gz = GzEncoder::new(std::io::BufWriter::new(tmp.as_file()), flate2::Compression::default());
-        let mut tar = tar::Builder::new(gz);
-        for (path, _, bytes) in &members {
-            tar_member(&mut tar, path, bytes).at(tmp.path())?;
-        }
-        let gz = tar.into_inner().at(tmp.path())?;
-        gz.finish().at(tmp.path())?.flush().at(tmp.path())?;
-    }
-    tmp.commit()?;
+    let archive_path = out.join(&manifest.files[0].name);
+    let members = cifar_members(kind, &manifest, n, n_test, seed);
+    write_tar_gz(&archive_path, &members)?;
     let size = std::fs::metadata(&archive_path).at(&archive_path)?.len();
     let sha256 = crate::verify::sha256_file(&archive_path, None)?;
 
@@ -233,7 +178,7 @@ pub fn synth_cifar(kind: CifarKind, out: &Path, n: u64, seed: u64) -> Result<(Ma
     manifest.splits.insert("train".into(), n);
     manifest.splits.insert("test".into(), n_test);
     manifest.files = vec![FileEntry {
-        name: entry.name.clone(),
+        name: manifest.files[0].name.clone(),
         url: format!("file://{}", archive_path.display()),
         mirrors: vec![],
         manual: false,
@@ -258,6 +203,67 @@ pub fn synth_cifar(kind: CifarKind, out: &Path, n: u64, seed: u64) -> Result<(Ma
     let text = format!("# Written by `wrn data synth {name} --n {n} --seed {seed}`.\n{}", manifest.to_toml());
     std::fs::write(&manifest_path, text).at(&manifest_path)?;
     Ok((manifest, manifest_path))
+}
+
+/// A member of a synthetic archive: its path, its split (if it holds records) and its bytes.
+type SynthMember = (String, Option<String>, Vec<u8>);
+
+/// The members of a synthetic CIFAR archive in the real archive's layout, with their contents.
+fn cifar_members(kind: CifarKind, manifest: &Manifest, n: u64, n_test: u64, seed: u64) -> Vec<SynthMember> {
+    let mut members: Vec<SynthMember> = Vec::new();
+    match kind {
+        CifarKind::Cifar10 => {
+            let dir = "cifar-10-batches-bin";
+            let mut names = manifest.classes.names.join("\n");
+            names.push_str("\n\n");
+            members.push((format!("{dir}/batches.meta.txt"), None, names.into_bytes()));
+            for b in 0..5u64 {
+                let range = (n * b / 5)..(n * (b + 1) / 5);
+                let split = Some("train".to_string());
+                members.push((
+                    format!("{dir}/data_batch_{}.bin", b + 1),
+                    split,
+                    records(kind, seed, 0, range, manifest),
+                ));
+            }
+            members.push((
+                format!("{dir}/test_batch.bin"),
+                Some("test".into()),
+                records(kind, seed, 1, 0..n_test, manifest),
+            ));
+            members.push((
+                format!("{dir}/readme.html"),
+                None,
+                b"<meta HTTP-EQUIV=\"REFRESH\" content=\"0; URL=http://www.cs.toronto.edu/~kriz/cifar.html\">\n"
+                    .to_vec(),
+            ));
+        }
+        CifarKind::Cifar100 => {
+            let dir = "cifar-100-binary";
+            let fine = manifest.classes.names.join("\n") + "\n";
+            let coarse = manifest.classes.coarse.join("\n") + "\n";
+            members.push((format!("{dir}/coarse_label_names.txt"), None, coarse.into_bytes()));
+            members.push((format!("{dir}/fine_label_names.txt"), None, fine.into_bytes()));
+            members.push((format!("{dir}/test.bin"), Some("test".into()), records(kind, seed, 1, 0..n_test, manifest)));
+            members.push((format!("{dir}/train.bin"), Some("train".into()), records(kind, seed, 0, 0..n, manifest)));
+        }
+    }
+    members
+}
+
+/// Writes `members` as a `.tar.gz` at `path`, atomically.
+fn write_tar_gz(path: &Path, members: &[SynthMember]) -> Result<()> {
+    let tmp = wrn_fs::AtomicFile::create(path)?;
+    {
+        let gz = GzEncoder::new(std::io::BufWriter::new(tmp.as_file()), flate2::Compression::default());
+        let mut tar = tar::Builder::new(gz);
+        for (member, _, bytes) in members {
+            tar_member(&mut tar, member, bytes).at(tmp.path())?;
+        }
+        let gz = tar.into_inner().at(tmp.path())?;
+        gz.finish().at(tmp.path())?.flush().at(tmp.path())?;
+    }
+    Ok(tmp.commit()?)
 }
 
 /// Writes synthetic SVHN `.mat` files (train `n`, test `n / 5`, extra `n / 2`, each at least one image)
@@ -501,12 +507,54 @@ pub fn synth_imagenet_as(out: &Path, n: u64, seed: u64, form: ImagenetForm) -> R
     }
     std::fs::create_dir_all(out).at(out)?;
     let out = std::fs::canonicalize(out).at(out)?;
+    let train = imagenet_train(n, seed);
+    let outer: Vec<(String, Vec<u8>)> = train
+        .iter()
+        .map(|(wnid, inner)| Ok((format!("{wnid}.tar"), tar_bytes(inner)?)))
+        .collect::<std::io::Result<_>>()
+        .at(&out)?;
+    let n_val = (n / 5).max(20);
+    let val = imagenet_val(n_val, seed);
+    let (devkit, devkit_listed) = imagenet_devkit(&val.truth, &out)?;
+    let files = [
+        ("ILSVRC2012_img_train.tar", tar_bytes(&outer).at(&out)?, Some("train"), vec![]),
+        ("ILSVRC2012_img_val.tar", tar_bytes(&val.files).at(&out)?, Some("val"), vec![]),
+        ("ILSVRC2012_devkit_t12.tar.gz", devkit, None, devkit_listed),
+    ];
+    let (command, zip_path) = match form {
+        ImagenetForm::Tars => (format!("wrn data synth imagenet --n {n} --seed {seed}"), None),
+        ImagenetForm::KaggleZip => {
+            let zip_path = write_kaggle_zip(&mut manifest, &out, seed, &train, &val)?;
+            (format!("wrn data synth imagenet --kaggle --n {n} --seed {seed}"), Some(zip_path))
+        }
+    };
+    manifest.files = Vec::new();
+    for (name, bytes, split, members) in files {
+        let entry = match zip_path {
+            None => write_file(&out, name, &bytes, split, members)?,
+            Some(_) => FileEntry { manual: true, ..file_entry(&out, name, &bytes, split, members) },
+        };
+        manifest.files.push(entry);
+    }
+    describe_imagenet(&mut manifest, n, n_val, seed, zip_path.is_some());
+    let manifest_path = out.join("imagenet.toml");
+    manifest.validate().map_err(|detail| Error::Manifest { path: manifest_path.clone(), detail })?;
+    let text = format!("# Written by `{command}`.\n{}", manifest.to_toml());
+    std::fs::write(&manifest_path, text).at(&manifest_path)?;
+    Ok((manifest, manifest_path))
+}
+
+/// The sorted-WNID class of a synthetic synset.
+fn sorted_class(wnid: &str) -> usize {
     let mut sorted: Vec<&str> = IMAGENET_SYNSETS.iter().map(|s| s.0).collect();
     sorted.sort_unstable();
-    let class_of = |wnid: &str| sorted.iter().position(|w| *w == wnid).expect("a synset");
-    let specials = [(IMAGENET_CMYK, Stored::Cmyk), (IMAGENET_PNG, Stored::Png), (IMAGENET_GRAY, Stored::Gray)];
+    sorted.iter().position(|w| *w == wnid).expect("a synset")
+}
 
-    // Train: per class in meta.mat order, the class's images numbered sparsely.
+/// The train images: per class in meta.mat order, the class's images numbered sparsely, the odd files
+/// first in their classes.
+fn imagenet_train(n: u64, seed: u64) -> Vec<(&'static str, Files)> {
+    let specials = [(IMAGENET_CMYK, Stored::Cmyk), (IMAGENET_PNG, Stored::Png), (IMAGENET_GRAY, Stored::Gray)];
     let mut train: Vec<(&str, Files)> = Vec::new();
     let mut index = 0u64;
     for (m, (wnid, _)) in IMAGENET_SYNSETS.iter().enumerate() {
@@ -523,21 +571,26 @@ pub fn synth_imagenet_as(out: &Path, n: u64, seed: u64, form: ImagenetForm) -> R
                     (name, how) = (IMAGENET_CORRUPT.to_string(), Stored::Corrupt);
                 }
             }
-            inner.push((name, imagenet_image(seed, 0, index, class_of(wnid), how)));
+            inner.push((name, imagenet_image(seed, 0, index, sorted_class(wnid), how)));
             index += 1;
         }
-        train.push((wnid, inner));
+        train.push((*wnid, inner));
     }
-    let outer: Vec<(String, Vec<u8>)> = train
-        .iter()
-        .map(|(wnid, inner)| Ok((format!("{wnid}.tar"), tar_bytes(inner)?)))
-        .collect::<std::io::Result<_>>()
-        .at(&out)?;
-    let n_val = (n / 5).max(20);
-    // Val: image 1 is the sea snake, image 2 the ear (CMYK), the rest drawn; stored out of name order.
-    let mut val = Vec::new();
-    let mut val_wnids = Vec::new();
-    let mut truth = String::new();
+    train
+}
+
+/// The synthetic val split: its files in stored order, each image's WNID in name order, and the
+/// devkit's ground truth.
+struct Val {
+    files: Files,
+    wnids: Vec<&'static str>,
+    truth: String,
+}
+
+/// The val images: image 1 is the sea snake, image 2 the ear (CMYK), the rest drawn; stored out of
+/// name order.
+fn imagenet_val(n_val: u64, seed: u64) -> Val {
+    let mut val = Val { files: Vec::new(), wnids: Vec::new(), truth: String::new() };
     for k in 1..=n_val {
         let position = |wnid: &str| IMAGENET_SYNSETS.iter().position(|s| s.0 == wnid).expect("a synset");
         let m = match k {
@@ -551,23 +604,27 @@ pub fn synth_imagenet_as(out: &Path, n: u64, seed: u64, form: ImagenetForm) -> R
             IMAGENET_VAL_GRAY => Stored::Gray,
             _ => Stored::Rgb,
         };
-        truth.push_str(&format!("{}\n", m + 1));
-        val_wnids.push(IMAGENET_SYNSETS[m].0);
-        val.push((name, imagenet_image(seed, 1, k, class_of(IMAGENET_SYNSETS[m].0), how)));
+        val.truth.push_str(&format!("{}\n", m + 1));
+        val.wnids.push(IMAGENET_SYNSETS[m].0);
+        val.files.push((name, imagenet_image(seed, 1, k, sorted_class(IMAGENET_SYNSETS[m].0), how)));
     }
-    val.sort_by_key(|(name, _)| mix(seed ^ crate::imagenet::val_number(name).unwrap_or(0) as u64));
-    let meta = imagenet_meta_mat();
+    val.files.sort_by_key(|(name, _)| mix(seed ^ crate::imagenet::val_number(name).unwrap_or(0) as u64));
+    val
+}
+
+/// The devkit's `.tar.gz` bytes (meta.mat, the ground truth `truth` and the other files) and the
+/// members the manifest lists.
+fn imagenet_devkit(truth: &str, out: &Path) -> Result<(Vec<u8>, Vec<Member>)> {
     let devkit_members: Vec<(String, Vec<u8>)> = vec![
         ("ILSVRC2012_devkit_t12/COPYING".into(), b"Synthetic devkit written by `wrn data synth imagenet`.\n".to_vec()),
         ("ILSVRC2012_devkit_t12/readme.txt".into(), b"Synthetic ILSVRC2012 devkit.\n".to_vec()),
-        (crate::imagenet::META_MEMBER.into(), meta),
-        (crate::imagenet::GROUND_TRUTH_MEMBER.into(), truth.into_bytes()),
+        (crate::imagenet::META_MEMBER.into(), imagenet_meta_mat()),
+        (crate::imagenet::GROUND_TRUTH_MEMBER.into(), truth.as_bytes().to_vec()),
         ("ILSVRC2012_devkit_t12/data/ILSVRC2012_validation_blacklist.txt".into(), b"3\n".to_vec()),
     ];
     let mut gz = GzEncoder::new(Vec::new(), flate2::Compression::default());
-    gz.write_all(&tar_bytes(&devkit_members).at(&out)?).at(&out)?;
-    let devkit = gz.finish().at(&out)?;
-
+    gz.write_all(&tar_bytes(&devkit_members).at(out)?).at(out)?;
+    let devkit = gz.finish().at(out)?;
     let listed = |path: &str| {
         let (_, bytes) = devkit_members.iter().find(|(p, _)| p == path).expect("a devkit member");
         Member {
@@ -579,43 +636,37 @@ pub fn synth_imagenet_as(out: &Path, n: u64, seed: u64, form: ImagenetForm) -> R
             optional: false,
         }
     };
-    let devkit_listed = vec![listed(crate::imagenet::META_MEMBER), listed(crate::imagenet::GROUND_TRUTH_MEMBER)];
-    let files = [
-        ("ILSVRC2012_img_train.tar", tar_bytes(&outer).at(&out)?, Some("train"), vec![]),
-        ("ILSVRC2012_img_val.tar", tar_bytes(&val).at(&out)?, Some("val"), vec![]),
-        ("ILSVRC2012_devkit_t12.tar.gz", devkit, None, devkit_listed),
-    ];
-    let (command, zip_path) = match form {
-        ImagenetForm::Tars => (format!("wrn data synth imagenet --n {n} --seed {seed}"), None),
-        ImagenetForm::KaggleZip => {
-            let alt = manifest.alternatives.get_mut("kaggle").expect("the built-in manifest has the Kaggle zip");
-            let zip_path = out.join(&alt.file);
-            let bytes = kaggle_zip(alt, seed, &train, &val, &val_wnids).map_err(|e| Error::Archive {
-                path: zip_path.clone(),
-                detail: format!("writing the synthetic zip: {e}"),
-            })?;
-            wrn_fs::atomic_write(&zip_path, &bytes)?;
-            alt.url = format!("file://{}", zip_path.display());
-            alt.manual = Some(format!(
-                "Synthetic: register it with\n    wrn data --manifest {} import imagenet {}\n",
-                out.join("imagenet.toml").display(),
-                zip_path.display()
-            ));
-            (format!("wrn data synth imagenet --kaggle --n {n} --seed {seed}"), Some(zip_path))
-        }
-    };
-    manifest.files = Vec::new();
-    for (name, bytes, split, members) in files {
-        let entry = match zip_path {
-            None => write_file(&out, name, &bytes, split, members)?,
-            Some(_) => FileEntry { manual: true, ..file_entry(&out, name, &bytes, split, members) },
-        };
-        manifest.files.push(entry);
-    }
+    Ok((devkit, vec![listed(crate::imagenet::META_MEMBER), listed(crate::imagenet::GROUND_TRUTH_MEMBER)]))
+}
+
+/// Writes the Kaggle zip of the same images into `out` and points the manifest's alternative at it.
+fn write_kaggle_zip(
+    manifest: &mut Manifest,
+    out: &Path,
+    seed: u64,
+    train: &[(&str, Files)],
+    val: &Val,
+) -> Result<PathBuf> {
+    let alt = manifest.alternatives.get_mut("kaggle").expect("the built-in manifest has the Kaggle zip");
+    let zip_path = out.join(&alt.file);
+    let bytes = kaggle_zip(alt, seed, train, &val.files, &val.wnids)
+        .map_err(|e| Error::Archive { path: zip_path.clone(), detail: format!("writing the synthetic zip: {e}") })?;
+    wrn_fs::atomic_write(&zip_path, &bytes)?;
+    alt.url = format!("file://{}", zip_path.display());
+    alt.manual = Some(format!(
+        "Synthetic: register it with\n    wrn data --manifest {} import imagenet {}\n",
+        out.join("imagenet.toml").display(),
+        zip_path.display()
+    ));
+    Ok(zip_path)
+}
+
+/// The synthetic manifest's title, citation, licence, class count and splits.
+fn describe_imagenet(manifest: &mut Manifest, n: u64, n_val: u64, seed: u64, kaggle: bool) {
     manifest.title = format!("{} (synthetic, seed {seed}, n {n})", manifest.title);
     manifest.citation = "Synthetic data generated by `wrn data synth`; not for publication.".into();
     manifest.licence = "Generated data; no restrictions.".into();
-    manifest.manual = zip_path.as_ref().map(|_| {
+    manifest.manual = kaggle.then(|| {
         "Synthetic ImageNet written as the Kaggle zip only: the tars below are not written (`wrn data synth imagenet` \
          without --kaggle writes them)."
             .to_string()
@@ -623,11 +674,29 @@ pub fn synth_imagenet_as(out: &Path, n: u64, seed: u64, form: ImagenetForm) -> R
     manifest.classes.count = IMAGENET_SYNSETS.len();
     manifest.splits.insert("train".into(), n);
     manifest.splits.insert("val".into(), n_val);
-    let manifest_path = out.join("imagenet.toml");
-    manifest.validate().map_err(|detail| Error::Manifest { path: manifest_path.clone(), detail })?;
-    let text = format!("# Written by `{command}`.\n{}", manifest.to_toml());
-    std::fs::write(&manifest_path, text).at(&manifest_path)?;
-    Ok((manifest, manifest_path))
+}
+
+/// The synthetic `LOC_val_solution.csv`: one to three boxes inside each val image, all of its class;
+/// rows in shuffled order.
+fn val_solution(seed: u64, val_wnids: &[&str]) -> String {
+    let mut rows: Vec<(u64, String)> = (1..=val_wnids.len() as u64)
+        .map(|k| {
+            let wnid = val_wnids[k as usize - 1];
+            let (w, h) = imagenet_size(seed, 1, k);
+            let (w, h) = (w as u64, h as u64);
+            let mut rng = Rng::new(seed, 4000, k);
+            let boxes: Vec<String> = (0..1 + rng.below(3))
+                .map(|_| {
+                    let (x1, y1) = (rng.below(w / 2), rng.below(h / 2));
+                    let (x2, y2) = (x1 + w / 4 + rng.below(w / 4), y1 + h / 4 + rng.below(h / 4));
+                    format!("{wnid} {x1} {y1} {x2} {y2}")
+                })
+                .collect();
+            (mix(seed ^ 0x5eed ^ k), format!("ILSVRC2012_val_{k:08},{} \n", boxes.join(" ")))
+        })
+        .collect();
+    rows.sort();
+    std::iter::once("ImageId,PredictionString\n".to_string()).chain(rows.into_iter().map(|r| r.1)).collect()
 }
 
 /// The synthetic Kaggle zip's bytes: the same images as the tars, in the layout of `alt`.
@@ -693,26 +762,7 @@ fn kaggle_zip(
     let mut synsets = IMAGENET_SYNSETS.to_vec();
     synsets.sort_unstable();
     let mapping: String = synsets.iter().map(|(wnid, words)| format!("{wnid} {words}\n")).collect();
-    // Val labels: one to three boxes inside the image, all of its class; rows in shuffled order.
-    let mut rows: Vec<(u64, String)> = (1..=val_wnids.len() as u64)
-        .map(|k| {
-            let wnid = val_wnids[k as usize - 1];
-            let (w, h) = imagenet_size(seed, 1, k);
-            let (w, h) = (w as u64, h as u64);
-            let mut rng = Rng::new(seed, 4000, k);
-            let boxes: Vec<String> = (0..1 + rng.below(3))
-                .map(|_| {
-                    let (x1, y1) = (rng.below(w / 2), rng.below(h / 2));
-                    let (x2, y2) = (x1 + w / 4 + rng.below(w / 4), y1 + h / 4 + rng.below(h / 4));
-                    format!("{wnid} {x1} {y1} {x2} {y2}")
-                })
-                .collect();
-            (mix(seed ^ 0x5eed ^ k), format!("ILSVRC2012_val_{k:08},{} \n", boxes.join(" ")))
-        })
-        .collect();
-    rows.sort();
-    let solution: String =
-        std::iter::once("ImageId,PredictionString\n".to_string()).chain(rows.into_iter().map(|r| r.1)).collect();
+    let solution = val_solution(seed, val_wnids);
     for (k, wnid) in val_wnids.iter().enumerate().take(2) {
         let xml = format!(
             "<annotation><filename>ILSVRC2012_val_{:08}</filename><object><name>{wnid}</name></object></annotation>\n",
@@ -768,7 +818,8 @@ mod tests {
 
     #[test]
     fn the_meta_mat_reads_back_as_the_devkit_layout() {
-        let vars = crate::mat::read_from(imagenet_meta_mat().as_slice(), Path::new("meta.mat")).unwrap();
+        let meta = imagenet_meta_mat();
+        let vars = crate::mat::read_from(meta.as_slice(), meta.len() as u64, Path::new("meta.mat")).unwrap();
         let synsets = crate::imagenet::synsets(&vars, Path::new("meta.mat")).unwrap();
         assert_eq!(synsets.len(), 12);
         assert!(synsets.iter().enumerate().all(|(i, s)| s.id as usize == i + 1), "synsets(i).ILSVRC2012_ID == i");

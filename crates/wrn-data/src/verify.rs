@@ -11,9 +11,9 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::UNIX_EPOCH;
 
-use indicatif::ProgressBar;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use wrn_progress::Task;
 
 use crate::error::{Error, IoContext, Result};
 use crate::manifest::FileEntry;
@@ -21,7 +21,7 @@ use crate::manifest::FileEntry;
 const BUFFER: usize = 1 << 20;
 
 /// The SHA-256 of a file, as lowercase hex; `progress` advances by the bytes read.
-pub fn sha256_file(path: &Path, progress: Option<&ProgressBar>) -> Result<String> {
+pub fn sha256_file(path: &Path, progress: Option<&dyn Task>) -> Result<String> {
     let mut file = std::fs::File::open(path).at(path)?;
     let mut hash = Sha256::new();
     let mut buf = vec![0u8; BUFFER];
@@ -32,7 +32,7 @@ pub fn sha256_file(path: &Path, progress: Option<&ProgressBar>) -> Result<String
         }
         hash.update(&buf[..k]);
         if let Some(p) = progress {
-            p.inc(k as u64);
+            p.advance(k as u64);
         }
     }
     Ok(format!("{:x}", hash.finalize()))
@@ -101,7 +101,7 @@ fn save_stamp(path: &Path, stamp: &Stamp) -> Result<()> {
 }
 
 /// Checks size then SHA-256 of `path` against `entry` and stamps it; a stale stamp is removed first.
-pub fn check_file(path: &Path, entry: &FileEntry, progress: Option<&ProgressBar>) -> Result<()> {
+pub fn check_file(path: &Path, entry: &FileEntry, progress: Option<&dyn Task>) -> Result<()> {
     let _ = std::fs::remove_file(stamp_path(path));
     let size = std::fs::metadata(path).at(path)?.len();
     if size != entry.size {
@@ -116,7 +116,7 @@ pub fn check_file(path: &Path, entry: &FileEntry, progress: Option<&ProgressBar>
 }
 
 /// Like [`check_file`], but trusts a matching stamp.
-pub fn ensure_verified(path: &Path, entry: &FileEntry, progress: Option<&ProgressBar>) -> Result<()> {
+pub fn ensure_verified(path: &Path, entry: &FileEntry, progress: Option<&dyn Task>) -> Result<()> {
     if is_stamped(path, entry) {
         return Ok(());
     }

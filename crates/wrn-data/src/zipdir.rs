@@ -145,7 +145,7 @@ pub fn read_central_directory(path: &Path, mut each: impl FnMut(&CentralEntry) -
         match dir.read_exact(&mut fixed[..4]) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
-            Err(e) => return Err(Error::Io { path: path.into(), source: e }),
+            Err(e) => return Err(Error::Io { path: path.into(), error: e }),
         }
         if u32_at(&fixed, 0) != CENTRAL {
             return Err(err(format!("central directory entry {} has a bad signature (damaged zip)", count + 1)));

@@ -237,3 +237,102 @@ fn prepare_refuses_an_archive_that_does_not_match_its_manifest() {
     assert!(err.contains("cifar-10-binary.tar.gz") && err.contains("truncated"), "{err}");
     assert!(!store.prepared_dir(&m).join("train.wrnc").exists());
 }
+
+/// A `.tar.gz` of one member header claiming `claimed` bytes, followed by `data` and nothing else.
+fn claiming(path: &Path, member: &str, claimed: u64, data: &[u8]) {
+    let mut h = tar::Header::new_gnu();
+    h.set_path(member).unwrap();
+    h.set_size(claimed);
+    h.set_mode(0o644);
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_cksum();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    gz.write_all(h.as_bytes()).unwrap();
+    gz.write_all(data).unwrap();
+    std::fs::write(path, gz.finish().unwrap()).unwrap();
+}
+
+#[test]
+fn members_claiming_more_than_they_may_are_refused_before_they_are_read() {
+    let src = tempfile::tempdir().unwrap();
+    let (m, _) = synth(CifarKind::Cifar10, src.path(), 50, 5);
+    let entry = &m.files[0];
+    let dir = tempfile::tempdir().unwrap();
+    let member = "cifar-10-batches-bin/data_batch_1.bin";
+    // 64 GiB claimed in a file of about a hundred bytes: refused by the manifest's size, nothing allocated.
+    let claims = dir.path().join("claims.tar.gz");
+    claiming(&claims, member, 64 << 30, &[0; 64]);
+    assert!(std::fs::metadata(&claims).unwrap().len() < 200);
+    let err = cifar::read_archive(&claims, entry).unwrap_err().to_string();
+    assert!(
+        err.contains("claims.tar.gz") && err.contains("data_batch_1.bin` is 68719476736 bytes, expected 30730"),
+        "{err}"
+    );
+    // Without sizes in the manifest, the hard limit on a member refuses it before reading.
+    let mut loose = entry.clone();
+    loose.members.iter_mut().for_each(|mm| {
+        mm.size = None;
+        mm.sha256 = None;
+    });
+    let err = cifar::read_archive(&claims, &loose).unwrap_err().to_string();
+    assert!(err.contains("claims 68719476736 bytes, more than the 1073741824 a member may have"), "{err}");
+    // A gzip bomb: 16 MiB of zeros packed into a few kB behind a header claiming 8 GiB.
+    let bomb = dir.path().join("bomb.tar.gz");
+    claiming(&bomb, member, 8 << 30, &vec![0; 16 << 20]);
+    assert!(std::fs::metadata(&bomb).unwrap().len() < 64 << 10);
+    let err = cifar::read_archive(&bomb, &loose).unwrap_err().to_string();
+    assert!(err.contains("bomb.tar.gz") && err.contains("claims 8589934592 bytes"), "{err}");
+}
+
+#[test]
+fn a_member_stored_twice_is_refused_naming_the_archive_and_the_member() {
+    let src = tempfile::tempdir().unwrap();
+    let (m, _) = synth(CifarKind::Cifar10, src.path(), 50, 6);
+    let entry = &m.files[0];
+    let good = cifar::read_archive(&src.path().join(&entry.name), entry).unwrap();
+    let mut members: Vec<(&str, Vec<u8>, tar::EntryType)> =
+        good.iter().map(|(p, b)| (p.as_str(), b.clone(), tar::EntryType::Regular)).collect();
+    let batch = members.iter().find(|(p, _, _)| p.ends_with("data_batch_2.bin")).unwrap().clone();
+    members.push(batch);
+    let path = src.path().join("twice.tar.gz");
+    tar_gz(&path, &members);
+    let err = cifar::read_archive(&path, entry).unwrap_err().to_string();
+    assert!(
+        err.contains("twice.tar.gz") && err.contains("member `cifar-10-batches-bin/data_batch_2.bin` appears twice"),
+        "{err}"
+    );
+}
+
+#[test]
+fn bit_rot_under_a_valid_stamp_is_caught_while_preparing_and_nothing_is_written() {
+    let src = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let (m, _) = synth(CifarKind::Cifar10, src.path(), 100, 7);
+    let store = Store::new(data.path());
+    install(&store, &m);
+    let entry = &m.files[0];
+    let path = store.file_path(&m, entry);
+    wrn_data::ops::prepare(&store, &m).unwrap();
+    assert!(wrn_data::verify::is_stamped(&path, entry), "preparing stamps the archive it hashed");
+    let train = store.open_split(&m, "train").unwrap();
+    assert_eq!(train.meta.sources[0].sha256, wrn_data::verify::sha256_file(&path, None).unwrap());
+    drop(train);
+    std::fs::remove_dir_all(store.prepared_dir(&m)).unwrap();
+
+    // One bit flips in the gzip header's timestamp (which decoders ignore); size and mtime stay, so the
+    // stamp still matches.
+    let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[4] ^= 0x40;
+    std::fs::write(&path, &bytes).unwrap();
+    std::fs::File::options().write(true).open(&path).unwrap().set_modified(mtime).unwrap();
+    assert!(wrn_data::verify::is_stamped(&path, entry));
+    let actual = wrn_data::verify::sha256_file(&path, None).unwrap();
+
+    let err = wrn_data::ops::prepare(&store, &m).unwrap_err().to_string();
+    for part in [path.to_str().unwrap(), &entry.sha256, &actual, "wrn data fetch cifar10", "wrn data import cifar10"] {
+        assert!(err.contains(part), "`{part}` not in: {err}");
+    }
+    assert!(!store.prepared_dir(&m).join("train.wrnc").exists() && !store.prepared_dir(&m).join("test.wrnc").exists());
+    assert!(!wrn_data::verify::is_stamped(&path, entry), "the stamp of a changed file goes");
+}

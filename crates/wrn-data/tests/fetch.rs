@@ -15,24 +15,49 @@ use wrn_data::fetch::{self, FetchOptions};
 use wrn_data::manifest::{FileEntry, Manifest};
 use wrn_data::store::{self, State, Store};
 use wrn_data::synth::{self, CifarKind};
+use wrn_progress::Silent;
 
 /// What the server does with one request.
 #[derive(Clone, Debug)]
 enum Reply {
-    /// Serve the file; honour `Range` or not; close after `cut` body bytes; pause `stall` after `cut`
-    /// bytes instead of closing; flip a byte of the body.
-    Serve {
-        range: bool,
-        cut: Option<usize>,
-        stall: Option<Duration>,
-        corrupt: bool,
-        content_type: &'static str,
-    },
+    Serve(Serve),
     Status(u16),
 }
 
-fn serve() -> Reply {
-    Reply::Serve { range: true, cut: None, stall: None, corrupt: false, content_type: "application/x-gzip" }
+/// How to serve the file.
+#[derive(Clone, Debug)]
+struct Serve {
+    /// Honour `Range`.
+    range: bool,
+    /// Close after this many body bytes.
+    cut: Option<usize>,
+    /// Pause this long after `cut` bytes instead of closing.
+    stall: Option<Duration>,
+    /// Flip a byte of the body.
+    corrupt: bool,
+    content_type: &'static str,
+    /// Answer a range request with a `Content-Range` that starts one byte later than asked.
+    wrong_range: bool,
+    /// Add this to the `Content-Length` announced (a file that changed size on the server).
+    extra_length: u64,
+    /// Send the body compressed with this `Content-Encoding` (`gzip` or `deflate`), unasked.
+    encoding: Option<&'static str>,
+    /// Label the body with this `Content-Encoding` but send it as it is.
+    label: Option<&'static str>,
+}
+
+fn serve() -> Serve {
+    Serve {
+        range: true,
+        cut: None,
+        stall: None,
+        corrupt: false,
+        content_type: "application/x-gzip",
+        wrong_range: false,
+        extra_length: 0,
+        encoding: None,
+        label: None,
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -136,49 +161,79 @@ fn handle(stream: TcpStream, index: usize, name: &str, body: &[u8], script: &Scr
             );
             entry.status = code;
         }
-        Reply::Serve { range, cut, stall, corrupt, content_type } => {
-            let mut data = body.to_vec();
-            if corrupt {
-                let mid = data.len() / 2;
-                data[mid] ^= 0xff;
-            }
-            let start = if range { range_start.unwrap_or(0) as usize } else { 0 };
-            let (status, extra) = if range && start > 0 {
-                (206, format!("Content-Range: bytes {start}-{}/{}\r\n", data.len() - 1, data.len()))
-            } else {
-                (200, String::new())
-            };
-            let slice = &data[start..];
-            let _ = write!(
-                out,
-                "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nContent-Type: {content_type}\r\n{extra}Connection: close\r\n\r\n",
-                slice.len()
-            );
-            let send = cut.unwrap_or(slice.len()).min(slice.len());
-            for chunk in slice[..send].chunks(16 * 1024) {
-                if out.write_all(chunk).is_err() {
-                    break;
-                }
-                entry.body_bytes += chunk.len() as u64;
-            }
-            let _ = out.flush();
-            if let Some(pause) = stall {
-                std::thread::sleep(pause);
-            }
-            entry.status = status;
+        Reply::Serve(how) => {
+            entry.status = send(&mut out, body, range_start, &how, &mut entry.body_bytes);
         }
     }
     let _ = out.shutdown(std::net::Shutdown::Both);
     log.lock().unwrap().push(entry);
 }
 
-fn opts(mirrors: Vec<String>) -> FetchOptions {
+/// Writes the answer `how` describes; returns its status.
+fn send(out: &mut TcpStream, body: &[u8], range_start: Option<u64>, how: &Serve, sent: &mut u64) -> u16 {
+    let mut data = body.to_vec();
+    if how.corrupt {
+        let mid = data.len() / 2;
+        data[mid] ^= 0xff;
+    }
+    let start = if how.range { range_start.unwrap_or(0) as usize } else { 0 };
+    let (status, mut extra) = if how.range && start > 0 {
+        let first = start + usize::from(how.wrong_range);
+        (206, format!("Content-Range: bytes {first}-{}/{}\r\n", data.len() - 1, data.len()))
+    } else {
+        (200, String::new())
+    };
+    let mut slice = data[start..].to_vec();
+    if let Some(encoding) = how.encoding {
+        slice = compress(&slice, encoding);
+    }
+    if let Some(encoding) = how.encoding.or(how.label) {
+        extra.push_str(&format!("Content-Encoding: {encoding}\r\n"));
+    }
+    let _ = write!(
+        out,
+        "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nContent-Type: {}\r\n{extra}Connection: close\r\n\r\n",
+        slice.len() as u64 + how.extra_length,
+        how.content_type
+    );
+    let send = how.cut.unwrap_or(slice.len()).min(slice.len());
+    for chunk in slice[..send].chunks(16 * 1024) {
+        if out.write_all(chunk).is_err() {
+            break;
+        }
+        *sent += chunk.len() as u64;
+    }
+    let _ = out.flush();
+    if let Some(pause) = how.stall {
+        std::thread::sleep(pause);
+    }
+    status
+}
+
+/// `bytes` compressed as HTTP's `gzip` or `deflate` (a zlib stream).
+fn compress(bytes: &[u8], encoding: &str) -> Vec<u8> {
+    let level = flate2::Compression::default();
+    match encoding {
+        "gzip" => {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), level);
+            e.write_all(bytes).unwrap();
+            e.finish().unwrap()
+        }
+        _ => {
+            let mut e = flate2::write::ZlibEncoder::new(Vec::new(), level);
+            e.write_all(bytes).unwrap();
+            e.finish().unwrap()
+        }
+    }
+}
+
+fn opts(mirrors: Vec<String>) -> FetchOptions<'static> {
     FetchOptions {
         mirrors,
         attempts: 3,
         backoff: Duration::from_millis(10),
         timeout: Duration::from_secs(5),
-        progress: false,
+        progress: &Silent,
         proxy_from_env: false,
     }
 }
@@ -210,14 +265,15 @@ fn a_dropped_connection_is_resumed_with_range() {
     let (_, entry, bytes) = archive(src.path());
     let half = bytes.len() / 2;
     let server = Server::start(&entry.name, bytes.clone(), move |n, _| match n {
-        0 => Reply::Serve {
+        0 => Reply::Serve(Serve {
             range: true,
             cut: Some(half),
             stall: None,
             corrupt: false,
             content_type: "application/x-gzip",
-        },
-        _ => serve(),
+            ..serve()
+        }),
+        _ => Reply::Serve(serve()),
     });
     let out = tempfile::tempdir().unwrap();
     let dest = out.path().join(&entry.name);
@@ -240,7 +296,7 @@ fn a_dropped_connection_is_resumed_with_range() {
 fn an_existing_part_transfers_only_the_missing_bytes() {
     let src = tempfile::tempdir().unwrap();
     let (_, entry, bytes) = archive(src.path());
-    let server = Server::start(&entry.name, bytes.clone(), |_, _| serve());
+    let server = Server::start(&entry.name, bytes.clone(), |_, _| Reply::Serve(serve()));
     let out = tempfile::tempdir().unwrap();
     let dest = out.path().join(&entry.name);
     let third = bytes.len() / 3;
@@ -257,7 +313,12 @@ fn an_existing_part_transfers_only_the_missing_bytes() {
 fn a_server_error_is_retried_then_succeeds() {
     let src = tempfile::tempdir().unwrap();
     let (_, entry, bytes) = archive(src.path());
-    let server = Server::start(&entry.name, bytes.clone(), |n, _| if n == 0 { Reply::Status(500) } else { serve() });
+    let server =
+        Server::start(
+            &entry.name,
+            bytes.clone(),
+            |n, _| if n == 0 { Reply::Status(500) } else { Reply::Serve(serve()) },
+        );
     let out = tempfile::tempdir().unwrap();
     let dest = out.path().join(&entry.name);
     let o = opts(vec![server.url("")]);
@@ -271,12 +332,15 @@ fn a_server_error_is_retried_then_succeeds() {
 fn a_server_that_ignores_range_restarts_the_part_cleanly() {
     let src = tempfile::tempdir().unwrap();
     let (_, entry, bytes) = archive(src.path());
-    let server = Server::start(&entry.name, bytes.clone(), |_, _| Reply::Serve {
-        range: false,
-        cut: None,
-        stall: None,
-        corrupt: false,
-        content_type: "application/octet-stream",
+    let server = Server::start(&entry.name, bytes.clone(), |_, _| {
+        Reply::Serve(Serve {
+            range: false,
+            cut: None,
+            stall: None,
+            corrupt: false,
+            content_type: "application/octet-stream",
+            ..serve()
+        })
     });
     let out = tempfile::tempdir().unwrap();
     let dest = out.path().join(&entry.name);
@@ -294,12 +358,15 @@ fn a_server_that_ignores_range_restarts_the_part_cleanly() {
 fn wrong_bytes_are_rejected_and_nothing_looks_verified() {
     let src = tempfile::tempdir().unwrap();
     let (_, entry, bytes) = archive(src.path());
-    let server = Server::start(&entry.name, bytes, |_, _| Reply::Serve {
-        range: true,
-        cut: None,
-        stall: None,
-        corrupt: true,
-        content_type: "application/x-gzip",
+    let server = Server::start(&entry.name, bytes, |_, _| {
+        Reply::Serve(Serve {
+            range: true,
+            cut: None,
+            stall: None,
+            corrupt: true,
+            content_type: "application/x-gzip",
+            ..serve()
+        })
     });
     let out = tempfile::tempdir().unwrap();
     let dest = out.path().join(&entry.name);
@@ -323,7 +390,7 @@ fn a_404_on_the_first_mirror_falls_through_to_the_next() {
         if path.starts_with("/gone/") {
             Reply::Status(404)
         } else {
-            serve()
+            Reply::Serve(serve())
         }
     });
     let out = tempfile::tempdir().unwrap();
@@ -348,12 +415,15 @@ fn a_404_on_the_first_mirror_falls_through_to_the_next() {
 fn an_html_page_is_not_taken_for_the_file() {
     let src = tempfile::tempdir().unwrap();
     let (_, entry, bytes) = archive(src.path());
-    let server = Server::start(&entry.name, bytes, |_, _| Reply::Serve {
-        range: true,
-        cut: None,
-        stall: None,
-        corrupt: false,
-        content_type: "text/html; charset=utf-8",
+    let server = Server::start(&entry.name, bytes, |_, _| {
+        Reply::Serve(Serve {
+            range: true,
+            cut: None,
+            stall: None,
+            corrupt: false,
+            content_type: "text/html; charset=utf-8",
+            ..serve()
+        })
     });
     let out = tempfile::tempdir().unwrap();
     let dest = out.path().join(&entry.name);
@@ -369,14 +439,15 @@ fn a_stalled_trickle_times_out_and_resumes() {
     let (_, entry, bytes) = archive(src.path());
     let quarter = bytes.len() / 4;
     let server = Server::start(&entry.name, bytes.clone(), move |n, _| match n {
-        0 => Reply::Serve {
+        0 => Reply::Serve(Serve {
             range: true,
             cut: Some(quarter),
             stall: Some(Duration::from_secs(3)),
             corrupt: false,
             content_type: "application/x-gzip",
-        },
-        _ => serve(),
+            ..serve()
+        }),
+        _ => Reply::Serve(serve()),
     });
     let out = tempfile::tempdir().unwrap();
     let dest = out.path().join(&entry.name);
@@ -412,7 +483,7 @@ fn persistent_failures_give_up_after_bounded_retries() {
 fn fetch_then_prepare_goes_from_nothing_to_prepared() {
     let src = tempfile::tempdir().unwrap();
     let (m, _, bytes) = archive(src.path());
-    let server = Server::start(&m.files[0].name, bytes, |_, _| serve());
+    let server = Server::start(&m.files[0].name, bytes, |_, _| Reply::Serve(serve()));
     let data = tempfile::tempdir().unwrap();
     let store = Store::new(data.path());
     assert_eq!(store.status(&m).state, State::Missing);
@@ -465,4 +536,144 @@ fn an_unreachable_source_ends_in_one_paragraph_with_the_ways_out() {
         assert!(err.contains(way), "{way} missing from: {err}");
     }
     assert_eq!(err.lines().count(), 3, "{err}");
+}
+
+/// One attempt per URL, so only a restart from byte 0 (which spends no attempt) can recover at the
+/// same mirror before the dead canonical URL is reached.
+fn one_attempt(server: &Server) -> FetchOptions<'static> {
+    FetchOptions { attempts: 1, ..opts(vec![server.url("")]) }
+}
+
+#[test]
+fn a_resumed_part_that_fails_the_hash_is_discarded_and_fetched_again_from_zero() {
+    let src = tempfile::tempdir().unwrap();
+    let (_, entry, bytes) = archive(src.path());
+    let server = Server::start(&entry.name, bytes.clone(), |_, _| Reply::Serve(serve()));
+    let out = tempfile::tempdir().unwrap();
+    let dest = out.path().join(&entry.name);
+    // A part left by a download of another version of the file: same name, other bytes.
+    let third = bytes.len() / 3;
+    std::fs::write(store::part_path(&dest), vec![0x5Au8; third]).unwrap();
+    let o = one_attempt(&server);
+    let got = fetch::fetch_file(&client(&o), &entry, &dest, &o).unwrap();
+    assert_eq!(std::fs::read(&dest).unwrap(), bytes);
+    let log = server.log();
+    assert_eq!(log.iter().map(|l| l.range_start).collect::<Vec<_>>(), [Some(third as u64), None], "{log:?}");
+    assert_eq!(got.failures.len(), 1, "{:?}", got.failures);
+    let why = &got.failures[0];
+    assert!(why.contains("SHA-256 mismatch") && why.contains("restarting from byte 0"), "{why}");
+    assert!(!store::rejected_path(&dest).exists(), "a mixed part is discarded, not kept as a download");
+}
+
+#[test]
+fn an_inconsistent_resume_restarts_from_zero_once() {
+    let src = tempfile::tempdir().unwrap();
+    let (_, entry, bytes) = archive(src.path());
+    let third = bytes.len() / 3;
+    let inconsistent = [Serve { wrong_range: true, ..serve() }, Serve { extra_length: 7, ..serve() }];
+    for how in inconsistent {
+        let server = Server::start(&entry.name, bytes.clone(), move |n, _| match n {
+            0 => Reply::Serve(how.clone()),
+            _ => Reply::Serve(serve()),
+        });
+        let out = tempfile::tempdir().unwrap();
+        let dest = out.path().join(&entry.name);
+        std::fs::write(store::part_path(&dest), &bytes[..third]).unwrap();
+        let o = one_attempt(&server);
+        let got = fetch::fetch_file(&client(&o), &entry, &dest, &o).unwrap();
+        assert_eq!(std::fs::read(&dest).unwrap(), bytes);
+        let log = server.log();
+        assert_eq!(log.iter().map(|l| l.range_start).collect::<Vec<_>>(), [Some(third as u64), None], "{log:?}");
+        assert!(got.failures[0].ends_with("discarded the partial download and restarting from byte 0"), "{got:?}");
+    }
+}
+
+#[test]
+fn a_restart_from_zero_happens_once_and_the_message_says_so() {
+    let src = tempfile::tempdir().unwrap();
+    let (_, entry, bytes) = archive(src.path());
+    let server = Server::start(&entry.name, bytes.clone(), |_, _| Reply::Serve(Serve { corrupt: true, ..serve() }));
+    let out = tempfile::tempdir().unwrap();
+    let dest = out.path().join(&entry.name);
+    std::fs::write(store::part_path(&dest), &bytes[..bytes.len() / 2]).unwrap();
+    let o = one_attempt(&server);
+    let err = fetch::fetch_file(&client(&o), &entry, &dest, &o).unwrap_err().to_string();
+    // Resumed: mismatch, restart; from zero: mismatch again, kept aside; then the dead canonical URL.
+    assert_eq!(server.log().len(), 2, "{:?}", server.log());
+    assert_eq!(err.matches("restarting from byte 0").count(), 1, "{err}");
+    assert_eq!(err.matches("SHA-256 mismatch").count(), 2, "{err}");
+    assert!(err.contains(&format!("kept as {}", store::rejected_path(&dest).display())), "{err}");
+    assert_nothing_verified(&dest, &entry);
+    assert!(!store::part_path(&dest).exists());
+}
+
+#[test]
+fn a_body_compressed_unasked_is_decoded_and_a_gz_labelled_as_gzip_is_kept_as_it_is() {
+    let src = tempfile::tempdir().unwrap();
+    let (_, entry, bytes) = archive(src.path());
+    for how in [
+        Serve { encoding: Some("gzip"), ..serve() },
+        Serve { encoding: Some("deflate"), ..serve() },
+        // The archive itself, labelled with its own encoding: its length is the file's.
+        Serve { label: Some("gzip"), ..serve() },
+    ] {
+        let server = Server::start(&entry.name, bytes.clone(), move |_, _| Reply::Serve(how.clone()));
+        let out = tempfile::tempdir().unwrap();
+        let dest = out.path().join(&entry.name);
+        let o = one_attempt(&server);
+        let got = fetch::fetch_file(&client(&o), &entry, &dest, &o).unwrap();
+        assert_eq!(std::fs::read(&dest).unwrap(), bytes);
+        assert_eq!((got.requests, server.log().len()), (1, 1), "{:?}", got.failures);
+        assert!(wrn_data::verify::is_stamped(&dest, &entry));
+    }
+}
+
+#[test]
+fn a_resumed_range_sent_compressed_restarts_from_zero() {
+    let src = tempfile::tempdir().unwrap();
+    let (_, entry, bytes) = archive(src.path());
+    let server =
+        Server::start(&entry.name, bytes.clone(), |_, _| Reply::Serve(Serve { encoding: Some("gzip"), ..serve() }));
+    let out = tempfile::tempdir().unwrap();
+    let dest = out.path().join(&entry.name);
+    std::fs::write(store::part_path(&dest), &bytes[..100]).unwrap();
+    let o = one_attempt(&server);
+    let got = fetch::fetch_file(&client(&o), &entry, &dest, &o).unwrap();
+    assert_eq!(std::fs::read(&dest).unwrap(), bytes);
+    assert!(got.failures[0].contains("compressed (Content-Encoding gzip)"), "{:?}", got.failures);
+}
+
+/// The synthetic archive behind a `file://` URL at `source`.
+fn local(entry: &FileEntry, source: &Path) -> FileEntry {
+    FileEntry { url: format!("file://{}", source.display()), ..entry.clone() }
+}
+
+#[cfg(unix)]
+#[test]
+fn a_local_source_must_be_a_regular_file_and_keeps_its_restrictive_permissions() {
+    use std::os::unix::fs::PermissionsExt;
+    let src = tempfile::tempdir().unwrap();
+    let (_, entry, bytes) = archive(src.path());
+    let out = tempfile::tempdir().unwrap();
+    let o = FetchOptions { attempts: 1, ..opts(vec![]) };
+
+    // A FIFO would block the read forever: refused at once, naming it.
+    let fifo = src.path().join("cifar-10-binary.fifo");
+    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (fifo_entry, dest, o2) = (local(&entry, &fifo), out.path().join("a").join(&entry.name), o.clone());
+    std::thread::spawn(move || {
+        let _ =
+            tx.send(fetch::fetch_file(&client(&o2), &fifo_entry, &dest, &o2).map(|_| ()).map_err(|e| e.to_string()));
+    });
+    let err = rx.recv_timeout(Duration::from_secs(10)).expect("a FIFO source does not hang").unwrap_err();
+    assert!(err.contains(&fifo.display().to_string()) && err.contains("not a regular file (a FIFO)"), "{err}");
+
+    // A rw------- source is not copied world-readable.
+    let source = src.path().join("cifar-10-binary.tar.gz");
+    std::fs::set_permissions(&source, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let dest = out.path().join(&entry.name);
+    fetch::fetch_file(&client(&o), &local(&entry, &source), &dest, &o).unwrap();
+    assert_eq!(std::fs::read(&dest).unwrap(), bytes);
+    assert_eq!(std::fs::metadata(&dest).unwrap().permissions().mode() & 0o777, 0o600);
 }

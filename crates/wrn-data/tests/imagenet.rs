@@ -8,7 +8,7 @@ use std::path::Path;
 use wrn_data::imagenet::{self, GROUND_TRUTH_MEMBER, META_MEMBER};
 
 fn pad8(v: &mut Vec<u8>) {
-    while v.len() % 8 != 0 {
+    while !v.len().is_multiple_of(8) {
         v.push(0);
     }
 }

@@ -31,7 +31,7 @@ fn synth_and_import(n: u64) -> (tempfile::TempDir, tempfile::TempDir, Manifest, 
     (src, data, m, store)
 }
 
-fn small_shards() -> PrepareOptions {
+fn small_shards() -> PrepareOptions<'static> {
     PrepareOptions { shard_bytes: 64 << 10, ..PrepareOptions::default() }
 }
 
@@ -292,7 +292,7 @@ fn fetch_with_the_synthetic_manifest_goes_from_nothing_to_prepared() {
     let data = tempfile::tempdir().unwrap();
     let store = Store::new(data.path());
     assert_eq!(store.status(&m).state, State::Missing);
-    let opts = wrn_data::fetch::FetchOptions { progress: false, ..Default::default() };
+    let opts = wrn_data::fetch::FetchOptions::default();
     let (fetched, prepared) = wrn_data::ops::fetch_and_prepare(&store, &m, &opts, false).unwrap();
     assert_eq!((fetched.len(), prepared.len()), (3, 2));
     let status = store.status(&m);
@@ -311,7 +311,7 @@ fn reference(src: &Path, m: &Manifest, opts: &PrepareOptions) -> (tempfile::Temp
     (data, files)
 }
 
-fn stop_after(opts: &PrepareOptions, shards: usize) -> PrepareOptions {
+fn stop_after<'a>(opts: &PrepareOptions<'a>, shards: usize) -> PrepareOptions<'a> {
     PrepareOptions { stop_after_shards: Some(shards), ..opts.clone() }
 }
 
@@ -392,4 +392,121 @@ fn val_resumes_too_and_a_journal_of_other_inputs_or_unreadable_starts_the_split_
     let reports = wrn_data::ops::prepare_with(&store, &val_only, &opts).unwrap();
     assert!(reports[0].notes.iter().any(|n| n.starts_with("resumed: ") && n.ends_with(" images in 2 shards kept")));
     assert!(prepared_files(&dir) == expected);
+}
+
+/// The synthetic ImageNet (n = 40) with its file `name` replaced by `bytes`, imported by its new hash.
+fn with_file(name: &str, bytes: &[u8]) -> (tempfile::TempDir, tempfile::TempDir, Manifest, Store) {
+    let (src, data, mut m, _) = synth_and_import(40);
+    let path = src.path().join(format!("replaced_{name}"));
+    std::fs::write(&path, bytes).unwrap();
+    let entry = m.files.iter_mut().find(|f| f.name == name).unwrap();
+    entry.size = bytes.len() as u64;
+    entry.sha256 = format!("{:x}", Sha256::digest(bytes));
+    let store = Store::new(data.path());
+    wrn_data::import::import(&store, &m, &[path], false).unwrap();
+    (src, data, m, store)
+}
+
+/// A 200x150 RGB JPEG, large enough that a decoder fills a cut copy with grey without an error.
+fn gradient_jpeg() -> Vec<u8> {
+    let pixels: Vec<u8> = (0..200 * 150 * 3).map(|i| ((i / 3) % 200 + (i % 3) * 20) as u8).collect();
+    let mut out = Vec::new();
+    jpeg_encoder::Encoder::new(&mut out, 90).encode(&pixels, 200, 150, jpeg_encoder::ColorType::Rgb).unwrap();
+    out
+}
+
+#[test]
+fn a_jpeg_cut_to_a_third_is_left_out_and_named() {
+    let whole = gradient_jpeg();
+    let cut = whole[..whole.len() / 3].to_vec();
+    let mut inner = tar::Builder::new(Vec::new());
+    for (name, bytes) in [("n01440764_1.JPEG", &whole), ("n01440764_2.JPEG", &cut)] {
+        inner.append_data(&mut header(tar::EntryType::Regular, bytes.len() as u64), name, &bytes[..]).unwrap();
+    }
+    let train = class_tars(&[("n01440764", inner.into_inner().unwrap())], &[]);
+    let (_src, _data, mut m, store) = with_file("ILSVRC2012_img_train.tar", &train);
+    m.splits.insert("train".into(), 11);
+    m.splits.remove("val");
+    let reports = wrn_data::ops::prepare(&store, &m).unwrap();
+    let train = store.open_encoded(&m, "train").unwrap();
+    assert_eq!(train.len(), 10, "11 images less the cut one");
+    let skipped: Vec<(&str, &str)> = train.meta.skipped.iter().map(|s| (s.name.as_str(), s.reason.as_str())).collect();
+    assert_eq!(
+        skipped,
+        [("n01440764_2.JPEG", "corrupt JPEG: the image data ends before the end-of-image marker (a file cut short)")]
+    );
+    assert!(reports[0].notes.iter().any(|n| n.starts_with("left out n01440764_2.JPEG: corrupt JPEG")), "{reports:?}");
+}
+
+#[test]
+fn bit_rot_in_a_tar_under_a_valid_stamp_fails_the_split_and_leaves_nothing() {
+    let (_src, _data, m, store) = synth_and_import(40);
+    wrn_data::ops::prepare_with(&store, &m, &small_shards()).unwrap();
+    let entry = m.files.iter().find(|f| f.name == "ILSVRC2012_img_val.tar").unwrap();
+    let path = store.file_path(&m, entry);
+    let val = store.open_encoded(&m, "val").unwrap();
+    assert_eq!(val.meta.sources[0].sha256, wrn_data::verify::sha256_file(&path, None).unwrap());
+    drop(val);
+    std::fs::remove_dir_all(store.prepared_dir(&m)).unwrap();
+
+    // The last byte of the tar (in its end-of-archive blocks, which readers skip) flips; size and mtime
+    // stay, so the stamp still matches.
+    let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
+    let mut bytes = std::fs::read(&path).unwrap();
+    *bytes.last_mut().unwrap() ^= 0x01;
+    std::fs::write(&path, &bytes).unwrap();
+    std::fs::File::options().write(true).open(&path).unwrap().set_modified(mtime).unwrap();
+    assert!(wrn_data::verify::is_stamped(&path, entry));
+    let actual = wrn_data::verify::sha256_file(&path, None).unwrap();
+    let err = wrn_data::ops::prepare_with(&store, &m, &small_shards()).unwrap_err().to_string();
+    for part in [path.to_str().unwrap(), &entry.sha256, &actual, "wrn data fetch imagenet", "wrn data import imagenet"]
+    {
+        assert!(err.contains(part), "`{part}` not in: {err}");
+    }
+    let dir = store.prepared_dir(&m);
+    assert!(leftovers(&dir).iter().all(|f| !f.starts_with("val")), "{:?}", leftovers(&dir));
+    assert!(!wrn_data::verify::is_stamped(&path, entry));
+}
+
+#[test]
+fn a_member_claiming_64_gib_in_a_small_tar_is_refused_before_it_is_read() {
+    let mut tar = header(tar::EntryType::Regular, 64 << 30);
+    tar.set_path("ILSVRC2012_val_00000001.JPEG").unwrap();
+    tar.set_cksum();
+    let bytes = [tar.as_bytes().as_slice(), &[0xFF; 100]].concat();
+    let (_src, _data, m, store) = with_file("ILSVRC2012_img_val.tar", &bytes);
+    let err = wrn_data::ops::prepare_with(&store, &m, &small_shards()).unwrap_err().to_string();
+    assert!(err.contains("ILSVRC2012_img_val.tar"), "{err}");
+    assert!(err.contains("member `ILSVRC2012_val_00000001.JPEG` claims 68719476736 bytes, more than the 612"), "{err}");
+    assert!(leftovers(&store.prepared_dir(&m)).iter().all(|f| !f.starts_with("val")));
+}
+
+#[test]
+fn a_devkit_member_stored_twice_is_refused_naming_it() {
+    let src = tempfile::tempdir().unwrap();
+    synth::synth_imagenet(src.path(), 40, 3).unwrap();
+    let devkit = std::fs::read(src.path().join("ILSVRC2012_devkit_t12.tar.gz")).unwrap();
+    let mut members = Vec::new();
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(&devkit[..]));
+    for e in archive.entries().unwrap() {
+        let mut e = e.unwrap();
+        let name = e.path().unwrap().to_string_lossy().into_owned();
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut e, &mut bytes).unwrap();
+        members.push((name, bytes));
+    }
+    let meta = members.iter().find(|(n, _)| n == wrn_data::imagenet::META_MEMBER).unwrap().clone();
+    members.push(meta);
+    let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast()));
+    for (name, bytes) in &members {
+        tar.append_data(&mut header(tar::EntryType::Regular, bytes.len() as u64), name, &bytes[..]).unwrap();
+    }
+    let twice = tar.into_inner().unwrap().finish().unwrap();
+    let (_src, _data, m, store) = with_file("ILSVRC2012_devkit_t12.tar.gz", &twice);
+    let err = wrn_data::ops::prepare(&store, &m).unwrap_err().to_string();
+    assert!(
+        err.contains("ILSVRC2012_devkit_t12.tar.gz")
+            && err.contains("member `ILSVRC2012_devkit_t12/data/meta.mat` appears twice"),
+        "{err}"
+    );
 }

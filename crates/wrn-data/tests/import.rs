@@ -68,3 +68,59 @@ fn a_file_that_matches_nothing_is_refused_with_its_size_and_hash() {
     let err = import::import(&store, &m, &[empty.path().to_path_buf()], false).unwrap_err().to_string();
     assert!(err.contains("none of the given paths") && err.contains(&m.files[0].sha256), "{err}");
 }
+
+#[cfg(unix)]
+#[test]
+fn a_relative_symbolic_link_is_placed_as_the_file_it_points_to() {
+    let src = tempfile::tempdir().unwrap();
+    let (m, _) = synth::synth_cifar(CifarKind::Cifar10, src.path(), 50, 7).unwrap();
+    let downloads = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(downloads.path().join("files/links")).unwrap();
+    std::fs::copy(src.path().join("cifar-10-binary.tar.gz"), downloads.path().join("files/cifar.tgz")).unwrap();
+    let link = downloads.path().join("files/links/cifar-link.tgz");
+    std::os::unix::fs::symlink("../cifar.tgz", &link).unwrap();
+
+    // The data directory is elsewhere, where `../cifar.tgz` means nothing.
+    let data = tempfile::tempdir().unwrap();
+    let store = Store::new(data.path().join("a/b"));
+    let done = import::import(&store, &m, std::slice::from_ref(&link), false).unwrap();
+    let dest = store.file_path(&m, &m.files[0]);
+    assert_eq!(std::fs::read(&dest).unwrap(), std::fs::read(src.path().join("cifar-10-binary.tar.gz")).unwrap());
+    assert!(!std::fs::symlink_metadata(&dest).unwrap().is_symlink(), "{}: {}", done[0].how, dest.display());
+    assert_eq!(done[0].how, "hard link");
+    assert!(wrn_data::verify::is_stamped(&dest, &m.files[0]));
+
+    // A link to nothing is refused saying where it points.
+    let dangling = downloads.path().join("files/links/gone.tgz");
+    std::os::unix::fs::symlink("../missing.tgz", &dangling).unwrap();
+    let err = import::import(&store, &m, &[dangling], false).unwrap_err().to_string();
+    assert!(
+        err.contains("gone.tgz") && err.contains("a symbolic link to ../missing.tgz, which does not exist"),
+        "{err}"
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn a_copy_is_atomic_and_keeps_restrictive_permissions() {
+    use std::os::unix::fs::PermissionsExt;
+    let src = tempfile::tempdir().unwrap();
+    let (m, _) = synth::synth_cifar(CifarKind::Cifar10, src.path(), 50, 8).unwrap();
+    let source = src.path().join("cifar-10-binary.tar.gz");
+    std::fs::set_permissions(&source, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let store = Store::new(data.path());
+    let done = import::import(&store, &m, std::slice::from_ref(&source), true).unwrap();
+    assert_eq!(done[0].how, "copy");
+    let dest = store.file_path(&m, &m.files[0]);
+    assert_eq!(std::fs::read(&dest).unwrap(), std::fs::read(&source).unwrap());
+    assert_eq!(std::fs::metadata(&dest).unwrap().permissions().mode() & 0o777, 0o600);
+    // Nothing but the file and its stamp: no temporary or partial file left beside it.
+    let mut names: Vec<String> = std::fs::read_dir(dest.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n != ".lock")
+        .collect();
+    names.sort();
+    assert_eq!(names, ["cifar-10-binary.tar.gz", "cifar-10-binary.tar.gz.verified"]);
+}

@@ -37,7 +37,7 @@ impl Synth {
     }
 }
 
-fn small_shards() -> PrepareOptions {
+fn small_shards() -> PrepareOptions<'static> {
     PrepareOptions { shard_bytes: 64 << 10, ..PrepareOptions::default() }
 }
 
@@ -113,7 +113,7 @@ fn the_kaggle_zip_prepares_exactly_as_the_tars_of_the_same_seed() {
     assert!(lines.iter().any(|l| l.item == ZIP && matches!(l.result, Some(Ok(())))), "{lines:?}");
     assert!(lines.iter().all(|l| l.result.as_ref().is_none_or(|r| r.is_ok())), "{lines:?}");
     // Fetching finds the zip standing in for the tars; preparing again keeps what is done.
-    let opts = wrn_data::fetch::FetchOptions { progress: false, ..Default::default() };
+    let opts = wrn_data::fetch::FetchOptions::default();
     let (fetched, prepared) = wrn_data::ops::fetch_and_prepare(&store, m, &opts, false).unwrap();
     assert_eq!((fetched.len(), fetched[0].file.as_str(), prepared.len()), (1, ZIP, 0));
     let again = wrn_data::ops::prepare_with(&store, m, &small_shards()).unwrap();
@@ -449,4 +449,30 @@ fn an_interrupted_prepare_from_the_zip_continues_into_the_same_index_and_shards(
     let (resumed, reports, _keep) = prepared(Some(3));
     assert!(reports[0].notes.iter().any(|n| n.starts_with("resumed: ") && n.ends_with(" images in 3 shards kept")));
     assert!(resumed == expected, "the same index and shards, byte for byte, and no journal left");
+}
+
+#[test]
+fn a_member_stored_twice_in_the_zip_is_refused_naming_the_zip_and_the_member() {
+    let kaggle = Synth::new(60, 5, ImagenetForm::KaggleZip);
+    let dir = tempfile::tempdir().unwrap();
+    let staged = dir.path().join("staged.zip");
+    let member = "ILSVRC/Data/CLS-LOC/val/ILSVRC2012_val_00000005.JPEG";
+    let stand_in = "ILSVRC/Data/CLS-LOC/val/ILSVRC2012_val_0000000X.JPEG";
+    rewrite(&kaggle.zip(), &staged, |n, b| Some((n.to_string(), b)), &[(stand_in, b"\xff\xd8\xff\xd9")]);
+    // The stand-in's name, in its local header and its central-directory entry, becomes the member's.
+    let mut bytes = std::fs::read(&staged).unwrap();
+    let mut renamed = 0;
+    while let Some(at) = bytes.windows(stand_in.len()).position(|w| w == stand_in.as_bytes()) {
+        bytes[at..at + stand_in.len()].copy_from_slice(member.as_bytes());
+        renamed += 1;
+    }
+    assert_eq!(renamed, 2);
+    let twice = dir.path().join("twice.zip");
+    std::fs::write(&twice, &bytes).unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let store = Store::new(data.path());
+    let m = &kaggle.manifest;
+    let err = wrn_data::import::import(&store, m, std::slice::from_ref(&twice), false).unwrap_err().to_string();
+    assert!(err.contains("twice.zip") && err.contains(&format!("member `{member}` appears twice")), "{err}");
+    assert!(!store.alternative_path(m, &m.alternatives["kaggle"]).exists());
 }

@@ -85,6 +85,17 @@ impl AtomicFile {
         tmp.persist(&target).map_err(|e| io(e.error))?;
         sync_folder(folder(&target)).map_err(io)
     }
+
+    /// [`AtomicFile::commit`], first moving the file it replaces (if any) to `previous`, in the same folder,
+    /// so the version before stays beside it. A crash between the two renames leaves only `previous`.
+    pub fn commit_keeping(self, previous: &Path) -> Result<(), Error> {
+        match std::fs::rename(&self.target, previous) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(Error { path: previous.to_path_buf(), source: e })
+            }
+            _ => self.commit(),
+        }
+    }
 }
 
 /// The process's file-creation mask, from `/proc/self/status` (read once; `022` where it cannot be read).
@@ -171,6 +182,20 @@ mod tests {
         file.commit().unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"new");
         assert_eq!(names(dir.path()), ["checkpoint.safetensors"]);
+    }
+
+    #[test]
+    fn a_commit_keeping_the_previous_version_moves_it_aside_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let (target, previous) = (dir.path().join("c.bin"), dir.path().join("c.prev.bin"));
+        for text in ["one", "two", "three"] {
+            let mut file = AtomicFile::create(&target).unwrap();
+            file.write_all(text.as_bytes()).unwrap();
+            file.commit_keeping(&previous).unwrap();
+        }
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "three");
+        assert_eq!(std::fs::read_to_string(&previous).unwrap(), "two");
+        assert_eq!(names(dir.path()), ["c.bin", "c.prev.bin"]);
     }
 
     #[test]

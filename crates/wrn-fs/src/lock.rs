@@ -34,8 +34,16 @@ pub enum LockError {
 /// A held lock; dropping it (or the process ending) releases it.
 #[derive(Debug)]
 pub struct Lock {
-    _file: File,
+    file: File,
     path: PathBuf,
+}
+
+impl Drop for Lock {
+    /// Unlocks explicitly rather than by closing: a child being started by another thread at that moment
+    /// holds a copy of the descriptor until its `exec`, and would keep the lock that long.
+    fn drop(&mut self) {
+        let _ = self.file.unlock();
+    }
 }
 
 /// The lock file that guards `folder`.
@@ -48,7 +56,8 @@ impl Lock {
     pub fn acquire(folder: &Path, what: &str) -> Result<Lock, LockError> {
         let path = lock_path(folder);
         let io = |source| LockError::Io { path: path.clone(), source };
-        let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(io)?;
+        let mut file =
+            OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(io)?;
         match file.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
@@ -66,7 +75,7 @@ impl Lock {
         file.set_len(0).map_err(io)?;
         file.seek(SeekFrom::Start(0)).map_err(io)?;
         file.write_all(who.as_bytes()).map_err(io)?;
-        Ok(Lock { _file: file, path })
+        Ok(Lock { file, path })
     }
 
     /// The lock file.
@@ -106,11 +115,8 @@ mod tests {
     fn the_lock_is_released_when_its_process_ends() {
         let dir = tempfile::tempdir().unwrap();
         // flock(1) takes the same lock, keeps it only in its own process (`-o`), and is killed.
-        let mut child = std::process::Command::new("flock")
-            .arg("-o")
-            .arg(lock_path(dir.path()))
-            .args(["sleep", "30"])
-            .spawn();
+        let mut child =
+            std::process::Command::new("flock").arg("-o").arg(lock_path(dir.path())).args(["sleep", "30"]).spawn();
         if let Ok(child) = child.as_mut() {
             // Wait until it holds the lock.
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use wrn_tables::{Row, Table};
 
-use crate::runs::{read_runs, Run, RunResult, Status};
+use crate::runs::{read_runs, Run, RunKind, RunResult};
 use crate::ReportError;
 
 /// The median, range and count of one metric over a row's finished runs.
@@ -31,18 +31,18 @@ impl Stats {
 
 /// Whether a row's figures come from runs at the paper's scale.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Scale {
+pub enum ResultScale {
     /// `full_scale: true`: the paper's schedule on the real dataset.
     Full,
     /// `full_scale: false`: a shortened schedule, a subset, or other (e.g. synthetic) data.
     Reduced,
 }
 
-impl Scale {
+impl ResultScale {
     pub fn as_str(self) -> &'static str {
         match self {
-            Scale::Full => "full",
-            Scale::Reduced => "reduced",
+            ResultScale::Full => "full",
+            ResultScale::Reduced => "reduced",
         }
     }
 }
@@ -57,7 +57,7 @@ pub enum RowState {
     /// Run folders exist but none has finished.
     InProgress { runs: usize },
     /// At least one finished run.
-    Results { scale: Scale, finished: usize, in_progress: usize, reduced_not_counted: usize },
+    Results { scale: ResultScale, finished: usize, in_progress: usize, reduced_not_counted: usize },
 }
 
 /// How one of our figures compares with the published one.
@@ -170,13 +170,18 @@ impl RowReport {
         self.cells.iter().find(|c| c.metric == metric)
     }
 
+    /// Seed folders of one kind (diverged, incomplete, damaged, ...).
+    pub fn count(&self, kind: RunKind) -> usize {
+        self.runs.iter().filter(|r| r.kind() == kind).count()
+    }
+
     /// Seed folders whose run diverged (a non-finite loss): never a result, shown as such.
     pub fn diverged(&self) -> usize {
-        self.runs.iter().filter(|r| r.result.as_ref().is_some_and(|r| r.status == Status::Diverged)).count()
+        self.count(RunKind::Diverged)
     }
 
     /// "reduced scale" or "" (full scale, or no results).
-    pub fn scale(&self) -> Option<Scale> {
+    pub fn scale(&self) -> Option<ResultScale> {
         match self.state {
             RowState::Results { scale, .. } => Some(scale),
             _ => None,
@@ -188,27 +193,25 @@ impl RowReport {
         match &self.state {
             RowState::Reference(source) => format!("reference: {source}"),
             RowState::NoRuns => "missing: no runs".into(),
-            RowState::InProgress { runs } => {
-                let (diverged, running) = (self.diverged(), runs - self.diverged());
-                let mut s = "missing:".to_string();
+            RowState::InProgress { .. } => {
+                let running = self.count(RunKind::InProgress);
+                let mut parts = Vec::new();
                 if running > 0 {
-                    s.push_str(&format!(" {running} {} in progress", plural(running, "run", "runs")));
+                    parts.push(format!("{running} {} in progress", plural(running, "run", "runs")));
                 }
-                if diverged > 0 {
-                    s.push_str(&format!("{} {diverged} diverged", if running > 0 { "," } else { "" }));
-                }
-                s
+                parts.extend(self.not_counted(""));
+                format!("missing: {}", parts.join(", "))
             }
             RowState::Results { scale, finished, in_progress, reduced_not_counted } => {
                 let mut s = format!("{finished} {}", plural(*finished, "run", "runs"));
-                if *scale == Scale::Reduced {
+                if *scale == ResultScale::Reduced {
                     s.push_str(", reduced scale: not comparable with the paper");
                 }
                 if *in_progress > 0 {
                     s.push_str(&format!(", {in_progress} in progress"));
                 }
-                if self.diverged() > 0 {
-                    s.push_str(&format!(", {} diverged (not counted)", self.diverged()));
+                for part in self.not_counted(" (not counted)") {
+                    s.push_str(&format!(", {part}"));
                 }
                 if *reduced_not_counted > 0 {
                     s.push_str(&format!(
@@ -219,6 +222,33 @@ impl RowReport {
                 s
             }
         }
+    }
+
+    /// The diverged, incomplete and damaged seed folders in words, each damaged one with its file and
+    /// what is wrong with it; `suffix` follows each count.
+    fn not_counted(&self, suffix: &str) -> Vec<String> {
+        let mut parts = Vec::new();
+        if self.diverged() > 0 {
+            parts.push(format!("{} diverged{suffix}", self.diverged()));
+        }
+        let incomplete = self.count(RunKind::Incomplete);
+        if incomplete > 0 {
+            parts.push(format!("{incomplete} incomplete{suffix}"));
+        }
+        let damaged: Vec<String> = self
+            .runs
+            .iter()
+            .filter_map(|r| r.damage.as_ref())
+            .map(|d| format!("{}: {}", d.file.display(), d.problem))
+            .collect();
+        if !damaged.is_empty() {
+            parts.push(format!(
+                "{} damaged{suffix}: {}; remove the folder and run `wrn sweep` again",
+                damaged.len(),
+                damaged.join("; ")
+            ));
+        }
+        parts
     }
 }
 
@@ -285,15 +315,15 @@ fn compare_row(table: &Table, row: &Row, columns: &[(String, String)], runs: &Pa
         None => Vec::new(),
     };
     let finished: Vec<&RunResult> = found.iter().filter_map(Run::finished).collect();
-    let diverged = found.iter().filter(|r| r.result.as_ref().is_some_and(|r| r.status == Status::Diverged)).count();
-    let in_progress = found.len() - finished.len() - diverged;
+    // Diverged, incomplete and damaged folders are neither figures nor in progress.
+    let in_progress = found.iter().filter(|r| r.kind() == RunKind::InProgress).count();
     let full: Vec<&RunResult> = finished.iter().copied().filter(|r| r.full_scale).collect();
     // Full-scale runs, when there are any, are the figures; reduced-scale ones are then only counted aside.
     let (counted, scale, reduced_not_counted) = if full.is_empty() {
-        (finished.clone(), Scale::Reduced, 0)
+        (finished.clone(), ResultScale::Reduced, 0)
     } else {
         let reduced = finished.len() - full.len();
-        (full, Scale::Full, reduced)
+        (full, ResultScale::Full, reduced)
     };
     let state = match (&row.reference, found.len(), counted.len()) {
         (Some(source), _, _) => RowState::Reference(source.clone()),
@@ -308,7 +338,7 @@ fn compare_row(table: &Table, row: &Row, columns: &[(String, String)], runs: &Pa
             let values: Vec<f64> = counted.iter().filter_map(|r| ours(metric, r)).collect();
             let ours = Stats::of(&values);
             // No difference for hardware-dependent metrics, nor against reduced-scale runs.
-            let comparable = scale == Scale::Full && !HARDWARE_METRICS.contains(&metric.as_str());
+            let comparable = scale == ResultScale::Full && !HARDWARE_METRICS.contains(&metric.as_str());
             let difference = ours.zip(published).filter(|_| comparable).map(|(o, p)| o.median - p);
             let tolerance = tolerance(&row.dataset, metric);
             let measurable = row.reference.is_none() && ours_applies(metric, &row.dataset);
@@ -324,7 +354,7 @@ fn compare_row(table: &Table, row: &Row, columns: &[(String, String)], runs: &Pa
                 } else {
                     Verdict::NotJudged("not measured by wrn")
                 }
-            } else if scale == Scale::Reduced {
+            } else if scale == ResultScale::Reduced {
                 Verdict::NotJudged("reduced scale")
             } else {
                 match (difference, tolerance) {

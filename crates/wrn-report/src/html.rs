@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use crate::compare::Scale;
+use crate::compare::{ResultScale, TableReport};
 use crate::markdown;
 use crate::plots::{Plot, Plots};
 use crate::view::{grid, Tone};
@@ -93,11 +93,28 @@ pub fn render(report: &Report, plots: &Plots) -> Result<String, ReportError> {
     let _ = writeln!(s, "<style>{STYLE}</style></head><body>");
     s.push_str("<h1>wrn report: our results beside the paper's</h1>\n");
     let _ = writeln!(s, "<p>Runs read from <code>{}</code>.</p>", escape(&report.runs.display().to_string()));
+    summary(&mut s, report);
+    s.push_str("<h2>How figures are judged</h2>\n");
+    s.push_str(&tolerance_html());
+    for t in &report.tables {
+        table_section(&mut s, t, plots)?;
+    }
+    if let Some(p) = &plots.epoch_time {
+        s.push_str("<section id=\"epoch-time\"><h2>Time per epoch</h2>\n");
+        figure(&mut s, p)?;
+        s.push_str("</section>\n");
+    }
+    s.push_str("</body></html>\n");
+    Ok(s)
+}
+
+/// The summary table: one line per paper table, linking to its section.
+fn summary(s: &mut String, report: &Report) {
     s.push_str("<table id=\"summary\"><tr><th>Table</th><th>Title</th><th>Rows trained</th><th>Rows with results</th><th>Reduced-scale rows</th><th>Agree</th><th>Differ</th></tr>\n");
     for t in &report.tables {
         let (agree, differ) = t.verdicts();
         let with = t.rows_with_results();
-        let reduced = t.rows.iter().filter(|r| r.scale() == Some(Scale::Reduced)).count();
+        let reduced = t.rows.iter().filter(|r| r.scale() == Some(ResultScale::Reduced)).count();
         let results =
             if with == 0 { "no runs yet".to_string() } else { format!("{with} of {}", t.table.trainable().count()) };
         let _ = writeln!(
@@ -108,75 +125,66 @@ pub fn render(report: &Report, plots: &Plots) -> Result<String, ReportError> {
             id = escape(&t.table.id),
         );
     }
-    s.push_str("</table>\n<h2>How figures are judged</h2>\n");
-    s.push_str(&tolerance_html());
-    for t in &report.tables {
-        let _ = writeln!(s, "<section id=\"{}\" class=\"report-table\">", escape(&t.table.id));
-        let _ = writeln!(s, "<h2>{}: {}</h2>", escape(&t.table.id), escape(&t.table.title));
-        let _ = writeln!(
-            s,
-            "<p>Source: {}. Published figures: {}.</p>",
-            escape(&t.table.source),
-            escape(&t.table.statistic)
+    s.push_str("</table>\n");
+}
+
+/// One paper table's section: source, notes, the results grid and its plots.
+fn table_section(s: &mut String, t: &TableReport, plots: &Plots) -> Result<(), ReportError> {
+    let _ = writeln!(s, "<section id=\"{}\" class=\"report-table\">", escape(&t.table.id));
+    let _ = writeln!(s, "<h2>{}: {}</h2>", escape(&t.table.id), escape(&t.table.title));
+    let _ =
+        writeln!(s, "<p>Source: {}. Published figures: {}.</p>", escape(&t.table.source), escape(&t.table.statistic));
+    if t.table.demo {
+        s.push_str(
+            "<p class=\"demo\"><strong>Demo table: smoke-scale runs on synthetic data.</strong> These numbers \
+             show that the pipeline trains end to end; they are not comparable with the paper and are never \
+             judged.</p>\n",
         );
-        if t.table.demo {
-            s.push_str(
-                "<p class=\"demo\"><strong>Demo table: smoke-scale runs on synthetic data.</strong> These numbers \
-                 show that the pipeline trains end to end; they are not comparable with the paper and are never \
-                 judged.</p>\n",
-            );
-        }
-        if !t.table.notes.is_empty() {
-            s.push_str("<ul class=\"notes\">");
-            for note in &t.table.notes {
-                let _ = write!(s, "<li>{}</li>", escape(note));
-            }
-            s.push_str("</ul>\n");
-        }
-        let g = grid(t);
-        let _ = write!(s, "<table class=\"results\" data-table=\"{}\"><thead><tr>", escape(&t.table.id));
-        for h in &g.header {
-            let _ = write!(s, "<th>{}</th>", escape(h));
-        }
-        s.push_str("</tr></thead><tbody>\n");
-        for (row, r) in g.rows.iter().zip(&t.rows) {
-            let _ = write!(s, "<tr data-row=\"{}\">", escape(&r.row.id));
-            for (text, tone) in row {
-                if *tone == Tone::Plain {
-                    let _ = write!(s, "<td>{}</td>", escape(text));
-                } else {
-                    let _ = write!(s, "<td class=\"{}\">{}</td>", tone.class(), escape(text));
-                }
-            }
-            s.push_str("</tr>\n");
-        }
-        s.push_str("</tbody></table>\n");
-        if let Some(p) = plots.params.get(&t.table.id) {
-            figure(&mut s, p)?;
-        }
-        let mut shown = Vec::new();
-        let mut curves = String::new();
-        for r in &t.rows {
-            let Some(p) = r.run_key.as_ref().and_then(|k| plots.curves.get(k)) else { continue };
-            if !shown.contains(&p.name) {
-                shown.push(p.name.clone());
-                figure(&mut curves, p)?;
-            }
-        }
-        if !curves.is_empty() {
-            let _ = write!(
-                s,
-                "<details open><summary>Test error against epoch ({} configurations)</summary>\n{curves}</details>\n",
-                shown.len()
-            );
-        }
-        s.push_str("</section>\n");
     }
-    if let Some(p) = &plots.epoch_time {
-        s.push_str("<section id=\"epoch-time\"><h2>Time per epoch</h2>\n");
-        figure(&mut s, p)?;
-        s.push_str("</section>\n");
+    if !t.table.notes.is_empty() {
+        s.push_str("<ul class=\"notes\">");
+        for note in &t.table.notes {
+            let _ = write!(s, "<li>{}</li>", escape(note));
+        }
+        s.push_str("</ul>\n");
     }
-    s.push_str("</body></html>\n");
-    Ok(s)
+    let g = grid(t);
+    let _ = write!(s, "<table class=\"results\" data-table=\"{}\"><thead><tr>", escape(&t.table.id));
+    for h in &g.header {
+        let _ = write!(s, "<th>{}</th>", escape(h));
+    }
+    s.push_str("</tr></thead><tbody>\n");
+    for (row, r) in g.rows.iter().zip(&t.rows) {
+        let _ = write!(s, "<tr data-row=\"{}\">", escape(&r.row.id));
+        for (text, tone) in row {
+            if *tone == Tone::Plain {
+                let _ = write!(s, "<td>{}</td>", escape(text));
+            } else {
+                let _ = write!(s, "<td class=\"{}\">{}</td>", tone.class(), escape(text));
+            }
+        }
+        s.push_str("</tr>\n");
+    }
+    s.push_str("</tbody></table>\n");
+    if let Some(p) = plots.params.get(&t.table.id) {
+        figure(s, p)?;
+    }
+    let mut shown = Vec::new();
+    let mut curves = String::new();
+    for r in &t.rows {
+        let Some(p) = r.run_key.as_ref().and_then(|k| plots.curves.get(k)) else { continue };
+        if !shown.contains(&p.name) {
+            shown.push(p.name.clone());
+            figure(&mut curves, p)?;
+        }
+    }
+    if !curves.is_empty() {
+        let _ = write!(
+            s,
+            "<details open><summary>Test error against epoch ({} configurations)</summary>\n{curves}</details>\n",
+            shown.len()
+        );
+    }
+    s.push_str("</section>\n");
+    Ok(())
 }

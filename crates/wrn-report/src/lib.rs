@@ -13,7 +13,11 @@
 //! For each metric of a table: the published figure; ours, the **median over the row's finished seeds**
 //! with its min–max and count n; the difference (our median − published); and a verdict ([`compare`]).
 //! A row without any run folder is *missing*, one whose folders have not finished (no `result.json`, or
-//! `"status": "interrupted"`) is *in progress*: neither ever shows a figure, and never a zero. Runs with
+//! `"status": "interrupted"`) is *in progress*: neither ever shows a figure, and never a zero. Diverged
+//! runs, *incomplete* ones (`"finished"` before the last planned epoch) and *damaged* ones (a
+//! `result.json` or `metrics.csv` that cannot be read; the row names the file and what is wrong) are
+//! shown as such and never counted; one damaged folder never stops the rest of the report. A report is
+//! put in place as one set ([`publish`]): an interrupted or failed report leaves the previous one whole. Runs with
 //! `full_scale: false` (a shortened schedule, a subset, or other data such as the synthetic demo data) are
 //! labelled *reduced scale* and never judged against the paper; when a row has full-scale runs, only those
 //! are counted. Parameters and time per epoch are shown for every row, whether the paper gives them or
@@ -50,12 +54,14 @@ pub mod html;
 pub mod markdown;
 pub mod nightly;
 pub mod plots;
+pub mod publish;
 pub mod readme;
 pub mod runs;
 pub mod table_csv;
 pub mod view;
 
-pub use compare::{compare, RowReport, RowState, Scale, Stats, TableReport, Verdict};
+pub use compare::{compare, ResultScale, RowReport, RowState, Stats, TableReport, Verdict};
+pub use publish::write;
 
 /// What can go wrong while making a report.
 #[derive(Debug, thiserror::Error)]
@@ -66,10 +72,12 @@ pub enum ReportError {
     Format { path: PathBuf, message: String },
     #[error(transparent)]
     Tables(#[from] wrn_tables::TableError),
-    #[error("{0}")]
-    Font(String),
-    #[error("drawing a plot: {0}")]
-    Plot(String),
+    #[error(transparent)]
+    Plot(#[from] plots::PlotError),
+    #[error("{path}: {source}")]
+    Readme { path: PathBuf, source: readme::MarkerError },
+    #[error(transparent)]
+    Locked(#[from] wrn_fs::LockError),
 }
 
 impl From<wrn_fs::Error> for ReportError {
@@ -121,24 +129,6 @@ pub struct Written {
     pub csv: PathBuf,
     /// Every plot file, SVG and PNG.
     pub plots: Vec<PathBuf>,
-}
-
-/// Writes `report.md`, `report.html`, `report.csv` and `plots/*.svg|png` under `out`, each atomically.
-pub fn write(report: &Report, out: &Path) -> Result<Written, ReportError> {
-    let plot_dir = out.join("plots");
-    std::fs::create_dir_all(&plot_dir).map_err(|source| ReportError::Io { path: plot_dir.clone(), source })?;
-    let plots = plots::make_plots(&report.tables);
-    plots::write_plot_files(&plot_dir, &plots)?;
-    let written = Written {
-        markdown: out.join("report.md"),
-        html: out.join("report.html"),
-        csv: out.join("report.csv"),
-        plots: plots.all().flat_map(|p| ["svg", "png"].map(|ext| plot_dir.join(format!("{}.{ext}", p.name)))).collect(),
-    };
-    wrn_fs::atomic_write(&written.markdown, markdown::render(report, &plots).as_bytes())?;
-    wrn_fs::atomic_write(&written.html, html::render(report, &plots)?.as_bytes())?;
-    wrn_fs::atomic_write(&written.csv, table_csv::render(&report.tables)?.as_bytes())?;
-    Ok(written)
 }
 
 /// What `wrn report` does, as options.
@@ -193,7 +183,7 @@ pub fn run(options: &Options) -> Result<Outcome, ReportError> {
             let text =
                 std::fs::read_to_string(path).map_err(|source| ReportError::Io { path: path.clone(), source })?;
             let current = readme::is_current(&text, &section)
-                .map_err(|message| ReportError::Format { path: path.clone(), message })?;
+                .map_err(|source| ReportError::Readme { path: path.clone(), source })?;
             if !current {
                 return Err(ReportError::Format {
                     path: path.clone(),

@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use crate::compare::{Scale, TableReport};
+use crate::compare::{ResultScale, TableReport};
 use crate::plots::Plots;
 use crate::view::{grid, Grid};
 use crate::Report;
@@ -57,7 +57,7 @@ fn summary_line(t: &TableReport) -> String {
     let trainable = t.table.trainable().count();
     let with = t.rows_with_results();
     let (agree, differ) = t.verdicts();
-    let reduced = t.rows.iter().filter(|r| r.scale() == Some(Scale::Reduced)).count();
+    let reduced = t.rows.iter().filter(|r| r.scale() == Some(ResultScale::Reduced)).count();
     let results = if with == 0 { "no runs yet".to_string() } else { format!("{with} of {trainable}") };
     let reduced = if reduced > 0 { format!("{reduced} (not judged)") } else { "0".into() };
     format!("| {} | {} | {trainable} | {results} | {reduced} | {agree} | {differ} |", t.table.id, cell(&t.table.title))

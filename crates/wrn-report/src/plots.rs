@@ -15,19 +15,41 @@ use std::sync::OnceLock;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use crate::compare::{Scale, Stats, TableReport};
+use crate::compare::{ResultScale, Stats, TableReport};
+use crate::runs::RunKind;
 use crate::ReportError;
 
 const FONT: &str = "sans-serif";
 const SIZE: (u32, u32) = (760, 440);
 
+/// What can stop a plot from being drawn.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlotError {
+    /// `$WRN_FONT` names a file that cannot be read.
+    #[error(
+        "WRN_FONT={}: {message}; point WRN_FONT at a TrueType font file, or unset it to use the embedded \
+         DejaVu Sans",
+        path.display()
+    )]
+    FontUnreadable { path: std::path::PathBuf, message: String },
+    /// The font's bytes are not a font.
+    #[error(
+        "{origin}: not a TrueType/OpenType font; point WRN_FONT at a .ttf file, or unset it to use the \
+         embedded DejaVu Sans"
+    )]
+    NotAFont { origin: String },
+    /// plotters failed, in its words.
+    #[error("drawing a plot: {0}")]
+    Draw(String),
+}
+
 /// The font's bytes: the file `$WRN_FONT` names, or the embedded DejaVu Sans, and where they came from.
-pub fn font() -> Result<(&'static [u8], String), ReportError> {
+pub fn font() -> Result<(&'static [u8], String), PlotError> {
     match std::env::var_os("WRN_FONT").filter(|p| !p.is_empty()) {
         Some(path) => {
             let path = std::path::PathBuf::from(path);
-            let bytes =
-                std::fs::read(&path).map_err(|e| ReportError::Font(format!("WRN_FONT={}: {e}", path.display())))?;
+            let bytes = std::fs::read(&path)
+                .map_err(|e| PlotError::FontUnreadable { path: path.clone(), message: e.to_string() })?;
             // plotters keeps fonts for the life of the process.
             Ok((Box::leak(bytes.into_boxed_slice()), path.display().to_string()))
         }
@@ -36,16 +58,14 @@ pub fn font() -> Result<(&'static [u8], String), ReportError> {
 }
 
 /// Loads and registers the font once per process.
-fn ensure_font() -> Result<(), ReportError> {
-    static LOADED: OnceLock<Result<(), String>> = OnceLock::new();
+fn ensure_font() -> Result<(), PlotError> {
+    static LOADED: OnceLock<Result<(), PlotError>> = OnceLock::new();
     LOADED
         .get_or_init(|| {
-            let (bytes, origin) = font().map_err(|e| e.to_string())?;
-            plotters::style::register_font(FONT, FontStyle::Normal, bytes)
-                .map_err(|_| format!("{origin}: not a TrueType/OpenType font"))
+            let (bytes, origin) = font()?;
+            plotters::style::register_font(FONT, FontStyle::Normal, bytes).map_err(|_| PlotError::NotAFont { origin })
         })
         .clone()
-        .map_err(ReportError::Font)
 }
 
 /// One plot: its file stem under `plots/`, its title, and what it shows.
@@ -139,7 +159,13 @@ pub fn make_plots(tables: &[TableReport]) -> Plots {
                 .iter()
                 .filter(|run| !run.epochs.is_empty())
                 .map(|run| {
-                    let state = if run.finished().is_some() { "" } else { ", in progress" };
+                    let state = match run.kind() {
+                        RunKind::Finished => "",
+                        RunKind::InProgress => ", in progress",
+                        RunKind::Incomplete => ", incomplete",
+                        RunKind::Diverged => ", diverged",
+                        RunKind::Damaged => ", damaged",
+                    };
                     (
                         format!("seed {}{state}", run.seed),
                         run.epochs.iter().map(|e| (e.epoch as f64, e.test_error)).collect(),
@@ -149,7 +175,7 @@ pub fn make_plots(tables: &[TableReport]) -> Plots {
             if lines.is_empty() {
                 continue;
             }
-            let full = r.scale() == Some(Scale::Full);
+            let full = r.scale() == Some(ResultScale::Full);
             // The published figure only beside full-scale curves: reduced-scale ones are not comparable.
             let mut refs = Vec::new();
             if full {
@@ -201,7 +227,7 @@ fn params_plot(t: &TableReport) -> Option<Plot> {
         if !paper.is_empty() {
             series.push(Series { label: format!("paper, {dataset}"), filled: false, colour: i, points: paper });
         }
-        for scale in [Scale::Full, Scale::Reduced] {
+        for scale in [ResultScale::Full, ResultScale::Reduced] {
             let ours: Vec<_> = rows
                 .clone()
                 .filter(|r| r.scale() == Some(scale))
@@ -212,7 +238,7 @@ fn params_plot(t: &TableReport) -> Option<Plot> {
                 })
                 .collect();
             if !ours.is_empty() {
-                let suffix = if scale == Scale::Reduced { ", reduced scale" } else { "" };
+                let suffix = if scale == ResultScale::Reduced { ", reduced scale" } else { "" };
                 series.push(Series {
                     label: format!("ours, {dataset}{suffix}"),
                     filled: true,
@@ -257,8 +283,23 @@ fn epoch_time_plot(tables: &[TableReport]) -> Option<Plot> {
     Some(Plot { name: "epoch_time".into(), title, chart })
 }
 
-fn plot_error<E: std::fmt::Debug>(e: E) -> ReportError {
-    ReportError::Plot(format!("{e:?}"))
+/// The legend of a chart's labelled series, in its upper right corner.
+fn draw_legend<'a, DB, CT>(c: &mut ChartContext<'a, DB, CT>) -> Result<(), ReportError>
+where
+    DB: DrawingBackend + 'a,
+    CT: CoordTranslate,
+{
+    c.configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .label_font((FONT, 13))
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.4))
+        .draw()
+        .map_err(plot_error)
+}
+
+fn plot_error<E: std::fmt::Display>(e: E) -> ReportError {
+    ReportError::Plot(PlotError::Draw(e.to_string()))
 }
 
 /// Writes every plot as `<dir>/<name>.svg` and `<dir>/<name>.png`, each atomically.
@@ -290,164 +331,173 @@ fn padded(lo: f64, hi: f64, log: bool) -> Range<f64> {
     (lo - span * 0.08)..(hi + span * 0.08)
 }
 
+/// Draws `chart` under `title` on `root`: one step per kind of chart.
 fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, title: &str, chart: &Chart) -> Result<(), ReportError> {
     ensure_font()?;
     root.fill(&WHITE).map_err(plot_error)?;
-    let caption = (FONT, 17).into_font();
     match chart {
-        Chart::Lines { x_desc, y_desc, lines, refs } => {
-            let xs = lines.iter().flat_map(|(_, l)| l.iter().map(|p| p.0));
-            let ys = lines.iter().flat_map(|(_, l)| l.iter().map(|p| p.1)).chain(refs.iter().map(|r| r.1));
-            let (x0, x1) = min_max(xs).unwrap_or((0.0, 1.0));
-            // Errors on a log axis: the first epochs (near chance) and the last (a few %) both stay legible.
-            let (y0, y1) = min_max(ys).unwrap_or((1.0, 100.0));
-            let (y0, y1) = (y0.max(0.01), y1.max(y0.max(0.01) * 1.5));
-            let mut c = ChartBuilder::on(root)
-                .caption(title, caption)
-                .margin(12)
-                .x_label_area_size(40)
-                .y_label_area_size(56)
-                .build_cartesian_2d(
-                    x0.min(1.0)..x1.max(x0 + 1.0),
-                    ((y0 / 1.15)..(y1 * 1.15)).log_scale().with_key_points(log_ticks(y0 / 1.15, y1 * 1.15)),
-                )
-                .map_err(plot_error)?;
-            // Whole epochs only: one label per epoch up to ten, so none repeats.
-            let x_labels = ((x1.max(x0 + 1.0) - x0.min(1.0)).round() as usize + 1).clamp(2, 10);
-            c.configure_mesh()
-                .x_desc(x_desc.as_str())
-                .y_desc(format!("{y_desc}, log scale"))
-                .x_labels(x_labels)
-                .x_label_formatter(&|x| format!("{x:.0}"))
-                .y_label_formatter(&|y| tick_label(*y))
-                .label_style((FONT, 13))
-                .axis_desc_style((FONT, 14))
-                .draw()
-                .map_err(plot_error)?;
-            for (i, (label, points)) in lines.iter().enumerate() {
-                let colour = PALETTE[i % PALETTE.len()];
-                let points = points.iter().map(|&(x, y)| (x, y.max(0.01)));
-                c.draw_series(LineSeries::new(points, colour.stroke_width(2)))
-                    .map_err(plot_error)?
-                    .label(label.as_str())
-                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(2)));
-            }
-            let (lx0, lx1) = (x0.min(1.0), x1.max(x0 + 1.0));
-            for (label, y) in refs {
-                let style = BLACK.stroke_width(1);
-                c.draw_series(DashedLineSeries::new(vec![(lx0, *y), (lx1, *y)], 6, 4, style))
-                    .map_err(plot_error)?
-                    .label(label.as_str())
-                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], style));
-            }
-            c.configure_series_labels()
-                .position(SeriesLabelPosition::UpperRight)
-                .label_font((FONT, 13))
-                .background_style(WHITE.mix(0.85))
-                .border_style(BLACK.mix(0.4))
-                .draw()
-                .map_err(plot_error)?;
-        }
-        Chart::Scatter { x_desc, y_desc, series } => {
-            let pts = series.iter().flat_map(|s| s.points.iter());
-            let (x0, x1) = min_max(pts.clone().map(|p| p.0)).unwrap_or((0.1, 1.0));
-            let (y0, y1) = min_max(pts.flat_map(|p| [p.2, p.3])).unwrap_or((0.0, 1.0));
-            let xr = padded(x0.max(1e-3), x1.max(1e-3), true);
-            let mut c = ChartBuilder::on(root)
-                .caption(title, caption)
-                .margin(12)
-                .x_label_area_size(40)
-                .y_label_area_size(56)
-                .build_cartesian_2d(
-                    xr.clone().log_scale().with_key_points(log_ticks(xr.start, xr.end)),
-                    padded(y0, y1, false),
-                )
-                .map_err(plot_error)?;
-            c.configure_mesh()
-                .x_desc(x_desc.as_str())
-                .y_desc(y_desc.as_str())
-                .x_label_formatter(&|x| tick_label(*x))
-                .label_style((FONT, 13))
-                .axis_desc_style((FONT, 14))
-                .draw()
-                .map_err(plot_error)?;
-            for s in series {
-                let colour = PALETTE[s.colour % PALETTE.len()];
-                let filled = s.filled;
-                let style = if filled { colour.filled() } else { colour.stroke_width(2) };
-                c.draw_series(
-                    s.points
-                        .iter()
-                        .filter(|p| p.3 > p.2)
-                        .map(|p| PathElement::new(vec![(p.0, p.2), (p.0, p.3)], colour)),
-                )
-                .map_err(plot_error)?;
-                let marker = move |x: f64, y: f64| -> DynElement<'static, DB, (f64, f64)> {
-                    if filled {
-                        Circle::new((x, y), 5, style).into_dyn()
-                    } else {
-                        Cross::new((x, y), 5, style).into_dyn()
-                    }
-                };
-                c.draw_series(s.points.iter().map(|p| marker(p.0, p.1)))
-                    .map_err(plot_error)?
-                    .label(s.label.as_str())
-                    .legend(move |(x, y)| {
-                        if filled {
-                            Circle::new((x + 8, y), 5, style).into_dyn()
-                        } else {
-                            Cross::new((x + 8, y), 5, style).into_dyn()
-                        }
-                    });
-            }
-            c.configure_series_labels()
-                .position(SeriesLabelPosition::UpperRight)
-                .label_font((FONT, 13))
-                .background_style(WHITE.mix(0.85))
-                .border_style(BLACK.mix(0.4))
-                .draw()
-                .map_err(plot_error)?;
-        }
-        Chart::Bars { x_desc, bars } => {
-            let max = bars.iter().map(|b| b.1).fold(0.0, f64::max).max(1e-3);
-            let n = bars.len();
-            let labels: Vec<String> = bars.iter().map(|b| b.0.clone()).collect();
-            let mut c = ChartBuilder::on(root)
-                .caption(title, caption)
-                .margin(12)
-                .x_label_area_size(40)
-                .y_label_area_size(300)
-                .build_cartesian_2d(0.0..max * 1.15, 0.0..n as f64)
-                .map_err(plot_error)?;
-            c.configure_mesh()
-                .disable_y_mesh()
-                .y_labels(n * 2 + 1)
-                .y_label_formatter(&|y| {
-                    let i = y - 0.5;
-                    if (i - i.round()).abs() < 1e-6 && i >= 0.0 && (i.round() as usize) < labels.len() {
-                        labels[labels.len() - 1 - i.round() as usize].clone()
-                    } else {
-                        String::new()
-                    }
-                })
-                .x_desc(x_desc.as_str())
-                .x_label_formatter(&|x| format!("{x:.0}"))
-                .label_style((FONT, 13))
-                .axis_desc_style((FONT, 14))
-                .draw()
-                .map_err(plot_error)?;
-            c.draw_series(bars.iter().enumerate().map(|(i, (_, v))| {
-                let y = (n - 1 - i) as f64;
-                Rectangle::new([(0.0, y + 0.2), (*v, y + 0.8)], PALETTE[0].filled())
-            }))
-            .map_err(plot_error)?;
-            c.draw_series(bars.iter().enumerate().map(|(i, (_, v))| {
-                let y = (n - 1 - i) as f64;
-                Text::new(format!("{v:.1} s"), (*v, y + 0.5), (FONT, 12).into_font().color(&BLACK))
-            }))
-            .map_err(plot_error)?;
-        }
+        Chart::Lines { x_desc, y_desc, lines, refs } => draw_lines(root, title, (x_desc, y_desc), lines, refs),
+        Chart::Scatter { x_desc, y_desc, series } => draw_scatter(root, title, (x_desc, y_desc), series),
+        Chart::Bars { x_desc, bars } => draw_bars(root, title, x_desc, bars),
     }
+}
+
+/// Test error (log scale) against epoch: a line per seed and a dashed line per published figure.
+fn draw_lines<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    title: &str,
+    (x_desc, y_desc): (&str, &str),
+    lines: &[(String, Vec<(f64, f64)>)],
+    refs: &[(String, f64)],
+) -> Result<(), ReportError> {
+    let caption = (FONT, 17).into_font();
+    let xs = lines.iter().flat_map(|(_, l)| l.iter().map(|p| p.0));
+    let ys = lines.iter().flat_map(|(_, l)| l.iter().map(|p| p.1)).chain(refs.iter().map(|r| r.1));
+    let (x0, x1) = min_max(xs).unwrap_or((0.0, 1.0));
+    // Errors on a log axis: the first epochs (near chance) and the last (a few %) both stay legible.
+    let (y0, y1) = min_max(ys).unwrap_or((1.0, 100.0));
+    let (y0, y1) = (y0.max(0.01), y1.max(y0.max(0.01) * 1.5));
+    let mut c = ChartBuilder::on(root)
+        .caption(title, caption)
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(56)
+        .build_cartesian_2d(
+            x0.min(1.0)..x1.max(x0 + 1.0),
+            ((y0 / 1.15)..(y1 * 1.15)).log_scale().with_key_points(log_ticks(y0 / 1.15, y1 * 1.15)),
+        )
+        .map_err(plot_error)?;
+    // Whole epochs only: one label per epoch up to ten, so none repeats.
+    let x_labels = ((x1.max(x0 + 1.0) - x0.min(1.0)).round() as usize + 1).clamp(2, 10);
+    c.configure_mesh()
+        .x_desc(x_desc)
+        .y_desc(format!("{y_desc}, log scale"))
+        .x_labels(x_labels)
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_label_formatter(&|y| tick_label(*y))
+        .label_style((FONT, 13))
+        .axis_desc_style((FONT, 14))
+        .draw()
+        .map_err(plot_error)?;
+    for (i, (label, points)) in lines.iter().enumerate() {
+        let colour = PALETTE[i % PALETTE.len()];
+        let points = points.iter().map(|&(x, y)| (x, y.max(0.01)));
+        c.draw_series(LineSeries::new(points, colour.stroke_width(2)))
+            .map_err(plot_error)?
+            .label(label.as_str())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(2)));
+    }
+    let (lx0, lx1) = (x0.min(1.0), x1.max(x0 + 1.0));
+    for (label, y) in refs {
+        let style = BLACK.stroke_width(1);
+        c.draw_series(DashedLineSeries::new(vec![(lx0, *y), (lx1, *y)], 6, 4, style))
+            .map_err(plot_error)?
+            .label(label.as_str())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], style));
+    }
+    draw_legend(&mut c)
+}
+
+/// Points on a log-x axis, each with its min–max bar: ours filled, the paper's as crosses.
+fn draw_scatter<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    title: &str,
+    (x_desc, y_desc): (&str, &str),
+    series: &[Series],
+) -> Result<(), ReportError> {
+    let caption = (FONT, 17).into_font();
+    let pts = series.iter().flat_map(|s| s.points.iter());
+    let (x0, x1) = min_max(pts.clone().map(|p| p.0)).unwrap_or((0.1, 1.0));
+    let (y0, y1) = min_max(pts.flat_map(|p| [p.2, p.3])).unwrap_or((0.0, 1.0));
+    let xr = padded(x0.max(1e-3), x1.max(1e-3), true);
+    let mut c = ChartBuilder::on(root)
+        .caption(title, caption)
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(56)
+        .build_cartesian_2d(xr.clone().log_scale().with_key_points(log_ticks(xr.start, xr.end)), padded(y0, y1, false))
+        .map_err(plot_error)?;
+    c.configure_mesh()
+        .x_desc(x_desc)
+        .y_desc(y_desc)
+        .x_label_formatter(&|x| tick_label(*x))
+        .label_style((FONT, 13))
+        .axis_desc_style((FONT, 14))
+        .draw()
+        .map_err(plot_error)?;
+    for s in series {
+        let colour = PALETTE[s.colour % PALETTE.len()];
+        let filled = s.filled;
+        let style = if filled { colour.filled() } else { colour.stroke_width(2) };
+        c.draw_series(
+            s.points.iter().filter(|p| p.3 > p.2).map(|p| PathElement::new(vec![(p.0, p.2), (p.0, p.3)], colour)),
+        )
+        .map_err(plot_error)?;
+        let marker = move |x: f64, y: f64| -> DynElement<'static, DB, (f64, f64)> {
+            if filled {
+                Circle::new((x, y), 5, style).into_dyn()
+            } else {
+                Cross::new((x, y), 5, style).into_dyn()
+            }
+        };
+        c.draw_series(s.points.iter().map(|p| marker(p.0, p.1))).map_err(plot_error)?.label(s.label.as_str()).legend(
+            move |(x, y)| {
+                if filled {
+                    Circle::new((x + 8, y), 5, style).into_dyn()
+                } else {
+                    Cross::new((x + 8, y), 5, style).into_dyn()
+                }
+            },
+        );
+    }
+    draw_legend(&mut c)
+}
+
+/// Horizontal bars with their values, labelled on the y axis.
+fn draw_bars<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    title: &str,
+    x_desc: &str,
+    bars: &[(String, f64)],
+) -> Result<(), ReportError> {
+    let caption = (FONT, 17).into_font();
+    let max = bars.iter().map(|b| b.1).fold(0.0, f64::max).max(1e-3);
+    let n = bars.len();
+    let labels: Vec<String> = bars.iter().map(|b| b.0.clone()).collect();
+    let mut c = ChartBuilder::on(root)
+        .caption(title, caption)
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(300)
+        .build_cartesian_2d(0.0..max * 1.15, 0.0..n as f64)
+        .map_err(plot_error)?;
+    c.configure_mesh()
+        .disable_y_mesh()
+        .y_labels(n * 2 + 1)
+        .y_label_formatter(&|y| {
+            let i = y - 0.5;
+            if (i - i.round()).abs() < 1e-6 && i >= 0.0 && (i.round() as usize) < labels.len() {
+                labels[labels.len() - 1 - i.round() as usize].clone()
+            } else {
+                String::new()
+            }
+        })
+        .x_desc(x_desc)
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .label_style((FONT, 13))
+        .axis_desc_style((FONT, 14))
+        .draw()
+        .map_err(plot_error)?;
+    c.draw_series(bars.iter().enumerate().map(|(i, (_, v))| {
+        let y = (n - 1 - i) as f64;
+        Rectangle::new([(0.0, y + 0.2), (*v, y + 0.8)], PALETTE[0].filled())
+    }))
+    .map_err(plot_error)?;
+    c.draw_series(bars.iter().enumerate().map(|(i, (_, v))| {
+        let y = (n - 1 - i) as f64;
+        Text::new(format!("{v:.1} s"), (*v, y + 0.5), (FONT, 12).into_font().color(&BLACK))
+    }))
+    .map_err(plot_error)?;
     Ok(())
 }
 

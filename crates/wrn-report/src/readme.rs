@@ -7,7 +7,7 @@
 use std::fmt::Write;
 use std::path::Path;
 
-use crate::compare::{RowState, Scale, TableReport};
+use crate::compare::{ResultScale, RowState, TableReport};
 use crate::markdown;
 use crate::view::{metric_title, number, ours_text, verdict_text};
 use crate::ReportError;
@@ -20,7 +20,7 @@ pub const END: &str = "<!-- results:end -->";
 pub fn section(tables: &[TableReport], results_dir: &str) -> String {
     let tables: Vec<&TableReport> = tables.iter().filter(|t| !t.table.demo).collect();
     let full_rows = |t: &TableReport| {
-        t.rows.iter().filter(|r| matches!(r.state, RowState::Results { scale: Scale::Full, .. })).count()
+        t.rows.iter().filter(|r| matches!(r.state, RowState::Results { scale: ResultScale::Full, .. })).count()
     };
     let any = tables.iter().any(|t| full_rows(t) > 0);
     let mut s = String::new();
@@ -42,7 +42,7 @@ pub fn section(tables: &[TableReport], results_dir: &str) -> String {
         let n = full_rows(t);
         let (agree, differ) = t.verdicts();
         let results = if n == 0 { "no runs yet".to_string() } else { n.to_string() };
-        let reduced = t.rows.iter().filter(|r| r.scale() == Some(Scale::Reduced)).count();
+        let reduced = t.rows.iter().filter(|r| r.scale() == Some(ResultScale::Reduced)).count();
         let reduced = if reduced > 0 { format!(" ({reduced} reduced-scale, not judged)") } else { String::new() };
         let _ = writeln!(
             s,
@@ -63,7 +63,7 @@ pub fn section(tables: &[TableReport], results_dir: &str) -> String {
         }
         let _ = writeln!(s, "| {} |", header.join(" | "));
         let _ = writeln!(s, "|---|---|{}", "---:|".repeat(header.len() - 2));
-        for r in t.rows.iter().filter(|r| matches!(r.state, RowState::Results { scale: Scale::Full, .. })) {
+        for r in t.rows.iter().filter(|r| matches!(r.state, RowState::Results { scale: ResultScale::Full, .. })) {
             let mut cells = vec![markdown::cell(&r.row.label), r.row.dataset.clone()];
             for (m, _) in &judged {
                 let c = r.cell(m).expect("a cell per column");
@@ -79,12 +79,21 @@ pub fn section(tables: &[TableReport], results_dir: &str) -> String {
     s
 }
 
+/// A README whose results markers are missing or out of order.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MarkerError {
+    #[error("no {0} marker: put {START} and {END} on lines of their own where the results go, then run `make report`")]
+    Missing(&'static str),
+    #[error("{END} comes before {START}: put the start marker first, then run `make report`")]
+    OutOfOrder,
+}
+
 /// `readme` with the text between the markers replaced by `section`.
-pub fn splice(readme: &str, section: &str) -> Result<String, String> {
-    let start = readme.find(START).ok_or_else(|| format!("no {START} marker"))?;
-    let end = readme.find(END).ok_or_else(|| format!("no {END} marker"))?;
+pub fn splice(readme: &str, section: &str) -> Result<String, MarkerError> {
+    let start = readme.find(START).ok_or(MarkerError::Missing(START))?;
+    let end = readme.find(END).ok_or(MarkerError::Missing(END))?;
     if end < start {
-        return Err(format!("{END} comes before {START}"));
+        return Err(MarkerError::OutOfOrder);
     }
     let body = start + START.len();
     Ok(format!("{}\n{}{}", &readme[..body], section, &readme[end..]))
@@ -93,7 +102,7 @@ pub fn splice(readme: &str, section: &str) -> Result<String, String> {
 /// Rewrites the section of a README file (atomically); returns whether it changed.
 pub fn update(path: &Path, section: &str) -> Result<bool, ReportError> {
     let old = std::fs::read_to_string(path).map_err(|source| ReportError::Io { path: path.into(), source })?;
-    let new = splice(&old, section).map_err(|message| ReportError::Format { path: path.into(), message })?;
+    let new = splice(&old, section).map_err(|source| ReportError::Readme { path: path.into(), source })?;
     if new == old {
         return Ok(false);
     }
@@ -102,6 +111,6 @@ pub fn update(path: &Path, section: &str) -> Result<bool, ReportError> {
 }
 
 /// Whether a README's section is what `section` would write.
-pub fn is_current(readme: &str, section: &str) -> Result<bool, String> {
+pub fn is_current(readme: &str, section: &str) -> Result<bool, MarkerError> {
     Ok(splice(readme, section)? == readme)
 }

@@ -2,7 +2,7 @@
 //! and per row the published figure, ours (median [min–max] n), the difference and the verdict of each
 //! metric.
 
-use crate::compare::{Cell, RowReport, RowState, Scale, TableReport, Verdict, HARDWARE_METRICS};
+use crate::compare::{Cell, ResultScale, RowReport, RowState, TableReport, Verdict, HARDWARE_METRICS};
 
 /// How a cell should look (the HTML writer turns it into a CSS class).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,7 +95,7 @@ fn judged(metric: &str) -> bool {
 /// The row's label with its scale: reduced-scale rows say so.
 pub fn row_label(row: &RowReport) -> String {
     match row.scale() {
-        Some(Scale::Reduced) => format!("{} (reduced scale)", row.row.label),
+        Some(ResultScale::Reduced) => format!("{} (reduced scale)", row.row.label),
         _ => row.row.label.clone(),
     }
 }
@@ -118,7 +118,7 @@ pub fn grid(t: &TableReport) -> Grid {
             let status_tone = match r.state {
                 RowState::NoRuns | RowState::InProgress { .. } => Tone::Missing,
                 RowState::Reference(_) => Tone::Muted,
-                RowState::Results { scale: Scale::Reduced, .. } => Tone::Muted,
+                RowState::Results { scale: ResultScale::Reduced, .. } => Tone::Muted,
                 RowState::Results { .. } => Tone::Plain,
             };
             let mut cells =

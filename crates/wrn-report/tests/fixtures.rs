@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use wrn_report::{RowState, Scale, Stats, Verdict};
+use wrn_report::{ResultScale, RowState, Stats, Verdict};
 
 fn report() -> wrn_report::Report {
     let runs = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/runs");
@@ -24,10 +24,13 @@ fn fixture_runs_land_on_their_rows() {
     assert_eq!(c.verdict, Verdict::Agrees);
     assert_eq!(row(&report, "t4_width", "wrn-16-8-cifar10").cell("test_error").unwrap().verdict, Verdict::Differs);
     let r = row(&report, "t4_width", "wrn-28-10-cifar100");
-    assert_eq!(r.state, RowState::Results { scale: Scale::Full, finished: 1, in_progress: 1, reduced_not_counted: 0 });
+    assert_eq!(
+        r.state,
+        RowState::Results { scale: ResultScale::Full, finished: 1, in_progress: 1, reduced_not_counted: 0 }
+    );
     assert_eq!(r.cell("params").unwrap().verdict, Verdict::Agrees);
     let r = row(&report, "t6_dropout", "wrn-16-4-cifar10");
-    assert_eq!(r.scale(), Some(Scale::Reduced));
+    assert_eq!(r.scale(), Some(ResultScale::Reduced));
     assert_eq!(r.cell("test_error").unwrap().verdict, Verdict::NotJudged("reduced scale"));
     let r = row(&report, "t8_imagenet_bottleneck", "resnet-50");
     assert_eq!(r.cell("top1_error").unwrap().verdict, Verdict::Agrees);

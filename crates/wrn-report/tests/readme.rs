@@ -16,8 +16,8 @@ fn the_section_is_replaced_between_the_markers_only() {
     assert_eq!(new, format!("# T\n\nbefore\n{START}\nnew text\n{END}\nafter\n"));
     assert!(is_current(&new, "new text\n").unwrap());
     assert!(!is_current(&new, "newer text\n").unwrap());
-    assert!(splice("no markers", "x").unwrap_err().contains("no <!-- results:start --> marker"));
-    assert!(splice(&format!("{END}{START}"), "x").unwrap_err().contains("comes before"));
+    assert!(splice("no markers", "x").unwrap_err().to_string().contains("no <!-- results:start --> marker"));
+    assert!(splice(&format!("{END}{START}"), "x").unwrap_err().to_string().contains("comes before"));
 }
 
 #[test]

@@ -7,7 +7,7 @@ mod common;
 use std::path::Path;
 
 use common::{key, write_table, Fixture, WIDTH};
-use wrn_report::{compare, RowState, Scale, Stats, Verdict};
+use wrn_report::{compare, ResultScale, RowState, Stats, Verdict};
 
 fn setup() -> (tempfile::TempDir, wrn_tables::Table) {
     let tmp = tempfile::tempdir().unwrap();
@@ -38,7 +38,10 @@ fn ours_is_the_median_over_seeds_with_range_and_count() {
     assert_eq!(time.ours.unwrap().median, 33.0);
     assert_eq!(time.verdict, Verdict::NotJudged("hardware-dependent"));
     assert_eq!(time.difference, None);
-    assert_eq!(r.state, RowState::Results { scale: Scale::Full, finished: 5, in_progress: 0, reduced_not_counted: 0 });
+    assert_eq!(
+        r.state,
+        RowState::Results { scale: ResultScale::Full, finished: 5, in_progress: 0, reduced_not_counted: 0 }
+    );
     assert_eq!(r.devices, ["cpu"]);
 
     // An even count takes the mean of the middle two.
@@ -119,7 +122,10 @@ fn unfinished_runs_are_in_progress_not_results() {
     Fixture::finished("cifar10", "wrn-16-8", 3, 4.9).write(&runs, &k);
     let report = compare(std::slice::from_ref(&table), &runs).unwrap();
     let r = row(&report[0], "wrn-16-8-cifar10");
-    assert_eq!(r.state, RowState::Results { scale: Scale::Full, finished: 1, in_progress: 2, reduced_not_counted: 0 });
+    assert_eq!(
+        r.state,
+        RowState::Results { scale: ResultScale::Full, finished: 1, in_progress: 2, reduced_not_counted: 0 }
+    );
     assert_eq!(r.cell("test_error").unwrap().ours.unwrap(), Stats { median: 4.9, min: 4.9, max: 4.9, n: 1 });
     assert_eq!(r.status(), "1 run, 2 in progress");
 }
@@ -136,13 +142,144 @@ fn diverged_and_short_runs_are_never_figures() {
     let r = row(&report[0], "wrn-16-8-cifar10");
     assert_eq!(r.state, RowState::InProgress { runs: 2 });
     assert_eq!(r.cell("test_error").unwrap().ours, None);
-    assert_eq!(r.status(), "missing: 1 run in progress, 1 diverged");
+    assert_eq!(r.status(), "missing: 1 diverged, 1 incomplete");
 
     Fixture::finished("cifar10", "wrn-16-8", 3, 4.9).write(&runs, &k);
+    Fixture::finished("cifar10", "wrn-16-8", 4, 3.0).unfinished(None, 20).write(&runs, &k);
     let report = compare(std::slice::from_ref(&table), &runs).unwrap();
     let r = row(&report[0], "wrn-16-8-cifar10");
     assert_eq!(r.cell("test_error").unwrap().ours.unwrap(), Stats { median: 4.9, min: 4.9, max: 4.9, n: 1 });
-    assert_eq!(r.status(), "1 run, 1 in progress, 1 diverged (not counted)");
+    assert_eq!(
+        r.state,
+        RowState::Results { scale: ResultScale::Full, finished: 1, in_progress: 1, reduced_not_counted: 0 }
+    );
+    assert_eq!(r.status(), "1 run, 1 in progress, 1 diverged (not counted), 1 incomplete (not counted)");
+}
+
+#[test]
+fn a_damaged_folder_is_a_damaged_row_and_the_rest_is_reported() {
+    let (tmp, table) = setup();
+    let runs = tmp.path().join("runs");
+    let k = key(&table, "wrn-40-4-cifar10");
+    Fixture::finished("cifar10", "wrn-40-4", 1, 5.0).write(&runs, &k);
+    // A result.json cut short, and a metrics.csv with a row that is not a number.
+    let cut = Fixture::finished("cifar10", "wrn-40-4", 2, 9.0).write(&runs, &k);
+    std::fs::write(cut.join("result.json"), "{\"status\": \"fini").unwrap();
+    let bad = Fixture::finished("cifar10", "wrn-40-4", 3, 9.0).write(&runs, &k);
+    let metrics = std::fs::read_to_string(bad.join("metrics.csv")).unwrap();
+    std::fs::write(bad.join("metrics.csv"), metrics.replacen("\n1,0.1,", "\n1,zero,", 1)).unwrap();
+    // A row whose only folder is damaged.
+    let only = Fixture::finished("cifar10", "wrn-16-8", 1, 4.0).write(&runs, &key(&table, "wrn-16-8-cifar10"));
+    std::fs::write(only.join("result.json"), "").unwrap();
+
+    let report =
+        wrn_report::Report { runs: runs.clone(), tables: compare(std::slice::from_ref(&table), &runs).unwrap() };
+    let r = row(&report.tables[0], "wrn-40-4-cifar10");
+    // Only the sound seed is counted.
+    assert_eq!(r.cell("test_error").unwrap().ours.unwrap(), Stats { median: 5.0, min: 5.0, max: 5.0, n: 1 });
+    assert_eq!(
+        r.state,
+        RowState::Results { scale: ResultScale::Full, finished: 1, in_progress: 0, reduced_not_counted: 0 }
+    );
+    let status = r.status();
+    assert!(status.starts_with("1 run, 2 damaged (not counted): "), "{status}");
+    assert!(status.contains(&format!("{}: EOF while parsing", cut.join("result.json").display())), "{status}");
+    assert!(status.contains(&format!("{}: ", bad.join("metrics.csv").display())), "{status}");
+    assert!(status.contains("remove the folder and run `wrn sweep` again"), "{status}");
+    let r = row(&report.tables[0], "wrn-16-8-cifar10");
+    assert_eq!(r.state, RowState::InProgress { runs: 1 });
+    assert!(r.status().starts_with("missing: 1 damaged: ") && r.status().contains("result.json"), "{}", r.status());
+    assert_eq!(r.cell("test_error").unwrap().ours, None);
+
+    // Every output is written, and shows the damage.
+    let written = wrn_report::write(&report, &tmp.path().join("out")).unwrap();
+    let md = std::fs::read_to_string(&written.markdown).unwrap();
+    let line = md.lines().find(|l| l.starts_with("| WRN-16-8 |")).unwrap();
+    assert!(line.contains("missing: 1 damaged: ") && line.contains("| in progress |"), "{line}");
+    let csv = std::fs::read_to_string(&written.csv).unwrap();
+    assert!(csv.lines().any(|l| l.starts_with("t4_width,wrn-40-4-cifar10,") && l.contains("2 damaged")), "{csv}");
+    assert!(std::fs::read_to_string(&written.html).unwrap().contains("2 damaged (not counted): "));
+    // The curve of the damaged metrics.csv is left out; the one beside the cut result.json says damaged.
+    let svg =
+        written.plots.iter().find(|p| p.ends_with("plots/curve_cifar10_wrn-40-4_dropout_0_preprocessing_zca.svg"));
+    let curve = std::fs::read_to_string(svg.unwrap()).unwrap();
+    assert!(curve.contains("seed 1") && curve.contains("seed 2, damaged") && !curve.contains("seed 3"));
+}
+
+fn names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> =
+        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn a_new_report_replaces_the_old_one_whole_and_leaves_other_files() {
+    let (tmp, table) = setup();
+    let runs = tmp.path().join("runs");
+    Fixture::finished("cifar10", "wrn-40-4", 1, 5.0).write(&runs, &key(&table, "wrn-40-4-cifar10"));
+    let out = tmp.path().join("out");
+    let report = |runs: &Path| wrn_report::Report {
+        runs: runs.to_path_buf(),
+        tables: compare(std::slice::from_ref(&table), runs).unwrap(),
+    };
+    let first = wrn_report::write(&report(&runs), &out).unwrap();
+    // Files the report does not own, and what an interrupted report left behind.
+    std::fs::create_dir_all(out.join("smoke")).unwrap();
+    std::fs::write(out.join("smoke/report.md"), "another report").unwrap();
+    std::fs::write(out.join("notes.txt"), "mine").unwrap();
+    std::fs::create_dir_all(out.join(".report-new-crashed/plots")).unwrap();
+    std::fs::write(out.join(".tmp-abc.md"), "half").unwrap();
+
+    // Without runs the curve and the time plot are not drawn again: they must not linger.
+    let second = wrn_report::write(&report(&tmp.path().join("none")), &out).unwrap();
+    assert!(first.plots.len() > second.plots.len());
+    let expected: Vec<String> =
+        second.plots.iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect();
+    let mut expected_sorted = expected.clone();
+    expected_sorted.sort();
+    assert_eq!(names(&out.join("plots")), expected_sorted);
+    assert_eq!(names(&out), [".lock", "notes.txt", "plots", "report.csv", "report.html", "report.md", "smoke"]);
+    assert_eq!(std::fs::read_to_string(out.join("smoke/report.md")).unwrap(), "another report");
+    assert!(std::fs::read_to_string(&second.markdown).unwrap().contains("missing: no runs"));
+}
+
+#[test]
+fn a_report_that_fails_midway_leaves_the_previous_one() {
+    let (tmp, table) = setup();
+    let runs = tmp.path().join("runs");
+    Fixture::finished("cifar10", "wrn-40-4", 1, 5.0).write(&runs, &key(&table, "wrn-40-4-cifar10"));
+    let out = tmp.path().join("out");
+    let old = wrn_report::Report { runs: runs.clone(), tables: compare(std::slice::from_ref(&table), &runs).unwrap() };
+    let written = wrn_report::write(&old, &out).unwrap();
+    // report.csv cannot be replaced (a folder with a file in it stands in its way): the last of the files.
+    std::fs::remove_file(&written.csv).unwrap();
+    std::fs::create_dir_all(written.csv.join("in-the-way")).unwrap();
+    let (md, html) = (std::fs::read(&written.markdown).unwrap(), std::fs::read(&written.html).unwrap());
+    let old_plots = names(&out.join("plots"));
+
+    let none = tmp.path().join("none");
+    let new = wrn_report::Report { runs: none.clone(), tables: compare(std::slice::from_ref(&table), &none).unwrap() };
+    let err = wrn_report::write(&new, &out).unwrap_err().to_string();
+    assert!(err.contains("report.csv"), "{err}");
+    assert_eq!(std::fs::read(&written.markdown).unwrap(), md, "report.md is the previous one");
+    assert_eq!(std::fs::read(&written.html).unwrap(), html, "report.html is the previous one");
+    assert_eq!(names(&out.join("plots")), old_plots);
+    assert_eq!(names(&out), [".lock", "plots", "report.csv", "report.html", "report.md"]);
+}
+
+#[test]
+fn a_report_into_a_folder_another_report_holds_is_refused() {
+    let (tmp, table) = setup();
+    let out = tmp.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let _held = wrn_fs::Lock::acquire(&out, "wrn report").unwrap();
+    let none = tmp.path().join("none");
+    let report =
+        wrn_report::Report { runs: none.clone(), tables: compare(std::slice::from_ref(&table), &none).unwrap() };
+    let err = wrn_report::write(&report, &out).unwrap_err().to_string();
+    assert!(err.contains("is in use by") && err.contains("(wrn report)"), "{err}");
+    assert_eq!(names(&out), [".lock"]);
 }
 
 #[test]
@@ -154,7 +291,7 @@ fn reduced_scale_runs_are_labelled_and_never_judged() {
     let report =
         wrn_report::Report { runs: runs.clone(), tables: compare(std::slice::from_ref(&table), &runs).unwrap() };
     let r = row(&report.tables[0], "wrn-40-4-cifar10");
-    assert_eq!(r.scale(), Some(Scale::Reduced));
+    assert_eq!(r.scale(), Some(ResultScale::Reduced));
     for metric in ["test_error", "params"] {
         let c = r.cell(metric).unwrap();
         assert!(c.ours.is_some());
@@ -177,7 +314,10 @@ fn reduced_scale_runs_are_labelled_and_never_judged() {
     Fixture::finished("cifar10", "wrn-40-4", 2, 5.0).write(&runs, &k);
     let report = compare(std::slice::from_ref(&table), &runs).unwrap();
     let r = row(&report[0], "wrn-40-4-cifar10");
-    assert_eq!(r.state, RowState::Results { scale: Scale::Full, finished: 1, in_progress: 0, reduced_not_counted: 1 });
+    assert_eq!(
+        r.state,
+        RowState::Results { scale: ResultScale::Full, finished: 1, in_progress: 0, reduced_not_counted: 1 }
+    );
     assert_eq!(r.cell("test_error").unwrap().ours.unwrap().median, 5.0);
     assert_eq!(r.cell("test_error").unwrap().verdict, Verdict::Agrees);
 }
@@ -325,7 +465,7 @@ fn the_demo_table_says_its_numbers_are_smoke_scale_on_synthetic_data() {
     }
     let report =
         wrn_report::Report { runs: runs.clone(), tables: compare(std::slice::from_ref(&demo), &runs).unwrap() };
-    assert!(report.tables[0].rows.iter().all(|r| r.scale() == Some(Scale::Reduced)));
+    assert!(report.tables[0].rows.iter().all(|r| r.scale() == Some(ResultScale::Reduced)));
     assert_eq!(report.tables[0].verdicts(), (0, 0));
     let written = wrn_report::write(&report, &tmp.path().join("out")).unwrap();
     let md = std::fs::read_to_string(&written.markdown).unwrap();

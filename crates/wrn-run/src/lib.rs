@@ -6,14 +6,19 @@
 //! <run>/environment.json       versions, libtorch, GPUs, threads, git commit
 //! <run>/metrics.csv            one row per finished epoch (columns: [`METRIC_COLUMNS`])
 //! <run>/result.json            the outcome once the run ends ([`RunResult`]); absent while it runs
-//! <run>/checkpoint.safetensors the latest checkpoint (written by `wrn-train`, which owns its tensors)
+//! <run>/checkpoint.safetensors the latest checkpoint (written by `wrn-train`, which owns its tensors;
+//!                              the SHA-256 of its tensors in the safetensors metadata, checked on load)
+//! <run>/checkpoint.prev.safetensors  the checkpoint before it, kept for when the latest is damaged
 //! <run>/train.log              the trainer's log, appended
 //! <run>/sweep.log              the output of the `wrn train` processes a sweep started, appended
+//! <run>/.lock                  held (`wrn_fs::Lock`) by the `wrn train` process training the run; stays
 //! ```
 //!
 //! Every file except the logs is replaced atomically (`wrn_fs`), so a crash at any moment leaves the
-//! previous complete version in place. `wrn-train` writes through [`RunFolder`]; `wrn-sweep` and
-//! `wrn-report` read through it and through [`progress_of`]. No libtorch.
+//! previous complete version in place; a new checkpoint moves the latest to `checkpoint.prev.safetensors`
+//! first ([`wrn_fs::AtomicFile::commit_keeping`]). One process trains a run at a time: it holds the
+//! folder's lock ([`RunFolder::lock`]) from start to end. `wrn-train` writes through [`RunFolder`];
+//! `wrn-sweep` and `wrn-report` read through it and through [`progress_of`]. No libtorch.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -36,6 +41,8 @@ pub const METRICS: &str = "metrics.csv";
 pub const RESULT: &str = "result.json";
 /// The latest checkpoint.
 pub const CHECKPOINT: &str = "checkpoint.safetensors";
+/// The checkpoint before the latest.
+pub const CHECKPOINT_PREV: &str = "checkpoint.prev.safetensors";
 /// The trainer's log.
 pub const TRAIN_LOG: &str = "train.log";
 /// The output of the processes a sweep started for this run.
@@ -133,8 +140,15 @@ impl RunFolder {
         writeln!(f, "{line}").map_err(io)
     }
 
+    /// Whether a checkpoint (the latest or the one before) is there to resume from.
     pub fn has_checkpoint(&self) -> bool {
-        self.file(CHECKPOINT).exists()
+        has_checkpoint(&self.root)
+    }
+
+    /// Takes the folder's lock for `what` this process does ("wrn train") for as long as the returned
+    /// lock lives, or says who holds it ([`wrn_fs::LockError::Held`]). The folder must exist.
+    pub fn lock(&self, what: &str) -> Result<wrn_fs::Lock, wrn_fs::LockError> {
+        wrn_fs::Lock::acquire(&self.root, what)
     }
 }
 
@@ -158,11 +172,17 @@ pub fn progress_of(dir: &Path) -> Progress {
         Some((Status::Diverged, _)) => return Progress::Diverged,
         _ => {}
     }
-    if dir.join(CHECKPOINT).exists() {
+    if has_checkpoint(dir) {
         Progress::Resume
     } else {
         Progress::New
     }
+}
+
+/// Whether the run folder `dir` holds a checkpoint: the latest, or the one before (a crash between the two
+/// renames of a new checkpoint leaves only that one).
+fn has_checkpoint(dir: &Path) -> bool {
+    dir.join(CHECKPOINT).exists() || dir.join(CHECKPOINT_PREV).exists()
 }
 
 /// Whether `dir/result.json` says the run finished every planned epoch.
@@ -260,6 +280,12 @@ mod tests {
         let run = RunFolder::create(dir.path()).unwrap();
         assert_eq!(progress_of(dir.path()), Progress::New);
         assert_eq!(progress_of(&dir.path().join("absent")), Progress::New);
+        // The checkpoint before the latest is one to resume from too.
+        std::fs::write(run.file(CHECKPOINT_PREV), "").unwrap();
+        assert!(run.has_checkpoint());
+        assert_eq!(progress_of(dir.path()), Progress::Resume);
+        std::fs::remove_file(run.file(CHECKPOINT_PREV)).unwrap();
+        assert_eq!(progress_of(dir.path()), Progress::New);
         std::fs::write(run.file(CHECKPOINT), "").unwrap();
         assert_eq!(progress_of(dir.path()), Progress::Resume);
         run.write_result(&result(Status::Interrupted)).unwrap();
@@ -291,6 +317,21 @@ mod tests {
         assert_eq!(median(&[3.0]), Some(3.0));
         assert_eq!(median(&[5.0, 1.0, 3.0]), Some(3.0));
         assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), Some(2.5));
+    }
+
+    #[test]
+    fn one_process_at_a_time_holds_the_folder_and_readers_do_not_see_the_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunFolder::create(dir.path()).unwrap();
+        run.write_metrics(&[metrics(1)]).unwrap();
+        let held = run.lock("wrn train").unwrap();
+        let err = run.lock("wrn train").unwrap_err().to_string();
+        assert!(err.contains("is in use by") && err.contains("(wrn train)"), "{err}");
+        // The lock file is no run file: the folder still reads as before, a new run.
+        assert_eq!(run.read_metrics().unwrap(), [metrics(1)]);
+        assert_eq!((progress_of(dir.path()), run.read_result().unwrap()), (Progress::New, None));
+        drop(held);
+        run.lock("wrn train").unwrap();
     }
 
     #[test]

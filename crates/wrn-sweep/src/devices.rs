@@ -95,9 +95,23 @@ impl FromStr for GpuRequest {
     }
 }
 
+/// Why libtorch can use no CUDA device here (libtorch's or the driver's words).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}")]
+pub struct NoCuda {
+    pub reason: String,
+}
+
+/// Why the NVIDIA driver cannot be asked for its GPUs (no driver, or its words).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}")]
+pub struct NoDriver {
+    pub reason: String,
+}
+
 /// What the sweep's process found when asked for its GPUs: libtorch's count of usable CUDA devices, or
 /// why there are none.
-pub type CudaStatus = Result<usize, String>;
+pub type CudaStatus = Result<usize, NoCuda>;
 
 /// What the sweep trains on when `--gpus` is not given.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,12 +128,12 @@ pub enum AutoChoice {
 /// driver or a GPU the sweep trains on the CPU.
 pub fn auto_gpus(
     cuda: CudaStatus,
-    driver_gpus: impl FnOnce() -> Result<usize, String>,
+    driver_gpus: impl FnOnce() -> Result<usize, NoDriver>,
 ) -> Result<AutoChoice, SweepError> {
     let reason = match cuda {
         Ok(n) if n > 0 => return Ok(AutoChoice::Gpus((0..n as u32).collect())),
         Ok(_) => "libtorch finds no CUDA device".to_string(),
-        Err(reason) => reason,
+        Err(NoCuda { reason }) => reason,
     };
     match driver_gpus() {
         Ok(gpus) if gpus > 0 => Err(SweepError::CudaUnusable { gpus, reason }),
@@ -135,7 +149,7 @@ pub fn check_gpus(ids: &[u32], status: CudaStatus) -> Result<(), SweepError> {
     let count = match status {
         Ok(0) => return Err(SweepError::GpusUnusable { gpus: list(), reason: "libtorch finds no CUDA device".into() }),
         Ok(n) => n,
-        Err(reason) => return Err(SweepError::GpusUnusable { gpus: list(), reason }),
+        Err(NoCuda { reason }) => return Err(SweepError::GpusUnusable { gpus: list(), reason }),
     };
     match ids.iter().find(|&&i| i as usize >= count) {
         Some(&index) => Err(SweepError::NoSuchGpu { index, count }),
@@ -149,8 +163,112 @@ pub fn require_cuda(status: CudaStatus) -> Result<(), SweepError> {
     match status {
         Ok(n) if n > 0 => Ok(()),
         Ok(_) => Err(SweepError::CudaRequired("libtorch finds no CUDA device".into())),
-        Err(reason) => Err(SweepError::CudaRequired(reason)),
+        Err(NoCuda { reason }) => Err(SweepError::CudaRequired(reason)),
     }
+}
+
+/// Where a run executes: a device for `wrn train` and the environment that pins it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Slot {
+    pub device: Device,
+    pub env: Vec<(String, String)>,
+    pub name: String,
+}
+
+impl Slot {
+    /// `jobs` slots per GPU of `gpus`, or `jobs` CPU slots sharing `cores` when `gpus` is empty. `gpus` are
+    /// indices among the GPUs the sweep sees: each maps through the sweep's `CUDA_VISIBLE_DEVICES` (`cuda`)
+    /// to the child's, and GPU children enumerate in the sweep's `CUDA_DEVICE_ORDER` (`PCI_BUS_ID` unless
+    /// the caller chose another), so they train on the GPU the sweep means.
+    pub fn layout(gpus: &[u32], jobs: usize, cores: usize, cuda: &CudaEnv) -> Result<Vec<Slot>, SweepError> {
+        let jobs = jobs.max(1);
+        if gpus.is_empty() {
+            let threads = (cores / jobs).max(1).to_string();
+            return Ok((0..jobs)
+                .map(|j| Slot {
+                    device: Device::Cpu,
+                    env: vec![("WRN_TORCH_THREADS".into(), threads.clone()), (VISIBLE_DEVICES_ENV.into(), "".into())],
+                    name: format!("cpu#{j}"),
+                })
+                .collect());
+        }
+        let visible = cuda.children_visible(gpus)?;
+        // Each GPU run feeds its GPU from a fair share of the cores.
+        let data_threads = (cores / (gpus.len() * jobs)).max(1).to_string();
+        let mut slots = Vec::new();
+        for (&g, entry) in gpus.iter().zip(&visible) {
+            // The sweep's index, and the GPU it stands for when the sweep runs under a list of its own.
+            let gpu = if *entry == g.to_string() { format!("gpu{g}") } else { format!("gpu{g}({entry})") };
+            for j in 0..jobs {
+                slots.push(Slot {
+                    device: Device::Cuda,
+                    env: vec![
+                        (VISIBLE_DEVICES_ENV.into(), entry.clone()),
+                        (DEVICE_ORDER_ENV.into(), cuda.order().into()),
+                        ("WRN_DATA_THREADS".into(), data_threads.clone()),
+                    ],
+                    name: if jobs == 1 { gpu.clone() } else { format!("{gpu}#{j}") },
+                });
+            }
+        }
+        Ok(slots)
+    }
+}
+
+/// The slots of a sweep from `--gpus` (`gpus`) and `--jobs` (`jobs`, over `cores` on the CPU): named
+/// GPUs are mapped through `env` and checked against `cuda` (libtorch's answer, asked only when GPUs
+/// are named or sought); without `--gpus`, [`auto_gpus`] decides, asking `driver_gpus` only when
+/// libtorch finds none. Also returns why the sweep trains on the CPU when it fell back to it.
+pub fn slots(
+    gpus: GpuRequest,
+    jobs: usize,
+    cuda: impl FnOnce() -> CudaStatus,
+    driver_gpus: impl FnOnce() -> Result<usize, NoDriver>,
+    cores: usize,
+    env: &CudaEnv,
+) -> Result<(Vec<Slot>, Option<String>), SweepError> {
+    let (ids, cpu_reason): (Vec<u32>, Option<String>) = match gpus {
+        GpuRequest::Cpu => (vec![], None),
+        GpuRequest::Indices(ids) => {
+            // The mapping first: its error names the caller's CUDA_VISIBLE_DEVICES.
+            env.children_visible(&ids)?;
+            check_gpus(&ids, cuda())?;
+            (ids, None)
+        }
+        GpuRequest::Auto => match auto_gpus(cuda(), driver_gpus)? {
+            AutoChoice::Gpus(ids) => (ids, None),
+            AutoChoice::Cpu { reason } => (vec![], Some(reason)),
+        },
+    };
+    Ok((Slot::layout(&ids, jobs, cores, env)?, cpu_reason))
+}
+
+/// How many runs a sweep runs at once (for its estimate from start to end): `jobs` per named GPU, one
+/// on the CPU, `jobs` per GPU libtorch finds (`cuda`, asked only then; at least one) otherwise.
+pub fn parallel(gpus: Option<&GpuRequest>, jobs: usize, cuda: impl FnOnce() -> CudaStatus) -> usize {
+    match gpus {
+        Some(GpuRequest::Indices(ids)) => ids.len() * jobs,
+        Some(GpuRequest::Cpu) => 1,
+        _ => cuda().unwrap_or(0).max(1) * jobs,
+    }
+}
+
+/// Where a sweep measures its training pace: the CPU under `--gpus none`, otherwise GPU 0 when libtorch
+/// finds a GPU (`cuda`, asked only then), the CPU when it finds none.
+pub fn pace_device(gpus: Option<&GpuRequest>, cuda: impl FnOnce() -> CudaStatus) -> Device {
+    match gpus {
+        Some(GpuRequest::Cpu) => Device::Cpu,
+        _ => match cuda() {
+            Ok(n) if n > 0 => Device::Cuda,
+            _ => Device::Cpu,
+        },
+    }
+}
+
+/// Whether the pace must be measured now: when asked (`calibrate`), or on a GPU without a recorded pace
+/// (a CPU without one is priced at the paper's pace instead).
+pub fn must_measure(calibrate: bool, recorded: bool, device: Device) -> bool {
+    calibrate || (!recorded && device == Device::Cuda)
 }
 
 /// The CUDA variables the sweep runs under (its caller's, or what the sweep set for itself).
@@ -216,6 +334,58 @@ mod tests {
 
     fn env(visible: Option<&str>, order: Option<&str>) -> CudaEnv {
         CudaEnv { visible_devices: visible.map(Into::into), device_order: order.map(Into::into) }
+    }
+
+    fn env_of(slot: &Slot, key: &str) -> Option<String> {
+        slot.env.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone())
+    }
+
+    #[test]
+    fn slots_spread_gpus_and_cores() {
+        let cpu = Slot::layout(&[], 2, 16, &CudaEnv::default()).unwrap();
+        assert_eq!(cpu.len(), 2);
+        assert_eq!(cpu[0].device, Device::Cpu);
+        assert_eq!(env_of(&cpu[0], "WRN_TORCH_THREADS").as_deref(), Some("8"));
+        assert_eq!(env_of(&cpu[0], "CUDA_VISIBLE_DEVICES").as_deref(), Some(""));
+        let gpu = Slot::layout(&[0, 3], 2, 16, &CudaEnv::default()).unwrap();
+        assert_eq!(gpu.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["gpu0#0", "gpu0#1", "gpu3#0", "gpu3#1"]);
+        assert!(gpu.iter().all(|s| s.device == Device::Cuda));
+        assert_eq!(env_of(&gpu[2], "CUDA_VISIBLE_DEVICES").as_deref(), Some("3"));
+        assert_eq!(env_of(&gpu[2], "WRN_DATA_THREADS").as_deref(), Some("4"));
+        assert_eq!(Slot::layout(&[1], 1, 4, &CudaEnv::default()).unwrap()[0].name, "gpu1");
+    }
+
+    #[test]
+    fn gpu_slots_pin_their_gpu_through_the_sweeps_list_in_pci_order() {
+        let slots = Slot::layout(&[0, 1], 1, 8, &env(Some("4,5"), None)).unwrap();
+        assert_eq!(slots.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["gpu0(4)", "gpu1(5)"]);
+        for (slot, physical) in slots.iter().zip(["4", "5"]) {
+            assert_eq!(
+                slot.env,
+                [
+                    ("CUDA_VISIBLE_DEVICES".to_string(), physical.to_string()),
+                    ("CUDA_DEVICE_ORDER".to_string(), "PCI_BUS_ID".to_string()),
+                    ("WRN_DATA_THREADS".to_string(), "4".to_string()),
+                ]
+            );
+        }
+        // Without a list of the sweep's own, index i is GPU i, still in PCI order.
+        let plain = Slot::layout(&[2], 1, 8, &CudaEnv::default()).unwrap();
+        assert_eq!(env_of(&plain[0], "CUDA_VISIBLE_DEVICES").as_deref(), Some("2"));
+        assert_eq!(env_of(&plain[0], "CUDA_DEVICE_ORDER").as_deref(), Some("PCI_BUS_ID"));
+        assert_eq!(env_of(&plain[0], "WRN_DATA_THREADS").as_deref(), Some("8"));
+        // A caller's own order is kept, since its list's indices are in that order.
+        let fastest = Slot::layout(&[0], 2, 8, &env(Some("GPU-aa,GPU-bb"), Some("FASTEST_FIRST"))).unwrap();
+        assert_eq!(fastest.len(), 2);
+        assert_eq!(env_of(&fastest[1], "CUDA_VISIBLE_DEVICES").as_deref(), Some("GPU-aa"));
+        assert_eq!(env_of(&fastest[1], "CUDA_DEVICE_ORDER").as_deref(), Some("FASTEST_FIRST"));
+        assert_eq!(env_of(&fastest[1], "WRN_DATA_THREADS").as_deref(), Some("4"));
+        // An index beyond the list is an error, and so is any GPU under an empty list.
+        let err = Slot::layout(&[0, 2], 1, 8, &env(Some("4,5"), None)).unwrap_err().to_string();
+        assert!(err.contains("GPU 2 of the sweep") && err.contains("CUDA_VISIBLE_DEVICES='4,5'"), "{err}");
+        assert!(Slot::layout(&[0], 1, 8, &env(Some(""), None)).is_err());
+        // CPU slots need no GPU, whatever the list.
+        assert_eq!(Slot::layout(&[], 1, 8, &env(Some(""), None)).unwrap()[0].device, Device::Cpu);
     }
 
     #[test]
@@ -297,19 +467,20 @@ mod tests {
 
     #[test]
     fn found_gpus_are_used_and_unusable_ones_stop_the_sweep() {
-        let never = || -> Result<usize, String> { panic!("the driver is asked only when libtorch finds no GPU") };
+        let never = || -> Result<usize, NoDriver> { panic!("the driver is asked only when libtorch finds no GPU") };
+        let no_cuda = |reason: &str| Err(NoCuda { reason: reason.into() });
         assert_eq!(auto_gpus(Ok(2), never).unwrap(), AutoChoice::Gpus(vec![0, 1]));
         // The driver sees GPUs that CUDA cannot use: an error with the reason and the way out.
-        let err = auto_gpus(Err("libtorch reports CUDA unavailable".into()), || Ok(8)).unwrap_err().to_string();
+        let err = auto_gpus(no_cuda("libtorch reports CUDA unavailable"), || Ok(8)).unwrap_err().to_string();
         assert!(err.contains("8 GPU(s)") && err.contains("libtorch reports CUDA unavailable"), "{err}");
         assert!(err.contains("run `wrn doctor` for the cause, or pass --gpus none to train on the CPU"), "{err}");
         // No driver, or a driver without a GPU: the CPU, with the reason.
-        let no_driver = || Err("no NVIDIA driver: libcuda.so.1 cannot be loaded".to_string());
+        let no_driver = || Err(NoDriver { reason: "no NVIDIA driver: libcuda.so.1 cannot be loaded".into() });
         assert_eq!(
-            auto_gpus(Err("no libtorch_cuda.so".into()), no_driver).unwrap(),
+            auto_gpus(no_cuda("no libtorch_cuda.so"), no_driver).unwrap(),
             AutoChoice::Cpu { reason: "no libtorch_cuda.so".into() }
         );
-        assert!(matches!(auto_gpus(Err("x".into()), || Ok(0)).unwrap(), AutoChoice::Cpu { .. }));
+        assert!(matches!(auto_gpus(no_cuda("x"), || Ok(0)).unwrap(), AutoChoice::Cpu { .. }));
     }
 
     #[test]
@@ -317,16 +488,51 @@ mod tests {
         assert!(check_gpus(&[0, 1], Ok(2)).is_ok());
         let err = check_gpus(&[0, 2], Ok(2)).unwrap_err().to_string();
         assert!(err.contains("GPU 2, but the sweep sees 2 GPU(s)"), "{err}");
-        let err = check_gpus(&[0, 1], Err("no libtorch_cuda.so beside x".into())).unwrap_err().to_string();
+        let err =
+            check_gpus(&[0, 1], Err(NoCuda { reason: "no libtorch_cuda.so beside x".into() })).unwrap_err().to_string();
         assert!(err.starts_with("--gpus 0,1: CUDA cannot be used: no libtorch_cuda.so beside x"), "{err}");
         assert!(err.contains("or pass --gpus none to train on the CPU"), "{err}");
         assert!(check_gpus(&[0], Ok(0)).is_err());
     }
 
     #[test]
+    fn slots_follow_the_request_and_fall_back_to_the_cpu_only_without_a_gpu() {
+        let none = || -> CudaStatus { panic!("libtorch is not asked for a CPU sweep") };
+        let no_driver = || -> Result<usize, NoDriver> { panic!("the driver is not asked") };
+        let (cpu, reason) = slots(GpuRequest::Cpu, 2, none, no_driver, 8, &CudaEnv::default()).unwrap();
+        assert_eq!((cpu.len(), cpu[0].device, reason), (2, Device::Cpu, None));
+        let (gpus, _) = slots(GpuRequest::Indices(vec![1]), 1, || Ok(2), no_driver, 8, &CudaEnv::default()).unwrap();
+        assert_eq!((gpus[0].name.as_str(), gpus[0].device), ("gpu1", Device::Cuda));
+        let err = slots(GpuRequest::Indices(vec![3]), 1, || Ok(2), no_driver, 8, &CudaEnv::default()).unwrap_err();
+        assert!(err.to_string().contains("GPU 3, but the sweep sees 2"), "{err}");
+        let (auto, _) = slots(GpuRequest::Auto, 1, || Ok(2), no_driver, 8, &CudaEnv::default()).unwrap();
+        assert_eq!(auto.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["gpu0", "gpu1"]);
+        let no_gpu = || Err(NoDriver { reason: "no driver".into() });
+        let cuda = || Err(NoCuda { reason: "no libtorch_cuda.so".into() });
+        let (cpu, reason) = slots(GpuRequest::Auto, 1, cuda, no_gpu, 8, &CudaEnv::default()).unwrap();
+        assert_eq!((cpu[0].device, reason.as_deref()), (Device::Cpu, Some("no libtorch_cuda.so")));
+    }
+
+    #[test]
+    fn the_pace_is_measured_where_the_sweep_trains() {
+        let never = || -> CudaStatus { panic!("not asked") };
+        assert_eq!(parallel(Some(&GpuRequest::Indices(vec![0, 1])), 3, never), 6);
+        assert_eq!(parallel(Some(&GpuRequest::Cpu), 3, never), 1);
+        assert_eq!(parallel(None, 2, || Ok(4)), 8);
+        assert_eq!(parallel(None, 2, || Err(NoCuda { reason: "none".into() })), 2);
+        assert_eq!(pace_device(Some(&GpuRequest::Cpu), never), Device::Cpu);
+        assert_eq!(pace_device(None, || Ok(1)), Device::Cuda);
+        assert_eq!(pace_device(Some(&GpuRequest::Auto), || Ok(0)), Device::Cpu);
+        assert!(must_measure(true, true, Device::Cpu));
+        assert!(must_measure(false, false, Device::Cuda));
+        assert!(!must_measure(false, true, Device::Cuda) && !must_measure(false, false, Device::Cpu));
+    }
+
+    #[test]
     fn a_cuda_task_without_cuda_fails_with_the_reason() {
         assert!(require_cuda(Ok(1)).is_ok());
-        let err = require_cuda(Err("the NVIDIA driver finds no CUDA-capable device".into())).unwrap_err();
+        let err =
+            require_cuda(Err(NoCuda { reason: "the NVIDIA driver finds no CUDA-capable device".into() })).unwrap_err();
         let err = err.to_string();
         assert!(err.contains("asks for cuda") && err.contains("finds no CUDA-capable device"), "{err}");
         assert!(require_cuda(Ok(0)).is_err());

@@ -2,6 +2,10 @@
 //! share of the CPU), so a crash or an out-of-memory costs one run. A stop request (SIGINT/SIGTERM to
 //! the sweep) is passed on to every running child as SIGTERM, which makes `wrn train` checkpoint and
 //! exit; no new run starts after it.
+//!
+//! A sweep holds its runs folder's lock ([`lock`]) while it runs, so a second sweep over the same folder
+//! stops before it starts anything; each `wrn train` it starts takes its run folder's own lock, and a
+//! run whose folder another process holds is reported as in use ([`Outcome::InUse`]), not as failed.
 
 use std::collections::VecDeque;
 use std::fs::OpenOptions;
@@ -11,56 +15,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::devices::{CudaEnv, Device, DEVICE_ORDER_ENV, VISIBLE_DEVICES_ENV};
+use crate::devices::Slot;
 use crate::plan::{Plan, PlannedRun, RunState, SweepError};
-
-/// Where a run executes: a device for `wrn train` and the environment that pins it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Slot {
-    pub device: Device,
-    pub env: Vec<(String, String)>,
-    pub name: String,
-}
-
-impl Slot {
-    /// `jobs` slots per GPU of `gpus`, or `jobs` CPU slots sharing `cores` when `gpus` is empty. `gpus` are
-    /// indices among the GPUs the sweep sees: each maps through the sweep's `CUDA_VISIBLE_DEVICES` (`cuda`)
-    /// to the child's, and GPU children enumerate in the sweep's `CUDA_DEVICE_ORDER` (`PCI_BUS_ID` unless
-    /// the caller chose another), so they train on the GPU the sweep means.
-    pub fn layout(gpus: &[u32], jobs: usize, cores: usize, cuda: &CudaEnv) -> Result<Vec<Slot>, SweepError> {
-        let jobs = jobs.max(1);
-        if gpus.is_empty() {
-            let threads = (cores / jobs).max(1).to_string();
-            return Ok((0..jobs)
-                .map(|j| Slot {
-                    device: Device::Cpu,
-                    env: vec![("WRN_TORCH_THREADS".into(), threads.clone()), (VISIBLE_DEVICES_ENV.into(), "".into())],
-                    name: format!("cpu#{j}"),
-                })
-                .collect());
-        }
-        let visible = cuda.children_visible(gpus)?;
-        // Each GPU run feeds its GPU from a fair share of the cores.
-        let data_threads = (cores / (gpus.len() * jobs)).max(1).to_string();
-        let mut slots = Vec::new();
-        for (&g, entry) in gpus.iter().zip(&visible) {
-            // The sweep's index, and the GPU it stands for when the sweep runs under a list of its own.
-            let gpu = if *entry == g.to_string() { format!("gpu{g}") } else { format!("gpu{g}({entry})") };
-            for j in 0..jobs {
-                slots.push(Slot {
-                    device: Device::Cuda,
-                    env: vec![
-                        (VISIBLE_DEVICES_ENV.into(), entry.clone()),
-                        (DEVICE_ORDER_ENV.into(), cuda.order().into()),
-                        ("WRN_DATA_THREADS".into(), data_threads.clone()),
-                    ],
-                    name: if jobs == 1 { gpu.clone() } else { format!("{gpu}#{j}") },
-                });
-            }
-        }
-        Ok(slots)
-    }
-}
 
 /// The cores this process may run on (its CPU affinity), at least one.
 pub fn available_cores() -> usize {
@@ -73,6 +29,8 @@ pub enum Outcome {
     Finished,
     /// Stopped by a stop request after checkpointing; the next sweep resumes it.
     Interrupted,
+    /// Another process holds the run folder (`wrn train` said so and started nothing): who, in its words.
+    InUse(String),
     /// The process failed; its output is in `log`.
     Failed {
         status: String,
@@ -89,12 +47,15 @@ pub struct Summary {
     /// Pending runs a stop request kept from starting.
     pub not_started: Vec<PathBuf>,
     pub failed: Vec<(PathBuf, String, PathBuf)>,
+    /// Runs whose folder another process held, with `wrn train`'s words naming it.
+    pub in_use: Vec<(PathBuf, String)>,
     pub conflicts: Vec<(PathBuf, String)>,
 }
 
 impl Summary {
     pub fn ok(&self) -> bool {
         self.failed.is_empty()
+            && self.in_use.is_empty()
             && self.conflicts.is_empty()
             && self.interrupted.is_empty()
             && self.not_started.is_empty()
@@ -103,17 +64,21 @@ impl Summary {
     /// A few lines for the end of a sweep.
     pub fn render(&self) -> String {
         let mut s = format!(
-            "sweep: {} finished, {} skipped (already finished), {} interrupted, {} not started, {} failed, {} \
-             conflicting\n",
+            "sweep: {} finished, {} skipped (already finished), {} interrupted, {} not started, {} failed, {} in \
+             use elsewhere, {} conflicting\n",
             self.finished.len(),
             self.skipped.len(),
             self.interrupted.len(),
             self.not_started.len(),
             self.failed.len(),
+            self.in_use.len(),
             self.conflicts.len()
         );
         for (dir, status, log) in &self.failed {
             s += &format!("  failed: {}: {status}; log: {}\n", dir.display(), log.display());
+        }
+        for (dir, holder) in &self.in_use {
+            s += &format!("  not run: {}: {holder}\n", dir.display());
         }
         for dir in &self.interrupted {
             s += &format!("  interrupted: {} (the next sweep resumes it)\n", dir.display());
@@ -161,6 +126,7 @@ pub fn run_one(exe: &Path, run: &PlannedRun, slot: &Slot, stop: &AtomicBool) -> 
         Ok(f) => f,
         Err(e) => return failed(format!("cannot open {}: {e}", log.display())),
     };
+    let start = file.metadata().map_or(0, |m| m.len());
     let mut cmd = command(exe, run, slot);
     let header = format!("=== {:?} on {}\n", cmd, slot.name);
     let _ = std::io::Write::write_all(&mut &file, header.as_bytes());
@@ -190,8 +156,28 @@ pub fn run_one(exe: &Path, run: &PlannedRun, slot: &Slot, stop: &AtomicBool) -> 
     match (status.success(), finished) {
         (true, true) => Outcome::Finished,
         (_, false) if signalled || status.code() == Some(130) => Outcome::Interrupted,
+        (false, _) => match in_use(&log, start) {
+            Some(holder) => Outcome::InUse(holder),
+            None => failed(describe(status)),
+        },
         _ => failed(describe(status)),
     }
+}
+
+/// `wrn train`'s refusal to start on a folder another process holds, from what this attempt wrote to
+/// the log after byte `start`: the line saying it "is in use by" whom.
+fn in_use(log: &Path, start: u64) -> Option<String> {
+    let bytes = std::fs::read(log).ok()?;
+    let text = String::from_utf8_lossy(bytes.get(start as usize..)?);
+    let line = text.lines().find(|l| l.contains("is in use by"))?;
+    Some(line.trim().trim_start_matches("error:").trim().to_string())
+}
+
+/// Takes the runs folder's lock for a sweep (`what`: the command, for whoever is refused), creating the
+/// folder: a second sweep over the same folder is refused, naming this one, before it starts anything.
+pub fn lock(runs: &Path, what: &str) -> Result<wrn_fs::Lock, SweepError> {
+    std::fs::create_dir_all(runs).map_err(|source| SweepError::Create { path: runs.to_path_buf(), source })?;
+    Ok(wrn_fs::Lock::acquire(runs, what)?)
 }
 
 fn describe(status: ExitStatus) -> String {
@@ -248,6 +234,7 @@ pub fn execute(
                     match &outcome {
                         Outcome::Finished => "finished".to_string(),
                         Outcome::Interrupted => "interrupted".to_string(),
+                        Outcome::InUse(holder) => format!("not run ({holder})"),
                         Outcome::Failed { status, log } => format!("FAILED ({status}, log {})", log.display()),
                     },
                     run.dir.display(),
@@ -261,6 +248,7 @@ pub fn execute(
         match outcome {
             Outcome::Finished => summary.finished.push(dir),
             Outcome::Interrupted => summary.interrupted.push(dir),
+            Outcome::InUse(holder) => summary.in_use.push((dir, holder)),
             Outcome::Failed { status, log } => summary.failed.push((dir, status, log)),
         }
     }
@@ -272,62 +260,7 @@ pub fn execute(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn env_of(slot: &Slot, key: &str) -> Option<String> {
-        slot.env.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone())
-    }
-
-    fn cuda(visible: Option<&str>, order: Option<&str>) -> CudaEnv {
-        CudaEnv { visible_devices: visible.map(Into::into), device_order: order.map(Into::into) }
-    }
-
-    #[test]
-    fn slots_spread_gpus_and_cores() {
-        let cpu = Slot::layout(&[], 2, 16, &CudaEnv::default()).unwrap();
-        assert_eq!(cpu.len(), 2);
-        assert_eq!(cpu[0].device, Device::Cpu);
-        assert_eq!(env_of(&cpu[0], "WRN_TORCH_THREADS").as_deref(), Some("8"));
-        assert_eq!(env_of(&cpu[0], "CUDA_VISIBLE_DEVICES").as_deref(), Some(""));
-        let gpu = Slot::layout(&[0, 3], 2, 16, &CudaEnv::default()).unwrap();
-        assert_eq!(gpu.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["gpu0#0", "gpu0#1", "gpu3#0", "gpu3#1"]);
-        assert!(gpu.iter().all(|s| s.device == Device::Cuda));
-        assert_eq!(env_of(&gpu[2], "CUDA_VISIBLE_DEVICES").as_deref(), Some("3"));
-        assert_eq!(env_of(&gpu[2], "WRN_DATA_THREADS").as_deref(), Some("4"));
-        assert_eq!(Slot::layout(&[1], 1, 4, &CudaEnv::default()).unwrap()[0].name, "gpu1");
-    }
-
-    #[test]
-    fn gpu_slots_pin_their_gpu_through_the_sweeps_list_in_pci_order() {
-        let slots = Slot::layout(&[0, 1], 1, 8, &cuda(Some("4,5"), None)).unwrap();
-        assert_eq!(slots.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["gpu0(4)", "gpu1(5)"]);
-        for (slot, physical) in slots.iter().zip(["4", "5"]) {
-            assert_eq!(
-                slot.env,
-                [
-                    ("CUDA_VISIBLE_DEVICES".to_string(), physical.to_string()),
-                    ("CUDA_DEVICE_ORDER".to_string(), "PCI_BUS_ID".to_string()),
-                    ("WRN_DATA_THREADS".to_string(), "4".to_string()),
-                ]
-            );
-        }
-        // Without a list of the sweep's own, index i is GPU i, still in PCI order.
-        let plain = Slot::layout(&[2], 1, 8, &CudaEnv::default()).unwrap();
-        assert_eq!(env_of(&plain[0], "CUDA_VISIBLE_DEVICES").as_deref(), Some("2"));
-        assert_eq!(env_of(&plain[0], "CUDA_DEVICE_ORDER").as_deref(), Some("PCI_BUS_ID"));
-        assert_eq!(env_of(&plain[0], "WRN_DATA_THREADS").as_deref(), Some("8"));
-        // A caller's own order is kept, since its list's indices are in that order.
-        let fastest = Slot::layout(&[0], 2, 8, &cuda(Some("GPU-aa,GPU-bb"), Some("FASTEST_FIRST"))).unwrap();
-        assert_eq!(fastest.len(), 2);
-        assert_eq!(env_of(&fastest[1], "CUDA_VISIBLE_DEVICES").as_deref(), Some("GPU-aa"));
-        assert_eq!(env_of(&fastest[1], "CUDA_DEVICE_ORDER").as_deref(), Some("FASTEST_FIRST"));
-        assert_eq!(env_of(&fastest[1], "WRN_DATA_THREADS").as_deref(), Some("4"));
-        // An index beyond the list is an error, and so is any GPU under an empty list.
-        let err = Slot::layout(&[0, 2], 1, 8, &cuda(Some("4,5"), None)).unwrap_err().to_string();
-        assert!(err.contains("GPU 2 of the sweep") && err.contains("CUDA_VISIBLE_DEVICES='4,5'"), "{err}");
-        assert!(Slot::layout(&[0], 1, 8, &cuda(Some(""), None)).is_err());
-        // CPU slots need no GPU, whatever the list.
-        assert_eq!(Slot::layout(&[], 1, 8, &cuda(Some(""), None)).unwrap()[0].device, Device::Cpu);
-    }
+    use crate::devices::CudaEnv;
 
     fn planned(state: RunState) -> PlannedRun {
         PlannedRun {
@@ -345,6 +278,53 @@ mod tests {
         cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect()
     }
 
+    /// A stand-in for `wrn` that prints `words` to stderr and exits with `code`.
+    fn script(dir: &Path, words: &str, code: i32) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let path = dir.join("wrn");
+        std::fs::write(&path, format!("#!/bin/sh\necho \"{words}\" >&2\nexit {code}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path
+    }
+
+    #[test]
+    fn a_run_whose_folder_is_held_is_in_use_and_other_failures_fail() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut run = planned(RunState::New);
+        run.dir = dir.path().join("runs/a/seed1");
+        let slot = &Slot::layout(&[], 1, 4, &CudaEnv::default()).unwrap()[0];
+        let stop = AtomicBool::new(false);
+        // An earlier attempt's refusal in the log is not this attempt's.
+        std::fs::create_dir_all(&run.dir).unwrap();
+        std::fs::write(log_path(&run), "error: x is in use by pid 1 (wrn train)\n").unwrap();
+        let crash = script(dir.path(), "error: out of memory", 1);
+        assert!(
+            matches!(run_one(&crash, &run, slot, &stop), Outcome::Failed { status, .. } if status == "exit status 1")
+        );
+        let held = format!("error: {} is in use by pid 7 on host (wrn train) since 1 (Unix time)", run.dir.display());
+        let refused = script(dir.path(), &held, 1);
+        let expected = format!("{} is in use by pid 7 on host (wrn train) since 1 (Unix time)", run.dir.display());
+        assert_eq!(run_one(&refused, &run, slot, &stop), Outcome::InUse(expected.clone()));
+        let plan = Plan { runs: vec![run.clone()] };
+        let summary = execute(&refused, &plan, std::slice::from_ref(slot), Arc::new(AtomicBool::new(false)), &|_| {});
+        assert!(!summary.ok() && summary.failed.is_empty());
+        assert_eq!(summary.in_use, [(run.dir.clone(), expected.clone())]);
+        assert!(
+            summary.render().contains(&format!("not run: {}: {expected}", run.dir.display())),
+            "{}",
+            summary.render()
+        );
+    }
+
+    #[test]
+    fn a_second_sweep_lock_on_one_runs_folder_is_refused_naming_the_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let runs = dir.path().join("runs");
+        let _first = lock(&runs, "wrn sweep --table t4").unwrap();
+        let err = lock(&runs, "wrn sweep --table t5").unwrap_err().to_string();
+        assert!(err.contains("is in use by") && err.contains("(wrn sweep --table t4)"), "{err}");
+    }
+
     #[test]
     fn a_new_run_sets_the_slots_device() {
         let slot = &Slot::layout(&[], 1, 4, &CudaEnv::default()).unwrap()[0];
@@ -359,7 +339,8 @@ mod tests {
     #[test]
     fn a_resumed_run_trains_on_the_slots_device() {
         let exe = Path::new("/bin/wrn");
-        let gpu = &Slot::layout(&[1], 1, 4, &cuda(Some("6,7"), None)).unwrap()[0];
+        let gpu =
+            &Slot::layout(&[1], 1, 4, &CudaEnv { visible_devices: Some("6,7".into()), device_order: None }).unwrap()[0];
         let cmd = command(exe, &planned(RunState::Resume), gpu);
         assert_eq!(args(&cmd), ["train", "--resume", "/runs/a/seed1", "--device", "cuda"]);
         let envs: Vec<(String, Option<String>)> = cmd

@@ -6,12 +6,17 @@
 //! from the folder alone, so a sweep can be stopped, killed or re-run at any time: finished runs are
 //! skipped, runs with a checkpoint are resumed, and anything else starts afresh.
 
+pub mod describe;
 pub mod devices;
 pub mod exec;
 pub mod plan;
 pub mod slurm;
 
-pub use devices::{auto_gpus, check_gpus, require_cuda, AutoChoice, CudaEnv, Device, GpuRequest};
-pub use exec::{execute, Outcome, Slot, Summary};
-pub use plan::{measured_seconds, plan, Plan, PlanOptions, PlannedRun, RunState, Scale, SweepError};
+pub use describe::{describe, Pricing};
+pub use devices::{
+    auto_gpus, check_gpus, must_measure, pace_device, parallel, require_cuda, slots, AutoChoice, CudaEnv, CudaStatus,
+    Device, GpuRequest, NoCuda, NoDriver, Slot,
+};
+pub use exec::{execute, lock, Outcome, Summary};
+pub use plan::{measured_seconds, plan, Plan, PlanOptions, PlannedRun, PriceError, RunState, SweepError, SweepScale};
 pub use slurm::{write_slurm, SlurmOptions};

@@ -16,6 +16,8 @@ pub enum SweepError {
     Scale(String),
     #[error("cannot read {path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
+    #[error("cannot create the runs folder {path}: {source}")]
+    Create { path: PathBuf, source: std::io::Error },
     #[error("{0}")]
     Invalid(String),
     #[error(
@@ -37,11 +39,23 @@ pub enum SweepError {
     GpusUnusable { gpus: String, reason: String },
     #[error("--gpus names GPU {index}, but the sweep sees {count} GPU(s): --gpus counts them from 0")]
     NoSuchGpu { index: u32, count: usize },
+    #[error("cannot estimate the time of row {rows}: {source}")]
+    Price { rows: String, source: PriceError },
+    /// Another sweep (or process) holds the runs folder.
+    #[error(transparent)]
+    Locked(#[from] wrn_fs::LockError),
+}
+
+/// Why a run could not be priced, in the cost model's words.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}")]
+pub struct PriceError {
+    pub reason: String,
 }
 
 /// How much of the paper's schedule each run trains.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Scale {
+pub enum SweepScale {
     /// The paper's recipe in full.
     Full,
     /// A few steps of every run on a small subset: proves that every row trains.
@@ -54,55 +68,55 @@ pub enum Scale {
 /// test images.
 const SMOKE: (f64, usize, usize) = (0.01, 256, 256);
 
-impl Scale {
+impl SweepScale {
     /// The `scale.*` settings of `wrn train` for this scale.
     pub fn sets(self) -> Vec<String> {
         match self {
-            Scale::Full => vec![],
-            Scale::Smoke => vec![
+            SweepScale::Full => vec![],
+            SweepScale::Smoke => vec![
                 format!("scale.epochs={}", SMOKE.0),
                 format!("scale.train_subset={}", SMOKE.1),
                 format!("scale.test_subset={}", SMOKE.2),
             ],
-            Scale::Fraction(f) => vec![format!("scale.epochs={f}")],
+            SweepScale::Fraction(f) => vec![format!("scale.epochs={f}")],
         }
     }
 
     /// The `[scale]` a run folder's `config.toml` holds for this scale.
     fn expected(self) -> (f64, Option<usize>, Option<usize>) {
         match self {
-            Scale::Full => (1.0, None, None),
-            Scale::Smoke => (SMOKE.0, Some(SMOKE.1), Some(SMOKE.2)),
-            Scale::Fraction(f) => (f, None, None),
+            SweepScale::Full => (1.0, None, None),
+            SweepScale::Smoke => (SMOKE.0, Some(SMOKE.1), Some(SMOKE.2)),
+            SweepScale::Fraction(f) => (f, None, None),
         }
     }
 
     pub fn is_full(self) -> bool {
-        self == Scale::Full
+        self == SweepScale::Full
     }
 }
 
-impl FromStr for Scale {
+impl FromStr for SweepScale {
     type Err = SweepError;
-    fn from_str(s: &str) -> Result<Scale, SweepError> {
+    fn from_str(s: &str) -> Result<SweepScale, SweepError> {
         match s {
-            "full" => Ok(Scale::Full),
-            "smoke" => Ok(Scale::Smoke),
+            "full" => Ok(SweepScale::Full),
+            "smoke" => Ok(SweepScale::Smoke),
             _ => match s.parse::<f64>() {
-                Ok(1.0) => Ok(Scale::Full),
-                Ok(f) if f > 0.0 && f < 1.0 => Ok(Scale::Fraction(f)),
+                Ok(1.0) => Ok(SweepScale::Full),
+                Ok(f) if f > 0.0 && f < 1.0 => Ok(SweepScale::Fraction(f)),
                 _ => Err(SweepError::Scale(s.into())),
             },
         }
     }
 }
 
-impl fmt::Display for Scale {
+impl fmt::Display for SweepScale {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Scale::Full => f.write_str("full"),
-            Scale::Smoke => f.write_str("smoke"),
-            Scale::Fraction(x) => write!(f, "{x}"),
+            SweepScale::Full => f.write_str("full"),
+            SweepScale::Smoke => f.write_str("smoke"),
+            SweepScale::Fraction(x) => write!(f, "{x}"),
         }
     }
 }
@@ -139,7 +153,7 @@ pub struct PlannedRun {
 #[derive(Debug, Clone)]
 pub struct PlanOptions {
     pub runs: PathBuf,
-    pub scale: Scale,
+    pub scale: SweepScale,
     /// Seeds per row instead of each table's (1..=N).
     pub seeds: Option<u32>,
     /// Only rows of these datasets (all when empty).
@@ -241,7 +255,7 @@ struct ScaleFile {
 }
 
 /// The state of a run folder, checking that what it holds is the run asked for.
-fn state_of(dir: &Path, row: &wrn_tables::Row, scale: Scale) -> Result<RunState, SweepError> {
+fn state_of(dir: &Path, row: &wrn_tables::Row, scale: SweepScale) -> Result<RunState, SweepError> {
     let config_path = dir.join(wrn_run::CONFIG);
     if !config_path.exists() {
         return Ok(RunState::New);
@@ -334,7 +348,7 @@ reference = "Lin et al."
         Table::parse(id, Path::new("x.toml"), TABLE).unwrap()
     }
 
-    fn options(runs: &Path, scale: Scale) -> PlanOptions {
+    fn options(runs: &Path, scale: SweepScale) -> PlanOptions {
         PlanOptions {
             runs: runs.into(),
             scale,
@@ -356,19 +370,19 @@ reference = "Lin et al."
 
     #[test]
     fn scales_parse_and_print() {
-        assert_eq!("full".parse::<Scale>().unwrap(), Scale::Full);
-        assert_eq!("1".parse::<Scale>().unwrap(), Scale::Full);
-        assert_eq!("0.25".parse::<Scale>().unwrap(), Scale::Fraction(0.25));
-        assert_eq!(Scale::Fraction(0.25).to_string(), "0.25");
-        assert!("2".parse::<Scale>().unwrap_err().to_string().contains("expected full, smoke"));
-        assert_eq!(Scale::Smoke.sets(), ["scale.epochs=0.01", "scale.train_subset=256", "scale.test_subset=256"]);
+        assert_eq!("full".parse::<SweepScale>().unwrap(), SweepScale::Full);
+        assert_eq!("1".parse::<SweepScale>().unwrap(), SweepScale::Full);
+        assert_eq!("0.25".parse::<SweepScale>().unwrap(), SweepScale::Fraction(0.25));
+        assert_eq!(SweepScale::Fraction(0.25).to_string(), "0.25");
+        assert!("2".parse::<SweepScale>().unwrap_err().to_string().contains("expected full, smoke"));
+        assert_eq!(SweepScale::Smoke.sets(), ["scale.epochs=0.01", "scale.train_subset=256", "scale.test_subset=256"]);
     }
 
     #[test]
     fn rows_times_seeds_each_once_with_their_settings() {
         let dir = tempfile::tempdir().unwrap();
         let (t1, t2) = (table("t1"), table("t2"));
-        let plan = plan(&[&t1, &t2], &options(dir.path(), Scale::Smoke)).unwrap();
+        let plan = plan(&[&t1, &t2], &options(dir.path(), SweepScale::Smoke)).unwrap();
         // 2 seeds of a + 1 of b; the second table trains the same runs and adds none.
         assert_eq!(plan.runs.len(), 3);
         assert_eq!(plan.runs[0].rows, ["t1/a", "t2/a"]);
@@ -388,7 +402,7 @@ reference = "Lin et al."
             ]
         );
         assert!(plan.runs.iter().all(|r| r.state == RunState::New));
-        let mut only = options(dir.path(), Scale::Full);
+        let mut only = options(dir.path(), SweepScale::Full);
         only.datasets = vec!["cifar100".into()];
         only.seeds = Some(3);
         let p = super::plan(&[&t1], &only).unwrap();
@@ -404,7 +418,7 @@ reference = "Lin et al."
     fn measured_time_is_the_median_over_the_rows_finished_seeds() {
         let dir = tempfile::tempdir().unwrap();
         let t = table("t");
-        let plan = plan(&[&t], &options(dir.path(), Scale::Full)).unwrap();
+        let plan = plan(&[&t], &options(dir.path(), SweepScale::Full)).unwrap();
         let run = &plan.runs[1];
         assert_eq!(measured_seconds(run), None);
         let result = |seed: u64, status: wrn_run::Status, seconds: f64| RunResult {
@@ -452,7 +466,7 @@ reference = "Lin et al."
         let smoke = |s: &str| s.replace("epochs = 0.01", "epochs = 0.01\ntrain_subset = 256\ntest_subset = 256");
         write(&a1, "config.toml", &smoke(&config("cifar10", "wrn-10-1", 1, 0.01)));
         write(&a2, "config.toml", &smoke(&config("cifar10", "wrn-10-1", 2, 0.01)));
-        let plan = plan(&[&t], &options(runs, Scale::Smoke)).unwrap();
+        let plan = plan(&[&t], &options(runs, SweepScale::Smoke)).unwrap();
         assert_eq!(plan.runs[0].state, RunState::Finished);
         assert_eq!(plan.runs[1].state, RunState::Resume);
         let RunState::Conflict(why) = &plan.runs[2].state else { panic!("{:?}", plan.runs[2].state) };
@@ -462,7 +476,7 @@ reference = "Lin et al."
         write(&a1, "result.json", r#"{"status": "interrupted"}"#);
         write(&a1, "checkpoint.safetensors", "");
         write(&a2, "config.toml", &smoke(&config("cifar10", "wrn-16-1", 2, 0.01)));
-        let plan = super::plan(&[&t], &options(runs, Scale::Smoke)).unwrap();
+        let plan = super::plan(&[&t], &options(runs, SweepScale::Smoke)).unwrap();
         assert_eq!(plan.runs[0].state, RunState::Resume);
         assert!(matches!(&plan.runs[1].state, RunState::Conflict(w) if w.contains("holds cifar10 wrn-16-1 seed 2")));
     }

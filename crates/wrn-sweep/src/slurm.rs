@@ -8,8 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::devices::{require_cuda, CudaEnv, CudaStatus, Device};
-use crate::exec::Slot;
+use crate::devices::{require_cuda, CudaEnv, CudaStatus, Device, Slot};
 use crate::plan::{Plan, PlannedRun, SweepError};
 
 /// The CPUs Slurm gives each task of the array.
@@ -174,6 +173,37 @@ pub fn task_slot(
     Ok(slot)
 }
 
+/// One task of a Slurm array: the run at `index` of the task file `tasks`, on the device the script
+/// asked for, with the task's cores ([`task_cores`]) and `CUDA_VISIBLE_DEVICES`. The run's state is read
+/// again from its folder (a requeued task, a run finished since), so a finished run is skipped without
+/// asking `cuda`; a `cuda` task with a run to train fails with the reason where CUDA is unusable.
+pub fn run_task(
+    exe: &Path,
+    tasks: &Path,
+    index: usize,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    cuda: impl FnOnce() -> CudaStatus,
+    on_event: &(dyn Fn(&str) + Sync),
+) -> Result<crate::exec::Summary, SweepError> {
+    let file = TaskFile::load(tasks)?;
+    let Some(planned) = file.runs.get(index) else {
+        return Err(SweepError::Invalid(format!(
+            "{}: no task {index} (it lists {}); give an index below that, as the script written by `wrn sweep \
+             --slurm` does",
+            tasks.display(),
+            file.runs.len()
+        )));
+    };
+    let mut run = planned.clone();
+    run.state = crate::plan::RunState::of(&run.dir);
+    let plan = Plan { runs: vec![run] };
+    let slots = match plan.pending().next() {
+        Some(_) => vec![task_slot(file.device, cuda, task_cores(), &CudaEnv::from_env())?],
+        None => vec![],
+    };
+    Ok(crate::exec::execute(exe, &plan, &slots, stop, on_event))
+}
+
 /// A path quoted for bash.
 fn quote(path: &Path) -> String {
     format!("'{}'", path.display().to_string().replace('\'', r"'\''"))
@@ -291,7 +321,10 @@ mod tests {
             ]
         );
         // A cuda task where CUDA cannot be used fails with the reason, never trains on the CPU.
-        let err = task_slot(Device::Cuda, || Err("no NVIDIA driver".into()), 6, &slurm).unwrap_err().to_string();
+        let err =
+            task_slot(Device::Cuda, || Err(crate::devices::NoCuda { reason: "no NVIDIA driver".into() }), 6, &slurm)
+                .unwrap_err()
+                .to_string();
         assert!(err.contains("asks for cuda") && err.contains("no NVIDIA driver"), "{err}");
     }
 }

@@ -69,19 +69,7 @@ pub fn forward_backward(
     if options.channels_last {
         wrn_nets::layout::to_channels_last(&vs);
     }
-    let [c, h, w] = match options.input_side {
-        Some(side) => [arch.input_shape()[0], side, side],
-        None => arch.input_shape(),
-    };
-    let mut x = Tensor::f_randn([batch, c, h, w], (Kind::Float, device)).map_err(torch)?;
-    if options.channels_last {
-        x = wrn_nets::layout::channels_last(&x);
-    }
-    if options.bf16 {
-        // As training does: bf16 compute on the f32 weights, which the optimiser updates.
-        x = wrn_nets::layout::bf16(&x);
-    }
-    let y = Tensor::f_randint(arch.num_classes(), [batch], (Kind::Int64, device)).map_err(torch)?;
+    let (x, y) = random_batch(arch, device, batch, &options).map_err(torch)?;
     let recipe = crate::config::Experiment::recipe(crate::datasets::Dataset::Cifar10).optimizer;
     let mut sgd = options.optimizer_step.then(|| crate::sgd::Sgd::new(&vs, recipe));
     let mut step = || -> Result<Tensor, tch::TchError> {
@@ -142,6 +130,29 @@ pub fn forward_backward(
             _ => None,
         },
     })
+}
+
+/// A batch of random images (in the layout and precision `options` ask for) and labels for `arch`.
+fn random_batch(
+    arch: &Arch,
+    device: Device,
+    batch: i64,
+    options: &CheckOptions,
+) -> Result<(Tensor, Tensor), tch::TchError> {
+    let [c, h, w] = match options.input_side {
+        Some(side) => [arch.input_shape()[0], side, side],
+        None => arch.input_shape(),
+    };
+    let mut x = Tensor::f_randn([batch, c, h, w], (Kind::Float, device))?;
+    if options.channels_last {
+        x = wrn_nets::layout::channels_last(&x);
+    }
+    if options.bf16 {
+        // As training does: bf16 compute on the f32 weights, which the optimiser updates.
+        x = wrn_nets::layout::bf16(&x);
+    }
+    let y = Tensor::f_randint(arch.num_classes(), [batch], (Kind::Int64, device))?;
+    Ok((x, y))
 }
 
 /// A fixed reference workload's speed on a device: square `f32` matrix products on the same threads as

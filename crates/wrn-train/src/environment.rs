@@ -57,7 +57,7 @@ pub struct Environment {
     pub data_dir: PathBuf,
     /// Where a resumed run ran before, oldest first (see the module doc).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub previous: Vec<serde_json::Value>,
+    pub previous: Vec<Environment>,
 }
 
 impl Environment {

@@ -6,9 +6,11 @@
 //! - [`runtime`]: loading libtorch's CUDA backend at run time, choosing the device, sizing the libtorch
 //!   and rayon thread pools so they do not oversubscribe the cores.
 //! - [`parity`]: a device against the CPU on training's own code paths (`wrn doctor --parity`).
-//! - [`run`]: the run folder (contract 3): config, environment, metrics, result, checkpoint, log.
+//! - [`run`]: the run folder (contract 3) held by one process: checksummed checkpoints, the latest and the
+//!   one before, with the fallback from one to the other.
 //! - [`sgd`]: SGD with Nesterov momentum and weight decay, with checkpointable state.
 //! - [`trainer`]: the training loop: epochs, evaluation, metrics, checkpoints, resume, interruption.
+//! - [`policy`]: when the loop checkpoints and stops (minutes, steps, a stop request), as a value.
 //! - [`driver`]: the NVIDIA driver and the GPUs it sees, whatever libtorch can do with them.
 //! - [`environment`]: what this process runs on (versions, libraries, GPUs, threads, directories); shown by
 //!   `wrn doctor` and recorded in every run folder.
@@ -20,6 +22,7 @@ pub mod datasets;
 pub mod driver;
 pub mod environment;
 pub mod parity;
+pub mod policy;
 pub mod run;
 pub mod runtime;
 pub mod sgd;

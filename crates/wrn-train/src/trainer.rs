@@ -4,7 +4,12 @@
 //! the augmentation pipeline's batches (prefetched on rayon workers) copied to the device one batch ahead
 //! of the compute, SGD steps, then an evaluation on the test split (loss, top-1 and top-5 error), one row
 //! of `metrics.csv` and a checkpoint. Checkpoints are also written every `checkpoint_steps` steps and every
-//! `checkpoint_minutes`, and when SIGINT/SIGTERM sets the stop flag.
+//! `checkpoint_minutes`, and when SIGINT/SIGTERM sets the stop flag ([`CheckpointPolicy`]).
+//!
+//! [`train`] reads as its parts: `set_up` (device, threads, data, network), `start` or `resume` (the
+//! checkpoint, or the one before it when the latest is damaged, and `metrics.csv` cut back to it),
+//! `train_epoch` (the steps, each epoch a task of the caller's `wrn_progress::Progress`), and `end_epoch`
+//! (evaluation, the metrics row, the summary line through `Progress::line`, the checkpoint).
 //!
 //! Determinism: the weights are initialised from `tch::manual_seed(seed)`, the batches depend only on
 //! (seed, epoch, index) (see `wrn-augment`), and before every step libtorch's generator is re-seeded from
@@ -20,19 +25,20 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use indicatif::{ProgressBar, ProgressStyle};
 use tch::nn::{self, ModuleT};
 use tch::{Device, Kind, Tensor};
 use wrn_augment::{Batch, ImageType, Loader, LoaderConfig, Norm, Pipeline, Preset, ValueStep, Zca, ZcaParams};
 use wrn_data::store::Store;
 use wrn_nets::Arch;
+use wrn_progress::{Task, Unit};
 use wrn_run::{CONFIG, ENVIRONMENT, RESULT};
 
 use crate::config::{BatchImages, ConfigError, Experiment, Precision, Preprocessing};
 use crate::datasets::Dataset;
 use crate::environment::{device_name, Environment};
+use crate::policy::CheckpointPolicy;
 use crate::run::{EpochMetrics, Progress, RunDir, RunError, RunResult, Status};
 use crate::runtime::{self, DeviceChoice, RuntimeError, ThreadPlan};
 use crate::sgd::Sgd;
@@ -85,8 +91,9 @@ pub struct TrainOptions {
     /// The device to compute on instead of the experiment's `device` (a resumed run may move device:
     /// checkpoints are device-independent).
     pub device: Option<DeviceChoice>,
-    /// Progress bars on a terminal, plain log lines otherwise.
-    pub progress: bool,
+    /// Log a line every tenth of an epoch: for logs and pipes, where no task is drawn (the default when
+    /// stderr is not a terminal).
+    pub log_steps: bool,
     pub wrn_version: String,
     pub git_sha: String,
 }
@@ -98,7 +105,7 @@ impl TrainOptions {
             stop: Arc::new(AtomicBool::new(false)),
             max_steps: None,
             device: None,
-            progress: std::io::stderr().is_terminal(),
+            log_steps: !std::io::stderr().is_terminal(),
             wrn_version: wrn_version.into(),
             git_sha: git_sha.into(),
         }
@@ -281,16 +288,16 @@ impl Input {
         let shape: Vec<i64> = batch.shape.iter().map(|&d| d as i64).collect();
         let (x, y) = match self.device {
             Device::Cpu => {
-                let x = match self.step {
-                    Some(_) => Tensor::from_slice(&batch.images_u8),
-                    None => Tensor::from_slice(&batch.images),
+                let x = match &batch.images {
+                    wrn_augment::BatchImages::U8(v) => Tensor::from_slice(v),
+                    wrn_augment::BatchImages::F32(v) => Tensor::from_slice(v),
                 };
                 (x.view(shape.as_slice()), Tensor::from_slice(&batch.labels))
             }
             device => {
-                let x = match self.step {
-                    Some(_) => to_device_pinned(&batch.images_u8, &shape, Kind::Uint8, device),
-                    None => to_device_pinned(&batch.images, &shape, Kind::Float, device),
+                let x = match &batch.images {
+                    wrn_augment::BatchImages::U8(v) => to_device_pinned(v, &shape, Kind::Uint8, device),
+                    wrn_augment::BatchImages::F32(v) => to_device_pinned(v, &shape, Kind::Float, device),
                 };
                 (x, to_device_pinned(&batch.labels, &[batch.labels.len() as i64], Kind::Int64, device))
             }
@@ -364,15 +371,15 @@ fn f32_logits(logits: Tensor) -> Tensor {
 }
 
 /// Loss sum, top-1 and top-5 error (%) on the test split, in eval mode.
-fn evaluate(net: &dyn ModuleT, loader: &Loader, input: &Input) -> (f64, f64, f64) {
+fn evaluate(net: &dyn ModuleT, loader: &Loader, input: &Input) -> Result<(f64, f64, f64), TrainError> {
     let device = input.device;
     let mut loss = Tensor::zeros([], (Kind::Double, device));
     let mut top1 = Tensor::zeros([], (Kind::Double, device));
     let mut top5 = Tensor::zeros([], (Kind::Double, device));
     let mut seen = 0usize;
     let mut batches = loader.epoch(0, 0);
-    tch::no_grad(|| {
-        while let Some(batch) = batches.next() {
+    tch::no_grad(|| -> Result<(), TrainError> {
+        while let Some(batch) = batches.try_next().transpose()? {
             let (x, y) = input.batch(&batch);
             let logits = f32_logits(net.forward_t(&x, false));
             loss += logits.cross_entropy_loss::<Tensor>(&y, None, tch::Reduction::Sum, -100, 0.0).to_kind(Kind::Double);
@@ -384,17 +391,22 @@ fn evaluate(net: &dyn ModuleT, loader: &Loader, input: &Input) -> (f64, f64, f64
             seen += batch.len();
             batches.recycle(batch);
         }
-    });
+        Ok(())
+    })?;
     let n = seen.max(1) as f64;
-    (loss.double_value(&[]) / n, 100.0 * (1.0 - top1.double_value(&[]) / n), 100.0 * (1.0 - top5.double_value(&[]) / n))
+    Ok((
+        loss.double_value(&[]) / n,
+        100.0 * (1.0 - top1.double_value(&[]) / n),
+        100.0 * (1.0 - top5.double_value(&[]) / n),
+    ))
 }
 
-fn save(run: &RunDir, vs: &nn::VarStore, sgd: &Sgd, progress: Progress, sums: Sums) -> Result<(), RunError> {
-    let mut state = sgd.state();
-    state.push(("state.loss_sum".into(), Tensor::from(sums.loss)));
-    state.push(("state.correct".into(), Tensor::from(sums.correct)));
-    state.push(("state.seen".into(), Tensor::from(sums.seen)));
-    run.save_checkpoint(vs, state, progress)
+fn save(run: &RunDir, setup: &Setup, state: &State) -> Result<(), RunError> {
+    let mut optimiser = setup.sgd.state();
+    optimiser.push(("state.loss_sum".into(), Tensor::from(state.sums.loss)));
+    optimiser.push(("state.correct".into(), Tensor::from(state.sums.correct)));
+    optimiser.push(("state.seen".into(), Tensor::from(state.sums.seen)));
+    run.save_checkpoint(&setup.vs, optimiser, state.at)
 }
 
 /// A checkpoint within the plan, and the metrics of every epoch before it, in order: what a resumed run
@@ -432,21 +444,53 @@ fn check_resumable(
     Ok(())
 }
 
-/// The environment recorded in the run's `environment.json`, when it can be read.
-fn recorded_environment(run: &RunDir) -> Option<Environment> {
-    let text = std::fs::read_to_string(run.file(ENVIRONMENT)).ok()?;
-    serde_json::from_str(&text).ok()
+/// The environment recorded in the run's `environment.json`, or why it cannot be read.
+fn recorded_environment(run: &RunDir) -> Result<Environment, String> {
+    let path = run.file(ENVIRONMENT);
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
-/// Trains `exp` into the run folder `run` (or continues it with `options.resume`).
-pub fn train(run: &RunDir, exp: &Experiment, options: &TrainOptions) -> Result<RunResult, TrainError> {
-    exp.validate()?;
-    if options.resume && !run.has_checkpoint() {
-        return Err(TrainError::NoCheckpoint(run.path().to_path_buf()));
+/// What one call of [`train`] works with.
+struct Ctx<'a> {
+    run: &'a RunDir,
+    exp: &'a Experiment,
+    options: &'a TrainOptions,
+    progress: &'a dyn wrn_progress::Progress,
+}
+
+impl Ctx<'_> {
+    /// A warning for the user and the run's log.
+    fn warn(&self, text: &str) -> Result<(), TrainError> {
+        self.progress.line(&format!("warning: {text}"));
+        Ok(self.run.log(&format!("warning: {text}"))?)
     }
-    if !options.resume && (run.has_checkpoint() || run.file(RESULT).exists()) {
-        return Err(TrainError::RunExists(run.path().to_path_buf()));
-    }
+}
+
+/// The device, the data and the network with its optimiser.
+struct Setup {
+    device: Device,
+    plan: ThreadPlan,
+    data: Data,
+    train_input: Input,
+    test_input: Input,
+    arch: Arch,
+    vs: nn::VarStore,
+    net: wrn_nets::Network,
+    parameters: i64,
+    sgd: Sgd,
+}
+
+/// Where the run stands: the position, the sums of the epoch in progress, the epochs done.
+struct State {
+    at: Progress,
+    sums: Sums,
+    metrics: Vec<EpochMetrics>,
+}
+
+/// Chooses the device and threads (a resumed run keeps the libtorch thread count it started with),
+/// opens the data and builds the network from the run's seed.
+fn set_up(exp: &Experiment, options: &TrainOptions, recorded: Option<&Environment>) -> Result<Setup, TrainError> {
     let choice = match options.device {
         Some(choice) => choice,
         None => exp.device.parse::<DeviceChoice>()?,
@@ -457,8 +501,7 @@ pub fn train(run: &RunDir, exp: &Experiment, options: &TrainOptions) -> Result<R
         tracing::info!("no usable GPU on this machine, training on the CPU: {reason}");
     }
     let mut plan = ThreadPlan::from_env(device)?;
-    let recorded = if options.resume { recorded_environment(run) } else { None };
-    if let Some(recorded) = &recorded {
+    if let Some(recorded) = recorded {
         // libtorch's CPU reductions depend on its thread count at the last bit: a resumed run uses the
         // count the run started with, so it stays bit-identical to an uninterrupted one.
         plan.torch_intra_op = recorded.threads.torch_intra_op;
@@ -470,193 +513,303 @@ pub fn train(run: &RunDir, exp: &Experiment, options: &TrainOptions) -> Result<R
     }
     let (train_input, test_input) =
         (Input::new(&data.train, device, exp.precision), Input::new(&data.test, device, exp.precision));
-
-    let arch = exp.arch.parse::<Arch>().map_err(|e| ConfigError::Invalid(e.to_string()))?;
-    let arch =
-        arch.with_classes(data.classes).with_dropout(exp.dropout).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+    let invalid = |e: wrn_nets::ArchError| ConfigError::Invalid(e.to_string());
+    let arch = exp.arch.parse::<Arch>().map_err(invalid)?;
+    let arch = arch.with_classes(data.classes).with_dropout(exp.dropout).map_err(invalid)?;
     tch::manual_seed(exp.seed as i64);
-    let mut vs = nn::VarStore::new(device);
+    let vs = nn::VarStore::new(device);
     let net = arch.build(&vs.root());
     let parameters = wrn_nets::parameter_count(&vs);
-    let mut sgd = Sgd::new(&vs, exp.optimizer.clone());
+    let sgd = Sgd::new(&vs, exp.optimizer.clone());
+    Ok(Setup { device, plan, data, train_input, test_input, arch, vs, net, parameters, sgd })
+}
 
-    let mut metrics: Vec<EpochMetrics>;
-    let mut progress = Progress { epoch: 1, step: 0 };
-    let mut sums = Sums::default();
-    if options.resume {
-        let (state, saved) = run.load_checkpoint(&mut vs)?;
-        sgd.load_state(&state);
-        let scalar = |k: &str| state.get(k).map_or(0.0, |t| t.double_value(&[]));
-        sums = Sums { loss: scalar("state.loss_sum"), correct: scalar("state.correct"), seen: scalar("state.seen") };
-        progress = saved;
-        metrics = run.read_metrics()?;
-        metrics.retain(|m| m.epoch < progress.epoch);
-        check_resumable(run, exp, progress, &metrics)?;
-        run.log(&format!("resumed at epoch {} step {} on {}", progress.epoch, progress.step, device_name(device)))?;
-        // A run that moved device or host records where it runs now, and where it ran before.
-        let now = Environment::collect(&options.wrn_version, &options.git_sha, plan).on_device(device);
-        if let Some(mut before) = recorded.filter(|before| before.moved(&now)) {
+/// A new run: writes the configuration, the environment and an empty `metrics.csv`, and logs what runs.
+fn start(ctx: &Ctx, setup: &Setup) -> Result<State, TrainError> {
+    let (run, exp) = (ctx.run, ctx.exp);
+    run.write_text(CONFIG, &exp.to_toml())?;
+    let env = Environment::collect(&ctx.options.wrn_version, &ctx.options.git_sha, setup.plan).on_device(setup.device);
+    run.write_json(ENVIRONMENT, &env)?;
+    run.write_metrics(&[])?;
+    run.log(&format!(
+        "{} on {} ({} parameters) on {:?} in {}",
+        setup.arch, exp.dataset, setup.parameters, setup.device, exp.precision
+    ))?;
+    run.log(&format!(
+        "{} training images per epoch ({}), {} test images",
+        setup.data.train.len(),
+        exp.train_splits.join(" + "),
+        setup.data.test.len()
+    ))?;
+    Ok(State { at: Progress { epoch: 1, step: 0 }, sums: Sums::default(), metrics: Vec::new() })
+}
+
+/// A resumed run: restores the checkpoint (the previous one when the latest is unusable, saying so), cuts
+/// `metrics.csv` back to the epochs before it, and records a move to another device or host.
+fn resume(ctx: &Ctx, setup: &mut Setup, recorded: Result<Environment, String>) -> Result<State, TrainError> {
+    let run = ctx.run;
+    let restored = run.load_checkpoint(&mut setup.vs)?;
+    if let Some(why) = &restored.fallback {
+        ctx.warn(why)?;
+    }
+    setup.sgd.load_state(&restored.state);
+    let scalar = |k: &str| restored.state.get(k).map_or(0.0, |t| t.double_value(&[]));
+    let sums = Sums { loss: scalar("state.loss_sum"), correct: scalar("state.correct"), seen: scalar("state.seen") };
+    let at = restored.progress;
+    let mut metrics = run.read_metrics()?;
+    let rows = metrics.len();
+    metrics.retain(|m| m.epoch < at.epoch);
+    check_resumable(run, ctx.exp, at, &metrics)?;
+    if metrics.len() != rows {
+        run.write_metrics(&metrics)?;
+    }
+    run.log(&format!("resumed at epoch {} step {} on {}", at.epoch, at.step, device_name(setup.device)))?;
+    // A run that moved device or host records where it runs now, and where it ran before.
+    let now = Environment::collect(&ctx.options.wrn_version, &ctx.options.git_sha, setup.plan).on_device(setup.device);
+    match recorded {
+        Ok(mut before) if before.moved(&now) => {
             let mut previous = std::mem::take(&mut before.previous);
-            previous.push(serde_json::to_value(&before).expect("serialisable"));
+            previous.push(before);
             run.write_json(ENVIRONMENT, &Environment { previous, ..now })?;
         }
-    } else {
-        run.write_text(CONFIG, &exp.to_toml())?;
-        let env = Environment::collect(&options.wrn_version, &options.git_sha, plan).on_device(device);
-        run.write_json(ENVIRONMENT, &env)?;
-        run.write_metrics(&[])?;
-        metrics = Vec::new();
-        run.log(&format!(
-            "{} on {} ({} parameters) on {device:?} in {}",
-            arch, exp.dataset, parameters, exp.precision
-        ))?;
-        run.log(&format!(
-            "{} training images per epoch ({}), {} test images",
-            data.train.len(),
-            exp.train_splits.join(" + "),
-            data.test.len()
-        ))?;
+        Ok(_) => {}
+        Err(why) => {
+            ctx.warn(&format!("{why}; libtorch uses this machine's thread count, and the file is written anew"))?;
+            run.write_json(ENVIRONMENT, &now)?;
+        }
     }
+    Ok(State { at, sums, metrics })
+}
 
+/// Trains `exp` into the run folder `run` (or continues it with `options.resume`), reporting each epoch
+/// through `progress`: its steps as a task, its summary as a line.
+pub fn train(
+    run: &RunDir,
+    exp: &Experiment,
+    options: &TrainOptions,
+    progress: &dyn wrn_progress::Progress,
+) -> Result<RunResult, TrainError> {
+    exp.validate()?;
+    if options.resume && !run.has_checkpoint() {
+        return Err(TrainError::NoCheckpoint(run.path().to_path_buf()));
+    }
+    if !options.resume && (run.has_checkpoint() || run.file(RESULT).exists()) {
+        return Err(TrainError::RunExists(run.path().to_path_buf()));
+    }
+    let ctx = Ctx { run, exp, options, progress };
+    let recorded = options.resume.then(|| recorded_environment(run));
+    let mut setup = set_up(exp, options, recorded.as_ref().and_then(|r| r.as_ref().ok()))?;
+    let mut state = match recorded {
+        Some(recorded) => resume(&ctx, &mut setup, recorded)?,
+        None => start(&ctx, &setup)?,
+    };
+    let mut policy =
+        CheckpointPolicy::new(exp.checkpoint_minutes, exp.checkpoint_steps, options.max_steps, Instant::now());
     let epochs = exp.effective_epochs();
-    let per_epoch = data.train.batches_per_epoch();
-    let mut steps_this_process = 0usize;
-    let mut last_checkpoint = Instant::now();
-    let checkpoint_every = Duration::from_secs_f64(exp.checkpoint_minutes.max(0.0) * 60.0);
-    let stop_requested =
-        |steps: usize| options.stop.load(Ordering::SeqCst) || options.max_steps.is_some_and(|max| steps >= max);
-
-    while progress.epoch <= epochs {
-        let epoch = progress.epoch;
-        let lr = exp.lr_at(epoch);
-        if progress.step == 0 && exp.schedule.reset_momentum && exp.is_milestone(epoch) {
-            sgd.reset_momentum();
-        }
-        let bar = epoch_bar(options.progress, epoch, epochs, per_epoch, progress.step);
-        let started = Instant::now();
-        let mut batches = data.train.epoch(epoch as u64, progress.step);
-        let mut loss_sum = Tensor::from(sums.loss).to_device(device);
-        let mut correct = Tensor::from(sums.correct).to_device(device);
-        let mut images = 0usize;
-        let mut decode_failures = 0u64;
-        let mut next = batches.next();
-        let mut pending = next.as_ref().map(|b| train_input.batch(b));
-        // The last step at which the epoch's loss sum was seen finite.
-        let mut finite_at = progress.step;
-        while let Some(batch) = next {
-            let (x, y) = pending.take().expect("a batch on the device");
-            // Start copying the next batch while this one computes.
-            next = batches.next();
-            pending = next.as_ref().map(|b| train_input.batch(b));
-            tch::manual_seed(step_seed(exp.seed, epoch, progress.step));
-            sgd.zero_grad();
-            let logits = f32_logits(net.forward_t(&x, true));
-            let loss = logits.cross_entropy_for_logits(&y);
-            loss.backward();
-            sgd.step(lr);
-            tch::no_grad(|| {
-                loss_sum += loss.detach().to_kind(Kind::Double) * batch.len() as f64;
-                correct += logits.argmax(-1, false).eq_tensor(&y).sum(Kind::Double);
-            });
-            sums.seen += batch.len() as f64;
-            images += batch.len();
-            decode_failures += batch.decode_failures as u64;
-            progress.step += 1;
-            steps_this_process += 1;
-            batches.recycle(batch);
-            if let Some(bar) = &bar {
-                bar.inc(1);
-                if progress.step % 10 == 0 || progress.step == per_epoch {
-                    let rate = images as f64 / started.elapsed().as_secs_f64().max(1e-9);
-                    bar.set_message(format!("loss {:.3}  {rate:.0} img/s", loss.double_value(&[])));
-                }
-            } else if per_epoch >= 10 && progress.step % (per_epoch / 10) == 0 {
-                tracing::info!(
-                    "epoch {epoch}/{epochs} step {}/{per_epoch} loss {:.4}",
-                    progress.step,
-                    loss.double_value(&[])
-                );
+    let (parameters, device) = (setup.parameters, setup.device);
+    let end = |state: &State, status| finish(run, exp, &state.metrics, status, parameters, device);
+    while state.at.epoch <= epochs {
+        let epoch = state.at.epoch;
+        let trained = match train_epoch(&ctx, &mut setup, &mut state, &mut policy)? {
+            EpochEnd::Trained(trained) => trained,
+            EpochEnd::Stopped => {
+                run.log(&format!("interrupted at epoch {epoch} step {}; checkpoint written", state.at.step))?;
+                return end(&state, Status::Interrupted);
             }
-            let timed = !checkpoint_every.is_zero() && last_checkpoint.elapsed() >= checkpoint_every;
-            let counted = exp.checkpoint_steps > 0 && progress.step % exp.checkpoint_steps == 0;
-            let stopping = stop_requested(steps_this_process) && progress.step < per_epoch;
-            // A non-finite loss is caught before any checkpoint could keep it: every step on the CPU (where
-            // reading it costs nothing), every DIVERGENCE_CHECK steps on a GPU (one sync each).
-            let check = !device.is_cuda() || progress.step % DIVERGENCE_CHECK == 0 || timed || counted || stopping;
-            if check {
-                sums.loss = loss_sum.double_value(&[]);
-                if !sums.loss.is_finite() {
-                    drop(batches);
-                    let at = divergence_point(epoch, finite_at, progress.step);
-                    return diverged(run, exp, &metrics, parameters, device, at, bar);
-                }
-                finite_at = progress.step;
+            EpochEnd::Diverged(at) => {
+                return diverged(run, exp, &state.metrics, parameters, device, at);
             }
-            if timed || counted || stopping {
-                // `sums.loss` was read by the check above, which every checkpoint goes through.
-                sums.correct = correct.double_value(&[]);
-                save(run, &vs, &sgd, progress, sums)?;
-                last_checkpoint = Instant::now();
-            }
-            if stopping {
-                if let Some(bar) = bar {
-                    bar.abandon_with_message("interrupted: checkpoint written");
-                }
-                drop(batches);
-                run.log(&format!("interrupted at epoch {epoch} step {}; checkpoint written", progress.step))?;
-                return finish(run, exp, &metrics, Status::Interrupted, parameters, device);
-            }
-        }
-        if let Device::Cuda(index) = device {
-            // The host runs ahead of the GPU: time the epoch's work, not its launches.
-            tch::Cuda::synchronize(index as i64);
-        }
-        let train_seconds = started.elapsed().as_secs_f64();
-        let wait = batches.wait_time().as_secs_f64();
-        drop(batches);
-        sums.loss = loss_sum.double_value(&[]);
-        sums.correct = correct.double_value(&[]);
-        if !sums.loss.is_finite() {
-            let at = divergence_point(epoch, finite_at, progress.step);
-            return diverged(run, exp, &metrics, parameters, device, at, bar);
-        }
-        let (test_loss, test_error, test_top5_error) = evaluate(&net, &data.test, &test_input);
-        let seen = sums.seen.max(1.0);
-        let row = EpochMetrics {
-            epoch,
-            lr,
-            train_loss: sums.loss / seen,
-            train_error: 100.0 * (1.0 - sums.correct / seen),
-            test_loss,
-            test_error,
-            test_top5_error,
-            images_per_second: images as f64 / train_seconds.max(1e-9),
-            data_wait_fraction: wait / train_seconds.max(1e-9),
-            epoch_seconds: started.elapsed().as_secs_f64(),
-            decode_failures,
         };
-        let line = format!(
-            "epoch {epoch}/{epochs} lr {lr:.5} train loss {:.4} error {:.2}% | test loss {:.4} error {:.2}% top-5 {:.2}% | {:.0} img/s, waited {:.1}%",
-            row.train_loss, row.train_error, row.test_loss, row.test_error, row.test_top5_error,
-            row.images_per_second, 100.0 * row.data_wait_fraction
-        );
-        if let Some(bar) = bar {
-            bar.finish_and_clear();
-        }
-        eprintln!("{line}");
-        run.log(&line)?;
-        metrics.push(row);
-        run.write_metrics(&metrics)?;
-        progress = Progress { epoch: epoch + 1, step: 0 };
-        sums = Sums::default();
-        save(run, &vs, &sgd, progress, sums)?;
-        last_checkpoint = Instant::now();
-        if stop_requested(steps_this_process) && progress.epoch <= epochs {
+        end_epoch(&ctx, &setup, &mut state, trained)?;
+        policy.saved(Instant::now());
+        if policy.stop_requested(options.stop.load(Ordering::SeqCst)) && state.at.epoch <= epochs {
             run.log(&format!("interrupted after epoch {epoch}; checkpoint written"))?;
-            return finish(run, exp, &metrics, Status::Interrupted, parameters, device);
+            return end(&state, Status::Interrupted);
         }
     }
-    finish(run, exp, &metrics, Status::Finished, parameters, device)
+    end(&state, Status::Finished)
+}
+
+/// How an epoch's training steps ended.
+enum EpochEnd {
+    /// Every step taken.
+    Trained(Trained),
+    /// Stopped (a signal, or the step limit) after a checkpoint.
+    Stopped,
+    /// The training loss became non-finite, at this point of the run.
+    Diverged(String),
+}
+
+/// The figures of an epoch's training steps.
+struct Trained {
+    started: Instant,
+    images: usize,
+    seconds: f64,
+    wait: f64,
+    decode_failures: u64,
+}
+
+/// The epoch's training loss and correct predictions, summed on the device.
+struct Totals {
+    loss: Tensor,
+    correct: Tensor,
+}
+
+/// One training step on `(x, y)`: forward, backward, SGD at `lr`, the batch added to `totals`. Returns
+/// the batch's mean loss.
+fn train_step(
+    (net, sgd): (&wrn_nets::Network, &mut Sgd),
+    seed: i64,
+    lr: f64,
+    (x, y): &(Tensor, Tensor),
+    totals: &mut Totals,
+) -> Tensor {
+    tch::manual_seed(seed);
+    sgd.zero_grad();
+    let logits = f32_logits(net.forward_t(x, true));
+    let loss = logits.cross_entropy_for_logits(y);
+    loss.backward();
+    sgd.step(lr);
+    tch::no_grad(|| {
+        totals.loss += loss.detach().to_kind(Kind::Double) * y.size()[0] as f64;
+        totals.correct += logits.argmax(-1, false).eq_tensor(y).sum(Kind::Double);
+    });
+    loss
+}
+
+/// The training steps of the epoch `state.at.epoch` from `state.at.step`, with checkpoints and stops as
+/// `policy` says, and the divergence check.
+fn train_epoch(
+    ctx: &Ctx,
+    setup: &mut Setup,
+    state: &mut State,
+    policy: &mut CheckpointPolicy,
+) -> Result<EpochEnd, TrainError> {
+    let (exp, epoch, device) = (ctx.exp, state.at.epoch, setup.device);
+    let (epochs, per_epoch, lr) = (exp.effective_epochs(), setup.data.train.batches_per_epoch(), exp.lr_at(epoch));
+    if state.at.step == 0 && exp.schedule.reset_momentum && exp.is_milestone(epoch) {
+        setup.sgd.reset_momentum();
+    }
+    let label = format!("epoch {epoch}/{epochs}");
+    let task = ctx.progress.task(&label, Unit::Items("steps"), Some(per_epoch as u64), state.at.step as u64);
+    let started = Instant::now();
+    let mut batches = setup.data.train.epoch(epoch as u64, state.at.step);
+    let mut totals = Totals {
+        loss: Tensor::from(state.sums.loss).to_device(device),
+        correct: Tensor::from(state.sums.correct).to_device(device),
+    };
+    let (mut images, mut decode_failures) = (0usize, 0u64);
+    // A batch that cannot be filled (damaged prepared data) ends the run with its error; the last
+    // checkpoint stays as it was.
+    let mut next = batches.try_next().transpose()?;
+    let mut pending = next.as_ref().map(|b| setup.train_input.batch(b));
+    // The last step at which the epoch's loss sum was seen finite.
+    let mut finite_at = state.at.step;
+    while let Some(batch) = next {
+        let input = pending.take().expect("a batch on the device");
+        // Start copying the next batch while this one computes.
+        next = batches.try_next().transpose()?;
+        pending = next.as_ref().map(|b| setup.train_input.batch(b));
+        let seed = step_seed(exp.seed, epoch, state.at.step);
+        let loss = train_step((&setup.net, &mut setup.sgd), seed, lr, &input, &mut totals);
+        state.sums.seen += batch.len() as f64;
+        images += batch.len();
+        decode_failures += batch.decode_failures as u64;
+        state.at.step += 1;
+        batches.recycle(batch);
+        report_step(ctx, task.as_ref(), (epoch, state.at.step, per_epoch), &loss, images as f64 / secs(started));
+        let plan = policy.after_step(state.at.step, per_epoch, ctx.options.stop.load(Ordering::SeqCst), Instant::now());
+        // A non-finite loss is caught before any checkpoint could keep it: every step on the CPU (where
+        // reading it costs nothing), every DIVERGENCE_CHECK steps on a GPU (one sync each).
+        if !device.is_cuda() || state.at.step.is_multiple_of(DIVERGENCE_CHECK) || plan.save {
+            state.sums.loss = totals.loss.double_value(&[]);
+            if !state.sums.loss.is_finite() {
+                task.abandon("diverged");
+                return Ok(EpochEnd::Diverged(divergence_point(epoch, finite_at, state.at.step)));
+            }
+            finite_at = state.at.step;
+        }
+        if plan.save {
+            // `sums.loss` was read by the check above, which every checkpoint goes through.
+            state.sums.correct = totals.correct.double_value(&[]);
+            save(ctx.run, setup, state)?;
+            policy.saved(Instant::now());
+        }
+        if plan.stop {
+            task.abandon("interrupted: checkpoint written");
+            return Ok(EpochEnd::Stopped);
+        }
+    }
+    if let Device::Cuda(index) = device {
+        // The host runs ahead of the GPU: time the epoch's work, not its launches.
+        tch::Cuda::synchronize(index as i64);
+    }
+    let (seconds, wait) = (secs(started), batches.wait_time().as_secs_f64());
+    drop(batches);
+    state.sums.loss = totals.loss.double_value(&[]);
+    state.sums.correct = totals.correct.double_value(&[]);
+    if !state.sums.loss.is_finite() {
+        task.abandon("diverged");
+        return Ok(EpochEnd::Diverged(divergence_point(epoch, finite_at, state.at.step)));
+    }
+    task.finish();
+    Ok(EpochEnd::Trained(Trained { started, images, seconds, wait, decode_failures }))
+}
+
+/// Seconds since `started` (never zero, for rates).
+fn secs(started: Instant) -> f64 {
+    started.elapsed().as_secs_f64().max(1e-9)
+}
+
+/// Shows the step count and, every ten steps, the loss and rate on the epoch's task; logs a line every
+/// tenth of an epoch where `log_steps` asks for it (logs and pipes, which see no task drawn).
+fn report_step(ctx: &Ctx, task: &dyn Task, (epoch, step, per_epoch): (u32, usize, usize), loss: &Tensor, rate: f64) {
+    task.advance(1);
+    if step.is_multiple_of(10) || step == per_epoch {
+        task.message(&format!("loss {:.3}  {rate:.0} img/s", loss.double_value(&[])));
+    }
+    if ctx.options.log_steps && per_epoch >= 10 && step.is_multiple_of(per_epoch / 10) {
+        let epochs = ctx.exp.effective_epochs();
+        tracing::info!("epoch {epoch}/{epochs} step {step}/{per_epoch} loss {:.4}", loss.double_value(&[]));
+    }
+}
+
+/// The end of an epoch: the evaluation, its row of `metrics.csv`, the summary line, and a checkpoint at
+/// the start of the next epoch.
+fn end_epoch(ctx: &Ctx, setup: &Setup, state: &mut State, trained: Trained) -> Result<(), TrainError> {
+    let (epoch, lr) = (state.at.epoch, ctx.exp.lr_at(state.at.epoch));
+    let (test_loss, test_error, test_top5_error) = evaluate(&setup.net, &setup.data.test, &setup.test_input)?;
+    let seen = state.sums.seen.max(1.0);
+    let row = EpochMetrics {
+        epoch,
+        lr,
+        train_loss: state.sums.loss / seen,
+        train_error: 100.0 * (1.0 - state.sums.correct / seen),
+        test_loss,
+        test_error,
+        test_top5_error,
+        images_per_second: trained.images as f64 / trained.seconds.max(1e-9),
+        data_wait_fraction: trained.wait / trained.seconds.max(1e-9),
+        epoch_seconds: trained.started.elapsed().as_secs_f64(),
+        decode_failures: trained.decode_failures,
+    };
+    let line = epoch_line(&row, ctx.exp.effective_epochs());
+    ctx.progress.line(&line);
+    ctx.run.log(&line)?;
+    state.metrics.push(row);
+    ctx.run.write_metrics(&state.metrics)?;
+    state.at = Progress { epoch: epoch + 1, step: 0 };
+    state.sums = Sums::default();
+    Ok(save(ctx.run, setup, state)?)
+}
+
+/// The summary line of an epoch, as printed and logged.
+fn epoch_line(row: &EpochMetrics, epochs: u32) -> String {
+    format!(
+        "epoch {}/{epochs} lr {:.5} train loss {:.4} error {:.2}% | test loss {:.4} error {:.2}% top-5 {:.2}% | {:.0} img/s, waited {:.1}%",
+        row.epoch, row.lr, row.train_loss, row.train_error, row.test_loss, row.test_error, row.test_top5_error,
+        row.images_per_second, 100.0 * row.data_wait_fraction
+    )
 }
 
 /// Where a non-finite loss was found: the step itself, or the steps since the loss was last seen finite.
@@ -680,11 +833,7 @@ fn diverged(
     parameters: i64,
     device: Device,
     at: String,
-    bar: Option<ProgressBar>,
 ) -> Result<RunResult, TrainError> {
-    if let Some(bar) = bar {
-        bar.abandon_with_message("diverged");
-    }
     let message = format!(
         "the training loss became non-finite at {at}; the checkpoint keeps the last state checked finite. A \
          learning rate too high for this network, or damaged data or weights, are the usual causes"
@@ -727,20 +876,6 @@ fn finish(
         run.log("finished")?;
     }
     Ok(result)
-}
-
-fn epoch_bar(enabled: bool, epoch: u32, epochs: u32, steps: usize, done: usize) -> Option<ProgressBar> {
-    if !enabled {
-        return None;
-    }
-    let bar = ProgressBar::new(steps as u64).with_position(done as u64);
-    bar.set_style(
-        ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {msg} (ETA {eta})")
-            .expect("a valid template")
-            .progress_chars("=> "),
-    );
-    bar.set_prefix(format!("{epoch}/{epochs}"));
-    Some(bar)
 }
 
 #[cfg(test)]

@@ -1,7 +1,8 @@
 //! `wrn_train::trainer` end to end on synthetic CIFAR-10 in the real archive format: a small WRN learns,
 //! the run folder holds what contract 3 promises, a run stopped at arbitrary steps and resumed ends bit
-//! for bit where the uninterrupted run ends, `u8` batches normalised by libtorch train exactly like
-//! `f32` ones, and bad set-ups fail with errors that say what to do.
+//! for bit where the uninterrupted run ends (from the checkpoint before the latest when the latest is
+//! damaged), `u8` batches normalised by libtorch train exactly like `f32` ones, and bad set-ups fail with
+//! errors that say what to do.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -52,7 +53,7 @@ fn experiment(extra: &[&str]) -> Experiment {
 
 fn options() -> TrainOptions {
     let mut o = TrainOptions::new("test", "test");
-    o.progress = false;
+    o.log_steps = false;
     o
 }
 
@@ -68,7 +69,7 @@ fn train(run: &Path, exp: &Experiment, resume: bool, max_steps: Option<usize>) -
 fn train_with(run: &Path, exp: &Experiment, options: &TrainOptions) -> Result<RunResult, TrainError> {
     static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    trainer::train(&RunDir::create(run).unwrap(), exp, options)
+    trainer::train(&RunDir::create(run).unwrap(), exp, options, &wrn_progress::Silent)
 }
 
 /// Every tensor of the run's checkpoint.
@@ -105,10 +106,23 @@ fn a_small_wrn_learns_the_synthetic_data_and_leaves_a_complete_run_folder() {
     let error = result.final_test_error.unwrap();
     assert!(error < 65.0, "test error {error}% after four epochs");
     assert!(!result.full_scale, "a test subset is a reduced-scale run");
-    for file in ["config.toml", "environment.json", "metrics.csv", "result.json", "checkpoint.safetensors", "train.log"]
-    {
+    let files = [
+        "config.toml",
+        "environment.json",
+        "metrics.csv",
+        "result.json",
+        "checkpoint.safetensors",
+        "checkpoint.prev.safetensors",
+        "train.log",
+    ];
+    for file in files {
         assert!(run.join(file).exists(), "missing {file}");
     }
+    // The previous checkpoint is the one before the last: the start of the last epoch.
+    let previous: BTreeMap<String, Tensor> =
+        wrn_train::run::read_checkpoint(&run.join("checkpoint.prev.safetensors")).unwrap().into_iter().collect();
+    assert_eq!(previous["state.epoch"].int64_value(&[]), 4);
+    assert_eq!(checkpoint(&run)["state.epoch"].int64_value(&[]), 5);
     let saved = Experiment::load(&run.join("config.toml"), &[]).unwrap();
     assert_eq!(saved, exp, "config.toml is the resolved experiment");
     let rows = metrics_without_timings(&run);
@@ -356,7 +370,8 @@ fn a_run_whose_loss_becomes_non_finite_is_diverged_not_a_result() {
     let mut named: Vec<(String, Tensor)> = checkpoint(&run).into_iter().collect();
     let weight = named.iter_mut().find(|(n, _)| n.ends_with("conv0.weight")).expect("a conv weight");
     let _ = weight.1.view(-1).get(0).fill_(f64::NAN);
-    Tensor::write_safetensors(&named, run.join("checkpoint.safetensors")).unwrap();
+    // Written with its checksum: damage a checksum would catch is refused before it can diverge.
+    wrn_train::run::write_checkpoint(&run.join("checkpoint.safetensors"), &named).unwrap();
     let result = train(&run, &exp, true, None).unwrap();
     assert_eq!(result.status, Status::Diverged);
     assert!(result.divergence.unwrap().contains("at epoch 1 step 2"));
@@ -389,4 +404,56 @@ fn a_resume_needs_the_whole_history_and_a_checkpoint_within_the_plan() {
     assert!(err.contains("checkpoint.safetensors: the checkpoint is at epoch 3 step 0, beyond the 1 epochs"), "{err}");
     // With its history restored, the run resumes and finishes.
     assert_eq!(train(&run, &exp, true, None).unwrap().status, Status::Finished);
+}
+
+/// Flips one bit of the first byte of the tensor `name` in the safetensors file at `path`.
+fn flip_a_bit_of(path: &Path, name: &str) {
+    let mut bytes = std::fs::read(path).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    let start = header[name]["data_offsets"][0].as_u64().expect("the tensor is in the file") as usize;
+    bytes[8 + n + start] ^= 0x10;
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn a_damaged_latest_checkpoint_resumes_from_the_previous_one_and_ends_like_an_uninterrupted_run() {
+    // 128 samples, batch 32: 4 steps per epoch, a checkpoint after every step.
+    let exp = experiment(&[
+        "epochs=2",
+        "dropout=0.3",
+        "scale.train_subset=128",
+        "scale.test_subset=32",
+        "checkpoint_steps=1",
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let whole = dir.path().join("whole");
+    train(&whole, &exp, false, None).unwrap();
+
+    // Stopped after epoch 1: the latest checkpoint starts epoch 2, the previous one ends epoch 1's steps.
+    let run = dir.path().join("damaged");
+    assert_eq!(train(&run, &exp, false, Some(4)).unwrap().status, Status::Interrupted);
+    assert_eq!(metrics_without_timings(&run).len(), 1);
+    flip_a_bit_of(&run.join("checkpoint.safetensors"), "model.conv0.weight");
+
+    let result = train(&run, &exp, true, None).unwrap();
+    assert_eq!(result.status, Status::Finished);
+    let log = std::fs::read_to_string(run.join("train.log")).unwrap();
+    assert!(log.contains("warning: ") && log.contains("checkpoint.safetensors: fails its checksum"), "{log}");
+    assert!(log.contains("checkpoint.prev.safetensors (epoch 1 step 4) instead"), "{log}");
+    assert!(log.contains("resumed at epoch 1 step 4"), "{log}");
+    // Epoch 1 was evaluated again from the previous checkpoint: one row per epoch, equal to the whole run's.
+    assert_same_run(&whole, &run);
+
+    // Both checkpoints damaged: an error naming both, and nothing trained.
+    let both = dir.path().join("both");
+    assert_eq!(train(&both, &exp, false, Some(2)).unwrap().status, Status::Interrupted);
+    flip_a_bit_of(&both.join("checkpoint.safetensors"), "model.fc.weight");
+    flip_a_bit_of(&both.join("checkpoint.prev.safetensors"), "model.fc.weight");
+    let metrics = std::fs::read(both.join("metrics.csv")).unwrap();
+    let err = train(&both, &exp, true, None).unwrap_err().to_string();
+    assert!(err.starts_with("no checkpoint to resume from: "), "{err}");
+    assert!(err.contains("checkpoint.safetensors: fails its checksum"), "{err}");
+    assert!(err.contains("checkpoint.prev.safetensors: fails its checksum"), "{err}");
+    assert_eq!(std::fs::read(both.join("metrics.csv")).unwrap(), metrics);
 }

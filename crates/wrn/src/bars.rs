@@ -30,7 +30,9 @@ fn style(unit: Unit, known_total: bool) -> ProgressStyle {
     let template = match (unit, known_total) {
         (Unit::Bytes, true) => "{prefix} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta} {msg}".to_string(),
         (Unit::Bytes, false) => "{prefix} {bytes} {bytes_per_sec} {msg}".to_string(),
-        (Unit::Items(what), true) => format!("{{prefix}} [{{bar:30}}] {{pos}}/{{len}} {what} {{per_sec}} ETA {{eta}} {{msg}}"),
+        (Unit::Items(what), true) => {
+            format!("{{prefix}} [{{bar:30}}] {{pos}}/{{len}} {what} {{per_sec}} ETA {{eta}} {{msg}}")
+        }
         (Unit::Items(what), false) => format!("{{prefix}} {{pos}} {what} {{per_sec}} {{msg}}"),
     };
     ProgressStyle::with_template(&template).expect("a valid template").progress_chars("=> ")

@@ -1,7 +1,6 @@
 //! `wrn data ...`: fetch, verify, prepare, list and locate datasets, and write synthetic ones. Parses
 //! arguments and prints; the work is done by `wrn_data`.
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -119,11 +118,12 @@ pub fn run(args: Args) -> Result<ExitCode> {
         Command::Fetch { dataset, mirrors, no_prepare, attempts, timeout } => {
             let m = one(dataset.as_deref())?;
             let _lock = store.lock(&m, "wrn data fetch")?;
+            let bars = crate::bars::progress();
             let opts = FetchOptions {
                 mirrors: mirrors.clone(),
                 attempts: *attempts,
                 timeout: Duration::from_secs(*timeout),
-                progress: std::io::stderr().is_terminal(),
+                progress: &bars,
                 ..FetchOptions::default()
             };
             let (fetched, prepared) = ops::fetch_and_prepare(&store, &m, &opts, *no_prepare)
@@ -139,107 +139,152 @@ pub fn run(args: Args) -> Result<ExitCode> {
         Command::Import { dataset, paths, copy, no_prepare } => {
             let m = one(Some(dataset))?;
             let _lock = store.lock(&m, "wrn data import")?;
-            for i in wrn_data::import::import(&store, &m, paths, *copy)? {
+            for i in wrn_data::import::import_with(&store, &m, paths, *copy, &crate::bars::progress())? {
                 println!("{}: {} ({}; {}) -> {}", i.file, i.source.display(), i.how, i.checked, i.dest.display());
             }
             if !*no_prepare && store.status(&m).state == State::Verified {
-                let opts = PrepareOptions { progress: std::io::stderr().is_terminal(), ..Default::default() };
+                let bars = crate::bars::progress();
+                let opts = PrepareOptions { progress: &bars, ..Default::default() };
                 print_prepared(&ops::prepare_with(&store, &m, &opts)?);
             }
         }
         Command::Prepare { dataset, max_side } => {
             let m = one(dataset.as_deref())?;
             let _lock = store.lock(&m, "wrn data prepare")?;
-            let opts =
-                PrepareOptions { max_side: *max_side, progress: std::io::stderr().is_terminal(), ..Default::default() };
+            let bars = crate::bars::progress();
+            let opts = PrepareOptions { max_side: *max_side, progress: &bars, ..Default::default() };
             print_prepared(&ops::prepare_with(&store, &m, &opts)?);
         }
         Command::Verify { dataset } => {
             let manifests = ops::manifests(dataset.as_deref(), args.manifest.as_deref())?;
-            let mut bad = 0;
-            for line in ops::verify_all(&store, &manifests) {
-                let verdict = match &line.result {
-                    None => "absent".to_string(),
-                    Some(Ok(())) => "ok".to_string(),
-                    Some(Err(e)) => {
-                        bad += 1;
-                        format!("FAILED: {e}")
-                    }
-                };
-                println!("{:<9} {:<32} {verdict}", line.dataset, line.item);
-            }
-            if bad > 0 {
-                eprintln!("error: {bad} file(s) failed verification");
-                return Ok(ExitCode::FAILURE);
-            }
+            return Ok(verify(&store, &manifests, &args));
         }
         Command::List { json } => {
             let manifests = ops::manifests(None, args.manifest.as_deref())?;
-            let statuses: Vec<_> = manifests.iter().map(|m| store.status(m)).collect();
-            if *json {
-                println!("{}", serde_json::to_string_pretty(&statuses)?);
-            } else {
-                println!("data directory: {}", store.root.display());
-                for (m, s) in manifests.iter().zip(&statuses) {
-                    let on_disk: u64 = s.files.iter().map(|f| f.size_on_disk).sum();
-                    println!(
-                        "{:<9} {:<9} {:>10} of {:>10}  {}",
-                        s.name,
-                        s.state.to_string(),
-                        human_bytes(on_disk),
-                        human_bytes(m.total_size()),
-                        s.dir.display()
-                    );
-                    for a in s.alternatives.iter().filter(|a| a.state != State::Missing) {
-                        let how = match a.state {
-                            State::Verified => "layout checked, no published checksum",
-                            _ => "layout not checked: run wrn data verify",
-                        };
-                        let used = if s.via.as_deref() == Some(a.name.as_str()) { "; in use" } else { "" };
-                        println!(
-                            "          {} zip {:>10}  {} ({how}{used})",
-                            a.name,
-                            human_bytes(a.size_on_disk),
-                            a.file
-                        );
-                    }
-                    for p in s.prepared.iter().filter(|p| p.images.is_some()) {
-                        println!(
-                            "          prepared {:<6} {:>8} images {:>10}  {}",
-                            p.split,
-                            p.images.unwrap_or(0),
-                            human_bytes(p.size_on_disk),
-                            p.path.display()
-                        );
-                    }
-                }
-            }
+            list(&store, &manifests, *json, &args)?;
         }
         Command::Path { dataset } => {
             let m = one(dataset.as_deref())?;
             println!("{}", store.dataset_dir(&m).display());
         }
-        Command::Synth { dataset, out, n, seed, kaggle } => {
-            if *kaggle && !matches!(dataset, SynthDataset::Imagenet) {
-                anyhow::bail!("--kaggle writes ImageNet as the Kaggle zip; it applies to imagenet only");
-            }
-            let (m, path) = match dataset {
-                SynthDataset::Cifar10 => synth::synth_cifar(CifarKind::Cifar10, out, *n, *seed)?,
-                SynthDataset::Cifar100 => synth::synth_cifar(CifarKind::Cifar100, out, *n, *seed)?,
-                SynthDataset::Svhn => synth::synth_svhn(out, *n, *seed)?,
-                SynthDataset::Imagenet if *kaggle => synth::synth_imagenet_as(out, *n, *seed, ImagenetForm::KaggleZip)?,
-                SynthDataset::Imagenet => synth::synth_imagenet(out, *n, *seed)?,
-            };
-            for f in m.files.iter().filter(|f| !f.manual) {
-                println!("{}: {} bytes, SHA-256 {}", f.url.trim_start_matches("file://"), f.size, f.sha256);
-            }
-            for a in m.alternatives.values().filter(|a| a.url.starts_with("file://")) {
-                println!("{}: {} (register it with wrn data import)", a.url.trim_start_matches("file://"), a.title);
-            }
-            println!("manifest: {}", path.display());
-        }
+        Command::Synth { dataset, out, n, seed, kaggle } => write_synthetic(*dataset, out, *n, *seed, *kaggle)?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `wrn data synth`: writes a synthetic dataset and its manifest, and says where.
+fn write_synthetic(dataset: SynthDataset, out: &std::path::Path, n: u64, seed: u64, kaggle: bool) -> Result<()> {
+    if kaggle && !matches!(dataset, SynthDataset::Imagenet) {
+        anyhow::bail!("--kaggle writes ImageNet as the Kaggle zip; it applies to imagenet only");
+    }
+    let (m, path) = match dataset {
+        SynthDataset::Cifar10 => synth::synth_cifar(CifarKind::Cifar10, out, n, seed)?,
+        SynthDataset::Cifar100 => synth::synth_cifar(CifarKind::Cifar100, out, n, seed)?,
+        SynthDataset::Svhn => synth::synth_svhn(out, n, seed)?,
+        SynthDataset::Imagenet if kaggle => synth::synth_imagenet_as(out, n, seed, ImagenetForm::KaggleZip)?,
+        SynthDataset::Imagenet => synth::synth_imagenet(out, n, seed)?,
+    };
+    for f in m.files.iter().filter(|f| !f.manual) {
+        println!("{}: {} bytes, SHA-256 {}", f.url.trim_start_matches("file://"), f.size, f.sha256);
+    }
+    for a in m.alternatives.values().filter(|a| a.url.starts_with("file://")) {
+        println!("{}: {} (register it with wrn data import)", a.url.trim_start_matches("file://"), a.title);
+    }
+    println!("manifest: {}", path.display());
+    Ok(())
+}
+
+/// What a damaged prepared split's message says to run, completed: each `wrn data VERB DATASET` it
+/// names gets the `--data-dir` and `--manifest` this command was given, and a message naming no
+/// `wrn data prepare` gets one, to prepare the split again.
+fn prepare_hint(text: &str, dataset: &str, args: &Args) -> String {
+    let mut flags = String::new();
+    if let Some(dir) = &args.data_dir {
+        flags.push_str(&format!(" --data-dir {}", dir.display()));
+    }
+    if let Some(path) = &args.manifest {
+        flags.push_str(&format!(" --manifest {}", path.display()));
+    }
+    let mut out = text.to_string();
+    for verb in ["prepare", "verify", "fetch"] {
+        out = out.replace(&format!("`wrn data {verb} {dataset}`"), &format!("`wrn data {verb} {dataset}{flags}`"));
+    }
+    if !text.contains(&format!("`wrn data prepare {dataset}`")) {
+        out.push_str(&format!("; run `wrn data prepare {dataset}{flags}` to prepare it again"));
+    }
+    out
+}
+
+/// `wrn data verify`: one line per file and prepared split; a failure says what to run.
+fn verify(store: &Store, manifests: &[Manifest], args: &Args) -> ExitCode {
+    let mut bad = 0;
+    for line in ops::verify_all(store, manifests) {
+        let prepared =
+            store.split_paths(manifests.iter().find(|m| m.name == line.dataset).expect("verified from these"));
+        let verdict = match &line.result {
+            None => "absent".to_string(),
+            Some(Ok(())) => "ok".to_string(),
+            Some(Err(e)) => {
+                bad += 1;
+                match prepared.iter().any(|(_, path)| *path == line.path) {
+                    true => format!("FAILED: {}", prepare_hint(&e.to_string(), &line.dataset, args)),
+                    false => format!("FAILED: {e}"),
+                }
+            }
+        };
+        println!("{:<9} {:<32} {verdict}", line.dataset, line.item);
+    }
+    if bad > 0 {
+        eprintln!("error: {bad} file(s) failed verification");
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
+}
+
+/// `wrn data list`: each dataset's state, its alternatives, and its prepared splits, damaged ones
+/// included with why and what to run.
+fn list(store: &Store, manifests: &[Manifest], json: bool, args: &Args) -> Result<()> {
+    let statuses: Vec<_> = manifests.iter().map(|m| store.status(m)).collect();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&statuses)?);
+        return Ok(());
+    }
+    println!("data directory: {}", store.root.display());
+    for (m, s) in manifests.iter().zip(&statuses) {
+        let on_disk: u64 = s.files.iter().map(|f| f.size_on_disk).sum();
+        println!(
+            "{:<9} {:<9} {:>10} of {:>10}  {}",
+            s.name,
+            s.state.to_string(),
+            human_bytes(on_disk),
+            human_bytes(m.total_size()),
+            s.dir.display()
+        );
+        for a in s.alternatives.iter().filter(|a| a.state != State::Missing) {
+            let how = match a.state {
+                State::Verified => "layout checked, no published checksum",
+                _ => "layout not checked: run wrn data verify",
+            };
+            let used = if s.via.as_deref() == Some(a.name.as_str()) { "; in use" } else { "" };
+            println!("          {} zip {:>10}  {} ({how}{used})", a.name, human_bytes(a.size_on_disk), a.file);
+        }
+        for p in &s.prepared {
+            match (&p.damaged, p.images) {
+                (Some(why), _) => {
+                    println!("          prepared {:<6} DAMAGED: {}", p.split, prepare_hint(why, &s.name, args))
+                }
+                (None, Some(images)) => println!(
+                    "          prepared {:<6} {:>8} images {:>10}  {}",
+                    p.split,
+                    images,
+                    human_bytes(p.size_on_disk),
+                    p.path.display()
+                ),
+                (None, None) => {}
+            }
+        }
+    }
+    Ok(())
 }
 
 fn print_prepared(prepared: &[wrn_data::prepare::PreparedReport]) {

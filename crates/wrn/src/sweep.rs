@@ -2,15 +2,14 @@
 //! `wrn train` process on the GPUs (or the CPU), or writes a Slurm array script; `wrn sweep task` is
 //! what each Slurm task runs.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use wrn_sweep::devices::{CudaEnv, DEVICE_ORDER_ENV, PCI_BUS_ID};
-use wrn_sweep::slurm::TaskFile;
-use wrn_sweep::{AutoChoice, GpuRequest, Plan, PlanOptions, PlannedRun, RunState, Scale, Slot, SlurmOptions};
+use wrn_sweep::{Device, GpuRequest, NoCuda, NoDriver, PlanOptions, PriceError, Pricing, SlurmOptions, SweepScale};
 use wrn_tables::Table;
 use wrn_train::cost::{self, CostModel, Pace};
 
@@ -36,7 +35,7 @@ pub struct Args {
     seeds: Option<u32>,
     /// full, smoke (a few steps of every run on a subset), or a fraction of the epochs such as 0.1.
     #[arg(long, default_value = "full")]
-    scale: Scale,
+    scale: SweepScale,
     /// Folder of the run folders (default: runs/<scale>).
     #[arg(long)]
     runs: Option<PathBuf>,
@@ -117,7 +116,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
     .context("cannot install the SIGINT/SIGTERM handler")?;
     let exe = std::env::current_exe().context("cannot locate the wrn binary")?;
     if let Some(TaskCommand::Task { tasks, index }) = &args.task {
-        return task(&exe, tasks, *index, stop);
+        let summary = wrn_sweep::slurm::run_task(&exe, tasks, *index, stop, cuda_status, &|l| eprintln!("{l}"))?;
+        print!("{}", summary.render());
+        return Ok(if summary.ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE });
     }
 
     let all = wrn_tables::load_dir(&args.tables_dir)?;
@@ -128,7 +129,14 @@ pub fn run(args: Args) -> Result<ExitCode> {
     } else {
         wrn_tables::select(&all, &args.tables, &args.tables_dir)?
     };
+    let names: Vec<&str> = tables.iter().map(|t| t.id.as_str()).collect();
     let runs = args.runs.clone().unwrap_or_else(|| PathBuf::from("runs").join(args.scale.to_string()));
+    // A sweep that trains holds the runs folder from here on: a second one stops before it starts anything.
+    let _lock = if args.dry_run || args.slurm {
+        None
+    } else {
+        Some(wrn_sweep::lock(&runs, &format!("wrn sweep --table {}", names.join(" --table ")))?)
+    };
     let options = PlanOptions {
         runs: runs.clone(),
         scale: args.scale,
@@ -138,36 +146,10 @@ pub fn run(args: Args) -> Result<ExitCode> {
         extra: args.sets.clone(),
     };
     let plan = wrn_sweep::plan(&tables, &options)?;
-    // A plan with nothing left to train spends no GPU time measuring a pace unless asked to.
-    let pace = if args.calibrate || plan.pending().next().is_some() {
-        pace(args.gpus.as_ref(), args.calibrate)?
-    } else {
-        None
-    };
-    let parallel = match &args.gpus {
-        Some(GpuRequest::Indices(ids)) => ids.len() * args.jobs,
-        Some(GpuRequest::Cpu) => 1,
-        _ => wrn_train::runtime::cuda_status().unwrap_or(0).max(1) * args.jobs,
-    };
-    describe(&plan, &tables, &runs, args.scale, pace.as_ref(), args.dry_run, parallel)?;
+    print_plan(&args, &plan, &names, &runs)?;
 
     if args.slurm {
-        let name = if args.all {
-            "wrn-all".to_string()
-        } else {
-            format!("wrn-{}", tables.iter().map(|t| t.id.as_str()).collect::<Vec<_>>().join("-"))
-        };
-        let options = SlurmOptions {
-            job_name: name,
-            partition: args.partition,
-            time: args.time,
-            gres: args.gres,
-            cpus_per_task: args.cpus_per_task,
-            mem: args.mem,
-            max_parallel: args.max_parallel,
-            extra: args.sbatch,
-        };
-        match wrn_sweep::write_slurm(&plan, &options, &exe, &runs)? {
+        match wrn_sweep::write_slurm(&plan, &slurm_options(&args, &names), &exe, &runs)? {
             Some(script) => {
                 println!("wrote {}", script.display());
                 println!("submit with: sbatch {}", script.display());
@@ -179,7 +161,12 @@ pub fn run(args: Args) -> Result<ExitCode> {
     if args.dry_run {
         return Ok(ExitCode::SUCCESS);
     }
-    let slots = slots(args.gpus.unwrap_or(GpuRequest::Auto), args.jobs)?;
+    let cores = wrn_sweep::exec::available_cores();
+    let gpus = args.gpus.unwrap_or(GpuRequest::Auto);
+    let (slots, cpu_reason) = wrn_sweep::slots(gpus, args.jobs, cuda_status, driver_gpus, cores, &CudaEnv::from_env())?;
+    if let Some(reason) = cpu_reason {
+        eprintln!("sweep: training on the CPU ({reason})");
+    }
     eprintln!(
         "sweep: {} slot(s): {}",
         slots.len(),
@@ -190,26 +177,61 @@ pub fn run(args: Args) -> Result<ExitCode> {
     Ok(if summary.ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
+/// Prices the plan (at this machine's measured pace where there is one) and prints it.
+fn print_plan(args: &Args, plan: &wrn_sweep::Plan, names: &[&str], runs: &std::path::Path) -> Result<()> {
+    // A plan with nothing left to train spends no GPU time measuring a pace unless asked to.
+    let pace = if args.calibrate || plan.pending().next().is_some() {
+        pace(args.gpus.as_ref(), args.calibrate)?
+    } else {
+        None
+    };
+    let parallel = wrn_sweep::parallel(args.gpus.as_ref(), args.jobs, cuda_status);
+    let mut model = pace.as_ref().map_or_else(CostModel::titan_x, |p| CostModel::at_pace(p.images_per_second));
+    let mut seconds = |sets: &[String]| model.seconds(sets).map_err(|e| PriceError { reason: format!("{e:#}") });
+    let mut pricing = Pricing { measured_on: pace.as_ref().map(|p| p.device.clone()), seconds: &mut seconds };
+    print!("{}", wrn_sweep::describe(plan, names, runs, args.scale, &mut pricing, args.dry_run, parallel)?);
+    Ok(())
+}
+
+/// The `#SBATCH` options from the arguments; the job is named after the tables.
+fn slurm_options(args: &Args, names: &[&str]) -> SlurmOptions {
+    SlurmOptions {
+        job_name: if args.all { "wrn-all".to_string() } else { format!("wrn-{}", names.join("-")) },
+        partition: args.partition.clone(),
+        time: args.time.clone(),
+        gres: args.gres.clone(),
+        cpus_per_task: args.cpus_per_task,
+        mem: args.mem.clone(),
+        max_parallel: args.max_parallel,
+        extra: args.sbatch.clone(),
+    }
+}
+
+/// libtorch's count of usable CUDA devices, or why there are none.
+fn cuda_status() -> Result<usize, NoCuda> {
+    wrn_train::runtime::cuda_status().map_err(|reason| NoCuda { reason })
+}
+
+/// How many GPUs the NVIDIA driver reports, or why it cannot be asked.
+fn driver_gpus() -> Result<usize, NoDriver> {
+    wrn_train::driver::cuda_driver().map(|driver| driver.devices.len()).map_err(|reason| NoDriver { reason })
+}
+
 /// The measured pace of the device the sweep would train on: recorded in the cache, or measured now when
 /// asked (`--calibrate`) or when a GPU has none recorded.
 fn pace(gpus: Option<&GpuRequest>, calibrate: bool) -> Result<Option<Pace>> {
-    let device = match gpus {
-        Some(GpuRequest::Cpu) => tch::Device::Cpu,
-        _ => match wrn_train::runtime::cuda_status() {
-            Ok(n) if n > 0 => tch::Device::Cuda(0),
-            _ => tch::Device::Cpu,
-        },
+    let (device, choice) = match wrn_sweep::pace_device(gpus, cuda_status) {
+        Device::Cuda => (tch::Device::Cuda(0), wrn_train::runtime::DeviceChoice::Cuda(0)),
+        Device::Cpu => (tch::Device::Cpu, wrn_train::runtime::DeviceChoice::Cpu),
     };
     let name = cost::device_name(device);
     let path = cost::paces_path();
     let recorded = cost::recorded_pace(&path, &name);
-    if !calibrate && (recorded.is_some() || !device.is_cuda()) {
+    let on = if device.is_cuda() { Device::Cuda } else { Device::Cpu };
+    if !wrn_sweep::must_measure(calibrate, recorded.is_some(), on) {
         return Ok(recorded);
     }
-    let selected = wrn_train::runtime::select_device(match device {
-        tch::Device::Cuda(_) => wrn_train::runtime::DeviceChoice::Cuda(0),
-        _ => wrn_train::runtime::DeviceChoice::Cpu,
-    })?;
+    let selected = wrn_train::runtime::select_device(choice)?;
     let (batch, steps) = if device.is_cuda() { (128, 20) } else { (16, 2) };
     eprintln!("sweep: measuring the training pace of {name} (WRN-28-10, batch {batch}, {steps} steps)...");
     let options = wrn_train::check::CheckOptions { optimizer_step: true, ..Default::default() };
@@ -219,162 +241,4 @@ fn pace(gpus: Option<&GpuRequest>, calibrate: bool) -> Result<Option<Pace>> {
     cost::record_pace(&path, &pace)?;
     eprintln!("sweep: {:.1} WRN-28-10 images/s on {}, kept in {}", pace.images_per_second, pace.device, path.display());
     Ok(Some(pace))
-}
-
-/// What a pending run is estimated to take, and on what basis.
-fn estimate(run: &PlannedRun, paced: &mut CostModel, basis: &str) -> Result<(f64, String)> {
-    Ok(match wrn_sweep::measured_seconds(run) {
-        Some(s) => (s, "finished seeds of this row".to_string()),
-        None => (paced.seconds(&run.sets).with_context(|| format!("row {}", run.rows.join(", ")))?, basis.to_string()),
-    })
-}
-
-/// A run's state in words: new, resume after epoch N, finished, conflict.
-fn state_of(run: &PlannedRun) -> String {
-    match &run.state {
-        RunState::New => "new".into(),
-        RunState::Resume => {
-            let done = wrn_run::RunFolder::at(&run.dir).read_metrics().map_or(0, |m| m.len());
-            format!("resume after epoch {done}")
-        }
-        RunState::Finished => "finished".into(),
-        RunState::Conflict(_) => "conflict".into(),
-    }
-}
-
-/// The plan: a summary line, with `--dry-run` every run with its state and estimate, then the totals by
-/// the basis of their estimates.
-fn describe(
-    plan: &Plan,
-    tables: &[&Table],
-    runs: &Path,
-    scale: Scale,
-    pace: Option<&Pace>,
-    list: bool,
-    parallel: usize,
-) -> Result<()> {
-    let names: Vec<&str> = tables.iter().map(|t| t.id.as_str()).collect();
-    println!(
-        "sweep of {} at scale {scale} into {}: {} runs ({} new, {} to resume, {} finished, {} conflicting)",
-        names.join(", "),
-        runs.display(),
-        plan.runs.len(),
-        plan.count(&RunState::New),
-        plan.count(&RunState::Resume),
-        plan.count(&RunState::Finished),
-        plan.conflicts().count()
-    );
-    let (mut model, basis) = match pace {
-        Some(p) => (CostModel::at_pace(p.images_per_second), format!("measured pace of {}", p.device)),
-        None => (CostModel::titan_x(), "the paper's Titan X pace".to_string()),
-    };
-    let mut totals: Vec<(String, f64)> = Vec::new();
-    for run in &plan.runs {
-        let pending = matches!(run.state, RunState::New | RunState::Resume);
-        let estimate = if pending { Some(estimate(run, &mut model, &basis)?) } else { None };
-        if list {
-            println!(
-                "  {:<34} {:<8} {:<16} seed {:<2} {:<22} {}",
-                run.rows.join(", "),
-                run.dataset,
-                run.arch,
-                run.seed,
-                state_of(run),
-                estimate.as_ref().map_or(String::new(), |(s, b)| format!("{} ({b})", hours(*s)))
-            );
-        }
-        if let Some((seconds, basis)) = estimate {
-            match totals.iter_mut().find(|(b, _)| *b == basis) {
-                Some((_, total)) => *total += seconds,
-                None => totals.push((basis, seconds)),
-            }
-        }
-    }
-    if !totals.is_empty() {
-        let parts: Vec<String> = totals.iter().map(|(b, s)| format!("{} by {b}", hours(*s))).collect();
-        let all: f64 = totals.iter().map(|(_, s)| s).sum();
-        println!("estimate: {} in all: {}", hours(all), parts.join(" + "));
-        if parallel > 1 {
-            println!(
-                "  on {parallel} runs at a time: about {:.1} hours from start to end",
-                all / 3600.0 / parallel as f64
-            );
-        }
-        if pace.is_none() {
-            println!(
-                "  (the Titan X pace is the paper's Figure 4, 312 ms per 32 WRN-28-10 images; a current GPU is several \
-                 times faster: `wrn sweep --calibrate` measures this machine's)"
-            );
-        }
-    }
-    for run in plan.conflicts() {
-        if let RunState::Conflict(why) = &run.state {
-            println!("conflict: {why}");
-        }
-    }
-    Ok(())
-}
-
-/// Device time, in GPU-hours or, below one, GPU-minutes.
-fn hours(seconds: f64) -> String {
-    if seconds >= 3600.0 {
-        format!("{:.1} GPU-hours", seconds / 3600.0)
-    } else {
-        format!("{:.1} GPU-minutes", seconds / 60.0)
-    }
-}
-
-/// Slots from `--gpus` and `--jobs`; without `--gpus`, every GPU libtorch can use, or the CPU where the
-/// NVIDIA driver reports no GPU. The rules are `wrn_sweep::devices`'; here only the libtorch and driver
-/// queries.
-fn slots(gpus: GpuRequest, jobs: usize) -> Result<Vec<Slot>> {
-    let cuda = CudaEnv::from_env();
-    let ids: Vec<u32> = match gpus {
-        GpuRequest::Cpu => vec![],
-        GpuRequest::Indices(ids) => {
-            // The mapping first: its error names the caller's CUDA_VISIBLE_DEVICES.
-            cuda.children_visible(&ids)?;
-            wrn_sweep::check_gpus(&ids, wrn_train::runtime::cuda_status())?;
-            ids
-        }
-        GpuRequest::Auto => match wrn_sweep::auto_gpus(wrn_train::runtime::cuda_status(), driver_gpus)? {
-            AutoChoice::Gpus(ids) => ids,
-            AutoChoice::Cpu { reason } => {
-                eprintln!("sweep: training on the CPU ({reason})");
-                vec![]
-            }
-        },
-    };
-    Ok(Slot::layout(&ids, jobs, wrn_sweep::exec::available_cores(), &cuda)?)
-}
-
-/// How many GPUs the NVIDIA driver reports, or why it cannot be asked.
-fn driver_gpus() -> Result<usize, String> {
-    wrn_train::driver::cuda_driver().map(|driver| driver.devices.len())
-}
-
-/// One Slurm task: the run at `index` of the task file, on the device the script asked for.
-fn task(exe: &Path, tasks: &Path, index: usize, stop: Arc<AtomicBool>) -> Result<ExitCode> {
-    let file = TaskFile::load(tasks)?;
-    let Some(planned) = file.runs.get(index) else {
-        bail!("{}: no task {index} (it lists {})", tasks.display(), file.runs.len());
-    };
-    // The folder may have moved on since the script was written (a requeued task, a finished run).
-    let mut run = planned.clone();
-    run.state = wrn_sweep::RunState::of(&run.dir);
-    let plan = Plan { runs: vec![run] };
-    // Slurm's allocation, not the node's cores; a cuda task with a run to train fails with the reason where
-    // CUDA is unusable (a finished run is skipped without asking).
-    let slots = match plan.pending().next() {
-        Some(_) => vec![wrn_sweep::slurm::task_slot(
-            file.device,
-            wrn_train::runtime::cuda_status,
-            wrn_sweep::slurm::task_cores(),
-            &CudaEnv::from_env(),
-        )?],
-        None => vec![],
-    };
-    let summary = wrn_sweep::execute(exe, &plan, &slots, stop, &|line| eprintln!("{line}"));
-    print!("{}", summary.render());
-    Ok(if summary.ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }

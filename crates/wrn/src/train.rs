@@ -45,6 +45,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
                 bail!("{} is not a run folder: it has no {CONFIG}", dir.display());
             }
             let experiment = Experiment::load_complete(&config)?;
+            // Holds the folder's lock until the run ends: a second `wrn train` of it is refused.
             (RunDir::create(dir)?, experiment)
         }
         None => {
@@ -75,7 +76,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     .context("cannot install the SIGINT/SIGTERM handler")?;
 
     eprintln!("run folder: {}", run.path().display());
-    let result = trainer::train(&run, &experiment, &options)?;
+    let result = trainer::train(&run, &experiment, &options, &crate::bars::progress())?;
     match result.status {
         Status::Finished => {
             eprintln!(

@@ -4,7 +4,9 @@
 //! - stage crates depend on one another only along the one-way flow data -> augment -> train -> report,
 //!   and on `wrn-fs` and `wrn-run` below them;
 //! - every crate has a paragraph in ARCHITECTURE.md and every source file starts with a `//!` module doc;
-//! - no two modules of one crate reference each other, directly or around a longer cycle.
+//! - no two modules of one crate reference each other, directly or around a longer cycle;
+//! - libraries report, the binary renders: only `wrn` (and the benches) depend on `indicatif`, and no
+//!   library prints.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -68,7 +70,9 @@ impl Graph {
 #[test]
 fn data_augment_tables_sweep_and_report_never_reach_libtorch() {
     let graph = Graph::load();
-    for name in ["wrn-fs", "wrn-progress", "wrn-run", "wrn-data", "wrn-augment", "wrn-tables", "wrn-sweep", "wrn-report"] {
+    for name in
+        ["wrn-fs", "wrn-progress", "wrn-run", "wrn-data", "wrn-augment", "wrn-tables", "wrn-sweep", "wrn-report"]
+    {
         let mut seen = BTreeSet::new();
         let mut stack = vec![(graph.member(name).to_string(), vec![name.to_string()])];
         while let Some((pkg, path)) = stack.pop() {
@@ -123,6 +127,50 @@ fn stage_crates_depend_one_way() {
             }
         }
     }
+}
+
+#[test]
+fn only_the_binary_draws_or_prints() {
+    let graph = Graph::load();
+    let root = workspace_root();
+    let mut libraries = 0;
+    for id in &graph.members {
+        let name = graph.names[id].as_str();
+        if ["wrn", "wrn-benches"].contains(&name) {
+            continue;
+        }
+        libraries += 1;
+        for dep in &graph.deps[id] {
+            assert_ne!(
+                graph.names[dep], "indicatif",
+                "{name} draws progress bars: report through wrn-progress instead"
+            );
+        }
+        let mut stack = vec![root.join("crates").join(name).join("src")];
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    stack.push(path);
+                    continue;
+                }
+                let code = without_tests(code_only(&std::fs::read_to_string(&path).unwrap()));
+                let code = String::from_utf8_lossy(&code);
+                for (n, line) in code.lines().enumerate() {
+                    for mac in ["println!", "eprintln!", "print!", "eprint!", "dbg!"] {
+                        let hit = line.match_indices(mac).any(|(at, _)| at == 0 || !is_ident(line.as_bytes()[at - 1]));
+                        assert!(
+                            !hit,
+                            "{}:{}: a library prints ({mac}); return the text or report through wrn-progress",
+                            path.display(),
+                            n + 1
+                        );
+                    }
+                }
+            }
+        }
+    }
+    assert!(libraries >= 10, "found only {libraries} library crates");
 }
 
 #[test]

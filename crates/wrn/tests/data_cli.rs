@@ -58,3 +58,104 @@ fn the_kaggle_zip_is_imported_prepared_listed_and_verified() {
         assert!(err.contains(wanted), "{wanted}: {err}");
     }
 }
+
+/// A synthetic CIFAR-10 (its archive behind a `file://` URL) and its manifest, in `dir/synth`.
+fn synthetic_cifar10(dir: &Path) -> std::path::PathBuf {
+    let (_, manifest) =
+        wrn_data::synth::synth_cifar(wrn_data::synth::CifarKind::Cifar10, &dir.join("synth"), 50, 3).unwrap();
+    manifest
+}
+
+fn failure(out: &Output) -> String {
+    assert!(!out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    String::from_utf8(out.stderr.clone()).unwrap()
+}
+
+/// Every file under `dir` (recursively, the lock file aside) with its bytes.
+fn files_under(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(files_under(&path));
+        } else if path.file_name().is_some_and(|n| n != ".lock") {
+            out.push((path.clone(), std::fs::read(&path).unwrap()));
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn a_second_fetch_or_prepare_while_the_dataset_is_locked_is_refused_naming_the_holder() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = synthetic_cifar10(dir.path());
+    let data = dir.path().join("data");
+    let folder = data.join("cifar10");
+    std::fs::create_dir_all(&folder).unwrap();
+    // The first fetch's files: a download in progress and a temporary file it is writing.
+    std::fs::write(folder.join("cifar-10-binary.tar.gz.part"), b"the first fetch's bytes").unwrap();
+    std::fs::write(folder.join(".tmp-stamp"), b"being written").unwrap();
+    let before = files_under(&folder);
+    // The same flock the first `wrn data fetch` takes on the dataset's folder.
+    let held = wrn_fs::Lock::acquire(&folder, "wrn data fetch").unwrap();
+    for command in [&["fetch"][..], &["prepare"], &["import", "cifar10", manifest.to_str().unwrap()]] {
+        let err = failure(&wrn(command, &data, Some(&manifest)));
+        assert!(err.contains(&format!("pid {}", std::process::id())) && err.contains("(wrn data fetch)"), "{err}");
+        assert!(err.contains(&folder.display().to_string()) && err.contains("wait for it to finish"), "{err}");
+        assert_eq!(files_under(&folder), before, "{command:?} left the first fetch's files as they were");
+    }
+    drop(held);
+    let text = stdout(&wrn(&["fetch"], &data, Some(&manifest)));
+    assert!(text.contains("cifar-10-binary.tar.gz: verified") && text.contains("prepared train"), "{text}");
+}
+
+#[test]
+fn a_missing_file_is_named_with_its_os_error_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-file.tgz");
+    let err = failure(&wrn(&["import", "cifar10", missing.to_str().unwrap()], &dir.path().join("data"), None));
+    assert!(err.contains(&missing.display().to_string()), "{err}");
+    assert_eq!(err.matches("os error").count(), 1, "{err}");
+    let err = failure(&wrn(&["fetch"], &dir.path().join("data"), Some(&dir.path().join("absent.toml"))));
+    assert!(err.contains("absent.toml") && err.contains("No such file"), "{err}");
+    assert_eq!(err.matches("os error").count(), 1, "{err}");
+}
+
+#[test]
+fn damaged_prepared_splits_are_listed_as_damaged_and_verify_says_to_prepare_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = synthetic_cifar10(dir.path());
+    let data = dir.path().join("data");
+    stdout(&wrn(&["fetch"], &data, Some(&manifest)));
+    let prepared = data.join("cifar10").join("prepared");
+    // train: one pixel changed (found by re-hashing); test: cut short (found by opening).
+    let train = prepared.join("train.wrnc");
+    let mut bytes = std::fs::read(&train).unwrap();
+    bytes[5000] ^= 0xff;
+    std::fs::write(&train, bytes).unwrap();
+    let test = prepared.join("test.wrnc");
+    let len = std::fs::metadata(&test).unwrap().len();
+    std::fs::OpenOptions::new().write(true).open(&test).unwrap().set_len(len - 100).unwrap();
+
+    let again = format!("`wrn data prepare cifar10 --data-dir {} --manifest {}`", data.display(), manifest.display());
+    let out = wrn(&["verify"], &data, Some(&manifest));
+    assert!(!out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    for split in ["train", "test"] {
+        let line = text.lines().find(|l| l.contains(&format!("prepared {split}"))).unwrap();
+        assert!(line.contains("FAILED") && line.contains(&again), "{text}");
+    }
+    let archive = text.lines().find(|l| l.contains("cifar-10-binary.tar.gz")).unwrap();
+    assert!(archive.ends_with(" ok"), "{text}");
+
+    let text = stdout(&wrn(&["list"], &data, Some(&manifest)));
+    let line = text.lines().find(|l| l.contains("prepared test")).expect("the damaged split is listed");
+    assert!(line.contains("DAMAGED") && line.contains(&again), "{text}");
+    assert!(text.contains("cifar10   verified"), "not prepared while a split is damaged: {text}");
+    let json: serde_json::Value =
+        serde_json::from_str(&stdout(&wrn(&["list", "--json"], &data, Some(&manifest)))).unwrap();
+    let splits = json[0]["prepared"].as_array().unwrap();
+    let test_split = splits.iter().find(|s| s["split"] == "test").unwrap();
+    assert!(test_split["damaged"].as_str().is_some_and(|d| d.contains("test.wrnc")), "{json}");
+}

@@ -348,3 +348,46 @@ fn a_dry_run_lists_every_run_with_its_state_and_an_estimate_that_says_its_basis(
     let again = dry_run(&[]);
     assert!(again.contains("(measured pace of "), "{again}");
 }
+
+#[test]
+fn a_second_sweep_over_a_held_runs_folder_starts_nothing_and_names_the_holder() {
+    let s = tables_only();
+    // Held as a running sweep holds it.
+    let _held = wrn_sweep::lock(&s.runs(), "wrn sweep --table tiny").unwrap();
+    let mut cmd = wrn();
+    tiny_sweep(&s, &mut cmd);
+    let out = cmd.args(["--gpus", "none"]).output().unwrap();
+    let log = text(&out);
+    assert!(!out.status.success(), "{log}");
+    assert!(log.contains(&format!("{} is in use by pid {}", s.runs().display(), std::process::id())), "{log}");
+    assert!(log.contains("(wrn sweep --table tiny)"), "{log}");
+    assert!(!log.contains("slot(s)") && !log.contains(" runs ("), "it planned or started something: {log}");
+    let entries: Vec<String> =
+        std::fs::read_dir(s.runs()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert_eq!(entries, [".lock"]);
+    // A dry run only reads, and is not refused.
+    let mut cmd = wrn();
+    tiny_sweep(&s, &mut cmd);
+    let out = ok(cmd.args(["--gpus", "none", "--dry-run"]));
+    assert!(out.contains("3 runs (3 new"), "{out}");
+}
+
+#[test]
+fn a_run_whose_folder_another_process_holds_is_reported_in_use_not_failed() {
+    let s = Setup::new();
+    let held = s.run_dir("wrn-10-1", 2);
+    std::fs::create_dir_all(&held).unwrap();
+    let _lock = wrn_run::RunFolder::at(&held).lock("wrn train").unwrap();
+    let out = s.sweep().args(["--row", "thin"]).output().unwrap();
+    let log = text(&out);
+    assert!(!out.status.success(), "the run is not done: {log}");
+    assert!(
+        log.contains(
+            "sweep: 1 finished, 0 skipped (already finished), 0 interrupted, 0 not started, 0 failed, 1 in use"
+        ),
+        "{log}"
+    );
+    assert!(log.contains(&format!("not run: {}: ", held.display())) && log.contains("is in use by pid"), "{log}");
+    assert!(!log.contains("FAILED"), "{log}");
+    assert!(finished(&s.run_dir("wrn-10-1", 1)) && !finished(&held));
+}

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 
 use tch::Device;
 use wrn_nets::Arch;
-use wrn_sweep::Scale;
+use wrn_sweep::SweepScale;
 use wrn_train::check::{self, CheckOptions};
 use wrn_train::config::Experiment;
 use wrn_train::datasets::Dataset;
@@ -21,7 +21,7 @@ fn every_trainable_row_builds_and_takes_sgd_steps() {
         for row in table.trainable() {
             let name = format!("{}/{}", table.id, row.id);
             let mut sets = row.sets();
-            sets.extend(Scale::Smoke.sets());
+            sets.extend(SweepScale::Smoke.sets());
             sets.push("device=cpu".into());
             let exp = Experiment::resolve(None, &sets).unwrap_or_else(|e| panic!("{name}: {e}"));
             assert!(exp.effective_epochs() >= 1, "{name}");

@@ -1,6 +1,7 @@
 //! `wrn train` as a cluster would treat it: killed with SIGKILL at an arbitrary moment, or stopped with
 //! SIGINT, then resumed with `--resume`; either way the run ends bit for bit where an uninterrupted run
-//! ends. Data come from `wrn data synth` and `wrn data fetch` on the synthetic archive.
+//! ends. A run folder another process holds is refused and left as it was. Data come from `wrn data
+//! synth` and `wrn data fetch` on the synthetic archive.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -120,4 +121,32 @@ fn killed_or_interrupted_runs_resume_to_the_same_weights() {
         assert!(status.success(), "{status:?}");
     }
     same_run(&whole, &stopped);
+}
+
+#[test]
+fn a_run_folder_in_use_is_refused_naming_its_holder_and_left_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let sets = setup(dir.path());
+    let run = dir.path().join("run");
+    ok(wrn().arg("train").args(&sets).arg("--out").arg(&run).args(["--max-steps", "2"]));
+    let files =
+        ["checkpoint.safetensors", "checkpoint.prev.safetensors", "metrics.csv", "environment.json", "train.log"];
+    let bytes = || files.map(|f| std::fs::read(run.join(f)).unwrap());
+    let before = bytes();
+
+    let held = wrn_fs::Lock::acquire(&run, "another trainer").unwrap();
+    let out = wrn().arg("train").arg("--resume").arg(&run).output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let refusal = format!("is in use by pid {}", std::process::id());
+    assert!(stderr.contains(&refusal) && stderr.contains("(another trainer)"), "{stderr}");
+    assert_eq!(stderr.matches("is in use by").count(), 1, "said once: {stderr}");
+    assert!(before == bytes(), "the refused run wrote to its folder");
+    // A new run into the same folder is refused the same way.
+    let out = wrn().arg("train").args(&sets).arg("--out").arg(&run).output().unwrap();
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains(&refusal));
+
+    drop(held);
+    ok(wrn().arg("train").arg("--resume").arg(&run));
+    assert!(run.join("result.json").exists());
 }

@@ -13,6 +13,7 @@ use std::path::Path;
 
 use crate::error::{Error, IoContext, Result};
 use crate::mat::{self, Value};
+use crate::prepare::HashingReader;
 
 pub const META_MEMBER: &str = "ILSVRC2012_devkit_t12/data/meta.mat";
 pub const GROUND_TRUTH_MEMBER: &str = "ILSVRC2012_devkit_t12/data/ILSVRC2012_validation_ground_truth.txt";
@@ -101,17 +102,38 @@ impl ClassIndex {
     }
 }
 
+/// The largest devkit member read (`meta.mat` is 2 MB, the ground truth 0.3 MB).
+const MAX_MEMBER: u64 = 64 << 20;
+
 /// Reads the class index and validation labels from the devkit archive, streamed.
 pub fn read_devkit(path: &Path, classes: usize) -> Result<(ClassIndex, Vec<u16>)> {
-    let err = |detail: String| Error::Archive { path: path.into(), detail };
     let file = std::fs::File::open(path).at(path)?;
-    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(std::io::BufReader::new(file)));
+    read_devkit_hashed(HashingReader::new(file), path, classes).map(|(index, labels, _)| (index, labels))
+}
+
+/// Like [`read_devkit`], from the open file, also returning the SHA-256 of every byte of the archive.
+pub(crate) fn read_devkit_hashed(
+    source: HashingReader<std::fs::File>,
+    path: &Path,
+    classes: usize,
+) -> Result<(ClassIndex, Vec<u16>, String)> {
+    let err = |detail: String| Error::Archive { path: path.into(), detail };
+    let gz = flate2::read::GzDecoder::new(std::io::BufReader::new(source));
+    let mut archive = tar::Archive::new(gz);
     let (mut meta, mut truth) = (None, None);
     for item in archive.entries().map_err(|e| err(format!("not a readable tar.gz: {e}")))? {
         let mut item = item.map_err(|e| err(format!("truncated or corrupt archive: {e}")))?;
         let name = String::from_utf8_lossy(&item.path_bytes()).into_owned();
+        let wanted = name == META_MEMBER || name == GROUND_TRUTH_MEMBER;
+        if wanted && (if name == META_MEMBER { meta.is_some() } else { truth.is_some() }) {
+            return Err(err(format!("member `{name}` appears twice; an archive holds each member once")));
+        }
+        if wanted && item.size() > MAX_MEMBER {
+            return Err(err(format!("member `{name}` claims {} bytes, more than {MAX_MEMBER}", item.size())));
+        }
         if name == META_MEMBER {
-            meta = Some(mat::read_from(&mut item, &path.join(META_MEMBER))?);
+            let size = item.size();
+            meta = Some(mat::read_from(&mut item, size, &path.join(META_MEMBER))?);
         } else if name == GROUND_TRUTH_MEMBER {
             let mut text = String::new();
             item.read_to_string(&mut text).map_err(|e| err(format!("member `{name}`: {e}")))?;
@@ -121,9 +143,10 @@ pub fn read_devkit(path: &Path, classes: usize) -> Result<(ClassIndex, Vec<u16>)
     let (Some(meta), Some(truth)) = (meta, truth) else {
         return Err(err(format!("missing member(s): {META_MEMBER} and/or {GROUND_TRUTH_MEMBER}")));
     };
+    let sha256 = archive.into_inner().into_inner().into_inner().finish().map_err(|e| err(format!("{e}")))?;
     let index = ClassIndex::new(&synsets(&meta, &path.join(META_MEMBER))?, classes, &path.join(META_MEMBER))?;
     let labels = index.val_labels(&truth, &path.join(GROUND_TRUTH_MEMBER))?;
-    Ok((index, labels))
+    Ok((index, labels, sha256))
 }
 
 /// The 1-based number of a val file name `ILSVRC2012_val_<8 digits>.JPEG`.

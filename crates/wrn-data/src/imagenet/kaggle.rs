@@ -97,7 +97,7 @@ fn grouped(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -105,8 +105,31 @@ fn grouped(n: u64) -> String {
     out
 }
 
-/// The WNIDs of a class list (`<WNID> <words>` lines), in file order; `member` names it in problems.
-pub fn parse_class_list(text: &str, member: &str) -> std::result::Result<Vec<String>, String> {
+/// What is wrong with one of the zip's text members: the member and, for a line, its number (from 1).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TextError {
+    #[error("{member} line {line}: `{text}` does not start with a WNID (n and 8 digits)")]
+    NotWnid { member: String, line: usize, text: String },
+    #[error("{member} line {line}: {wnid} is listed twice")]
+    ListedTwice { member: String, line: usize, wnid: String },
+    #[error("{member}: the header is `{found}`, expected `{VAL_HEADER}`")]
+    Header { member: String, found: String },
+    #[error("{member} line {line}: `{text}` is not `ImageId,PredictionString`")]
+    NotARow { member: String, line: usize, text: String },
+    #[error("{member} line {line}: `{text}` does not give an image and a PredictionString starting with a WNID")]
+    NoLabel { member: String, line: usize, text: String },
+    #[error("{member} line {line}: {id} has a second row")]
+    SecondRow { member: String, line: usize, id: String },
+    #[error("{member}: {detail} (damaged zip)")]
+    Unreadable { member: String, detail: String },
+    #[error("{member} is larger than {MAX_TEXT} bytes")]
+    TooLarge { member: String },
+    #[error("{member} is not UTF-8 text")]
+    NotUtf8 { member: String },
+}
+
+/// The WNIDs of a class list (`<WNID> <words>` lines), in file order; `member` names it in errors.
+pub fn parse_class_list(text: &str, member: &str) -> std::result::Result<Vec<String>, TextError> {
     let mut wnids = Vec::new();
     let mut seen = HashSet::new();
     for (k, line) in text.lines().enumerate() {
@@ -116,10 +139,10 @@ pub fn parse_class_list(text: &str, member: &str) -> std::result::Result<Vec<Str
         }
         let wnid = line.split_once(' ').map_or(line, |(w, _)| w);
         if !is_wnid(wnid) {
-            return Err(format!("{member} line {}: `{line}` does not start with a WNID (n and 8 digits)", k + 1));
+            return Err(TextError::NotWnid { member: member.into(), line: k + 1, text: line.into() });
         }
         if !seen.insert(wnid) {
-            return Err(format!("{member} line {}: {wnid} is listed twice", k + 1));
+            return Err(TextError::ListedTwice { member: member.into(), line: k + 1, wnid: wnid.into() });
         }
         wnids.push(wnid.to_string());
     }
@@ -127,11 +150,11 @@ pub fn parse_class_list(text: &str, member: &str) -> std::result::Result<Vec<Str
 }
 
 /// The val labels (`ImageId,PredictionString` rows): ImageId -> the first WNID of its PredictionString.
-pub fn parse_val_solution(text: &str, member: &str) -> std::result::Result<HashMap<String, String>, String> {
+pub fn parse_val_solution(text: &str, member: &str) -> std::result::Result<HashMap<String, String>, TextError> {
     let mut lines = text.lines().enumerate();
     let header = lines.next().map_or("", |(_, l)| l.trim_start_matches('\u{feff}').trim_end_matches('\r'));
     if header != VAL_HEADER {
-        return Err(format!("{member}: the header is `{header}`, expected `{VAL_HEADER}`"));
+        return Err(TextError::Header { member: member.into(), found: header.into() });
     }
     let mut labels = HashMap::new();
     for (k, line) in lines {
@@ -139,14 +162,16 @@ pub fn parse_val_solution(text: &str, member: &str) -> std::result::Result<HashM
         if line.trim().is_empty() {
             continue;
         }
-        let bad = |what: &str| format!("{member} line {}: `{line}` {what}", k + 1);
-        let (id, prediction) = line.split_once(',').ok_or_else(|| bad("is not `ImageId,PredictionString`"))?;
+        let (member, text, line_no) = (member.to_string(), line.to_string(), k + 1);
+        let Some((id, prediction)) = line.split_once(',') else {
+            return Err(TextError::NotARow { member, line: line_no, text });
+        };
         let wnid = prediction.split_whitespace().next().unwrap_or("");
         if id.is_empty() || !is_wnid(wnid) {
-            return Err(bad("does not give an image and a PredictionString starting with a WNID"));
+            return Err(TextError::NoLabel { member, line: line_no, text });
         }
         if labels.insert(id.to_string(), wnid.to_string()).is_some() {
-            return Err(format!("{member} line {}: {id} has a second row", k + 1));
+            return Err(TextError::SecondRow { member, line: line_no, id: id.into() });
         }
     }
     Ok(labels)
@@ -194,14 +219,15 @@ fn alternative<'a>(manifest: &'a Manifest, name: &str) -> Result<&'a Alternative
 }
 
 /// Reads a text member through the zip crate.
-fn read_text(archive: &mut zip::ZipArchive<SharedFile>, member: &str) -> std::result::Result<String, String> {
-    let file = archive.by_name(member).map_err(|e| format!("{member}: {e}"))?;
+fn read_text(archive: &mut zip::ZipArchive<SharedFile>, member: &str) -> std::result::Result<String, TextError> {
+    let unreadable = |e: &dyn std::fmt::Display| TextError::Unreadable { member: member.into(), detail: e.to_string() };
+    let file = archive.by_name(member).map_err(|e| unreadable(&e))?;
     let mut bytes = Vec::new();
-    file.take(MAX_TEXT + 1).read_to_end(&mut bytes).map_err(|e| format!("{member}: {e} (damaged zip)"))?;
+    file.take(MAX_TEXT + 1).read_to_end(&mut bytes).map_err(|e| unreadable(&e))?;
     if bytes.len() as u64 > MAX_TEXT {
-        return Err(format!("{member} is larger than {MAX_TEXT} bytes"));
+        return Err(TextError::TooLarge { member: member.into() });
     }
-    String::from_utf8(bytes).map_err(|_| format!("{member} is not UTF-8 text"))
+    String::from_utf8(bytes).map_err(|_| TextError::NotUtf8 { member: member.into() })
 }
 
 /// A member that matters: (name, uncompressed size, CRC-32).
@@ -402,7 +428,7 @@ fn read_texts(path: &Path, alt: &Alternative, text: &[Member], problems: &mut Pr
             if present {
                 match read_text(&mut archive, member) {
                     Ok(text) => *out = Some(text),
-                    Err(problem) => problems.push(problem),
+                    Err(problem) => problems.push(problem.to_string()),
                 }
             }
         }
@@ -442,7 +468,7 @@ fn check_classes(
             list.sort_unstable();
             wnids = Some(list);
         }
-        Err(problem) => problems.push(problem),
+        Err(problem) => problems.push(problem.to_string()),
     }
     if let Some(wnids) = &wnids {
         let found: BTreeSet<String> = train.iter().map(|(m, _, _)| folders.wnid_of(m)).collect();
@@ -475,7 +501,7 @@ fn check_val_labels(
     let (label_of, parsed) = match parse_val_solution(&text, &alt.val_labels) {
         Ok(labels) => (labels, true),
         Err(problem) => {
-            problems.push(problem);
+            problems.push(problem.to_string());
             (HashMap::new(), false)
         }
     };
@@ -553,7 +579,7 @@ fn read_image(path: &Path, archive: &mut zip::ZipArchive<SharedFile>, image: &Zi
         .index_for_name(&image.member)
         .ok_or_else(|| err(format!("member `{}` is listed but the zip reader does not find it", image.member)))?;
     let file = archive.by_index(index).map_err(|e| err(format!("member `{}`: {e}", image.member)))?;
-    let mut bytes = Vec::with_capacity(image.size as usize);
+    let mut bytes = Vec::with_capacity(image.size.min(16 << 20) as usize);
     file.take(image.size + 1)
         .read_to_end(&mut bytes)
         .map_err(|e| err(format!("member `{}`: {e} (damaged zip: download it again)", image.member)))?;
@@ -630,9 +656,9 @@ mod tests {
     fn class_lists_and_val_solutions_parse_or_say_what_is_wrong() {
         let list = "n01440764 tench, Tinca tinca\r\nn01443537 goldfish, Carassius auratus\n\n";
         assert_eq!(parse_class_list(list, "m.txt").unwrap(), ["n01440764", "n01443537"]);
-        let err = parse_class_list("n01440764 tench\nfish n01443537\n", "m.txt").unwrap_err();
+        let err = parse_class_list("n01440764 tench\nfish n01443537\n", "m.txt").unwrap_err().to_string();
         assert!(err.contains("m.txt line 2") && err.contains("does not start with a WNID"), "{err}");
-        let err = parse_class_list("n01440764 tench\nn01440764 tench\n", "m.txt").unwrap_err();
+        let err = parse_class_list("n01440764 tench\nn01440764 tench\n", "m.txt").unwrap_err().to_string();
         assert!(err.contains("listed twice"), "{err}");
 
         let csv =
@@ -641,13 +667,14 @@ mod tests {
         let labels = parse_val_solution(csv, "v.csv").unwrap();
         assert_eq!(labels["ILSVRC2012_val_00008726"], "n02119789");
         assert_eq!(labels["ILSVRC2012_val_00000001"], "n01751748");
-        let err = parse_val_solution("Id,Label\n", "v.csv").unwrap_err();
+        let err = parse_val_solution("Id,Label\n", "v.csv").unwrap_err().to_string();
         assert!(err.contains("header is `Id,Label`"), "{err}");
-        let err =
-            parse_val_solution("ImageId,PredictionString\nILSVRC2012_val_00000001,255 142\n", "v.csv").unwrap_err();
+        let err = parse_val_solution("ImageId,PredictionString\nILSVRC2012_val_00000001,255 142\n", "v.csv")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("v.csv line 2"), "{err}");
         let twice = "ImageId,PredictionString\nA,n01751748 1 2 3 4\nA,n01751748 1 2 3 4\n";
-        assert!(parse_val_solution(twice, "v.csv").unwrap_err().contains("second row"));
+        assert!(parse_val_solution(twice, "v.csv").unwrap_err().to_string().contains("second row"));
         assert_eq!(grouped(1_281_167), "1,281,167");
         assert_eq!(grouped(999), "999");
         assert_eq!(image_id("a/b/ILSVRC2012_val_00000001.JPEG"), "ILSVRC2012_val_00000001");

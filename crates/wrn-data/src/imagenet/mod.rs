@@ -10,8 +10,8 @@
 //!   continues where it stopped.
 //!
 //! Every JPEG is decoded once to check it; files that are not RGB JPEGs are converted to RGB JPEG and
-//! listed in the report; a file that does not decode is left out and reported by name, and the rest is
-//! prepared.
+//! listed in the report; a file that does not decode, or whose image data stops before its end-of-image
+//! marker (cut short), is left out and reported by name, and the rest is prepared.
 
 mod convert;
 pub mod devkit;
@@ -19,7 +19,7 @@ pub mod kaggle;
 mod tars;
 mod writer;
 
-pub use convert::jpeg_frame;
+pub use convert::{jpeg_frame, JpegError};
 pub use devkit::{read_devkit, synsets, val_number, ClassIndex, Synset, GROUND_TRUTH_MEMBER, META_MEMBER};
 
 use crate::encoded::{self, EncodedSplit};

@@ -6,18 +6,28 @@
 //! `<WNID>.tar` per class of the devkit: missing, unexpected and doubled members are named with the tar
 //! before anything is written. On resuming, the images already in kept shards are seeked over: whole
 //! per-class tars, then within one by its member headers.
+//!
+//! Each tar is hashed as it streams (the bytes seeked over are read through the hash), and the split
+//! fails with nothing left of it when the hash differs from the manifest's, as does the devkit, hashed
+//! before its labels are used. A member's size is checked from its header against the archive holding
+//! it before it is read.
 
 use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::Path;
 
-use super::devkit::{read_devkit, val_number, ClassIndex, GROUND_TRUTH_MEMBER, META_MEMBER};
+use sha2::{Digest, Sha256};
+
+use super::devkit::{read_devkit_hashed, val_number, ClassIndex, GROUND_TRUTH_MEMBER, META_MEMBER};
 use super::writer::{kept, write_split, Item, Sender, SplitJob, CHUNK};
 use crate::cache::Source;
 use crate::error::{Error, IoContext, Result};
 use crate::manifest::{FileEntry, Manifest};
-use crate::prepare::{PrepareOptions, PreparedReport};
+use crate::prepare::{self as prepare_shared, HashingReader, PrepareOptions, PreparedReport};
 use crate::store::Store;
 use crate::zipdir::SharedFile;
+
+/// The largest image member read (an index record holds a `u32` length).
+const MAX_IMAGE: u64 = 1 << 30;
 
 /// Prepares the splits of `manifest` from the official tars and devkit in the store (each verified by
 /// hash first), keeping those already prepared from the same files with the same options.
@@ -39,37 +49,41 @@ pub(crate) fn prepare(store: &Store, manifest: &Manifest, opts: &PrepareOptions)
             continue;
         }
         if devkit_read.is_none() {
-            crate::verify::ensure_verified(&devkit_path, devkit, None)?;
-            let read = read_devkit(&devkit_path, manifest.classes.count)?;
-            if split_len(manifest, "val").is_some_and(|n| n != read.1.len() as u64) {
-                return Err(Error::Format {
-                    path: devkit_path.join(GROUND_TRUTH_MEMBER),
-                    detail: format!(
-                        "{} labels, the manifest says {:?} val images",
-                        read.1.len(),
-                        split_len(manifest, "val")
-                    ),
-                });
-            }
-            devkit_read = Some(read);
+            devkit_read = Some(checked_devkit(&devkit_path, devkit, manifest)?);
         }
         let (classes, val_labels) = devkit_read.as_ref().expect("read above");
-        crate::verify::ensure_verified(&tar_path, tar, None)?;
+        prepare_shared::open_source(&tar_path, tar)?;
         if *split != "val" {
             check_train_members(&tar_path, classes)?;
         }
         let bytes = std::fs::metadata(&tar_path).at(&tar_path)?.len();
         let job = SplitJob { split, source: tar_path, bytes, expected, sources };
+        let source = SourceFile { entry: tar, manifest };
         let read = |skip: u64, tx: &Sender| {
             if *split == "val" {
-                read_val(&job.source, val_labels, skip, tx)
+                read_val(&job.source, source, val_labels, skip, tx)
             } else {
-                read_train(&job.source, classes, skip, tx)
+                read_train(&job.source, source, classes, skip, tx)
             }
         };
         reports.push(write_split(&job, &dir, &classes.wnids, manifest, opts, read)?);
     }
     Ok(reports)
+}
+
+/// The devkit's class index and val labels, its bytes hashed as they are read and checked against the
+/// manifest, and the labels counted against the val split.
+fn checked_devkit(path: &Path, devkit: &FileEntry, manifest: &Manifest) -> Result<(ClassIndex, Vec<u16>)> {
+    let file = prepare_shared::open_source(path, devkit)?;
+    let (index, labels, sha256) = read_devkit_hashed(HashingReader::new(file), path, manifest.classes.count)?;
+    prepare_shared::check_source(path, devkit, manifest, &sha256)?;
+    if split_len(manifest, "val").is_some_and(|n| n != labels.len() as u64) {
+        return Err(Error::Format {
+            path: path.join(GROUND_TRUTH_MEMBER),
+            detail: format!("{} labels, the manifest says {:?} val images", labels.len(), split_len(manifest, "val")),
+        });
+    }
+    Ok((index, labels))
 }
 
 fn split_len(manifest: &Manifest, split: &str) -> Option<u64> {
@@ -108,31 +122,106 @@ fn member_name<R: Read>(entry: &tar::Entry<R>, archive: &Path) -> Result<Option<
 }
 
 /// A buffered file whose short forward seeks keep the buffer: the tar reader seeks over padding and
-/// over the members it does not read.
-struct TarFile(BufReader<std::fs::File>);
+/// over the members it does not read. When hashing, every byte passes through the hash in file order:
+/// forward seeks read over what they pass instead ([`TarFile::finish`] gives the file's SHA-256).
+struct TarFile {
+    file: BufReader<std::fs::File>,
+    /// `None` when not hashing, or once a seek other than forward has made the hash meaningless.
+    hash: Option<Sha256>,
+}
+
+impl TarFile {
+    /// Reads the rest of the file and returns the SHA-256 of all of it (`None` when not hashing).
+    fn finish(mut self) -> std::io::Result<Option<String>> {
+        if self.hash.is_none() {
+            return Ok(None);
+        }
+        std::io::copy(&mut self, &mut std::io::sink())?;
+        Ok(self.hash.map(|h| format!("{:x}", h.finalize())))
+    }
+}
 
 impl Read for TarFile {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        self.0.read(buf)
+        let n = self.file.read(buf)?;
+        if let Some(hash) = &mut self.hash {
+            hash.update(&buf[..n]);
+        }
+        Ok(n)
     }
 }
 
 impl Seek for TarFile {
     fn seek(&mut self, to: SeekFrom) -> std::io::Result<u64> {
         match to {
-            SeekFrom::Current(d) => {
-                self.0.seek_relative(d)?;
-                self.0.stream_position()
+            SeekFrom::Current(d) if d >= 0 && self.hash.is_some() => {
+                let passed = std::io::copy(&mut (&mut *self).take(d as u64), &mut std::io::sink())?;
+                if passed < d as u64 {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "the file ends inside a member",
+                    ));
+                }
+                self.file.stream_position()
             }
-            other => self.0.seek(other),
+            SeekFrom::Current(d) => {
+                self.file.seek_relative(d)?;
+                self.file.stream_position()
+            }
+            other => {
+                self.hash = None;
+                self.file.seek(other)
+            }
         }
     }
 }
 
-/// A tar over a file, read with `entries_with_seek`, so members left unread are seeked over.
-fn open_tar(path: &Path) -> Result<tar::Archive<TarFile>> {
+/// A tar over a file, read with `entries_with_seek`, so members left unread are seeked over; with
+/// `hashed`, every byte is hashed on the way ([`TarFile::finish`]).
+fn open_tar(path: &Path, hashed: bool) -> Result<tar::Archive<TarFile>> {
     let file = std::fs::File::open(path).at(path)?;
-    Ok(tar::Archive::new(TarFile(BufReader::with_capacity(4 << 20, file))))
+    let hash = hashed.then(Sha256::new);
+    Ok(tar::Archive::new(TarFile { file: BufReader::with_capacity(4 << 20, file), hash }))
+}
+
+/// Reads what is left of a hashed tar and checks the file's SHA-256 against the manifest's.
+fn check_hashed(archive: tar::Archive<TarFile>, path: &Path, source: &SourceFile) -> Result<()> {
+    let sha256 = archive.into_inner().finish().map_err(|e| corrupt(path, "reading to the end", e))?;
+    match sha256 {
+        Some(sha256) => prepare_shared::check_source(path, source.entry, source.manifest, &sha256),
+        None => Ok(()),
+    }
+}
+
+/// A source file of the manifest, whose SHA-256 is checked as it is read.
+#[derive(Clone, Copy)]
+struct SourceFile<'a> {
+    entry: &'a FileEntry,
+    manifest: &'a Manifest,
+}
+
+/// Reads one image member, whose header's size is checked first against `limit` (the bytes of the
+/// archive or per-class tar holding it) and the largest image an index records.
+fn read_image<R: Read>(item: &mut tar::Entry<R>, name: &str, archive: &Path, limit: u64) -> Result<Vec<u8>> {
+    let claimed = item.size();
+    if claimed > limit.min(MAX_IMAGE) {
+        return Err(Error::Archive {
+            path: archive.into(),
+            detail: format!(
+                "member `{name}` claims {claimed} bytes, more than the {} its archive can hold",
+                limit.min(MAX_IMAGE)
+            ),
+        });
+    }
+    let mut bytes = Vec::with_capacity(claimed.min(16 << 20) as usize);
+    item.take(claimed).read_to_end(&mut bytes).map_err(|e| corrupt(archive, &format!("member `{name}`"), e))?;
+    if bytes.len() as u64 != claimed {
+        return Err(Error::Archive {
+            path: archive.into(),
+            detail: format!("member `{name}`: {} of its {claimed} bytes present (truncated archive)", bytes.len()),
+        });
+    }
+    Ok(bytes)
 }
 
 /// The bytes `start..start + len` of a file: a member of the train tar, read as a tar of its own with
@@ -171,8 +260,8 @@ fn corrupt(path: &Path, what: &str, e: std::io::Error) -> Error {
 
 /// Streams the train tar of per-class tars in chunks of images, after the first `skip` images, which
 /// are seeked over unread (whole per-class tars at once; within one, from its member headers).
-fn read_train(path: &Path, classes: &ClassIndex, skip: u64, tx: &Sender) -> Result<()> {
-    let mut outer = open_tar(path)?;
+fn read_train(path: &Path, source: SourceFile, classes: &ClassIndex, skip: u64, tx: &Sender) -> Result<()> {
+    let mut outer = open_tar(path, true)?;
     let mut chunk = Vec::with_capacity(CHUNK);
     let mut skip = skip;
     let mut shared: Option<SharedFile> = None;
@@ -188,6 +277,12 @@ fn read_train(path: &Path, classes: &ClassIndex, skip: u64, tx: &Sender) -> Resu
             detail: format!("member `{name}`: {wnid} is not a class of the devkit's meta.mat"),
         })?;
         let inner_path = path.join(&name);
+        if entry.size() > source.entry.size {
+            return Err(Error::Archive {
+                path: path.into(),
+                detail: format!("member `{name}` claims {} bytes, more than the whole tar", entry.size()),
+            });
+        }
         let sent = if skip > 0 {
             // The outer tar seeks over this member; a second reader walks its headers.
             let file = match &shared {
@@ -197,16 +292,18 @@ fn read_train(path: &Path, classes: &ClassIndex, skip: u64, tx: &Sender) -> Resu
             let window = Window { file, start: entry.raw_file_position(), len: entry.size(), pos: 0 };
             let mut inner = tar::Archive::new(window);
             let items = inner.entries_with_seek().map_err(|e| corrupt(&inner_path, "not a readable tar", e))?;
-            send_images(items, &inner_path, label, &mut skip, &mut chunk, tx)?
+            send_images(items, (&inner_path, entry.size()), label, &mut skip, &mut chunk, tx)?
         } else {
+            let size = entry.size();
             let mut inner = tar::Archive::new(entry);
             let items = inner.entries().map_err(|e| corrupt(&inner_path, "not a readable tar", e))?;
-            send_images(items, &inner_path, label, &mut skip, &mut chunk, tx)?
+            send_images(items, (&inner_path, size), label, &mut skip, &mut chunk, tx)?
         };
         if !sent {
             return Ok(());
         }
     }
+    check_hashed(outer, path, &source)?;
     let _ = tx.send(Ok(chunk));
     Ok(())
 }
@@ -215,7 +312,7 @@ fn read_train(path: &Path, classes: &ClassIndex, skip: u64, tx: &Sender) -> Resu
 /// `skip` of them unread. `false` when the receiver has gone.
 fn send_images<R: Read>(
     items: tar::Entries<R>,
-    inner_path: &Path,
+    (inner_path, inner_size): (&Path, u64),
     label: u16,
     skip: &mut u64,
     chunk: &mut Vec<Item>,
@@ -228,8 +325,7 @@ fn send_images<R: Read>(
             *skip -= 1;
             continue;
         }
-        let mut bytes = Vec::with_capacity(item.size() as usize);
-        item.read_to_end(&mut bytes).map_err(|e| corrupt(inner_path, &format!("member `{image}`"), e))?;
+        let bytes = read_image(&mut item, &image, inner_path, inner_size)?;
         chunk.push(Item { name: image, label, bytes });
         if chunk.len() == CHUNK && tx.send(Ok(std::mem::take(chunk))).is_err() {
             return Ok(false);
@@ -242,7 +338,7 @@ fn send_images<R: Read>(
 /// `<WNID>.tar` of the devkit's classes, one each: an error names the tar and the members missing,
 /// unexpected or stored twice.
 fn check_train_members(path: &Path, classes: &ClassIndex) -> Result<()> {
-    let mut outer = open_tar(path)?;
+    let mut outer = open_tar(path, false)?;
     let mut count = vec![0usize; classes.wnids.len()];
     let mut unexpected = Vec::new();
     for entry in outer.entries_with_seek().map_err(|e| corrupt(path, "not a readable tar", e))? {
@@ -288,8 +384,9 @@ fn listed(names: &[String]) -> String {
 
 /// Streams the val tar in chunks of images, labelled through the ground truth by file name, after the
 /// first `skip` images, which are seeked over unread.
-fn read_val(path: &Path, labels: &[u16], skip: u64, tx: &Sender) -> Result<()> {
-    let mut archive = open_tar(path)?;
+fn read_val(path: &Path, source: SourceFile, labels: &[u16], skip: u64, tx: &Sender) -> Result<()> {
+    let mut archive = open_tar(path, true)?;
+    let len = source.entry.size;
     let mut chunk = Vec::with_capacity(CHUNK);
     let mut skip = skip;
     for entry in archive.entries_with_seek().map_err(|e| corrupt(path, "not a readable tar", e))? {
@@ -314,13 +411,13 @@ fn read_val(path: &Path, labels: &[u16], skip: u64, tx: &Sender) -> Result<()> {
             skip -= 1;
             continue;
         }
-        let mut bytes = Vec::with_capacity(entry.size() as usize);
-        entry.read_to_end(&mut bytes).map_err(|e| corrupt(path, &format!("member `{name}`"), e))?;
+        let bytes = read_image(&mut entry, &name, path, len)?;
         chunk.push(Item { name, label, bytes });
         if chunk.len() == CHUNK && tx.send(Ok(std::mem::take(&mut chunk))).is_err() {
             return Ok(());
         }
     }
+    check_hashed(archive, path, &source)?;
     let _ = tx.send(Ok(chunk));
     Ok(())
 }

@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, SyncSender};
 use std::time::Instant;
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rayon::prelude::*;
+use wrn_progress::{Progress, Task, Unit};
 
 use super::convert::{process, Processed};
 use crate::cache::Source;
@@ -91,7 +91,7 @@ struct Run {
 /// shards, and each shard in place is journalled; the index, sorted by name, is written last.
 ///
 /// On an error the journalled shards stay for the next run and any other shard is removed; when the
-/// source itself proves wrong (image count, a name twice) everything is removed. The journal goes
+/// source itself proves wrong (image count, a name twice, its SHA-256) everything is removed. The journal goes
 /// once the index is written, so nothing that looks complete is left before that.
 pub(crate) fn write_split(
     job: &SplitJob,
@@ -122,10 +122,13 @@ pub(crate) fn write_split(
         (job.bytes + job.bytes / 20).saturating_sub(kept_bytes),
         &format!("the prepared {} split of {}", job.split, manifest.name),
     )?;
-    let bar = progress_bar(&identity, job.expected, opts.progress, skip, kept_shards > 0);
+    let task = progress_task(opts.progress, &identity, job.expected, skip, kept_shards > 0);
     let mut shards = Shards::resume(dir, identity, opts.stop_after_shards, resumed)?;
-    let result = convert_all(&mut shards, job, opts, &bar, skip, read);
-    bar.finish_and_clear();
+    let result = convert_all(&mut shards, job, opts, task.as_ref(), skip, read);
+    match &result {
+        Ok(()) => task.finish(),
+        Err(e) => task.abandon(&e.to_string()),
+    }
     result.map_err(|e| shards.interrupted(e))?;
     let (meta, images, sha256) = shards.write_index(job, &index_path)?;
     let seconds = started.elapsed().as_secs_f64();
@@ -171,22 +174,17 @@ fn start(dir: &Path, index_path: &Path, identity: &PrepareIdentity, expected: u6
     Ok(resumed)
 }
 
-/// The bar on stderr (hidden unless `show`), already at the `skip` images kept.
-fn progress_bar(identity: &PrepareIdentity, expected: u64, show: bool, skip: u64, resumed: bool) -> ProgressBar {
-    let bar = if show {
-        ProgressBar::with_draw_target(Some(expected), ProgressDrawTarget::stderr())
-    } else {
-        ProgressBar::hidden()
-    };
-    bar.set_style(
-        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} images {per_sec} ETA {eta}")
-            .expect("valid template"),
-    );
+/// The task counting the split's images, already at the `skip` images kept.
+fn progress_task(
+    progress: &dyn Progress,
+    identity: &PrepareIdentity,
+    expected: u64,
+    skip: u64,
+    resumed: bool,
+) -> Box<dyn Task> {
     let resumed_note = if resumed { " (resumed)" } else { "" };
-    bar.set_prefix(format!("preparing {} {}{resumed_note}", identity.dataset, identity.split));
-    bar.set_position(skip);
-    bar.reset_eta();
-    bar
+    let label = format!("preparing {} {}{resumed_note}", identity.dataset, identity.split);
+    progress.task(&label, Unit::Items("images"), Some(expected), skip)
 }
 
 /// Runs `read` on its own thread, from image `skip` on, and adds every image it sends to `shards`,
@@ -195,7 +193,7 @@ fn convert_all(
     shards: &mut Shards,
     job: &SplitJob,
     opts: &PrepareOptions,
-    bar: &ProgressBar,
+    task: &dyn Task,
     skip: u64,
     read: impl FnOnce(u64, &Sender) -> Result<()> + Send,
 ) -> Result<()> {
@@ -213,7 +211,7 @@ fn convert_all(
                 let done: Vec<Processed> =
                     chunk.par_iter().map(|it| process(&it.name, &it.bytes, opts.max_side, opts.quality)).collect();
                 for (item, p) in chunk.into_iter().zip(done) {
-                    bar.inc(1);
+                    task.advance(1);
                     shards.add(item, p, &job.source)?;
                 }
             }
@@ -318,9 +316,13 @@ impl<'a> Shards<'a> {
         Ok(())
     }
 
-    /// After an interruption: the journalled shards stay for the next run, any other shard goes.
+    /// After an interruption: the journalled shards stay for the next run, any other shard goes. When
+    /// the source proved changed on disk, nothing stays: the shards hold what the changed file gave.
     fn interrupted(&self, e: Error) -> Error {
-        remove_shards(self.dir, &self.identity.split, &self.journalled);
+        match e {
+            Error::SourceChanged { .. } => remove_progress(self.dir, &self.identity.split, &[]),
+            _ => remove_shards(self.dir, &self.identity.split, &self.journalled),
+        }
         e
     }
 
