@@ -1,6 +1,7 @@
 //! The plots' font: `$WRN_FONT` wins over the embedded DejaVu Sans, and a missing or broken font is a clear error, not a blank plot.
 //! (Its own test binary: the font is loaded once per process.)
 
+#[path = "it/common.rs"]
 mod common;
 
 use common::{key, write_table, Fixture, WIDTH};

@@ -5,9 +5,7 @@
 //! the message saying what to bring when ImageNet is missing, and an interrupted prepare from the zip
 //! continuing where it stopped.
 
-mod common;
-
-use common::prepared_files;
+use crate::common::prepared_files;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 

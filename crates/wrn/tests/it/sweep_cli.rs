@@ -2,8 +2,6 @@
 //! runs on a second call, resumes a run whose process was killed (as the out-of-memory killer would) or
 //! stopped by SIGTERM (as a cluster would), and reports each outcome.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -193,7 +191,7 @@ fn killed_and_stopped_runs_are_reported_and_resumed() {
 /// `wrn` with the stub driver (two GPUs) first on the library path and no CUDA backend to load.
 fn wrn_with_stub_driver(driver: &Path) -> Command {
     let mut cmd = wrn();
-    common::with_stub_driver(&mut cmd, driver, 2);
+    crate::common::with_stub_driver(&mut cmd, driver, 2);
     cmd
 }
 
@@ -229,7 +227,7 @@ fn tables_only() -> Setup {
 fn gpus_the_driver_sees_but_cuda_cannot_use_stop_the_sweep() {
     let s = tables_only();
     finish_all(&s);
-    let driver = common::stub_driver(s.dir.path());
+    let driver = crate::common::stub_driver(s.dir.path());
 
     // No --gpus: never a silent CPU sweep on a machine with GPUs.
     let mut cmd = wrn_with_stub_driver(&driver);
@@ -294,7 +292,7 @@ fn without_a_driver_the_sweep_trains_on_the_cpu_and_says_why() {
 #[test]
 fn a_slurm_task_for_cuda_fails_with_the_reason_rather_than_train_on_the_cpu() {
     let s = tables_only();
-    let driver = common::stub_driver(s.dir.path());
+    let driver = crate::common::stub_driver(s.dir.path());
     let mut cmd = wrn();
     tiny_sweep(&s, &mut cmd);
     let out = ok(cmd.args(["--row", "wide", "--slurm", "--gres", "gpu:1"]));

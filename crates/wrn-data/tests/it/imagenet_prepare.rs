@@ -5,9 +5,7 @@
 //! with nothing left that looks complete, that the train tar holds exactly the per-class tars, and that
 //! an interrupted prepare continues where it stopped into the same index and shards.
 
-mod common;
-
-use common::prepared_files;
+use crate::common::prepared_files;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 

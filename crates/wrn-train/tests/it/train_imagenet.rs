@@ -39,6 +39,7 @@ fn prepared(root: &Path) -> (Store, wrn_data::manifest::Manifest, Experiment) {
 fn train(run: &Path, exp: &Experiment) -> Result<wrn_train::run::RunResult, wrn_train::trainer::TrainError> {
     let mut options = TrainOptions::new("test", "test");
     options.log_steps = false;
+    let _guard = crate::common::one_training_at_a_time();
     trainer::train(&RunDir::create(run).unwrap(), exp, &options, &wrn_progress::Silent)
 }
 

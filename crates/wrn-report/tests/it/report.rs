@@ -2,11 +2,9 @@
 //! missing and in-progress rows, reduced-scale labelling, verdicts both ways, and the Markdown, HTML,
 //! CSV and plot files.
 
-mod common;
-
 use std::path::Path;
 
-use common::{key, write_table, Fixture, WIDTH};
+use crate::common::{key, write_table, Fixture, WIDTH};
 use wrn_report::{compare, ResultScale, RowState, Stats, Verdict};
 
 fn setup() -> (tempfile::TempDir, wrn_tables::Table) {

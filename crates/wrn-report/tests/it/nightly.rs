@@ -2,11 +2,9 @@
 //! against a baseline for a passing night and a regressed one, each regression named in `report.md`,
 //! `report.json` and the terminal lines, and recorded baselines.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
-use common::Fixture;
+use crate::common::Fixture;
 use wrn_report::nightly::{self, Kind, Measurements, Metric, Status};
 
 fn tables_dir() -> PathBuf {

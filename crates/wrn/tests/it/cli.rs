@@ -1,7 +1,5 @@
 //! The `wrn` binary as a user runs it: `doctor` and `model summary`, their JSON, exit codes and errors.
 
-mod common;
-
 use std::process::{Command, Output};
 
 use serde_json::Value;
@@ -76,13 +74,13 @@ fn an_unknown_architecture_lists_the_valid_ones() {
 
 fn wrn_with_gpus(driver: &std::path::Path, args: &[&str]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_wrn"));
-    common::with_stub_driver(&mut cmd, driver, 1).args(args).output().expect("wrn runs")
+    crate::common::with_stub_driver(&mut cmd, driver, 1).args(args).output().expect("wrn runs")
 }
 
 #[test]
 fn where_the_driver_sees_gpus_nothing_falls_back_to_the_cpu_silently() {
     let dir = tempfile::tempdir().unwrap();
-    let path = common::stub_driver(dir.path());
+    let path = crate::common::stub_driver(dir.path());
 
     // doctor names the GPU, why CUDA cannot be used, and fails.
     let out = wrn_with_gpus(&path, &["doctor", "--json"]);

@@ -57,8 +57,7 @@ fn options() -> TrainOptions {
     o
 }
 
-/// Runs one training at a time: libtorch's random generator is global to the process, and a run re-seeds
-/// it at every step, so two runs in parallel threads would draw each other's dropout masks.
+/// Trains `exp` into `run`, one training at a time (see `common`).
 fn train(run: &Path, exp: &Experiment, resume: bool, max_steps: Option<usize>) -> Result<RunResult, TrainError> {
     let mut o = options();
     o.resume = resume;
@@ -67,8 +66,7 @@ fn train(run: &Path, exp: &Experiment, resume: bool, max_steps: Option<usize>) -
 }
 
 fn train_with(run: &Path, exp: &Experiment, options: &TrainOptions) -> Result<RunResult, TrainError> {
-    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _guard = crate::common::one_training_at_a_time();
     trainer::train(&RunDir::create(run).unwrap(), exp, options, &wrn_progress::Silent)
 }
 

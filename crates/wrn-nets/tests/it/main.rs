@@ -1,0 +1,6 @@
+//! The integration tests of `wrn-nets`, one test binary with a module per subject (one link, one
+//! process to start).
+
+mod paper;
+mod parity;
+mod weights;

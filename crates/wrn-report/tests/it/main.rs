@@ -1,0 +1,8 @@
+//! The integration tests of `wrn-report`, one test binary with a module per subject (one link, one
+//! process to start).
+
+mod common;
+mod fixtures;
+mod nightly;
+mod readme;
+mod report;
