@@ -22,6 +22,8 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use toml::Value;
 
+use wrn_nets::Arch;
+
 use crate::datasets::Dataset;
 use crate::runtime::DeviceChoice;
 
@@ -142,12 +144,13 @@ pub enum BatchImages {
 #[serde(deny_unknown_fields)]
 pub struct Experiment {
     pub dataset: Dataset,
-    /// Architecture name, e.g. `wrn-28-10` (see `wrn_nets::Arch`).
-    pub arch: String,
+    /// The network, written by its name, e.g. `wrn-28-10` (see `wrn_nets::Arch`).
+    #[serde(with = "by_name")]
+    pub arch: Arch,
     pub dropout: f64,
     pub preprocessing: Preprocessing,
-    /// Augmentation preset of the training split, or `none`.
-    pub augmentation: String,
+    /// The augmentation of the training split.
+    pub augmentation: Augmentation,
     /// The prepared splits trained on, read as one in this order (SVHN: `["train", "extra"]`, 604,388
     /// images, as the paper).
     #[serde(default = "train_split_only")]
@@ -159,7 +162,9 @@ pub struct Experiment {
     pub optimizer: Optimizer,
     pub schedule: Schedule,
     pub seed: u64,
-    pub device: String,
+    /// `auto`, `cpu`, `cuda` or `cuda:N` (see [`DeviceChoice`]).
+    #[serde(with = "by_name")]
+    pub device: DeviceChoice,
     pub precision: Precision,
     pub scale: Scale,
     pub data: Data,
@@ -174,10 +179,10 @@ impl Experiment {
     pub fn recipe(dataset: Dataset) -> Experiment {
         let cifar = |dataset| Experiment {
             dataset,
-            arch: "wrn-28-10".into(),
+            arch: known_arch("wrn-28-10"),
             dropout: 0.0,
             preprocessing: Preprocessing::Meanstd,
-            augmentation: "cifar-train".into(),
+            augmentation: Augmentation::CifarTrain,
             train_splits: train_split_only(),
             epochs: 200,
             batch_size: 128,
@@ -185,7 +190,7 @@ impl Experiment {
             optimizer: Optimizer { lr: 0.1, momentum: 0.9, dampening: 0.0, weight_decay: 5e-4, nesterov: true },
             schedule: Schedule { milestones: vec![60, 120, 160], gamma: 0.2, reset_momentum: true },
             seed: 1,
-            device: "auto".into(),
+            device: DeviceChoice::Auto,
             precision: Precision::Fp32,
             scale: Scale { epochs: 1.0, train_subset: None, test_subset: None },
             data: Data { dir: None, manifest: None, workers: None, prefetch: 4, images: None },
@@ -195,10 +200,10 @@ impl Experiment {
         match dataset {
             Dataset::Cifar10 | Dataset::Cifar100 => cifar(dataset),
             Dataset::Svhn => Experiment {
-                arch: "wrn-16-8".into(),
+                arch: known_arch("wrn-16-8"),
                 dropout: 0.4,
                 preprocessing: Preprocessing::Div255,
-                augmentation: "none".into(),
+                augmentation: Augmentation::None,
                 train_splits: vec!["train".into(), "extra".into()],
                 epochs: 160,
                 optimizer: Optimizer { lr: 0.01, ..cifar(dataset).optimizer },
@@ -206,9 +211,9 @@ impl Experiment {
                 ..cifar(dataset)
             },
             Dataset::ImageNet => Experiment {
-                arch: "resnet-50-w2".into(),
+                arch: known_arch("resnet-50-w2"),
                 preprocessing: Preprocessing::Imagenet,
-                augmentation: "imagenet-train".into(),
+                augmentation: Augmentation::ImagenetTrain,
                 epochs: 90,
                 batch_size: 256,
                 drop_last: false,
@@ -282,10 +287,7 @@ impl Experiment {
     /// Checks what the types cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |m: String| Err(ConfigError::Invalid(m));
-        let arch: wrn_nets::Arch =
-            self.arch.parse().map_err(|e: wrn_nets::ArchError| ConfigError::Invalid(e.to_string()))?;
-        arch.with_dropout(self.dropout).map_err(|e| ConfigError::Invalid(e.to_string()))?;
-        DeviceChoice::from_str(&self.device).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        self.arch.clone().with_dropout(self.dropout).map_err(|e| ConfigError::Invalid(e.to_string()))?;
         if self.train_splits.is_empty() {
             return invalid("train_splits must name at least one prepared split".into());
         }
@@ -355,6 +357,53 @@ impl Experiment {
     /// The resolved configuration as TOML.
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).expect("an experiment serialises")
+    }
+}
+
+/// The training split's augmentation: the paper's crop and flip for CIFAR, fb.resnet.torch's for
+/// ImageNet, or none (SVHN, and CIFAR without augmentation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Augmentation {
+    CifarTrain,
+    ImagenetTrain,
+    None,
+}
+
+impl std::fmt::Display for Augmentation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Augmentation::CifarTrain => "cifar-train",
+            Augmentation::ImagenetTrain => "imagenet-train",
+            Augmentation::None => "none",
+        })
+    }
+}
+
+/// A recipe's architecture, by a name `wrn_nets::Arch` knows.
+fn known_arch(name: &str) -> Arch {
+    name.parse().expect("a recipe names a known architecture")
+}
+
+/// A value kept in TOML by its name: written with `Display`, read with `FromStr` (whose error, naming
+/// the value and what is accepted, becomes the configuration's error).
+mod by_name {
+    use std::fmt::Display;
+    use std::str::FromStr;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<T: Display, S: Serializer>(value: &T, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(value)
+    }
+
+    pub fn deserialize<'de, T, D>(d: D) -> Result<T, D::Error>
+    where
+        T: FromStr,
+        T::Err: Display,
+        D: Deserializer<'de>,
+    {
+        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -437,7 +486,7 @@ mod tests {
         let e =
             Experiment::resolve(Some(("exp.toml", file)), &["optimizer.lr=0.2".into(), "scale.train_subset=64".into()])
                 .unwrap();
-        assert_eq!((e.dataset, e.arch.as_str(), e.dropout), (Dataset::Cifar100, "wrn-16-4", 0.3));
+        assert_eq!((e.dataset, e.arch.to_string().as_str(), e.dropout), (Dataset::Cifar100, "wrn-16-4", 0.3));
         assert_eq!(e.optimizer.lr, 0.2);
         assert_eq!(e.optimizer.weight_decay, 5e-4, "untouched keys keep the recipe");
         assert_eq!(e.scale.train_subset, Some(64));
@@ -464,6 +513,22 @@ mod tests {
         assert!(err.contains("invalid configuration"), "{err}");
         let err = Experiment::resolve(Some(("x.toml", "epochs = [")), &[]).unwrap_err().to_string();
         assert!(err.starts_with("x.toml: invalid TOML"), "{err}");
+        // Values with a fixed set of names say which names there are.
+        let err = Experiment::resolve(None, &["augmentation=crop".into()]).unwrap_err().to_string();
+        assert!(err.contains("crop") && err.contains("`cifar-train`, `imagenet-train`, `none`"), "{err}");
+        let err = Experiment::resolve(None, &["device=gpu".into()]).unwrap_err().to_string();
+        assert!(err.contains("gpu") && err.contains("cuda:N"), "{err}");
+    }
+
+    #[test]
+    fn named_values_are_written_as_they_were_given() {
+        let e = Experiment::resolve(None, &["arch=wrn-40-2-b131".into(), "device=cuda:1".into()]).unwrap();
+        assert_eq!((e.arch.to_string(), e.device), ("wrn-40-2-b131".to_string(), DeviceChoice::Cuda(1)));
+        let text = e.to_toml();
+        for line in ["arch = \"wrn-40-2-b131\"", "device = \"cuda:1\"", "augmentation = \"cifar-train\""] {
+            assert!(text.lines().any(|l| l == line), "`{line}` missing from:\n{text}");
+        }
+        assert_eq!(toml::from_str::<Experiment>(&text).unwrap(), e);
     }
 
     #[test]

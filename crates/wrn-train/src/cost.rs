@@ -64,7 +64,7 @@ impl CostModel {
     pub fn seconds(&mut self, sets: &[String]) -> Result<f64, ConfigError> {
         let exp = Experiment::resolve(None, sets)?;
         let images = exp.scale.train_subset.unwrap_or(usize::MAX).min(exp.dataset.train_images());
-        let per_image = self.mult_adds_per_image(&exp.arch, exp.dataset.classes())?;
+        let per_image = self.mult_adds_per_image(&exp.arch.to_string(), exp.dataset.classes())?;
         Ok(images as f64 * exp.effective_epochs() as f64 * per_image / self.pace)
     }
 }

@@ -101,26 +101,39 @@ const CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR: i32 = 75;
 const CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR: i32 = 76;
 const CUDA_ERROR_NO_DEVICE: i32 = 100;
 
+/// Why the NVIDIA driver cannot say what it sees.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DriverError {
+    #[error("no NVIDIA driver: libcuda.so.1 cannot be loaded")]
+    NotInstalled,
+    #[error("the NVIDIA driver finds no CUDA-capable device")]
+    NoDevice,
+    #[error("libcuda.so.1 lacks {0}")]
+    MissingSymbol(&'static str),
+    #[error("NVIDIA driver call {call} failed with CUresult {code}")]
+    Call { call: &'static str, code: i32 },
+}
+
 /// Asks the NVIDIA driver (`libcuda.so.1`) for its CUDA version and GPUs, or says why it cannot. Asked
 /// once per process.
-pub fn cuda_driver() -> Result<Driver, String> {
-    static DRIVER: OnceLock<Result<Driver, String>> = OnceLock::new();
+pub fn cuda_driver() -> Result<Driver, DriverError> {
+    static DRIVER: OnceLock<Result<Driver, DriverError>> = OnceLock::new();
     DRIVER.get_or_init(query).clone()
 }
 
-fn query() -> Result<Driver, String> {
-    let lib = driver_library().ok_or("no NVIDIA driver: libcuda.so.1 cannot be loaded")?;
-    let call = |what: &str, code: i32| -> Result<(), String> {
+fn query() -> Result<Driver, DriverError> {
+    let lib = driver_library().ok_or(DriverError::NotInstalled)?;
+    let call = |call: &'static str, code: i32| -> Result<(), DriverError> {
         match code {
             0 => Ok(()),
-            CUDA_ERROR_NO_DEVICE => Err("the NVIDIA driver finds no CUDA-capable device".to_string()),
-            code => Err(format!("NVIDIA driver call {what} failed with CUresult {code}")),
+            CUDA_ERROR_NO_DEVICE => Err(DriverError::NoDevice),
+            code => Err(DriverError::Call { call, code }),
         }
     };
     // SAFETY: the signatures below are those of the CUDA driver API (cuda.h), stable since CUDA 3.2;
     // every out-pointer refers to a live local of the right type.
     unsafe {
-        let symbol = |name: &str| format!("libcuda.so.1 lacks {name}");
+        let symbol = DriverError::MissingSymbol;
         let init = lib.get::<CuInit>(b"cuInit\0").map_err(|_| symbol("cuInit"))?;
         let version =
             lib.get::<CuDriverGetVersion>(b"cuDriverGetVersion\0").map_err(|_| symbol("cuDriverGetVersion"))?;

@@ -72,9 +72,9 @@ impl Environment {
         let driver = driver::cuda_driver();
         let cuda = Cuda {
             available,
-            reason: status.as_ref().err().cloned(),
+            reason: status.as_ref().err().map(ToString::to_string),
             backend_library,
-            driver_error: driver.as_ref().err().cloned(),
+            driver_error: driver.as_ref().err().map(ToString::to_string),
             driver: driver.ok(),
             cudnn_version: available.then(tch::utils::version_cudnn),
             device_count: status.unwrap_or(0),

@@ -13,7 +13,7 @@ use std::sync::OnceLock;
 
 use tch::Device;
 
-use crate::driver;
+use crate::driver::{self, DriverError};
 
 /// Names `libtorch_cuda.so` explicitly, overriding the search beside `libtorch_cpu.so`.
 pub const CUDA_LIBRARY_ENV: &str = "WRN_LIBTORCH_CUDA";
@@ -28,12 +28,12 @@ pub enum RuntimeError {
     #[error("invalid device '{0}': expected auto, cpu, cuda or cuda:N")]
     DeviceSyntax(String),
     #[error("device {requested} requested but CUDA is unavailable: {reason}")]
-    CudaUnavailable { requested: String, reason: String },
+    CudaUnavailable { requested: String, reason: CudaUnavailable },
     #[error(
         "the NVIDIA driver sees {gpus} but CUDA cannot be used: {reason}. Refusing to train on the CPU \
          instead: run `wrn doctor` for the cause, or ask for the CPU (device=cpu, --device cpu, --gpus none)"
     )]
-    GpusUnusable { gpus: String, reason: String },
+    GpusUnusable { gpus: String, reason: CudaUnavailable },
     #[error("device cuda:{index} requested but only {count} CUDA device(s) are visible")]
     NoSuchGpu { index: usize, count: usize },
     #[error("{0}")]
@@ -101,7 +101,7 @@ pub fn select_device(choice: DeviceChoice) -> Result<SelectedDevice, RuntimeErro
                     Ok(d) if !d.devices.is_empty() => {
                         Err(RuntimeError::GpusUnusable { gpus: describe_gpus(&d.devices), reason })
                     }
-                    _ => Ok(SelectedDevice { device: Device::Cpu, fallback_reason: Some(reason) }),
+                    _ => Ok(SelectedDevice { device: Device::Cpu, fallback_reason: Some(reason.to_string()) }),
                 };
             }
         },
@@ -225,16 +225,32 @@ pub fn diagnose_unavailable(driver: &driver::Driver, libtorch_version: Option<&s
     }
 }
 
+/// Why libtorch cannot compute on CUDA here.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CudaUnavailable {
+    /// The CUDA backend (`libtorch_cuda.so`) cannot be loaded; see [`load_cuda`].
+    #[error("{0}")]
+    Backend(&'static str),
+    #[error(transparent)]
+    Driver(#[from] DriverError),
+    #[error("the NVIDIA driver reports no GPU")]
+    NoGpu,
+    /// The driver sees GPUs that libtorch cannot use, with the cause found (see `diagnose_unavailable`).
+    #[error("{0}")]
+    Diagnosed(String),
+}
+
 /// Loads the CUDA backend (once) and returns the number of usable CUDA devices, or why there are none.
-pub fn cuda_status() -> Result<usize, String> {
-    load_cuda().map_err(str::to_string)?;
+pub fn cuda_status() -> Result<usize, CudaUnavailable> {
+    load_cuda().map_err(CudaUnavailable::Backend)?;
     if !tch::Cuda::is_available() {
         return Err(match driver::cuda_driver() {
-            Err(reason) => reason,
-            Ok(driver) if driver.devices.is_empty() => "the NVIDIA driver reports no GPU".to_string(),
-            Ok(driver) => {
-                diagnose_unavailable(&driver, libtorch_dir().as_deref().and_then(libtorch_version).as_deref())
-            }
+            Err(reason) => reason.into(),
+            Ok(driver) if driver.devices.is_empty() => CudaUnavailable::NoGpu,
+            Ok(driver) => CudaUnavailable::Diagnosed(diagnose_unavailable(
+                &driver,
+                libtorch_dir().as_deref().and_then(libtorch_version).as_deref(),
+            )),
         });
     }
     Ok(tch::Cuda::device_count().max(0) as usize)
@@ -489,6 +505,7 @@ mod tests {
                 assert!(select_device(DeviceChoice::Cuda(count)).is_err());
             }
             Err(reason) => {
+                let reason = reason.to_string();
                 assert!(!reason.is_empty());
                 let auto = select_device(DeviceChoice::Auto).unwrap();
                 assert_eq!(auto.device, Device::Cpu);

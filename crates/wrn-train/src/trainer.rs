@@ -35,7 +35,7 @@ use wrn_nets::Arch;
 use wrn_progress::{Task, Unit};
 use wrn_run::{CONFIG, ENVIRONMENT, RESULT};
 
-use crate::config::{BatchImages, ConfigError, Experiment, Precision, Preprocessing};
+use crate::config::{Augmentation, BatchImages, ConfigError, Experiment, Precision, Preprocessing};
 use crate::datasets::Dataset;
 use crate::environment::{device_name, Environment};
 use crate::policy::CheckpointPolicy;
@@ -122,15 +122,15 @@ pub fn presets(exp: &Experiment) -> Result<(Preset, Preset), ConfigError> {
                 Preprocessing::Zca => Norm::Zca,
                 p => return invalid(format!("preprocessing {p:?} does not apply to CIFAR (meanstd or zca)")),
             };
-            let train = match exp.augmentation.as_str() {
-                "cifar-train" => Preset::CifarTrain(norm),
-                "none" => Preset::CifarTest(norm),
+            let train = match exp.augmentation {
+                Augmentation::CifarTrain => Preset::CifarTrain(norm),
+                Augmentation::None => Preset::CifarTest(norm),
                 a => return invalid(format!("augmentation '{a}' does not apply to CIFAR (cifar-train or none)")),
             };
             Ok((train, Preset::CifarTest(norm)))
         }
-        Dataset::Svhn => match (exp.preprocessing, exp.augmentation.as_str()) {
-            (Preprocessing::Div255, "none") => Ok((Preset::Svhn, Preset::Svhn)),
+        Dataset::Svhn => match (exp.preprocessing, exp.augmentation) {
+            (Preprocessing::Div255, Augmentation::None) => Ok((Preset::Svhn, Preset::Svhn)),
             _ => invalid("SVHN takes preprocessing div255 and augmentation none, as in the paper".into()),
         },
         Dataset::ImageNet => Ok((Preset::ImagenetTrain, Preset::ImagenetVal)),
@@ -444,11 +444,20 @@ fn check_resumable(
     Ok(())
 }
 
+/// Why a run's `environment.json` cannot be read.
+#[derive(Debug, thiserror::Error)]
+enum Unrecorded {
+    #[error("{path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {source}")]
+    Parse { path: PathBuf, source: serde_json::Error },
+}
+
 /// The environment recorded in the run's `environment.json`, or why it cannot be read.
-fn recorded_environment(run: &RunDir) -> Result<Environment, String> {
+fn recorded_environment(run: &RunDir) -> Result<Environment, Unrecorded> {
     let path = run.file(ENVIRONMENT);
-    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+    let text = std::fs::read_to_string(&path).map_err(|source| Unrecorded::Read { path: path.clone(), source })?;
+    serde_json::from_str(&text).map_err(|source| Unrecorded::Parse { path, source })
 }
 
 /// What one call of [`train`] works with.
@@ -493,7 +502,7 @@ struct State {
 fn set_up(exp: &Experiment, options: &TrainOptions, recorded: Option<&Environment>) -> Result<Setup, TrainError> {
     let choice = match options.device {
         Some(choice) => choice,
-        None => exp.device.parse::<DeviceChoice>()?,
+        None => exp.device,
     };
     let selected = runtime::select_device(choice)?;
     let device = selected.device;
@@ -514,8 +523,7 @@ fn set_up(exp: &Experiment, options: &TrainOptions, recorded: Option<&Environmen
     let (train_input, test_input) =
         (Input::new(&data.train, device, exp.precision), Input::new(&data.test, device, exp.precision));
     let invalid = |e: wrn_nets::ArchError| ConfigError::Invalid(e.to_string());
-    let arch = exp.arch.parse::<Arch>().map_err(invalid)?;
-    let arch = arch.with_classes(data.classes).with_dropout(exp.dropout).map_err(invalid)?;
+    let arch = exp.arch.clone().with_classes(data.classes).with_dropout(exp.dropout).map_err(invalid)?;
     tch::manual_seed(exp.seed as i64);
     let vs = nn::VarStore::new(device);
     let net = arch.build(&vs.root());
@@ -546,7 +554,7 @@ fn start(ctx: &Ctx, setup: &Setup) -> Result<State, TrainError> {
 
 /// A resumed run: restores the checkpoint (the previous one when the latest is unusable, saying so), cuts
 /// `metrics.csv` back to the epochs before it, and records a move to another device or host.
-fn resume(ctx: &Ctx, setup: &mut Setup, recorded: Result<Environment, String>) -> Result<State, TrainError> {
+fn resume(ctx: &Ctx, setup: &mut Setup, recorded: Result<Environment, Unrecorded>) -> Result<State, TrainError> {
     let run = ctx.run;
     let restored = run.load_checkpoint(&mut setup.vs)?;
     if let Some(why) = &restored.fallback {
@@ -857,7 +865,7 @@ fn finish(
     let result = RunResult {
         status,
         dataset: exp.dataset.to_string(),
-        arch: exp.arch.clone(),
+        arch: exp.arch.to_string(),
         seed: exp.seed,
         epochs_planned: exp.effective_epochs(),
         epochs_done: last.map_or(0, |m| m.epoch),

@@ -209,12 +209,14 @@ fn slurm_options(args: &Args, names: &[&str]) -> SlurmOptions {
 
 /// libtorch's count of usable CUDA devices, or why there are none.
 fn cuda_status() -> Result<usize, NoCuda> {
-    wrn_train::runtime::cuda_status().map_err(|reason| NoCuda { reason })
+    wrn_train::runtime::cuda_status().map_err(|reason| NoCuda { reason: reason.to_string() })
 }
 
 /// How many GPUs the NVIDIA driver reports, or why it cannot be asked.
 fn driver_gpus() -> Result<usize, NoDriver> {
-    wrn_train::driver::cuda_driver().map(|driver| driver.devices.len()).map_err(|reason| NoDriver { reason })
+    wrn_train::driver::cuda_driver()
+        .map(|driver| driver.devices.len())
+        .map_err(|reason| NoDriver { reason: reason.to_string() })
 }
 
 /// The measured pace of the device the sweep would train on: recorded in the cache, or measured now when
