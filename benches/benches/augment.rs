@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use wrn_augment::{ImageType, Loader, LoaderConfig, Norm, Pipeline, Preset};
-use wrn_data::cache::{write, PreparedSplit, SplitData, SplitMeta};
+use wrn_data::cache::{write_synthetic, PreparedSplit};
 
 const IMAGES: usize = 10_240;
 const BATCH: usize = 128;
@@ -19,25 +19,8 @@ const SAMPLE: usize = 3 * 32 * 32;
 fn synthetic_split(dir: &Path) -> Arc<PreparedSplit> {
     let images: Vec<u8> = (0..IMAGES * SAMPLE).map(|k| (k.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
     let labels: Vec<u16> = (0..IMAGES).map(|i| (i % 10) as u16).collect();
-    let meta = SplitMeta {
-        dataset: "bench".into(),
-        split: "train".into(),
-        classes: (0..10).map(|i| i.to_string()).collect(),
-        coarse_classes: vec![],
-        sources: vec![],
-    };
-    let path = dir.join("train.wrnc");
-    let data = SplitData {
-        meta: &meta,
-        height: 32,
-        width: 32,
-        channels: 3,
-        images: &images,
-        labels: &labels,
-        coarse_labels: None,
-    };
-    write(&path, &data).expect("writing the synthetic split");
-    Arc::new(PreparedSplit::open(&path).expect("opening the synthetic split"))
+    let split = write_synthetic(&dir.join("train.wrnc"), (32, 32), &images, &labels, 10);
+    Arc::new(split.expect("writing the synthetic split"))
 }
 
 fn loader(split: &Arc<PreparedSplit>, workers: usize, image_type: ImageType) -> Loader {

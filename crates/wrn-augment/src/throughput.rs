@@ -219,30 +219,12 @@ impl Copy<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use wrn_data::cache::{write, SplitData, SplitMeta};
+    use wrn_data::cache::write_synthetic;
 
     fn split(dir: &std::path::Path, n: usize) -> Arc<PreparedSplit> {
         let images: Vec<u8> = (0..n * 3072).map(|k| (k.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
         let labels: Vec<u16> = (0..n).map(|i| (i % 10) as u16).collect();
-        let meta = SplitMeta {
-            dataset: "t".into(),
-            split: "train".into(),
-            classes: (0..10).map(|i| i.to_string()).collect(),
-            coarse_classes: vec![],
-            sources: vec![],
-        };
-        let path = dir.join("train.wrnc");
-        let data = SplitData {
-            meta: &meta,
-            height: 32,
-            width: 32,
-            channels: 3,
-            images: &images,
-            labels: &labels,
-            coarse_labels: None,
-        };
-        write(&path, &data).unwrap();
-        Arc::new(PreparedSplit::open(&path).unwrap())
+        Arc::new(write_synthetic(&dir.join("train.wrnc"), (32, 32), &images, &labels, 10).unwrap())
     }
 
     #[test]

@@ -367,6 +367,28 @@ impl PreparedSplit {
     }
 }
 
+/// Writes and opens a split of RGB `height`x`width` images that come from no source file, with classes
+/// named `0`..`classes` (the dataset is `synthetic`, the split named after the file): the splits
+/// benchmarks and tests make up.
+pub fn write_synthetic(
+    path: &Path,
+    (height, width): (u32, u32),
+    images: &[u8],
+    labels: &[u16],
+    classes: usize,
+) -> Result<PreparedSplit> {
+    let split = path.file_stem().map_or_else(|| "train".into(), |s| s.to_string_lossy().into_owned());
+    let meta = SplitMeta {
+        dataset: "synthetic".into(),
+        split,
+        classes: (0..classes).map(|i| i.to_string()).collect(),
+        coarse_classes: vec![],
+        sources: vec![],
+    };
+    write(path, &SplitData { meta: &meta, height, width, channels: 3, images, labels, coarse_labels: None })?;
+    PreparedSplit::open(path)
+}
+
 /// The path of a split's file in a dataset's `prepared/` folder.
 pub fn split_path(prepared_dir: &Path, split: &str) -> PathBuf {
     prepared_dir.join(format!("{split}.{EXTENSION}"))

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use wrn_augment::ops::{DivideValues, HFlip, Op, CIFAR_MEAN, CIFAR_STD};
 use wrn_augment::{Batch, ImageType, Loader, LoaderConfig, Norm, Pipeline, Preset, ValueStep};
-use wrn_data::cache::{write, PreparedSplit, SplitData, SplitMeta};
+use wrn_data::cache::{write_synthetic, PreparedSplit};
 
 /// A batch's values; panics when it holds bytes.
 fn f32s(b: &Batch) -> &[f32] {
@@ -17,17 +17,7 @@ fn f32s(b: &Batch) -> &[f32] {
 }
 
 fn split_at(path: &Path, h: usize, w: usize, images: &[u8], labels: &[u16]) -> Arc<PreparedSplit> {
-    let meta = SplitMeta {
-        dataset: "toy".into(),
-        split: "train".into(),
-        classes: (0..10).map(|i| format!("c{i}")).collect(),
-        coarse_classes: vec![],
-        sources: vec![],
-    };
-    let data =
-        SplitData { meta: &meta, height: h as u32, width: w as u32, channels: 3, images, labels, coarse_labels: None };
-    write(path, &data).unwrap();
-    Arc::new(PreparedSplit::open(path).unwrap())
+    Arc::new(write_synthetic(path, (h as u32, w as u32), images, labels, 10).unwrap())
 }
 
 /// `n` 32x32 images whose pixels are a function of (image, y, x, channel), labels `i % 10`.

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use wrn_augment::ops::{HFlip, Op, RandomCrop, ReflectPad};
 use wrn_augment::zca::{default_path, global_contrast_normalize, GCN_SCALE};
 use wrn_augment::{Batch, Loader, LoaderConfig, Norm, Pipeline, Preset, Source, Zca, ZcaParams};
-use wrn_data::cache::{write, PreparedSplit, SplitData, SplitMeta};
+use wrn_data::cache::{write_synthetic, PreparedSplit};
 
 /// A batch's values; panics when it holds bytes.
 fn f32s(b: &Batch) -> &[f32] {
@@ -26,25 +26,8 @@ fn split(dir: &Path, name: &str, n: usize, side: usize, salt: usize) -> Arc<Prep
         })
         .collect();
     let labels: Vec<u16> = (0..n).map(|i| (i % 2) as u16).collect();
-    let meta = SplitMeta {
-        dataset: "toy".into(),
-        split: name.into(),
-        classes: vec!["a".into(), "b".into()],
-        coarse_classes: vec![],
-        sources: vec![],
-    };
     let path = dir.join(format!("{name}.wrnc"));
-    let data = SplitData {
-        meta: &meta,
-        height: side as u32,
-        width: side as u32,
-        channels: 3,
-        images: &images,
-        labels: &labels,
-        coarse_labels: None,
-    };
-    write(&path, &data).unwrap();
-    Arc::new(PreparedSplit::open(&path).unwrap())
+    Arc::new(write_synthetic(&path, (side as u32, side as u32), &images, &labels, 2).unwrap())
 }
 
 #[test]
