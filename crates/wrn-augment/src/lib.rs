@@ -30,5 +30,5 @@ pub use error::{Error, Result};
 pub use imagenet::{EncodedImages, EncodedSource};
 pub use loader::{Batch, BatchImages, EpochBatches, ImageType, Loader, LoaderConfig};
 pub use ops::ValueStep;
-pub use preset::{Norm, Pipeline, Preset, Source};
+pub use preset::{Draws, Norm, Pipeline, Preset, Source};
 pub use zca::{Zca, ZcaParams};

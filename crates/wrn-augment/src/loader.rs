@@ -19,9 +19,9 @@ use wrn_data::cache::PreparedSplit;
 
 use crate::error::{Error, Result};
 use crate::imagenet::{ColourAffine, ColourRows, Decode, DecodeError, DecodeScratch, EncodedSource};
-use crate::ops::{Fused, Image, ValueStep};
-use crate::preset::{Pipeline, Source};
-use crate::rng::{epoch_order, sample_rng, SampleRng};
+use crate::ops::{Draw, Fused, Image, ValueStep};
+use crate::preset::{Draws, Pipeline, Source};
+use crate::rng::{batch_draws, epoch_order, sample_rng, BatchDraw, SampleRng};
 
 /// One batch, fully preprocessed (or, in `u8`, up to the pipeline's value step).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -487,12 +487,21 @@ impl Inner {
         batch.decode_failures = 0;
         let sample = c * h * w;
         let seed = self.config.seed;
+        // What the batch shares, by position, when the pipeline draws per batch.
+        let shared =
+            (self.pipeline.draws == Draws::PerBatch).then(|| batch_draws(seed, epoch, step as u64, indices.len()));
+        let batch_draw = |k: usize| shared.as_ref().map(|d| &d[k]);
         if let (ImageType::U8, Some(f), Samples::Prepared(s)) = (self.config.image_type, &self.fused, &self.samples) {
             let images = batch.images.u8_mut(indices.len() * sample);
             self.pool.install(|| {
-                images.par_chunks_mut(sample).zip(indices.par_iter()).for_each_init(Vec::new, |cols, (out, &i)| {
-                    f.run_bytes(s.image(i), self.in_shape, &mut sample_rng(seed, epoch, i as u64), cols, out)
-                })
+                images.par_chunks_mut(sample).zip(indices.par_iter()).enumerate().for_each_init(
+                    Vec::new,
+                    |cols, (k, (out, &i))| {
+                        let mut rng = sample_rng(seed, epoch, i as u64);
+                        let draw = batch_draw(k).map_or(Draw::Sample(&mut rng), Draw::Batch);
+                        f.run_bytes(s.image(i), self.in_shape, draw, cols, out)
+                    },
+                )
             });
             return Ok(());
         }
@@ -505,7 +514,7 @@ impl Inner {
             images.par_chunks_mut(sample).zip(indices.par_iter()).enumerate().for_each_init(
                 Worker::default,
                 |wk, (k, (out, &i))| {
-                    if let Err(e) = self.sample(i, wk, &mut sample_rng(seed, epoch, i as u64), out) {
+                    if let Err(e) = self.sample(i, wk, (&mut sample_rng(seed, epoch, i as u64), batch_draw(k)), out) {
                         out.fill(0.0);
                         match self.samples.decode_failure(i, &e.0) {
                             Some(err) => {
@@ -540,11 +549,14 @@ impl Inner {
         &self,
         i: usize,
         wk: &mut Worker,
-        rng: &mut SampleRng,
+        (rng, batch): (&mut SampleRng, Option<&BatchDraw>),
         out: &mut [f32],
     ) -> std::result::Result<(), DecodeError> {
         match (&self.fused, &self.colour, &self.data, &self.samples) {
-            (Some(f), _, _, Samples::Prepared(s)) => f.run(s.image(i), self.in_shape, rng, &mut wk.cols, out),
+            (Some(f), _, _, Samples::Prepared(s)) => {
+                let draw = batch.map_or(Draw::Sample(rng), Draw::Batch);
+                f.run(s.image(i), self.in_shape, draw, &mut wk.cols, out)
+            }
             (_, Some(k), Data::Jpeg(d), Samples::Encoded(s)) => {
                 let [_, h, w] = self.in_shape;
                 let pixels = d.decode(s.encoded(i), &mut wk.decode, rng)?;
@@ -553,7 +565,10 @@ impl Inner {
             _ => {
                 self.load(i, wk, rng)?;
                 for op in &self.pipeline.ops {
-                    op.apply(&mut wk.img, rng);
+                    match batch {
+                        Some(b) => op.apply_in_batch(&mut wk.img, rng, b),
+                        None => op.apply(&mut wk.img, rng),
+                    }
                 }
                 out.copy_from_slice(&wk.img.data);
             }

@@ -8,7 +8,7 @@ use std::fmt;
 
 use rand::Rng;
 
-use crate::rng::SampleRng;
+use crate::rng::{BatchDraw, SampleRng};
 
 /// A sample in flight: `channels` planes of `height * width` values, plus a scratch buffer of the same
 /// kind for operations that cannot work in place.
@@ -122,6 +122,12 @@ pub trait Op: Send + Sync + fmt::Debug {
     /// Transforms `img` in place, drawing any random parameter from `rng` (always the same number of
     /// draws for a given input shape, so later ops see the same stream whatever this op decides).
     fn apply(&self, img: &mut Image, rng: &mut SampleRng);
+    /// [`Op::apply`] in a pipeline that draws per batch ([`crate::Draws::PerBatch`]): a crop draws from
+    /// the batch's shared stream and a flip follows the batch's choice; ops without such parameters
+    /// apply as usual.
+    fn apply_in_batch(&self, img: &mut Image, rng: &mut SampleRng, _batch: &BatchDraw) {
+        self.apply(img, rng)
+    }
 }
 
 /// Index of `i` (may be out of `0..n`) under torch's `reflect` padding: the edge pixel is not repeated,
@@ -217,6 +223,10 @@ impl Op for RandomCrop {
         let (dy, dx) = self.draw(img.height, img.width, rng);
         crop(img, dy, dx, self.height, self.width);
     }
+    fn apply_in_batch(&self, img: &mut Image, _rng: &mut SampleRng, batch: &BatchDraw) {
+        let (dy, dx) = self.draw(img.height, img.width, &mut batch.shared.clone());
+        crop(img, dy, dx, self.height, self.width);
+    }
 }
 
 /// The centred `height x width` window (offsets rounded down).
@@ -284,10 +294,19 @@ impl Op for HFlip {
     }
     fn apply(&self, img: &mut Image, rng: &mut SampleRng) {
         if self.draw(rng) {
-            for row in img.data.chunks_exact_mut(img.width) {
-                row.reverse();
-            }
+            mirror(img);
         }
+    }
+    fn apply_in_batch(&self, img: &mut Image, _rng: &mut SampleRng, batch: &BatchDraw) {
+        if batch.flip {
+            mirror(img);
+        }
+    }
+}
+
+fn mirror(img: &mut Image) {
+    for row in img.data.chunks_exact_mut(img.width) {
+        row.reverse();
     }
 }
 
@@ -447,25 +466,25 @@ impl Fused {
     /// One pass: padding, crop and mirror only decide which source pixel each output pixel reads, so they
     /// become a source row per output row and a table of source columns per sample (reflection and
     /// mirror folded in), and each output value is its source byte looked up in the channel's table.
-    pub fn run(&self, src: &[u8], shape: [usize; 3], rng: &mut SampleRng, cols: &mut Vec<usize>, out: &mut [f32]) {
+    pub fn run(&self, src: &[u8], shape: [usize; 3], draw: Draw, cols: &mut Vec<usize>, out: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]
         if shape[0] == 3 && std::arch::is_x86_feature_detected!("ssse3") {
             // SAFETY: the CPU has SSSE3.
-            return unsafe { self.run_rgb_ssse3(src, shape, rng, cols, out) };
+            return unsafe { self.run_rgb_ssse3(src, shape, draw, cols, out) };
         }
         match (shape[0], &self.lut[..]) {
             (3, [l0, l1, l2]) => {
                 let lut = |v: u8, ch: usize| [l0, l1, l2][ch][usize::from(v)];
-                self.gather(src, shape, rng, cols, out, lut)
+                self.gather(src, shape, draw, cols, out, lut)
             }
-            _ => self.gather(src, shape, rng, cols, out, |v, ch| self.post.apply(v, ch)),
+            _ => self.gather(src, shape, draw, cols, out, |v, ch| self.post.apply(v, ch)),
         }
     }
 
     /// [`Fused::run`] without the value step: the CHW bytes the step would turn into values (the same
     /// random draws, so `post.apply` of each byte is the value `run` writes).
-    pub fn run_bytes(&self, src: &[u8], shape: [usize; 3], rng: &mut SampleRng, cols: &mut Vec<usize>, out: &mut [u8]) {
-        self.gather(src, shape, rng, cols, out, |v, _| v)
+    pub fn run_bytes(&self, src: &[u8], shape: [usize; 3], draw: Draw, cols: &mut Vec<usize>, out: &mut [u8]) {
+        self.gather(src, shape, draw, cols, out, |v, _| v)
     }
 
     /// [`Fused::run`] for 3 channels with SSSE3: where an output row reads consecutive source pixels
@@ -482,11 +501,11 @@ impl Fused {
         &self,
         src: &[u8],
         [c, h, w]: [usize; 3],
-        rng: &mut SampleRng,
+        draw: Draw,
         cols: &mut Vec<usize>,
         out: &mut [f32],
     ) {
-        let Placement { dy, dx, oh, ow, flip } = self.place([c, h, w], rng, cols);
+        let Placement { dy, dx, oh, ow, flip } = self.place([c, h, w], draw, cols);
         let p = self.pad as isize;
         // The output columns whose source column is inside the image (not reflected) read one run of
         // consecutive source pixels, ascending, or descending when mirrored.
@@ -521,13 +540,20 @@ impl Fused {
 
     /// Draws the crop and the flip for an image of `[c, h, w]` and fills `cols` with the source byte
     /// offset (within a row) of each output column, reflection and mirror folded in.
-    fn place(&self, [c, h, w]: [usize; 3], rng: &mut SampleRng, cols: &mut Vec<usize>) -> Placement {
+    fn place(&self, [c, h, w]: [usize; 3], draw: Draw, cols: &mut Vec<usize>) -> Placement {
         let (ph, pw) = (h + 2 * self.pad, w + 2 * self.pad);
-        let ((dy, dx), (oh, ow)) = match self.crop {
-            Some(crop) => (crop.draw(ph, pw, rng), (crop.height, crop.width)),
-            None => ((0, 0), (ph, pw)),
+        let ((dy, dx), (oh, ow), flip) = match draw {
+            Draw::Sample(rng) => (
+                self.crop.map_or((0, 0), |crop| crop.draw(ph, pw, rng)),
+                self.crop.map_or((ph, pw), |crop| (crop.height, crop.width)),
+                self.flip.is_some_and(|f| f.draw(rng)),
+            ),
+            Draw::Batch(batch) => (
+                self.crop.map_or((0, 0), |crop| crop.draw(ph, pw, &mut batch.shared.clone())),
+                self.crop.map_or((ph, pw), |crop| (crop.height, crop.width)),
+                self.flip.is_some() && batch.flip,
+            ),
         };
-        let flip = self.flip.is_some_and(|f| f.draw(rng));
         cols.clear();
         cols.extend((0..ow).map(|x| {
             let x = if flip { ow - 1 - x } else { x };
@@ -540,12 +566,12 @@ impl Fused {
         &self,
         src: &[u8],
         [c, h, w]: [usize; 3],
-        rng: &mut SampleRng,
+        draw: Draw,
         cols: &mut Vec<usize>,
         out: &mut [T],
         value: impl Fn(u8, usize) -> T,
     ) {
-        let Placement { dy, oh, ow, .. } = self.place([c, h, w], rng, cols);
+        let Placement { dy, oh, ow, .. } = self.place([c, h, w], draw, cols);
         let p = self.pad as isize;
         let rows = (0..oh).map(|y| &src[reflect_index((y + dy) as isize - p, h) * w * c..][..w * c]);
         let plane = oh * ow;
@@ -571,6 +597,13 @@ impl Fused {
             }
         }
     }
+}
+
+/// Where a fused chain's crop and flip come from: the sample's own stream, or its batch's shared draws
+/// ([`crate::Draws::PerBatch`]).
+pub enum Draw<'a> {
+    Sample(&'a mut SampleRng),
+    Batch(&'a BatchDraw),
 }
 
 /// A sample's drawn window in the padded image (`oh x ow` at `(dy, dx)`) and whether it is mirrored.
@@ -782,16 +815,24 @@ mod tests {
                 for op in &ops {
                     op.apply(&mut img, &mut rng);
                 }
-                fused.run(&src, [c, h, w], &mut sample_rng(9, 1, i), &mut cols, &mut out);
+                fused.run(&src, [c, h, w], Draw::Sample(&mut sample_rng(9, 1, i)), &mut cols, &mut out);
                 assert_eq!(img.shape(), out_shape);
                 assert!(img.data.iter().zip(&out).all(|(a, b)| a.to_bits() == b.to_bits()), "{ops:?} sample {i}");
                 // The bytes before the value step, turned into values by it, are the same values.
                 let mut bytes = vec![0u8; len];
-                fused.run_bytes(&src, [c, h, w], &mut sample_rng(9, 1, i), &mut cols, &mut bytes);
+                fused.run_bytes(&src, [c, h, w], Draw::Sample(&mut sample_rng(9, 1, i)), &mut cols, &mut bytes);
                 let plane = out_shape[1] * out_shape[2];
                 let step = fused.value_step();
                 let values = bytes.iter().enumerate().map(|(k, &v)| step.apply(v, k / plane));
                 assert!(values.zip(&out).all(|(a, b)| a.to_bits() == b.to_bits()), "bytes of {ops:?} sample {i}");
+                // Drawing per batch: the same agreement, with the batch's crop and flip.
+                let batch = crate::rng::batch_draws(9, 1, i / 8, 8).swap_remove((i % 8) as usize);
+                img.load_hwc_u8(&src, h, w, c);
+                for op in &ops {
+                    op.apply_in_batch(&mut img, &mut sample_rng(9, 1, i), &batch);
+                }
+                fused.run(&src, [c, h, w], Draw::Batch(&batch), &mut cols, &mut out);
+                assert!(img.data.iter().zip(&out).all(|(a, b)| a.to_bits() == b.to_bits()), "{ops:?} batch {i}");
             }
         }
         // Chains outside the pattern use the ops themselves.

@@ -5,6 +5,9 @@
 //!   (81 offsets), horizontal flip with p = 0.5, then the paper's per-channel mean/std. With `:zca`
 //!   (`cifar-train:zca`) the same crop and flip run on contrast-normalised, ZCA-whitened pixels (the
 //!   official code whitens the dataset first and augments the whitened images) and nothing follows.
+//! - `cifar-train-v1` (and `cifar-train-v1:zca`): the same ops drawn per batch, as the code released
+//!   with arXiv v1 ran them (`augmentation.lua` at `0a4c364`, behind Tables 2-4): one crop offset for
+//!   the whole batch, and exactly half of the batch, a random half, flipped ([`Draws::PerBatch`]).
 //! - `cifar-test`: the same normalisation, no augmentation (`cifar-test:zca` with the training fit).
 //! - `svhn`: no augmentation, values divided by 255.
 //! - `imagenet-train`, `imagenet-val`: fb.resnet.torch's recipe over JPEG bytes ([`crate::imagenet`]).
@@ -32,6 +35,8 @@ pub enum Norm {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Preset {
     CifarTrain(Norm),
+    /// `cifar-train` drawn per batch, as the code released with arXiv v1.
+    CifarTrainV1(Norm),
     CifarTest(Norm),
     Svhn,
     ImagenetTrain,
@@ -39,9 +44,11 @@ pub enum Preset {
 }
 
 impl Preset {
-    pub const ALL: [Preset; 7] = [
+    pub const ALL: [Preset; 9] = [
         Preset::CifarTrain(Norm::MeanStd),
         Preset::CifarTrain(Norm::Zca),
+        Preset::CifarTrainV1(Norm::MeanStd),
+        Preset::CifarTrainV1(Norm::Zca),
         Preset::CifarTest(Norm::MeanStd),
         Preset::CifarTest(Norm::Zca),
         Preset::Svhn,
@@ -51,13 +58,13 @@ impl Preset {
 
     /// Whether the preset draws random numbers (augments).
     pub fn is_random(&self) -> bool {
-        matches!(self, Preset::CifarTrain(_) | Preset::ImagenetTrain)
+        matches!(self, Preset::CifarTrain(_) | Preset::CifarTrainV1(_) | Preset::ImagenetTrain)
     }
 
     /// The normalisation of a CIFAR preset.
     pub fn norm(&self) -> Option<Norm> {
         match self {
-            Preset::CifarTrain(n) | Preset::CifarTest(n) => Some(*n),
+            Preset::CifarTrain(n) | Preset::CifarTrainV1(n) | Preset::CifarTest(n) => Some(*n),
             _ => None,
         }
     }
@@ -74,6 +81,7 @@ impl FromStr for Preset {
         };
         let preset = match name {
             "cifar-train" => Preset::CifarTrain(norm.unwrap_or_default()),
+            "cifar-train-v1" => Preset::CifarTrainV1(norm.unwrap_or_default()),
             "cifar-test" => Preset::CifarTest(norm.unwrap_or_default()),
             "svhn" if norm.is_none() => Preset::Svhn,
             "imagenet-train" if norm.is_none() => Preset::ImagenetTrain,
@@ -89,6 +97,7 @@ impl fmt::Display for Preset {
         let suffix = |n: &Norm| if *n == Norm::Zca { ":zca" } else { "" };
         match self {
             Preset::CifarTrain(n) => write!(f, "cifar-train{}", suffix(n)),
+            Preset::CifarTrainV1(n) => write!(f, "cifar-train-v1{}", suffix(n)),
             Preset::CifarTest(n) => write!(f, "cifar-test{}", suffix(n)),
             Preset::Svhn => f.write_str("svhn"),
             Preset::ImagenetTrain => f.write_str("imagenet-train"),
@@ -108,11 +117,24 @@ pub enum Source {
     Jpeg(Decode),
 }
 
+/// Whose random draws a pipeline's crop and flip make.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Draws {
+    /// Each sample its own, from its stream (seed, epoch, index).
+    #[default]
+    PerSample,
+    /// The batch's: one crop offset for every sample of the batch, and exactly half of the batch flipped
+    /// (see [`crate::rng::batch_draws`]), as Torch's `nn.RandomCrop` and `BatchFlip` of the code released
+    /// with arXiv v1 did.
+    PerBatch,
+}
+
 /// The ordered ops a loader applies to each sample, after loading it from its [`Source`].
 #[derive(Debug, Clone)]
 pub struct Pipeline {
     pub source: Source,
     pub ops: Vec<Arc<dyn Op>>,
+    pub draws: Draws,
     /// The preset it was built from, if any.
     pub preset: Option<Preset>,
 }
@@ -120,7 +142,7 @@ pub struct Pipeline {
 impl Pipeline {
     /// A custom pipeline over the prepared pixels.
     pub fn new(ops: Vec<Arc<dyn Op>>) -> Pipeline {
-        Pipeline { source: Source::Pixels, ops, preset: None }
+        Pipeline { source: Source::Pixels, ops, draws: Draws::PerSample, preset: None }
     }
 
     /// Whether a loader can deliver this pipeline's batches as `u8` ([`crate::ImageType::U8`]): pixels
@@ -137,11 +159,11 @@ impl Pipeline {
             Arc::new(HFlip { p: 0.5 }),
         ];
         let (source, ops): (Source, Vec<Arc<dyn Op>>) = match preset {
-            Preset::CifarTrain(Norm::MeanStd) => {
+            Preset::CifarTrain(Norm::MeanStd) | Preset::CifarTrainV1(Norm::MeanStd) => {
                 (Source::Pixels, augment.into_iter().chain([Arc::new(Normalize::cifar()) as Arc<dyn Op>]).collect())
             }
             Preset::CifarTest(Norm::MeanStd) => (Source::Pixels, vec![Arc::new(Normalize::cifar())]),
-            Preset::CifarTrain(Norm::Zca) | Preset::CifarTest(Norm::Zca) => {
+            Preset::CifarTrain(Norm::Zca) | Preset::CifarTrainV1(Norm::Zca) | Preset::CifarTest(Norm::Zca) => {
                 let zca = zca
                     .ok_or_else(|| Error::Config(format!("preset {preset} needs the ZCA fit of the training split")))?;
                 let ops = if preset.is_random() { augment } else { vec![] };
@@ -151,7 +173,8 @@ impl Pipeline {
             Preset::ImagenetTrain => (Source::Jpeg(Decode::train()), imagenet_ops(true)),
             Preset::ImagenetVal => (Source::Jpeg(Decode::val()), imagenet_ops(false)),
         };
-        Ok(Pipeline { source, ops, preset: Some(preset) })
+        let draws = if matches!(preset, Preset::CifarTrainV1(_)) { Draws::PerBatch } else { Draws::PerSample };
+        Ok(Pipeline { source, ops, draws, preset: Some(preset) })
     }
 
     /// The `[c, h, w]` of a sample after every op, from an input of `input`, or which op refuses it.
@@ -179,6 +202,9 @@ impl fmt::Display for Pipeline {
         }
         for op in &self.ops {
             write!(f, " -> {}", op.name())?;
+        }
+        if self.draws == Draws::PerBatch {
+            f.write_str(" (drawn per batch)")?;
         }
         Ok(())
     }

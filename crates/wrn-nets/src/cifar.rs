@@ -32,7 +32,7 @@ use std::str::FromStr;
 use tch::nn::{self, ModuleT};
 use tch::Tensor;
 
-use crate::layers::{classifier, conv, Classifier, Conv};
+use crate::layers::{classifier, conv, Classifier, Conv, ConvInit};
 use crate::tally::Tally;
 use crate::ArchError;
 
@@ -59,6 +59,7 @@ pub struct WrnConfig {
     pub dropout: f64,
     /// Number of output classes.
     pub num_classes: i64,
+    pub init: ConvInit,
 }
 
 impl WrnConfig {
@@ -143,7 +144,7 @@ impl FromStr for WrnConfig {
         if widen < 1 {
             return Err(invalid("the widening factor must be at least 1"));
         }
-        Ok(WrnConfig { depth, widen, block, dropout: 0.0, num_classes: 10 })
+        Ok(WrnConfig { depth, widen, block, dropout: 0.0, num_classes: 10, init: ConvInit::FanIn })
     }
 }
 
@@ -179,7 +180,8 @@ struct Block {
 }
 
 impl Block {
-    fn new(vs: nn::Path, tally: &mut Tally, kernels: &[i64], width: i64, stride: i64, dropout: f64) -> Block {
+    fn new(vs: nn::Path, tally: &mut Tally, kernels: &[i64], (width, stride): (i64, i64), config: &WrnConfig) -> Block {
+        let (dropout, init) = (config.dropout, config.init);
         let input = tally.shape();
         let mut layers = Vec::new();
         let mut pre_activated = input;
@@ -190,13 +192,13 @@ impl Block {
             } else if dropout > 0.0 {
                 tally.elementwise();
             }
-            let conv = conv(&vs / format!("conv{i}"), tally, width, k, if i == 0 { stride } else { 1 });
+            let conv = conv(&vs / format!("conv{i}"), tally, width, k, if i == 0 { stride } else { 1 }, init);
             layers.push((bn, conv));
         }
         let output = tally.shape();
         let shortcut = (input[0] != width).then(|| {
             tally.set_shape(pre_activated);
-            conv(&vs / "convdim", tally, width, 1, stride)
+            conv(&vs / "convdim", tally, width, 1, stride, init)
         });
         tally.set_shape(output);
         tally.elementwise(); // the addition
@@ -237,7 +239,7 @@ impl WideResNet {
     /// Builds the network's parameters under `vs`, counting each layer in `tally` (input 3×32×32).
     pub fn new(vs: &nn::Path, config: &WrnConfig, tally: &mut Tally) -> WideResNet {
         tally.stage("conv1");
-        let stem = conv(vs / "conv0", tally, 16, 3, 1);
+        let stem = conv(vs / "conv0", tally, 16, 3, 1, config.init);
         let kernels = config.kernels();
         let mut blocks = Vec::new();
         for (g, &width) in config.widths().iter().enumerate() {
@@ -245,7 +247,7 @@ impl WideResNet {
             for b in 0..config.blocks_per_group() {
                 let stride = if g > 0 && b == 0 { 2 } else { 1 };
                 let path = vs / format!("group{g}") / format!("block{b}");
-                blocks.push(Block::new(path, tally, &kernels, width, stride, config.dropout));
+                blocks.push(Block::new(path, tally, &kernels, (width, stride), config));
             }
         }
         tally.stage("head");

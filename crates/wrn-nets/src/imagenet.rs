@@ -23,7 +23,7 @@ use std::str::FromStr;
 use tch::nn::{self, ModuleT};
 use tch::Tensor;
 
-use crate::layers::{classifier, conv, Classifier, Conv};
+use crate::layers::{classifier, conv, Classifier, Conv, ConvInit};
 use crate::tally::Tally;
 use crate::ArchError;
 
@@ -35,6 +35,7 @@ pub struct ResNetConfig {
     /// Widening factor of the blocks (Table 7: 1.0, 1.5, 2.0, 3.0; Table 8: 2 for WRN-50-2-bottleneck).
     pub width: f64,
     pub num_classes: i64,
+    pub init: ConvInit,
 }
 
 impl ResNetConfig {
@@ -84,7 +85,7 @@ impl FromStr for ResNetConfig {
         if !(width > 0.0 && width <= 8.0) {
             return Err(invalid("the width must be in (0, 8]"));
         }
-        Ok(ResNetConfig { depth, width, num_classes: 1000 })
+        Ok(ResNetConfig { depth, width, num_classes: 1000, init: ConvInit::FanIn })
     }
 }
 
@@ -115,11 +116,11 @@ struct Block {
 
 impl Block {
     /// `convs`: (name, output channels, kernel, stride) of the branch's convs.
-    fn new(vs: nn::Path, tally: &mut Tally, convs: &[(i64, i64, i64)]) -> Block {
+    fn new(vs: nn::Path, tally: &mut Tally, convs: &[(i64, i64, i64)], init: ConvInit) -> Block {
         let input = tally.shape();
         let mut branch = Vec::new();
         for (i, &(c_out, k, stride)) in convs.iter().enumerate() {
-            let conv = conv(&vs / format!("conv{}", i + 1), tally, c_out, k, stride);
+            let conv = conv(&vs / format!("conv{}", i + 1), tally, c_out, k, stride, init);
             let bn = batch_norm(&vs / format!("bn{}", i + 1), tally);
             if i + 1 < convs.len() {
                 tally.elementwise();
@@ -131,7 +132,7 @@ impl Block {
         let downsample = (stride != 1 || input[0] != output[0]).then(|| {
             tally.set_shape(input);
             let path = &vs / "downsample";
-            let conv = conv(&path / "0", tally, output[0], 1, stride);
+            let conv = conv(&path / "0", tally, output[0], 1, stride, init);
             (conv, batch_norm(&path / "1", tally))
         });
         tally.set_shape(output);
@@ -171,7 +172,7 @@ impl ResNet {
     /// Builds the network's parameters under `vs`, counting each layer in `tally` (input 3×224×224).
     pub fn new(vs: &nn::Path, config: &ResNetConfig, tally: &mut Tally) -> ResNet {
         tally.stage("stem");
-        let conv1 = conv(vs / "conv1", tally, 64, 7, 2);
+        let conv1 = conv(vs / "conv1", tally, 64, 7, 2, config.init);
         let bn1 = batch_norm(vs / "bn1", tally);
         tally.elementwise();
         let [_, h, w] = tally.shape();
@@ -189,7 +190,7 @@ impl ResNet {
                     let c = config.scaled(64 * scale);
                     vec![(c, 3, stride), (c, 3, 1)]
                 };
-                blocks.push(Block::new(vs / format!("layer{}", stage + 1) / b.to_string(), tally, &convs));
+                blocks.push(Block::new(vs / format!("layer{}", stage + 1) / b.to_string(), tally, &convs, config.init));
             }
         }
         tally.stage("head");

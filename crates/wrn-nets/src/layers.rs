@@ -13,17 +13,56 @@ use tch::{Kind, Tensor};
 
 use crate::tally::Tally;
 
-/// A k×k convolution without bias, "same" padding, He-normal (fan-in) weights, from the running shape.
-pub(crate) fn conv(vs: nn::Path, tally: &mut Tally, c_out: i64, k: i64, stride: i64) -> Conv {
+/// Which fan He-normal convolution weights are scaled by: std = √(2 / (k²·fan)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ConvInit {
+    /// fan = input channels (the official code from September 2016 on, torchvision).
+    #[default]
+    FanIn,
+    /// fan = output channels (the code released with arXiv v1, and fb.resnet.torch).
+    FanOut,
+}
+
+impl ConvInit {
+    fn fan(self) -> nn::init::FanInOut {
+        match self {
+            ConvInit::FanIn => nn::init::FanInOut::FanIn,
+            ConvInit::FanOut => nn::init::FanInOut::FanOut,
+        }
+    }
+}
+
+impl std::str::FromStr for ConvInit {
+    type Err = String;
+    fn from_str(s: &str) -> Result<ConvInit, String> {
+        match s {
+            "fan_in" => Ok(ConvInit::FanIn),
+            "fan_out" => Ok(ConvInit::FanOut),
+            _ => Err(format!("unknown convolution init '{s}'; expected fan_in or fan_out")),
+        }
+    }
+}
+
+impl std::fmt::Display for ConvInit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ConvInit::FanIn => "fan_in",
+            ConvInit::FanOut => "fan_out",
+        })
+    }
+}
+
+/// A k×k convolution without bias, "same" padding, He-normal weights scaled by `init`'s fan, from the
+/// running shape.
+pub(crate) fn conv(vs: nn::Path, tally: &mut Tally, c_out: i64, k: i64, stride: i64, init: ConvInit) -> Conv {
     let c_in = tally.shape()[0];
     tally.conv(c_out, k, stride, k / 2);
-    let config = nn::ConvConfig {
-        stride,
-        padding: k / 2,
-        bias: false,
-        ws_init: nn::init::DEFAULT_KAIMING_NORMAL,
-        ..Default::default()
+    let ws_init = nn::Init::Kaiming {
+        dist: nn::init::NormalOrUniform::Normal,
+        fan: init.fan(),
+        non_linearity: nn::init::NonLinearity::ReLU,
     };
+    let config = nn::ConvConfig { stride, padding: k / 2, bias: false, ws_init, ..Default::default() };
     Conv { ws: nn::conv2d(vs, c_in, c_out, k, config).ws, stride, padding: k / 2 }
 }
 

@@ -29,6 +29,7 @@ use tch::Tensor;
 
 pub use cifar::{BlockSpec, WideResNet, WrnConfig};
 pub use imagenet::{ResNet, ResNetConfig};
+pub use layers::ConvInit;
 pub use tally::{StageStats, Tally};
 
 /// What architecture names look like; shown when a name cannot be parsed.
@@ -73,6 +74,15 @@ impl Arch {
         match &mut self {
             Arch::Cifar(c) => c.num_classes = classes,
             Arch::ImageNet(c) => c.num_classes = classes,
+        }
+        self
+    }
+
+    /// Sets how the convolutions' weights are initialised.
+    pub fn with_init(mut self, init: ConvInit) -> Arch {
+        match &mut self {
+            Arch::Cifar(c) => c.init = init,
+            Arch::ImageNet(c) => c.init = init,
         }
         self
     }

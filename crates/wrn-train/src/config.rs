@@ -22,7 +22,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use toml::Value;
 
-use wrn_nets::Arch;
+use wrn_nets::{Arch, ConvInit};
 
 use crate::datasets::Dataset;
 use crate::runtime::DeviceChoice;
@@ -148,6 +148,10 @@ pub struct Experiment {
     #[serde(with = "by_name")]
     pub arch: Arch,
     pub dropout: f64,
+    /// He-normal convolution weights by fan-in (`fan_in`) or fan-out (`fan_out`: the code released with
+    /// arXiv v1, behind Tables 2-4, and fb.resnet.torch, behind the ImageNet tables).
+    #[serde(default, with = "by_name")]
+    pub init: ConvInit,
     pub preprocessing: Preprocessing,
     /// The augmentation of the training split.
     pub augmentation: Augmentation,
@@ -181,6 +185,7 @@ impl Experiment {
             dataset,
             arch: known_arch("wrn-28-10"),
             dropout: 0.0,
+            init: ConvInit::FanIn,
             preprocessing: Preprocessing::Meanstd,
             augmentation: Augmentation::CifarTrain,
             train_splits: train_split_only(),
@@ -365,7 +370,11 @@ impl Experiment {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Augmentation {
+    /// A crop offset and a flip drawn for each image.
     CifarTrain,
+    /// The same crop and flip drawn per batch, as the code released with arXiv v1 (Tables 2-4): one
+    /// crop offset for the whole batch, exactly half of it flipped.
+    CifarTrainV1,
     ImagenetTrain,
     None,
 }
@@ -374,6 +383,7 @@ impl std::fmt::Display for Augmentation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Augmentation::CifarTrain => "cifar-train",
+            Augmentation::CifarTrainV1 => "cifar-train-v1",
             Augmentation::ImagenetTrain => "imagenet-train",
             Augmentation::None => "none",
         })
@@ -515,20 +525,41 @@ mod tests {
         assert!(err.starts_with("x.toml: invalid TOML"), "{err}");
         // Values with a fixed set of names say which names there are.
         let err = Experiment::resolve(None, &["augmentation=crop".into()]).unwrap_err().to_string();
-        assert!(err.contains("crop") && err.contains("`cifar-train`, `imagenet-train`, `none`"), "{err}");
+        assert!(
+            err.contains("crop") && err.contains("`cifar-train`, `cifar-train-v1`, `imagenet-train`, `none`"),
+            "{err}"
+        );
         let err = Experiment::resolve(None, &["device=gpu".into()]).unwrap_err().to_string();
         assert!(err.contains("gpu") && err.contains("cuda:N"), "{err}");
     }
 
     #[test]
     fn named_values_are_written_as_they_were_given() {
-        let e = Experiment::resolve(None, &["arch=wrn-40-2-b131".into(), "device=cuda:1".into()]).unwrap();
+        let e = Experiment::resolve(
+            None,
+            &[
+                "arch=wrn-40-2-b131".into(),
+                "device=cuda:1".into(),
+                "init=fan_out".into(),
+                "augmentation=cifar-train-v1".into(),
+            ],
+        )
+        .unwrap();
+        assert_eq!((e.init, e.augmentation), (ConvInit::FanOut, Augmentation::CifarTrainV1));
         assert_eq!((e.arch.to_string(), e.device), ("wrn-40-2-b131".to_string(), DeviceChoice::Cuda(1)));
         let text = e.to_toml();
-        for line in ["arch = \"wrn-40-2-b131\"", "device = \"cuda:1\"", "augmentation = \"cifar-train\""] {
+        for line in [
+            "arch = \"wrn-40-2-b131\"",
+            "device = \"cuda:1\"",
+            "init = \"fan_out\"",
+            "augmentation = \"cifar-train-v1\"",
+        ] {
             assert!(text.lines().any(|l| l == line), "`{line}` missing from:\n{text}");
         }
         assert_eq!(toml::from_str::<Experiment>(&text).unwrap(), e);
+        // A run folder written before `init` existed reads as the fan-in it was trained with.
+        let old: String = text.lines().filter(|l| !l.starts_with("init =")).map(|l| format!("{l}\n")).collect();
+        assert_eq!(toml::from_str::<Experiment>(&old).unwrap().init, ConvInit::FanIn);
     }
 
     #[test]

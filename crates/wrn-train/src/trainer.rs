@@ -124,8 +124,13 @@ pub fn presets(exp: &Experiment) -> Result<(Preset, Preset), ConfigError> {
             };
             let train = match exp.augmentation {
                 Augmentation::CifarTrain => Preset::CifarTrain(norm),
+                Augmentation::CifarTrainV1 => Preset::CifarTrainV1(norm),
                 Augmentation::None => Preset::CifarTest(norm),
-                a => return invalid(format!("augmentation '{a}' does not apply to CIFAR (cifar-train or none)")),
+                a => {
+                    return invalid(format!(
+                        "augmentation '{a}' does not apply to CIFAR (cifar-train, cifar-train-v1 or none)"
+                    ))
+                }
             };
             Ok((train, Preset::CifarTest(norm)))
         }
@@ -523,7 +528,8 @@ fn set_up(exp: &Experiment, options: &TrainOptions, recorded: Option<&Environmen
     let (train_input, test_input) =
         (Input::new(&data.train, device, exp.precision), Input::new(&data.test, device, exp.precision));
     let invalid = |e: wrn_nets::ArchError| ConfigError::Invalid(e.to_string());
-    let arch = exp.arch.clone().with_classes(data.classes).with_dropout(exp.dropout).map_err(invalid)?;
+    let arch =
+        exp.arch.clone().with_init(exp.init).with_classes(data.classes).with_dropout(exp.dropout).map_err(invalid)?;
     tch::manual_seed(exp.seed as i64);
     let vs = nn::VarStore::new(device);
     let net = arch.build(&vs.root());

@@ -7,8 +7,8 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use wrn_augment::ops::{DivideValues, HFlip, Op, CIFAR_MEAN, CIFAR_STD};
-use wrn_augment::{Batch, ImageType, Loader, LoaderConfig, Norm, Pipeline, Preset, ValueStep};
+use wrn_augment::ops::{DivideValues, HFlip, Op, RandomCrop, CIFAR_MEAN, CIFAR_STD};
+use wrn_augment::{Batch, Draws, ImageType, Loader, LoaderConfig, Norm, Pipeline, Preset, ValueStep};
 use wrn_data::cache::{write_synthetic, PreparedSplit};
 
 /// A batch's values; panics when it holds bytes.
@@ -343,4 +343,66 @@ fn u8_batches_are_the_f32_batches_before_their_value_step_for_every_pixel_preset
         Pipeline::new(vec![Arc::new(DivideValues { divisor: 2.0 }), Arc::new(HFlip { p: 0.5 }) as Arc<dyn Op>]);
     let err = Loader::new(split, scaled_then_flipped, u8_cfg(1)).err().unwrap().to_string();
     assert!(err.contains("varied.wrnc") && err.contains("cannot deliver u8 batches"), "{err}");
+}
+
+/// The crop offset `(dy, dx)` and flip of each sample of a batch of 4×4 crops from the 8×8 image whose
+/// value at (y, x) is `8y + x`.
+fn windows(b: &Batch) -> Vec<((usize, usize), bool)> {
+    let values: Vec<f32> = match &b.images {
+        wrn_augment::BatchImages::F32(v) => v.clone(),
+        wrn_augment::BatchImages::U8(v) => v.iter().map(|&x| f32::from(x)).collect(),
+    };
+    values
+        .chunks_exact(3 * 16)
+        .map(|s| {
+            let flipped = s[1] < s[0];
+            let corner = s[0] as usize - if flipped { 3 } else { 0 };
+            ((corner / 8, corner % 8), flipped)
+        })
+        .collect()
+}
+
+#[test]
+fn drawn_per_batch_every_sample_shares_the_crop_and_exactly_half_are_flipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = 96;
+    let image: Vec<u8> = (0..64u8).flat_map(|v| [v, v, v]).collect();
+    let images: Vec<u8> = image.iter().copied().cycle().take(n * 64 * 3).collect();
+    let split = split_at(&dir.path().join("grid.wrnc"), 8, 8, &images, &vec![0; n]);
+    let pipeline = || Pipeline {
+        draws: Draws::PerBatch,
+        ..Pipeline::new(vec![
+            Arc::new(RandomCrop { height: 4, width: 4 }),
+            Arc::new(HFlip { p: 0.5 }),
+            Arc::new(DivideValues { divisor: 1.0 }),
+        ])
+    };
+    let epoch = |config: LoaderConfig| -> Vec<Vec<((usize, usize), bool)>> {
+        let loader = Loader::new(split.clone(), pipeline(), config).unwrap();
+        loader.epoch(2, 0).map(|b| windows(&b)).collect()
+    };
+    let batches = epoch(cfg(16, 1));
+    assert_eq!(batches.len(), 6);
+    let mut offsets = std::collections::BTreeSet::new();
+    for batch in &batches {
+        assert!(batch.iter().all(|(o, _)| *o == batch[0].0), "one crop for the batch: {batch:?}");
+        assert_eq!(batch.iter().filter(|(_, f)| *f).count(), 8, "exactly half flipped: {batch:?}");
+        offsets.insert(batch[0].0);
+    }
+    assert!(offsets.len() > 1, "each batch draws its own crop: {offsets:?}");
+    // The same batches from any number of workers, as bytes, and from a resumed epoch.
+    assert_eq!(epoch(cfg(16, 3)), batches);
+    assert_eq!(epoch(LoaderConfig { image_type: ImageType::U8, ..cfg(16, 2) }), batches);
+    let loader = Loader::new(split.clone(), pipeline(), cfg(16, 2)).unwrap();
+    assert_eq!(loader.epoch(2, 4).map(|b| windows(&b)).collect::<Vec<_>>(), batches[4..]);
+    // Per sample, the batch's images disagree.
+    let per_sample =
+        Loader::new(split.clone(), Pipeline { draws: Draws::PerSample, ..pipeline() }, cfg(16, 1)).unwrap();
+    let batch = windows(&per_sample.epoch(2, 0).next().unwrap());
+    assert!(batch.iter().any(|(o, _)| *o != batch[0].0), "{batch:?}");
+    // The v1 presets draw per batch; the others per sample.
+    let v1 = Pipeline::from_preset(Preset::CifarTrainV1(Norm::MeanStd), None).unwrap();
+    assert_eq!(v1.draws, Draws::PerBatch);
+    assert!(v1.to_string().ends_with("(drawn per batch)"), "{v1}");
+    assert_eq!(cifar_train().draws, Draws::PerSample);
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use wrn_augment::ops::{HFlip, Op, RandomCrop, ReflectPad};
 use wrn_augment::zca::{default_path, global_contrast_normalize, GCN_SCALE};
-use wrn_augment::{Batch, Loader, LoaderConfig, Norm, Pipeline, Preset, Source, Zca, ZcaParams};
+use wrn_augment::{Batch, Draws, Loader, LoaderConfig, Norm, Pipeline, Preset, Source, Zca, ZcaParams};
 use wrn_data::cache::{write_synthetic, PreparedSplit};
 
 /// A batch's values; panics when it holds bytes.
@@ -104,7 +104,8 @@ fn augmentation_on_whitened_pixels_is_deterministic_across_workers() {
     let zca = Arc::new(Zca::fit_split(&train, ZcaParams::default()).unwrap());
     let ops: Vec<Arc<dyn Op>> =
         vec![Arc::new(ReflectPad { pad: 2 }), Arc::new(RandomCrop { height: 6, width: 6 }), Arc::new(HFlip { p: 0.5 })];
-    let pipeline = Pipeline { source: Source::Whitened(zca.clone()), ops: ops.clone(), preset: None };
+    let pipeline =
+        Pipeline { source: Source::Whitened(zca.clone()), ops: ops.clone(), draws: Draws::PerSample, preset: None };
     let run = |workers| {
         let config = LoaderConfig { batch_size: 32, seed: 5, workers, ..LoaderConfig::default() };
         Loader::new(train.clone(), pipeline.clone(), config).unwrap().epoch(1, 0).collect::<Vec<_>>()
@@ -112,7 +113,7 @@ fn augmentation_on_whitened_pixels_is_deterministic_across_workers() {
     let (a, b) = (run(1), run(2));
     assert_eq!(a, b);
     // Without the ops, the same loader yields the plain whitened split; the ops changed something.
-    let plain = Pipeline { source: Source::Whitened(zca), ops: vec![], preset: None };
+    let plain = Pipeline { source: Source::Whitened(zca), ops: vec![], draws: Draws::PerSample, preset: None };
     let config = LoaderConfig { batch_size: 32, seed: 5, workers: 1, ..LoaderConfig::default() };
     let plain: Vec<_> = Loader::new(train.clone(), plain, config).unwrap().epoch(1, 0).collect();
     assert_eq!(plain[0].indices, a[0].indices);
@@ -124,6 +125,7 @@ fn augmentation_on_whitened_pixels_is_deterministic_across_workers() {
         Pipeline {
             source: Source::Whitened(Arc::new(Zca::fit_split(&train, ZcaParams::default()).unwrap())),
             ops: vec![],
+            draws: Draws::PerSample,
             preset: None,
         },
         LoaderConfig::default(),

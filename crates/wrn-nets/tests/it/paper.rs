@@ -4,7 +4,7 @@
 
 use tch::nn::{self, ModuleT};
 use tch::{Device, Kind, Tensor};
-use wrn_nets::{parameter_count, Arch};
+use wrn_nets::{parameter_count, Arch, ConvInit};
 
 /// (architecture, classes, published parameters in millions) for every trained row of Tables 2-4 and 6-8.
 const PAPER: &[(&str, i64, f64)] = &[
@@ -155,6 +155,33 @@ fn initialisation_follows_the_official_code() {
     assert_eq!(min(&v["layer1.0.bn1.weight"]), (1.0, 1.0), "ImageNet BN gamma = 1");
     let w = &v["layer2.0.downsample.0.weight"];
     assert!((std(w) / (2.0f64 / 64.0).sqrt() - 1.0).abs() < 0.05, "{}", std(w));
+}
+
+#[test]
+fn fan_out_init_scales_by_output_channels_where_they_differ_from_the_input() {
+    let std = |t: &Tensor| f64::try_from(t.std(true)).unwrap();
+    let close = |t: &Tensor, fan: f64| (std(t) / (2.0 / fan).sqrt() - 1.0).abs() < 0.05;
+    tch::manual_seed(2);
+    let vs = nn::VarStore::new(Device::Cpu);
+    arch("wrn-16-8", 10).with_init(ConvInit::FanOut).build(&vs.root());
+    let v = vs.variables();
+    // The stem (3 -> 16), a group's first conv (128 -> 256) and its 1×1 shortcut: fan-out, not fan-in.
+    for (name, fan_out, fan_in) in [
+        ("conv0.weight", 9.0 * 16.0, 9.0 * 3.0),
+        ("group1.block0.conv0.weight", 9.0 * 256.0, 9.0 * 128.0),
+        ("group1.block0.convdim.weight", 256.0, 128.0),
+    ] {
+        assert!(close(&v[name], fan_out) && !close(&v[name], fan_in), "{name}: std {}", std(&v[name]));
+    }
+    // Within a group the widths are equal and the two inits agree.
+    assert!(close(&v["group1.block1.conv0.weight"], 9.0 * 256.0));
+    // fb.resnet.torch's ResNets likewise: a bottleneck's last 1×1 (128 -> 512 in layer2).
+    let vs = nn::VarStore::new(Device::Cpu);
+    arch("resnet-50", 1000).with_init(ConvInit::FanOut).build(&vs.root());
+    let v = vs.variables();
+    assert!(close(&v["layer2.0.conv3.weight"], 512.0) && !close(&v["layer2.0.conv3.weight"], 128.0));
+    assert_eq!("fan_out".parse::<ConvInit>(), Ok(ConvInit::FanOut));
+    assert!("fan-out".parse::<ConvInit>().unwrap_err().contains("fan_in or fan_out"));
 }
 
 #[test]

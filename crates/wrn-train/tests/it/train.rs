@@ -166,6 +166,33 @@ fn a_run_stopped_and_resumed_at_arbitrary_steps_ends_bit_for_bit_like_an_uninter
 }
 
 #[test]
+fn the_arxiv_v1_recipe_trains_with_batch_draws_and_fan_out_and_resumes_bit_for_bit() {
+    let v1 =
+        ["epochs=2", "scale.train_subset=128", "scale.test_subset=64", "augmentation=cifar-train-v1", "init=fan_out"];
+    let exp = experiment(&v1);
+    let dir = tempfile::tempdir().unwrap();
+    let whole = dir.path().join("whole");
+    assert_eq!(train(&whole, &exp, false, None).unwrap().status, Status::Finished);
+    let config = std::fs::read_to_string(whole.join("config.toml")).unwrap();
+    assert!(config.contains("augmentation = \"cifar-train-v1\"") && config.contains("init = \"fan_out\""), "{config}");
+    // The stem (3 -> 16 channels) starts from fan-out's smaller weights: std √(2/(9·16)), not √(2/(9·3)).
+    let pieces = dir.path().join("pieces");
+    assert_eq!(train(&pieces, &exp, false, Some(1)).unwrap().status, Status::Interrupted);
+    let start: BTreeMap<String, Tensor> =
+        wrn_train::run::read_checkpoint(&pieces.join("checkpoint.safetensors")).unwrap().into_iter().collect();
+    let std = f64::try_from(start["model.conv0.weight"].std(true)).unwrap();
+    assert!((std / (2.0f64 / 144.0).sqrt() - 1.0).abs() < 0.15, "{std}");
+    assert_eq!(train(&pieces, &exp, true, Some(3)).unwrap().status, Status::Interrupted);
+    assert_eq!(train(&pieces, &exp, true, None).unwrap().status, Status::Finished);
+    assert_same_run(&whole, &pieces);
+    // Per image, the same run trains differently.
+    let per_image = dir.path().join("per-image");
+    train(&per_image, &experiment(&[&v1[..3], &["augmentation=cifar-train", "init=fan_out"]].concat()), false, None)
+        .unwrap();
+    assert_ne!(metrics_without_timings(&per_image), metrics_without_timings(&whole));
+}
+
+#[test]
 fn set_up_errors_say_what_to_do() {
     let dir = tempfile::tempdir().unwrap();
     let exp = Experiment::resolve(None, &[format!("data.dir='{}'", dir.path().join("empty").display())]).unwrap();
