@@ -36,6 +36,9 @@ pub enum ResultScale {
     Full,
     /// `full_scale: false`: a shortened schedule, a subset, or other (e.g. synthetic) data.
     Reduced,
+    /// At the paper's scale, but departing from the recipe in a setting the row does not have
+    /// (`precision=bf16`, another batch size, …): not the paper's experiment.
+    OffRecipe,
 }
 
 impl ResultScale {
@@ -43,6 +46,7 @@ impl ResultScale {
         match self {
             ResultScale::Full => "full",
             ResultScale::Reduced => "reduced",
+            ResultScale::OffRecipe => "off-recipe",
         }
     }
 }
@@ -57,7 +61,15 @@ pub enum RowState {
     /// Run folders exist but none has finished.
     InProgress { runs: usize },
     /// At least one finished run.
-    Results { scale: ResultScale, finished: usize, in_progress: usize, reduced_not_counted: usize },
+    Results {
+        scale: ResultScale,
+        finished: usize,
+        in_progress: usize,
+        reduced_not_counted: usize,
+        /// The full-scale runs off the recipe, each as `seedN: key=value, …` (counted only when the row has
+        /// no run that follows it, and then never judged).
+        off_recipe: Vec<String>,
+    },
 }
 
 /// How one of our figures compares with the published one.
@@ -202,10 +214,15 @@ impl RowReport {
                 parts.extend(self.not_counted(""));
                 format!("missing: {}", parts.join(", "))
             }
-            RowState::Results { scale, finished, in_progress, reduced_not_counted } => {
+            RowState::Results { scale, finished, in_progress, reduced_not_counted, off_recipe } => {
                 let mut s = format!("{finished} {}", plural(*finished, "run", "runs"));
                 if *scale == ResultScale::Reduced {
                     s.push_str(", reduced scale: not comparable with the paper");
+                }
+                if *scale == ResultScale::OffRecipe {
+                    s.push_str(&format!(", not the paper's recipe ({}): not judged", off_recipe.join("; ")));
+                } else if !off_recipe.is_empty() {
+                    s.push_str(&format!(", off the recipe and not counted: {}", off_recipe.join("; ")));
                 }
                 if *in_progress > 0 {
                     s.push_str(&format!(", {in_progress} in progress"));
@@ -317,19 +334,32 @@ fn compare_row(table: &Table, row: &Row, columns: &[(String, String)], runs: &Pa
     let finished: Vec<&RunResult> = found.iter().filter_map(Run::finished).collect();
     // Diverged, incomplete and damaged folders are neither figures nor in progress.
     let in_progress = found.iter().filter(|r| r.kind() == RunKind::InProgress).count();
-    let full: Vec<&RunResult> = finished.iter().copied().filter(|r| r.full_scale).collect();
-    // Full-scale runs, when there are any, are the figures; reduced-scale ones are then only counted aside.
-    let (counted, scale, reduced_not_counted) = if full.is_empty() {
-        (finished.clone(), ResultScale::Reduced, 0)
-    } else {
-        let reduced = finished.len() - full.len();
+    let departures: Vec<Vec<String>> = finished.iter().map(|r| departures(row, r)).collect();
+    let full: Vec<&RunResult> =
+        finished.iter().zip(&departures).filter(|(r, d)| r.full_scale && d.is_empty()).map(|(r, _)| *r).collect();
+    let off: Vec<&RunResult> =
+        finished.iter().zip(&departures).filter(|(r, d)| r.full_scale && !d.is_empty()).map(|(r, _)| *r).collect();
+    let off_recipe: Vec<String> = finished
+        .iter()
+        .zip(&departures)
+        .filter(|(r, d)| r.full_scale && !d.is_empty())
+        .map(|(r, d)| format!("seed{}: {}", r.seed, d.join(", ")))
+        .collect();
+    // Full-scale runs of the recipe, when there are any, are the figures; the others are counted aside.
+    // Without them, full-scale runs off the recipe are shown, never judged; then reduced-scale ones.
+    let reduced = finished.len() - full.len() - off.len();
+    let (counted, scale, reduced_not_counted) = if !full.is_empty() {
         (full, ResultScale::Full, reduced)
+    } else if !off.is_empty() {
+        (off, ResultScale::OffRecipe, reduced)
+    } else {
+        (finished.clone(), ResultScale::Reduced, 0)
     };
     let state = match (&row.reference, found.len(), counted.len()) {
         (Some(source), _, _) => RowState::Reference(source.clone()),
         (None, 0, _) => RowState::NoRuns,
         (None, n, 0) => RowState::InProgress { runs: n },
-        (None, _, n) => RowState::Results { scale, finished: n, in_progress, reduced_not_counted },
+        (None, _, n) => RowState::Results { scale, finished: n, in_progress, reduced_not_counted, off_recipe },
     };
     let cells = columns
         .iter()
@@ -356,6 +386,8 @@ fn compare_row(table: &Table, row: &Row, columns: &[(String, String)], runs: &Pa
                 }
             } else if scale == ResultScale::Reduced {
                 Verdict::NotJudged("reduced scale")
+            } else if scale == ResultScale::OffRecipe {
+                Verdict::NotJudged("not the recipe")
             } else {
                 match (difference, tolerance) {
                     (Some(d), Some(t)) if d.abs() <= t.limit + 1e-9 => Verdict::Agrees,
@@ -368,6 +400,35 @@ fn compare_row(table: &Table, row: &Row, columns: &[(String, String)], runs: &Pa
         .collect();
     let devices: BTreeSet<String> = counted.iter().map(|r| r.device.clone()).collect();
     Ok(RowReport { row: row.clone(), run_key, state, cells, devices: devices.into_iter().collect(), runs: found })
+}
+
+/// The settings in which a finished run departs from the paper's recipe that are not its row's, as
+/// `key=value`: a run with any is not the paper's experiment. A result that does not record its
+/// departures (written before they were recorded) cannot be told apart, and says so.
+pub fn departures(row: &Row, r: &RunResult) -> Vec<String> {
+    let Some(changes) = &r.recipe_changes else {
+        return vec!["departures from the recipe not recorded (result.json predates them)".into()];
+    };
+    changes
+        .iter()
+        .filter(|(key, value)| {
+            !row.train.get(key.as_str()).and_then(|v| serde_json::to_value(v).ok()).is_some_and(|v| same(&v, value))
+        })
+        .map(|(key, value)| match value {
+            serde_json::Value::String(s) => format!("{key}={s}"),
+            other => format!("{key}={other}"),
+        })
+        .collect()
+}
+
+/// JSON values equal as settings: numbers by value (`0` and `0.0` are one dropout), arrays element-wise.
+fn same(a: &serde_json::Value, b: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
+        (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(a, b)| same(a, b)),
+        _ => a == b,
+    }
 }
 
 /// Whether wrn measures a metric for a dataset (so that a missing figure is a missing run).

@@ -118,7 +118,7 @@ pub fn grid(t: &TableReport) -> Grid {
             let status_tone = match r.state {
                 RowState::NoRuns | RowState::InProgress { .. } => Tone::Missing,
                 RowState::Reference(_) => Tone::Muted,
-                RowState::Results { scale: ResultScale::Reduced, .. } => Tone::Muted,
+                RowState::Results { scale: ResultScale::Reduced | ResultScale::OffRecipe, .. } => Tone::Muted,
                 RowState::Results { .. } => Tone::Plain,
             };
             let mut cells =

@@ -238,6 +238,8 @@ mod tests {
             median_epoch_seconds: Some(1.0512586019999999),
             device: "cpu".into(),
             divergence: None,
+            recipe_changes: Some([("preprocessing".to_string(), serde_json::json!("zca"))].into()),
+            precision: Some("fp32".into()),
         }
     }
 
@@ -268,7 +270,18 @@ mod tests {
         assert_eq!(run.read_result().unwrap(), Some(result(Status::Finished)));
         let text = std::fs::read_to_string(run.file(RESULT)).unwrap();
         assert!(text.starts_with("{\n  \"status\": \"finished\",\n  \"dataset\": \"cifar10\","), "{text}");
-        assert!(text.ends_with("\"device\": \"cpu\"\n}\n"), "{text}");
+        assert!(
+            text.ends_with(
+                "\"recipe_changes\": {\n    \"preprocessing\": \"zca\"\n  },\n  \"precision\": \"fp32\"\n}\n"
+            ),
+            "{text}"
+        );
+        // A result written before the recipe was recorded still reads, without it.
+        let old = text
+            .replace(",\n  \"recipe_changes\": {\n    \"preprocessing\": \"zca\"\n  },\n  \"precision\": \"fp32\"", "");
+        std::fs::write(run.file(RESULT), &old).unwrap();
+        let read = run.read_result().unwrap().unwrap();
+        assert_eq!((read.recipe_changes, read.precision), (None, None));
         std::fs::write(run.file(RESULT), "{\"status\": \"finished\"}").unwrap();
         let err = run.read_result().unwrap_err().to_string();
         assert!(err.contains("result.json") && err.contains("missing field"), "{err}");

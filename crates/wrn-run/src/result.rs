@@ -1,5 +1,6 @@
 //! `result.json`: how a run ended.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -38,6 +39,16 @@ pub struct RunResult {
     /// For a diverged run: where the loss was found non-finite.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub divergence: Option<String>,
+    /// The settings in which the run departs from the paper's recipe for its dataset, by dotted key
+    /// (`preprocessing`, `optimizer.lr`, `precision`, …), with their values; the seed, the device, the data
+    /// location and the checkpoints are not settings of the recipe, and `scale` is `full_scale`'s. A
+    /// report judges a run only when each of these is one of its table row's settings. Absent in a result
+    /// written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recipe_changes: Option<BTreeMap<String, serde_json::Value>>,
+    /// The arithmetic precision of the forward and backward passes (`fp32`, `bf16`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub precision: Option<String>,
 }
 
 impl RunResult {

@@ -41,6 +41,12 @@ pub enum SweepError {
     NoSuchGpu { index: u32, count: usize },
     #[error("cannot estimate the time of row {rows}: {source}")]
     Price { rows: String, source: PriceError },
+    #[error(
+        "--set {0}: a sweep trains the tables' rows as the paper did, and only settings that do not change what \
+         is trained may be added ({ALLOWED}); put other settings in a table file's [train] or rows, or train \
+         the variant with `wrn train`"
+    )]
+    ChangesTraining(String),
     /// Another sweep (or process) holds the runs folder.
     #[error(transparent)]
     Locked(#[from] wrn_fs::LockError),
@@ -185,8 +191,21 @@ impl Plan {
     }
 }
 
+/// The `--set` keys a sweep may add to every run, in words: none changes what is trained (a custom
+/// manifest makes a run reduced-scale, which the report says).
+const ALLOWED: &str = "data.*, device, checkpoint_minutes, checkpoint_steps";
+
+/// Whether `--set key=value` leaves what is trained as it is.
+fn leaves_training_alone(set: &str) -> bool {
+    let key = set.split_once('=').map_or(set, |(k, _)| k).trim();
+    key.starts_with("data.") || ["device", "checkpoint_minutes", "checkpoint_steps"].contains(&key)
+}
+
 /// Works out the runs of `tables` and reads the state of each from `options.runs`.
 pub fn plan(tables: &[&Table], options: &PlanOptions) -> Result<Plan, SweepError> {
+    if let Some(set) = options.extra.iter().find(|s| !leaves_training_alone(s)) {
+        return Err(SweepError::ChangesTraining(set.clone()));
+    }
     let mut by_dir: BTreeMap<PathBuf, usize> = BTreeMap::new();
     let mut runs: Vec<PlannedRun> = Vec::new();
     for table in tables {
@@ -379,6 +398,21 @@ reference = "Lin et al."
     }
 
     #[test]
+    fn settings_added_to_every_run_may_not_change_what_is_trained() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = table("t");
+        let mut o = options(dir.path(), SweepScale::Smoke);
+        o.extra = ["data.dir=/d", "data.workers=4", "device=cuda:1", "checkpoint_minutes=5"].map(String::from).to_vec();
+        assert!(plan(&[&t], &o).is_ok());
+        for changes in ["precision=bf16", "batch_size=64", "optimizer.lr=0.05", "scale.epochs=0.5", "seed=3"] {
+            o.extra = vec!["data.dir=/d".into(), changes.into()];
+            let err = plan(&[&t], &o).unwrap_err().to_string();
+            assert!(err.starts_with(&format!("--set {changes}: a sweep trains the tables' rows")), "{err}");
+            assert!(err.contains("table file") && err.contains("`wrn train`"), "{err}");
+        }
+    }
+
+    #[test]
     fn rows_times_seeds_each_once_with_their_settings() {
         let dir = tempfile::tempdir().unwrap();
         let (t1, t2) = (table("t1"), table("t2"));
@@ -436,6 +470,8 @@ reference = "Lin et al."
             median_epoch_seconds: Some(seconds),
             device: "cpu".into(),
             divergence: None,
+            recipe_changes: Some(Default::default()),
+            precision: None,
         };
         let seeds = run.dir.parent().unwrap();
         for (seed, status, seconds) in [

@@ -16,6 +16,7 @@
 //! and every milestone (rounded, at least 1), `scale.train_subset`/`scale.test_subset` keep the first N
 //! samples. A run with any scale other than 1 is labelled reduced-scale in its result.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -359,6 +360,26 @@ impl Experiment {
         self.effective_milestones().contains(&epoch)
     }
 
+    /// The settings in which this experiment departs from the paper's recipe for its dataset, by dotted
+    /// key, with their values (recorded in `result.json`). The architecture and dataset name the run
+    /// rather than depart from anything; the seed, the device, the data location and the checkpoints do
+    /// not change what is trained; `scale` is recorded as `full_scale`.
+    pub fn recipe_changes(&self) -> BTreeMap<String, serde_json::Value> {
+        const NOT_THE_RECIPE: [&str; 8] =
+            ["dataset", "arch", "seed", "device", "data", "scale", "checkpoint_minutes", "checkpoint_steps"];
+        let flat = |e: &Experiment| {
+            let mut out = BTreeMap::new();
+            flatten("", &Value::try_from(e).expect("an experiment serialises"), &mut out);
+            out
+        };
+        let (ours, recipe) = (flat(self), flat(&Experiment::recipe(self.dataset)));
+        ours.into_iter()
+            .filter(|(k, _)| !NOT_THE_RECIPE.contains(&k.split('.').next().unwrap_or(k)))
+            .filter(|(k, v)| recipe.get(k) != Some(v))
+            .map(|(k, v)| (k, serde_json::to_value(v).expect("a TOML value is JSON")))
+            .collect()
+    }
+
     /// The resolved configuration as TOML.
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).expect("an experiment serialises")
@@ -414,6 +435,20 @@ mod by_name {
         D: Deserializer<'de>,
     {
         String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// `value`'s leaves by dotted key (`optimizer.lr`).
+fn flatten(prefix: &str, value: &Value, out: &mut BTreeMap<String, Value>) {
+    match value {
+        Value::Table(t) => {
+            for (k, v) in t {
+                flatten(&if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") }, v, out);
+            }
+        }
+        leaf => {
+            out.insert(prefix.to_string(), leaf.clone());
+        }
     }
 }
 
@@ -531,6 +566,24 @@ mod tests {
         );
         let err = Experiment::resolve(None, &["device=gpu".into()]).unwrap_err().to_string();
         assert!(err.contains("gpu") && err.contains("cuda:N"), "{err}");
+    }
+
+    #[test]
+    fn departures_from_the_recipe_are_listed_and_what_does_not_change_training_is_not() {
+        let plain = Experiment::resolve(
+            None,
+            &["seed=3".into(), "device=cpu".into(), "data.workers=2".into(), "checkpoint_minutes=1".into()],
+        )
+        .unwrap();
+        assert!(plain.recipe_changes().is_empty(), "{:?}", plain.recipe_changes());
+        let sets = ["preprocessing=zca", "precision=bf16", "optimizer.lr=0.05", "scale.epochs=0.5", "arch=wrn-16-4"];
+        let e = Experiment::resolve(None, &sets.map(String::from)).unwrap();
+        let changes = e.recipe_changes();
+        assert_eq!(changes.keys().collect::<Vec<_>>(), ["optimizer.lr", "precision", "preprocessing"]);
+        assert_eq!(changes["optimizer.lr"], serde_json::json!(0.05));
+        assert_eq!(changes["precision"], serde_json::json!("bf16"));
+        // Against its own dataset's recipe: SVHN's dropout 0.4 is the recipe there.
+        assert!(Experiment::resolve(None, &["dataset=svhn".into()]).unwrap().recipe_changes().is_empty());
     }
 
     #[test]

@@ -884,6 +884,8 @@ fn finish(
         median_epoch_seconds: wrn_run::median(&metrics.iter().map(|m| m.epoch_seconds).collect::<Vec<_>>()),
         device: device_name(device),
         divergence: None,
+        recipe_changes: Some(exp.recipe_changes()),
+        precision: Some(exp.precision.to_string()),
     };
     if status == Status::Finished {
         run.write_result(&result)?;

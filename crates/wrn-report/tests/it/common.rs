@@ -24,6 +24,8 @@ pub struct Fixture {
     pub top5: f64,
     pub parameters: i64,
     pub epoch_seconds: f64,
+    /// `result.json`'s `recipe_changes`; `None` leaves the field out, as results written before it did.
+    pub recipe_changes: Option<serde_json::Value>,
 }
 
 impl Fixture {
@@ -40,7 +42,14 @@ impl Fixture {
             top5: final_error / 4.0,
             parameters: 8_949_210,
             epoch_seconds: 30.0 + seed as f64,
+            recipe_changes: Some(serde_json::json!({})),
         }
+    }
+
+    /// Departing from the recipe in these settings (`{"precision": "bf16"}`); `None`: not recorded.
+    pub fn changes(mut self, changes: Option<serde_json::Value>) -> Fixture {
+        self.recipe_changes = changes;
+        self
     }
 
     pub fn reduced(mut self, epochs: u32) -> Fixture {
@@ -99,7 +108,7 @@ impl Fixture {
         std::fs::write(dir.join("environment.json"), "{\"wrn\": \"0.1.0\", \"device\": \"cpu\"}\n").unwrap();
         std::fs::write(dir.join("train.log"), "epoch 1 done\n").unwrap();
         if let Some(status) = self.status {
-            let result = serde_json::json!({
+            let mut result = serde_json::json!({
                 "status": status,
                 "dataset": self.dataset,
                 "arch": self.arch,
@@ -114,6 +123,9 @@ impl Fixture {
                 "median_epoch_seconds": self.epoch_seconds,
                 "device": "cpu",
             });
+            if let Some(changes) = &self.recipe_changes {
+                result["recipe_changes"] = changes.clone();
+            }
             std::fs::write(dir.join("result.json"), serde_json::to_string_pretty(&result).unwrap()).unwrap();
         }
         dir

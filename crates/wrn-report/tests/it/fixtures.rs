@@ -26,7 +26,13 @@ fn fixture_runs_land_on_their_rows() {
     let r = row(&report, "t4_width", "wrn-28-10-cifar100");
     assert_eq!(
         r.state,
-        RowState::Results { scale: ResultScale::Full, finished: 1, in_progress: 1, reduced_not_counted: 0 }
+        RowState::Results {
+            scale: ResultScale::Full,
+            finished: 1,
+            in_progress: 1,
+            reduced_not_counted: 0,
+            off_recipe: vec![],
+        }
     );
     assert_eq!(r.cell("params").unwrap().verdict, Verdict::Agrees);
     let r = row(&report, "t6_dropout", "wrn-16-4-cifar10");

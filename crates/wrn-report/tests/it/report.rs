@@ -38,7 +38,13 @@ fn ours_is_the_median_over_seeds_with_range_and_count() {
     assert_eq!(time.difference, None);
     assert_eq!(
         r.state,
-        RowState::Results { scale: ResultScale::Full, finished: 5, in_progress: 0, reduced_not_counted: 0 }
+        RowState::Results {
+            scale: ResultScale::Full,
+            finished: 5,
+            in_progress: 0,
+            reduced_not_counted: 0,
+            off_recipe: vec![],
+        }
     );
     assert_eq!(r.devices, ["cpu"]);
 
@@ -122,7 +128,13 @@ fn unfinished_runs_are_in_progress_not_results() {
     let r = row(&report[0], "wrn-16-8-cifar10");
     assert_eq!(
         r.state,
-        RowState::Results { scale: ResultScale::Full, finished: 1, in_progress: 2, reduced_not_counted: 0 }
+        RowState::Results {
+            scale: ResultScale::Full,
+            finished: 1,
+            in_progress: 2,
+            reduced_not_counted: 0,
+            off_recipe: vec![],
+        }
     );
     assert_eq!(r.cell("test_error").unwrap().ours.unwrap(), Stats { median: 4.9, min: 4.9, max: 4.9, n: 1 });
     assert_eq!(r.status(), "1 run, 2 in progress");
@@ -149,7 +161,13 @@ fn diverged_and_short_runs_are_never_figures() {
     assert_eq!(r.cell("test_error").unwrap().ours.unwrap(), Stats { median: 4.9, min: 4.9, max: 4.9, n: 1 });
     assert_eq!(
         r.state,
-        RowState::Results { scale: ResultScale::Full, finished: 1, in_progress: 1, reduced_not_counted: 0 }
+        RowState::Results {
+            scale: ResultScale::Full,
+            finished: 1,
+            in_progress: 1,
+            reduced_not_counted: 0,
+            off_recipe: vec![],
+        }
     );
     assert_eq!(r.status(), "1 run, 1 in progress, 1 diverged (not counted), 1 incomplete (not counted)");
 }
@@ -177,7 +195,13 @@ fn a_damaged_folder_is_a_damaged_row_and_the_rest_is_reported() {
     assert_eq!(r.cell("test_error").unwrap().ours.unwrap(), Stats { median: 5.0, min: 5.0, max: 5.0, n: 1 });
     assert_eq!(
         r.state,
-        RowState::Results { scale: ResultScale::Full, finished: 1, in_progress: 0, reduced_not_counted: 0 }
+        RowState::Results {
+            scale: ResultScale::Full,
+            finished: 1,
+            in_progress: 0,
+            reduced_not_counted: 0,
+            off_recipe: vec![],
+        }
     );
     let status = r.status();
     assert!(status.starts_with("1 run, 2 damaged (not counted): "), "{status}");
@@ -314,7 +338,13 @@ fn reduced_scale_runs_are_labelled_and_never_judged() {
     let r = row(&report[0], "wrn-40-4-cifar10");
     assert_eq!(
         r.state,
-        RowState::Results { scale: ResultScale::Full, finished: 1, in_progress: 0, reduced_not_counted: 1 }
+        RowState::Results {
+            scale: ResultScale::Full,
+            finished: 1,
+            in_progress: 0,
+            reduced_not_counted: 1,
+            off_recipe: vec![],
+        }
     );
     assert_eq!(r.cell("test_error").unwrap().ours.unwrap().median, 5.0);
     assert_eq!(r.cell("test_error").unwrap().verdict, Verdict::Agrees);
@@ -488,4 +518,38 @@ fn every_paper_table_reports_without_runs() {
     assert!(written.plots.iter().all(|p| p.file_name().unwrap().to_string_lossy().starts_with("params_")));
     let csv = std::fs::read_to_string(&written.csv).unwrap();
     assert!(!csv.lines().skip(1).any(|l| l.split(',').nth(11) == Some("agrees")));
+}
+
+#[test]
+fn runs_off_the_recipe_are_shown_and_never_judged() {
+    let (tmp, table) = setup();
+    let runs = tmp.path().join("runs");
+    let k = key(&table, "wrn-40-4-cifar10");
+    let judge = |runs: &Path| {
+        let report = compare(std::slice::from_ref(&table), runs).unwrap();
+        row(&report[0], "wrn-40-4-cifar10").clone()
+    };
+    // Full scale, but in bf16 (ZCA is the row's own setting), and a result that predates the record.
+    let bf16 = serde_json::json!({"precision": "bf16", "preprocessing": "zca"});
+    Fixture::finished("cifar10", "wrn-40-4", 1, 5.0).changes(Some(bf16)).write(&runs, &k);
+    Fixture::finished("cifar10", "wrn-40-4", 2, 5.1).changes(None).write(&runs, &k);
+    let r = judge(&runs);
+    assert_eq!(r.scale(), Some(ResultScale::OffRecipe));
+    let c = r.cell("test_error").unwrap();
+    assert_eq!((c.ours.map(|s| s.n), c.difference, &c.verdict), (Some(2), None, &Verdict::NotJudged("not the recipe")));
+    let status = r.status();
+    for part in ["not the paper's recipe", "seed1: precision=bf16", "seed2: departures from the recipe not recorded"] {
+        assert!(status.contains(part), "`{part}` missing from: {status}");
+    }
+    assert!(!status.contains("preprocessing"), "the row's own setting is not a departure: {status}");
+    // A run of the recipe with the row's settings (dropout 0 written as an integer) is the figure; the
+    // others are named and not counted.
+    let own = serde_json::json!({"preprocessing": "zca", "dropout": 0});
+    Fixture::finished("cifar10", "wrn-40-4", 3, 4.9).changes(Some(own)).write(&runs, &k);
+    let r = judge(&runs);
+    assert_eq!(r.scale(), Some(ResultScale::Full));
+    let c = r.cell("test_error").unwrap();
+    assert_eq!((c.ours.map(|s| (s.n, s.median)), &c.verdict), (Some((1, 4.9)), &Verdict::Agrees));
+    assert!(r.status().contains("off the recipe and not counted: seed1: precision=bf16"), "{}", r.status());
+    assert_eq!(ResultScale::OffRecipe.as_str(), "off-recipe");
 }
