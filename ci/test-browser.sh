@@ -28,6 +28,21 @@ page="file://$out/report/report.html"
 chrome=(chromium --headless --no-sandbox --disable-gpu --disable-dev-shm-usage --no-first-run --user-data-dir="$out/profile")
 "${chrome[@]}" --dump-dom "$page" >"$out/dom.html" 2>"$out/chromium.log" || { cat "$out/chromium.log"; exit 1; }
 "${chrome[@]}" --window-size=1400,2400 --screenshot="$out/page.png" "$page" >>"$out/chromium.log" 2>&1 || { cat "$out/chromium.log"; exit 1; }
+# The page in a 1366-pixel-wide frame (a laptop's screen): each results table's width against the page's.
+cat >"$out/report/measure.html" <<'EOF'
+<!DOCTYPE html><html><body style="margin:0"><iframe id="f" src="report.html" style="width:1366px;height:800px;border:0"></iframe>
+<pre id="out">not measured</pre><script>
+document.getElementById('f').onload = function () {
+  var d = this.contentDocument, wide = [];
+  d.querySelectorAll('table.results').forEach(function (t) {
+    if (t.scrollWidth > d.body.clientWidth) wide.push(t.getAttribute('data-table') + ':' + t.scrollWidth + '>' + d.body.clientWidth);
+  });
+  document.getElementById('out').textContent = wide.length ? wide.join(',') : 'all fit';
+};
+</script></body></html>
+EOF
+"${chrome[@]}" --allow-file-access-from-files --virtual-time-budget=5000 --dump-dom "file://$out/report/measure.html" \
+  >"$out/measure.dom" 2>>"$out/chromium.log" || { cat "$out/chromium.log"; exit 1; }
 
 fail=0
 check() { # check DESCRIPTION EXPECTED ACTUAL
@@ -35,7 +50,10 @@ check() { # check DESCRIPTION EXPECTED ACTUAL
 }
 count() { grep -o -- "$1" "$out/dom.html" | wc -l | tr -d ' '; }
 plots=$(find "$out/report/plots" -name '*.svg' | wc -l | tr -d ' ')
-check "results tables in the rendered page" 3 "$(count '<table class="results"')"
+check "results tables in the rendered page" 3 "$(count '<table class="results')"
+check "every results table fits a 1366-pixel-wide window" "all fit" "$(sed -n 's/.*<pre id="out">\(.*\)<\/pre>.*/\1/p' "$out/measure.dom")"
+check "notes' inline code rendered as code" yes "$(grep -q '<li>[^<]*<code>init = "fan_out"</code>' "$out/dom.html" && echo yes || echo no)"
+check "no raw backticks in the notes" 0 "$(grep -o '<li>[^<]*`' "$out/dom.html" | wc -l | tr -d ' ')"
 check "summary table" 1 "$(count '<table id="summary"')"
 check "inline SVG plots, one per plot file" "$plots" "$(count '<svg')"
 check "plots with text drawn" yes "$([ "$(count '<text')" -gt $((plots * 5)) ] && echo yes || echo no)"

@@ -11,13 +11,29 @@ use crate::{Report, ReportError};
 
 const STYLE: &str = "body{font-family:'DejaVu Sans',Helvetica,Arial,sans-serif;margin:2em;color:#222;max-width:1400px}\
 table{border-collapse:collapse;margin:1em 0;font-size:13px}\
-th,td{border:1px solid #ccc;padding:3px 6px;text-align:right;white-space:nowrap}\
-th{background:#f0f0f0}td:nth-child(-n+3),th:nth-child(-n+3){text-align:left}\
+th,td{border:1px solid #ccc;padding:3px 6px;text-align:right}\
+th{background:#f0f0f0;white-space:normal;vertical-align:bottom}td:nth-child(-n+3),th:nth-child(-n+3){text-align:left}\
+table.results td:nth-child(3){min-width:10em;max-width:24em}table.many{font-size:11px}table.many th,table.many td{padding:2px 3px}\
+.wide{overflow-x:auto}code{font-size:92%;background:#f4f4f4;padding:0 .2em}\
 td.agrees{background:#e3f5e1}td.differs{background:#fbe0de;font-weight:bold}\
 td.missing{color:#a05a00;font-style:italic}td.muted{color:#777}\
 .demo{border-left:4px solid #d08a00;background:#fff6e0;padding:.5em 1em}\
 figure{display:inline-block;margin:.5em}figcaption{font-size:12px;color:#555}\
 details{margin:.5em 0}";
+
+/// Text with Markdown's inline code spans (`` `wrn train` ``) as `<code>`, the rest escaped.
+pub fn inline(text: &str) -> String {
+    let parts: Vec<&str> = text.split('`').collect();
+    if parts.len().is_multiple_of(2) {
+        // An unpaired backtick: no spans to trust.
+        return escape(text);
+    }
+    parts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| if i % 2 == 1 { format!("<code>{}</code>", escape(p)) } else { escape(p) })
+        .collect()
+}
 
 /// Escapes text for HTML.
 pub fn escape(text: &str) -> String {
@@ -144,12 +160,15 @@ fn table_section(s: &mut String, t: &TableReport, plots: &Plots) -> Result<(), R
     if !t.table.notes.is_empty() {
         s.push_str("<ul class=\"notes\">");
         for note in &t.table.notes {
-            let _ = write!(s, "<li>{}</li>", escape(note));
+            let _ = write!(s, "<li>{}</li>", inline(note));
         }
         s.push_str("</ul>\n");
     }
     let g = grid(t);
-    let _ = write!(s, "<table class=\"results\" data-table=\"{}\"><thead><tr>", escape(&t.table.id));
+    // Tables of many metrics are set tighter, so that they fit a laptop's screen.
+    let class = if g.header.len() > 16 { "results many" } else { "results" };
+    let _ =
+        write!(s, "<div class=\"wide\"><table class=\"{class}\" data-table=\"{}\"><thead><tr>", escape(&t.table.id));
     for h in &g.header {
         let _ = write!(s, "<th>{}</th>", escape(h));
     }
@@ -165,7 +184,7 @@ fn table_section(s: &mut String, t: &TableReport, plots: &Plots) -> Result<(), R
         }
         s.push_str("</tr>\n");
     }
-    s.push_str("</tbody></table>\n");
+    s.push_str("</tbody></table></div>\n");
     if let Some(p) = plots.params.get(&t.table.id) {
         figure(s, p)?;
     }
@@ -187,4 +206,19 @@ fn table_section(s: &mut String, t: &TableReport, plots: &Plots) -> Result<(), R
     }
     s.push_str("</section>\n");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inline_code_spans_become_code_and_everything_else_is_escaped() {
+        assert_eq!(
+            inline("run `wrn train --set a<b`, then <b>"),
+            "run <code>wrn train --set a&lt;b</code>, then &lt;b&gt;"
+        );
+        assert_eq!(inline("no code"), "no code");
+        assert_eq!(inline("one ` backtick"), "one ` backtick");
+    }
 }
