@@ -140,6 +140,42 @@ pub fn tolerance(dataset: &str, metric: &str) -> Option<Tolerance> {
     })
 }
 
+/// Whether [`spread`]'s σ for a dataset is assumed rather than taken from reproductions with several
+/// seeds (ImageNet and SVHN: single runs are all that is published).
+pub fn spread_is_assumed(dataset: &str) -> bool {
+    matches!(dataset, "imagenet" | "svhn")
+}
+
+/// The standard deviation of the median of `n` independent normal figures, in units of one figure's σ
+/// (the mean of the middle two for an even `n`): exact for n ≤ 5, √(π/2n) beyond.
+pub fn median_spread(n: usize) -> f64 {
+    match n {
+        0 | 1 => 1.0,
+        2 => std::f64::consts::FRAC_1_SQRT_2,
+        3 => 0.6698,
+        4 => 0.5959,
+        5 => 0.5356,
+        n => (std::f64::consts::PI / (2.0 * n as f64)).sqrt(),
+    }
+}
+
+/// How many runs a published figure summarises, from the table's `statistic` (one when not stated).
+pub fn published_runs(statistic: &str) -> usize {
+    let words: Vec<&str> = statistic.split_whitespace().collect();
+    words.windows(3).find(|w| w[0] == "median" && w[1] == "of").and_then(|w| w[2].parse().ok()).unwrap_or(1)
+}
+
+/// The standard deviation of our median of `ours` runs minus a published figure of `published` runs,
+/// each run with spread `sigma`.
+pub fn difference_spread(sigma: f64, ours: usize, published: usize) -> f64 {
+    sigma * (median_spread(ours).powi(2) + median_spread(published).powi(2)).sqrt()
+}
+
+/// The chance that a difference of spread `sd` exceeds `limit` by chance alone (both sides).
+pub fn chance_beyond(limit: f64, sd: f64) -> f64 {
+    libm::erfc(limit / (sd * std::f64::consts::SQRT_2))
+}
+
 /// Metrics that depend on the hardware: shown, never judged.
 pub const HARDWARE_METRICS: &[&str] = &["epoch_seconds", "batch16_ms"];
 
@@ -154,6 +190,19 @@ pub struct Cell {
     pub difference: Option<f64>,
     pub tolerance: Option<Tolerance>,
     pub verdict: Verdict,
+    /// For a judged error: the difference in standard deviations of the difference (`d / SD(d)`, SD(d)
+    /// from [`difference_spread`]), and the chance that a cell so judged differs by chance alone.
+    pub z: Option<ZScore>,
+}
+
+/// A judged difference in units of its own spread.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ZScore {
+    pub z: f64,
+    /// The chance that the difference would exceed the tolerance with no real difference.
+    pub chance_differs: f64,
+    /// The σ behind it is assumed (see [`spread_is_assumed`]).
+    pub assumed: bool,
 }
 
 impl Cell {
@@ -292,6 +341,14 @@ impl TableReport {
         self.rows.iter().filter(|r| matches!(r.state, RowState::Results { .. })).count()
     }
 
+    /// The judged errors (cells with a z-score), how many of them differ, and how many would differ by
+    /// chance alone, on average, were every one of our figures the paper's experiment exactly.
+    pub fn chance(&self) -> (usize, usize, f64) {
+        let judged: Vec<&Cell> = self.rows.iter().flat_map(|r| &r.cells).filter(|c| c.z.is_some()).collect();
+        let differ = judged.iter().filter(|c| c.verdict == Verdict::Differs).count();
+        (judged.len(), differ, judged.iter().filter_map(|c| c.z).map(|z| z.chance_differs).sum())
+    }
+
     /// How many cells agree and differ.
     pub fn verdicts(&self) -> (usize, usize) {
         let cells = self.rows.iter().flat_map(|r| &r.cells);
@@ -395,7 +452,15 @@ fn compare_row(table: &Table, row: &Row, columns: &[(String, String)], runs: &Pa
                     _ => Verdict::NotJudged("no tolerance for this metric"),
                 }
             };
-            Cell { metric: metric.clone(), unit: unit.clone(), published, ours, difference, tolerance, verdict }
+            let z = match (&verdict, difference, spread(&row.dataset, metric), tolerance, ours) {
+                (Verdict::Agrees | Verdict::Differs, Some(d), Some(sigma), Some(t), Some(o)) => {
+                    let sd = difference_spread(sigma, o.n, published_runs(&table.statistic));
+                    let assumed = spread_is_assumed(&row.dataset);
+                    Some(ZScore { z: d / sd, chance_differs: chance_beyond(t.limit, sd), assumed })
+                }
+                _ => None,
+            };
+            Cell { metric: metric.clone(), unit: unit.clone(), published, ours, difference, tolerance, verdict, z }
         })
         .collect();
     let devices: BTreeSet<String> = counted.iter().map(|r| r.device.clone()).collect();

@@ -185,6 +185,9 @@ fn table_section(s: &mut String, t: &TableReport, plots: &Plots) -> Result<(), R
         s.push_str("</tr>\n");
     }
     s.push_str("</tbody></table></div>\n");
+    if let Some(line) = crate::view::chance_line(t) {
+        let _ = writeln!(s, "<p class=\"chance\">{}</p>", escape(&line));
+    }
     if let Some(p) = plots.params.get(&t.table.id) {
         figure(s, p)?;
     }

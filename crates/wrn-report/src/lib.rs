@@ -44,8 +44,15 @@
 //! deviations of the difference between two independent single runs. CIFAR-10 ±0.42, CIFAR-100 ±0.85,
 //! SVHN ±0.23, ImageNet ±0.57 top-1 and ±0.28 top-5. A median of 5 seeds against the paper's median of 5
 //! varies less than that, so the test is generous for full sweeps and right for single seeds; a verdict of
-//! "differs" is therefore a real difference, not noise. Parameters agree within 0.1 M: the paper rounds to
-//! 0.1 M and counts Table 4's CIFAR-100 networks with a 10-class classifier (up to 0.07 M fewer).
+//! "differs" is therefore rarely noise. Parameters agree within 0.1 M: the paper rounds to 0.1 M and
+//! counts Table 4's CIFAR-100 networks with a 10-class classifier (up to 0.07 M fewer).
+//!
+//! How far a judged error is from the paper, in its own units: z = d / SD(d), where SD(d) combines the
+//! spread of our median of n seeds and of the published figure (one run, or a median of five: about
+//! 0.54σ; [`compare::median_spread`]). Each judged cell also has the chance that it would differ with no
+//! real difference, and a table adds them up ([`compare::TableReport::chance`]), so that a reader can
+//! tell one red cell among twenty from a finding. The ImageNet and SVHN σ are assumed (above) and their
+//! z-scores say so.
 
 use std::path::{Path, PathBuf};
 

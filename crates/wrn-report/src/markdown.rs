@@ -42,13 +42,20 @@ pub fn tolerance_text() -> String {
     ] {
         let sigma = crate::compare::spread(dataset, metric).unwrap_or_default();
         let tol = crate::compare::tolerance(dataset, metric).map(|t| t.limit).unwrap_or_default();
-        let _ = writeln!(s, "| {dataset} | {metric} | {sigma:.2} | ±{tol:.2} |");
+        let assumed = if crate::compare::spread_is_assumed(dataset) { " (assumed)" } else { "" };
+        let _ = writeln!(s, "| {dataset} | {metric} | {sigma:.2}{assumed} | ±{tol:.2} |");
     }
     s.push_str("| any | params | — | ±0.10 M |\n\n");
     s.push_str(
         "Tolerance = 2·√2·σ: two standard deviations of the difference between two independent single \
          runs (medians of several seeds differ less, so it is generous for them). σ comes from third-party \
-         reproductions; see the `wrn-report` crate documentation for the sources.\n",
+         reproductions; see the `wrn-report` crate documentation for the sources; for ImageNet and SVHN, \
+         where only single runs are published, it is assumed.\n\n\
+         Beside each verdict, z is the difference in standard deviations of the difference: σ·√(m² + p²), \
+         with m and p the spread of a median of our n seeds and of the paper's figure (1 for one run, 0.54 for \
+         a median of five). Below each table, the number of figures that would differ by chance alone, on \
+         average, if every one of ours were the paper's experiment exactly: a table of many judged figures \
+         may show one or two red cells with nothing wrong.\n",
     );
     s
 }
@@ -91,6 +98,9 @@ pub fn render(report: &Report, plots: &Plots) -> String {
             s.push('\n');
         }
         s.push_str(&table(&grid(t)));
+        if let Some(line) = crate::view::chance_line(t) {
+            let _ = writeln!(s, "\n{line}");
+        }
         if let Some(p) = plots.params.get(&t.table.id) {
             let _ = writeln!(s, "\n![{}](plots/{}.svg)", p.title, p.name);
         }

@@ -22,6 +22,8 @@ pub const COLUMNS: &[&str] = &[
     "scale",
     "tolerance",
     "status",
+    "z",
+    "sigma_assumed",
 ];
 
 fn opt(v: Option<f64>) -> String {
@@ -53,6 +55,8 @@ pub fn render(tables: &[TableReport]) -> Result<String, ReportError> {
                     scale,
                     &c.tolerance.map(|t| format!("{:.4}", t.limit)).unwrap_or_default(),
                     &r.status(),
+                    &opt(c.z.map(|z| z.z)),
+                    &c.z.map(|z| z.assumed.to_string()).unwrap_or_default(),
                 ])
                 .map_err(err)?;
             }

@@ -80,11 +80,33 @@ pub fn ours_text(row: &RowReport, cell: &Cell) -> (String, Tone) {
 
 pub fn verdict_text(cell: &Cell) -> (String, Tone) {
     match &cell.verdict {
-        Verdict::Agrees => ("agrees".into(), Tone::Agrees),
-        Verdict::Differs => ("differs".into(), Tone::Differs),
+        Verdict::Agrees => (format!("agrees{}", z_text(cell)), Tone::Agrees),
+        Verdict::Differs => (format!("differs{}", z_text(cell)), Tone::Differs),
         Verdict::Missing => ("missing".into(), Tone::Missing),
-        Verdict::NotJudged(why @ "reduced scale") => (format!("not judged: {why}"), Tone::Muted),
+        Verdict::NotJudged(why @ ("reduced scale" | "not the recipe")) => (format!("not judged: {why}"), Tone::Muted),
         Verdict::NotJudged(_) => ("—".into(), Tone::Muted),
+    }
+}
+
+/// How many of a table's judged errors would differ by chance alone, in words; `None` when none is
+/// judged.
+pub fn chance_line(t: &TableReport) -> Option<String> {
+    let (judged, differ, expected) = t.chance();
+    (judged > 0).then(|| {
+        format!(
+            "{judged} judged error {}, {differ} {}; by chance alone about {expected:.2} would differ.",
+            if judged == 1 { "figure" } else { "figures" },
+            if differ == 1 { "differs" } else { "differ" }
+        )
+    })
+}
+
+/// ` (z = +0.4)`, with `, σ assumed` where the spread behind it is; empty without a z-score.
+fn z_text(cell: &Cell) -> String {
+    match cell.z {
+        Some(z) if z.assumed => format!(" (z = {:+.1}, σ assumed)", z.z),
+        Some(z) => format!(" (z = {:+.1})", z.z),
+        None => String::new(),
     }
 }
 
@@ -96,6 +118,7 @@ fn judged(metric: &str) -> bool {
 pub fn row_label(row: &RowReport) -> String {
     match row.scale() {
         Some(ResultScale::Reduced) => format!("{} (reduced scale)", row.row.label),
+        Some(ResultScale::OffRecipe) => format!("{} (off-recipe)", row.row.label),
         _ => row.row.label.clone(),
     }
 }

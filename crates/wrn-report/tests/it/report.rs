@@ -104,7 +104,7 @@ fn rows_without_runs_are_missing_never_zero() {
     assert!(!line.contains("0.00"), "a missing row shows no zero: {line}");
     let csv = std::fs::read_to_string(&written.csv).unwrap();
     let line = csv.lines().find(|l| l.starts_with("t4_width,wrn-16-8-cifar10,cifar10,test_error,")).unwrap();
-    assert_eq!(line, "t4_width,wrn-16-8-cifar10,cifar10,test_error,%,4.81,,,,0,,missing,,0.4243,missing: no runs");
+    assert_eq!(line, "t4_width,wrn-16-8-cifar10,cifar10,test_error,%,4.81,,,,0,,missing,,0.4243,missing: no runs,,");
 }
 
 #[test]
@@ -388,7 +388,9 @@ fn the_csv_has_one_line_per_row_and_metric_with_the_documented_columns() {
             "verdict",
             "scale",
             "tolerance",
-            "status"
+            "status",
+            "z",
+            "sigma_assumed"
         ]
     );
     let lines: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
@@ -403,6 +405,64 @@ fn the_csv_has_one_line_per_row_and_metric_with_the_documented_columns() {
     assert_eq!(&l[6], "5");
     assert!((l[10].parse::<f64>().unwrap() - 0.03).abs() < 1e-9);
     assert_eq!((&l[11], &l[12], &l[14]), ("agrees", "full", "1 run"));
+    // z = 0.03 / (0.15·√(1 + 0.5356²)): one run of ours against the paper's median of five; σ measured
+    // for CIFAR.
+    let sd = 0.15 * (1.0 + 0.5356f64.powi(2)).sqrt();
+    assert!((l[15].parse::<f64>().unwrap() - 0.03 / sd).abs() < 1e-9, "{}", &l[15]);
+    assert_eq!(&l[16], "false");
+}
+
+#[test]
+fn each_judged_error_has_its_z_score_and_each_table_its_chance_differs() {
+    use wrn_report::compare::{chance_beyond, difference_spread, median_spread, published_runs};
+    // The spread of a median: one run 1, the mean of two 1/√2, a median of five about 0.54.
+    assert_eq!(median_spread(1), 1.0);
+    assert!((median_spread(2) - 0.5f64.sqrt()).abs() < 1e-12);
+    assert!((median_spread(5) - 0.5356).abs() < 1e-4 && median_spread(9) < median_spread(5));
+    assert_eq!((published_runs("median of 5 runs"), published_runs("single run")), (5, 1));
+    assert_eq!(published_runs("number of runs not stated"), 1);
+    assert!((difference_spread(0.15, 1, 5) - 0.15 * (1.0f64 + 0.5356 * 0.5356).sqrt()).abs() < 1e-12);
+    // The tolerance is two standard deviations of the difference of two single runs: 4.55% by chance.
+    let sigma = 0.15;
+    assert!((chance_beyond(2.0 * 2f64.sqrt() * sigma, 2f64.sqrt() * sigma) - 0.0455).abs() < 1e-4);
+
+    let (tmp, table) = setup();
+    let runs = tmp.path().join("runs");
+    for (seed, err) in [(1, 5.30), (2, 4.90), (3, 5.10)] {
+        Fixture::finished("cifar10", "wrn-40-4", seed, err).write(&runs, &key(&table, "wrn-40-4-cifar10"));
+    }
+    Fixture::finished("cifar10", "wrn-16-8", 1, 5.9).write(&runs, &key(&table, "wrn-16-8-cifar10"));
+    let report = compare(std::slice::from_ref(&table), &runs).unwrap();
+    let t = &report[0];
+    // Three seeds (median spread 0.67σ) against the table's median of five (0.54σ).
+    let c = row(t, "wrn-40-4-cifar10").cell("test_error").unwrap();
+    let sd = 0.15 * (0.6698f64.powi(2) + 0.5356f64.powi(2)).sqrt();
+    let z = c.z.expect("a judged error has a z-score");
+    assert!((z.z - (5.10 - 4.97) / sd).abs() < 1e-9 && !z.assumed, "{z:?}");
+    assert!((z.chance_differs - chance_beyond(2.0 * 2f64.sqrt() * 0.15, sd)).abs() < 1e-12);
+    let far = row(t, "wrn-16-8-cifar10").cell("test_error").unwrap();
+    assert_eq!(far.verdict, Verdict::Differs);
+    assert!(far.z.unwrap().z > 4.0, "{:?}", far.z);
+    // Parameters and times have no z-score; the table adds up its two judged errors.
+    assert_eq!(row(t, "wrn-40-4-cifar10").cell("params").unwrap().z, None);
+    let (judged, differ, expected) = t.chance();
+    assert_eq!((judged, differ), (2, 1));
+    assert!((expected - z.chance_differs - far.z.unwrap().chance_differs).abs() < 1e-12);
+    let written =
+        wrn_report::write(&wrn_report::Report { runs: runs.clone(), tables: report.clone() }, &tmp.path().join("out"))
+            .unwrap();
+    let md = std::fs::read_to_string(&written.markdown).unwrap();
+    assert!(md.contains(&format!("agrees (z = {:+.1})", z.z)) && md.contains("differs (z = +"), "{md}");
+    assert!(
+        md.contains(&format!("2 judged error figures, 1 differs; by chance alone about {expected:.2} would differ.")),
+        "{md}"
+    );
+    let html = std::fs::read_to_string(&written.html).unwrap();
+    assert!(html.contains("<p class=\"chance\">2 judged error figures"), "the HTML says it too");
+    // ImageNet's and SVHN's σ are assumed, and say so.
+    let svhn = wrn_report::compare::spread_is_assumed("svhn") && wrn_report::compare::spread_is_assumed("imagenet");
+    assert!(svhn && !wrn_report::compare::spread_is_assumed("cifar100"));
+    assert!(md.contains("| svhn | test_error | 0.08 (assumed) |"), "{md}");
 }
 
 fn png_size(path: &Path) -> (u32, u32) {
