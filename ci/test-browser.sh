@@ -53,6 +53,7 @@ plots=$(find "$out/report/plots" -name '*.svg' | wc -l | tr -d ' ')
 check "results tables in the rendered page" 3 "$(count '<table class="results')"
 check "every results table fits a 1366-pixel-wide window" "all fit" "$(sed -n 's/.*<pre id="out">\(.*\)<\/pre>.*/\1/p' "$out/measure.dom")"
 check "notes' inline code rendered as code" yes "$(grep -q '<li>[^<]*<code>init = "fan_out"</code>' "$out/dom.html" && echo yes || echo no)"
+check "the paper's findings under their tables (t4, t6)" 2 "$(count '<ul class="findings">')"
 check "no raw backticks in the notes" 0 "$(grep -o '<li>[^<]*`' "$out/dom.html" | wc -l | tr -d ' ')"
 check "summary table" 1 "$(count '<table id="summary"')"
 check "inline SVG plots, one per plot file" "$plots" "$(count '<svg')"

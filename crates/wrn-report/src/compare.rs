@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use wrn_tables::{Row, Table};
+use wrn_tables::{Finding, Row, Table};
 
 use crate::runs::{read_runs, Run, RunKind, RunResult};
 use crate::ReportError;
@@ -333,6 +333,98 @@ pub struct TableReport {
     /// The table's published metrics, then parameters and time per epoch when the paper omits them.
     pub columns: Vec<(String, String)>,
     pub rows: Vec<RowReport>,
+    /// Whether our runs show each of the paper's findings the table states.
+    pub findings: Vec<FindingReport>,
+}
+
+/// Whether our runs show a finding of the paper.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shown {
+    /// Every comparison goes the paper's way by more than twice its spread.
+    Yes,
+    /// Some comparison is within twice its spread: the runs cannot tell.
+    NotClear,
+    /// Some comparison goes the other way by more than twice its spread.
+    Contradicted,
+    /// Not every row has full-scale runs of the recipe.
+    NoRuns,
+}
+
+impl Shown {
+    pub fn words(self) -> &'static str {
+        match self {
+            Shown::Yes => "shown",
+            Shown::NotClear => "not clear",
+            Shown::Contradicted => "contradicted",
+            Shown::NoRuns => "not yet tested",
+        }
+    }
+}
+
+/// One comparison of a finding: the row that should be higher, the one that should be lower, and our
+/// medians' difference (higher − lower) with its spread, when both rows have full-scale runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PairCheck {
+    pub higher: String,
+    pub lower: String,
+    pub difference: Option<f64>,
+    pub spread: Option<f64>,
+}
+
+/// A finding of the paper against our runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FindingReport {
+    pub finding: Finding,
+    pub ours: Shown,
+    pub pairs: Vec<PairCheck>,
+}
+
+/// Checks a finding on the rows' full-scale figures: each comparison's difference against twice the
+/// spread of a difference of two medians (σ of the dataset, the medians' seed counts).
+fn check_finding(finding: &Finding, rows: &[RowReport]) -> FindingReport {
+    let figure = |id: &str| {
+        let r = rows.iter().find(|r| r.row.id == id)?;
+        let stats = r.cell(&finding.metric)?.ours.filter(|_| r.scale() == Some(ResultScale::Full))?;
+        Some((stats, spread(&r.row.dataset, &finding.metric)?))
+    };
+    let pairs: Vec<PairCheck> = finding
+        .pairs()
+        .into_iter()
+        .map(|(higher, lower)| {
+            let both = figure(higher).zip(figure(lower));
+            PairCheck {
+                higher: higher.into(),
+                lower: lower.into(),
+                difference: both.map(|((h, _), (l, _))| h.median - l.median),
+                spread: both.map(|((h, sigma), (l, _))| {
+                    sigma * (median_spread(h.n).powi(2) + median_spread(l.n).powi(2)).sqrt()
+                }),
+            }
+        })
+        .collect();
+    let outcomes: Vec<Option<Shown>> = pairs
+        .iter()
+        .map(|p| {
+            let (d, sd) = (p.difference?, p.spread?);
+            Some(if d > 2.0 * sd {
+                Shown::Yes
+            } else if d < -2.0 * sd {
+                Shown::Contradicted
+            } else {
+                Shown::NotClear
+            })
+        })
+        .collect();
+    let ours = if outcomes.iter().any(Option::is_none) {
+        Shown::NoRuns
+    } else if outcomes.contains(&Some(Shown::Contradicted)) {
+        Shown::Contradicted
+    } else if outcomes.iter().all(|o| *o == Some(Shown::Yes)) {
+        Shown::Yes
+    } else {
+        Shown::NotClear
+    };
+    FindingReport { finding: finding.clone(), ours, pairs }
 }
 
 impl TableReport {
@@ -378,8 +470,9 @@ pub fn compare_table(table: &Table, runs: &Path) -> Result<TableReport, ReportEr
             columns.push((metric.into(), unit.into()));
         }
     }
-    let rows = table.rows.iter().map(|row| compare_row(table, row, &columns, runs)).collect::<Result<_, _>>()?;
-    Ok(TableReport { table: table.clone(), columns, rows })
+    let rows = table.rows.iter().map(|row| compare_row(table, row, &columns, runs)).collect::<Result<Vec<_>, _>>()?;
+    let findings = table.findings.iter().map(|f| check_finding(f, &rows)).collect();
+    Ok(TableReport { table: table.clone(), columns, rows, findings })
 }
 
 fn compare_row(table: &Table, row: &Row, columns: &[(String, String)], runs: &Path) -> Result<RowReport, ReportError> {

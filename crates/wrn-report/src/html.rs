@@ -188,6 +188,14 @@ fn table_section(s: &mut String, t: &TableReport, plots: &Plots) -> Result<(), R
     if let Some(line) = crate::view::chance_line(t) {
         let _ = writeln!(s, "<p class=\"chance\">{}</p>", escape(&line));
     }
+    let findings = crate::view::finding_lines(t);
+    if !findings.is_empty() {
+        s.push_str("<p>The paper's findings:</p><ul class=\"findings\">");
+        for (line, f) in findings.iter().zip(&t.findings) {
+            let _ = write!(s, "<li data-shown=\"{}\">{}</li>", f.ours.words(), escape(line));
+        }
+        s.push_str("</ul>\n");
+    }
     if let Some(p) = plots.params.get(&t.table.id) {
         figure(s, p)?;
     }

@@ -67,7 +67,7 @@ pub mod runs;
 pub mod table_csv;
 pub mod view;
 
-pub use compare::{compare, ResultScale, RowReport, RowState, Stats, TableReport, Verdict};
+pub use compare::{compare, FindingReport, ResultScale, RowReport, RowState, Shown, Stats, TableReport, Verdict};
 pub use publish::write;
 
 /// What can go wrong while making a report.

@@ -101,6 +101,13 @@ pub fn render(report: &Report, plots: &Plots) -> String {
         if let Some(line) = crate::view::chance_line(t) {
             let _ = writeln!(s, "\n{line}");
         }
+        let findings = crate::view::finding_lines(t);
+        if !findings.is_empty() {
+            s.push_str("\nThe paper's findings:\n\n");
+            for line in findings {
+                let _ = writeln!(s, "- {line}");
+            }
+        }
         if let Some(p) = plots.params.get(&t.table.id) {
             let _ = writeln!(s, "\n![{}](plots/{}.svg)", p.title, p.name);
         }

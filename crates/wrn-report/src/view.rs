@@ -88,6 +88,25 @@ pub fn verdict_text(cell: &Cell) -> (String, Tone) {
     }
 }
 
+/// Each of the table's findings in a line: the claim, whether our runs show it, and the comparisons
+/// (ours `a − b = +0.41 ± 0.19`, the spread being one standard deviation of the difference).
+pub fn finding_lines(t: &TableReport) -> Vec<String> {
+    t.findings
+        .iter()
+        .map(|f| {
+            let pairs: Vec<String> = f
+                .pairs
+                .iter()
+                .map(|p| match (p.difference, p.spread) {
+                    (Some(d), Some(sd)) => format!("{} − {} = {d:+.2} ± {sd:.2}", p.higher, p.lower),
+                    _ => format!("{} vs {}: no full-scale runs", p.higher, p.lower),
+                })
+                .collect();
+            format!("{}: {} by our runs ({})", f.finding.claim, f.ours.words(), pairs.join("; "))
+        })
+        .collect()
+}
+
 /// How many of a table's judged errors would differ by chance alone, in words; `None` when none is
 /// judged.
 pub fn chance_line(t: &TableReport) -> Option<String> {

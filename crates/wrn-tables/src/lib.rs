@@ -27,6 +27,10 @@
 //! published = { test_error = 4.97, params = 8.9 }
 //! reference = "..."            # quoted from another paper: not trained
 //! note = "..."
+//! [[finding]]                  # a claim of the paper that the table's rows test
+//! claim = "Error falls as width grows at depth 40"
+//! metric = "test_error"
+//! falls = ["wrn-40-1-cifar10", "wrn-40-2-cifar10"]  # or lowest = [best, others...]
 //! ```
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -76,6 +80,47 @@ struct TableFile {
     train: toml::Table,
     #[serde(rename = "row")]
     rows: Vec<RowFile>,
+    #[serde(default, rename = "finding")]
+    findings: Vec<FindingFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FindingFile {
+    claim: String,
+    metric: String,
+    falls: Option<Vec<String>>,
+    lowest: Option<Vec<String>>,
+}
+
+/// How a finding orders its rows' figures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FindingKind {
+    /// The metric falls from each row to the next.
+    Falls,
+    /// The first row's metric is below every other row's.
+    Lowest,
+}
+
+/// One of the paper's findings that a table tests with its own rows (Table 4: error falls as the width
+/// grows at a fixed depth): a report says whether our runs show it, as well as each figure.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Finding {
+    pub claim: String,
+    pub metric: String,
+    pub kind: FindingKind,
+    /// Row ids of the table, trainable, at least two.
+    pub rows: Vec<String>,
+}
+
+impl Finding {
+    /// The pairs the finding compares, as (should be higher, should be lower).
+    pub fn pairs(&self) -> Vec<(&str, &str)> {
+        match self.kind {
+            FindingKind::Falls => self.rows.windows(2).map(|w| (w[0].as_str(), w[1].as_str())).collect(),
+            FindingKind::Lowest => self.rows[1..].iter().map(|r| (r.as_str(), self.rows[0].as_str())).collect(),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -108,6 +153,8 @@ pub struct Table {
     pub notes: Vec<String>,
     /// Published metric → unit, in the file's order of importance.
     pub columns: Vec<(String, String)>,
+    /// The paper's findings the rows test.
+    pub findings: Vec<Finding>,
     pub rows: Vec<Row>,
 }
 
@@ -185,6 +232,30 @@ fn flatten(prefix: &str, table: &toml::Table, out: &mut BTreeMap<String, toml::V
     }
 }
 
+/// A finding of a table file, checked against the table's rows and columns.
+fn finding(f: FindingFile, rows: &[Row], columns: &BTreeMap<String, String>) -> Result<Finding, String> {
+    let at = |m: String| format!("finding '{}': {m}", f.claim);
+    let (kind, ids) = match (f.falls, f.lowest) {
+        (Some(ids), None) => (FindingKind::Falls, ids),
+        (None, Some(ids)) => (FindingKind::Lowest, ids),
+        _ => return Err(at("give exactly one of falls = [rows] or lowest = [best, others]".into())),
+    };
+    if !columns.contains_key(&f.metric) {
+        return Err(at(format!("metric '{}' is not one of the table's [columns]", f.metric)));
+    }
+    if ids.len() < 2 {
+        return Err(at("a finding compares at least two rows".into()));
+    }
+    for id in &ids {
+        match rows.iter().find(|r| &r.id == id) {
+            None => return Err(at(format!("no row '{id}'"))),
+            Some(r) if !r.trainable() => return Err(at(format!("row '{id}' is not trained"))),
+            Some(_) => {}
+        }
+    }
+    Ok(Finding { claim: f.claim, metric: f.metric, kind, rows: ids })
+}
+
 /// Keys a row may not set through `train`: they have fields of their own or belong to the sweep.
 const RESERVED: &[&str] = &["dataset", "arch", "seed", "device", "scale", "data"];
 
@@ -257,6 +328,12 @@ impl Table {
                 note: r.note,
             });
         }
+        let findings = file
+            .findings
+            .into_iter()
+            .map(|f| finding(f, &rows, &file.columns))
+            .collect::<Result<_, _>>()
+            .map_err(invalid)?;
         // Keep the file's column order as written (TOML tables are read sorted; re-read the order).
         let columns = column_order(text, &file.columns);
         Ok(Table {
@@ -268,6 +345,7 @@ impl Table {
             notes: file.notes,
             columns,
             rows,
+            findings,
         })
     }
 

@@ -100,3 +100,39 @@ fn cifar_median_tables_train_five_seeds_and_svhn_one() {
         }
     }
 }
+
+#[test]
+fn the_tables_state_the_papers_findings_and_the_published_figures_show_them() {
+    use wrn_tables::FindingKind;
+    let t = tables();
+    let count = |id: &str| t.iter().find(|t| t.id == id).unwrap().findings.len();
+    assert_eq!([count("t2_block_type"), count("t3_deepening"), count("t4_width"), count("t6_dropout")], [1, 1, 3, 4]);
+    for table in &t {
+        for f in &table.findings {
+            for (higher, lower) in f.pairs() {
+                let fig = |id: &str| figure(&t, &table.id, id, &f.metric);
+                assert!(fig(higher) > fig(lower), "{}: {}: {higher} vs {lower}", table.id, f.claim);
+            }
+        }
+    }
+    let t3 = t.iter().find(|t| t.id == "t3_deepening").unwrap();
+    assert_eq!((t3.findings[0].kind, t3.findings[0].pairs()[0]), (FindingKind::Lowest, ("l1", "l2")));
+}
+
+#[test]
+fn a_finding_must_name_rows_and_a_metric_of_its_table() {
+    let base = "title = 't'\nsource = 's'\nstatistic = 'single run'\nseeds = 1\n[columns]\ntest_error = '%'\n\
+                [[row]]\nid = 'a'\nlabel = 'A'\ndataset = 'cifar10'\narch = 'wrn-10-1'\n\
+                [[row]]\nid = 'r'\nlabel = 'R'\ndataset = 'cifar10'\nreference = 'x'\n";
+    let with =
+        |f: &str| Table::parse("t", std::path::Path::new("t.toml"), &format!("{base}[[finding]]\nclaim = 'c'\n{f}"));
+    let err = |f: &str| with(f).unwrap_err().to_string();
+    assert!(err("metric = 'test_error'\nfalls = ['a', 'b']").contains("finding 'c': no row 'b'"));
+    assert!(err("metric = 'test_error'\nfalls = ['a', 'r']").contains("row 'r' is not trained"));
+    assert!(
+        err("metric = 'params'\nfalls = ['a', 'a']").contains("metric 'params' is not one of the table's [columns]")
+    );
+    assert!(err("metric = 'test_error'\nfalls = ['a']").contains("at least two rows"));
+    assert!(err("metric = 'test_error'\nfalls = ['a', 'a']\nlowest = ['a', 'a']").contains("exactly one of"));
+    assert!(with("metric = 'test_error'\nlowest = ['a', 'a']").is_ok());
+}

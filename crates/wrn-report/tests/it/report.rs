@@ -613,3 +613,43 @@ fn runs_off_the_recipe_are_shown_and_never_judged() {
     assert!(r.status().contains("off the recipe and not counted: seed1: precision=bf16"), "{}", r.status());
     assert_eq!(ResultScale::OffRecipe.as_str(), "off-recipe");
 }
+
+#[test]
+fn the_papers_findings_are_checked_on_our_full_scale_runs() {
+    use wrn_report::Shown;
+    let tmp = tempfile::tempdir().unwrap();
+    let finding = "\n[[finding]]\nclaim = \"Wider is better\"\nmetric = \"test_error\"\n\
+                   falls = [\"wrn-40-4-cifar10\", \"wrn-28-10-cifar10\"]\n";
+    let table = write_table(&tmp.path().join("tables"), "t4_width", &format!("{WIDTH}{finding}"));
+    let shown = |narrow: &[f64], wide: &[f64]| {
+        let runs = tmp.path().join(format!("runs-{}", narrow.len() * 10 + wide.len()));
+        let _ = std::fs::remove_dir_all(&runs);
+        for (seed, err) in narrow.iter().enumerate() {
+            Fixture::finished("cifar10", "wrn-40-4", seed as u32 + 1, *err)
+                .write(&runs, &key(&table, "wrn-40-4-cifar10"));
+        }
+        for (seed, err) in wide.iter().enumerate() {
+            Fixture::finished("cifar10", "wrn-28-10", seed as u32 + 1, *err)
+                .write(&runs, &key(&table, "wrn-28-10-cifar10"));
+        }
+        compare(std::slice::from_ref(&table), &runs).unwrap().remove(0)
+    };
+    assert_eq!(shown(&[5.0], &[]).findings[0].ours, Shown::NoRuns);
+    // 5.0 against 4.15, three seeds each: 0.85 against a spread of 0.15·√2·0.67 = 0.14.
+    let t = shown(&[5.0, 5.1, 4.9], &[4.1, 4.2, 4.15]);
+    let f = &t.findings[0];
+    assert_eq!(f.ours, Shown::Yes);
+    let sd = 0.15 * (2.0 * 0.6698f64.powi(2)).sqrt();
+    assert!((f.pairs[0].difference.unwrap() - 0.85).abs() < 1e-9 && (f.pairs[0].spread.unwrap() - sd).abs() < 1e-9);
+    assert_eq!(shown(&[5.0, 5.1, 4.9], &[5.0, 4.9, 5.1]).findings[0].ours, Shown::NotClear);
+    assert_eq!(shown(&[5.0, 5.1, 4.9], &[5.6, 5.7, 5.5]).findings[0].ours, Shown::Contradicted);
+    // The report says it in words, under the table.
+    let runs = tmp.path().join("runs-33");
+    let report = wrn_report::Report { runs: runs.clone(), tables: vec![t] };
+    let written = wrn_report::write(&report, &tmp.path().join("out")).unwrap();
+    let md = std::fs::read_to_string(&written.markdown).unwrap();
+    let line = "- Wider is better: shown by our runs (wrn-40-4-cifar10 − wrn-28-10-cifar10 = +0.85 ± 0.14)";
+    assert!(md.contains(line), "{md}");
+    let html = std::fs::read_to_string(&written.html).unwrap();
+    assert!(html.contains("<li data-shown=\"shown\">Wider is better: shown by our runs"), "{html}");
+}
