@@ -27,7 +27,8 @@ pub fn table(g: &Grid) -> String {
 /// What the verdicts mean, for the report and the README.
 pub fn tolerance_text() -> String {
     let mut s = String::from(
-        "A row's figure is the median over its finished seeds (range and count beside it). It **agrees** \
+        "A row's figure is the median over its finished seeds' final epoch (range and count beside it, and \
+         the median of their best epoch where it is lower: the paper does not say which it reports). It **agrees** \
          with the paper when it is within the tolerance below, and **differs** otherwise. Rows without \
          finished runs are *missing*; rows trained at reduced scale or on other data are labelled and \
          never judged; time per epoch depends on the hardware and is shown, never judged.\n\n",

@@ -24,6 +24,7 @@ pub const COLUMNS: &[&str] = &[
     "status",
     "z",
     "sigma_assumed",
+    "ours_best_median",
 ];
 
 fn opt(v: Option<f64>) -> String {
@@ -57,6 +58,7 @@ pub fn render(tables: &[TableReport]) -> Result<String, ReportError> {
                     &r.status(),
                     &opt(c.z.map(|z| z.z)),
                     &c.z.map(|z| z.assumed.to_string()).unwrap_or_default(),
+                    &opt(c.best.map(|s| s.median)),
                 ])
                 .map_err(err)?;
             }

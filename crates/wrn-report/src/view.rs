@@ -60,7 +60,8 @@ pub fn number(metric: &str, v: f64) -> String {
     format!("{v:.*}", precision(metric))
 }
 
-/// Ours: "4.21 [4.05–4.40] n=5", or what stands in for it when there is no figure.
+/// Ours: "4.21 [4.05–4.40] n=5", with the best epoch's median where it is lower ("…, best epoch 4.12"),
+/// or what stands in for it when there is no figure.
 pub fn ours_text(row: &RowReport, cell: &Cell) -> (String, Tone) {
     match (&cell.ours, &row.state) {
         (Some(s), _) => {
@@ -69,7 +70,11 @@ pub fn ours_text(row: &RowReport, cell: &Cell) -> (String, Tone) {
             } else {
                 String::new()
             };
-            (format!("{}{range} n={}", number(&cell.metric, s.median), s.n), Tone::Plain)
+            let best = match cell.best {
+                Some(b) if b.median < s.median => format!(", best epoch {}", number(&cell.metric, b.median)),
+                _ => String::new(),
+            };
+            (format!("{}{range} n={}{best}", number(&cell.metric, s.median), s.n), Tone::Plain)
         }
         (None, RowState::Reference(_)) => ("reference".into(), Tone::Muted),
         (None, RowState::NoRuns) => ("missing".into(), Tone::Missing),

@@ -41,11 +41,11 @@ fn full_scale_results_are_listed_with_their_verdicts_and_reduced_ones_are_not() 
     assert!(!text.contains("No full-scale results"));
     assert!(
         text.contains(
-            "| WRN-40-4 | cifar10 | 4.97 | 5.05 [4.91–5.22] n=3 | agrees (z = +0.4) | 8.90 | 8.95 n=3 | agrees |"
+            "| WRN-40-4 | cifar10 | 4.97 | 5.05 [4.91–5.22] n=3, best epoch 4.95 | agrees (z = +0.4) | 8.90 | 8.95 n=3 | agrees |"
         ),
         "{text}"
     );
-    assert!(text.contains("| WRN-16-8 | cifar10 | 4.81 | 5.71 n=1 | differs (z = +4.2) |"), "{text}");
+    assert!(text.contains("| WRN-16-8 | cifar10 | 4.81 | 5.71 n=1, best epoch 5.61 | differs (z = +4.2) |"), "{text}");
     let t6 = text.lines().find(|l| l.starts_with("| t6_dropout |")).unwrap();
     assert!(t6.contains("no runs yet (1 reduced-scale, not judged)"), "{t6}");
     assert!(!text.contains("WRN-16-4 |"), "a reduced-scale row is not listed");

@@ -104,7 +104,7 @@ fn rows_without_runs_are_missing_never_zero() {
     assert!(!line.contains("0.00"), "a missing row shows no zero: {line}");
     let csv = std::fs::read_to_string(&written.csv).unwrap();
     let line = csv.lines().find(|l| l.starts_with("t4_width,wrn-16-8-cifar10,cifar10,test_error,")).unwrap();
-    assert_eq!(line, "t4_width,wrn-16-8-cifar10,cifar10,test_error,%,4.81,,,,0,,missing,,0.4243,missing: no runs,,");
+    assert_eq!(line, "t4_width,wrn-16-8-cifar10,cifar10,test_error,%,4.81,,,,0,,missing,,0.4243,missing: no runs,,,");
 }
 
 #[test]
@@ -390,7 +390,8 @@ fn the_csv_has_one_line_per_row_and_metric_with_the_documented_columns() {
             "tolerance",
             "status",
             "z",
-            "sigma_assumed"
+            "sigma_assumed",
+            "ours_best_median"
         ]
     );
     let lines: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
@@ -410,6 +411,8 @@ fn the_csv_has_one_line_per_row_and_metric_with_the_documented_columns() {
     let sd = 0.15 * (1.0 + 0.5356f64.powi(2)).sqrt();
     assert!((l[15].parse::<f64>().unwrap() - 0.03 / sd).abs() < 1e-9, "{}", &l[15]);
     assert_eq!(&l[16], "false");
+    // The best epoch beside the final one (the fixture's best is 0.1 below its last epoch).
+    assert!((l[17].parse::<f64>().unwrap() - 4.9).abs() < 1e-9, "{}", &l[17]);
 }
 
 #[test]
