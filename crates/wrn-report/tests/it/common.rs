@@ -132,6 +132,18 @@ impl Fixture {
     }
 }
 
+/// A row's state with full-scale recipe results: `finished` counted, `in_progress` running and
+/// `reduced_not_counted` reduced-scale runs aside, none off the recipe.
+pub fn full_results(finished: usize, in_progress: usize, reduced_not_counted: usize) -> wrn_report::RowState {
+    wrn_report::RowState::Results {
+        scale: wrn_report::ResultScale::Full,
+        finished,
+        in_progress,
+        reduced_not_counted,
+        off_recipe: vec![],
+    }
+}
+
 /// A small table file in the real format, written to `dir/<id>.toml`.
 pub fn write_table(dir: &Path, id: &str, text: &str) -> Table {
     std::fs::create_dir_all(dir).unwrap();

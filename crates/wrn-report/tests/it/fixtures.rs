@@ -24,16 +24,7 @@ fn fixture_runs_land_on_their_rows() {
     assert_eq!(c.verdict, Verdict::Agrees);
     assert_eq!(row(&report, "t4_width", "wrn-16-8-cifar10").cell("test_error").unwrap().verdict, Verdict::Differs);
     let r = row(&report, "t4_width", "wrn-28-10-cifar100");
-    assert_eq!(
-        r.state,
-        RowState::Results {
-            scale: ResultScale::Full,
-            finished: 1,
-            in_progress: 1,
-            reduced_not_counted: 0,
-            off_recipe: vec![],
-        }
-    );
+    assert_eq!(r.state, crate::common::full_results(1, 1, 0));
     assert_eq!(r.cell("params").unwrap().verdict, Verdict::Agrees);
     let r = row(&report, "t6_dropout", "wrn-16-4-cifar10");
     assert_eq!(r.scale(), Some(ResultScale::Reduced));

@@ -36,16 +36,7 @@ fn ours_is_the_median_over_seeds_with_range_and_count() {
     assert_eq!(time.ours.unwrap().median, 33.0);
     assert_eq!(time.verdict, Verdict::NotJudged("hardware-dependent"));
     assert_eq!(time.difference, None);
-    assert_eq!(
-        r.state,
-        RowState::Results {
-            scale: ResultScale::Full,
-            finished: 5,
-            in_progress: 0,
-            reduced_not_counted: 0,
-            off_recipe: vec![],
-        }
-    );
+    assert_eq!(r.state, crate::common::full_results(5, 0, 0));
     assert_eq!(r.devices, ["cpu"]);
 
     // An even count takes the mean of the middle two.
@@ -126,16 +117,7 @@ fn unfinished_runs_are_in_progress_not_results() {
     Fixture::finished("cifar10", "wrn-16-8", 3, 4.9).write(&runs, &k);
     let report = compare(std::slice::from_ref(&table), &runs).unwrap();
     let r = row(&report[0], "wrn-16-8-cifar10");
-    assert_eq!(
-        r.state,
-        RowState::Results {
-            scale: ResultScale::Full,
-            finished: 1,
-            in_progress: 2,
-            reduced_not_counted: 0,
-            off_recipe: vec![],
-        }
-    );
+    assert_eq!(r.state, crate::common::full_results(1, 2, 0));
     assert_eq!(r.cell("test_error").unwrap().ours.unwrap(), Stats { median: 4.9, min: 4.9, max: 4.9, n: 1 });
     assert_eq!(r.status(), "1 run, 2 in progress");
 }
@@ -159,16 +141,7 @@ fn diverged_and_short_runs_are_never_figures() {
     let report = compare(std::slice::from_ref(&table), &runs).unwrap();
     let r = row(&report[0], "wrn-16-8-cifar10");
     assert_eq!(r.cell("test_error").unwrap().ours.unwrap(), Stats { median: 4.9, min: 4.9, max: 4.9, n: 1 });
-    assert_eq!(
-        r.state,
-        RowState::Results {
-            scale: ResultScale::Full,
-            finished: 1,
-            in_progress: 1,
-            reduced_not_counted: 0,
-            off_recipe: vec![],
-        }
-    );
+    assert_eq!(r.state, crate::common::full_results(1, 1, 0));
     assert_eq!(r.status(), "1 run, 1 in progress, 1 diverged (not counted), 1 incomplete (not counted)");
 }
 
@@ -193,16 +166,7 @@ fn a_damaged_folder_is_a_damaged_row_and_the_rest_is_reported() {
     let r = row(&report.tables[0], "wrn-40-4-cifar10");
     // Only the sound seed is counted.
     assert_eq!(r.cell("test_error").unwrap().ours.unwrap(), Stats { median: 5.0, min: 5.0, max: 5.0, n: 1 });
-    assert_eq!(
-        r.state,
-        RowState::Results {
-            scale: ResultScale::Full,
-            finished: 1,
-            in_progress: 0,
-            reduced_not_counted: 0,
-            off_recipe: vec![],
-        }
-    );
+    assert_eq!(r.state, crate::common::full_results(1, 0, 0));
     let status = r.status();
     assert!(status.starts_with("1 run, 2 damaged (not counted): "), "{status}");
     assert!(status.contains(&format!("{}: EOF while parsing", cut.join("result.json").display())), "{status}");
@@ -336,16 +300,7 @@ fn reduced_scale_runs_are_labelled_and_never_judged() {
     Fixture::finished("cifar10", "wrn-40-4", 2, 5.0).write(&runs, &k);
     let report = compare(std::slice::from_ref(&table), &runs).unwrap();
     let r = row(&report[0], "wrn-40-4-cifar10");
-    assert_eq!(
-        r.state,
-        RowState::Results {
-            scale: ResultScale::Full,
-            finished: 1,
-            in_progress: 0,
-            reduced_not_counted: 1,
-            off_recipe: vec![],
-        }
-    );
+    assert_eq!(r.state, crate::common::full_results(1, 0, 1));
     assert_eq!(r.cell("test_error").unwrap().ours.unwrap().median, 5.0);
     assert_eq!(r.cell("test_error").unwrap().verdict, Verdict::Agrees);
 }
