@@ -199,6 +199,11 @@ impl RandomCrop {
         let dx = rng.gen_range(0..=w - self.width);
         (dy, dx)
     }
+
+    /// The offsets the whole batch shares for an input of `h x w`, drawn from a copy of its stream.
+    pub fn draw_in_batch(&self, h: usize, w: usize, batch: &BatchDraw) -> (usize, usize) {
+        self.draw(h, w, &mut batch.shared.clone())
+    }
 }
 
 impl Op for RandomCrop {
@@ -224,7 +229,7 @@ impl Op for RandomCrop {
         crop(img, dy, dx, self.height, self.width);
     }
     fn apply_in_batch(&self, img: &mut Image, _rng: &mut SampleRng, batch: &BatchDraw) {
-        let (dy, dx) = self.draw(img.height, img.width, &mut batch.shared.clone());
+        let (dy, dx) = self.draw_in_batch(img.height, img.width, batch);
         crop(img, dy, dx, self.height, self.width);
     }
 }
@@ -542,17 +547,15 @@ impl Fused {
     /// offset (within a row) of each output column, reflection and mirror folded in.
     fn place(&self, [c, h, w]: [usize; 3], draw: Draw, cols: &mut Vec<usize>) -> Placement {
         let (ph, pw) = (h + 2 * self.pad, w + 2 * self.pad);
-        let ((dy, dx), (oh, ow), flip) = match draw {
-            Draw::Sample(rng) => (
-                self.crop.map_or((0, 0), |crop| crop.draw(ph, pw, rng)),
-                self.crop.map_or((ph, pw), |crop| (crop.height, crop.width)),
-                self.flip.is_some_and(|f| f.draw(rng)),
-            ),
-            Draw::Batch(batch) => (
-                self.crop.map_or((0, 0), |crop| crop.draw(ph, pw, &mut batch.shared.clone())),
-                self.crop.map_or((ph, pw), |crop| (crop.height, crop.width)),
-                self.flip.is_some() && batch.flip,
-            ),
+        let (oh, ow) = self.crop.map_or((ph, pw), |crop| (crop.height, crop.width));
+        // The crop is drawn before the flip, as the ops one by one draw them.
+        let ((dy, dx), flip) = match draw {
+            Draw::Sample(rng) => {
+                (self.crop.map_or((0, 0), |crop| crop.draw(ph, pw, rng)), self.flip.is_some_and(|f| f.draw(rng)))
+            }
+            Draw::Batch(batch) => {
+                (self.crop.map_or((0, 0), |crop| crop.draw_in_batch(ph, pw, batch)), self.flip.is_some() && batch.flip)
+            }
         };
         cols.clear();
         cols.extend((0..ow).map(|x| {

@@ -165,10 +165,10 @@ pub fn published_runs(statistic: &str) -> usize {
     words.windows(3).find(|w| w[0] == "median" && w[1] == "of").and_then(|w| w[2].parse().ok()).unwrap_or(1)
 }
 
-/// The standard deviation of our median of `ours` runs minus a published figure of `published` runs,
-/// each run with spread `sigma`.
-pub fn difference_spread(sigma: f64, ours: usize, published: usize) -> f64 {
-    sigma * (median_spread(ours).powi(2) + median_spread(published).powi(2)).sqrt()
+/// The standard deviation of the difference of two independent medians of `a` and `b` runs (ours and a
+/// published figure, or two of our rows), each run with spread `sigma`.
+pub fn difference_spread(sigma: f64, a: usize, b: usize) -> f64 {
+    sigma * (median_spread(a).powi(2) + median_spread(b).powi(2)).sqrt()
 }
 
 /// The chance that a difference of spread `sd` exceeds `limit` by chance alone (both sides).
@@ -400,9 +400,7 @@ fn check_finding(finding: &Finding, rows: &[RowReport]) -> FindingReport {
                 higher: higher.into(),
                 lower: lower.into(),
                 difference: both.map(|((h, _), (l, _))| h.median - l.median),
-                spread: both.map(|((h, sigma), (l, _))| {
-                    sigma * (median_spread(h.n).powi(2) + median_spread(l.n).powi(2)).sqrt()
-                }),
+                spread: both.map(|((h, sigma), (l, _))| difference_spread(sigma, h.n, l.n)),
             }
         })
         .collect();
@@ -488,17 +486,17 @@ fn compare_row(table: &Table, row: &Row, columns: &[(String, String)], runs: &Pa
     let finished: Vec<&RunResult> = found.iter().filter_map(Run::finished).collect();
     // Diverged, incomplete and damaged folders are neither figures nor in progress.
     let in_progress = found.iter().filter(|r| r.kind() == RunKind::InProgress).count();
-    let departures: Vec<Vec<String>> = finished.iter().map(|r| departures(row, r)).collect();
-    let full: Vec<&RunResult> =
-        finished.iter().zip(&departures).filter(|(r, d)| r.full_scale && d.is_empty()).map(|(r, _)| *r).collect();
-    let off: Vec<&RunResult> =
-        finished.iter().zip(&departures).filter(|(r, d)| r.full_scale && !d.is_empty()).map(|(r, _)| *r).collect();
-    let off_recipe: Vec<String> = finished
-        .iter()
-        .zip(&departures)
-        .filter(|(r, d)| r.full_scale && !d.is_empty())
-        .map(|(r, d)| format!("seed{}: {}", r.seed, d.join(", ")))
-        .collect();
+    // Full-scale runs, split into those of the recipe and those off it (with what departs).
+    let (mut full, mut off, mut off_recipe) = (Vec::new(), Vec::new(), Vec::new());
+    for &r in finished.iter().filter(|r| r.full_scale) {
+        let departs = departures(row, r);
+        if departs.is_empty() {
+            full.push(r);
+        } else {
+            off.push(r);
+            off_recipe.push(format!("seed{}: {}", r.seed, departs.join(", ")));
+        }
+    }
     // Full-scale runs of the recipe, when there are any, are the figures; the others are counted aside.
     // Without them, full-scale runs off the recipe are shown, never judged; then reduced-scale ones.
     let reduced = finished.len() - full.len() - off.len();

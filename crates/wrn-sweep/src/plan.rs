@@ -43,8 +43,9 @@ pub enum SweepError {
     Price { rows: String, source: PriceError },
     #[error(
         "--set {0}: a sweep trains the tables' rows as the paper did, and only settings that do not change what \
-         is trained may be added ({ALLOWED}); put other settings in a table file's [train] or rows, or train \
-         the variant with `wrn train`"
+         is trained may be added ({allowed}); put other settings in a table file's [train] or rows, or train the \
+         variant with `wrn train`",
+        allowed = ALLOWED.join(", ")
     )]
     ChangesTraining(String),
     /// Another sweep (or process) holds the runs folder.
@@ -191,14 +192,14 @@ impl Plan {
     }
 }
 
-/// The `--set` keys a sweep may add to every run, in words: none changes what is trained (a custom
-/// manifest makes a run reduced-scale, which the report says).
-const ALLOWED: &str = "data.*, device, checkpoint_minutes, checkpoint_steps";
+/// The `--set` keys a sweep may add to every run (`*` ends a prefix): none changes what is trained (a
+/// custom manifest makes a run reduced-scale, which the report says).
+const ALLOWED: [&str; 4] = ["data.*", "device", "checkpoint_minutes", "checkpoint_steps"];
 
 /// Whether `--set key=value` leaves what is trained as it is.
 fn leaves_training_alone(set: &str) -> bool {
     let key = set.split_once('=').map_or(set, |(k, _)| k).trim();
-    key.starts_with("data.") || ["device", "checkpoint_minutes", "checkpoint_steps"].contains(&key)
+    ALLOWED.iter().any(|a| a.strip_suffix('*').map_or(key == *a, |prefix| key.starts_with(prefix)))
 }
 
 /// Works out the runs of `tables` and reads the state of each from `options.runs`.
