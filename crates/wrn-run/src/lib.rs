@@ -14,6 +14,11 @@
 //! <run>/.lock                  held (`wrn_fs::Lock`) by the `wrn train` process training the run; stays
 //! ```
 //!
+//! `wrn eval` writes the same files but checkpoints and metrics for weights it evaluated, with status
+//! `evaluated` and an [`Evaluation`] in `result.json`; for a table row, into `weights-<label>`
+//! ([`evaluated_folder`]) beside the row's `seed<N>` folders, where a report shows it and never counts
+//! it as a trained run.
+//!
 //! Every file except the logs is replaced atomically (`wrn_fs`), so a crash at any moment leaves the
 //! previous complete version in place; a new checkpoint moves the latest to `checkpoint.prev.safetensors`
 //! first ([`wrn_fs::AtomicFile::commit_keeping`]). One process trains a run at a time: it holds the
@@ -29,7 +34,7 @@ mod metrics;
 mod result;
 
 pub use metrics::{EpochMetrics, METRIC_COLUMNS};
-pub use result::{RunResult, Status};
+pub use result::{Evaluation, RunResult, Status};
 
 /// The resolved experiment.
 pub const CONFIG: &str = "config.toml";
@@ -185,6 +190,17 @@ fn has_checkpoint(dir: &Path) -> bool {
     dir.join(CHECKPOINT).exists() || dir.join(CHECKPOINT_PREV).exists()
 }
 
+/// The folder, beside a row's `seed<N>` folders, of the weights `label` evaluated for it by `wrn eval`
+/// (`weights-<label>`); `None` when the label is not a plain name (letters, digits, `.`, `_`, `-`).
+pub fn evaluated_folder(label: &str) -> Option<String> {
+    let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    (!label.is_empty() && !label.starts_with('.') && label.chars().all(plain))
+        .then(|| format!("{EVALUATED_PREFIX}{label}"))
+}
+
+/// The start of the name of a folder of evaluated weights ([`evaluated_folder`]).
+pub const EVALUATED_PREFIX: &str = "weights-";
+
 /// Whether `dir/result.json` says the run finished every planned epoch.
 pub fn is_finished(dir: &Path) -> bool {
     result::status_of(&dir.join(RESULT)) == Some((Status::Finished, true))
@@ -240,6 +256,7 @@ mod tests {
             divergence: None,
             recipe_changes: Some([("preprocessing".to_string(), serde_json::json!("zca"))].into()),
             precision: Some("fp32".into()),
+            evaluation: None,
         }
     }
 

@@ -15,6 +15,9 @@ pub enum Status {
     /// The training loss became NaN or infinite: not a result. The checkpoint holds the last state checked
     /// finite, and `divergence` says when.
     Diverged,
+    /// Weights evaluated by `wrn eval`, not trained here: shown beside the paper, never as a trained run.
+    /// `evaluation` says which weights and what was measured.
+    Evaluated,
 }
 
 /// `result.json`: the outcome of a run. Readers ignore fields they do not know, so the file may grow.
@@ -49,6 +52,30 @@ pub struct RunResult {
     /// The arithmetic precision of the forward and backward passes (`fp32`, `bf16`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub precision: Option<String>,
+    /// For weights evaluated by `wrn eval` (status `evaluated`): which weights, and what was measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evaluation: Option<Evaluation>,
+}
+
+/// What `wrn eval` measured, and on which weights. The error rates are the result's
+/// `final_test_error` and `final_test_top5_error`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Evaluation {
+    /// A short name for the weights (`torchvision-v1`, `authors`, ...), as the report shows it.
+    pub label: String,
+    /// The weights file as given, and the SHA-256 of its bytes.
+    pub weights: String,
+    pub weights_sha256: String,
+    /// How the file names its tensors: `checkpoint` (a wrn run's checkpoint) or `state-dict` (a
+    /// safetensors state dict: torchvision's names for the ImageNet networks, the official PyTorch
+    /// port's for the CIFAR ones).
+    pub format: String,
+    /// The prepared split evaluated, and how many of its images.
+    pub split: String,
+    pub images: u64,
+    /// Mean cross-entropy loss over those images.
+    pub loss: f64,
+    pub images_per_second: f64,
 }
 
 impl RunResult {

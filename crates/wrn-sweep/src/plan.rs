@@ -473,6 +473,7 @@ reference = "Lin et al."
             divergence: None,
             recipe_changes: Some(Default::default()),
             precision: None,
+            evaluation: None,
         };
         let seeds = run.dir.parent().unwrap();
         for (seed, status, seconds) in [

@@ -62,6 +62,8 @@ pub enum TableError {
     Invalid { path: PathBuf, message: String },
     #[error("no table '{name}' in {dir} (tables there: {available})")]
     Unknown { name: String, dir: PathBuf, available: String },
+    #[error("no trainable row '{row}' in {table} (its rows: {available}); name a row as TABLE:ROW, e.g. t8:wrn-50-2-bottleneck")]
+    UnknownRow { row: String, table: String, available: String },
 }
 
 #[derive(Debug, Deserialize)]
@@ -423,6 +425,18 @@ pub fn select<'a>(tables: &'a [Table], names: &[String], dir: &Path) -> Result<V
             })
         })
         .collect()
+}
+
+/// The row `TABLE:ROW` names (a table as [`select`] takes it, a trainable row's id), and its table.
+pub fn find_row<'a>(tables: &'a [Table], name: &str, dir: &Path) -> Result<(&'a Table, &'a Row), TableError> {
+    let (table, row) = name.split_once(':').unwrap_or((name, ""));
+    let table = select(tables, &[table.to_string()], dir)?[0];
+    let found = table.trainable().find(|r| r.id == row);
+    found.map(|r| (table, r)).ok_or_else(|| TableError::UnknownRow {
+        row: row.into(),
+        table: table.id.clone(),
+        available: table.trainable().map(|r| r.id.as_str()).collect::<Vec<_>>().join(", "),
+    })
 }
 
 /// The folder of the paper's tables: `reports/tables` under the working directory when it exists (a

@@ -9,6 +9,8 @@
 //! - [`run`]: the run folder (contract 3) held by one process: checksummed checkpoints, the latest and the
 //!   one before, with the fallback from one to the other.
 //! - [`sgd`]: SGD with Nesterov momentum and weight decay, with checkpointable state.
+//! - [`eval`]: weights (a checkpoint, a torchvision or official-port state dict, or the authors'
+//!   export) evaluated on a prepared split into a run folder marked evaluated, never trained.
 //! - [`trainer`]: the training loop: epochs, evaluation, metrics, checkpoints, resume, interruption.
 //! - [`policy`]: when the loop checkpoints and stops (minutes, steps, a stop request), as a value.
 //! - [`driver`]: the NVIDIA driver and the GPUs it sees, whatever libtorch can do with them.
@@ -21,6 +23,7 @@ pub mod cost;
 pub mod datasets;
 pub mod driver;
 pub mod environment;
+pub mod eval;
 pub mod parity;
 pub mod policy;
 pub mod run;

@@ -79,7 +79,8 @@ pub struct Restored {
     pub fallback: Option<String>,
 }
 
-const MODEL_PREFIX: &str = "model.";
+/// The prefix of the network's tensors in a checkpoint.
+pub const MODEL_PREFIX: &str = "model.";
 /// The metadata key of a checkpoint's checksum.
 pub const CHECKSUM_KEY: &str = "wrn.sha256";
 
@@ -87,8 +88,13 @@ impl RunDir {
     /// Creates (or opens) the folder and takes its lock for `wrn train`; a folder another process holds
     /// is refused with [`wrn_fs::LockError::Held`] naming it, before anything is written.
     pub fn create(root: &Path) -> Result<RunDir, RunError> {
+        RunDir::create_for(root, "wrn train")
+    }
+
+    /// [`RunDir::create`] for another command (`what`, as the lock names its holder).
+    pub fn create_for(root: &Path, what: &str) -> Result<RunDir, RunError> {
         let folder = RunFolder::create(root)?;
-        let lock = folder.lock("wrn train")?;
+        let lock = folder.lock(what)?;
         Ok(RunDir { folder, _lock: lock, keep_latest: AtomicBool::new(true) })
     }
 

@@ -32,7 +32,7 @@ use tch::{Device, Kind, Tensor};
 use wrn_augment::{Batch, ImageType, Loader, LoaderConfig, Norm, Pipeline, Preset, ValueStep, Zca, ZcaParams};
 use wrn_data::store::Store;
 use wrn_nets::Arch;
-use wrn_progress::{Task, Unit};
+use wrn_progress::{Progress as _, Task, Unit};
 use wrn_run::{CONFIG, ENVIRONMENT, RESULT};
 
 use crate::config::{Augmentation, BatchImages, ConfigError, Experiment, Precision, Preprocessing};
@@ -158,10 +158,10 @@ struct Sums {
     seen: f64,
 }
 
-struct Data {
-    train: Loader,
-    test: Loader,
-    classes: i64,
+pub(crate) struct Data {
+    pub(crate) train: Loader,
+    pub(crate) test: Loader,
+    pub(crate) classes: i64,
 }
 
 /// The element type of the loaders' batches: as configured, else `u8` where the batches go to a GPU and
@@ -175,7 +175,7 @@ fn image_type(exp: &Experiment, device: Device, pipeline: &Pipeline) -> ImageTyp
     }
 }
 
-fn open_data(exp: &Experiment, plan: &ThreadPlan, device: Device) -> Result<Data, TrainError> {
+pub(crate) fn open_data(exp: &Experiment, plan: &ThreadPlan, device: Device) -> Result<Data, TrainError> {
     let manifests = wrn_data::ops::manifests(Some(exp.dataset.name()), exp.data.manifest.as_deref())?;
     let manifest = &manifests[0];
     let dir = exp.data.dir.clone().unwrap_or_else(wrn_data::dirs::data_dir);
@@ -261,7 +261,7 @@ fn open_imagenet(
 }
 
 /// How a loader's batches become input tensors on the device.
-struct Input {
+pub(crate) struct Input {
     device: Device,
     precision: Precision,
     /// For a loader delivering `u8`, its deferred value step as tensors on the device.
@@ -281,7 +281,7 @@ enum DeviceStep {
 }
 
 impl Input {
-    fn new(loader: &Loader, device: Device, precision: Precision) -> Input {
+    pub(crate) fn new(loader: &Loader, device: Device, precision: Precision) -> Input {
         Input { device, precision, step: loader.deferred_step().map(|step| DeviceStep::new(step, device)) }
     }
 
@@ -375,8 +375,22 @@ fn f32_logits(logits: Tensor) -> Tensor {
     }
 }
 
-/// Loss sum, top-1 and top-5 error (%) on the test split, in eval mode.
-fn evaluate(net: &dyn ModuleT, loader: &Loader, input: &Input) -> Result<(f64, f64, f64), TrainError> {
+/// What an evaluation measured: mean loss, top-1 and top-5 error (%), over `images` images.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Scores {
+    pub(crate) loss: f64,
+    pub(crate) top1_error: f64,
+    pub(crate) top5_error: f64,
+    pub(crate) images: usize,
+}
+
+/// Mean loss, top-1 and top-5 error (%) on the loader's split, in eval mode; `task` advances by a batch.
+pub(crate) fn evaluate(
+    net: &dyn ModuleT,
+    loader: &Loader,
+    input: &Input,
+    task: &dyn Task,
+) -> Result<Scores, TrainError> {
     let device = input.device;
     let mut loss = Tensor::zeros([], (Kind::Double, device));
     let mut top1 = Tensor::zeros([], (Kind::Double, device));
@@ -395,15 +409,17 @@ fn evaluate(net: &dyn ModuleT, loader: &Loader, input: &Input) -> Result<(f64, f
             top5 += hits.sum(Kind::Double);
             seen += batch.len();
             batches.recycle(batch);
+            task.advance(1);
         }
         Ok(())
     })?;
     let n = seen.max(1) as f64;
-    Ok((
-        loss.double_value(&[]) / n,
-        100.0 * (1.0 - top1.double_value(&[]) / n),
-        100.0 * (1.0 - top5.double_value(&[]) / n),
-    ))
+    Ok(Scores {
+        loss: loss.double_value(&[]) / n,
+        top1_error: 100.0 * (1.0 - top1.double_value(&[]) / n),
+        top5_error: 100.0 * (1.0 - top5.double_value(&[]) / n),
+        images: seen,
+    })
 }
 
 fn save(run: &RunDir, setup: &Setup, state: &State) -> Result<(), RunError> {
@@ -792,7 +808,9 @@ fn report_step(ctx: &Ctx, task: &dyn Task, (epoch, step, per_epoch): (u32, usize
 /// the start of the next epoch.
 fn end_epoch(ctx: &Ctx, setup: &Setup, state: &mut State, trained: Trained) -> Result<(), TrainError> {
     let (epoch, lr) = (state.at.epoch, ctx.exp.lr_at(state.at.epoch));
-    let (test_loss, test_error, test_top5_error) = evaluate(&setup.net, &setup.data.test, &setup.test_input)?;
+    let quiet = wrn_progress::Silent.task("test", Unit::Items("batches"), None, 0);
+    let scores = evaluate(&setup.net, &setup.data.test, &setup.test_input, quiet.as_ref())?;
+    let (test_loss, test_error, test_top5_error) = (scores.loss, scores.top1_error, scores.top5_error);
     let seen = state.sums.seen.max(1.0);
     let row = EpochMetrics {
         epoch,
@@ -886,6 +904,7 @@ fn finish(
         divergence: None,
         recipe_changes: Some(exp.recipe_changes()),
         precision: Some(exp.precision.to_string()),
+        evaluation: None,
     };
     if status == Status::Finished {
         run.write_result(&result)?;

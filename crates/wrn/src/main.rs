@@ -11,6 +11,7 @@ mod bars;
 mod bench;
 mod data;
 mod doctor;
+mod eval;
 mod model;
 mod report;
 mod sweep;
@@ -37,6 +38,10 @@ enum Command {
     /// Reproduce the paper's tables: train every row × seed (skipping finished runs, resuming
     /// interrupted ones) on the GPUs or the CPU, or write a Slurm array script.
     Sweep(Box<sweep::Args>),
+    /// Evaluate weights (a run's checkpoint, a torchvision or official-port state dict, the authors'
+    /// exported WRN-50-2) on a prepared test/val split; with --row, shown beside the paper by `wrn report`,
+    /// never as a trained run.
+    Eval(Box<eval::Args>),
     /// Measure training and input-pipeline throughput.
     #[command(subcommand)]
     Bench(bench::Command),
@@ -73,6 +78,7 @@ fn main() -> ExitCode {
         Command::Data(args) => data::run(args),
         Command::Train(args) => train::run(args),
         Command::Sweep(args) => sweep::run(*args),
+        Command::Eval(args) => eval::run(*args).map(|()| ExitCode::SUCCESS),
         Command::Bench(command) => bench::run(command).map(|()| ExitCode::SUCCESS),
         Command::Model(command) => model::run(command).map(|()| ExitCode::SUCCESS),
         Command::Report(args) => report::run(*args),

@@ -99,6 +99,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Status::Evaluated => bail!("training returned an evaluation, which only `wrn eval` writes"),
         Status::Diverged => bail!(
             "run diverged: {}. {} records it; it is not a result",
             result.divergence.as_deref().unwrap_or("the training loss became non-finite"),

@@ -2,6 +2,7 @@
 //! process to start).
 
 mod common;
+mod eval;
 mod sgd_parity;
 mod train;
 mod train_imagenet;

@@ -35,7 +35,7 @@ fn data() -> &'static (PathBuf, PathBuf) {
     VIEW.get_or_init(|| (dir.clone(), manifest.clone()))
 }
 
-fn experiment(extra: &[&str]) -> Experiment {
+pub(crate) fn experiment(extra: &[&str]) -> Experiment {
     let (dir, manifest) = data();
     let mut sets: Vec<String> = vec![
         "arch=wrn-10-1".into(),
@@ -58,7 +58,12 @@ fn options() -> TrainOptions {
 }
 
 /// Trains `exp` into `run`, one training at a time (see `common`).
-fn train(run: &Path, exp: &Experiment, resume: bool, max_steps: Option<usize>) -> Result<RunResult, TrainError> {
+pub(crate) fn train(
+    run: &Path,
+    exp: &Experiment,
+    resume: bool,
+    max_steps: Option<usize>,
+) -> Result<RunResult, TrainError> {
     let mut o = options();
     o.resume = resume;
     o.max_steps = max_steps;

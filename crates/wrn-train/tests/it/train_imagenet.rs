@@ -12,7 +12,7 @@ use wrn_train::trainer::{self, TrainOptions};
 
 /// Synthetic ImageNet (40 images) fetched and prepared under `root/data`, and a one-epoch ResNet-18
 /// experiment on 8 training and 4 val images of it.
-fn prepared(root: &Path) -> (Store, wrn_data::manifest::Manifest, Experiment) {
+pub(crate) fn prepared(root: &Path) -> (Store, wrn_data::manifest::Manifest, Experiment) {
     let (m, manifest) = wrn_data::synth::synth_imagenet(&root.join("synth"), 40, 2).unwrap();
     let dir = root.join("data");
     let store = Store::new(&dir);
@@ -36,7 +36,7 @@ fn prepared(root: &Path) -> (Store, wrn_data::manifest::Manifest, Experiment) {
     (store, m, exp)
 }
 
-fn train(run: &Path, exp: &Experiment) -> Result<wrn_train::run::RunResult, wrn_train::trainer::TrainError> {
+pub(crate) fn train(run: &Path, exp: &Experiment) -> Result<wrn_train::run::RunResult, wrn_train::trainer::TrainError> {
     let mut options = TrainOptions::new("test", "test");
     options.log_steps = false;
     let _guard = crate::common::one_training_at_a_time();
