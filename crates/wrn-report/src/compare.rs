@@ -7,7 +7,7 @@ use std::path::Path;
 
 use wrn_tables::{Finding, Row, Table};
 
-use crate::runs::{read_runs, Run, RunKind, RunResult};
+use crate::runs::{read_evaluated, read_runs, Evaluated, Run, RunKind, RunResult};
 use crate::ReportError;
 
 /// The median, range and count of one metric over a row's finished runs.
@@ -228,6 +228,8 @@ pub struct RowReport {
     pub devices: Vec<String>,
     /// Every seed folder found (finished or not), for the curves.
     pub runs: Vec<Run>,
+    /// Weights evaluated for the row by `wrn eval`: shown beside the paper, never counted or judged.
+    pub evaluated: Vec<Evaluated>,
 }
 
 impl RowReport {
@@ -479,9 +481,9 @@ pub fn compare_table(table: &Table, runs: &Path) -> Result<TableReport, ReportEr
 
 fn compare_row(table: &Table, row: &Row, columns: &[(String, String)], runs: &Path) -> Result<RowReport, ReportError> {
     let run_key = row.run_key();
-    let found = match &run_key {
-        Some(key) => read_runs(runs, key)?,
-        None => Vec::new(),
+    let (found, evaluated) = match &run_key {
+        Some(key) => (read_runs(runs, key)?, read_evaluated(runs, key)?),
+        None => (Vec::new(), Vec::new()),
     };
     let finished: Vec<&RunResult> = found.iter().filter_map(Run::finished).collect();
     // Diverged, incomplete and damaged folders are neither figures nor in progress.
@@ -575,7 +577,8 @@ fn compare_row(table: &Table, row: &Row, columns: &[(String, String)], runs: &Pa
         })
         .collect();
     let devices: BTreeSet<String> = counted.iter().map(|r| r.device.clone()).collect();
-    Ok(RowReport { row: row.clone(), run_key, state, cells, devices: devices.into_iter().collect(), runs: found })
+    let devices = devices.into_iter().collect();
+    Ok(RowReport { row: row.clone(), run_key, state, cells, devices, runs: found, evaluated })
 }
 
 /// The settings in which a finished run departs from the paper's recipe that are not its row's, as

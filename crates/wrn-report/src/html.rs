@@ -196,6 +196,14 @@ fn table_section(s: &mut String, t: &TableReport, plots: &Plots) -> Result<(), R
         }
         s.push_str("</ul>\n");
     }
+    let evaluated = crate::view::evaluated_lines(t);
+    if !evaluated.is_empty() {
+        let _ = write!(s, "<p>{}</p><ul class=\"evaluated\">", escape(crate::view::EVALUATED_HEADING));
+        for line in evaluated {
+            let _ = write!(s, "<li>{}</li>", inline(&line));
+        }
+        s.push_str("</ul>\n");
+    }
     if let Some(p) = plots.params.get(&t.table.id) {
         figure(s, p)?;
     }

@@ -5,7 +5,7 @@ use std::fmt::Write;
 
 use crate::compare::{ResultScale, TableReport};
 use crate::plots::Plots;
-use crate::view::{grid, Grid};
+use crate::view::{grid, Grid, EVALUATED_HEADING};
 use crate::Report;
 
 /// Escapes the characters that would break a Markdown table cell.
@@ -106,6 +106,13 @@ pub fn render(report: &Report, plots: &Plots) -> String {
         if !findings.is_empty() {
             s.push_str("\nThe paper's findings:\n\n");
             for line in findings {
+                let _ = writeln!(s, "- {line}");
+            }
+        }
+        let evaluated = crate::view::evaluated_lines(t);
+        if !evaluated.is_empty() {
+            s.push_str(&format!("\n{EVALUATED_HEADING}\n\n"));
+            for line in evaluated {
                 let _ = writeln!(s, "- {line}");
             }
         }

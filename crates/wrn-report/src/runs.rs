@@ -7,6 +7,9 @@
 //! before its last planned epoch is *incomplete*; one that diverged is *diverged*; and one whose
 //! `result.json` or `metrics.csv` cannot be read is *damaged*, naming the file and what is wrong. Only a
 //! finished folder is ever a result; the others are shown as what they are.
+//!
+//! Beside the seed folders, `weights-<label>` folders hold weights `wrn eval` evaluated for the row
+//! ([`read_evaluated`]): shown beside the paper, never counted with the trained runs.
 
 use std::path::{Path, PathBuf};
 
@@ -89,6 +92,48 @@ pub fn read_runs(runs: &Path, run_key: &str) -> Result<Vec<Run>, ReportError> {
         }
     }
     found.sort_by_key(|r| r.seed);
+    Ok(found)
+}
+
+/// Weights evaluated for a row by `wrn eval` (a `weights-<label>` folder).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Evaluated {
+    pub label: String,
+    pub dir: PathBuf,
+    /// The evaluation, or why the folder's `result.json` is not one.
+    pub result: Result<RunResult, Damage>,
+}
+
+/// Every `weights-<label>` folder under `<runs>/<run_key>`, sorted by label; a folder whose `result.json`
+/// is absent, unreadable or not an evaluation is returned with what is wrong.
+pub fn read_evaluated(runs: &Path, run_key: &str) -> Result<Vec<Evaluated>, ReportError> {
+    let dir = runs.join(run_key);
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Ok(Vec::new());
+    };
+    let mut found = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|source| ReportError::Io { path: dir.clone(), source })?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(label) = name.strip_prefix(wrn_run::EVALUATED_PREFIX) else { continue };
+        if !entry.path().is_dir() {
+            continue;
+        }
+        let folder = RunFolder::at(&entry.path());
+        let result = match folder.read_result() {
+            Ok(Some(r)) if r.status == Status::Evaluated && r.evaluation.is_some() => Ok(r),
+            Ok(Some(_)) => Err(Damage {
+                file: folder.file(wrn_run::RESULT),
+                problem: "not an evaluation written by `wrn eval`".into(),
+            }),
+            Ok(None) => {
+                Err(Damage { file: folder.file(wrn_run::RESULT), problem: "absent: evaluating, or stopped".into() })
+            }
+            Err(e) => Err(damage(e)),
+        };
+        found.push(Evaluated { label: label.to_string(), dir: entry.path(), result });
+    }
+    found.sort_by(|a, b| a.label.cmp(&b.label));
     Ok(found)
 }
 

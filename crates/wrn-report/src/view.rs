@@ -112,6 +112,59 @@ pub fn finding_lines(t: &TableReport) -> Vec<String> {
         .collect()
 }
 
+/// The heading of a table's evaluated weights.
+pub const EVALUATED_HEADING: &str = "Evaluated from weights, not trained by wrn (shown, never judged):";
+
+/// Each evaluation of published weights (`wrn eval --row`) of the table's rows in a line: the weights,
+/// the figures beside the paper's, and whether the data was the whole real split; or what is wrong with
+/// the folder. Never a verdict: these weights were not trained by wrn.
+pub fn evaluated_lines(t: &TableReport) -> Vec<String> {
+    let mut lines = Vec::new();
+    for r in &t.rows {
+        for e in &r.evaluated {
+            let line = match &e.result {
+                Err(damage) => {
+                    format!("{}, weights `{}`: {}: {}", r.row.label, e.label, damage.file.display(), damage.problem)
+                }
+                Ok(result) => {
+                    let eval = result.evaluation.as_ref().expect("an evaluation");
+                    let metrics: &[(&str, &str, Option<f64>)] = if r.row.dataset == "imagenet" {
+                        &[
+                            ("top-1 error", "top1_error", result.final_test_error),
+                            ("top-5 error", "top5_error", result.final_test_top5_error),
+                        ]
+                    } else {
+                        &[("test error", "test_error", result.final_test_error)]
+                    };
+                    let figures: Vec<String> = metrics
+                        .iter()
+                        .filter_map(|(words, metric, ours)| {
+                            let ours = ours.as_ref()?;
+                            Some(match r.row.published.get(*metric) {
+                                Some(p) => format!("{words} {ours:.2}% (paper {p})"),
+                                None => format!("{words} {ours:.2}%"),
+                            })
+                        })
+                        .collect();
+                    let scope = if result.full_scale { "" } else { "; a subset or other data: not comparable" };
+                    format!(
+                        "{}, weights `{}` ({}, sha256 {}…, {} {} images): {}{scope}",
+                        r.row.label,
+                        e.label,
+                        eval.format,
+                        &eval.weights_sha256[..eval.weights_sha256.len().min(12)],
+                        eval.images,
+                        eval.split,
+                        figures.join(", ")
+                    )
+                }
+            };
+            lines.push(line);
+        }
+    }
+    lines
+}
+
 /// How many of a table's judged errors would differ by chance alone, in words; `None` when none is
 /// judged.
 pub fn chance_line(t: &TableReport) -> Option<String> {

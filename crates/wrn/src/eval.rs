@@ -31,9 +31,9 @@ pub struct Args {
     /// Folder of the run folders, for --row (default: runs/full).
     #[arg(long, default_value = "runs/full")]
     runs: PathBuf,
-    /// Folder of the paper's tables, for --row.
-    #[arg(long, default_value_os_t = wrn_tables::default_dir())]
-    tables_dir: PathBuf,
+    /// The paper's tables, for --row (default: reports/tables).
+    #[arg(long)]
+    tables: Option<PathBuf>,
     /// The result's folder (default: <runs>/<row>/weights-<label> with --row, else runs/eval/<label>).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -50,8 +50,9 @@ pub fn run(args: Args) -> Result<()> {
     };
     let (experiment, default_out) = match &args.row {
         Some(name) => {
-            let tables = wrn_tables::load_dir(&args.tables_dir)?;
-            let (_, row) = wrn_tables::find_row(&tables, name, &args.tables_dir)?;
+            let dir = args.tables.clone().unwrap_or_else(wrn_tables::default_dir);
+            let tables = wrn_tables::load_dir(&dir)?;
+            let (_, row) = wrn_tables::find_row(&tables, name, &dir)?;
             let sets: Vec<String> = row.sets().into_iter().chain(args.sets.iter().cloned()).collect();
             let key = row.run_key().expect("a trainable row has a run key");
             (Experiment::resolve(None, &sets)?, args.runs.join(key).join(folder))

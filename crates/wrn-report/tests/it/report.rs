@@ -611,3 +611,64 @@ fn the_papers_findings_are_checked_on_our_full_scale_runs() {
     let html = std::fs::read_to_string(&written.html).unwrap();
     assert!(html.contains("<li data-shown=\"shown\">Wider is better: shown by our runs"), "{html}");
 }
+
+/// `result.json` as `wrn eval` writes it.
+fn evaluated(top1: f64, top5: f64, full_scale: bool) -> serde_json::Value {
+    serde_json::json!({
+        "status": "evaluated", "dataset": "imagenet", "arch": "wrn-50-2-bottleneck", "seed": 1,
+        "epochs_planned": 0, "epochs_done": 0, "full_scale": full_scale, "parameters": 68_883_240,
+        "final_test_error": top1, "final_test_top5_error": top5, "device": "cpu",
+        "evaluation": {
+            "label": "torchvision-v1", "weights": "wide_resnet50_2.safetensors",
+            "weights_sha256": "9fd7c3d6a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c", "format": "state-dict",
+            "split": "val", "images": 50000, "loss": 0.87, "images_per_second": 850.0
+        }
+    })
+}
+
+#[test]
+fn weights_evaluated_for_a_row_are_shown_beside_the_paper_and_never_counted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, runs) = (wrn_tables::default_dir(), tmp.path().join("runs"));
+    let tables = wrn_tables::load_dir(&dir).unwrap();
+    let (_, wide) = wrn_tables::find_row(&tables, "t8:wrn-50-2-bottleneck", &dir).unwrap();
+    let (_, r50) = wrn_tables::find_row(&tables, "t8:resnet-50", &dir).unwrap();
+    let folder = |row: &wrn_tables::Row, label: &str| {
+        let d = runs.join(row.run_key().unwrap()).join(wrn_run::evaluated_folder(label).unwrap());
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    };
+    let write = |d: &Path, v: serde_json::Value| std::fs::write(d.join("result.json"), v.to_string()).unwrap();
+    write(&folder(wide, "torchvision-v1"), evaluated(21.532, 5.914, true));
+    write(&folder(wide, "smoke"), evaluated(60.0, 20.0, false));
+    // A trained result copied into a weights folder is not an evaluation; an absent one is still running.
+    let wrong = folder(r50, "copied");
+    let mut trained = evaluated(1.0, 1.0, true);
+    trained["status"] = "finished".into();
+    write(&wrong, trained);
+    folder(r50, "running");
+
+    let report = wrn_report::Report::build(&dir, &runs).unwrap();
+    let t8 = report.tables.iter().find(|t| t.table.id == "t8_imagenet_bottleneck").unwrap();
+    let r = row(t8, "wrn-50-2-bottleneck");
+    // Never a trained run: the row still has none, and nothing is judged.
+    assert_eq!(r.state, RowState::NoRuns);
+    assert!(r.cells.iter().all(|c| c.ours.is_none()));
+    assert_eq!(r.evaluated.len(), 2);
+    let lines = wrn_report::view::evaluated_lines(t8);
+    assert_eq!(lines.len(), 4, "{lines:#?}");
+    assert!(lines.contains(&"WRN-50-2-bottleneck, weights `torchvision-v1` (state-dict, sha256 9fd7c3d6a1b2…, 50000 val images): top-1 error 21.53% (paper 21.9), top-5 error 5.91% (paper 6.03)".to_string()), "{lines:#?}");
+    assert!(lines.iter().any(|l| l.contains("`smoke`") && l.ends_with("; a subset or other data: not comparable")));
+    let copied = wrong.join("result.json").display().to_string();
+    assert!(lines.iter().any(|l| l.contains(&format!("`copied`: {copied}: not an evaluation written by `wrn eval`"))));
+    assert!(lines.iter().any(|l| l.contains("`running`: ") && l.ends_with("absent: evaluating, or stopped")));
+
+    let written = wrn_report::write(&report, &tmp.path().join("out")).unwrap();
+    let md = std::fs::read_to_string(&written.markdown).unwrap();
+    assert!(md.contains(&format!("{}\n\n- {}", wrn_report::view::EVALUATED_HEADING, lines[0])), "{md}");
+    let html = std::fs::read_to_string(&written.html).unwrap();
+    assert!(html.contains("<ul class=\"evaluated\"><li>ResNet-50, weights <code>copied</code>"), "{html}");
+    // The CSV's rows are the table's rows with trained figures only.
+    let csv = std::fs::read_to_string(&written.csv).unwrap();
+    assert!(!csv.contains("21.532") && !csv.contains("torchvision-v1"));
+}
