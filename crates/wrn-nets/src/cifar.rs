@@ -32,7 +32,7 @@ use std::str::FromStr;
 use tch::nn::{self, ModuleT};
 use tch::Tensor;
 
-use crate::layers::{classifier, conv, Classifier, Conv, ConvInit};
+use crate::layers::{self, classifier, conv, BatchNorm, Classifier, Conv, ConvInit};
 use crate::tally::Tally;
 use crate::ArchError;
 
@@ -60,6 +60,8 @@ pub struct WrnConfig {
     /// Number of output classes.
     pub num_classes: i64,
     pub init: ConvInit,
+    /// Batch-norm statistics in training over groups of this many images ("ghost" batch norm).
+    pub bn_group: Option<i64>,
 }
 
 impl WrnConfig {
@@ -144,7 +146,7 @@ impl FromStr for WrnConfig {
         if widen < 1 {
             return Err(invalid("the widening factor must be at least 1"));
         }
-        Ok(WrnConfig { depth, widen, block, dropout: 0.0, num_classes: 10, init: ConvInit::FanIn })
+        Ok(WrnConfig { depth, widen, block, dropout: 0.0, num_classes: 10, init: ConvInit::FanIn, bn_group: None })
     }
 }
 
@@ -159,22 +161,17 @@ impl fmt::Display for WrnConfig {
     }
 }
 
-fn batch_norm(vs: nn::Path, tally: &mut Tally) -> nn::BatchNorm {
-    let c = tally.shape()[0];
-    tally.batch_norm();
-    tally.elementwise(); // the ReLU that always follows
-    let config = nn::BatchNormConfig {
-        ws_init: nn::Init::Uniform { lo: 0.0, up: 1.0 },
-        bs_init: nn::Init::Const(0.0),
-        ..Default::default()
-    };
-    nn::batch_norm2d(vs, c, config)
+/// BN γ ~ U(0, 1), β = 0 (Torch7's), then the ReLU that always follows.
+fn batch_norm(vs: nn::Path, tally: &mut Tally, group: Option<i64>) -> BatchNorm {
+    let bn = layers::batch_norm(vs, tally, nn::Init::Uniform { lo: 0.0, up: 1.0 }, group);
+    tally.elementwise();
+    bn
 }
 
 #[derive(Debug)]
 struct Block {
     /// BN-ReLU-conv for each conv of the block.
-    layers: Vec<(nn::BatchNorm, Conv)>,
+    layers: Vec<(BatchNorm, Conv)>,
     shortcut: Option<Conv>,
     dropout: f64,
 }
@@ -186,7 +183,7 @@ impl Block {
         let mut layers = Vec::new();
         let mut pre_activated = input;
         for (i, &k) in kernels.iter().enumerate() {
-            let bn = batch_norm(&vs / format!("bn{i}"), tally);
+            let bn = batch_norm(&vs / format!("bn{i}"), tally, config.bn_group);
             if i == 0 {
                 pre_activated = tally.shape();
             } else if dropout > 0.0 {
@@ -231,7 +228,7 @@ impl ModuleT for Block {
 pub struct WideResNet {
     stem: Conv,
     blocks: Vec<Block>,
-    bn: nn::BatchNorm,
+    bn: BatchNorm,
     fc: Classifier,
 }
 
@@ -251,7 +248,7 @@ impl WideResNet {
             }
         }
         tally.stage("head");
-        let bn = batch_norm(vs / "bn", tally);
+        let bn = batch_norm(vs / "bn", tally, config.bn_group);
         let fc = classifier(vs / "fc", tally, config.num_classes);
         WideResNet { stem, blocks, bn, fc }
     }

@@ -23,7 +23,7 @@ use std::str::FromStr;
 use tch::nn::{self, ModuleT};
 use tch::Tensor;
 
-use crate::layers::{classifier, conv, Classifier, Conv, ConvInit};
+use crate::layers::{self, classifier, conv, BatchNorm, Classifier, Conv, ConvInit};
 use crate::tally::Tally;
 use crate::ArchError;
 
@@ -36,6 +36,8 @@ pub struct ResNetConfig {
     pub width: f64,
     pub num_classes: i64,
     pub init: ConvInit,
+    /// Batch-norm statistics in training over groups of this many images ("ghost" batch norm).
+    pub bn_group: Option<i64>,
 }
 
 impl ResNetConfig {
@@ -85,7 +87,7 @@ impl FromStr for ResNetConfig {
         if !(width > 0.0 && width <= 8.0) {
             return Err(invalid("the width must be in (0, 8]"));
         }
-        Ok(ResNetConfig { depth, width, num_classes: 1000, init: ConvInit::FanIn })
+        Ok(ResNetConfig { depth, width, num_classes: 1000, init: ConvInit::FanIn, bn_group: None })
     }
 }
 
@@ -99,29 +101,27 @@ impl fmt::Display for ResNetConfig {
     }
 }
 
-fn batch_norm(vs: nn::Path, tally: &mut Tally) -> nn::BatchNorm {
-    let c = tally.shape()[0];
-    tally.batch_norm();
-    let config =
-        nn::BatchNormConfig { ws_init: nn::Init::Const(1.0), bs_init: nn::Init::Const(0.0), ..Default::default() };
-    nn::batch_norm2d(vs, c, config)
+/// BN γ = 1, β = 0 (fb.resnet.torch's).
+fn batch_norm(vs: nn::Path, tally: &mut Tally, group: Option<i64>) -> BatchNorm {
+    layers::batch_norm(vs, tally, nn::Init::Const(1.0), group)
 }
 
 #[derive(Debug)]
 struct Block {
     /// conv-BN pairs of the residual branch; ReLU between them.
-    branch: Vec<(Conv, nn::BatchNorm)>,
-    downsample: Option<(Conv, nn::BatchNorm)>,
+    branch: Vec<(Conv, BatchNorm)>,
+    downsample: Option<(Conv, BatchNorm)>,
 }
 
 impl Block {
     /// `convs`: (name, output channels, kernel, stride) of the branch's convs.
-    fn new(vs: nn::Path, tally: &mut Tally, convs: &[(i64, i64, i64)], init: ConvInit) -> Block {
+    fn new(vs: nn::Path, tally: &mut Tally, convs: &[(i64, i64, i64)], config: &ResNetConfig) -> Block {
+        let (init, group) = (config.init, config.bn_group);
         let input = tally.shape();
         let mut branch = Vec::new();
         for (i, &(c_out, k, stride)) in convs.iter().enumerate() {
             let conv = conv(&vs / format!("conv{}", i + 1), tally, c_out, k, stride, init);
-            let bn = batch_norm(&vs / format!("bn{}", i + 1), tally);
+            let bn = batch_norm(&vs / format!("bn{}", i + 1), tally, group);
             if i + 1 < convs.len() {
                 tally.elementwise();
             }
@@ -133,7 +133,7 @@ impl Block {
             tally.set_shape(input);
             let path = &vs / "downsample";
             let conv = conv(&path / "0", tally, output[0], 1, stride, init);
-            (conv, batch_norm(&path / "1", tally))
+            (conv, batch_norm(&path / "1", tally, group))
         });
         tally.set_shape(output);
         tally.elementwise(); // the addition
@@ -163,7 +163,7 @@ impl ModuleT for Block {
 #[derive(Debug)]
 pub struct ResNet {
     conv1: Conv,
-    bn1: nn::BatchNorm,
+    bn1: BatchNorm,
     blocks: Vec<Block>,
     fc: Classifier,
 }
@@ -173,7 +173,7 @@ impl ResNet {
     pub fn new(vs: &nn::Path, config: &ResNetConfig, tally: &mut Tally) -> ResNet {
         tally.stage("stem");
         let conv1 = conv(vs / "conv1", tally, 64, 7, 2, config.init);
-        let bn1 = batch_norm(vs / "bn1", tally);
+        let bn1 = batch_norm(vs / "bn1", tally, config.bn_group);
         tally.elementwise();
         let [_, h, w] = tally.shape();
         tally.pool((h - 1) / 2 + 1, (w - 1) / 2 + 1);
@@ -190,7 +190,7 @@ impl ResNet {
                     let c = config.scaled(64 * scale);
                     vec![(c, 3, stride), (c, 3, 1)]
                 };
-                blocks.push(Block::new(vs / format!("layer{}", stage + 1) / b.to_string(), tally, &convs, config.init));
+                blocks.push(Block::new(vs / format!("layer{}", stage + 1) / b.to_string(), tally, &convs, config));
             }
         }
         tally.stage("head");

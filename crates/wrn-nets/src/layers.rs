@@ -8,7 +8,7 @@
 //! `f32` affine parameters and running statistics as they are (libtorch's mixed-dtype kernels). An `f32`
 //! input takes none of these casts.
 
-use tch::nn::{self, Module};
+use tch::nn::{self, Module, ModuleT};
 use tch::{Kind, Tensor};
 
 use crate::tally::Tally;
@@ -113,5 +113,86 @@ impl Module for Classifier {
     fn forward(&self, x: &Tensor) -> Tensor {
         let bias = self.0.bs.as_ref().map(|b| in_kind(b, x.kind()));
         x.linear(&in_kind(&self.0.ws, x.kind()), bias.as_ref())
+    }
+}
+
+/// Batch normalisation whose training statistics may be taken over groups of `group` images ("ghost" batch
+/// norm): what each GPU of a data-parallel run without synchronised batch norm computes on its share of
+/// the batch (fb.resnet.torch's `DataParallelTable`, PyTorch's DDP). The running statistics are updated
+/// from the first group alone, as the first GPU's (fb) or rank 0's (DDP, which broadcasts its buffers)
+/// are the ones kept. A last group smaller than `group` is normalised on its own. Without a group, in
+/// eval mode, or for a batch no larger than a group, it is libtorch's batch norm.
+#[derive(Debug)]
+pub(crate) struct BatchNorm {
+    bn: nn::BatchNorm,
+    group: Option<i64>,
+}
+
+/// libtorch's defaults, which `nn::batch_norm2d` uses.
+const BN_MOMENTUM: f64 = 0.1;
+const BN_EPS: f64 = 1e-5;
+
+/// A batch norm over `tally`'s running channels with these initial affine parameters and group.
+pub(crate) fn batch_norm(vs: nn::Path, tally: &mut Tally, weight: nn::Init, group: Option<i64>) -> BatchNorm {
+    let c = tally.shape()[0];
+    tally.batch_norm();
+    let config = nn::BatchNormConfig {
+        ws_init: weight,
+        bs_init: nn::Init::Const(0.0),
+        momentum: BN_MOMENTUM,
+        eps: BN_EPS,
+        ..Default::default()
+    };
+    BatchNorm { bn: nn::batch_norm2d(vs, c, config), group }
+}
+
+impl ModuleT for BatchNorm {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
+        match self.group {
+            Some(group) if train && x.size()[0] > group => self.ghost(x, group),
+            _ => x.apply_t(&self.bn, train),
+        }
+    }
+}
+
+impl BatchNorm {
+    /// Training mode over groups of `group` images of `x` (N×C×H×W).
+    fn ghost(&self, x: &Tensor, group: i64) -> Tensor {
+        let (bn, size) = (&self.bn, x.size());
+        let (n, c, h, w) = (size[0], size[1], size[2], size[3]);
+        tch::no_grad(|| {
+            // The running statistics as a training-mode batch norm of the first group updates them.
+            let first = x.narrow(0, 0, group).detach();
+            let (mean, var) = (Some(&bn.running_mean), Some(&bn.running_var));
+            let _ = first.batch_norm(bn.ws.as_ref(), bn.bs.as_ref(), mean, var, true, BN_MOMENTUM, BN_EPS, true);
+        });
+        let groups = n / group;
+        let whole = groups * group;
+        // The whole groups at once: group k's channels become channels k·C..(k+1)·C of one batch of
+        // `group` images, so one batch norm computes every group's statistics.
+        let (weight, bias) = (bn.ws.as_ref().map(|t| t.repeat([groups])), bn.bs.as_ref().map(|t| t.repeat([groups])));
+        let stacked = x.narrow(0, 0, whole).reshape([groups, group, c, h * w]).transpose(0, 1).reshape([
+            group,
+            groups * c,
+            h * w,
+        ]);
+        let normalised = stacked.batch_norm(
+            weight.as_ref(),
+            bias.as_ref(),
+            None::<&Tensor>,
+            None::<&Tensor>,
+            true,
+            0.0,
+            BN_EPS,
+            true,
+        );
+        let y = normalised.reshape([group, groups, c, h * w]).transpose(0, 1).reshape([whole, c, h, w]);
+        if whole == n {
+            return y;
+        }
+        let rest = x.narrow(0, whole, n - whole);
+        let rest =
+            rest.batch_norm(bn.ws.as_ref(), bn.bs.as_ref(), None::<&Tensor>, None::<&Tensor>, true, 0.0, BN_EPS, true);
+        Tensor::cat(&[y, rest], 0)
     }
 }

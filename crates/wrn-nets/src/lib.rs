@@ -87,6 +87,16 @@ impl Arch {
         self
     }
 
+    /// Takes batch-norm statistics in training over groups of `group` images (ghost batch norm); `None`:
+    /// over the whole batch.
+    pub fn with_bn_group(mut self, group: Option<i64>) -> Arch {
+        match &mut self {
+            Arch::Cifar(c) => c.bn_group = group,
+            Arch::ImageNet(c) => c.bn_group = group,
+        }
+        self
+    }
+
     /// Sets the dropout probability; the ImageNet networks have no dropout (as in the paper).
     pub fn with_dropout(mut self, p: f64) -> Result<Arch, ArchError> {
         if !(0.0..1.0).contains(&p) {

@@ -157,9 +157,10 @@ fn table_section(s: &mut String, t: &TableReport, plots: &Plots) -> Result<(), R
              judged.</p>\n",
         );
     }
-    if !t.table.notes.is_empty() {
+    let notes = crate::view::notes(t);
+    if !notes.is_empty() {
         s.push_str("<ul class=\"notes\">");
-        for note in &t.table.notes {
+        for note in &notes {
             let _ = write!(s, "<li>{}</li>", inline(note));
         }
         s.push_str("</ul>\n");

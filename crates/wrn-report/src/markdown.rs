@@ -92,10 +92,11 @@ pub fn render(report: &Report, plots: &Plots) -> String {
                  trains end to end; they are not comparable with the paper and are never judged.\n\n",
             );
         }
-        for note in &t.table.notes {
+        let notes = crate::view::notes(t);
+        for note in &notes {
             let _ = writeln!(s, "- {note}");
         }
-        if !t.table.notes.is_empty() {
+        if !notes.is_empty() {
             s.push('\n');
         }
         s.push_str(&table(&grid(t)));

@@ -112,6 +112,12 @@ pub fn finding_lines(t: &TableReport) -> Vec<String> {
         .collect()
 }
 
+/// The table's notes, then each row's own (`label: note`), as the report lists them under the title.
+pub fn notes(t: &TableReport) -> Vec<String> {
+    let rows = t.rows.iter().filter_map(|r| r.row.note.as_ref().map(|n| format!("{}: {n}", r.row.label)));
+    t.table.notes.iter().cloned().chain(rows).collect()
+}
+
 /// The heading of a table's evaluated weights.
 pub const EVALUATED_HEADING: &str = "Evaluated from weights, not trained by wrn (shown, never judged):";
 

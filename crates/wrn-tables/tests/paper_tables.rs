@@ -63,7 +63,10 @@ fn the_same_training_in_two_tables_shares_its_runs() {
     assert_eq!(key("t6_dropout", "wrn-16-4-dropout-svhn"), "svhn/wrn-16-4,dropout=0.4,preprocessing=div255");
     // Table 9's WRN-50-2 is Table 8's run: `--all` trains it once.
     assert_eq!(key("t9_best", "wrn-50-2-bottleneck-imagenet"), key("t8_imagenet_bottleneck", "wrn-50-2-bottleneck"));
-    assert_eq!(key("t8_imagenet_bottleneck", "wrn-50-2-bottleneck"), "imagenet/wrn-50-2-bottleneck,init=fan_out");
+    assert_eq!(
+        key("t8_imagenet_bottleneck", "wrn-50-2-bottleneck"),
+        "imagenet/wrn-50-2-bottleneck,bn_group=32,init=fan_out"
+    );
 }
 
 #[test]
@@ -78,7 +81,11 @@ fn tables_2_to_4_train_as_the_code_released_with_arxiv_v1_and_the_imagenet_table
     }
     for table in &t {
         for row in table.trainable().filter(|r| r.dataset == "imagenet") {
-            assert!(row.run_key().unwrap().contains("init=fan_out"), "{}: {}", table.id, row.id);
+            let key = row.run_key().unwrap();
+            assert!(key.contains("init=fan_out"), "{}: {}", table.id, row.id);
+            // Batch norm over one GPU's share of fb.resnet.torch's batch of 256, stated in the notes.
+            assert!(key.contains("bn_group=64") || key.contains("bn_group=32"), "{}: {key}", table.id);
+            assert!(table.notes.iter().any(|n| n.contains("bn_group")), "{}", table.id);
         }
     }
     // The later tables train as the later code did: per-image augmentation, fan-in.

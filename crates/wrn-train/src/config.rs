@@ -153,6 +153,11 @@ pub struct Experiment {
     /// arXiv v1, behind Tables 2-4, and fb.resnet.torch, behind the ImageNet tables).
     #[serde(default, with = "by_name")]
     pub init: ConvInit,
+    /// Batch-norm statistics in training over groups of this many images ("ghost" batch norm), as each
+    /// GPU of fb.resnet.torch's 4–8-GPU runs normalised its own share of the batch; absent: over the
+    /// whole batch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bn_group: Option<u32>,
     pub preprocessing: Preprocessing,
     /// The augmentation of the training split.
     pub augmentation: Augmentation,
@@ -187,6 +192,7 @@ impl Experiment {
             arch: known_arch("wrn-28-10"),
             dropout: 0.0,
             init: ConvInit::FanIn,
+            bn_group: None,
             preprocessing: Preprocessing::Meanstd,
             augmentation: Augmentation::CifarTrain,
             train_splits: train_split_only(),
@@ -325,6 +331,15 @@ impl Experiment {
             if subset == Some(0) {
                 return invalid(format!(
                     "{key} = 0 leaves nothing to train or evaluate on; omit it to use the whole split"
+                ));
+            }
+        }
+        if let Some(group) = self.bn_group {
+            if group < 2 || group as usize >= self.batch_size {
+                return invalid(format!(
+                    "bn_group = {group} must be at least 2 and smaller than batch_size ({}); omit it for batch-norm \
+                     statistics over the whole batch",
+                    self.batch_size
                 ));
             }
         }
@@ -502,8 +517,15 @@ fn merge(base: &mut Value, layer: toml::Table, origin: &str, prefix: &str) -> Re
 }
 
 /// Keys whose default is "not set", so they do not appear in the serialised recipe.
-const OPTIONAL: &[&str] =
-    &["scale.train_subset", "scale.test_subset", "data.dir", "data.manifest", "data.workers", "data.images"];
+const OPTIONAL: &[&str] = &[
+    "bn_group",
+    "scale.train_subset",
+    "scale.test_subset",
+    "data.dir",
+    "data.manifest",
+    "data.workers",
+    "data.images",
+];
 
 #[cfg(test)]
 mod tests {
@@ -584,6 +606,26 @@ mod tests {
         assert_eq!(changes["precision"], serde_json::json!("bf16"));
         // Against its own dataset's recipe: SVHN's dropout 0.4 is the recipe there.
         assert!(Experiment::resolve(None, &["dataset=svhn".into()]).unwrap().recipe_changes().is_empty());
+    }
+
+    #[test]
+    fn a_bn_group_is_a_departure_within_the_batch_and_absent_by_default() {
+        let recipe = Experiment::recipe(Dataset::ImageNet);
+        assert_eq!(recipe.bn_group, None);
+        assert!(!recipe.to_toml().contains("bn_group"), "absent from config.toml unless set");
+        let e = Experiment::resolve(None, &["dataset=imagenet".into(), "bn_group=32".into()]).unwrap();
+        assert_eq!(e.bn_group, Some(32));
+        assert_eq!(e.recipe_changes()["bn_group"], serde_json::json!(32));
+        assert!(e.to_toml().lines().any(|l| l == "bn_group = 32"));
+        for (group, batch) in [(1, 256), (256, 256), (300, 256)] {
+            let err = Experiment::resolve(None, &[format!("bn_group={group}"), format!("batch_size={batch}")])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(&format!("bn_group = {group} must be at least 2 and smaller than batch_size")),
+                "{err}"
+            );
+        }
     }
 
     #[test]

@@ -544,8 +544,8 @@ fn set_up(exp: &Experiment, options: &TrainOptions, recorded: Option<&Environmen
     let (train_input, test_input) =
         (Input::new(&data.train, device, exp.precision), Input::new(&data.test, device, exp.precision));
     let invalid = |e: wrn_nets::ArchError| ConfigError::Invalid(e.to_string());
-    let arch =
-        exp.arch.clone().with_init(exp.init).with_classes(data.classes).with_dropout(exp.dropout).map_err(invalid)?;
+    let arch = exp.arch.clone().with_init(exp.init).with_bn_group(exp.bn_group.map(i64::from));
+    let arch = arch.with_classes(data.classes).with_dropout(exp.dropout).map_err(invalid)?;
     tch::manual_seed(exp.seed as i64);
     let vs = nn::VarStore::new(device);
     let net = arch.build(&vs.root());

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use tch::Tensor;
+use tch::{Kind, Tensor};
 use wrn_data::store::Store;
 use wrn_data::synth::{self, CifarKind};
 use wrn_train::config::Experiment;
@@ -486,4 +486,25 @@ fn a_damaged_latest_checkpoint_resumes_from_the_previous_one_and_ends_like_an_un
     assert!(err.contains("checkpoint.safetensors: fails its checksum"), "{err}");
     assert!(err.contains("checkpoint.prev.safetensors: fails its checksum"), "{err}");
     assert_eq!(std::fs::read(both.join("metrics.csv")).unwrap(), metrics);
+}
+
+#[test]
+fn ghost_batch_norm_trains_resumes_bit_for_bit_and_is_recorded_as_a_departure() {
+    // Batch 32 in groups of 8, as four GPUs of 8 images each would normalise it.
+    let exp = experiment(&["epochs=2", "scale.train_subset=128", "scale.test_subset=64", "bn_group=8"]);
+    let dir = tempfile::tempdir().unwrap();
+    let whole = dir.path().join("whole");
+    let result = train(&whole, &exp, false, None).unwrap();
+    assert_eq!(result.status, Status::Finished);
+    assert_eq!(result.recipe_changes.as_ref().unwrap()["bn_group"], serde_json::json!(8));
+    let pieces = dir.path().join("pieces");
+    assert_eq!(train(&pieces, &exp, false, Some(3)).unwrap().status, Status::Interrupted);
+    assert_eq!(train(&pieces, &exp, true, None).unwrap().status, Status::Finished);
+    assert_same_run(&whole, &pieces);
+    // Other statistics, another run.
+    let plain = dir.path().join("plain");
+    let exp = experiment(&["epochs=2", "scale.train_subset=128", "scale.test_subset=64"]);
+    train(&plain, &exp, false, None).unwrap();
+    let fc = |run: &Path| checkpoint(run)["model.fc.weight"].sum(Kind::Double).double_value(&[]);
+    assert_ne!(fc(&plain), fc(&whole));
 }
