@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # wrn beside PyTorch on this CPU, in the same run: training steps (PyTorch eager) and the CIFAR and
 # ImageNet input pipelines (torchvision's DataLoader), each pair measured twice in alternation, with the
-# ratio wrn / PyTorch. `make bench-peers` runs it after `make build`.
+# ratio wrn / PyTorch; then the ImageNet resampling, Torch's bicubic beside the fast path (time and
+# difference), and wrn's val crops against torchvision's. `make bench-peers` runs it after `make build`.
 #
 # Installs torch 2.11.0 and torchvision 0.26.0 into a git-ignored venv (target/peers-venv), downloads the
 # scikit-image and matplotlib wheels for their photographs (target/peers/wheels), and writes its data
@@ -50,4 +51,11 @@ for round in 1 2; do
   w=$("$WRN" bench pipeline --images "$PEERS/photos" --workers "$WORKERS" --plain none --rounds 3 --json | rate)
   p=$("$PY" benches/peers/torchvision_pipeline.py --images "$PEERS/photos" --workers "$WORKERS" | rate)
   line "imagenet-train, $WORKERS workers ($round)" "$w" "$p"
+  w=$("$WRN" bench pipeline --images "$PEERS/photos" --preset imagenet-train:fast --workers "$WORKERS" --plain none --rounds 3 --json | rate)
+  line "imagenet-train:fast, $WORKERS workers ($round)" "$w" "$p"
 done
+
+# Resampling: Torch's bicubic (the paper's, the default) against the fast path, and both against
+# torchvision's Resize(256) + CenterCrop(224), on the photographs.
+"$WRN" bench resampling --images "$PEERS/photos" --write-val "$PEERS/val-crops"
+"$PY" benches/peers/val_difference.py --images "$PEERS/photos" --crops "$PEERS/val-crops"

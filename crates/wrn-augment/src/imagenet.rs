@@ -1,6 +1,6 @@
 //! The ImageNet recipe of fb.resnet.torch, which the paper used: JPEG bytes from an [`EncodedSource`]
-//! are decoded (zune-jpeg, to RGB), cropped and resized (fast_image_resize, bicubic/Catmull-Rom) by a
-//! [`Decode`] stage, then the usual [`Op`]s run on the `[0, 1]` values:
+//! are decoded (zune-jpeg, to RGB), cropped and resized by a [`Decode`] stage, then the usual [`Op`]s run
+//! on the `[0, 1]` values:
 //!
 //! - train: `RandomSizedCrop(224)` (8–100 % of the area, aspect 3/4–4/3, either orientation, 10 tries,
 //!   then the centred square scaled to 224), [`ColorJitter`] (brightness, contrast, saturation 0.4, in a
@@ -8,18 +8,24 @@
 //!   mean/std normalisation, horizontal flip with p = 0.5;
 //! - val: the shorter side scaled to 256, the centre 224×224, mean/std normalisation.
 //!
+//! How a window is resized is the [`Resampling`]: by default Torch's `image.scale(..., 'bicubic')`, as
+//! fb.resnet.torch resized ([`scale_bicubic`]: a 4-tap Catmull-Rom with an align-corners mapping and no
+//! antialiasing, on the full-size decode, values neither rounded nor clamped); or, opted into as
+//! [`Resampling::Fast`], an antialiased Catmull-Rom on bytes (fast_image_resize) of an image decoded at
+//! 1/2, 1/4 or 1/8 scale by jpeg-decoder's reduced IDCT when the window to resize is at least twice the
+//! output's size (for val, the image at least twice the 256-pixel intermediate, [`Decode::dct_scale`]).
+//!
 //! A sample of the prepared shards whose bytes do not decode is damage (every image decoded when the
 //! split was prepared): the epoch stops with an error naming the split, the shard and the image
 //! ([`EncodedSource::decode_failure`]). One of an in-memory source ([`EncodedImages`]) is logged with its
 //! name and index, counted in the batch's `decode_failures`, and replaced by zeros (the dataset mean after
-//! normalisation): deterministic, and never a panic. When the window to resize is at least twice the output's size (or, for val, the image at
-//! least twice the 256-pixel intermediate), the image is decoded at 1/2, 1/4 or 1/8 scale by
-//! jpeg-decoder's reduced IDCT ([`Decode::dct_scale`]) and the window taken in the reduced image; otherwise
-//! zune-jpeg decodes it at full size. The loader runs the ops after decoding as one pass,
+//! normalisation): deterministic, and never a panic. The loader runs the ops after decoding as one pass,
 //! [`ColourAffine`], when they have the recipe's form.
 
 use std::any::Any;
+use std::fmt;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::sync::Arc;
 
 use fast_image_resize::images::{Image as FirImage, ImageRef};
@@ -171,21 +177,75 @@ pub struct CropBox {
     pub height: usize,
 }
 
+/// How a window of a decoded image is resized to the sample.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Resampling {
+    /// Torch's `image.scale(..., 'bicubic')`, which fb.resnet.torch (and so the paper) used
+    /// ([`scale_bicubic`]): the full-size decode, no antialiasing, `f32` values neither rounded nor
+    /// clamped.
+    #[default]
+    Torch,
+    /// Antialiased Catmull-Rom on bytes (fast_image_resize), of an image decoded at 1/2–1/8 scale by the
+    /// reduced IDCT where that still holds the output's pixels: cheaper, and not what the paper ran.
+    Fast,
+}
+
+impl FromStr for Resampling {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Resampling, String> {
+        match s {
+            "torch" => Ok(Resampling::Torch),
+            "fast" => Ok(Resampling::Fast),
+            _ => Err(format!("unknown resampling '{s}'; expected torch (fb.resnet.torch's bicubic) or fast")),
+        }
+    }
+}
+
+impl fmt::Display for Resampling {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Resampling::Torch => "torch",
+            Resampling::Fast => "fast",
+        })
+    }
+}
+
 /// How encoded bytes become a `size x size` RGB sample.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Decode {
     /// fb.resnet.torch `RandomSizedCrop(size)`.
-    RandomSizedCrop { size: usize, min_area: f64, ratio: (f64, f64), tries: usize },
+    RandomSizedCrop { size: usize, min_area: f64, ratio: (f64, f64), tries: usize, resampling: Resampling },
     /// fb.resnet.torch `Scale(resize)` (shorter side) then `CenterCrop(size)`.
-    ResizeCenterCrop { resize: usize, size: usize },
+    ResizeCenterCrop { resize: usize, size: usize, resampling: Resampling },
 }
 
 impl Decode {
     pub fn train() -> Decode {
-        Decode::RandomSizedCrop { size: 224, min_area: 0.08, ratio: (3.0 / 4.0, 4.0 / 3.0), tries: 10 }
+        Decode::RandomSizedCrop {
+            size: 224,
+            min_area: 0.08,
+            ratio: (3.0 / 4.0, 4.0 / 3.0),
+            tries: 10,
+            resampling: Resampling::Torch,
+        }
     }
     pub fn val() -> Decode {
-        Decode::ResizeCenterCrop { resize: 256, size: 224 }
+        Decode::ResizeCenterCrop { resize: 256, size: 224, resampling: Resampling::Torch }
+    }
+    /// The same stage resizing with `resampling`.
+    pub fn with_resampling(mut self, with: Resampling) -> Decode {
+        match &mut self {
+            Decode::RandomSizedCrop { resampling, .. } | Decode::ResizeCenterCrop { resampling, .. } => {
+                *resampling = with
+            }
+        }
+        self
+    }
+    /// How the stage resizes.
+    pub fn resampling(&self) -> Resampling {
+        match *self {
+            Decode::RandomSizedCrop { resampling, .. } | Decode::ResizeCenterCrop { resampling, .. } => resampling,
+        }
     }
     /// The side of the square sample.
     pub fn size(&self) -> usize {
@@ -217,7 +277,7 @@ impl Decode {
                 let s = w.min(h);
                 (CropBox { x: (w - s) / 2, y: (h - s) / 2, width: s, height: s }, None)
             }
-            Decode::ResizeCenterCrop { resize, size } => {
+            Decode::ResizeCenterCrop { resize, size, .. } => {
                 let (rw, rh) = if w <= h {
                     (resize, ((h as f64 / w as f64) * resize as f64) as usize)
                 } else {
@@ -270,6 +330,29 @@ pub struct DecodeScratch {
     scaled: Vec<u8>,
     sample: Vec<u8>,
     resizer: Option<Resizer>,
+    /// Torch resampling: the rows resized, then the sample, as `f32`.
+    rows: Vec<f32>,
+    values: Vec<f32>,
+}
+
+/// A decoded `size x size` sample, HWC RGB: bytes ([`Resampling::Fast`]) or values 0–255 neither rounded
+/// nor clamped ([`Resampling::Torch`]).
+#[derive(Debug, Clone, Copy)]
+pub enum Sample<'a> {
+    U8(&'a [u8]),
+    F32(&'a [f32]),
+}
+
+impl Sample<'_> {
+    pub fn len(&self) -> usize {
+        match self {
+            Sample::U8(v) => v.len(),
+            Sample::F32(v) => v.len(),
+        }
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// Why a sample did not decode.
@@ -286,18 +369,20 @@ impl Decode {
         rng: &mut SampleRng,
     ) -> Result<(), DecodeError> {
         let size = self.size();
-        let pixels = self.decode(bytes, scratch, rng)?;
-        img.load_hwc_u8(pixels, size, size, 3);
+        match self.decode(bytes, scratch, rng)? {
+            Sample::U8(pixels) => img.load_hwc_u8(pixels, size, size, 3),
+            Sample::F32(values) => img.load_hwc_f32(values, size, size, 3),
+        }
         Ok(())
     }
 
-    /// Decodes `bytes` into the `size x size` RGB sample (HWC bytes, in `scratch`).
+    /// Decodes `bytes` into the `size x size` RGB sample (HWC, in `scratch`).
     pub fn decode<'s>(
         &self,
         bytes: &[u8],
         scratch: &'s mut DecodeScratch,
         rng: &mut SampleRng,
-    ) -> Result<&'s [u8], DecodeError> {
+    ) -> Result<Sample<'s>, DecodeError> {
         let options = DecoderOptions::default().jpeg_set_out_colorspace(ColorSpace::RGB);
         let mut decoder = JpegDecoder::new_with_options(ZCursor::new(bytes), options);
         decoder.decode_headers().map_err(|e| DecodeError(e.to_string()))?;
@@ -308,6 +393,18 @@ impl Decode {
         }
         let size = self.size();
         let (bx, intermediate) = self.draw(w, h, rng);
+        if self.resampling() == Resampling::Torch {
+            decode_full(&mut decoder, len, &mut scratch.decoded)?;
+            let image = (&scratch.decoded[..len], w, h);
+            let (window, out) = match intermediate {
+                // The window scaled to the sample.
+                None => (bx, [0, 0, size, size, size, size]),
+                // The whole image scaled to the intermediate size, of which only the centre is kept.
+                Some((rw, rh)) => (CropBox { x: 0, y: 0, width: w, height: h }, [bx.x, bx.y, size, size, rw, rh]),
+            };
+            scale_bicubic(image, window, out, (&mut scratch.rows, &mut scratch.values));
+            return Ok(Sample::F32(&scratch.values));
+        }
         // Decode at 1/2, 1/4 or 1/8 scale when what is resized still has at least the output's size there;
         // the window keeps its place in the image, in the reduced image's pixels.
         let reduced = match self.dct_scale(w, h, &bx, intermediate) {
@@ -321,11 +418,7 @@ impl Decode {
                 (rw, rh, window)
             }
             None => {
-                // Grown, never shrunk: images of varying sizes cost no fill of the buffer.
-                if scratch.decoded.len() < len {
-                    scratch.decoded.resize(len, 0);
-                }
-                decoder.decode_into(&mut scratch.decoded[..len]).map_err(|e| DecodeError(e.to_string()))?;
+                decode_full(&mut decoder, len, &mut scratch.decoded)?;
                 (w, h, [bx.x as f64, bx.y as f64, bx.width as f64, bx.height as f64])
             }
         };
@@ -354,8 +447,126 @@ impl Decode {
                 }
             }
         }
-        Ok(&scratch.sample)
+        Ok(Sample::U8(&scratch.sample))
     }
+}
+
+/// Decodes the whole image (`len` bytes of RGB) into `decoded`, grown, never shrunk: images of varying
+/// sizes cost no fill of the buffer.
+fn decode_full(
+    decoder: &mut JpegDecoder<ZCursor<&[u8]>>,
+    len: usize,
+    decoded: &mut Vec<u8>,
+) -> Result<(), DecodeError> {
+    if decoded.len() < len {
+        decoded.resize(len, 0);
+    }
+    decoder.decode_into(&mut decoded[..len]).map_err(|e| DecodeError(e.to_string()))
+}
+
+/// Torch's `image.scale(src, dst_w, dst_h, 'bicubic')` (torch/image `generic/image.c`,
+/// `scaleBicubic`), which fb.resnet.torch's `Scale` and `RandomSizedCrop` call: rows first, then
+/// columns, each a 4-tap Catmull-Rom in `f32` with an align-corners mapping (output `i` samples input
+/// `i · (n_in − 1)/(n_out − 1)`), the taps beyond an edge extrapolated linearly (`2·p1 − p2`), the last
+/// output the last input, and no antialiasing: a downscale samples the input, it does not average it.
+///
+/// `image` is HWC RGB bytes `(pixels, w, h)`; `window` the part of it scaled, to `full_w x full_h` of
+/// which `out = [x, y, w, h, full_w, full_h]` keeps the `w x h` at `(x, y)` (the same values as scaling
+/// all of it and cropping after, computed only where kept). The result, HWC RGB `f32` values on the
+/// bytes' 0–255 scale, is left in `values`; `rows` is scratch.
+pub fn scale_bicubic(
+    (pixels, width, _height): (&[u8], usize, usize),
+    window: CropBox,
+    [ox, oy, ow, oh, full_w, full_h]: [usize; 6],
+    (rows, values): (&mut Vec<f32>, &mut Vec<f32>),
+) {
+    // Rows: each of the window's rows to the kept columns of `full_w`, three channels at a time.
+    let across = taps(window.width, full_w, ox..ox + ow);
+    rows.clear();
+    rows.resize(window.height * ow * 3, 0.0);
+    for (y, dst) in rows.chunks_exact_mut(ow * 3).enumerate() {
+        let src = &pixels[((window.y + y) * width + window.x) * 3..][..window.width * 3];
+        for (px, tap) in dst.chunks_exact_mut(3).zip(&across) {
+            for (c, v) in px.iter_mut().enumerate() {
+                *v = tap.sample(|i| f32::from(src[i * 3 + c]), window.width);
+            }
+        }
+    }
+    // Columns: the kept rows of `full_h`, each from up to four of those rows, whole rows at a time.
+    let line = ow * 3;
+    values.clear();
+    values.resize(oh * line, 0.0);
+    for (dst, tap) in values.chunks_exact_mut(line).zip(taps(window.height, full_h, oy..oy + oh)) {
+        let row = |i: usize| &rows[i * line..(i + 1) * line];
+        match tap {
+            Tap::Copy(i) => dst.copy_from_slice(row(i)),
+            Tap::Cubic(i, t) => {
+                let (r1, r2) = (row(i), row(i + 1));
+                let (r0, r3) = ((i > 0).then(|| row(i - 1)), (i + 2 < window.height).then(|| row(i + 2)));
+                for (e, v) in dst.iter_mut().enumerate() {
+                    let (p1, p2) = (r1[e], r2[e]);
+                    let p0 = r0.map_or(2.0 * p1 - p2, |r| r[e]);
+                    let p3 = r3.map_or(2.0 * p2 - p1, |r| r[e]);
+                    *v = catmull_rom(p0, p1, p2, p3, t);
+                }
+            }
+        }
+    }
+}
+
+/// Where one output of a line of Torch's `scaleCubic_rowcol` comes from.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Tap {
+    /// An input as it is: the same length, the last output, or a single input.
+    Copy(usize),
+    /// The spline between inputs `i` and `i + 1`, at `t` in [0, 1).
+    Cubic(usize, f32),
+}
+
+impl Tap {
+    /// The output, from the `len` inputs `src(i)`; the taps beyond an edge extrapolated linearly.
+    fn sample(self, src: impl Fn(usize) -> f32, len: usize) -> f32 {
+        match self {
+            Tap::Copy(i) => src(i),
+            Tap::Cubic(i, t) => {
+                let (p1, p2) = (src(i), src(i + 1));
+                let p0 = if i > 0 { src(i - 1) } else { 2.0 * p1 - p2 };
+                let p3 = if i + 2 < len { src(i + 2) } else { 2.0 * p2 - p1 };
+                catmull_rom(p0, p1, p2, p3, t)
+            }
+        }
+    }
+}
+
+/// The taps of the outputs `keep` of a line of `src_len` inputs scaled to `dst_len`, as Torch computes
+/// them: output `d` at `d · ((src_len − 1)/(dst_len − 1))` in `f32`, the last output the last input.
+fn taps(src_len: usize, dst_len: usize, keep: std::ops::Range<usize>) -> Vec<Tap> {
+    let last = dst_len - 1;
+    let scale = if dst_len == 1 { (src_len - 1) as f32 } else { (src_len - 1) as f32 / last as f32 };
+    keep.map(|d| {
+        if src_len == dst_len {
+            Tap::Copy(d)
+        } else if d == last {
+            Tap::Copy(src_len - 1)
+        } else if src_len == 1 {
+            Tap::Copy(0)
+        } else {
+            let at = d as f32 * scale;
+            // Below src_len − 1 for every d < last; the bound guards the float rounding at the edge.
+            let i = (at as usize).min(src_len - 2);
+            Tap::Cubic(i, at - i as f32)
+        }
+    })
+    .collect()
+}
+
+/// Torch's `cubicInterpolate`: the Catmull-Rom spline through `p1` (t = 0) and `p2` (t = 1).
+/// Its last product and sum are in `f64`, as the C code's double literal `0.5` makes them.
+fn catmull_rom(p0: f32, p1: f32, p2: f32, p3: f32, t: f32) -> f32 {
+    let a1 = p2 - p0;
+    let a2 = 2.0 * p0 - 5.0 * p1 + 4.0 * p2 - p3;
+    let a3 = 3.0 * (p1 - p2) + p3 - p0;
+    (f64::from(p1) + 0.5 * f64::from(t) * f64::from(a1 + t * (a2 + t * a3))) as f32
 }
 
 /// fb.resnet.torch `ColorJitter`: brightness, contrast and saturation, each applied with a factor
@@ -604,7 +815,7 @@ impl ColourAffine {
     /// parameters from `rng`; `rows` is scratch for one row of each channel.
     pub fn run(
         &self,
-        pixels: &[u8],
+        pixels: Sample,
         [width, height]: [usize; 2],
         rng: &mut SampleRng,
         rows: &mut ColourRows,
@@ -616,19 +827,16 @@ impl ColourAffine {
         rows.bytes.resize(3 * width, 0);
         rows.values.resize(3 * width, 0.0);
         let plane = width * height;
-        for (y, src) in pixels.chunks_exact(width * 3).enumerate() {
-            // Planar bytes (mirrored if drawn), then values: both loops are simple enough to vectorise.
-            let (r, rest) = rows.bytes.split_at_mut(width);
-            let (g, b) = rest.split_at_mut(width);
-            let planar = r.iter_mut().zip(g.iter_mut()).zip(b.iter_mut());
-            if flip {
-                planar
-                    .zip(src.chunks_exact(3).rev())
-                    .for_each(|(((r, g), b), px)| (*r, *g, *b) = (px[0], px[1], px[2]));
-            } else {
-                planar.zip(src.chunks_exact(3)).for_each(|(((r, g), b), px)| (*r, *g, *b) = (px[0], px[1], px[2]));
+        for y in 0..height {
+            // Planar values (mirrored if drawn), through planar bytes for a byte sample: simple enough
+            // loops to vectorise.
+            match pixels {
+                Sample::U8(p) => {
+                    planar(&p[y * width * 3..][..width * 3], flip, &mut rows.bytes);
+                    rows.values.iter_mut().zip(&rows.bytes).for_each(|(v, &byte)| *v = f32::from(byte));
+                }
+                Sample::F32(p) => planar(&p[y * width * 3..][..width * 3], flip, &mut rows.values),
             }
-            rows.values.iter_mut().zip(&rows.bytes).for_each(|(v, &byte)| *v = f32::from(byte));
             let (r, rest) = rows.values.split_at(width);
             let (g, b) = rest.split_at(width);
             for (c, [mr, mg, mb, shift]) in m.into_iter().enumerate() {
@@ -641,6 +849,19 @@ impl ColourAffine {
     }
 }
 
+/// One HWC RGB row as three planes (R, G, B) in `out`, mirrored when `flip`.
+fn planar<T: Copy>(src: &[T], flip: bool, out: &mut [T]) {
+    let width = src.len() / 3;
+    let (r, rest) = out.split_at_mut(width);
+    let (g, b) = rest.split_at_mut(width);
+    let planes = r.iter_mut().zip(g.iter_mut()).zip(b.iter_mut());
+    if flip {
+        planes.zip(src.chunks_exact(3).rev()).for_each(|(((r, g), b), px)| (*r, *g, *b) = (px[0], px[1], px[2]));
+    } else {
+        planes.zip(src.chunks_exact(3)).for_each(|(((r, g), b), px)| (*r, *g, *b) = (px[0], px[1], px[2]));
+    }
+}
+
 /// [`ColourAffine::run`]'s per-worker scratch: one row of each channel, as bytes and as values.
 #[derive(Debug, Default)]
 pub struct ColourRows {
@@ -648,9 +869,24 @@ pub struct ColourRows {
     values: Vec<f32>,
 }
 
+/// The mean of each channel of an HWC RGB sample.
+fn channel_means(pixels: Sample) -> [f64; 3] {
+    match pixels {
+        Sample::U8(bytes) => byte_channel_means(bytes),
+        Sample::F32(values) => {
+            let mut sum = [0f64; 3];
+            for px in values.chunks_exact(3) {
+                (0..3).for_each(|c| sum[c] += f64::from(px[c]));
+            }
+            let n = (values.len() / 3).max(1) as f64;
+            sum.map(|s| s / n)
+        }
+    }
+}
+
 /// The mean of each channel of HWC RGB bytes. Sixteen pixels at a time into 48 `u32` lanes, so the
 /// loop vectorises; each lane takes one byte per 16 pixels, so it cannot overflow below 2^28 pixels.
-fn channel_means(pixels: &[u8]) -> [f64; 3] {
+fn byte_channel_means(pixels: &[u8]) -> [f64; 3] {
     const LANES: usize = 48;
     assert!(pixels.len() / 3 < 1 << 28, "{} pixels", pixels.len() / 3);
     let mut lanes = [0u32; LANES];
@@ -731,6 +967,8 @@ mod tests {
         // 23 × 17: the channel sums' 48-byte lanes and tail, and rows that are no multiple of a vector.
         let (w, h) = (23, 17);
         let pixels: Vec<u8> = (0..w * h * 3).map(|i| ((i * 97 + i / 7 * 13) % 256) as u8).collect();
+        let values: Vec<f32> =
+            pixels.iter().enumerate().map(|(i, &p)| f32::from(p) * 1.05 - 6.0 + (i % 3) as f32 * 0.37).collect();
         let jitter = ColorJitter { brightness: 0.4, contrast: 0.4, saturation: 0.4 };
         for train in [true, false] {
             let ops = imagenet_ops(train);
@@ -739,13 +977,19 @@ mod tests {
             let mut rows = ColourRows::default();
             for i in 0..200 {
                 let mut want = Image::new();
-                want.load_hwc_u8(&pixels, h, w, 3);
+                // Bytes, or (every other sample) values as Torch's resampling leaves them: fractional,
+                // and beyond 0–255 where the spline overshoots.
+                let sample = if i % 2 == 0 { Sample::U8(&pixels) } else { Sample::F32(&values) };
+                match sample {
+                    Sample::U8(p) => want.load_hwc_u8(p, h, w, 3),
+                    Sample::F32(v) => want.load_hwc_f32(v, h, w, 3),
+                }
                 let mut rng = sample_rng(5, 2, i);
                 ops.iter().for_each(|op| op.apply(&mut want, &mut rng));
                 let next = rng.gen::<u64>();
                 let mut got = vec![f32::NAN; w * h * 3];
                 let mut rng = sample_rng(5, 2, i);
-                kernel.run(&pixels, [w, h], &mut rng, &mut rows, &mut got);
+                kernel.run(sample, [w, h], &mut rng, &mut rows, &mut got);
                 assert_eq!(rng.gen::<u64>(), next, "the kernel draws what the ops draw");
                 let worst = got.iter().zip(&want.data).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
                 assert!(worst < 1e-4, "train {train}, sample {i}: off by {worst}");
@@ -767,12 +1011,65 @@ mod tests {
         assert!(ColourAffine::plan(&grey).is_none());
     }
 
+    /// A whole output line of `src` scaled to `dst_len`.
+    fn line(src: &[f32], dst_len: usize) -> Vec<f32> {
+        taps(src.len(), dst_len, 0..dst_len).into_iter().map(|t| t.sample(|i| src[i], src.len())).collect()
+    }
+
+    #[test]
+    fn torch_bicubic_lines_by_hand() {
+        // Align-corners mapping: 4 inputs to 7 outputs sample at 0, 0.5, 1, ..., 3; a straight line stays
+        // one, edges included (the outer taps are extrapolated linearly).
+        assert_eq!(line(&[0.0, 10.0, 20.0, 30.0], 7), [0.0, 5.0, 10.0, 15.0, 20.0, 25.0, 30.0]);
+        // Catmull-Rom at t = 1/2: weights −1/16, 9/16, 9/16, −1/16.
+        assert_eq!(line(&[0.0, 16.0, 0.0, 0.0], 7)[3], 9.0);
+        assert_eq!(line(&[16.0, 0.0, 0.0, 16.0], 7)[3], -2.0, "overshoot is kept: no clamping");
+        // At the first interval the missing left tap is 2·p1 − p2: taps (−16, 0, 16, 0) at t = 1/2 give
+        // 0 + ½·½·(32 + ½·(32 + ½·(−32))) = 10 (a3 = 3·(0 − 16) + 0 + 16).
+        assert_eq!(line(&[0.0, 16.0, 0.0, 0.0], 7)[1], 10.0);
+        // No antialiasing: 9 inputs to 3 outputs take inputs 0, 4 and 8, whatever lies between.
+        assert_eq!(line(&[1.0, 99.0, 99.0, 99.0, 2.0, 99.0, 99.0, 99.0, 3.0], 3), [1.0, 2.0, 3.0]);
+        // The same length is a copy; one input fills the line.
+        assert_eq!(line(&[3.0, 1.0, 4.0], 3), [3.0, 1.0, 4.0]);
+        assert_eq!(line(&[7.0], 4), [7.0; 4]);
+    }
+
+    #[test]
+    fn torch_bicubic_computes_only_what_the_crop_keeps_and_the_same_values() {
+        let (w, h) = (37, 29);
+        let pixels: Vec<u8> = (0..w * h * 3).map(|i| ((i * 31 + i / 11 * 7) % 256) as u8).collect();
+        let whole = CropBox { x: 0, y: 0, width: w, height: h };
+        let (mut rows, mut full, mut kept) = (Vec::new(), Vec::new(), Vec::new());
+        let (fw, fh) = (50, 40);
+        scale_bicubic((&pixels, w, h), whole, [0, 0, fw, fh, fw, fh], (&mut rows, &mut full));
+        scale_bicubic((&pixels, w, h), whole, [7, 5, 24, 24, fw, fh], (&mut rows, &mut kept));
+        for y in 0..24 {
+            for x in 0..24 {
+                for c in 0..3 {
+                    assert_eq!(kept[(y * 24 + x) * 3 + c], full[((y + 5) * fw + x + 7) * 3 + c]);
+                }
+            }
+        }
+        // Corners map to corners; a window is scaled as if it were the whole image.
+        assert_eq!(full[0], f32::from(pixels[0]));
+        assert_eq!(full[(fh * fw - 1) * 3 + 2], f32::from(pixels[(h * w - 1) * 3 + 2]));
+        let window = CropBox { x: 3, y: 4, width: 20, height: 10 };
+        let cropped: Vec<u8> = (4..14).flat_map(|y| pixels[(y * w + 3) * 3..(y * w + 23) * 3].to_vec()).collect();
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        scale_bicubic((&pixels, w, h), window, [0, 0, 16, 16, 16, 16], (&mut rows, &mut a));
+        let whole_crop = CropBox { x: 0, y: 0, width: 20, height: 10 };
+        scale_bicubic((&cropped, 20, 10), whole_crop, [0, 0, 16, 16, 16, 16], (&mut rows, &mut b));
+        assert_eq!(a, b);
+    }
+
     #[test]
     fn channel_means_by_hand() {
         // 37 pixels: two 16-pixel chunks and a 5-pixel tail.
         let pixels: Vec<u8> = (0..37).flat_map(|p| [p as u8, 255, (p * 7 % 256) as u8]).collect();
         let want = [(0..37).sum::<usize>() as f64 / 37.0, 255.0, (0..37).map(|p| p * 7).sum::<usize>() as f64 / 37.0];
-        assert_eq!(channel_means(&pixels), want);
+        assert_eq!(channel_means(Sample::U8(&pixels)), want);
+        let values: Vec<f32> = pixels.iter().map(|&p| f32::from(p) + 0.5).collect();
+        assert_eq!(channel_means(Sample::F32(&values)), want.map(|m| m + 0.5));
     }
 
     #[test]

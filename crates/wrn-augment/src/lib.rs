@@ -27,7 +27,7 @@ pub mod throughput;
 pub mod zca;
 
 pub use error::{Error, Result};
-pub use imagenet::{EncodedImages, EncodedSource};
+pub use imagenet::{EncodedImages, EncodedSource, Resampling};
 pub use loader::{Batch, BatchImages, EpochBatches, ImageType, Loader, LoaderConfig};
 pub use ops::ValueStep;
 pub use preset::{Draws, Norm, Pipeline, Preset, Source};

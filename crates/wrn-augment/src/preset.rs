@@ -10,14 +10,16 @@
 //!   the whole batch, and exactly half of the batch, a random half, flipped ([`Draws::PerBatch`]).
 //! - `cifar-test`: the same normalisation, no augmentation (`cifar-test:zca` with the training fit).
 //! - `svhn`: no augmentation, values divided by 255.
-//! - `imagenet-train`, `imagenet-val`: fb.resnet.torch's recipe over JPEG bytes ([`crate::imagenet`]).
+//! - `imagenet-train`, `imagenet-val`: fb.resnet.torch's recipe over JPEG bytes ([`crate::imagenet`]),
+//!   resized as Torch's bicubic `image.scale`; `imagenet-train:fast` and `imagenet-val:fast` resize
+//!   with the cheaper antialiased path ([`Resampling::Fast`]).
 
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::imagenet::{imagenet_ops, Decode};
+use crate::imagenet::{imagenet_ops, Decode, Resampling};
 use crate::ops::{DivideValues, Fused, HFlip, Normalize, Op, RandomCrop, ReflectPad, ShapeError};
 use crate::zca::Zca;
 
@@ -39,12 +41,12 @@ pub enum Preset {
     CifarTrainV1(Norm),
     CifarTest(Norm),
     Svhn,
-    ImagenetTrain,
-    ImagenetVal,
+    ImagenetTrain(Resampling),
+    ImagenetVal(Resampling),
 }
 
 impl Preset {
-    pub const ALL: [Preset; 9] = [
+    pub const ALL: [Preset; 11] = [
         Preset::CifarTrain(Norm::MeanStd),
         Preset::CifarTrain(Norm::Zca),
         Preset::CifarTrainV1(Norm::MeanStd),
@@ -52,13 +54,15 @@ impl Preset {
         Preset::CifarTest(Norm::MeanStd),
         Preset::CifarTest(Norm::Zca),
         Preset::Svhn,
-        Preset::ImagenetTrain,
-        Preset::ImagenetVal,
+        Preset::ImagenetTrain(Resampling::Torch),
+        Preset::ImagenetTrain(Resampling::Fast),
+        Preset::ImagenetVal(Resampling::Torch),
+        Preset::ImagenetVal(Resampling::Fast),
     ];
 
     /// Whether the preset draws random numbers (augments).
     pub fn is_random(&self) -> bool {
-        matches!(self, Preset::CifarTrain(_) | Preset::CifarTrainV1(_) | Preset::ImagenetTrain)
+        matches!(self, Preset::CifarTrain(_) | Preset::CifarTrainV1(_) | Preset::ImagenetTrain(_))
     }
 
     /// The normalisation of a CIFAR preset.
@@ -73,19 +77,21 @@ impl Preset {
 impl FromStr for Preset {
     type Err = Error;
     fn from_str(s: &str) -> Result<Preset> {
-        let (name, norm) = match s.split_once(':') {
-            None => (s, None),
-            Some((name, "meanstd")) => (name, Some(Norm::MeanStd)),
-            Some((name, "zca")) => (name, Some(Norm::Zca)),
+        let (name, norm, fast) = match s.split_once(':') {
+            None => (s, None, false),
+            Some((name, "meanstd")) => (name, Some(Norm::MeanStd), false),
+            Some((name, "zca")) => (name, Some(Norm::Zca), false),
+            Some((name, "fast")) => (name, None, true),
             Some(_) => return Err(Error::UnknownPreset(s.into())),
         };
+        let resampling = if fast { Resampling::Fast } else { Resampling::Torch };
         let preset = match name {
-            "cifar-train" => Preset::CifarTrain(norm.unwrap_or_default()),
-            "cifar-train-v1" => Preset::CifarTrainV1(norm.unwrap_or_default()),
-            "cifar-test" => Preset::CifarTest(norm.unwrap_or_default()),
-            "svhn" if norm.is_none() => Preset::Svhn,
-            "imagenet-train" if norm.is_none() => Preset::ImagenetTrain,
-            "imagenet-val" if norm.is_none() => Preset::ImagenetVal,
+            "cifar-train" if !fast => Preset::CifarTrain(norm.unwrap_or_default()),
+            "cifar-train-v1" if !fast => Preset::CifarTrainV1(norm.unwrap_or_default()),
+            "cifar-test" if !fast => Preset::CifarTest(norm.unwrap_or_default()),
+            "svhn" if norm.is_none() && !fast => Preset::Svhn,
+            "imagenet-train" if norm.is_none() => Preset::ImagenetTrain(resampling),
+            "imagenet-val" if norm.is_none() => Preset::ImagenetVal(resampling),
             _ => return Err(Error::UnknownPreset(s.into())),
         };
         Ok(preset)
@@ -100,9 +106,18 @@ impl fmt::Display for Preset {
             Preset::CifarTrainV1(n) => write!(f, "cifar-train-v1{}", suffix(n)),
             Preset::CifarTest(n) => write!(f, "cifar-test{}", suffix(n)),
             Preset::Svhn => f.write_str("svhn"),
-            Preset::ImagenetTrain => f.write_str("imagenet-train"),
-            Preset::ImagenetVal => f.write_str("imagenet-val"),
+            Preset::ImagenetTrain(r) => write!(f, "imagenet-train{}", fast_suffix(r)),
+            Preset::ImagenetVal(r) => write!(f, "imagenet-val{}", fast_suffix(r)),
         }
+    }
+}
+
+/// `:fast` for the fast resampling, nothing for Torch's.
+fn fast_suffix(r: &Resampling) -> &'static str {
+    if *r == Resampling::Fast {
+        ":fast"
+    } else {
+        ""
     }
 }
 
@@ -170,8 +185,8 @@ impl Pipeline {
                 (Source::Whitened(zca), ops)
             }
             Preset::Svhn => (Source::Pixels, vec![Arc::new(DivideValues { divisor: 255.0 })]),
-            Preset::ImagenetTrain => (Source::Jpeg(Decode::train()), imagenet_ops(true)),
-            Preset::ImagenetVal => (Source::Jpeg(Decode::val()), imagenet_ops(false)),
+            Preset::ImagenetTrain(r) => (Source::Jpeg(Decode::train().with_resampling(r)), imagenet_ops(true)),
+            Preset::ImagenetVal(r) => (Source::Jpeg(Decode::val().with_resampling(r)), imagenet_ops(false)),
         };
         let draws = if matches!(preset, Preset::CifarTrainV1(_)) { Draws::PerBatch } else { Draws::PerSample };
         Ok(Pipeline { source, ops, draws, preset: Some(preset) })

@@ -13,6 +13,9 @@
 //! augmenting, through the same loader, threads and bytes, and was the steadier ratio on a loaded
 //! two-core machine (within about ±10% where the copy-bound ratio varied up to twofold).
 //!
+//! [`compare_resampling`] times Torch's bicubic resampling beside the fast one on the same JPEGs and
+//! measures how far their val crops differ; [`val_crops`] gives those crops for a peer to compare with.
+//!
 //! [`measure_encoded`] does the same for the ImageNet presets over encoded images (prepared shards or a
 //! folder of JPEGs), beside `imagenet-val`; a copy bound means nothing where decoding dominates, so it
 //! has none, and its figure is compared with a peer pipeline on the same files (`make bench-peers`).
@@ -259,4 +262,78 @@ mod tests {
         let options = Options { rounds: 0, ..Options::default() };
         assert!(measure(split(dir.path(), 10), &options).is_err());
     }
+}
+
+/// Torch's bicubic resampling beside the fast one over the same JPEGs ([`compare_resampling`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResamplingComparison {
+    pub images: usize,
+    /// Decode and resize time of one `imagenet-val` / `imagenet-train` sample on one thread, in
+    /// milliseconds (best of the rounds), with each resampling.
+    pub val_ms_torch: f64,
+    pub val_ms_fast: f64,
+    pub train_ms_torch: f64,
+    pub train_ms_fast: f64,
+    /// Mean and largest per-image mean absolute difference (0–255 scale) of the val crops.
+    pub val_mean_abs_difference: f64,
+    pub val_max_image_difference: f64,
+}
+
+/// The val crops (224×224, HWC RGB, `f32` on the 0–255 scale) of every image of `source` resized with
+/// `resampling`, back to back in the source's order.
+pub fn val_crops(source: &dyn EncodedSource, resampling: crate::imagenet::Resampling) -> Result<Vec<f32>> {
+    use crate::imagenet::{Decode, DecodeScratch, Sample};
+    let decode = Decode::val().with_resampling(resampling);
+    let mut scratch = DecodeScratch::default();
+    let mut out = Vec::with_capacity(source.len() * 224 * 224 * 3);
+    for i in 0..source.len() {
+        let sample = decode.decode(source.encoded(i), &mut scratch, &mut crate::rng::sample_rng(0, 0, i as u64));
+        match sample.map_err(|e| Error::Config(format!("{}: {}", source.name(i), e.0)))? {
+            Sample::U8(bytes) => out.extend(bytes.iter().map(|&b| f32::from(b))),
+            Sample::F32(values) => out.extend_from_slice(values),
+        }
+    }
+    Ok(out)
+}
+
+/// Times Torch's and the fast resampling on every image of `source` (decode and resize on one thread,
+/// best of `rounds` alternating passes) and compares their val crops.
+pub fn compare_resampling(source: &dyn EncodedSource, rounds: usize) -> Result<ResamplingComparison> {
+    use crate::imagenet::{Decode, DecodeScratch, Resampling};
+    if source.is_empty() {
+        return Err(Error::Config("no images to compare resampling on".into()));
+    }
+    let time = |decode: Decode| -> Result<f64> {
+        let mut scratch = DecodeScratch::default();
+        let started = Instant::now();
+        for i in 0..source.len() {
+            let mut rng = crate::rng::sample_rng(0, 0, i as u64);
+            let sample = decode.decode(source.encoded(i), &mut scratch, &mut rng);
+            black_box(sample.map_err(|e| Error::Config(format!("{}: {}", source.name(i), e.0)))?.len());
+        }
+        Ok(started.elapsed().as_secs_f64() * 1e3 / source.len() as f64)
+    };
+    let mut best = [f64::INFINITY; 4];
+    for _ in 0..rounds.max(1) {
+        for (k, r) in [Resampling::Torch, Resampling::Fast].into_iter().enumerate() {
+            best[k] = best[k].min(time(Decode::val().with_resampling(r))?);
+            best[2 + k] = best[2 + k].min(time(Decode::train().with_resampling(r))?);
+        }
+    }
+    let (torch, fast) = (val_crops(source, Resampling::Torch)?, val_crops(source, Resampling::Fast)?);
+    let per_image = 224 * 224 * 3;
+    let differences: Vec<f64> = torch
+        .chunks_exact(per_image)
+        .zip(fast.chunks_exact(per_image))
+        .map(|(a, b)| a.iter().zip(b).map(|(a, b)| f64::from((a - b).abs())).sum::<f64>() / per_image as f64)
+        .collect();
+    Ok(ResamplingComparison {
+        images: source.len(),
+        val_ms_torch: best[0],
+        val_ms_fast: best[1],
+        train_ms_torch: best[2],
+        train_ms_fast: best[3],
+        val_mean_abs_difference: differences.iter().sum::<f64>() / differences.len() as f64,
+        val_max_image_difference: differences.iter().copied().fold(0.0, f64::max),
+    })
 }

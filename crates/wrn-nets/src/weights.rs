@@ -29,21 +29,14 @@ pub enum WeightsError {
     Write { path: PathBuf, source: tch::TchError },
     #[error("cannot write weights to {}", .0)]
     Place(#[from] wrn_fs::Error),
-    #[error("{path} does not fit this network (another architecture or class count?):{}", listed(problems))]
+    #[error(
+        "{path} does not fit this network (weights of another architecture or class count?):{}",
+        problems.iter().map(|p| format!("\n  - {p}")).collect::<String>()
+    )]
     Mismatch { path: PathBuf, problems: Vec<String> },
 }
 
 const BN_COUNTER: &str = "num_batches_tracked";
-
-/// The first problems, one per line, and how many more.
-fn listed(problems: &[String]) -> String {
-    const SHOWN: usize = 12;
-    let mut s: String = problems.iter().take(SHOWN).map(|p| format!("\n  - {p}")).collect();
-    if problems.len() > SHOWN {
-        s.push_str(&format!("\n  - and {} more", problems.len() - SHOWN));
-    }
-    s
-}
 
 /// Whether `names` are those of the authors' exported WRN-50-2: convolutions with biases, named
 /// `conv0`, `group<g>.block<b>.conv<i>` and `conv_dim`.

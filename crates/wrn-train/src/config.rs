@@ -23,6 +23,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use toml::Value;
 
+use wrn_augment::Resampling;
 use wrn_nets::{Arch, ConvInit};
 
 use crate::datasets::Dataset;
@@ -161,6 +162,11 @@ pub struct Experiment {
     pub preprocessing: Preprocessing,
     /// The augmentation of the training split.
     pub augmentation: Augmentation,
+    /// How ImageNet windows are resized: `torch` (Torch's bicubic `image.scale`, as fb.resnet.torch) or
+    /// `fast` (antialiased, on a reduced-IDCT decode). A run folder written before the key existed reads
+    /// as the `fast` it trained with.
+    #[serde(default = "resampling_before_recorded", with = "by_name")]
+    pub resampling: Resampling,
     /// The prepared splits trained on, read as one in this order (SVHN: `["train", "extra"]`, 604,388
     /// images, as the paper).
     #[serde(default = "train_split_only")]
@@ -195,6 +201,7 @@ impl Experiment {
             bn_group: None,
             preprocessing: Preprocessing::Meanstd,
             augmentation: Augmentation::CifarTrain,
+            resampling: Resampling::Torch,
             train_splits: train_split_only(),
             epochs: 200,
             batch_size: 128,
@@ -388,8 +395,10 @@ impl Experiment {
             out
         };
         let (ours, recipe) = (flat(self), flat(&Experiment::recipe(self.dataset)));
+        // Resampling resizes ImageNet's JPEGs only: elsewhere it changes nothing.
+        let applies = |k: &str| k != "resampling" || self.dataset == Dataset::ImageNet;
         ours.into_iter()
-            .filter(|(k, _)| !NOT_THE_RECIPE.contains(&k.split('.').next().unwrap_or(k)))
+            .filter(|(k, _)| !NOT_THE_RECIPE.contains(&k.split('.').next().unwrap_or(k)) && applies(k))
             .filter(|(k, v)| recipe.get(k) != Some(v))
             .map(|(k, v)| (k, serde_json::to_value(v).expect("a TOML value is JSON")))
             .collect()
@@ -451,6 +460,11 @@ mod by_name {
     {
         String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
     }
+}
+
+/// The resampling of ImageNet runs before `resampling` was recorded.
+fn resampling_before_recorded() -> Resampling {
+    Resampling::Fast
 }
 
 /// `value`'s leaves by dotted key (`optimizer.lr`).
@@ -626,6 +640,24 @@ mod tests {
                 "{err}"
             );
         }
+    }
+
+    #[test]
+    fn imagenet_resamples_as_torch_unless_asked_and_older_run_folders_read_as_they_ran() {
+        let recipe = Experiment::recipe(Dataset::ImageNet);
+        assert_eq!(recipe.resampling, Resampling::Torch);
+        assert!(recipe.to_toml().lines().any(|l| l == "resampling = \"torch\""));
+        let fast = Experiment::resolve(None, &["dataset=imagenet".into(), "resampling=fast".into()]).unwrap();
+        assert_eq!(fast.recipe_changes()["resampling"], serde_json::json!("fast"));
+        // CIFAR has no JPEGs to resize: the key changes nothing there, and is no departure.
+        let cifar = Experiment::resolve(None, &["resampling=fast".into()]).unwrap();
+        assert!(cifar.recipe_changes().is_empty(), "{:?}", cifar.recipe_changes());
+        // A run folder written before the key existed resized the fast way.
+        let old: String =
+            recipe.to_toml().lines().filter(|l| !l.starts_with("resampling =")).map(|l| format!("{l}\n")).collect();
+        assert_eq!(toml::from_str::<Experiment>(&old).unwrap().resampling, Resampling::Fast);
+        let err = Experiment::resolve(None, &["resampling=lanczos".into()]).unwrap_err().to_string();
+        assert!(err.contains("unknown resampling 'lanczos'"), "{err}");
     }
 
     #[test]

@@ -138,7 +138,7 @@ pub fn presets(exp: &Experiment) -> Result<(Preset, Preset), ConfigError> {
             (Preprocessing::Div255, Augmentation::None) => Ok((Preset::Svhn, Preset::Svhn)),
             _ => invalid("SVHN takes preprocessing div255 and augmentation none, as in the paper".into()),
         },
-        Dataset::ImageNet => Ok((Preset::ImagenetTrain, Preset::ImagenetVal)),
+        Dataset::ImageNet => Ok((Preset::ImagenetTrain(exp.resampling), Preset::ImagenetVal(exp.resampling))),
     }
 }
 

@@ -2,7 +2,8 @@
 //! solid colours, determinism of the train recipe across worker counts, and corrupt images counted and
 //! replaced by zeros without disturbing the other samples; the loader's one-pass colour kernel against the
 //! decode stage and the ops one by one; a folder in `ImageFolder` layout as a source,
-//! the ImageNet pipelines' throughput over it, and large images decoded at a reduced DCT scale.
+//! the ImageNet pipelines' throughput over it, large images decoded at a reduced DCT scale (the fast
+//! resampling), and Torch's bicubic against the fast path.
 
 use std::sync::Arc;
 
@@ -11,7 +12,7 @@ use wrn_augment::imagenet::{imagenet_ops, CropBox, Decode, DecodeScratch, IMAGEN
 use wrn_augment::ops::Image;
 use wrn_augment::rng::sample_rng;
 use wrn_augment::throughput::{measure_encoded, Options};
-use wrn_augment::{Batch, EncodedImages, EncodedSource, Loader, LoaderConfig, Pipeline, Preset};
+use wrn_augment::{Batch, EncodedImages, EncodedSource, Loader, LoaderConfig, Pipeline, Preset, Resampling};
 
 /// A batch's values; panics when it holds bytes.
 fn f32s(b: &Batch) -> &[f32] {
@@ -47,7 +48,7 @@ fn val_recipe_normalises_solid_colours() {
     for (k, c) in colours.iter().enumerate() {
         images.push(format!("solid{k}.jpg"), jpeg(320 + 80 * k, 260, |_, _| *c), k as u16);
     }
-    let l = loader(images, Preset::ImagenetVal, config(2, 1));
+    let l = loader(images, Preset::ImagenetVal(Resampling::Torch), config(2, 1));
     let b = l.epoch(0, 0).next().unwrap();
     assert_eq!((b.shape, b.labels.clone(), b.decode_failures), ([2, 3, 224, 224], vec![0, 1], 0));
     for (k, c) in colours.iter().enumerate() {
@@ -67,8 +68,8 @@ fn train_recipe_is_deterministic_across_workers_and_random_across_epochs() {
     for i in 0..12 {
         images.push(format!("img{i}.jpg"), textured(i), (i % 4) as u16);
     }
-    let one = loader(images.clone(), Preset::ImagenetTrain, config(4, 1));
-    let two = loader(images, Preset::ImagenetTrain, LoaderConfig { shuffle: true, ..config(4, 2) });
+    let one = loader(images.clone(), Preset::ImagenetTrain(Resampling::Torch), config(4, 1));
+    let two = loader(images, Preset::ImagenetTrain(Resampling::Torch), LoaderConfig { shuffle: true, ..config(4, 2) });
     let a: Vec<_> = one.epoch(1, 0).collect();
     let b: Vec<_> = two.epoch(1, 0).collect();
     // Same sample, same epoch: bit-identical whatever the worker count and the batch it falls in.
@@ -91,9 +92,13 @@ fn loader_batches_match_the_decode_stage_then_the_ops_one_by_one() {
         images.push(format!("img{i}.jpg"), textured(i), 0);
     }
     let n = 3 * 224 * 224;
-    for (preset, decode, train) in
-        [(Preset::ImagenetTrain, Decode::train(), true), (Preset::ImagenetVal, Decode::val(), false)]
-    {
+    let both = |r| {
+        [
+            (Preset::ImagenetTrain(r), Decode::train().with_resampling(r), true),
+            (Preset::ImagenetVal(r), Decode::val().with_resampling(r), false),
+        ]
+    };
+    for (preset, decode, train) in both(Resampling::Torch).into_iter().chain(both(Resampling::Fast)) {
         let batch = loader(images.clone(), preset, config(6, 2)).epoch(1, 0).next().unwrap();
         let (ops, mut scratch, mut img) = (imagenet_ops(train), DecodeScratch::default(), Image::new());
         for (k, &i) in batch.indices.iter().enumerate() {
@@ -119,7 +124,7 @@ fn corrupt_images_are_counted_and_replaced_by_zeros() {
     damaged.push("garbage.jpg", b"this is not a jpeg".to_vec(), 0);
     damaged.push("header-only.jpg", good(2)[..20].to_vec(), 0);
     damaged.push("img3.jpg", good(3), 0);
-    for preset in [Preset::ImagenetTrain, Preset::ImagenetVal] {
+    for preset in [Preset::ImagenetTrain(Resampling::Torch), Preset::ImagenetVal(Resampling::Fast)] {
         let a = loader(clean.clone(), preset, config(4, 2)).epoch(0, 0).next().unwrap();
         let b = loader(damaged.clone(), preset, config(4, 2)).epoch(0, 0).next().unwrap();
         assert_eq!((a.decode_failures, b.decode_failures), (0, 2));
@@ -141,7 +146,7 @@ fn pipelines_and_sources_must_match() {
     let err = Loader::from_encoded(
         source,
         "shard-7",
-        Pipeline::from_preset(Preset::ImagenetVal, None).unwrap(),
+        Pipeline::from_preset(Preset::ImagenetVal(Resampling::Torch), None).unwrap(),
         LoaderConfig { subset: Some(2), ..config(1, 1) },
     )
     .err()
@@ -172,8 +177,8 @@ fn a_folder_in_image_folder_layout_is_a_source_and_its_throughput_is_measured() 
     assert_eq!(images.encoded(3), &textured(0)[..]);
 
     let options = Options {
-        preset: Preset::ImagenetTrain,
-        plain: Some(Preset::ImagenetVal),
+        preset: Preset::ImagenetTrain(Resampling::Torch),
+        plain: Some(Preset::ImagenetVal(Resampling::Torch)),
         batch_size: 2,
         rounds: 1,
         min_seconds: 0.0,
@@ -223,7 +228,8 @@ fn full_scale_reference(bytes: &[u8], bx: CropBox, intermediate: Option<(usize, 
 fn large_images_decode_at_a_reduced_dct_scale_close_to_the_full_scale_decode() {
     // The scale: the largest of 1/2, 1/4, 1/8 at which the window (train) or the image (val) still has
     // at least the output's pixels in each direction.
-    let (train, val) = (Decode::train(), Decode::val());
+    let (train, val) =
+        (Decode::train().with_resampling(Resampling::Fast), Decode::val().with_resampling(Resampling::Fast));
     let bx = |width, height| CropBox { x: 0, y: 0, width, height };
     assert_eq!(train.dct_scale(2000, 2000, &bx(448, 448), None), 2);
     assert_eq!(train.dct_scale(2000, 2000, &bx(447, 900), None), 1);
@@ -264,4 +270,54 @@ fn large_images_decode_at_a_reduced_dct_scale_close_to_the_full_scale_decode() {
         }
     }
     assert_eq!(scales, [1, 2, 4].into(), "the draws exercise every scale a 1600x1200 image allows");
+}
+
+/// The mean absolute difference (0–255 scale) between the val crops of `bytes` resized by Torch's
+/// bicubic and by the fast path.
+fn val_difference(bytes: &[u8]) -> f32 {
+    let mut crops = Vec::new();
+    for r in [Resampling::Torch, Resampling::Fast] {
+        let (mut img, mut scratch) = (Image::new(), DecodeScratch::default());
+        Decode::val().with_resampling(r).run(bytes, &mut img, &mut scratch, &mut sample_rng(1, 0, 0)).unwrap();
+        crops.push(img.data);
+    }
+    crops[0].iter().zip(&crops[1]).map(|(a, b)| (a - b).abs()).sum::<f32>() / crops[0].len() as f32
+}
+
+#[test]
+fn torch_resampling_is_the_fast_path_on_smooth_images_and_aliases_where_the_fast_path_averages() {
+    // A smooth 800x600 picture: the two resamplings agree to about a grey level.
+    let (w, h) = (800, 600);
+    let smooth = jpeg(w, h, move |x, y| {
+        let wave = (128.0 + 60.0 * ((x + y) as f32 / 90.0).sin()) as u8;
+        [(x * 255 / w) as u8, (y * 255 / h) as u8, wave]
+    });
+    let d = val_difference(&smooth);
+    assert!(d > 0.0 && d < 1.5, "smooth picture: mean difference {d}");
+    // Stripes two pixels wide, shrunk 2.3 times: the fast path averages them to grey, Torch's bicubic
+    // samples them (no antialiasing) and keeps stripes, as fb.resnet.torch trained on.
+    let stripes = jpeg(w, h, |x, _| if x / 2 % 2 == 0 { [255; 3] } else { [0; 3] });
+    let d = val_difference(&stripes);
+    assert!(d > 20.0, "stripes: mean difference only {d}");
+}
+
+#[test]
+fn the_resampling_comparison_times_both_and_its_crops_are_the_val_recipes() {
+    use wrn_augment::throughput::{compare_resampling, val_crops};
+    let mut images = EncodedImages::new();
+    for i in 0..3 {
+        images.push(format!("img{i}.jpg"), textured(i), 0);
+    }
+    let c = compare_resampling(&images, 1).unwrap();
+    assert_eq!(c.images, 3);
+    assert!([c.val_ms_torch, c.val_ms_fast, c.train_ms_torch, c.train_ms_fast].iter().all(|&ms| ms > 0.0));
+    assert!(c.val_mean_abs_difference > 0.0 && c.val_max_image_difference >= c.val_mean_abs_difference);
+    let crops = val_crops(&images, Resampling::Torch).unwrap();
+    assert_eq!(crops.len(), 3 * 224 * 224 * 3);
+    let (mut img, mut scratch) = (Image::new(), DecodeScratch::default());
+    Decode::val().run(images.encoded(2), &mut img, &mut scratch, &mut sample_rng(0, 0, 2)).unwrap();
+    let hwc = &crops[2 * 224 * 224 * 3..];
+    let plane = 224 * 224;
+    assert!((0..plane).all(|p| (0..3).all(|c| hwc[p * 3 + c] == img.data[c * plane + p])));
+    assert!(compare_resampling(&EncodedImages::new(), 1).unwrap_err().to_string().contains("no images"));
 }

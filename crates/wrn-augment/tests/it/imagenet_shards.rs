@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use wrn_augment::{Batch, EncodedSource, Loader, LoaderConfig, Pipeline, Preset};
+use wrn_augment::{Batch, EncodedSource, Loader, LoaderConfig, Pipeline, Preset, Resampling};
 use wrn_data::manifest::Manifest;
 use wrn_data::store::Store;
 
@@ -31,7 +31,9 @@ fn config(batch_size: usize, shuffle: bool) -> LoaderConfig {
 fn prepared_imagenet_shards_feed_the_loader() {
     let (src, data) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let (store, m) = prepared(src.path(), data.path(), 40);
-    for (split, preset) in [("train", Preset::ImagenetTrain), ("val", Preset::ImagenetVal)] {
+    for (split, preset) in
+        [("train", Preset::ImagenetTrain(Resampling::Torch)), ("val", Preset::ImagenetVal(Resampling::Torch))]
+    {
         let shards = Arc::new(store.open_encoded(&m, split).unwrap());
         let converted: Vec<String> = shards.meta.converted.iter().map(|c| c.name.clone()).collect();
         assert!(!converted.is_empty(), "{split} holds converted files");
@@ -72,7 +74,7 @@ fn an_image_damaged_in_its_shard_stops_the_epoch_naming_split_shard_and_image() 
         Loader::from_encoded(
             split.clone(),
             "val",
-            Pipeline::from_preset(Preset::ImagenetVal, None).unwrap(),
+            Pipeline::from_preset(Preset::ImagenetVal(Resampling::Torch), None).unwrap(),
             config(batch, false),
         )
         .unwrap()

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use wrn_augment::ops::{DivideValues, HFlip, Op, RandomCrop, CIFAR_MEAN, CIFAR_STD};
-use wrn_augment::{Batch, Draws, ImageType, Loader, LoaderConfig, Norm, Pipeline, Preset, ValueStep};
+use wrn_augment::{Batch, Draws, ImageType, Loader, LoaderConfig, Norm, Pipeline, Preset, Resampling, ValueStep};
 use wrn_data::cache::{write_synthetic, PreparedSplit};
 
 /// A batch's values; panics when it holds bytes.
@@ -258,7 +258,7 @@ fn a_pipeline_that_does_not_fit_the_images_is_refused_with_the_file_named() {
     let split = split_at(&dir.path().join("tiny.wrnc"), 4, 4, &[0; 2 * 48], &[0, 1]);
     let err = Loader::new(split.clone(), cifar_train(), cfg(2, 1)).err().unwrap().to_string();
     assert!(err.contains("tiny.wrnc") && err.contains("reflect-pad(4)"), "{err}");
-    let imagenet = Pipeline::from_preset(Preset::ImagenetVal, None).unwrap();
+    let imagenet = Pipeline::from_preset(Preset::ImagenetVal(Resampling::Torch), None).unwrap();
     let err = Loader::new(split, imagenet, cfg(2, 1)).err().unwrap().to_string();
     assert!(err.contains("tiny.wrnc") && err.contains("reads encoded images"), "{err}");
 }
