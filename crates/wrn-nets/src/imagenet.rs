@@ -16,6 +16,13 @@
 //!
 //! Parameter names are torchvision's (`conv1`, `bn1`, `layer1.0.conv1`, `layer1.0.downsample.0`,
 //! `layer1.0.downsample.1`, …, `fc`), so torchvision state dicts saved as safetensors load directly.
+//!
+//! `-bn-after-add` (`resnet-50-bn-after-add`) is the variant of fb.resnet.torch's published ResNet-50,
+//! behind the paper's Table 8 baseline: "a batch normalization layer after the addition, instead of
+//! immediately after the convolution layer" (its `pretrained/README.md`). The block's last convolution has
+//! no batch norm of its own; the sum of the branch and the shortcut is normalised (`bn_add`, over the same
+//! channels, so the parameter count is the standard network's), then the ReLU. fb did not publish the code
+//! of that variant: a projection shortcut keeps its own batch norm here, as fb's shortcut type B has one.
 
 use std::fmt;
 use std::str::FromStr;
@@ -38,6 +45,9 @@ pub struct ResNetConfig {
     pub init: ConvInit,
     /// Batch-norm statistics in training over groups of this many images ("ghost" batch norm).
     pub bn_group: Option<i64>,
+    /// Batch norm after the addition instead of after each block's last convolution (fb.resnet.torch's
+    /// published ResNet-50).
+    pub bn_after_add: bool,
 }
 
 impl ResNetConfig {
@@ -63,20 +73,25 @@ impl ResNetConfig {
 impl FromStr for ResNetConfig {
     type Err = ArchError;
 
-    /// Parses `resnet-<depth>` or `resnet-<depth>-w<width>`, and the paper's `wrn-50-2-bottleneck`.
-    fn from_str(name: &str) -> Result<Self, ArchError> {
-        let invalid = |why: &str| ArchError::Invalid { name: name.to_string(), why: why.to_string() };
+    /// Parses `resnet-<depth>` or `resnet-<depth>-w<width>`, each optionally ending in `-bn-after-add`,
+    /// and the paper's `wrn-50-2-bottleneck`.
+    fn from_str(full: &str) -> Result<Self, ArchError> {
+        let invalid = |why: &str| ArchError::Invalid { name: full.to_string(), why: why.to_string() };
+        let (name, bn_after_add) = match full.strip_suffix("-bn-after-add") {
+            Some(name) if name.starts_with("resnet-") => (name, true),
+            _ => (full, false),
+        };
         let (depth, width) = if let Some(rest) = name.strip_prefix("wrn-").and_then(|r| r.strip_suffix("-bottleneck")) {
-            let (depth, width) = rest.split_once('-').ok_or_else(|| ArchError::Unknown(name.to_string()))?;
+            let (depth, width) = rest.split_once('-').ok_or_else(|| ArchError::Unknown(full.to_string()))?;
             (depth, Some(width))
         } else {
-            let rest = name.strip_prefix("resnet-").ok_or_else(|| ArchError::Unknown(name.to_string()))?;
+            let rest = name.strip_prefix("resnet-").ok_or_else(|| ArchError::Unknown(full.to_string()))?;
             match rest.split_once("-w") {
                 Some((depth, width)) => (depth, Some(width)),
                 None => (rest, None),
             }
         };
-        let depth: i64 = depth.parse().map_err(|_| ArchError::Unknown(name.to_string()))?;
+        let depth: i64 = depth.parse().map_err(|_| ArchError::Unknown(full.to_string()))?;
         if ![18, 34, 50, 101, 152].contains(&depth) {
             return Err(invalid("the depth must be 18, 34, 50, 101 or 152"));
         }
@@ -87,7 +102,7 @@ impl FromStr for ResNetConfig {
         if !(width > 0.0 && width <= 8.0) {
             return Err(invalid("the width must be in (0, 8]"));
         }
-        Ok(ResNetConfig { depth, width, num_classes: 1000, init: ConvInit::FanIn, bn_group: None })
+        Ok(ResNetConfig { depth, width, num_classes: 1000, init: ConvInit::FanIn, bn_group: None, bn_after_add })
     }
 }
 
@@ -96,6 +111,9 @@ impl fmt::Display for ResNetConfig {
         write!(f, "resnet-{}", self.depth)?;
         if self.width != 1.0 {
             write!(f, "-w{}", self.width)?;
+        }
+        if self.bn_after_add {
+            f.write_str("-bn-after-add")?;
         }
         Ok(())
     }
@@ -111,6 +129,8 @@ struct Block {
     /// conv-BN pairs of the residual branch; ReLU between them.
     branch: Vec<(Conv, BatchNorm)>,
     downsample: Option<(Conv, BatchNorm)>,
+    /// The last batch norm of `branch` normalises the sum instead of the last convolution.
+    bn_after_add: bool,
 }
 
 impl Block {
@@ -121,7 +141,9 @@ impl Block {
         let mut branch = Vec::new();
         for (i, &(c_out, k, stride)) in convs.iter().enumerate() {
             let conv = conv(&vs / format!("conv{}", i + 1), tally, c_out, k, stride, init);
-            let bn = batch_norm(&vs / format!("bn{}", i + 1), tally, group);
+            let last = i + 1 == convs.len();
+            let name = if last && config.bn_after_add { "bn_add".to_string() } else { format!("bn{}", i + 1) };
+            let bn = batch_norm(&vs / name, tally, group);
             if i + 1 < convs.len() {
                 tally.elementwise();
             }
@@ -138,24 +160,31 @@ impl Block {
         tally.set_shape(output);
         tally.elementwise(); // the addition
         tally.elementwise(); // the ReLU after it
-        Block { branch, downsample }
+        Block { branch, downsample, bn_after_add: config.bn_after_add }
     }
 }
 
 impl ModuleT for Block {
     fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
         let mut y = x.shallow_clone();
+        let last = self.branch.len() - 1;
         for (i, (conv, bn)) in self.branch.iter().enumerate() {
-            y = y.apply(conv).apply_t(bn, train);
-            if i + 1 < self.branch.len() {
-                y = y.relu();
+            y = y.apply(conv);
+            if i < last {
+                y = y.apply_t(bn, train).relu();
+            } else if !self.bn_after_add {
+                y = y.apply_t(bn, train);
             }
         }
         let shortcut = match &self.downsample {
             Some((conv, bn)) => x.apply(conv).apply_t(bn, train),
             None => x.shallow_clone(),
         };
-        (y + shortcut).relu()
+        let sum = y + shortcut;
+        match self.bn_after_add {
+            true => sum.apply_t(&self.branch[last].1, train).relu(),
+            false => sum.relu(),
+        }
     }
 }
 

@@ -35,7 +35,7 @@ pub use tally::{StageStats, Tally};
 /// What architecture names look like; shown when a name cannot be parsed.
 pub const VALID_ARCHITECTURES: &str = "wrn-<n>-<k> (CIFAR/SVHN, n = 6N+4, e.g. wrn-28-10), \
 wrn-<n>-<k>-b<kernels> (block type, e.g. wrn-40-2-b131), wrn-<n>-<k>-l<l> (deepening factor, e.g. wrn-40-2-l4), \
-resnet-<18|34|50|101|152>[-w<width>] (ImageNet, e.g. resnet-34-w2), wrn-50-2-bottleneck";
+resnet-<18|34|50|101|152>[-w<width>][-bn-after-add] (ImageNet, e.g. resnet-34-w2), wrn-50-2-bottleneck";
 
 /// An architecture name that cannot be parsed, or options it cannot take.
 #[derive(Debug, thiserror::Error, PartialEq)]

@@ -153,8 +153,14 @@ pub fn evaluated_lines(t: &TableReport) -> Vec<String> {
                         })
                         .collect();
                     let scope = if result.full_scale { "" } else { "; a subset or other data: not comparable" };
+                    // Weights of another network than the row trains (torchvision's standard ResNet-50 for
+                    // fb's variant) say which.
+                    let arch = match &r.row.arch {
+                        Some(a) if *a != result.arch => format!("{}, ", result.arch),
+                        _ => String::new(),
+                    };
                     format!(
-                        "{}, weights `{}` ({}, sha256 {}…, {} {} images): {}{scope}",
+                        "{}, weights `{}` ({arch}{}, sha256 {}…, {} {} images): {}{scope}",
                         r.row.label,
                         e.label,
                         eval.format,

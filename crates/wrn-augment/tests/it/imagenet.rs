@@ -321,3 +321,78 @@ fn the_resampling_comparison_times_both_and_its_crops_are_the_val_recipes() {
     assert!((0..plane).all(|p| (0..3).all(|c| hwc[p * 3 + c] == img.data[c * plane + p])));
     assert!(compare_resampling(&EncodedImages::new(), 1).unwrap_err().to_string().contains("no images"));
 }
+
+/// Catmull-Rom weights of the four taps at `t` (Keys' cubic convolution with a = −1/2).
+fn catmull_rom_weights(t: f64) -> [f64; 4] {
+    let (t2, t3) = (t * t, t * t * t);
+    [-0.5 * t3 + t2 - 0.5 * t, 1.5 * t3 - 2.5 * t2 + 1.0, -1.5 * t3 + 2.0 * t2 + 0.5 * t, 0.5 * t3 - 0.5 * t2]
+}
+
+/// A reference of Torch's bicubic `image.scale` in `f64`, from its definition rather than its code:
+/// output (x, y) samples the input at (x·(W−1)/(w−1), y·(H−1)/(h−1)) with Catmull-Rom in both directions,
+/// inputs beyond an edge continued linearly, the last output of a line its last input.
+fn reference_bicubic(src: &[u8], (w, h): (usize, usize), (ow, oh): (usize, usize)) -> Vec<f64> {
+    let line_weights = |n_in: usize, n_out: usize| -> Vec<Vec<(f64, usize)>> {
+        (0..n_out)
+            .map(|d| {
+                if d == n_out - 1 {
+                    return vec![(1.0, n_in - 1)];
+                }
+                let at = d as f64 * (n_in - 1) as f64 / (n_out - 1) as f64;
+                let i = at.floor() as usize;
+                let wts = catmull_rom_weights(at - i as f64);
+                // Taps i−1..i+2; one beyond an edge is 2·(edge) − (next inside), spread onto those two.
+                let mut taps = Vec::new();
+                for (k, wt) in wts.into_iter().enumerate() {
+                    let j = i as i64 - 1 + k as i64;
+                    if j < 0 {
+                        taps.extend([(2.0 * wt, i), (-wt, i + 1)]);
+                    } else if j as usize >= n_in {
+                        taps.extend([(2.0 * wt, i + 1), (-wt, i)]);
+                    } else {
+                        taps.push((wt, j as usize));
+                    }
+                }
+                taps
+            })
+            .collect()
+    };
+    let (wx, wy) = (line_weights(w, ow), line_weights(h, oh));
+    let mut out = vec![0.0; ow * oh * 3];
+    for (y, ty) in wy.iter().enumerate() {
+        for (x, tx) in wx.iter().enumerate() {
+            for c in 0..3 {
+                out[(y * ow + x) * 3 + c] = ty
+                    .iter()
+                    .map(|&(a, j)| a * tx.iter().map(|&(b, i)| b * f64::from(src[(j * w + i) * 3 + c])).sum::<f64>())
+                    .sum();
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn torch_bicubic_agrees_with_a_reference_resize_of_a_known_image() {
+    use wrn_augment::imagenet::scale_bicubic;
+    // A 41x33 picture of gradients, a disc and fine stripes, scaled up (to 57x47) and down (to 19x14).
+    let (w, h) = (41, 33);
+    let src: Vec<u8> = (0..h)
+        .flat_map(|y| {
+            (0..w).flat_map(move |x| {
+                let disc = if (x as i64 - 20).pow(2) + (y as i64 - 16).pow(2) < 100 { 200 } else { 30 };
+                [(x * 6) as u8, disc, if x % 3 == 0 { 255 } else { (y * 7) as u8 }]
+            })
+        })
+        .collect();
+    let whole = CropBox { x: 0, y: 0, width: w, height: h };
+    for (ow, oh) in [(57, 47), (19, 14)] {
+        let (mut rows, mut ours) = (Vec::new(), Vec::new());
+        scale_bicubic((&src, w, h), whole, [0, 0, ow, oh, ow, oh], (&mut rows, &mut ours));
+        let want = reference_bicubic(&src, (w, h), (ow, oh));
+        let worst = ours.iter().zip(&want).map(|(a, b)| (f64::from(*a) - b).abs()).fold(0.0, f64::max);
+        assert!(worst < 1e-3, "{w}x{h} to {ow}x{oh}: off the reference by {worst}");
+        // Overshoot beyond 0..255 is kept, as Torch keeps it on floats.
+        assert!(ours.iter().any(|&v| !(0.0..=255.0).contains(&v)), "{ow}x{oh}: no overshoot to check");
+    }
+}

@@ -206,3 +206,55 @@ fn imagenet_networks_use_torchvision_names() {
     assert_eq!(v.len(), 102);
     assert!(!v.contains_key("layer1.0.downsample.0.weight"), "no projection where the shape is unchanged");
 }
+
+#[test]
+fn the_bn_after_add_resnet_normalises_the_sum_with_the_standard_parameter_count() {
+    // fb.resnet.torch's published ResNet-50: the same parameters, one batch norm moved.
+    let name = "resnet-50-bn-after-add";
+    assert_eq!(name.parse::<Arch>().unwrap().to_string(), name);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let variant = arch(name, 10).build_for_input(&vs.root(), [3, 64, 64]);
+    assert_eq!(wrn_nets::parameter_count(&vs), {
+        let standard = nn::VarStore::new(Device::Cpu);
+        arch("resnet-50", 10).build_for_input(&standard.root(), [3, 64, 64]);
+        wrn_nets::parameter_count(&standard)
+    });
+    assert_eq!(variant.tally().total().parameters, wrn_nets::parameter_count(&vs));
+    let names = vs.variables();
+    assert!(names.contains_key("layer1.0.bn_add.weight") && names.contains_key("layer2.0.downsample.1.weight"));
+    assert!(!names.contains_key("layer1.0.bn3.weight"), "the last convolution has no batch norm of its own");
+
+    // Every batch norm the identity except the blocks' last: γ = 0, β = 0.5. Normalising the sum makes
+    // each block's output 0.5 whatever its input, so the logits do not depend on the image; normalising
+    // the last convolution alone (the standard block) leaves the shortcut's signal in.
+    let set_up = |vs: &nn::VarStore, last: &str| {
+        tch::no_grad(|| {
+            for (n, mut t) in vs.variables() {
+                let value = match n.rsplit_once('.').map(|(_, k)| k) {
+                    Some("running_mean") => 0.0,
+                    Some("running_var") => 1.0,
+                    Some("weight") if n.contains(last) => 0.0,
+                    Some("bias") if n.contains(last) => 0.5,
+                    Some("weight") if n.contains("bn") || n.contains("downsample.1") => 1.0,
+                    Some("bias") if n.contains("bn") || n.contains("downsample.1") => 0.0,
+                    _ => continue,
+                };
+                let _ = t.fill_(value);
+            }
+        })
+    };
+    set_up(&vs, ".bn_add.");
+    let (a, b) = (
+        Tensor::randn([2, 3, 64, 64], (Kind::Float, Device::Cpu)),
+        Tensor::randn([2, 3, 64, 64], (Kind::Float, Device::Cpu)) * 3.0,
+    );
+    let same = |net: &wrn_nets::Network| {
+        let (ya, yb) = (net.forward_t(&a, false), net.forward_t(&b, false));
+        f64::try_from((ya - yb).abs().max()).unwrap()
+    };
+    assert!(same(&variant) < 1e-5, "the variant's output depends on the input: {}", same(&variant));
+    let standard_vs = nn::VarStore::new(Device::Cpu);
+    let standard = arch("resnet-50", 10).build_for_input(&standard_vs.root(), [3, 64, 64]);
+    set_up(&standard_vs, ".bn3.");
+    assert!(same(&standard) > 1e-3, "the standard block lets the shortcut through");
+}

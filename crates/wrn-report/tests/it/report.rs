@@ -667,7 +667,7 @@ fn weights_evaluated_for_a_row_are_shown_beside_the_paper_and_never_counted() {
     let md = std::fs::read_to_string(&written.markdown).unwrap();
     assert!(md.contains(&format!("{}\n\n- {}", wrn_report::view::EVALUATED_HEADING, lines[0])), "{md}");
     // A row's own note is listed after the table's.
-    assert!(md.contains("\n- ResNet-50: fb.resnet.torch's model behind 24.01/7.02 has batch norm after the addition"));
+    assert!(md.contains("\n- ResNet-50: Batch norm after the addition, as fb.resnet.torch's published model"));
     let html = std::fs::read_to_string(&written.html).unwrap();
     assert!(html.contains("<ul class=\"evaluated\"><li>ResNet-50, weights <code>copied</code>"), "{html}");
     // The CSV's rows are the table's rows with trained figures only.
