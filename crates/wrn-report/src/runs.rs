@@ -76,6 +76,19 @@ impl Run {
 /// Every `seed<N>` folder under `<runs>/<run_key>`, sorted by seed; empty when the folder is absent. A
 /// folder whose files cannot be read is returned as damaged ([`Run::damage`]) rather than failing.
 pub fn read_runs(runs: &Path, run_key: &str) -> Result<Vec<Run>, ReportError> {
+    let mut found: Vec<Run> = sub_folders(runs, run_key)?
+        .into_iter()
+        .filter_map(|(name, path)| {
+            let seed = name.strip_prefix("seed")?.parse::<u32>().ok()?;
+            Some(read_run(&path, seed))
+        })
+        .collect();
+    found.sort_by_key(|r| r.seed);
+    Ok(found)
+}
+
+/// The folders under `<runs>/<run_key>`, by name; none when it is absent.
+fn sub_folders(runs: &Path, run_key: &str) -> Result<Vec<(String, PathBuf)>, ReportError> {
     let dir = runs.join(run_key);
     let Ok(entries) = std::fs::read_dir(&dir) else {
         return Ok(Vec::new());
@@ -83,15 +96,10 @@ pub fn read_runs(runs: &Path, run_key: &str) -> Result<Vec<Run>, ReportError> {
     let mut found = Vec::new();
     for entry in entries {
         let entry = entry.map_err(|source| ReportError::Io { path: dir.clone(), source })?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(seed) = name.strip_prefix("seed").and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
         if entry.path().is_dir() {
-            found.push(read_run(&entry.path(), seed));
+            found.push((entry.file_name().to_string_lossy().into_owned(), entry.path()));
         }
     }
-    found.sort_by_key(|r| r.seed);
     Ok(found)
 }
 
@@ -107,19 +115,10 @@ pub struct Evaluated {
 /// Every `weights-<label>` folder under `<runs>/<run_key>`, sorted by label; a folder whose `result.json`
 /// is absent, unreadable or not an evaluation is returned with what is wrong.
 pub fn read_evaluated(runs: &Path, run_key: &str) -> Result<Vec<Evaluated>, ReportError> {
-    let dir = runs.join(run_key);
-    let Ok(entries) = std::fs::read_dir(&dir) else {
-        return Ok(Vec::new());
-    };
     let mut found = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(|source| ReportError::Io { path: dir.clone(), source })?;
-        let name = entry.file_name().to_string_lossy().into_owned();
+    for (name, path) in sub_folders(runs, run_key)? {
         let Some(label) = name.strip_prefix(wrn_run::EVALUATED_PREFIX) else { continue };
-        if !entry.path().is_dir() {
-            continue;
-        }
-        let folder = RunFolder::at(&entry.path());
+        let folder = RunFolder::at(&path);
         let result = match folder.read_result() {
             Ok(Some(r)) if r.status == Status::Evaluated && r.evaluation.is_some() => Ok(r),
             Ok(Some(_)) => Err(Damage {
@@ -131,7 +130,7 @@ pub fn read_evaluated(runs: &Path, run_key: &str) -> Result<Vec<Evaluated>, Repo
             }
             Err(e) => Err(damage(e)),
         };
-        found.push(Evaluated { label: label.to_string(), dir: entry.path(), result });
+        found.push(Evaluated { label: label.to_string(), dir: path, result });
     }
     found.sort_by(|a, b| a.label.cmp(&b.label));
     Ok(found)
