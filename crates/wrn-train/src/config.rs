@@ -182,6 +182,10 @@ pub struct Experiment {
     #[serde(with = "by_name")]
     pub device: DeviceChoice,
     pub precision: Precision,
+    /// Weights and batches in channels-last (NHWC) strides, cuDNN's fast layout: the same numbers within
+    /// float rounding, so not a departure from the recipe. Absent: on a GPU, not on the CPU.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channels_last: Option<bool>,
     pub scale: Scale,
     pub data: Data,
     /// Also write a checkpoint after this many minutes within an epoch (0 disables).
@@ -211,6 +215,7 @@ impl Experiment {
             seed: 1,
             device: DeviceChoice::Auto,
             precision: Precision::Fp32,
+            channels_last: None,
             scale: Scale { epochs: 1.0, train_subset: None, test_subset: None },
             data: Data { dir: None, manifest: None, workers: None, prefetch: 4, images: None },
             checkpoint_minutes: 10.0,
@@ -387,8 +392,17 @@ impl Experiment {
     /// rather than depart from anything; the seed, the device, the data location and the checkpoints do
     /// not change what is trained; `scale` is recorded as `full_scale`.
     pub fn recipe_changes(&self) -> BTreeMap<String, serde_json::Value> {
-        const NOT_THE_RECIPE: [&str; 8] =
-            ["dataset", "arch", "seed", "device", "data", "scale", "checkpoint_minutes", "checkpoint_steps"];
+        const NOT_THE_RECIPE: [&str; 9] = [
+            "dataset",
+            "arch",
+            "seed",
+            "device",
+            "data",
+            "scale",
+            "checkpoint_minutes",
+            "checkpoint_steps",
+            "channels_last",
+        ];
         let flat = |e: &Experiment| {
             let mut out = BTreeMap::new();
             flatten("", &Value::try_from(e).expect("an experiment serialises"), &mut out);
@@ -533,6 +547,7 @@ fn merge(base: &mut Value, layer: toml::Table, origin: &str, prefix: &str) -> Re
 /// Keys whose default is "not set", so they do not appear in the serialised recipe.
 const OPTIONAL: &[&str] = &[
     "bn_group",
+    "channels_last",
     "scale.train_subset",
     "scale.test_subset",
     "data.dir",

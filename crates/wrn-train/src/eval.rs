@@ -141,7 +141,7 @@ pub fn evaluate_weights(
     let device = selected.device;
     let plan = ThreadPlan::from_env(device).map_err(TrainError::from)?.apply();
     let data = trainer::open_data(exp, &plan, device)?;
-    let input = Input::new(&data.test, device, exp.precision);
+    let input = Input::new(&data.test, device, exp.precision, false);
     // Dropout does nothing in eval mode, and the initialisation is overwritten.
     let arch = exp.arch.clone().with_classes(data.classes);
     let mut vs = nn::VarStore::new(device);

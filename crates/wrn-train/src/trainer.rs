@@ -264,6 +264,8 @@ fn open_imagenet(
 pub(crate) struct Input {
     device: Device,
     precision: Precision,
+    /// Batches in channels-last strides, for a network whose weights are.
+    channels_last: bool,
     /// For a loader delivering `u8`, its deferred value step as tensors on the device.
     step: Option<DeviceStep>,
 }
@@ -281,8 +283,9 @@ enum DeviceStep {
 }
 
 impl Input {
-    pub(crate) fn new(loader: &Loader, device: Device, precision: Precision) -> Input {
-        Input { device, precision, step: loader.deferred_step().map(|step| DeviceStep::new(step, device)) }
+    pub(crate) fn new(loader: &Loader, device: Device, precision: Precision, channels_last: bool) -> Input {
+        let step = loader.deferred_step().map(|step| DeviceStep::new(step, device));
+        Input { device, precision, channels_last, step }
     }
 
     /// Copies a batch to the device (on CUDA: one copy of the loader's buffer into page-locked memory,
@@ -311,6 +314,7 @@ impl Input {
             None => x,
             Some(step) => step.apply(&x),
         };
+        let x = if self.channels_last { wrn_nets::layout::channels_last(&x) } else { x };
         match self.precision {
             Precision::Fp32 => (x, y),
             Precision::Bf16 => (wrn_nets::layout::bf16(&x), y),
@@ -541,14 +545,21 @@ fn set_up(exp: &Experiment, options: &TrainOptions, recorded: Option<&Environmen
     if data.train.batches_per_epoch() == 0 {
         return Err(TrainError::NoSteps { images: data.train.len(), batch: exp.batch_size, drop_last: exp.drop_last });
     }
-    let (train_input, test_input) =
-        (Input::new(&data.train, device, exp.precision), Input::new(&data.test, device, exp.precision));
+    let channels_last = exp.channels_last.unwrap_or(device.is_cuda());
+    let (train_input, test_input) = (
+        Input::new(&data.train, device, exp.precision, channels_last),
+        Input::new(&data.test, device, exp.precision, channels_last),
+    );
     let invalid = |e: wrn_nets::ArchError| ConfigError::Invalid(e.to_string());
     let arch = exp.arch.clone().with_init(exp.init).with_bn_group(exp.bn_group.map(i64::from));
     let arch = arch.with_classes(data.classes).with_dropout(exp.dropout).map_err(invalid)?;
     tch::manual_seed(exp.seed as i64);
     let vs = nn::VarStore::new(device);
     let net = arch.build(&vs.root());
+    if channels_last {
+        // Before the optimiser takes the weights into its buffer, which keeps their strides.
+        wrn_nets::layout::to_channels_last(&vs);
+    }
     let parameters = wrn_nets::parameter_count(&vs);
     let sgd = Sgd::new(&vs, exp.optimizer.clone());
     Ok(Setup { device, plan, data, train_input, test_input, arch, vs, net, parameters, sgd })
@@ -562,8 +573,13 @@ fn start(ctx: &Ctx, setup: &Setup) -> Result<State, TrainError> {
     run.write_json(ENVIRONMENT, &env)?;
     run.write_metrics(&[])?;
     run.log(&format!(
-        "{} on {} ({} parameters) on {:?} in {}",
-        setup.arch, exp.dataset, setup.parameters, setup.device, exp.precision
+        "{} on {} ({} parameters) on {:?} in {}{}",
+        setup.arch,
+        exp.dataset,
+        setup.parameters,
+        setup.device,
+        exp.precision,
+        if setup.train_input.channels_last { ", channels-last" } else { "" }
     ))?;
     run.log(&format!(
         "{} training images per epoch ({}), {} test images",

@@ -508,3 +508,29 @@ fn ghost_batch_norm_trains_resumes_bit_for_bit_and_is_recorded_as_a_departure() 
     let fc = |run: &Path| checkpoint(run)["model.fc.weight"].sum(Kind::Double).double_value(&[]);
     assert_ne!(fc(&plain), fc(&whole));
 }
+
+#[test]
+fn channels_last_trains_to_the_same_numbers_and_resumes_bit_for_bit() {
+    let exp = |layout: &str| experiment(&["epochs=2", "scale.train_subset=128", "scale.test_subset=64", layout]);
+    let dir = tempfile::tempdir().unwrap();
+    let (nchw, nhwc) = (dir.path().join("nchw"), dir.path().join("nhwc"));
+    train(&nchw, &exp("channels_last=false"), false, None).unwrap();
+    let result = train(&nhwc, &exp("channels_last=true"), false, None).unwrap();
+    // A memory layout, not a departure from the recipe; the log says which.
+    assert!(!result.recipe_changes.as_ref().unwrap().contains_key("channels_last"));
+    assert!(std::fs::read_to_string(nhwc.join("train.log")).unwrap().contains("in fp32, channels-last"));
+    // The checkpoint is written contiguous, in the NCHW layout every reader expects, and holds the same
+    // weights as the NCHW run's within float rounding (eight steps of it).
+    let (a, b) = (checkpoint(&nchw), checkpoint(&nhwc));
+    for (name, t) in a.iter().filter(|(n, _)| n.starts_with("model.")) {
+        assert!(b[name].is_contiguous());
+        let d = f64::try_from((t - &b[name]).abs().max()).unwrap();
+        let scale = f64::try_from(t.abs().max()).unwrap();
+        assert!(d <= 1e-3 * scale + 1e-4, "{name}: {d:e} apart at scale {scale:e}");
+    }
+    // Resumed in channels-last, it ends where the uninterrupted channels-last run ends, bit for bit.
+    let pieces = dir.path().join("pieces");
+    assert_eq!(train(&pieces, &exp("channels_last=true"), false, Some(3)).unwrap().status, Status::Interrupted);
+    assert_eq!(train(&pieces, &exp("channels_last=true"), true, None).unwrap().status, Status::Finished);
+    assert_same_run(&nhwc, &pieces);
+}
