@@ -86,10 +86,19 @@ impl WeightsFormat {
     }
 }
 
-/// The network's tensors in `path`, under the network's names, and the file's format.
-pub fn read_weights(path: &Path) -> Result<(BTreeMap<String, Tensor>, WeightsFormat), EvalError> {
+/// The weights of a file: the network's tensors under the network's names, the file's format, and the
+/// SHA-256 of its bytes (hex).
+pub struct Weights {
+    pub tensors: BTreeMap<String, Tensor>,
+    pub format: WeightsFormat,
+    pub sha256: String,
+}
+
+/// The weights in `path` (read once for its format and hash, once more by the tensor reader).
+pub fn read_weights(path: &Path) -> Result<Weights, EvalError> {
     let unreadable = |why: String| EvalError::Unreadable { path: path.to_path_buf(), why };
     let bytes = std::fs::read(path).map_err(|e| unreadable(e.to_string()))?;
+    let sha256 = format!("{:x}", Sha256::digest(&bytes));
     let (_, metadata) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| {
         unreadable(format!(
             "not a safetensors file ({e}); convert a PyTorch .pth with safetensors.torch.save_file (see the README)"
@@ -100,25 +109,15 @@ pub fn read_weights(path: &Path) -> Result<(BTreeMap<String, Tensor>, WeightsFor
             .into_iter()
             .filter_map(|(name, t)| name.strip_prefix(run::MODEL_PREFIX).map(|n| (n.to_string(), t)))
             .collect();
-        return Ok((model, WeightsFormat::Checkpoint));
+        return Ok(Weights { tensors: model, format: WeightsFormat::Checkpoint, sha256 });
     }
     let file: BTreeMap<String, Tensor> =
         Tensor::read_safetensors(path).map_err(|e| unreadable(e.to_string()))?.into_iter().collect();
     if wrn_nets::weights::is_authors_export(file.keys()) {
         let renamed = wrn_nets::weights::from_authors_export(&file).map_err(unreadable)?;
-        return Ok((renamed, WeightsFormat::AuthorsExport));
+        return Ok(Weights { tensors: renamed, format: WeightsFormat::AuthorsExport, sha256 });
     }
-    Ok((file, WeightsFormat::StateDict))
-}
-
-/// SHA-256 of a file's bytes, in hex.
-fn file_sha256(path: &Path) -> Result<String, EvalError> {
-    let mut file = std::fs::File::open(path)
-        .map_err(|e| EvalError::Unreadable { path: path.to_path_buf(), why: e.to_string() })?;
-    let mut hash = Sha256::new();
-    std::io::copy(&mut file, &mut hash)
-        .map_err(|e| EvalError::Unreadable { path: path.to_path_buf(), why: e.to_string() })?;
-    Ok(hash.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    Ok(Weights { tensors: file, format: WeightsFormat::StateDict, sha256 })
 }
 
 /// Evaluates `options.weights` as the network of `exp` on its dataset's test split (ImageNet: val) into
@@ -135,8 +134,7 @@ pub fn evaluate_weights(
     if run.has_checkpoint() || earlier.is_some_and(|r| r.status != Status::Evaluated) {
         return Err(EvalError::HoldsRun(run.path().to_path_buf()));
     }
-    let (weights, format) = read_weights(&options.weights)?;
-    let weights_sha256 = file_sha256(&options.weights)?;
+    let Weights { tensors: weights, format, sha256: weights_sha256 } = read_weights(&options.weights)?;
     let selected = runtime::select_device(options.device.unwrap_or(exp.device)).map_err(TrainError::from)?;
     let device = selected.device;
     let plan = ThreadPlan::from_env(device).map_err(TrainError::from)?.apply();

@@ -151,13 +151,15 @@ impl Sgd {
             // The momentum of a parameter first seen is its step (`buf = d`): a zero buffer to fill, and
             // a parameter that has none yet starts from zero, which is the same with dampening 0.
             let fresh = self.momentum.is_none();
-            let buffers = self.momentum.get_or_insert_with(|| self.flat.zeros_like());
+            if momentum != 0.0 && fresh {
+                self.momentum = Some(self.flat.zeros_like());
+            }
             for ((_, p, (offset, n)), grad) in self.params.iter_mut().zip(grads) {
                 if !grad.defined() {
                     continue;
                 }
                 let mut d = if weight_decay != 0.0 { grad + &*p * weight_decay } else { grad.shallow_clone() };
-                if momentum != 0.0 {
+                if let Some(buffers) = &self.momentum {
                     let mut buf = view_like(&buffers.narrow(0, *offset, *n), p);
                     if fresh {
                         buf.copy_(&d);
@@ -169,9 +171,6 @@ impl Sgd {
                 let _ = p.g_sub_(&(d * lr));
             }
         });
-        if momentum == 0.0 {
-            self.momentum = None;
-        }
     }
 
     /// Forgets the momentum, as the official Lua code does at each learning-rate drop.
