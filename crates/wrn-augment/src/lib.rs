@@ -28,7 +28,7 @@ pub mod zca;
 
 pub use error::{Error, Result};
 pub use imagenet::{EncodedImages, EncodedSource, Resampling};
-pub use loader::{Batch, BatchImages, EpochBatches, ImageType, Loader, LoaderConfig};
+pub use loader::{Batch, BatchImages, EpochBatches, ImageType, Loader, LoaderConfig, Shard};
 pub use ops::ValueStep;
 pub use preset::{Draws, Norm, Pipeline, Preset, Source};
 pub use zca::{Zca, ZcaParams};

@@ -143,6 +143,32 @@ pub struct LoaderConfig {
     pub subset: Option<usize>,
     /// What the batches' images hold.
     pub image_type: ImageType,
+    /// Of each batch, only this part (one rank's of a run over several processes).
+    pub shard: Shard,
+}
+
+/// Which part of every batch a loader fills: part `index` of `count` near-equal parts, in order. The
+/// epoch's order, the batches and each sample's augmentation stay those of the whole batch (they depend
+/// on (seed, epoch, index) and, for per-batch draws, on the sample's place in the whole batch), so the
+/// `count` parts together are exactly the batch one loader would fill.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub index: usize,
+    pub count: usize,
+}
+
+impl Default for Shard {
+    /// The whole batch.
+    fn default() -> Shard {
+        Shard { index: 0, count: 1 }
+    }
+}
+
+impl Shard {
+    /// The positions of this part in a batch of `len` samples: `[len·index/count, len·(index+1)/count)`.
+    pub fn part(&self, len: usize) -> std::ops::Range<usize> {
+        (len * self.index / self.count)..(len * (self.index + 1) / self.count)
+    }
 }
 
 impl Default for LoaderConfig {
@@ -156,6 +182,7 @@ impl Default for LoaderConfig {
             prefetch: 4,
             subset: None,
             image_type: ImageType::F32,
+            shard: Shard::default(),
         }
     }
 }
@@ -349,6 +376,10 @@ impl Loader {
         if config.batch_size == 0 {
             return Err(Error::Config("batch_size must be at least 1".into()));
         }
+        if config.shard.count == 0 || config.shard.index >= config.shard.count {
+            let Shard { index, count } = config.shard;
+            return Err(Error::Config(format!("part {index} of {count} of each batch does not exist")));
+        }
         if config.prefetch == 0 {
             return Err(Error::Config("prefetch must be at least 1".into()));
         }
@@ -475,7 +506,9 @@ impl Inner {
     fn fill(&self, order: &[usize], epoch: u64, step: usize, batch: &mut Batch) -> Result<()> {
         let bs = self.config.batch_size;
         let start = (step * bs).min(order.len());
-        let indices = &order[start..(start + bs).min(order.len())];
+        let whole = &order[start..(start + bs).min(order.len())];
+        let part = self.config.shard.part(whole.len());
+        let indices = &whole[part.clone()];
         let [c, h, w] = self.out_shape;
         batch.shape = [indices.len(), c, h, w];
         batch.indices.clear();
@@ -489,8 +522,8 @@ impl Inner {
         let seed = self.config.seed;
         // What the batch shares, by position, when the pipeline draws per batch.
         let shared =
-            (self.pipeline.draws == Draws::PerBatch).then(|| batch_draws(seed, epoch, step as u64, indices.len()));
-        let batch_draw = |k: usize| shared.as_ref().map(|d| &d[k]);
+            (self.pipeline.draws == Draws::PerBatch).then(|| batch_draws(seed, epoch, step as u64, whole.len()));
+        let batch_draw = |k: usize| shared.as_ref().map(|d| &d[part.start + k]);
         if let (ImageType::U8, Some(f), Samples::Prepared(s)) = (self.config.image_type, &self.fused, &self.samples) {
             let images = batch.images.u8_mut(indices.len() * sample);
             self.pool.install(|| {

@@ -72,6 +72,8 @@ impl From<wrn_fs::Error> for Error {
 #[derive(Debug, Clone)]
 pub struct RunFolder {
     root: PathBuf,
+    /// False for a [`RunFolder::replica`]: its writes are left to rank 0.
+    writes: bool,
 }
 
 impl RunFolder {
@@ -83,7 +85,18 @@ impl RunFolder {
 
     /// The folder at `root`, which may not exist (for reading).
     pub fn at(root: &Path) -> RunFolder {
-        RunFolder { root: root.to_path_buf() }
+        RunFolder { root: root.to_path_buf(), writes: true }
+    }
+
+    /// The folder as a rank other than 0 of a run over several processes sees it: it reads the folder
+    /// (a checkpoint to resume from), and its writes do nothing, since rank 0 writes the same files.
+    pub fn replica(root: &Path) -> RunFolder {
+        RunFolder { root: root.to_path_buf(), writes: false }
+    }
+
+    /// Whether this process writes the folder (false for a [`RunFolder::replica`]).
+    pub fn writes(&self) -> bool {
+        self.writes
     }
 
     pub fn path(&self) -> &Path {
@@ -97,6 +110,9 @@ impl RunFolder {
 
     /// Replaces the file `name` with `text`.
     pub fn write_text(&self, name: &str, text: &str) -> Result<(), Error> {
+        if !self.writes {
+            return Ok(());
+        }
         Ok(wrn_fs::atomic_write(&self.file(name), text.as_bytes())?)
     }
 
@@ -139,6 +155,9 @@ impl RunFolder {
 
     /// Appends a line to `train.log`.
     pub fn log(&self, line: &str) -> Result<(), Error> {
+        if !self.writes {
+            return Ok(());
+        }
         let path = self.file(TRAIN_LOG);
         let io = |source| Error::Io { path: path.clone(), source };
         let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(io)?;

@@ -138,7 +138,7 @@ pub fn evaluate_weights(
     let selected = runtime::select_device(options.device.unwrap_or(exp.device)).map_err(TrainError::from)?;
     let device = selected.device;
     let plan = ThreadPlan::from_env(device).map_err(TrainError::from)?.apply();
-    let data = trainer::open_data(exp, &plan, device)?;
+    let data = trainer::open_data(exp, &plan, device, wrn_augment::Shard::default())?;
     let input = Input::new(&data.test, device, exp.precision, false);
     // Dropout does nothing in eval mode, and the initialisation is overwritten.
     let arch = exp.arch.clone().with_classes(data.classes);
@@ -166,7 +166,7 @@ pub fn evaluate_weights(
         0,
     );
     let started = Instant::now();
-    let scores = trainer::evaluate(&net, &data.test, &input, task.as_ref())?;
+    let scores = trainer::evaluate(&net, &data.test, &input, task.as_ref(), None)?;
     if let tch::Device::Cuda(index) = device {
         tch::Cuda::synchronize(index as i64);
     }

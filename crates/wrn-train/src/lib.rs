@@ -13,6 +13,9 @@
 //!   export) evaluated on a prepared split into a run folder marked evaluated, never trained.
 //! - [`trainer`]: the training loop: epochs, evaluation, metrics, checkpoints, resume, interruption.
 //! - [`policy`]: when the loop checkpoints and stops (minutes, steps, a stop request), as a value.
+//! - [`world`]: one run over several processes: the ranks (from `--nproc`, torchrun or Slurm) and what
+//!   they share (c10d's store and Gloo group, through `wrn-torch-ext`), with a heartbeat that names a
+//!   rank that died.
 //! - [`driver`]: the NVIDIA driver and the GPUs it sees, whatever libtorch can do with them.
 //! - [`environment`]: what this process runs on (versions, libraries, GPUs, threads, directories); shown by
 //!   `wrn doctor` and recorded in every run folder.
@@ -30,6 +33,7 @@ pub mod run;
 pub mod runtime;
 pub mod sgd;
 pub mod trainer;
+pub mod world;
 
 /// The `tch` release this workspace pins; it binds libtorch [`LIBTORCH_VERSION`].
 pub const TCH_VERSION: &str = "0.24.0";

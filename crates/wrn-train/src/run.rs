@@ -48,7 +48,8 @@ impl From<wrn_fs::Error> for RunError {
 #[derive(Debug)]
 pub struct RunDir {
     folder: RunFolder,
-    _lock: wrn_fs::Lock,
+    /// None for a replica, which neither holds the folder nor writes it.
+    _lock: Option<wrn_fs::Lock>,
     /// Whether the next checkpoint keeps the latest as the previous one: not when a load refused it.
     keep_latest: AtomicBool,
 }
@@ -95,7 +96,13 @@ impl RunDir {
     pub fn create_for(root: &Path, what: &str) -> Result<RunDir, RunError> {
         let folder = RunFolder::create(root)?;
         let lock = folder.lock(what)?;
-        Ok(RunDir { folder, _lock: lock, keep_latest: AtomicBool::new(true) })
+        Ok(RunDir { folder, _lock: Some(lock), keep_latest: AtomicBool::new(true) })
+    }
+
+    /// The folder as a rank other than 0 of a run over several processes uses it: it reads the
+    /// checkpoint, and writes nothing (rank 0 holds the folder and writes it: [`RunFolder::replica`]).
+    pub fn replica(root: &Path) -> RunDir {
+        RunDir { folder: RunFolder::replica(root), _lock: None, keep_latest: AtomicBool::new(true) }
     }
 
     /// Writes the checkpoint: every variable of `vs`, the optimiser state, and the progress. The latest
@@ -106,6 +113,9 @@ impl RunDir {
         optimiser: Vec<(String, Tensor)>,
         progress: Progress,
     ) -> Result<(), RunError> {
+        if !self.writes() {
+            return Ok(());
+        }
         let mut named: Vec<(String, Tensor)> =
             vs.variables().into_iter().map(|(n, t)| (format!("{MODEL_PREFIX}{n}"), t)).collect();
         named.extend(optimiser);

@@ -29,7 +29,7 @@ use std::time::Instant;
 
 use tch::nn::{self, ModuleT};
 use tch::{Device, Kind, Tensor};
-use wrn_augment::{Batch, ImageType, Loader, LoaderConfig, Norm, Pipeline, Preset, ValueStep, Zca, ZcaParams};
+use wrn_augment::{Batch, ImageType, Loader, LoaderConfig, Norm, Pipeline, Preset, Shard, ValueStep, Zca, ZcaParams};
 use wrn_data::store::Store;
 use wrn_nets::Arch;
 use wrn_progress::{Progress as _, Task, Unit};
@@ -42,6 +42,7 @@ use crate::policy::CheckpointPolicy;
 use crate::run::{EpochMetrics, Progress, RunDir, RunError, RunResult, Status};
 use crate::runtime::{self, DeviceChoice, RuntimeError, ThreadPlan};
 use crate::sgd::Sgd;
+use crate::world::{Dist, World, WorldError};
 
 /// Errors of a training run.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +59,8 @@ pub enum TrainError {
     Augment(#[from] wrn_augment::Error),
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),
+    #[error(transparent)]
+    World(#[from] WorldError),
     #[error("{dataset} is not prepared in {dir}: run `wrn data fetch {dataset}` (or `wrn data prepare`) first")]
     NotPrepared { dataset: String, dir: PathBuf },
     #[error("{0} already holds a run; continue it with `wrn train --resume {0}` or choose another --out")]
@@ -94,6 +97,8 @@ pub struct TrainOptions {
     /// Log a line every tenth of an epoch: for logs and pipes, where no task is drawn (the default when
     /// stderr is not a terminal).
     pub log_steps: bool,
+    /// This process's rank among several training one run together (data parallel), or `None` alone.
+    pub world: Option<World>,
     pub wrn_version: String,
     pub git_sha: String,
 }
@@ -106,6 +111,7 @@ impl TrainOptions {
             max_steps: None,
             device: None,
             log_steps: !std::io::stderr().is_terminal(),
+            world: None,
             wrn_version: wrn_version.into(),
             git_sha: git_sha.into(),
         }
@@ -175,7 +181,8 @@ fn image_type(exp: &Experiment, device: Device, pipeline: &Pipeline) -> ImageTyp
     }
 }
 
-pub(crate) fn open_data(exp: &Experiment, plan: &ThreadPlan, device: Device) -> Result<Data, TrainError> {
+/// The data of `exp`, each batch cut to `shard`'s part (one rank's, of a run over several processes).
+pub(crate) fn open_data(exp: &Experiment, plan: &ThreadPlan, device: Device, shard: Shard) -> Result<Data, TrainError> {
     let manifests = wrn_data::ops::manifests(Some(exp.dataset.name()), exp.data.manifest.as_deref())?;
     let manifest = &manifests[0];
     let dir = exp.data.dir.clone().unwrap_or_else(wrn_data::dirs::data_dir);
@@ -184,7 +191,7 @@ pub(crate) fn open_data(exp: &Experiment, plan: &ThreadPlan, device: Device) -> 
         return Err(TrainError::NotPrepared { dataset: manifest.name.clone(), dir });
     }
     if exp.dataset == Dataset::ImageNet {
-        return open_imagenet(exp, plan, device, &store, manifest);
+        return open_imagenet(exp, plan, (device, shard), &store, manifest);
     }
     let train_parts = exp
         .train_splits
@@ -216,6 +223,7 @@ pub(crate) fn open_data(exp: &Experiment, plan: &ThreadPlan, device: Device) -> 
         prefetch: exp.data.prefetch.max(1),
         subset,
         image_type: image_type(exp, device, pipeline),
+        shard,
     };
     let (train_pipeline, test_pipeline) =
         (Pipeline::from_preset(train_preset, zca.clone())?, Pipeline::from_preset(test_preset, zca)?);
@@ -231,7 +239,7 @@ pub(crate) fn open_data(exp: &Experiment, plan: &ThreadPlan, device: Device) -> 
 fn open_imagenet(
     exp: &Experiment,
     plan: &ThreadPlan,
-    device: Device,
+    (device, shard): (Device, Shard),
     store: &Store,
     manifest: &wrn_data::manifest::Manifest,
 ) -> Result<Data, TrainError> {
@@ -249,6 +257,7 @@ fn open_imagenet(
         // "At most this many": a smoke scale may ask for more images than a small split holds.
         subset: subset.map(|n| n.min(len)),
         image_type: image_type(exp, device, pipeline),
+        shard,
     };
     let (train_name, val_name) = (train.path().display().to_string(), val.path().display().to_string());
     let (train_pipeline, val_pipeline) =
@@ -389,11 +398,13 @@ pub(crate) struct Scores {
 }
 
 /// Mean loss, top-1 and top-5 error (%) on the loader's split, in eval mode; `task` advances by a batch.
+/// With `dist`, each rank evaluates its part of every batch and the sums are added over the ranks.
 pub(crate) fn evaluate(
     net: &dyn ModuleT,
     loader: &Loader,
     input: &Input,
     task: &dyn Task,
+    dist: Option<&Dist>,
 ) -> Result<Scores, TrainError> {
     let device = input.device;
     let mut loss = Tensor::zeros([], (Kind::Double, device));
@@ -403,6 +414,12 @@ pub(crate) fn evaluate(
     let mut batches = loader.epoch(0, 0);
     tch::no_grad(|| -> Result<(), TrainError> {
         while let Some(batch) = batches.try_next().transpose()? {
+            if batch.is_empty() {
+                // A last batch smaller than the number of ranks leaves some of them none.
+                batches.recycle(batch);
+                task.advance(1);
+                continue;
+            }
             let (x, y) = input.batch(&batch);
             let logits = f32_logits(net.forward_t(&x, false));
             loss += logits.cross_entropy_loss::<Tensor>(&y, None, tch::Reduction::Sum, -100, 0.0).to_kind(Kind::Double);
@@ -417,12 +434,22 @@ pub(crate) fn evaluate(
         }
         Ok(())
     })?;
-    let n = seen.max(1) as f64;
+    let mut sums = Tensor::from_slice(&[
+        loss.double_value(&[]),
+        top1.double_value(&[]),
+        top5.double_value(&[]),
+        seen as f64,
+    ]);
+    if let Some(dist) = dist {
+        dist.all_reduce_sum(&mut sums, "the evaluation's sums")?;
+    }
+    let [loss, top1, top5, seen] = <[f64; 4]>::try_from(Vec::<f64>::try_from(&sums)?).expect("four sums");
+    let n = seen.max(1.0);
     Ok(Scores {
-        loss: loss.double_value(&[]) / n,
-        top1_error: 100.0 * (1.0 - top1.double_value(&[]) / n),
-        top5_error: 100.0 * (1.0 - top5.double_value(&[]) / n),
-        images: seen,
+        loss: loss / n,
+        top1_error: 100.0 * (1.0 - top1 / n),
+        top5_error: 100.0 * (1.0 - top5 / n),
+        images: seen as usize,
     })
 }
 
@@ -513,6 +540,8 @@ struct Setup {
     net: wrn_nets::Network,
     parameters: i64,
     sgd: Sgd,
+    /// The other ranks, when several processes train this run.
+    dist: Option<Dist>,
 }
 
 /// Where the run stands: the position, the sums of the epoch in progress, the epochs done.
@@ -534,6 +563,14 @@ fn set_up(exp: &Experiment, options: &TrainOptions, recorded: Option<&Environmen
     if let Some(reason) = &selected.fallback_reason {
         tracing::info!("no usable GPU on this machine, training on the CPU: {reason}");
     }
+    if options.world.is_some() && device.is_cuda() {
+        return Err(ConfigError::Invalid(
+            "training one run over several processes runs on the CPU (Gloo) so far; NCCL for GPUs is not built yet: \
+             set device=cpu, or train one process per GPU with `wrn sweep --gpus`"
+                .into(),
+        )
+        .into());
+    }
     let mut plan = ThreadPlan::from_env(device)?;
     if let Some(recorded) = recorded {
         // libtorch's CPU reductions depend on its thread count at the last bit: a resumed run uses the
@@ -541,9 +578,17 @@ fn set_up(exp: &Experiment, options: &TrainOptions, recorded: Option<&Environmen
         plan.torch_intra_op = recorded.threads.torch_intra_op;
     }
     let plan = plan.apply();
-    let data = open_data(exp, &plan, device)?;
+    let dist = match &options.world {
+        Some(world) => Some(Dist::connect(world.clone(), crate::world::timeout()?)?),
+        None => None,
+    };
+    let shard = dist.as_ref().map_or(Shard::default(), |d| Shard { index: d.rank(), count: d.size() });
+    let data = open_data(exp, &plan, device, shard)?;
     if data.train.batches_per_epoch() == 0 {
         return Err(TrainError::NoSteps { images: data.train.len(), batch: exp.batch_size, drop_last: exp.drop_last });
+    }
+    if let Some(dist) = &dist {
+        every_rank_has_images(exp, data.train.len(), dist.size())?;
     }
     let channels_last = exp.channels_last.unwrap_or(device.is_cuda());
     let (train_input, test_input) = (
@@ -562,12 +607,53 @@ fn set_up(exp: &Experiment, options: &TrainOptions, recorded: Option<&Environmen
     }
     let parameters = wrn_nets::parameter_count(&vs);
     let sgd = Sgd::new(&vs, exp.optimizer.clone());
-    Ok(Setup { device, plan, data, train_input, test_input, arch, vs, net, parameters, sgd })
+    Ok(Setup { device, plan, data, train_input, test_input, arch, vs, net, parameters, sgd, dist })
+}
+
+/// Refuses a run whose smallest training batch has fewer images than there are ranks (some rank would
+/// get none).
+fn every_rank_has_images(exp: &Experiment, samples: usize, ranks: usize) -> Result<(), ConfigError> {
+    let bs = exp.batch_size;
+    let smallest = if exp.drop_last || samples.is_multiple_of(bs) { bs.min(samples) } else { samples % bs };
+    if smallest < ranks {
+        return Err(ConfigError::Invalid(format!(
+            "{ranks} ranks share each batch, but batch_size {bs} over {samples} training images (drop_last {}) makes a \
+             batch of {smallest}: some rank would get no image. Use fewer ranks, a larger batch_size, or drop_last = true",
+            exp.drop_last
+        )));
+    }
+    Ok(())
+}
+
+/// Copies rank 0's value of every variable of `vs` whose name `pick` accepts to the other ranks
+/// (parameters at the start, so every rank starts from the same weights; batch-norm statistics before an
+/// evaluation, which `DistributedDataParallel` takes from rank 0 too).
+fn broadcast_variables(dist: &Dist, vs: &nn::VarStore, pick: impl Fn(&Tensor) -> bool) -> Result<(), TrainError> {
+    let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().filter(|(_, t)| pick(t)).collect();
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    if named.is_empty() {
+        return Ok(());
+    }
+    tch::no_grad(|| -> Result<(), TrainError> {
+        let mut flat = Tensor::cat(&named.iter().map(|(_, t)| t.to_kind(Kind::Double).reshape(-1)).collect::<Vec<_>>(), 0);
+        dist.broadcast(&mut flat, "the broadcast of rank 0's weights")?;
+        let mut offset = 0;
+        for (_, t) in &mut named {
+            let n = t.numel() as i64;
+            t.copy_(&flat.narrow(0, offset, n).view(t.size().as_slice()).to_kind(t.kind()));
+            offset += n;
+        }
+        Ok(())
+    })
 }
 
 /// A new run: writes the configuration, the environment and an empty `metrics.csv`, and logs what runs.
 fn start(ctx: &Ctx, setup: &Setup) -> Result<State, TrainError> {
     let (run, exp) = (ctx.run, ctx.exp);
+    if let Some(dist) = &setup.dist {
+        // The same seed gives every rank the same weights; rank 0's are made everyone's all the same.
+        broadcast_variables(dist, &setup.vs, |_| true)?;
+    }
     run.write_text(CONFIG, &exp.to_toml())?;
     let env = Environment::collect(&ctx.options.wrn_version, &ctx.options.git_sha, setup.plan).on_device(setup.device);
     run.write_json(ENVIRONMENT, &env)?;
@@ -668,10 +754,21 @@ pub fn train(
         };
         end_epoch(&ctx, &setup, &mut state, trained)?;
         policy.saved(Instant::now());
-        if policy.stop_requested(options.stop.load(Ordering::SeqCst)) && state.at.epoch <= epochs {
+        let mut stop = policy.stop_requested(options.stop.load(Ordering::SeqCst));
+        if let Some(dist) = &setup.dist {
+            // A stop any rank was asked for stops all of them.
+            let mut any = Tensor::from_slice(&[f64::from(u8::from(stop))]);
+            dist.all_reduce_sum(&mut any, "the agreement to stop")?;
+            stop = any.double_value(&[0]) > 0.0;
+        }
+        if stop && state.at.epoch <= epochs {
             run.log(&format!("interrupted after epoch {epoch}; checkpoint written"))?;
             return end(&state, Status::Interrupted);
         }
+    }
+    if let Some(dist) = &setup.dist {
+        // Every rank has finished before rank 0 (which serves the store) says so and leaves.
+        dist.barrier("the last barrier")?;
     }
     end(&state, Status::Finished)
 }
@@ -702,29 +799,72 @@ struct Totals {
 }
 
 /// One training step on `(x, y)`: forward, backward, SGD at `lr`, the batch added to `totals`. Returns
-/// the batch's mean loss.
+/// the batch's mean loss. With `reduce`, the rank's gradient, weighted by its share of the whole batch,
+/// is summed over the ranks first: the gradient of the whole batch's mean loss, as one process computes it.
 fn train_step(
     (net, sgd): (&wrn_nets::Network, &mut Sgd),
     seed: i64,
     lr: f64,
     (x, y): &(Tensor, Tensor),
     totals: &mut Totals,
-) -> Tensor {
+    reduce: Option<(&Dist, f64)>,
+) -> Result<Tensor, TrainError> {
     tch::manual_seed(seed);
     sgd.zero_grad();
     let logits = f32_logits(net.forward_t(x, true));
     let loss = logits.cross_entropy_for_logits(y);
     loss.backward();
+    if let Some((dist, share)) = reduce {
+        let mut grads = tch::no_grad(|| sgd.flat_gradients() * share);
+        dist.all_reduce_sum(&mut grads, "the gradients' all-reduce")?;
+        sgd.set_gradients(&grads);
+    }
     sgd.step(lr);
     tch::no_grad(|| {
         totals.loss += loss.detach().to_kind(Kind::Double) * y.size()[0] as f64;
         totals.correct += logits.argmax(-1, false).eq_tensor(y).sum(Kind::Double);
     });
-    loss
+    Ok(loss)
+}
+
+/// Mixes the rank into the seed of libtorch's generator (dropout masks): rank 0 keeps the run's seed, so
+/// that one process is rank 0 of a world of one.
+fn rank_seed(seed: u64, rank: usize) -> u64 {
+    if rank == 0 {
+        seed
+    } else {
+        seed ^ (rank as u64).wrapping_mul(0xD1B5_4A32_D192_ED03)
+    }
+}
+
+/// What the ranks agree on after a step, from one all-reduce: a stop any rank asked for, rank 0's
+/// checkpoint plan (its clock decides), and the epoch's training sums over all ranks.
+struct Agreed {
+    stop: bool,
+    save: bool,
+    loss: f64,
+    correct: f64,
+    seen: f64,
+}
+
+fn agree(dist: &Dist, plan: crate::policy::AfterStep, totals: &Totals, seen: f64) -> Result<Agreed, TrainError> {
+    let lead = dist.rank() == 0;
+    let mut v = Tensor::from_slice(&[
+        f64::from(u8::from(plan.stop)),
+        f64::from(u8::from(lead && plan.save)),
+        totals.loss.double_value(&[]),
+        totals.correct.double_value(&[]),
+        seen,
+    ]);
+    dist.all_reduce_sum(&mut v, "the step's agreement")?;
+    let v = Vec::<f64>::try_from(&v)?;
+    Ok(Agreed { stop: v[0] > 0.0, save: v[1] > 0.0 || v[0] > 0.0, loss: v[2], correct: v[3], seen: v[4] })
 }
 
 /// The training steps of the epoch `state.at.epoch` from `state.at.step`, with checkpoints and stops as
-/// `policy` says, and the divergence check.
+/// `policy` says, and the divergence check. On several ranks, each trains on its part of every batch;
+/// after each step one small all-reduce makes the ranks agree on the stop, the checkpoint and the sums
+/// ([`agree`]).
 fn train_epoch(
     ctx: &Ctx,
     setup: &mut Setup,
@@ -740,11 +880,19 @@ fn train_epoch(
     let task = ctx.progress.task(&label, Unit::Items("steps"), Some(per_epoch as u64), state.at.step as u64);
     let started = Instant::now();
     let mut batches = setup.data.train.epoch(epoch as u64, state.at.step);
-    let mut totals = Totals {
-        loss: Tensor::from(state.sums.loss).to_device(device),
-        correct: Tensor::from(state.sums.correct).to_device(device),
+    // One process adds to the epoch's sums; ranks add their own from zero, and the sums of the epoch are
+    // `base` plus those of every rank.
+    let (base, start_sums) = match setup.dist {
+        Some(_) => (state.sums, Sums::default()),
+        None => (Sums::default(), state.sums),
     };
-    let (mut images, mut decode_failures) = (0usize, 0u64);
+    let mut totals = Totals {
+        loss: Tensor::from(start_sums.loss).to_device(device),
+        correct: Tensor::from(start_sums.correct).to_device(device),
+    };
+    let (mut images, mut decode_failures, mut seen_here) = (0usize, 0u64, 0f64);
+    let seed = rank_seed(exp.seed, setup.dist.as_ref().map_or(0, Dist::rank));
+    let (samples, batch_size) = (setup.data.train.len(), exp.batch_size);
     // A batch that cannot be filled (damaged prepared data) ends the run with its error; the last
     // checkpoint stays as it was.
     let mut next = batches.try_next().transpose()?;
@@ -756,28 +904,51 @@ fn train_epoch(
         // Start copying the next batch while this one computes.
         next = batches.try_next().transpose()?;
         pending = next.as_ref().map(|b| setup.train_input.batch(b));
-        let seed = step_seed(exp.seed, epoch, state.at.step);
-        let loss = train_step((&setup.net, &mut setup.sgd), seed, lr, &input, &mut totals);
-        state.sums.seen += batch.len() as f64;
-        images += batch.len();
+        let step_seed = step_seed(seed, epoch, state.at.step);
+        let whole = batch_size.min(samples - state.at.step * batch_size);
+        let reduce = setup.dist.as_ref().map(|d| (d, batch.len() as f64 / whole as f64));
+        let loss = train_step((&setup.net, &mut setup.sgd), step_seed, lr, &input, &mut totals, reduce)?;
+        let n = batch.len();
+        seen_here += n as f64;
+        images += n;
         decode_failures += batch.decode_failures as u64;
         state.at.step += 1;
         batches.recycle(batch);
         report_step(ctx, task.as_ref(), (epoch, state.at.step, per_epoch), &loss, images as f64 / secs(started));
-        let plan = policy.after_step(state.at.step, per_epoch, ctx.options.stop.load(Ordering::SeqCst), Instant::now());
-        // A non-finite loss is caught before any checkpoint could keep it: every step on the CPU (where
-        // reading it costs nothing), every DIVERGENCE_CHECK steps on a GPU (one sync each).
-        if !device.is_cuda() || state.at.step.is_multiple_of(DIVERGENCE_CHECK) || plan.save {
-            state.sums.loss = totals.loss.double_value(&[]);
+        let mut plan = policy.after_step(state.at.step, per_epoch, ctx.options.stop.load(Ordering::SeqCst), Instant::now());
+        if let Some(dist) = &setup.dist {
+            let agreed = agree(dist, plan, &totals, seen_here)?;
+            (plan.stop, plan.save) = (agreed.stop, agreed.save);
+            state.sums = Sums {
+                loss: base.loss + agreed.loss,
+                correct: base.correct + agreed.correct,
+                seen: base.seen + agreed.seen,
+            };
+            // The images of all ranks since this process started the epoch.
+            images = agreed.seen as usize;
             if !state.sums.loss.is_finite() {
                 task.abandon("diverged");
                 return Ok(EpochEnd::Diverged(divergence_point(epoch, finite_at, state.at.step)));
             }
             finite_at = state.at.step;
+        } else {
+            state.sums.seen += n as f64;
+            // A non-finite loss is caught before any checkpoint could keep it: every step on the CPU (where
+            // reading it costs nothing), every DIVERGENCE_CHECK steps on a GPU (one sync each).
+            if !device.is_cuda() || state.at.step.is_multiple_of(DIVERGENCE_CHECK) || plan.save {
+                state.sums.loss = totals.loss.double_value(&[]);
+                if !state.sums.loss.is_finite() {
+                    task.abandon("diverged");
+                    return Ok(EpochEnd::Diverged(divergence_point(epoch, finite_at, state.at.step)));
+                }
+                finite_at = state.at.step;
+            }
+            if plan.save {
+                // `sums.loss` was read by the check above, which every checkpoint goes through.
+                state.sums.correct = totals.correct.double_value(&[]);
+            }
         }
         if plan.save {
-            // `sums.loss` was read by the check above, which every checkpoint goes through.
-            state.sums.correct = totals.correct.double_value(&[]);
             save(ctx.run, setup, state)?;
             policy.saved(Instant::now());
         }
@@ -792,8 +963,10 @@ fn train_epoch(
     }
     let (seconds, wait) = (secs(started), batches.wait_time().as_secs_f64());
     drop(batches);
-    state.sums.loss = totals.loss.double_value(&[]);
-    state.sums.correct = totals.correct.double_value(&[]);
+    if setup.dist.is_none() {
+        state.sums.loss = totals.loss.double_value(&[]);
+        state.sums.correct = totals.correct.double_value(&[]);
+    }
     if !state.sums.loss.is_finite() {
         task.abandon("diverged");
         return Ok(EpochEnd::Diverged(divergence_point(epoch, finite_at, state.at.step)));
@@ -825,7 +998,10 @@ fn report_step(ctx: &Ctx, task: &dyn Task, (epoch, step, per_epoch): (u32, usize
 fn end_epoch(ctx: &Ctx, setup: &Setup, state: &mut State, trained: Trained) -> Result<(), TrainError> {
     let (epoch, lr) = (state.at.epoch, ctx.exp.lr_at(state.at.epoch));
     let quiet = wrn_progress::Silent.task("test", Unit::Items("batches"), None, 0);
-    let scores = evaluate(&setup.net, &setup.data.test, &setup.test_input, quiet.as_ref())?;
+    if let Some(dist) = &setup.dist {
+        broadcast_variables(dist, &setup.vs, |t| !t.requires_grad())?;
+    }
+    let scores = evaluate(&setup.net, &setup.data.test, &setup.test_input, quiet.as_ref(), setup.dist.as_ref())?;
     let (test_loss, test_error, test_top5_error) = (scores.loss, scores.top1_error, scores.top5_error);
     let seen = state.sums.seen.max(1.0);
     let row = EpochMetrics {

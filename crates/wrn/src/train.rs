@@ -10,6 +10,7 @@ use wrn_train::config::Experiment;
 use wrn_train::run::RunDir;
 use wrn_train::runtime::DeviceChoice;
 use wrn_train::trainer::{self, TrainOptions};
+use wrn_train::world::{self, World};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -31,12 +32,29 @@ pub struct Args {
     /// (checkpoints do not depend on the device; bit-for-bit equality holds on the CPU only).
     #[arg(long, requires = "resume")]
     device: Option<DeviceChoice>,
+    /// Train this one run over N processes on this machine (data parallel: each takes its part of every
+    /// batch, the gradients are all-reduced over c10d's Gloo; on the CPU the cores are split between
+    /// them). Processes started by torchrun or srun find their rank in the environment instead.
+    #[arg(long, value_name = "N")]
+    nproc: Option<usize>,
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
+    let world = World::from_env()?;
+    match args.nproc {
+        Some(n) if world.is_some() => bail!(
+            "--nproc {n} in a process that already has a rank ({}): let torchrun/srun start the ranks, or unset WORLD_SIZE",
+            describe(world.as_ref().expect("checked"))
+        ),
+        Some(0) => bail!("--nproc takes a number of processes, at least 1"),
+        Some(n) if n > 1 => return launch(n),
+        _ => {}
+    }
+    let lead = world.as_ref().is_none_or(|w| w.rank == 0);
     let mut options = TrainOptions::new(env!("CARGO_PKG_VERSION"), env!("WRN_GIT_SHA"));
     options.max_steps = args.max_steps;
     options.device = args.device;
+    options.world = world.clone();
     let (run, experiment) = match &args.resume {
         Some(dir) => {
             options.resume = true;
@@ -46,7 +64,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             }
             let experiment = Experiment::load_complete(&config)?;
             // Holds the folder's lock until the run ends: a second `wrn train` of it is refused.
-            (RunDir::create(dir)?, experiment)
+            (folder(dir, lead)?, experiment)
         }
         None => {
             let experiment = match &args.config {
@@ -61,7 +79,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
                 .out
                 .clone()
                 .unwrap_or_else(|| PathBuf::from("runs").join(name).join(format!("seed{}", experiment.seed)));
-            (RunDir::create(&out)?, experiment)
+            (folder(&out, lead)?, experiment)
         }
     };
 
@@ -75,7 +93,20 @@ pub fn run(args: Args) -> Result<ExitCode> {
     })
     .context("cannot install the SIGINT/SIGTERM handler")?;
 
+    if !lead {
+        // Rank 0 shows the progress, writes the folder and says how the run ended.
+        let result = trainer::train(&run, &experiment, &options, &wrn_progress::Silent)?;
+        return Ok(match (result.status, options.stop.load(Ordering::SeqCst)) {
+            (Status::Finished, _) => ExitCode::SUCCESS,
+            (Status::Interrupted, true) => ExitCode::from(130),
+            (Status::Interrupted, false) if args.max_steps.is_some() => ExitCode::SUCCESS,
+            _ => ExitCode::FAILURE,
+        });
+    }
     eprintln!("run folder: {}", run.path().display());
+    if let Some(w) = &world {
+        eprintln!("{}", describe(w));
+    }
     let result = trainer::train(&run, &experiment, &options, &crate::bars::progress())?;
     match result.status {
         Status::Finished => {
@@ -105,5 +136,49 @@ pub fn run(args: Args) -> Result<ExitCode> {
             result.divergence.as_deref().unwrap_or("the training loss became non-finite"),
             run.file(wrn_run::RESULT).display()
         ),
+    }
+}
+
+/// The run folder as this rank uses it: rank 0 (or a process alone) holds and writes it, the others read.
+fn folder(path: &std::path::Path, lead: bool) -> Result<RunDir> {
+    Ok(if lead { RunDir::create(path)? } else { RunDir::replica(path) })
+}
+
+fn describe(w: &World) -> String {
+    format!("rank {} of {} (local rank {}), store at {}:{}", w.rank, w.size, w.local_rank, w.master_addr, w.master_port)
+}
+
+/// `wrn train --nproc N`: this same command, without `--nproc`, as N ranks on this machine.
+fn launch(n: usize) -> Result<ExitCode> {
+    let mut args: Vec<std::ffi::OsString> = Vec::new();
+    let mut given = std::env::args_os().skip(1);
+    while let Some(arg) = given.next() {
+        if arg == "--nproc" {
+            given.next();
+        } else if !arg.to_string_lossy().starts_with("--nproc=") {
+            args.push(arg);
+        }
+    }
+    let program = std::env::current_exe().context("finding this program to start the ranks")?;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stop.clone();
+    ctrlc::set_handler(move || {
+        flag.store(true, Ordering::SeqCst);
+        eprintln!("interrupt: every rank finishes its step, rank 0 writes a checkpoint, and all stop");
+    })
+    .context("cannot install the SIGINT/SIGTERM handler")?;
+    let launched = world::launch_local(&world::Launch { program, args, ranks: n }, &stop)?;
+    match launched.first_failure {
+        None => Ok(ExitCode::SUCCESS),
+        Some(rank) => {
+            let code = launched.codes[rank];
+            if code == Some(130) && stop.load(Ordering::SeqCst) {
+                return Ok(ExitCode::from(130));
+            }
+            bail!(
+                "rank {rank} of {n} {}; the ranks' messages above say why",
+                code.map_or("was killed by a signal".into(), |c| format!("exited with status {c}"))
+            )
+        }
     }
 }

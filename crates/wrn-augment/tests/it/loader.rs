@@ -8,7 +8,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use wrn_augment::ops::{DivideValues, HFlip, Op, RandomCrop, CIFAR_MEAN, CIFAR_STD};
-use wrn_augment::{Batch, Draws, ImageType, Loader, LoaderConfig, Norm, Pipeline, Preset, Resampling, ValueStep};
+use wrn_augment::{
+    Batch, BatchImages, Draws, ImageType, Loader, LoaderConfig, Norm, Pipeline, Preset, Resampling, Shard, ValueStep,
+};
 use wrn_data::cache::{write_synthetic, PreparedSplit};
 
 /// A batch's values; panics when it holds bytes.
@@ -405,4 +407,43 @@ fn drawn_per_batch_every_sample_shares_the_crop_and_exactly_half_are_flipped() {
     assert_eq!(v1.draws, Draws::PerBatch);
     assert!(v1.to_string().ends_with("(drawn per batch)"), "{v1}");
     assert_eq!(cifar_train().draws, Draws::PerSample);
+}
+
+#[test]
+fn the_shards_of_a_batch_together_are_the_whole_batch() {
+    // 3 ranks over batches of 10 (parts of 3, 3, 4) and a last batch of 7 (2, 2, 3): per-sample and
+    // per-batch draws (cifar-train-v1 shares the crop and flips exactly half of the whole batch), f32
+    // and u8 batches.
+    let dir = tempfile::tempdir().unwrap();
+    let split = varied_split(dir.path(), 27);
+    for preset in [Preset::CifarTrain(Norm::MeanStd), Preset::CifarTrainV1(Norm::MeanStd)] {
+        for image_type in [ImageType::F32, ImageType::U8] {
+            let config = |shard| LoaderConfig { image_type, shard, ..cfg(10, 2) };
+            let loader = |shard| {
+                Loader::new(split.clone(), Pipeline::from_preset(preset, None).unwrap(), config(shard)).unwrap()
+            };
+            let whole = collect(&loader(Shard::default()), 4, 0);
+            let parts: Vec<Vec<Batch>> =
+                (0..3).map(|index| collect(&loader(Shard { index, count: 3 }), 4, 0)).collect();
+            assert_eq!(whole.len(), 3);
+            for (step, batch) in whole.iter().enumerate() {
+                let pieces: Vec<&Batch> = parts.iter().map(|p| &p[step]).collect();
+                let lens: Vec<usize> = pieces.iter().map(|b| b.len()).collect();
+                assert_eq!(lens, if step < 2 { vec![3, 3, 4] } else { vec![2, 2, 3] }, "{preset:?} step {step}");
+                let joined: Vec<usize> = pieces.iter().flat_map(|b| b.indices.clone()).collect();
+                assert_eq!(joined, batch.indices);
+                let labels: Vec<i64> = pieces.iter().flat_map(|b| b.labels.clone()).collect();
+                assert_eq!(labels, batch.labels);
+                let images = |b: &Batch| match &b.images {
+                    BatchImages::F32(v) => v.iter().map(|x| x.to_bits()).collect::<Vec<u32>>(),
+                    BatchImages::U8(v) => v.iter().map(|&x| u32::from(x)).collect(),
+                };
+                let joined: Vec<u32> = pieces.iter().flat_map(|b| images(b)).collect();
+                assert_eq!(joined, images(batch), "{preset:?} {image_type:?} step {step}");
+                assert_eq!(pieces[1].shape[0], lens[1]);
+            }
+        }
+    }
+    let err = Loader::new(split, cifar_train(), LoaderConfig { shard: Shard { index: 3, count: 3 }, ..cfg(10, 1) });
+    assert!(err.err().unwrap().to_string().contains("part 3 of 3"));
 }

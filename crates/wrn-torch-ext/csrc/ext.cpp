@@ -1,0 +1,166 @@
+// wrn's extension of libtorch: what tch does not bind, behind a C interface for Rust.
+//
+// c10d, the engine of PyTorch's DistributedDataParallel: a TCP store for the rendezvous and a Gloo
+// process group (compiled into libtorch_cpu.so) for collectives on CPU tensors. Every function catches
+// what libtorch throws and returns it as a message (malloc'd, freed by wrn_ext_free_string); a null
+// return means success. Tensors are tch's: pointers to at::Tensor.
+
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+#include <ATen/ATen.h>
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+
+namespace {
+
+char* message(const std::string& what) {
+  char* out = static_cast<char*>(std::malloc(what.size() + 1));
+  if (out != nullptr) {
+    std::memcpy(out, what.c_str(), what.size() + 1);
+  }
+  return out;
+}
+
+template <typename F>
+char* guarded(F&& f) {
+  try {
+    f();
+    return nullptr;
+  } catch (const c10::Error& e) {
+    return message(e.what_without_backtrace());
+  } catch (const std::exception& e) {
+    return message(e.what());
+  } catch (...) {
+    return message("unknown C++ exception");
+  }
+}
+
+std::chrono::milliseconds millis(int64_t ms) {
+  return std::chrono::milliseconds(ms);
+}
+
+void wait(const c10::intrusive_ptr<c10d::Work>& work) {
+  work->wait();
+}
+
+} // namespace
+
+struct wrn_store {
+  c10::intrusive_ptr<c10d::Store> store;
+};
+
+struct wrn_group {
+  c10::intrusive_ptr<c10d::Backend> backend;
+};
+
+extern "C" {
+
+void wrn_ext_free_string(char* s) {
+  std::free(s);
+}
+
+// A TCP store at host:port, served by this process when is_server (rank 0), waiting at most timeout_ms
+// for the connection (clients) or for all `world` members to connect (server).
+char* wrn_store_tcp(const char* host, uint16_t port, int is_server, int world, int64_t timeout_ms, wrn_store** out) {
+  return guarded([&] {
+    c10d::TCPStoreOptions opts;
+    opts.port = port;
+    opts.isServer = is_server != 0;
+    opts.numWorkers = static_cast<std::size_t>(world);
+    opts.waitWorkers = true;
+    opts.timeout = millis(timeout_ms);
+    auto store = c10::make_intrusive<c10d::TCPStore>(std::string(host), opts);
+    *out = new wrn_store{store};
+  });
+}
+
+void wrn_store_free(wrn_store* s) {
+  delete s;
+}
+
+char* wrn_store_set(wrn_store* s, const char* key, const uint8_t* value, size_t len) {
+  return guarded([&] { s->store->set(key, std::vector<uint8_t>(value, value + len)); });
+}
+
+// The value of `key`, waiting for it up to the store's timeout; malloc'd into *value (free with
+// wrn_ext_free_string).
+char* wrn_store_get(wrn_store* s, const char* key, uint8_t** value, size_t* len) {
+  return guarded([&] {
+    auto v = s->store->get(key);
+    *value = static_cast<uint8_t*>(std::malloc(v.size() + 1));
+    std::memcpy(*value, v.data(), v.size());
+    *len = v.size();
+  });
+}
+
+// Whether `key` is set, without waiting.
+char* wrn_store_check(wrn_store* s, const char* key, int* set) {
+  return guarded([&] { *set = s->store->check({std::string(key)}) ? 1 : 0; });
+}
+
+char* wrn_store_add(wrn_store* s, const char* key, int64_t delta, int64_t* value) {
+  return guarded([&] { *value = s->store->add(key, delta); });
+}
+
+// A Gloo process group of `size` ranks over the store; collectives time out after timeout_ms. The
+// transport binds the interfaces named by GLOO_SOCKET_IFNAME (comma-separated) when set, else the
+// address `bind_host` resolves to when given, else the address this host's name resolves to, as
+// torch.distributed does.
+char* wrn_group_gloo(wrn_store* s, int rank, int size, int64_t timeout_ms, const char* bind_host, wrn_group** out) {
+  return guarded([&] {
+    auto opts = c10d::ProcessGroupGloo::Options::create(millis(timeout_ms));
+    const char* ifnames = std::getenv("GLOO_SOCKET_IFNAME");
+    if (ifnames != nullptr && *ifnames != '\0') {
+      std::string names(ifnames);
+      size_t start = 0;
+      while (start <= names.size()) {
+        size_t end = names.find(',', start);
+        if (end == std::string::npos) {
+          end = names.size();
+        }
+        if (end > start) {
+          opts->devices.push_back(c10d::ProcessGroupGloo::createDeviceForInterface(names.substr(start, end - start)));
+        }
+        start = end + 1;
+      }
+    } else if (bind_host != nullptr) {
+      opts->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname(bind_host));
+    } else {
+      opts->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
+    }
+    auto backend = c10::make_intrusive<c10d::ProcessGroupGloo>(s->store, rank, size, opts);
+    *out = new wrn_group{backend};
+  });
+}
+
+void wrn_group_free(wrn_group* g) {
+  delete g;
+}
+
+// Sums `tensor` over the ranks, in place.
+char* wrn_group_allreduce_sum(wrn_group* g, void* tensor) {
+  return guarded([&] {
+    std::vector<at::Tensor> tensors{*static_cast<at::Tensor*>(tensor)};
+    c10d::AllreduceOptions opts;
+    opts.reduceOp = c10d::ReduceOp::SUM;
+    wait(g->backend->allreduce(tensors, opts));
+  });
+}
+
+// Overwrites `tensor` on every rank with root's.
+char* wrn_group_broadcast(wrn_group* g, void* tensor, int root) {
+  return guarded([&] {
+    std::vector<at::Tensor> tensors{*static_cast<at::Tensor*>(tensor)};
+    c10d::BroadcastOptions opts;
+    opts.rootRank = root;
+    wait(g->backend->broadcast(tensors, opts));
+  });
+}
+
+char* wrn_group_barrier(wrn_group* g) {
+  return guarded([&] { wait(g->backend->barrier(c10d::BarrierOptions{})); });
+}
+
+} // extern "C"

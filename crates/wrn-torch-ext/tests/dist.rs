@@ -1,0 +1,94 @@
+//! Gloo collectives between ranks on this machine (threads of one test process, each with its own store
+//! connection and process group, over 127.0.0.1), and the store's values.
+
+use std::time::{Duration, Instant};
+
+use tch::{Kind, Tensor};
+use wrn_torch_ext::dist::{Group, Store};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Runs `f(rank, store, group)` on `world` ranks and returns their results in rank order.
+fn ranks<T: Send + 'static>(world: usize, f: fn(usize, &Store, &Group) -> T) -> Vec<T> {
+    let port = free_port();
+    let handles: Vec<_> = (0..world)
+        .map(|rank| {
+            std::thread::spawn(move || {
+                let store = Store::tcp("127.0.0.1", port, rank == 0, world, Duration::from_secs(30)).unwrap();
+                let group = Group::gloo(&store, rank, world, Duration::from_secs(30), Some("127.0.0.1")).unwrap();
+                assert_eq!((group.rank(), group.size()), (rank, world));
+                f(rank, &store, &group)
+            })
+        })
+        .collect();
+    handles.into_iter().map(|h| h.join().unwrap()).collect()
+}
+
+#[test]
+fn all_reduce_sums_and_broadcast_copies_over_three_ranks() {
+    let out = ranks(3, |rank, _, group| {
+        // 1,000,003 values: more than one of Gloo's chunks, and not a multiple of the rank count.
+        let n = 1_000_003;
+        let mut t = Tensor::arange(n, (Kind::Float, tch::Device::Cpu)) * (rank as f64 + 1.0);
+        group.all_reduce_sum(&mut t).unwrap();
+        let mut b = Tensor::from_slice(&[rank as f64, 10.0 * rank as f64]);
+        group.broadcast(&mut b, 2).unwrap();
+        group.barrier().unwrap();
+        (Vec::<f32>::try_from(t.narrow(0, n - 3, 3)).unwrap(), Vec::<f64>::try_from(b).unwrap())
+    });
+    for (sum, broadcast) in out {
+        // (1 + 2 + 3) · i for the last three indices.
+        assert_eq!(sum, [6.0 * 1_000_000.0, 6.0 * 1_000_001.0, 6.0 * 1_000_002.0]);
+        assert_eq!(broadcast, [2.0, 20.0]);
+    }
+}
+
+#[test]
+fn the_store_shares_values_and_counters() {
+    let out = ranks(2, |rank, store, group| {
+        store.set(&format!("hello/{rank}"), format!("from {rank}").as_bytes()).unwrap();
+        let other = store.get(&format!("hello/{}", 1 - rank)).unwrap();
+        let count = store.add("count", 5).unwrap();
+        group.barrier().unwrap();
+        (String::from_utf8(other).unwrap(), count, store.contains("count").unwrap(), store.contains("nothing").unwrap())
+    });
+    assert_eq!(out[0].0, "from 1");
+    assert_eq!(out[1].0, "from 0");
+    let mut counts = [out[0].1, out[1].1];
+    counts.sort();
+    assert_eq!(counts, [5, 10]);
+    assert!(out.iter().all(|o| o.2 && !o.3));
+}
+
+#[test]
+fn a_collective_rank_that_never_comes_fails_within_the_timeout() {
+    let port = free_port();
+    let other = std::thread::spawn(move || {
+        let store = Store::tcp("127.0.0.1", port, false, 2, Duration::from_secs(30)).unwrap();
+        let group = Group::gloo(&store, 1, 2, Duration::from_secs(2), Some("127.0.0.1")).unwrap();
+        // Rank 1 joins the group but never the all-reduce; it leaves once rank 0 has failed.
+        store.get("done").unwrap();
+        drop(group);
+    });
+    let store = Store::tcp("127.0.0.1", port, true, 2, Duration::from_secs(30)).unwrap();
+    let group = Group::gloo(&store, 0, 2, Duration::from_secs(2), Some("127.0.0.1")).unwrap();
+    let started = Instant::now();
+    let mut t = Tensor::ones([4], (Kind::Float, tch::Device::Cpu));
+    let err = group.all_reduce_sum(&mut t).unwrap_err();
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(1500) && waited < Duration::from_secs(20), "{waited:?}: {err}");
+    assert!(err.to_string().to_lowercase().contains("timed out"), "{err}");
+    store.set("done", b"1").unwrap();
+    other.join().unwrap();
+}
+
+#[test]
+fn collectives_refuse_tensors_gloo_cannot_take_here() {
+    let out = ranks(1, |_, _, group| {
+        let mut strided = Tensor::ones([4, 4], (Kind::Float, tch::Device::Cpu)).transpose(0, 1);
+        group.all_reduce_sum(&mut strided).unwrap_err().to_string()
+    });
+    assert!(out[0].contains("contiguous CPU tensors"), "{}", out[0]);
+}
