@@ -667,6 +667,13 @@ fn start(ctx: &Ctx, setup: &Setup) -> Result<State, TrainError> {
         exp.precision,
         if setup.train_input.channels_last { ", channels-last" } else { "" }
     ))?;
+    if let Some(dist) = &setup.dist {
+        let w = dist.world();
+        run.log(&format!(
+            "data parallel over {} ranks (Gloo; store at {}:{}), each taking its part of every batch of {}",
+            w.size, w.master_addr, w.master_port, exp.batch_size
+        ))?;
+    }
     run.log(&format!(
         "{} training images per epoch ({}), {} test images",
         setup.data.train.len(),
@@ -695,7 +702,8 @@ fn resume(ctx: &Ctx, setup: &mut Setup, recorded: Result<Environment, Unrecorded
     if metrics.len() != rows {
         run.write_metrics(&metrics)?;
     }
-    run.log(&format!("resumed at epoch {} step {} on {}", at.epoch, at.step, device_name(setup.device)))?;
+    let ranks = setup.dist.as_ref().map_or(String::new(), |d| format!(", over {} ranks", d.size()));
+    run.log(&format!("resumed at epoch {} step {} on {}{ranks}", at.epoch, at.step, device_name(setup.device)))?;
     // A run that moved device or host records where it runs now, and where it ran before.
     let now = Environment::collect(&ctx.options.wrn_version, &ctx.options.git_sha, setup.plan).on_device(setup.device);
     match recorded {
@@ -759,7 +767,11 @@ pub fn train(
             // A stop any rank was asked for stops all of them.
             let mut any = Tensor::from_slice(&[f64::from(u8::from(stop))]);
             dist.all_reduce_sum(&mut any, "the agreement to stop")?;
-            stop = any.double_value(&[0]) > 0.0;
+            if any.double_value(&[0]) > 0.0 && !stop {
+                // Another rank was asked to stop: this one stops as if asked too.
+                options.stop.store(true, Ordering::SeqCst);
+                stop = true;
+            }
         }
         if stop && state.at.epoch <= epochs {
             run.log(&format!("interrupted after epoch {epoch}; checkpoint written"))?;
@@ -838,7 +850,7 @@ fn rank_seed(seed: u64, rank: usize) -> u64 {
 }
 
 /// What the ranks agree on after a step, from one all-reduce: a stop any rank asked for, rank 0's
-/// checkpoint plan (its clock decides), and the epoch's training sums over all ranks.
+/// checkpoint plan (its clock decides), and the step's training sums over all ranks.
 struct Agreed {
     stop: bool,
     save: bool,
@@ -880,17 +892,14 @@ fn train_epoch(
     let task = ctx.progress.task(&label, Unit::Items("steps"), Some(per_epoch as u64), state.at.step as u64);
     let started = Instant::now();
     let mut batches = setup.data.train.epoch(epoch as u64, state.at.step);
-    // One process adds to the epoch's sums; ranks add their own from zero, and the sums of the epoch are
-    // `base` plus those of every rank.
-    let (base, start_sums) = match setup.dist {
-        Some(_) => (state.sums, Sums::default()),
-        None => (Sums::default(), state.sums),
+    // One process adds each batch to the epoch's sums on the device; ranks sum each step's over the ranks
+    // ([`agree`]) and add that, so that a run resumed anywhere adds the same numbers in the same order.
+    let sums_from = |sums: Sums| Totals {
+        loss: Tensor::from(sums.loss).to_device(device),
+        correct: Tensor::from(sums.correct).to_device(device),
     };
-    let mut totals = Totals {
-        loss: Tensor::from(start_sums.loss).to_device(device),
-        correct: Tensor::from(start_sums.correct).to_device(device),
-    };
-    let (mut images, mut decode_failures, mut seen_here) = (0usize, 0u64, 0f64);
+    let mut totals = sums_from(if setup.dist.is_some() { Sums::default() } else { state.sums });
+    let (mut images, mut decode_failures) = (0usize, 0u64);
     let seed = rank_seed(exp.seed, setup.dist.as_ref().map_or(0, Dist::rank));
     let (samples, batch_size) = (setup.data.train.len(), exp.batch_size);
     // A batch that cannot be filled (damaged prepared data) ends the run with its error; the last
@@ -909,7 +918,6 @@ fn train_epoch(
         let reduce = setup.dist.as_ref().map(|d| (d, batch.len() as f64 / whole as f64));
         let loss = train_step((&setup.net, &mut setup.sgd), step_seed, lr, &input, &mut totals, reduce)?;
         let n = batch.len();
-        seen_here += n as f64;
         images += n;
         decode_failures += batch.decode_failures as u64;
         state.at.step += 1;
@@ -917,15 +925,18 @@ fn train_epoch(
         report_step(ctx, task.as_ref(), (epoch, state.at.step, per_epoch), &loss, images as f64 / secs(started));
         let mut plan = policy.after_step(state.at.step, per_epoch, ctx.options.stop.load(Ordering::SeqCst), Instant::now());
         if let Some(dist) = &setup.dist {
-            let agreed = agree(dist, plan, &totals, seen_here)?;
+            let agreed = agree(dist, plan, &totals, n as f64)?;
+            if agreed.stop && !plan.stop {
+                // Another rank was asked to stop: this one stops as if asked too.
+                ctx.options.stop.store(true, Ordering::SeqCst);
+            }
+            totals = sums_from(Sums::default());
             (plan.stop, plan.save) = (agreed.stop, agreed.save);
-            state.sums = Sums {
-                loss: base.loss + agreed.loss,
-                correct: base.correct + agreed.correct,
-                seen: base.seen + agreed.seen,
-            };
+            state.sums.loss += agreed.loss;
+            state.sums.correct += agreed.correct;
+            state.sums.seen += agreed.seen;
             // The images of all ranks since this process started the epoch.
-            images = agreed.seen as usize;
+            images += agreed.seen as usize - n;
             if !state.sums.loss.is_finite() {
                 task.abandon("diverged");
                 return Ok(EpochEnd::Diverged(divergence_point(epoch, finite_at, state.at.step)));

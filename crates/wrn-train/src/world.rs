@@ -243,6 +243,63 @@ impl Drop for Dist {
     }
 }
 
+/// The gradient all-reduce of a network, timed over Gloo ([`time_all_reduce`]).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AllReduceTiming {
+    pub ranks: usize,
+    /// The bytes each rank all-reduces per step: every trainable parameter's gradient in f32.
+    pub bytes_per_step: u64,
+    /// The median and fastest of the timed all-reduces, in milliseconds.
+    pub median_ms: f64,
+    pub min_ms: f64,
+    /// The ring all-reduce's bus bandwidth at the median: 2(n − 1)/n × bytes / time, in GB/s (NCCL's
+    /// `busbw`, comparable across rank counts).
+    pub bus_gb_per_second: f64,
+    pub rounds: usize,
+}
+
+/// Times `rounds` all-reduces of `elements` f32 values (after one warm-up) over `ranks` Gloo ranks of this
+/// machine over 127.0.0.1 (threads of this process, each with its own store connection and group: the
+/// collective is the one training runs; its ranks only share the cores here).
+pub fn time_all_reduce(elements: i64, ranks: usize, rounds: usize) -> Result<AllReduceTiming, WorldError> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| WorldError::Env(format!("no free port on 127.0.0.1: {e}")))?
+        .port();
+    let rounds = rounds.max(1);
+    let timeout = Duration::from_secs(120);
+    let handles: Vec<_> = (0..ranks)
+        .map(|rank| {
+            std::thread::spawn(move || -> Result<Vec<f64>, WorldError> {
+                let world = World { rank, size: ranks, local_rank: rank, master_addr: "127.0.0.1".into(), master_port: port };
+                let dist = Dist::connect(world, timeout)?;
+                let mut grads = Tensor::ones([elements], (tch::Kind::Float, tch::Device::Cpu));
+                let mut times = Vec::with_capacity(rounds);
+                for round in 0..=rounds {
+                    dist.barrier("the benchmark's barrier")?;
+                    let started = std::time::Instant::now();
+                    dist.all_reduce_sum(&mut grads, "the benchmark's all-reduce")?;
+                    if round > 0 {
+                        times.push(started.elapsed().as_secs_f64() * 1e3);
+                    }
+                }
+                Ok(times)
+            })
+        })
+        .collect();
+    let mut results = Vec::new();
+    for h in handles {
+        results.push(h.join().map_err(|_| WorldError::Env("a benchmark rank panicked".into()))??);
+    }
+    // A collective ends when its slowest rank does: each round's time is the longest over the ranks.
+    let mut times: Vec<f64> = (0..rounds).map(|i| results.iter().map(|r| r[i]).fold(0.0, f64::max)).collect();
+    times.sort_by(f64::total_cmp);
+    let median = times[times.len() / 2];
+    let bytes = elements as u64 * 4;
+    let bus = 2.0 * (ranks as f64 - 1.0) / ranks as f64 * bytes as f64 / (median / 1e3) / 1e9;
+    Ok(AllReduceTiming { ranks, bytes_per_step: bytes, median_ms: median, min_ms: times[0], bus_gb_per_second: bus, rounds })
+}
+
 /// How `wrn train --nproc N` starts its ranks on this machine.
 #[derive(Debug, Clone)]
 pub struct Launch {
@@ -396,6 +453,13 @@ mod tests {
             let err = world(vars).unwrap_err().to_string();
             assert!(err.contains(says), "{vars:?}: {err}");
         }
+    }
+
+    #[test]
+    fn the_all_reduce_is_timed_over_real_ranks() {
+        let t = time_all_reduce(250_000, 2, 3).unwrap();
+        assert_eq!((t.ranks, t.bytes_per_step, t.rounds), (2, 1_000_000, 3));
+        assert!(t.min_ms > 0.0 && t.min_ms <= t.median_ms && t.bus_gb_per_second > 0.0, "{t:?}");
     }
 
     #[test]

@@ -99,6 +99,10 @@ pub struct TrainArgs {
     /// With --reference: alternating measurements of each side.
     #[arg(long, default_value_t = 3, requires = "reference")]
     rounds: usize,
+    /// Also time the all-reduce of this network's gradient (f32) over N ranks of Gloo on this machine,
+    /// as `wrn train --nproc N` runs it after every step: bytes per step, time, bus bandwidth.
+    #[arg(long, value_name = "N")]
+    ranks: Option<usize>,
     #[arg(long)]
     json: bool,
 }
@@ -255,9 +259,17 @@ fn train(args: TrainArgs) -> Result<()> {
     let result = check::forward_backward(&args.arch, selected.device, args.batch, args.steps, options)?;
     // 200 epochs of the 50,000 CIFAR training images, the paper's schedule.
     let hours_200_epochs = 200.0 * 50_000.0 / result.images_per_second / 3600.0;
+    let all_reduce = match args.ranks {
+        Some(n) if n >= 2 => Some(wrn_train::world::time_all_reduce(result.parameters, n, args.steps)?),
+        Some(n) => anyhow::bail!("--ranks {n}: an all-reduce needs at least 2 ranks"),
+        None => None,
+    };
     if args.json {
         let mut value = serde_json::to_value(&result)?;
         value["projected_cifar_200_epochs_hours"] = serde_json::json!(hours_200_epochs);
+        if let Some(a) = &all_reduce {
+            value["all_reduce"] = serde_json::to_value(a)?;
+        }
         println!("{}", serde_json::to_string_pretty(&value)?);
     } else {
         println!(
@@ -273,6 +285,21 @@ fn train(args: TrainArgs) -> Result<()> {
                 .device_memory_in_use_bytes
                 .map_or(String::new(), |b| format!("; device memory in use {:.1} GiB", b as f64 / (1u64 << 30) as f64))
         );
+        if let Some(a) = &all_reduce {
+            let step_ms = 1e3 * result.batch as f64 / result.images_per_second;
+            println!(
+                "gradient all-reduce over {} Gloo ranks here: {:.1} MB per step in {:.1} ms (median of {}; fastest {:.1} ms), \
+                 bus bandwidth {:.2} GB/s; {:.0}% of this step's {:.1} ms if not overlapped",
+                a.ranks,
+                a.bytes_per_step as f64 / 1e6,
+                a.median_ms,
+                a.rounds,
+                a.min_ms,
+                a.bus_gb_per_second,
+                100.0 * a.median_ms / step_ms,
+                step_ms
+            );
+        }
     }
     Ok(())
 }

@@ -5,6 +5,7 @@ mod architecture;
 mod cli;
 mod common;
 mod data_cli;
+mod dist_cli;
 mod eval_cli;
 mod nightly_cli;
 mod readme;
