@@ -2,8 +2,9 @@
 # `wrn sweep --slurm` against a real single-node Slurm: installs Debian's slurm-wlm when missing, starts
 # slurmctld and slurmd on this machine (no munge, ports of their own, state in a temporary folder),
 # submits the array script the sweep writes for the demo table at smoke scale, and checks that every task
-# trained its run, that a task resumes a run left with a checkpoint, and that a second sweep has nothing
-# left to submit. CPU only: `--gres gpu:1` cannot be scheduled here.
+# trained its run, that a task resumes a run left with a checkpoint, that a second sweep has nothing
+# left to submit, and that runs trained over two ranks (an srun step of two tasks, data parallel over
+# Gloo) finish. CPU only: `--gres gpu:1` cannot be scheduled here.
 # Usage: ci/test-slurm.sh [path/to/wrn]. Ends with "slurm: N passed, N failed".
 set -uo pipefail
 
@@ -109,10 +110,21 @@ check "task output is in the runs folder" sh -c "ls '$work'/runs/slurm/*.out >/d
 again=$(sweep --slurm --cpus-per-task 1)
 check "a second sweep has nothing to submit" grep -q "nothing to submit: every run is finished" <<<"$again"
 
+# One run over two ranks: the array task is an srun step of two tasks, each a rank of the run's c10d group.
+multi=$(sweep_into "$work/ranks" --slurm --cpus-per-task 1 --nodes 1 --tasks-per-node 2 --time 00:10:00 | sed -n 's/^wrote //p')
+check "a run over ranks asks for a node and two tasks on it" grep -q -- "--ntasks-per-node=2" "$multi"
+if sbatch --wait "$multi" > "$work/sbatch-ranks.out" 2>&1; then pass "every two-rank task succeeds"; else fail "every two-rank task succeeds"; cat "$work/sbatch-ranks.out" "$work"/ranks/slurm/*.out "$work"/ranks/cifar10/*/seed1/sweep.log 2>/dev/null | tail -30; fi
+n=$(grep -l '"status": "finished"' "$work"/ranks/cifar10/*/seed1/result.json 2>/dev/null | wc -l)
+check "all 3 demo runs finished over two ranks ($n)" test "$n" = 3
+n=$(grep -l "data parallel over 2 ranks" "$work"/ranks/cifar10/*/seed1/train.log 2>/dev/null | wc -l)
+check "each run says it trained over two ranks ($n)" test "$n" = 3
+
 # A GPU script for a cluster: Slurm parses its options.
 gpu=$(sweep_into "$work/gpu-runs" --slurm --gres gpu:1 --partition main --time 1-00:00:00 | sed -n 's/^wrote //p')
 check "a --gres gpu:1 script asks for a GPU per task" grep -q -- "--gres=gpu:1" "$gpu"
 check "its tasks train on cuda" grep -q '"device": "cuda"' "${gpu%.sbatch}.tasks.json"
+nodes=$(sweep_into "$work/gpu-nodes" --slurm --nodes 2 --gpus-per-node 4 --partition main --time 1-00:00:00 | sed -n 's/^wrote //p')
+check "a two-node script asks for 4 GPUs and 4 ranks per node" sh -c "grep -q -- '--gres=gpu:4' '$nodes' && grep -q -- '--ntasks-per-node=4' '$nodes' && grep -q -- '--nodes=2' '$nodes'"
 
 echo "slurm: $passed passed, $failed failed"
 [ "$failed" = 0 ]

@@ -30,6 +30,12 @@ pub struct SlurmOptions {
     pub max_parallel: Option<u32>,
     /// Further `#SBATCH` lines, verbatim (e.g. `--account=abc`).
     pub extra: Vec<String>,
+    /// Nodes per run: with `tasks_per_node`, each task of the array is one run trained by
+    /// `nodes × tasks_per_node` ranks (`srun` starts one `wrn sweep task` per rank; `wrn train` finds its
+    /// rank in Slurm's environment).
+    pub nodes: Option<u32>,
+    /// Ranks per node (one per GPU on GPU nodes).
+    pub tasks_per_node: Option<u32>,
 }
 
 impl SlurmOptions {
@@ -107,7 +113,14 @@ pub fn write_slurm(plan: &Plan, options: &SlurmOptions, exe: &Path, dir: &Path) 
     sbatch(format!("--output={}/slurm/%x_%A_%a.out", dir.display()));
     sbatch("--requeue".into());
     sbatch("--signal=B:TERM@120".into());
-    sbatch("--ntasks=1".into());
+    let (nodes, per_node) = (options.nodes.unwrap_or(1), options.tasks_per_node.unwrap_or(1));
+    let ranks = nodes * per_node;
+    if ranks > 1 {
+        sbatch(format!("--nodes={nodes}"));
+        sbatch(format!("--ntasks-per-node={per_node}"));
+    } else {
+        sbatch("--ntasks=1".into());
+    }
     if let Some(p) = &options.partition {
         sbatch(format!("--partition={p}"));
     }
@@ -126,10 +139,20 @@ pub fn write_slurm(plan: &Plan, options: &SlurmOptions, exe: &Path, dir: &Path) 
     for line in &options.extra {
         sbatch(line.clone());
     }
+    let launch = if ranks > 1 {
+        // One process per rank; a rank that fails ends the step (the others exit on their own within
+        // the ranks' timeout anyway, naming it).
+        format!(
+            "# {ranks} ranks per run ({nodes} node(s) x {per_node}): srun starts one `wrn sweep task` per rank.\n\
+             exec srun --kill-on-bad-exit=1 "
+        )
+    } else {
+        "exec ".to_string()
+    };
     script.push_str(&format!(
         "# {} runs of wrn; each task trains (or resumes, or skips) one of them.\n\
          set -euo pipefail\n\
-         exec {} sweep task {} \"$SLURM_ARRAY_TASK_ID\"\n",
+         {launch}{} sweep task {} \"$SLURM_ARRAY_TASK_ID\"\n",
         tasks.runs.len(),
         quote(&exe),
         quote(&tasks_path)
@@ -151,21 +174,21 @@ fn cores_of(cpus_per_task: Option<&str>) -> usize {
         .unwrap_or_else(crate::exec::available_cores)
 }
 
-/// The slot a task trains on: the CPU with the task's `cores`, or, for a `cuda` task, the task's first
-/// GPU (mapped through `env`, the task's `CUDA_VISIBLE_DEVICES` as Slurm set it). `cuda` is asked only
-/// for a `cuda` task; when CUDA cannot be used the task fails with the reason rather than training on
-/// the CPU.
+/// The slot a task trains on: the CPU with the task's `cores`, or, for a `cuda` task, the task's GPU
+/// `local` (its rank on the node when several ranks train one run, else its first; mapped through `env`,
+/// the task's `CUDA_VISIBLE_DEVICES` as Slurm set it). `cuda` is asked only for a `cuda` task; when CUDA
+/// cannot be used the task fails with the reason rather than training on the CPU.
 pub fn task_slot(
     device: Device,
     cuda: impl FnOnce() -> CudaStatus,
-    cores: usize,
+    (cores, local): (usize, usize),
     env: &CudaEnv,
 ) -> Result<Slot, SweepError> {
     let gpus = match device {
         Device::Cpu => vec![],
         Device::Cuda => {
             require_cuda(cuda())?;
-            vec![0]
+            vec![local as u32]
         }
     };
     let mut slot = Slot::layout(&gpus, 1, cores, env)?.remove(0);
@@ -198,10 +221,20 @@ pub fn run_task(
     run.state = crate::plan::RunState::of(&run.dir);
     let plan = Plan { runs: vec![run] };
     let slots = match plan.pending().next() {
-        Some(_) => vec![task_slot(file.device, cuda, task_cores(), &CudaEnv::from_env())?],
+        Some(_) => vec![task_slot(file.device, cuda, (task_cores(), local_rank()), &CudaEnv::from_env())?],
         None => vec![],
     };
     Ok(crate::exec::execute(exe, &plan, &slots, stop, on_event))
+}
+
+/// This task's rank on its node when an `srun` step of several tasks trains one run (`SLURM_LOCALID`),
+/// else 0.
+fn local_rank() -> usize {
+    let var = |k: &str| std::env::var(k).ok().and_then(|v| v.trim().parse::<usize>().ok());
+    match var("SLURM_STEP_NUM_TASKS") {
+        Some(n) if n > 1 => var("SLURM_LOCALID").unwrap_or(0),
+        _ => 0,
+    }
 }
 
 /// A path quoted for bash.
@@ -305,12 +338,12 @@ mod tests {
     #[test]
     fn a_task_slot_trains_on_the_tasks_gpu_or_cores() {
         let never = || -> CudaStatus { panic!("a CPU task does not ask CUDA") };
-        let cpu = task_slot(Device::Cpu, never, 6, &CudaEnv::default()).unwrap();
+        let cpu = task_slot(Device::Cpu, never, (6, 0), &CudaEnv::default()).unwrap();
         assert_eq!(cpu.device, Device::Cpu);
         assert!(cpu.env.contains(&("WRN_TORCH_THREADS".into(), "6".into())), "{:?}", cpu.env);
         // Slurm gave the task GPU 3 of the node: its child trains there, in PCI order, on the task's cores.
         let slurm = CudaEnv { visible_devices: Some("3".into()), device_order: None };
-        let gpu = task_slot(Device::Cuda, || Ok(1), 6, &slurm).unwrap();
+        let gpu = task_slot(Device::Cuda, || Ok(1), (6, 0), &slurm).unwrap();
         assert_eq!(gpu.device, Device::Cuda);
         assert_eq!(
             gpu.env,
@@ -322,9 +355,38 @@ mod tests {
         );
         // A cuda task where CUDA cannot be used fails with the reason, never trains on the CPU.
         let err =
-            task_slot(Device::Cuda, || Err(crate::devices::NoCuda { reason: "no NVIDIA driver".into() }), 6, &slurm)
+            task_slot(Device::Cuda, || Err(crate::devices::NoCuda { reason: "no NVIDIA driver".into() }), (6, 0), &slurm)
                 .unwrap_err()
                 .to_string();
         assert!(err.contains("asks for cuda") && err.contains("no NVIDIA driver"), "{err}");
+        // Rank 1 of a run's ranks on a node Slurm gave GPUs 2 and 5 trains on GPU 5.
+        let node = CudaEnv { visible_devices: Some("2,5".into()), device_order: None };
+        let second = task_slot(Device::Cuda, || Ok(2), (6, 1), &node).unwrap();
+        assert_eq!(second.env[0], ("CUDA_VISIBLE_DEVICES".to_string(), "5".to_string()));
+    }
+
+    #[test]
+    fn a_run_over_several_nodes_is_one_srun_step_of_a_rank_per_task() {
+        let dir = tempfile::tempdir().unwrap();
+        let plan = Plan { runs: vec![run("/r/a", RunState::New), run("/r/b", RunState::New)] };
+        let options = SlurmOptions {
+            job_name: "wrn-multi".into(),
+            gres: Some("gpu:4".into()),
+            nodes: Some(2),
+            tasks_per_node: Some(4),
+            ..Default::default()
+        };
+        let text = std::fs::read_to_string(write_slurm(&plan, &options, Path::new("/opt/wrn"), dir.path()).unwrap().unwrap())
+            .unwrap();
+        for line in [
+            "#SBATCH --array=0-1\n",
+            "#SBATCH --nodes=2\n",
+            "#SBATCH --ntasks-per-node=4\n",
+            "#SBATCH --gres=gpu:4\n",
+            "exec srun --kill-on-bad-exit=1 '/opt/wrn' sweep task",
+        ] {
+            assert!(text.contains(line), "{line} missing from:\n{text}");
+        }
+        assert!(!text.contains("--ntasks=1"), "{text}");
     }
 }

@@ -85,6 +85,16 @@ pub struct Args {
     /// Further #SBATCH option, verbatim (e.g. --account=abc); repeatable.
     #[arg(long = "sbatch", value_name = "OPTION", requires = "slurm")]
     sbatch: Vec<String>,
+    /// Train each run over this many Slurm nodes (with --gpus-per-node or --tasks-per-node): one rank per
+    /// GPU or task, data parallel over c10d.
+    #[arg(long, requires = "slurm")]
+    nodes: Option<u32>,
+    /// GPUs per node, one rank each: asks Slurm for gpu:K per node and K tasks per node.
+    #[arg(long, requires = "slurm", conflicts_with_all = ["tasks_per_node", "gres"])]
+    gpus_per_node: Option<u32>,
+    /// Ranks per node on CPU nodes (each with --cpus-per-task cores).
+    #[arg(long, requires = "slurm")]
+    tasks_per_node: Option<u32>,
 }
 
 #[derive(clap::Subcommand)]
@@ -199,11 +209,13 @@ fn slurm_options(args: &Args, names: &[&str]) -> SlurmOptions {
         job_name: if args.all { "wrn-all".to_string() } else { format!("wrn-{}", names.join("-")) },
         partition: args.partition.clone(),
         time: args.time.clone(),
-        gres: args.gres.clone(),
+        gres: args.gpus_per_node.map(|k| format!("gpu:{k}")).or_else(|| args.gres.clone()),
         cpus_per_task: args.cpus_per_task,
         mem: args.mem.clone(),
         max_parallel: args.max_parallel,
         extra: args.sbatch.clone(),
+        nodes: args.nodes,
+        tasks_per_node: args.gpus_per_node.or(args.tasks_per_node),
     }
 }
 
