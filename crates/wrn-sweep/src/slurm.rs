@@ -354,10 +354,14 @@ mod tests {
             ]
         );
         // A cuda task where CUDA cannot be used fails with the reason, never trains on the CPU.
-        let err =
-            task_slot(Device::Cuda, || Err(crate::devices::NoCuda { reason: "no NVIDIA driver".into() }), (6, 0), &slurm)
-                .unwrap_err()
-                .to_string();
+        let err = task_slot(
+            Device::Cuda,
+            || Err(crate::devices::NoCuda { reason: "no NVIDIA driver".into() }),
+            (6, 0),
+            &slurm,
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("asks for cuda") && err.contains("no NVIDIA driver"), "{err}");
         // Rank 1 of a run's ranks on a node Slurm gave GPUs 2 and 5 trains on GPU 5.
         let node = CudaEnv { visible_devices: Some("2,5".into()), device_order: None };
@@ -376,8 +380,9 @@ mod tests {
             tasks_per_node: Some(4),
             ..Default::default()
         };
-        let text = std::fs::read_to_string(write_slurm(&plan, &options, Path::new("/opt/wrn"), dir.path()).unwrap().unwrap())
-            .unwrap();
+        let text =
+            std::fs::read_to_string(write_slurm(&plan, &options, Path::new("/opt/wrn"), dir.path()).unwrap().unwrap())
+                .unwrap();
         for line in [
             "#SBATCH --array=0-1\n",
             "#SBATCH --nodes=2\n",

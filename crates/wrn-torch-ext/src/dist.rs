@@ -86,7 +86,9 @@ impl Store {
         let host = c_string(host)?;
         let mut raw = std::ptr::null_mut();
         // SAFETY: valid C string and out-pointer; the store is owned by the returned value.
-        check(unsafe { wrn_store_tcp(host.as_ptr(), port, c_int::from(serve), world as c_int, millis(timeout), &mut raw) })?;
+        check(unsafe {
+            wrn_store_tcp(host.as_ptr(), port, c_int::from(serve), world as c_int, millis(timeout), &mut raw)
+        })?;
         Ok(Store { raw })
     }
 

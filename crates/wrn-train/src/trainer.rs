@@ -434,12 +434,8 @@ pub(crate) fn evaluate(
         }
         Ok(())
     })?;
-    let mut sums = Tensor::from_slice(&[
-        loss.double_value(&[]),
-        top1.double_value(&[]),
-        top5.double_value(&[]),
-        seen as f64,
-    ]);
+    let mut sums =
+        Tensor::from_slice(&[loss.double_value(&[]), top1.double_value(&[]), top5.double_value(&[]), seen as f64]);
     if let Some(dist) = dist {
         dist.all_reduce_sum(&mut sums, "the evaluation's sums")?;
     }
@@ -635,7 +631,8 @@ fn broadcast_variables(dist: &Dist, vs: &nn::VarStore, pick: impl Fn(&Tensor) ->
         return Ok(());
     }
     tch::no_grad(|| -> Result<(), TrainError> {
-        let mut flat = Tensor::cat(&named.iter().map(|(_, t)| t.to_kind(Kind::Double).reshape(-1)).collect::<Vec<_>>(), 0);
+        let mut flat =
+            Tensor::cat(&named.iter().map(|(_, t)| t.to_kind(Kind::Double).reshape(-1)).collect::<Vec<_>>(), 0);
         dist.broadcast(&mut flat, "the broadcast of rank 0's weights")?;
         let mut offset = 0;
         for (_, t) in &mut named {
@@ -746,8 +743,13 @@ pub fn train(
     let mut policy =
         CheckpointPolicy::new(exp.checkpoint_minutes, exp.checkpoint_steps, options.max_steps, Instant::now());
     let epochs = exp.effective_epochs();
-    let (parameters, device) = (setup.parameters, setup.device);
-    let end = |state: &State, status| finish(run, exp, &state.metrics, status, parameters, device);
+    // Where the run trains, as results and reports show it: the device, and the ranks when several.
+    let device = match &setup.dist {
+        Some(d) => format!("{} × {} ranks", device_name(setup.device), d.size()),
+        None => device_name(setup.device),
+    };
+    let parameters = setup.parameters;
+    let end = |state: &State, status| finish(run, exp, &state.metrics, status, parameters, &device);
     while state.at.epoch <= epochs {
         let epoch = state.at.epoch;
         let trained = match train_epoch(&ctx, &mut setup, &mut state, &mut policy)? {
@@ -757,7 +759,7 @@ pub fn train(
                 return end(&state, Status::Interrupted);
             }
             EpochEnd::Diverged(at) => {
-                return diverged(run, exp, &state.metrics, parameters, device, at);
+                return diverged(run, exp, &state.metrics, parameters, &device, at);
             }
         };
         end_epoch(&ctx, &setup, &mut state, trained)?;
@@ -923,7 +925,8 @@ fn train_epoch(
         state.at.step += 1;
         batches.recycle(batch);
         report_step(ctx, task.as_ref(), (epoch, state.at.step, per_epoch), &loss, images as f64 / secs(started));
-        let mut plan = policy.after_step(state.at.step, per_epoch, ctx.options.stop.load(Ordering::SeqCst), Instant::now());
+        let mut plan =
+            policy.after_step(state.at.step, per_epoch, ctx.options.stop.load(Ordering::SeqCst), Instant::now());
         if let Some(dist) = &setup.dist {
             let agreed = agree(dist, plan, &totals, n as f64)?;
             if agreed.stop && !plan.stop {
@@ -1066,7 +1069,7 @@ fn diverged(
     exp: &Experiment,
     metrics: &[EpochMetrics],
     parameters: i64,
-    device: Device,
+    device: &str,
     at: String,
 ) -> Result<RunResult, TrainError> {
     let message = format!(
@@ -1086,7 +1089,7 @@ fn finish(
     metrics: &[EpochMetrics],
     status: Status,
     parameters: i64,
-    device: Device,
+    device: &str,
 ) -> Result<RunResult, TrainError> {
     let last = metrics.last();
     let result = RunResult {
@@ -1103,7 +1106,7 @@ fn finish(
         final_test_top5_error: last.map(|m| m.test_top5_error),
         best_test_error: metrics.iter().map(|m| m.test_error).min_by(f64::total_cmp),
         median_epoch_seconds: wrn_run::median(&metrics.iter().map(|m| m.epoch_seconds).collect::<Vec<_>>()),
-        device: device_name(device),
+        device: device.to_string(),
         divergence: None,
         recipe_changes: Some(exp.recipe_changes()),
         precision: Some(exp.precision.to_string()),

@@ -106,7 +106,10 @@ impl World {
             return Ok(None);
         };
         if world.size == 0 || world.rank >= world.size {
-            return Err(WorldError::Env(format!("rank {} of a world of {} ranks does not exist", world.rank, world.size)));
+            return Err(WorldError::Env(format!(
+                "rank {} of a world of {} ranks does not exist",
+                world.rank, world.size
+            )));
         }
         Ok((world.size > 1).then_some(world))
     }
@@ -205,11 +208,17 @@ impl Dist {
             (0..self.world.size).map(|r| self.store.add(&format!("wrn/beat/{r}"), 0)).collect()
         };
         let culprit = match counts() {
-            Err(_) => format!("rank 0 is gone (its store at {}:{} does not answer)", self.world.master_addr, self.world.master_port),
+            Err(_) => format!(
+                "rank 0 is gone (its store at {}:{} does not answer)",
+                self.world.master_addr, self.world.master_port
+            ),
             Ok(before) => {
                 std::thread::sleep(3 * BEAT);
                 match counts() {
-                    Err(_) => format!("rank 0 is gone (its store at {}:{} does not answer)", self.world.master_addr, self.world.master_port),
+                    Err(_) => format!(
+                        "rank 0 is gone (its store at {}:{} does not answer)",
+                        self.world.master_addr, self.world.master_port
+                    ),
                     Ok(after) => {
                         let stopped: Vec<String> = (0..self.world.size)
                             .filter(|&r| r != self.world.rank && after[r] == before[r])
@@ -271,7 +280,8 @@ pub fn time_all_reduce(elements: i64, ranks: usize, rounds: usize) -> Result<All
     let handles: Vec<_> = (0..ranks)
         .map(|rank| {
             std::thread::spawn(move || -> Result<Vec<f64>, WorldError> {
-                let world = World { rank, size: ranks, local_rank: rank, master_addr: "127.0.0.1".into(), master_port: port };
+                let world =
+                    World { rank, size: ranks, local_rank: rank, master_addr: "127.0.0.1".into(), master_port: port };
                 let dist = Dist::connect(world, timeout)?;
                 let mut grads = Tensor::ones([elements], (tch::Kind::Float, tch::Device::Cpu));
                 let mut times = Vec::with_capacity(rounds);
@@ -297,7 +307,14 @@ pub fn time_all_reduce(elements: i64, ranks: usize, rounds: usize) -> Result<All
     let median = times[times.len() / 2];
     let bytes = elements as u64 * 4;
     let bus = 2.0 * (ranks as f64 - 1.0) / ranks as f64 * bytes as f64 / (median / 1e3) / 1e9;
-    Ok(AllReduceTiming { ranks, bytes_per_step: bytes, median_ms: median, min_ms: times[0], bus_gb_per_second: bus, rounds })
+    Ok(AllReduceTiming {
+        ranks,
+        bytes_per_step: bytes,
+        median_ms: median,
+        min_ms: times[0],
+        bus_gb_per_second: bus,
+        rounds,
+    })
 }
 
 /// How `wrn train --nproc N` starts its ranks on this machine.
@@ -425,7 +442,13 @@ mod tests {
     fn torchrun_and_slurm_environments_name_the_rank_and_rank_0() {
         assert_eq!(world(&[]).unwrap(), None);
         assert_eq!(world(&[("WORLD_SIZE", "1"), ("RANK", "0"), ("MASTER_PORT", "1")]).unwrap(), None);
-        let w = world(&[("WORLD_SIZE", "4"), ("RANK", "3"), ("LOCAL_RANK", "1"), ("MASTER_ADDR", "n1"), ("MASTER_PORT", "29500")]);
+        let w = world(&[
+            ("WORLD_SIZE", "4"),
+            ("RANK", "3"),
+            ("LOCAL_RANK", "1"),
+            ("MASTER_ADDR", "n1"),
+            ("MASTER_PORT", "29500"),
+        ]);
         assert_eq!(
             w.unwrap().unwrap(),
             World { rank: 3, size: 4, local_rank: 1, master_addr: "n1".into(), master_port: 29500 }

@@ -107,7 +107,10 @@ fn stage_crates_depend_one_way() {
         ("wrn-augment", &["wrn-fs", "wrn-progress", "wrn-data"][..]),
         ("wrn-nets", &["wrn-fs"][..]),
         ("wrn-torch-ext", &[][..]),
-        ("wrn-train", &["wrn-fs", "wrn-progress", "wrn-run", "wrn-data", "wrn-augment", "wrn-nets", "wrn-torch-ext"][..]),
+        (
+            "wrn-train",
+            &["wrn-fs", "wrn-progress", "wrn-run", "wrn-data", "wrn-augment", "wrn-nets", "wrn-torch-ext"][..],
+        ),
         ("wrn-tables", &[][..]),
         ("wrn-sweep", &["wrn-fs", "wrn-progress", "wrn-run", "wrn-tables"][..]),
         ("wrn-report", &["wrn-fs", "wrn-progress", "wrn-run", "wrn-tables"][..]),

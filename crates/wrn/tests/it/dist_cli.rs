@@ -159,6 +159,7 @@ fn a_run_over_two_ranks_resumes_bit_for_bit_and_continues_over_three() {
     let result: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(copy.join("result.json")).unwrap()).unwrap();
     assert_eq!(result["status"], "finished");
+    assert_eq!(result["device"], "cpu × 3 ranks", "the result says where it trained last");
 }
 
 /// Starts rank `rank` of `size` as torchrun would, its output to files in `dir`.
