@@ -1,5 +1,8 @@
 // wrn's extension of libtorch: what tch does not bind, behind a C interface for Rust.
 //
+// The fused SGD update (`at::_fused_sgd_`, what `torch.optim.SGD(fused=True)` calls): one kernel per
+// parameter tensor on the CPU, one launch per group of tensors on CUDA.
+//
 // c10d, the engine of PyTorch's DistributedDataParallel: a TCP store for the rendezvous and a Gloo
 // process group (compiled into libtorch_cpu.so) for collectives on CPU tensors. Every function catches
 // what libtorch throws and returns it as a message (malloc'd, freed by wrn_ext_free_string); a null
@@ -161,6 +164,39 @@ char* wrn_group_broadcast(wrn_group* g, void* tensor, int root) {
 
 char* wrn_group_barrier(wrn_group* g) {
   return guarded([&] { wait(g->backend->barrier(c10d::BarrierOptions{})); });
+}
+
+// One SGD step over n parameters with their gradients (and momentum buffers, unless momentum is 0):
+// d = g + wd*p; buf = d on the first step, else momentum*buf + (1 - dampening)*d; with Nesterov
+// d = d + momentum*buf, else d = buf; p = p - lr*d. Parameters, gradients and buffers share each
+// tensor's layout.
+char* wrn_fused_sgd(
+    void** params,
+    void** grads,
+    void** buffers,
+    size_t n,
+    double weight_decay,
+    double momentum,
+    double lr,
+    double dampening,
+    int nesterov,
+    int first_step) {
+  return guarded([&] {
+    std::vector<at::Tensor> p, g, b;
+    p.reserve(n);
+    g.reserve(n);
+    for (size_t i = 0; i < n; i++) {
+      p.push_back(*static_cast<at::Tensor*>(params[i]));
+      g.push_back(*static_cast<at::Tensor*>(grads[i]));
+      if (momentum != 0.0) {
+        b.push_back(*static_cast<at::Tensor*>(buffers[i]));
+      }
+    }
+    at::NoGradGuard no_grad;
+    at::_fused_sgd_(
+        p, g, b, weight_decay, momentum, lr, dampening, nesterov != 0, /*maximize=*/false, first_step != 0,
+        /*grad_scale=*/std::nullopt, /*found_inf=*/std::nullopt);
+  });
 }
 
 } // extern "C"

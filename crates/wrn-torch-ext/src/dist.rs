@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tch::{Device, Tensor};
 
-/// An error of libtorch's c10d, with its message.
+/// An error of the extension (libtorch's message).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct DistError(pub String);
@@ -51,7 +51,7 @@ extern "C" {
 }
 
 /// Turns the extension's error string (null: success) into a result.
-fn check(err: *mut c_char) -> Result<(), DistError> {
+pub(crate) fn check(err: *mut c_char) -> Result<(), DistError> {
     if err.is_null() {
         return Ok(());
     }

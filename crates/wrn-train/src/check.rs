@@ -50,6 +50,8 @@ pub struct CheckOptions {
     /// Input height and width instead of the paper's (32, or 224 for ImageNet), e.g. smaller ImageNet
     /// inputs for a quick check that every layer runs.
     pub input_side: Option<i64>,
+    /// How the SGD update runs, instead of the device's default.
+    pub update: Option<crate::sgd::Update>,
 }
 
 /// Runs warm-up steps (one on the CPU, three on CUDA) and `steps` timed forward+backward steps of `arch` at
@@ -71,7 +73,13 @@ pub fn forward_backward(
     }
     let (x, y) = random_batch(arch, device, batch, &options).map_err(torch)?;
     let recipe = crate::config::Experiment::recipe(crate::datasets::Dataset::Cifar10).optimizer;
-    let mut sgd = options.optimizer_step.then(|| crate::sgd::Sgd::new(&vs, recipe));
+    let mut sgd = options.optimizer_step.then(|| {
+        let sgd = crate::sgd::Sgd::new(&vs, recipe);
+        match options.update {
+            Some(update) => sgd.with_update(update),
+            None => sgd,
+        }
+    });
     let mut step = || -> Result<Tensor, tch::TchError> {
         vs.trainable_variables().iter_mut().for_each(Tensor::zero_grad);
         let loss = net.forward_t(&x, true).to_kind(Kind::Float).f_cross_entropy_loss::<Tensor>(

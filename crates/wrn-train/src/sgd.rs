@@ -11,17 +11,20 @@
 //! ([`Update::Flat`]) a step is a handful of operations on the whole buffers instead of eight per parameter
 //! tensor: one gather of the gradients, then the update above on flat tensors, writing the parameters
 //! through their views; that is what PyTorch's multi-tensor (`foreach`) SGD achieves with kernels tch does
-//! not bind: a few launches a step instead of hundreds. On the CPU ([`Update::PerParameter`]) the same
-//! update runs parameter by parameter on the views: there a dispatch is cheap, and whole-buffer
-//! temporaries are not (WRN-28-10's are 146 MB each, freshly mapped every step: 6.0 images/s at batch 8
-//! against 7.8 parameter by parameter). A step where some parameter has no gradient goes parameter by
-//! parameter, skipping it, as `torch.optim.SGD` does. Checkpoints hold the momentum per parameter
+//! not bind: a few launches a step instead of hundreds. On the CPU whole-buffer temporaries cost more than
+//! dispatches (WRN-28-10's are 146 MB each, freshly mapped every step: 6.0 images/s at batch 8 against 7.8
+//! parameter by parameter, [`Update::PerParameter`]), and the default is libtorch's fused kernel
+//! ([`Update::Fused`], `at::_fused_sgd_` through `wrn-torch-ext`): one pass over each parameter's views,
+//! no temporaries at all. A step where some parameter has no gradient goes parameter by parameter,
+//! skipping it, as `torch.optim.SGD` does. Checkpoints hold the momentum per parameter
 //! (`momentum.<name>`), as before.
 
 use std::collections::HashMap;
 
 use tch::nn::VarStore;
 use tch::{Kind, Tensor};
+
+use wrn_torch_ext::optim::{fused_sgd, SgdStep};
 
 use crate::config::Optimizer;
 
@@ -30,8 +33,11 @@ use crate::config::Optimizer;
 pub enum Update {
     /// On the whole flat buffers at once (the default on a GPU).
     Flat,
-    /// Parameter by parameter, on their views (the default on the CPU).
+    /// Parameter by parameter, on their views.
     PerParameter,
+    /// libtorch's fused kernel (`at::_fused_sgd_`, through `wrn-torch-ext`): each parameter updated in one
+    /// pass, no temporaries (the default on the CPU).
+    Fused,
 }
 
 /// The optimiser: the parameters as views of one flat buffer, and the momentum laid out alike.
@@ -99,7 +105,7 @@ impl Sgd {
                 (name, p, (offset - n, n))
             })
             .collect();
-        let update = if device.is_cuda() { Update::Flat } else { Update::PerParameter };
+        let update = if device.is_cuda() { Update::Flat } else { Update::Fused };
         Sgd { config, update, params, flat, momentum: None }
     }
 
@@ -122,6 +128,9 @@ impl Sgd {
         if self.update == Update::PerParameter || grads.iter().any(|g| !g.defined()) {
             return self.step_each(lr, &grads);
         }
+        if self.update == Update::Fused {
+            return self.step_fused(lr, &grads);
+        }
         if grads.is_empty() {
             return;
         }
@@ -141,6 +150,28 @@ impl Sgd {
             }
             let _ = self.flat.g_sub_(&(d * lr));
         });
+    }
+
+    /// The update by libtorch's fused kernel, per parameter on its span of the flat buffers and its
+    /// gradient in the parameter's memory order, all one-dimensional (a gradient need not have its
+    /// parameter's strides; as spans, the three agree element by element whatever the layouts); the
+    /// momentum after a reset is filled by the kernel's first step.
+    fn step_fused(&mut self, lr: f64, grads: &[Tensor]) {
+        let Optimizer { momentum, dampening, weight_decay, nesterov, .. } = self.config;
+        let first_step = self.momentum.is_none();
+        if momentum != 0.0 && first_step {
+            self.momentum = Some(self.flat.zeros_like());
+        }
+        let spans = |buf: &Tensor| -> Vec<Tensor> {
+            self.params.iter().map(|(_, _, (offset, n))| buf.narrow(0, *offset, *n)).collect()
+        };
+        let buffers = self.momentum.as_ref().map_or(Vec::new(), spans);
+        let params = spans(&self.flat);
+        let grads: Vec<Tensor> = grads.iter().map(memory_order).collect();
+        let step = SgdStep { lr, momentum, dampening, weight_decay, nesterov, first_step };
+        if let Err(e) = fused_sgd(&params, &grads, &buffers, step) {
+            panic!("libtorch's fused SGD update failed: {e}");
+        }
     }
 
     /// The update parameter by parameter, on their views, skipping those without a gradient (the same
@@ -302,6 +333,7 @@ mod tests {
     fn both_updates_are_the_formula_and_keep_views_and_strides() {
         both_updates_are_the_formula(Update::Flat);
         both_updates_are_the_formula(Update::PerParameter);
+        both_updates_are_the_formula(Update::Fused);
     }
 
     fn both_updates_are_the_formula(update: Update) {
@@ -310,7 +342,7 @@ mod tests {
         let before: Vec<Vec<f64>> =
             [&w, &b, &u].iter().map(|t| Vec::<f64>::try_from(t.flatten(0, -1)).unwrap()).collect();
         let sgd = Sgd::new(&vs, config.clone());
-        assert_eq!(sgd.update, Update::PerParameter, "the CPU's default");
+        assert_eq!(sgd.update, Update::Fused, "the CPU's default");
         let mut sgd = sgd.with_update(update);
         // The values and strides are the variables' own; they are views of one buffer now.
         assert!(
@@ -357,6 +389,42 @@ mod tests {
         assert!(wrn_nets::layout::is_channels_last(&state["momentum.a.weight"]));
         let m: Vec<f64> = Vec::try_from(state["momentum.b.bias"].shallow_clone()).unwrap();
         assert!(m.iter().zip(bufs[1].as_ref().unwrap()).all(|(a, b)| (a - b).abs() < 1e-5));
+    }
+
+    #[test]
+    fn the_fused_kernel_follows_the_update_op_by_op_through_resets_and_without_momentum() {
+        let configs = [
+            Optimizer { lr: 0.1, momentum: 0.9, dampening: 0.0, weight_decay: 5e-4, nesterov: true },
+            Optimizer { lr: 0.1, momentum: 0.9, dampening: 0.1, weight_decay: 1e-4, nesterov: false },
+            Optimizer { lr: 0.1, momentum: 0.0, dampening: 0.0, weight_decay: 5e-4, nesterov: false },
+        ];
+        for config in configs {
+            let run = |update: Update| {
+                // The same random weights for both.
+                tch::manual_seed(7);
+                let (vs, [w, b, u]) = three_params();
+                let mut sgd = Sgd::new(&vs, config.clone()).with_update(update);
+                for step in 1..=4 {
+                    if step == 3 {
+                        sgd.reset_momentum();
+                    }
+                    sgd.zero_grad();
+                    ((&w * &w).sum(Kind::Float) * step as f64 + (&b * 3.0).sum(Kind::Float) + u.sum(Kind::Float))
+                        .backward();
+                    sgd.step(0.05 * step as f64);
+                }
+                let values = |t: &Tensor| Vec::<f32>::try_from(t.flatten(0, -1)).unwrap();
+                let momentum: Vec<Vec<f32>> = sgd.state().iter().map(|(_, t)| values(t)).collect();
+                ([&w, &b, &u].map(values), momentum)
+            };
+            let (fused, by_op) = (run(Update::Fused), run(Update::PerParameter));
+            for (a, b) in fused.0.iter().chain(&fused.1).zip(by_op.0.iter().chain(&by_op.1)) {
+                assert_eq!(a.len(), b.len());
+                let worst = a.iter().zip(b).map(|(x, y)| (x - y).abs() / y.abs().max(1.0)).fold(0.0, f32::max);
+                assert!(worst <= 1e-6, "{config:?}: {worst} apart");
+            }
+            assert_eq!(fused.1.is_empty(), config.momentum == 0.0);
+        }
     }
 
     #[test]

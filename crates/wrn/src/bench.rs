@@ -13,6 +13,7 @@ use wrn_augment::{ImageType, Preset};
 use wrn_nets::Arch;
 use wrn_train::check::{self, CheckOptions};
 use wrn_train::runtime::{self, DeviceChoice, ThreadPlan};
+use wrn_train::sgd::Update;
 
 #[derive(clap::Subcommand)]
 pub enum Command {
@@ -89,6 +90,10 @@ pub struct TrainArgs {
     /// Channels-last (NHWC-strided) weights and inputs.
     #[arg(long)]
     channels_last: bool,
+    /// How the SGD update runs (default: flat on a GPU, fused on the CPU): flat (whole-buffer
+    /// operations), per-parameter (op by op on each parameter) or fused (libtorch's fused kernel).
+    #[arg(long, value_parser = ["flat", "per-parameter", "fused"])]
+    sgd: Option<String>,
     /// Timed steps (after one warm-up step).
     #[arg(long, default_value_t = 10)]
     steps: usize,
@@ -234,6 +239,11 @@ fn train(args: TrainArgs) -> Result<()> {
         channels_last: args.channels_last,
         optimizer_step: true,
         input_side: None,
+        update: args.sgd.as_deref().map(|s| match s {
+            "flat" => Update::Flat,
+            "per-parameter" => Update::PerParameter,
+            _ => Update::Fused,
+        }),
     };
     if args.reference {
         let r = check::against_reference(&args.arch, selected.device, args.batch, args.steps, args.rounds, options)?;

