@@ -207,29 +207,26 @@ impl Dist {
         let counts = || -> Result<Vec<i64>, DistError> {
             (0..self.world.size).map(|r| self.store.add(&format!("wrn/beat/{r}"), 0)).collect()
         };
-        let culprit = match counts() {
+        // Two readings of every rank's counter, three beats apart; the store not answering either time
+        // means rank 0, which serves it, is gone.
+        let readings = counts().and_then(|before| {
+            std::thread::sleep(3 * BEAT);
+            counts().map(|after| (before, after))
+        });
+        let culprit = match readings {
             Err(_) => format!(
                 "rank 0 is gone (its store at {}:{} does not answer)",
                 self.world.master_addr, self.world.master_port
             ),
-            Ok(before) => {
-                std::thread::sleep(3 * BEAT);
-                match counts() {
-                    Err(_) => format!(
-                        "rank 0 is gone (its store at {}:{} does not answer)",
-                        self.world.master_addr, self.world.master_port
-                    ),
-                    Ok(after) => {
-                        let stopped: Vec<String> = (0..self.world.size)
-                            .filter(|&r| r != self.world.rank && after[r] == before[r])
-                            .map(|r| format!("rank {r}"))
-                            .collect();
-                        if stopped.is_empty() {
-                            "every rank still runs: one of them is stuck or took another path".into()
-                        } else {
-                            format!("{} stopped (no heartbeat for {} s)", stopped.join(", "), 3 * BEAT.as_secs())
-                        }
-                    }
+            Ok((before, after)) => {
+                let stopped: Vec<String> = (0..self.world.size)
+                    .filter(|&r| r != self.world.rank && after[r] == before[r])
+                    .map(|r| format!("rank {r}"))
+                    .collect();
+                if stopped.is_empty() {
+                    "every rank still runs: one of them is stuck or took another path".into()
+                } else {
+                    format!("{} stopped (no heartbeat for {} s)", stopped.join(", "), 3 * BEAT.as_secs())
                 }
             }
         };

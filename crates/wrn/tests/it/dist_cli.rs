@@ -210,15 +210,21 @@ fn wait_for_training(run: &Path) {
     std::thread::sleep(Duration::from_millis(1500));
 }
 
+/// Three ranks of a long run in `dir/run`, started as torchrun would, once rank 0 has begun training.
+fn three_ranks_training(dir: &Path) -> (PathBuf, Vec<Child>) {
+    let run = dir.join("run");
+    let port = free_port();
+    let set = ["batch_size=30", "scale.train_subset=120", "epochs=200"];
+    let children: Vec<Child> = (0..3).map(|r| rank(train(&run, &set), r, 3, port, dir)).collect();
+    wait_for_training(&run);
+    (run, children)
+}
+
 #[test]
 fn a_killed_rank_makes_the_others_fail_within_a_minute_naming_it() {
     for victim in [1usize, 0] {
         let dir = tempfile::tempdir().unwrap();
-        let run = dir.path().join("run");
-        let port = free_port();
-        let set = ["batch_size=30", "scale.train_subset=120", "epochs=200"];
-        let mut children: Vec<Child> = (0..3).map(|r| rank(train(&run, &set), r, 3, port, dir.path())).collect();
-        wait_for_training(&run);
+        let (run, mut children) = three_ranks_training(dir.path());
         children[victim].kill().unwrap();
         let killed_at = Instant::now();
         let codes = wait_all(&mut children, Duration::from_secs(60));
@@ -236,11 +242,7 @@ fn a_killed_rank_makes_the_others_fail_within_a_minute_naming_it() {
 #[test]
 fn sigterm_to_one_rank_stops_all_after_rank_0s_checkpoint_and_the_run_resumes() {
     let dir = tempfile::tempdir().unwrap();
-    let run = dir.path().join("run");
-    let port = free_port();
-    let set = ["batch_size=30", "scale.train_subset=120", "epochs=200"];
-    let mut children: Vec<Child> = (0..3).map(|r| rank(train(&run, &set), r, 3, port, dir.path())).collect();
-    wait_for_training(&run);
+    let (run, mut children) = three_ranks_training(dir.path());
     // SAFETY: kill(2) on a child of this test that has not been reaped.
     unsafe { libc::kill(children[2].id() as libc::pid_t, libc::SIGTERM) };
     let codes = wait_all(&mut children, Duration::from_secs(60));
