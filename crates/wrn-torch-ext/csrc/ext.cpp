@@ -3,8 +3,9 @@
 // The fused SGD update (`at::_fused_sgd_`, what `torch.optim.SGD(fused=True)` calls): one kernel per
 // parameter tensor on the CPU, one launch per group of tensors on CUDA.
 //
-// c10d, the engine of PyTorch's DistributedDataParallel: a TCP store for the rendezvous and a Gloo
-// process group (compiled into libtorch_cpu.so) for collectives on CPU tensors. Every function catches
+// c10d, the engine of PyTorch's DistributedDataParallel: a TCP store for the rendezvous, a Gloo
+// process group (compiled into libtorch_cpu.so) for collectives on CPU tensors, and DDP's Reducer, which
+// all-reduces gradients in buckets from autograd hooks while the backward pass still runs. Every function catches
 // what libtorch throws and returns it as a message (malloc'd, freed by wrn_ext_free_string); a null
 // return means success. Tensors are tch's: pointers to at::Tensor.
 
@@ -13,8 +14,10 @@
 #include <string>
 
 #include <ATen/ATen.h>
+#include <torch/csrc/autograd/autograd.h>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#include <torch/csrc/distributed/c10d/reducer.hpp>
 
 namespace {
 
@@ -48,6 +51,20 @@ void wait(const c10::intrusive_ptr<c10d::Work>& work) {
   work->wait();
 }
 
+// A bucket's gradients summed over the ranks, not averaged: each rank weights its loss by its share of
+// the whole batch, so the sum is the gradient of the whole batch's mean loss (DDP's own
+// _AllReduceBySumCommHook, whose code libtorch does not export).
+class SumHook : public c10d::CppCommHookInterface<c10::intrusive_ptr<c10d::ProcessGroup>> {
+ public:
+  explicit SumHook(const c10::intrusive_ptr<c10d::ProcessGroup>& group)
+      : c10d::CppCommHookInterface<c10::intrusive_ptr<c10d::ProcessGroup>>(group) {}
+
+  c10::intrusive_ptr<c10::ivalue::Future> runHook(c10d::GradBucket& bucket) override {
+    std::vector<at::Tensor> tensors{bucket.getBufferRef()};
+    return state_->allreduce(tensors)->getFuture();
+  }
+};
+
 } // namespace
 
 struct wrn_store {
@@ -56,6 +73,12 @@ struct wrn_store {
 
 struct wrn_group {
   c10::intrusive_ptr<c10d::Backend> backend;
+  // The backend behind the dispatcher's collectives, which the Reducer calls.
+  c10::intrusive_ptr<c10d::ProcessGroup> group;
+};
+
+struct wrn_reducer {
+  std::unique_ptr<c10d::Reducer> reducer;
 };
 
 extern "C" {
@@ -134,7 +157,10 @@ char* wrn_group_gloo(wrn_store* s, int rank, int size, int64_t timeout_ms, const
       opts->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
     }
     auto backend = c10::make_intrusive<c10d::ProcessGroupGloo>(s->store, rank, size, opts);
-    *out = new wrn_group{backend};
+    auto group = c10::make_intrusive<c10d::ProcessGroup>(s->store, rank, size);
+    group->setBackend(c10::DeviceType::CPU, c10d::ProcessGroup::BackendType::GLOO, backend);
+    group->setDefaultBackend(c10d::ProcessGroup::BackendType::GLOO);
+    *out = new wrn_group{backend, group};
   });
 }
 
@@ -164,6 +190,74 @@ char* wrn_group_broadcast(wrn_group* g, void* tensor, int root) {
 
 char* wrn_group_barrier(wrn_group* g) {
   return guarded([&] { wait(g->backend->barrier(c10d::BarrierOptions{})); });
+}
+
+// DDP's Reducer over n parameters (leaf tensors that require grad, in the same order on every rank):
+// their gradients go into buckets of about bucket_bytes (the first to fill, about first_bucket_bytes),
+// laid out from the last parameter to the first until a backward pass has run, then in the order that
+// pass made the gradients ready (rank 0's).
+char* wrn_reducer_new(
+    wrn_group* g,
+    void** params,
+    size_t n,
+    int64_t first_bucket_bytes,
+    int64_t bucket_bytes,
+    wrn_reducer** out) {
+  return guarded([&] {
+    std::vector<at::Tensor> tensors;
+    tensors.reserve(n);
+    for (size_t i = 0; i < n; i++) {
+      tensors.push_back(*static_cast<at::Tensor*>(params[i]));
+    }
+    // Backward runs from the last parameter to the first: buckets from the end, as DDP lays them out.
+    std::vector<at::Tensor> reversed(tensors.rbegin(), tensors.rend());
+    std::vector<int64_t> indices;
+    for (size_t i = n; i-- > 0;) {
+      indices.push_back(static_cast<int64_t>(i));
+    }
+    std::vector<size_t> limits{static_cast<size_t>(first_bucket_bytes), static_cast<size_t>(bucket_bytes)};
+    auto assignment = c10d::compute_bucket_assignment_by_size(reversed, limits, {}, indices);
+    auto buckets = std::get<0>(assignment);
+    std::vector<int64_t> caps(std::get<1>(assignment).begin(), std::get<1>(assignment).end());
+    auto reducer = std::make_unique<c10d::Reducer>(
+        tensors, buckets, g->group, std::vector<bool>(n, false), bucket_bytes, /*find_unused_parameters=*/false,
+        /*gradient_as_bucket_view=*/false, std::unordered_map<size_t, std::string>{}, first_bucket_bytes,
+        /*skip_all_reduce_unused_params=*/false, /*use_python_reducer=*/false, caps);
+    reducer->register_comm_hook(std::make_unique<SumHook>(g->group));
+    *out = new wrn_reducer{std::move(reducer)};
+  });
+}
+
+void wrn_reducer_free(wrn_reducer* r) {
+  try {
+    delete r;
+  } catch (...) {
+    // The Reducer's destructor removes its hooks and may throw on a broken run; the process is ending.
+  }
+}
+
+// One backward pass from `loss` with the gradients summed over the ranks into every parameter's .grad,
+// each bucket's all-reduce starting as soon as its gradients are ready. As DDP does at each iteration,
+// the buckets are first laid out again in the gradient-ready order of the previous pass (once).
+char* wrn_reducer_backward(wrn_reducer* r, void* loss) {
+  return guarded([&] {
+    r->reducer->rebuild_buckets();
+    r->reducer->prepare_for_forward();
+    r->reducer->prepare_for_backward({});
+    torch::autograd::backward({*static_cast<at::Tensor*>(loss)});
+  });
+}
+
+// The number of buckets and the bytes of each (up to `cap` of them written to `bytes`).
+char* wrn_reducer_buckets(wrn_reducer* r, int64_t* bytes, size_t cap, size_t* count) {
+  return guarded([&] {
+    auto buckets = r->reducer->get_grad_buckets(/*return_zero_tensors=*/true);
+    *count = buckets.size();
+    for (size_t i = 0; i < buckets.size() && i < cap; i++) {
+      const auto& buffer = buckets[i].getBuffer();
+      bytes[i] = buffer.numel() * static_cast<int64_t>(buffer.element_size());
+    }
+  });
 }
 
 // One SGD step over n parameters with their gradients (and momentum buffers, unless momentum is 0):

@@ -20,6 +20,10 @@ struct RawStore {
 struct RawGroup {
     _private: [u8; 0],
 }
+#[repr(C)]
+struct RawReducer {
+    _private: [u8; 0],
+}
 
 extern "C" {
     fn wrn_ext_free_string(s: *mut c_char);
@@ -48,6 +52,17 @@ extern "C" {
     fn wrn_group_allreduce_sum(g: *mut RawGroup, tensor: *mut c_void) -> *mut c_char;
     fn wrn_group_broadcast(g: *mut RawGroup, tensor: *mut c_void, root: c_int) -> *mut c_char;
     fn wrn_group_barrier(g: *mut RawGroup) -> *mut c_char;
+    fn wrn_reducer_new(
+        g: *mut RawGroup,
+        params: *const *mut c_void,
+        n: usize,
+        first_bucket_bytes: i64,
+        bucket_bytes: i64,
+        out: *mut *mut RawReducer,
+    ) -> *mut c_char;
+    fn wrn_reducer_free(r: *mut RawReducer);
+    fn wrn_reducer_backward(r: *mut RawReducer, loss: *mut c_void) -> *mut c_char;
+    fn wrn_reducer_buckets(r: *mut RawReducer, bytes: *mut i64, cap: usize, count: *mut usize) -> *mut c_char;
 }
 
 /// Turns the extension's error string (null: success) into a result.
@@ -199,6 +214,78 @@ impl Drop for Group {
     fn drop(&mut self) {
         // SAFETY: created by wrn_group_gloo, freed once.
         unsafe { wrn_group_free(self.raw) }
+    }
+}
+
+/// DDP's bucket sizes: about 25 MB, and 1 MB for the first bucket to fill, so the all-reduce starts early.
+pub const BUCKET_BYTES: i64 = 25 * 1024 * 1024;
+pub const FIRST_BUCKET_BYTES: i64 = 1024 * 1024;
+
+/// The gradient all-reduce of `DistributedDataParallel`: c10d's `Reducer`, whose autograd hooks copy each
+/// parameter's gradient into a bucket as the backward pass produces it and start the bucket's
+/// all-reduce (on the group's threads) as soon as it is full, so communication overlaps the rest of the
+/// backward pass. Gradients are summed over the ranks, not averaged: each rank scales its loss.
+pub struct Reducer {
+    raw: *mut RawReducer,
+}
+
+// SAFETY: the Reducer is driven from one thread at a time (the training loop's); its hooks run inside
+// the backward passes that thread starts.
+unsafe impl Send for Reducer {}
+
+impl Reducer {
+    /// A reducer over `params` (leaf tensors that require grad, the same ones in the same order on every
+    /// rank), in buckets of about `bucket_bytes` (`first_bucket_bytes` for the first to fill).
+    pub fn new(
+        group: &Group,
+        params: &[Tensor],
+        first_bucket_bytes: i64,
+        bucket_bytes: i64,
+    ) -> Result<Reducer, DistError> {
+        if params.is_empty() {
+            return Err(DistError("a reducer needs at least one parameter".into()));
+        }
+        if let Some(p) = params.iter().find(|p| !p.requires_grad()) {
+            return Err(DistError(format!(
+                "a reducer's parameters require grad (one of size {:?} does not)",
+                p.size()
+            )));
+        }
+        let ptrs: Vec<*mut c_void> = params.iter().map(|p| p.as_ptr() as *mut c_void).collect();
+        let mut raw = std::ptr::null_mut();
+        // SAFETY: the group is live (the reducer keeps its own reference); the tensors are copied (shared)
+        // by the reducer before the call returns.
+        check(unsafe {
+            wrn_reducer_new(group.raw, ptrs.as_ptr(), ptrs.len(), first_bucket_bytes, bucket_bytes, &mut raw)
+        })?;
+        Ok(Reducer { raw })
+    }
+
+    /// The backward pass from `loss`, after which every parameter's `.grad` holds its gradient summed over
+    /// the ranks. Every rank calls it once per step. A failed collective (a rank gone, a timeout) is
+    /// an error, not a panic.
+    pub fn backward(&mut self, loss: &Tensor) -> Result<(), DistError> {
+        // SAFETY: the reducer and the loss are live for the call.
+        check(unsafe { wrn_reducer_backward(self.raw, loss.as_ptr() as *mut c_void) })
+    }
+
+    /// The size in bytes of each bucket, in the order they fill.
+    pub fn bucket_bytes(&self) -> Result<Vec<i64>, DistError> {
+        let mut count = 0usize;
+        // SAFETY: a zero-capacity query writes only the count.
+        check(unsafe { wrn_reducer_buckets(self.raw, std::ptr::null_mut(), 0, &mut count) })?;
+        let mut bytes = vec![0i64; count];
+        // SAFETY: `bytes` holds `count` slots.
+        check(unsafe { wrn_reducer_buckets(self.raw, bytes.as_mut_ptr(), count, &mut count) })?;
+        bytes.truncate(count);
+        Ok(bytes)
+    }
+}
+
+impl Drop for Reducer {
+    fn drop(&mut self) {
+        // SAFETY: created by wrn_reducer_new, freed once.
+        unsafe { wrn_reducer_free(self.raw) }
     }
 }
 

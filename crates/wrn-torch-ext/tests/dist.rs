@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use tch::{Kind, Tensor};
-use wrn_torch_ext::dist::{Group, Store};
+use wrn_torch_ext::dist::{Group, Reducer, Store};
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -91,4 +91,81 @@ fn collectives_refuse_tensors_gloo_cannot_take_here() {
         group.all_reduce_sum(&mut strided).unwrap_err().to_string()
     });
     assert!(out[0].contains("contiguous CPU tensors"), "{}", out[0]);
+}
+
+/// A rank's parameters for the reducer tests: four tensors of 3, 40, 5 and 200 values, the same on every
+/// rank, and its loss on its own data: sum over tensors of (rank + 1 + step)·Σ p·index, weighted by `share`.
+fn params() -> Vec<Tensor> {
+    [3i64, 40, 5, 200]
+        .iter()
+        .map(|&n| (Tensor::arange(n, (Kind::Float, tch::Device::Cpu)) / 7.0).set_requires_grad(true))
+        .collect()
+}
+
+fn loss(params: &[Tensor], rank: usize, step: usize, share: f64) -> Tensor {
+    let mut total = Tensor::zeros([], (Kind::Float, tch::Device::Cpu));
+    for p in params {
+        let index = Tensor::arange(p.size()[0], (Kind::Float, tch::Device::Cpu));
+        total += (p * &index * (rank + 1 + step) as f64).sum(Kind::Float);
+    }
+    total * share
+}
+
+#[test]
+fn the_reducer_sums_weighted_gradients_over_three_ranks_in_several_buckets() {
+    let out = ranks(3, |rank, _, group| {
+        let params = params();
+        // Tiny buckets (bytes): 16 for the first to fill, 200 after, so the four tensors make several.
+        let mut reducer = Reducer::new(group, &params, 16, 200).unwrap();
+        let shares = [0.5, 0.25, 0.25];
+        let mut grads = Vec::new();
+        for step in 0..3 {
+            for p in &params {
+                let mut g = p.grad();
+                if g.defined() {
+                    let _ = g.zero_();
+                }
+            }
+            reducer.backward(&loss(&params, rank, step, shares[rank])).unwrap();
+            grads.push(params.iter().map(|p| Vec::<f32>::try_from(p.grad()).unwrap()).collect::<Vec<_>>());
+        }
+        (grads, reducer.bucket_bytes().unwrap())
+    });
+    for (grads, buckets) in &out {
+        for (step, per_param) in grads.iter().enumerate() {
+            // d/dp_i of Σ_r share_r (r + 1 + step) p_i i = i · Σ_r share_r (r + 1 + step).
+            let factor: f64 = [0.5, 0.25, 0.25].iter().enumerate().map(|(r, s)| s * (r + 1 + step) as f64).sum();
+            for g in per_param {
+                let want: Vec<f32> = (0..g.len()).map(|i| (i as f64 * factor) as f32).collect();
+                assert_eq!(g, &want, "step {step}");
+            }
+        }
+        // 800 + 20 + 160 + 12 bytes of f32 gradients in more than one bucket, none lost.
+        assert!(buckets.len() > 1, "{buckets:?}");
+        assert_eq!(buckets.iter().sum::<i64>(), 4 * (3 + 40 + 5 + 200));
+    }
+}
+
+#[test]
+fn a_reducer_rank_that_never_comes_is_an_error_not_a_panic() {
+    let port = free_port();
+    let other = std::thread::spawn(move || {
+        let store = Store::tcp("127.0.0.1", port, false, 2, Duration::from_secs(30)).unwrap();
+        let group = Group::gloo(&store, 1, 2, Duration::from_secs(2), Some("127.0.0.1")).unwrap();
+        store.get("done").unwrap();
+        drop(group);
+    });
+    let store = Store::tcp("127.0.0.1", port, true, 2, Duration::from_secs(30)).unwrap();
+    let group = Group::gloo(&store, 0, 2, Duration::from_secs(2), Some("127.0.0.1")).unwrap();
+    let params = params();
+    let mut reducer = Reducer::new(&group, &params, 1 << 20, 25 << 20).unwrap();
+    let started = Instant::now();
+    let err = reducer.backward(&loss(&params, 0, 0, 1.0)).unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(30), "failed after {:?}", started.elapsed());
+    assert!(!err.0.is_empty());
+    assert!(err.0.contains("Timed out"), "{}", err.0);
+    store.set("done", b"1").unwrap();
+    drop(reducer);
+    drop(group);
+    other.join().unwrap();
 }

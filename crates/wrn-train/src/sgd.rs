@@ -204,41 +204,9 @@ impl Sgd {
         });
     }
 
-    /// Every parameter's gradient, back to back in the flat buffer's layout (zeros for a parameter without
-    /// one), in a new contiguous tensor: what ranks all-reduce.
-    pub fn flat_gradients(&self) -> Tensor {
-        tch::no_grad(|| {
-            let pieces: Vec<Tensor> = self
-                .params
-                .iter()
-                .map(|(_, p, (_, n))| {
-                    let g = p.grad();
-                    if g.defined() {
-                        memory_order(&g)
-                    } else {
-                        Tensor::zeros([*n], (p.kind(), p.device()))
-                    }
-                })
-                .collect();
-            if pieces.is_empty() {
-                self.flat.zeros_like()
-            } else {
-                Tensor::cat(&pieces, 0)
-            }
-        })
-    }
-
-    /// Replaces every gradient (that a parameter has) by its span of `flat`, laid out as
-    /// [`Sgd::flat_gradients`] returns them.
-    pub fn set_gradients(&mut self, flat: &Tensor) {
-        tch::no_grad(|| {
-            for (_, p, (offset, n)) in &self.params {
-                let mut g = p.grad();
-                if g.defined() {
-                    g.copy_(&view_like(&flat.narrow(0, *offset, *n), p));
-                }
-            }
-        });
+    /// The trainable parameters, in the optimiser's order (by name: the same on every rank).
+    pub fn parameters(&self) -> Vec<Tensor> {
+        self.params.iter().map(|(_, p, _)| p.shallow_clone()).collect()
     }
 
     /// Forgets the momentum, as the official Lua code does at each learning-rate drop.
@@ -448,27 +416,17 @@ mod tests {
     }
 
     #[test]
-    fn flat_gradients_round_trip_through_the_parameters_layout() {
+    fn parameters_come_in_name_order_as_the_network_s_own_tensors() {
         let config = Optimizer { lr: 0.1, momentum: 0.9, dampening: 0.0, weight_decay: 0.0, nesterov: false };
         let (vs, [w, b, u]) = three_params();
-        let mut sgd = Sgd::new(&vs, config);
-        sgd.zero_grad();
-        ((&w * 2.0).sum(Kind::Float) + (&b * 3.0).sum(Kind::Float)).backward();
-        let flat = sgd.flat_gradients();
-        // Sorted names a.weight (48), b.bias (4), c.unused (5: no gradient, zeros).
-        let values = Vec::<f32>::try_from(&flat).unwrap();
-        assert_eq!(values.len(), 57);
-        assert!(values[..48].iter().all(|&v| v == 2.0) && values[48..52].iter().all(|&v| v == 3.0));
-        assert!(values[52..].iter().all(|&v| v == 0.0));
-        sgd.set_gradients(&Tensor::arange(57, (Kind::Float, Device::Cpu)));
-        // Each gradient is its span, in the parameter's memory order (channels-last for `a.weight`); the
-        // parameter without a gradient reads as zeros still.
-        let want: Vec<f32> = (0..52).map(|i| i as f32).chain([0.0; 5]).collect();
-        assert_eq!(Vec::<f32>::try_from(sgd.flat_gradients()).unwrap(), want);
-        let first_nhwc = w.grad().permute([0, 2, 3, 1]).reshape(-1).narrow(0, 0, 3);
-        assert_eq!(Vec::<f32>::try_from(first_nhwc).unwrap(), [0.0, 1.0, 2.0]);
-        assert!(wrn_nets::layout::is_channels_last(&w.grad()));
-        assert!(!u.grad().defined(), "a parameter without a gradient gets none");
+        let sgd = Sgd::new(&vs, config);
+        let params = sgd.parameters();
+        let sizes: Vec<Vec<i64>> = params.iter().map(Tensor::size).collect();
+        assert_eq!(sizes, [w.size(), b.size(), u.size()]);
+        // The same tensors (views of the flat buffer), not copies: a gradient on one is the network's.
+        (&params[1] * 3.0).sum(Kind::Float).backward();
+        assert_eq!(Vec::<f32>::try_from(b.grad()).unwrap(), [3.0; 4]);
+        assert!(params.iter().all(|p| p.requires_grad()));
     }
 
     #[test]

@@ -43,6 +43,7 @@ use crate::run::{EpochMetrics, Progress, RunDir, RunError, RunResult, Status};
 use crate::runtime::{self, DeviceChoice, RuntimeError, ThreadPlan};
 use crate::sgd::Sgd;
 use crate::world::{Dist, World, WorldError};
+use wrn_torch_ext::dist::Reducer;
 
 /// Errors of a training run.
 #[derive(Debug, thiserror::Error)]
@@ -323,11 +324,21 @@ impl Input {
             None => x,
             Some(step) => step.apply(&x),
         };
+        (self.laid_out(x), y)
+    }
+
+    /// Images as the network takes them: channels-last strides and the compute dtype where the run asks.
+    fn laid_out(&self, x: Tensor) -> Tensor {
         let x = if self.channels_last { wrn_nets::layout::channels_last(&x) } else { x };
         match self.precision {
-            Precision::Fp32 => (x, y),
-            Precision::Bf16 => (wrn_nets::layout::bf16(&x), y),
+            Precision::Fp32 => x,
+            Precision::Bf16 => wrn_nets::layout::bf16(&x),
         }
+    }
+
+    /// `n` blank images of `shape` (`[c, h, w]`), as [`Input::batch`] delivers images.
+    fn blank(&self, n: i64, [c, h, w]: [usize; 3]) -> Tensor {
+        self.laid_out(Tensor::zeros([n, c as i64, h as i64, w as i64], (Kind::Float, self.device)))
     }
 }
 
@@ -536,7 +547,9 @@ struct Setup {
     net: wrn_nets::Network,
     parameters: i64,
     sgd: Sgd,
-    /// The other ranks, when several processes train this run.
+    /// The gradient all-reduce over the other ranks, and those ranks, when several processes train
+    /// this run (the reducer goes first).
+    reducer: Option<Reducer>,
     dist: Option<Dist>,
 }
 
@@ -603,7 +616,37 @@ fn set_up(exp: &Experiment, options: &TrainOptions, recorded: Option<&Environmen
     }
     let parameters = wrn_nets::parameter_count(&vs);
     let sgd = Sgd::new(&vs, exp.optimizer.clone());
-    Ok(Setup { device, plan, data, train_input, test_input, arch, vs, net, parameters, sgd, dist })
+    let reducer = match &dist {
+        Some(dist) => Some(gradient_reducer(dist, (&net, &vs, &sgd), train_input.blank(2, data.train.sample_shape()))?),
+        None => None,
+    };
+    Ok(Setup { device, plan, data, train_input, test_input, arch, vs, net, parameters, sgd, reducer, dist })
+}
+
+/// The gradient all-reduce of a run over several ranks: `DistributedDataParallel`'s Reducer over the
+/// optimiser's parameters, whose buckets are all-reduced while the backward pass goes on. One backward
+/// pass on `blank` images lays the buckets out in the order the gradients become ready, as DDP does after
+/// its first step, so every real step (the first after a resume too) reduces in the same buckets and
+/// adds in the same order; the pass's gradients are cleared and its batch-norm statistics undone.
+fn gradient_reducer(
+    dist: &Dist,
+    (net, vs, sgd): (&wrn_nets::Network, &nn::VarStore, &Sgd),
+    blank: Tensor,
+) -> Result<Reducer, TrainError> {
+    let mut reducer = dist.reducer(&sgd.parameters())?;
+    let statistics: Vec<(Tensor, Tensor)> =
+        tch::no_grad(|| vs.variables().into_values().filter(|t| !t.requires_grad()).map(|t| (t.copy(), t)).collect());
+    let loss = f32_logits(net.forward_t(&blank, true)).sum(Kind::Float) * 0.0;
+    dist.backward(&mut reducer, &loss)?;
+    tch::no_grad(|| {
+        for (saved, mut t) in statistics {
+            t.copy_(&saved);
+        }
+    });
+    for mut p in sgd.parameters() {
+        p.zero_grad();
+    }
+    Ok(reducer)
 }
 
 /// Refuses a run whose smallest training batch has fewer images than there are ranks (some rank would
@@ -813,25 +856,24 @@ struct Totals {
 }
 
 /// One training step on `(x, y)`: forward, backward, SGD at `lr`, the batch added to `totals`. Returns
-/// the batch's mean loss. With `reduce`, the rank's gradient, weighted by its share of the whole batch,
-/// is summed over the ranks first: the gradient of the whole batch's mean loss, as one process computes it.
+/// the batch's mean loss. With `reduce`, the backward pass starts from the loss weighted by the rank's
+/// share of the whole batch and the reducer sums the gradients over the ranks: the gradient of the whole
+/// batch's mean loss, as one process computes it.
 fn train_step(
     (net, sgd): (&wrn_nets::Network, &mut Sgd),
     seed: i64,
     lr: f64,
     (x, y): &(Tensor, Tensor),
     totals: &mut Totals,
-    reduce: Option<(&Dist, f64)>,
+    reduce: Option<(&Dist, &mut Reducer, f64)>,
 ) -> Result<Tensor, TrainError> {
     tch::manual_seed(seed);
     sgd.zero_grad();
     let logits = f32_logits(net.forward_t(x, true));
     let loss = logits.cross_entropy_for_logits(y);
-    loss.backward();
-    if let Some((dist, share)) = reduce {
-        let mut grads = tch::no_grad(|| sgd.flat_gradients() * share);
-        dist.all_reduce_sum(&mut grads, "the gradients' all-reduce")?;
-        sgd.set_gradients(&grads);
+    match reduce {
+        Some((dist, reducer, share)) => dist.backward(reducer, &(&loss * share))?,
+        None => loss.backward(),
     }
     sgd.step(lr);
     tch::no_grad(|| {
@@ -917,7 +959,8 @@ fn train_epoch(
         pending = next.as_ref().map(|b| setup.train_input.batch(b));
         let step_seed = step_seed(seed, epoch, state.at.step);
         let whole = batch_size.min(samples - state.at.step * batch_size);
-        let reduce = setup.dist.as_ref().map(|d| (d, batch.len() as f64 / whole as f64));
+        let share = batch.len() as f64 / whole as f64;
+        let reduce = setup.dist.as_ref().zip(setup.reducer.as_mut()).map(|(d, r)| (d, r, share));
         let loss = train_step((&setup.net, &mut setup.sgd), step_seed, lr, &input, &mut totals, reduce)?;
         let n = batch.len();
         images += n;

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tch::Tensor;
-use wrn_torch_ext::dist::{DistError, Group, Store};
+use wrn_torch_ext::dist::{DistError, Group, Reducer, Store, BUCKET_BYTES, FIRST_BUCKET_BYTES};
 
 /// A failure of the ranks' connection or collectives, explained.
 #[derive(Debug, thiserror::Error)]
@@ -199,6 +199,18 @@ impl Dist {
 
     pub fn barrier(&self, what: &str) -> Result<(), WorldError> {
         self.group.barrier().map_err(|e| self.explain(what, e))
+    }
+
+    /// DDP's gradient all-reduce over `params` (the same tensors in the same order on every rank), in
+    /// DDP's bucket sizes.
+    pub fn reducer(&self, params: &[Tensor]) -> Result<Reducer, WorldError> {
+        Reducer::new(&self.group, params, FIRST_BUCKET_BYTES, BUCKET_BYTES)
+            .map_err(|e| self.explain("setting up the gradient all-reduce", e))
+    }
+
+    /// The backward pass from `loss` with `reducer`: every parameter's gradient summed over the ranks.
+    pub fn backward(&self, reducer: &mut Reducer, loss: &Tensor) -> Result<(), WorldError> {
+        reducer.backward(loss).map_err(|e| self.explain("the gradients' all-reduce", e))
     }
 
     /// The error of a failed collective, naming the ranks whose heartbeat stopped (watched for three
