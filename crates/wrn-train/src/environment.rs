@@ -1,6 +1,7 @@
 //! What this process runs on: wrn and libtorch versions, where libtorch was loaded from, the CUDA
 //! driver, GPUs and cuDNN (or why CUDA is unavailable), libtorch's numerics settings (cuDNN benchmark,
-//! TF32), the host, the thread plan and the directories in use.
+//! TF32), the host, the thread plan and the directories in use; for a run over several processes, their
+//! number, collective backend and hosts.
 //!
 //! `wrn doctor` prints an [`Environment`] and exits non-zero on its [`Environment::problems`]; the training
 //! runner writes one into every run folder, and writes it again when a run resumes on another device or
@@ -29,6 +30,17 @@ pub struct Cuda {
     pub device_count: usize,
 }
 
+/// The processes of a run trained data parallel, as rank 0 records them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ranks {
+    /// How many processes share each batch.
+    pub size: usize,
+    /// c10d's collective backend (`gloo`).
+    pub backend: String,
+    /// Each rank's host name, in rank order.
+    pub hosts: Vec<String>,
+}
+
 /// Versions, libraries, devices, threads and directories of this process.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Environment {
@@ -52,6 +64,9 @@ pub struct Environment {
     /// The machine's host name.
     #[serde(default)]
     pub host: Option<String>,
+    /// The processes a run trains over, when more than one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ranks: Option<Ranks>,
     pub threads: ThreadPlan,
     pub cache_dir: PathBuf,
     pub data_dir: PathBuf,
@@ -90,6 +105,7 @@ impl Environment {
             device: None,
             settings: runtime::torch_settings(),
             host: host_name(),
+            ranks: None,
             threads,
             cache_dir: wrn_data::dirs::cache_dir(),
             data_dir: wrn_data::dirs::data_dir(),
@@ -103,9 +119,16 @@ impl Environment {
         self
     }
 
-    /// Whether a run recorded in `self` and resumed in `now` moved to another device or host.
+    /// The same environment, recording the processes it trains over.
+    pub fn over(mut self, ranks: Option<Ranks>) -> Environment {
+        self.ranks = ranks;
+        self
+    }
+
+    /// Whether a run recorded in `self` and resumed in `now` moved to another device, host or set of
+    /// processes.
     pub fn moved(&self, now: &Environment) -> bool {
-        self.device != now.device || self.host != now.host
+        self.device != now.device || self.host != now.host || self.ranks != now.ranks
     }
 
     /// Problems that make this environment unusable for training; empty when all is well. On a machine
@@ -153,7 +176,7 @@ pub fn device_name(device: tch::Device) -> String {
 }
 
 /// This machine's host name (`/proc/sys/kernel/hostname`, else `$HOSTNAME`).
-fn host_name() -> Option<String> {
+pub fn host_name() -> Option<String> {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .map(|s| s.trim().to_string())

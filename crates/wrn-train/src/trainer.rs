@@ -687,6 +687,13 @@ fn broadcast_variables(dist: &Dist, vs: &nn::VarStore, pick: impl Fn(&Tensor) ->
     })
 }
 
+/// This process's environment, with the device it trains on and the ranks it trains with.
+fn environment(ctx: &Ctx, setup: &Setup) -> Result<Environment, TrainError> {
+    let ranks = setup.dist.as_ref().map(Dist::ranks).transpose()?;
+    let env = Environment::collect(&ctx.options.wrn_version, &ctx.options.git_sha, setup.plan);
+    Ok(env.on_device(setup.device).over(ranks))
+}
+
 /// A new run: writes the configuration, the environment and an empty `metrics.csv`, and logs what runs.
 fn start(ctx: &Ctx, setup: &Setup) -> Result<State, TrainError> {
     let (run, exp) = (ctx.run, ctx.exp);
@@ -695,8 +702,7 @@ fn start(ctx: &Ctx, setup: &Setup) -> Result<State, TrainError> {
         broadcast_variables(dist, &setup.vs, |_| true)?;
     }
     run.write_text(CONFIG, &exp.to_toml())?;
-    let env = Environment::collect(&ctx.options.wrn_version, &ctx.options.git_sha, setup.plan).on_device(setup.device);
-    run.write_json(ENVIRONMENT, &env)?;
+    run.write_json(ENVIRONMENT, &environment(ctx, setup)?)?;
     run.write_metrics(&[])?;
     run.log(&format!(
         "{} on {} ({} parameters) on {:?} in {}{}",
@@ -745,7 +751,7 @@ fn resume(ctx: &Ctx, setup: &mut Setup, recorded: Result<Environment, Unrecorded
     let ranks = setup.dist.as_ref().map_or(String::new(), |d| format!(", over {} ranks", d.size()));
     run.log(&format!("resumed at epoch {} step {} on {}{ranks}", at.epoch, at.step, device_name(setup.device)))?;
     // A run that moved device or host records where it runs now, and where it ran before.
-    let now = Environment::collect(&ctx.options.wrn_version, &ctx.options.git_sha, setup.plan).on_device(setup.device);
+    let now = environment(ctx, setup)?;
     match recorded {
         Ok(mut before) if before.moved(&now) => {
             let mut previous = std::mem::take(&mut before.previous);

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::environment::Ranks;
 use tch::Tensor;
 use wrn_torch_ext::dist::{DistError, Group, Reducer, Store, BUCKET_BYTES, FIRST_BUCKET_BYTES};
 
@@ -172,7 +173,24 @@ impl Dist {
                 }
             })
             .expect("spawning the heartbeat thread");
+        let host = crate::environment::host_name().unwrap_or_else(|| "unknown".into());
+        store.set(&format!("wrn/host/{}", world.rank), host.as_bytes()).map_err(connect)?;
         Ok(Dist { world, store, group, beating, heart: Some(heart) })
+    }
+
+    /// The processes of this run, for its `environment.json`: their number, backend and hosts (each
+    /// rank's, which every rank posts to the store on connecting).
+    pub fn ranks(&self) -> Result<Ranks, WorldError> {
+        let hosts = (0..self.world.size)
+            .map(|r| {
+                let host = self
+                    .store
+                    .get(&format!("wrn/host/{r}"))
+                    .map_err(|e| self.explain("reading the ranks' hosts", e))?;
+                Ok(String::from_utf8_lossy(&host).into_owned())
+            })
+            .collect::<Result<Vec<_>, WorldError>>()?;
+        Ok(Ranks { size: self.world.size, backend: "gloo".into(), hosts })
     }
 
     pub fn world(&self) -> &World {

@@ -143,6 +143,14 @@ fn runs_over_two_and_three_ranks_resume_bit_for_bit_and_continue_over_another_co
         serde_json::from_str(&std::fs::read_to_string(two.join("result.json")).unwrap()).unwrap();
     assert_eq!(result["status"], "finished");
     assert_eq!(result["device"], "cpu × 3 ranks", "the result says where it trained last");
+    // The environment records the ranks now, and the two it ran over before.
+    let env: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(two.join("environment.json")).unwrap()).unwrap();
+    assert_eq!(env["ranks"]["size"], 3);
+    assert_eq!(env["ranks"]["backend"], "gloo");
+    assert_eq!(env["ranks"]["hosts"].as_array().unwrap().len(), 3);
+    assert_eq!(env["ranks"]["hosts"][2], env["host"], "every rank runs on this machine");
+    assert_eq!(env["previous"][0]["ranks"]["size"], 2);
 }
 
 /// Trains a run over `nproc` ranks in one go and again stopped after 3 steps, resumed for 2 and resumed
