@@ -7,6 +7,8 @@ on a CUDA GPU.
         --precision bf16 --channels-last --warmup 5 --steps 40
     python3 benches/peers/pytorch_train_step.py --device cuda --arch resnet-50-w2 --batch 64 \
         --precision bf16 --channels-last
+    python3 benches/peers/pytorch_train_step.py --device cuda --arch wrn-28-10 --batch 128 \
+        --precision bf16 --channels-last --compile max-autotune-no-cudagraphs
 
 Prints one JSON line: {"arch", "batch", "threads", "images_per_second", ...} (the first four are what
 benches/peers/compare.sh reads; the others say what was measured: device, precision, channels_last,
@@ -20,6 +22,11 @@ cross-entropy, backward and torch.optim.SGD(lr=0.1, momentum=0.9, nesterov=True,
 default foreach) on one random batch, after --warmup untimed steps. On CUDA, cuDNN benchmark mode is on,
 bf16 is torch.autocast(device_type='cuda', dtype=torch.bfloat16) over the forward pass and the loss
 (the weights stay float32), and torch.cuda.synchronize() brackets the timed loop only.
+
+--compile MODE runs the network through torch.compile (Inductor) with that mode (`default`,
+`max-autotune-no-cudagraphs`, `reduce-overhead`, `max-autotune`); the compilation happens in the warm-up
+steps (at least 3 then), whose time is reported as warmup_seconds, and the optimiser stays eager. --optimizer
+picks torch.optim.SGD's implementation: foreach (PyTorch's default), fused or for-loop.
 """
 import argparse
 import json
@@ -84,6 +91,11 @@ def main():
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     p.add_argument("--channels-last", action="store_true", help="channels_last weights and input")
     p.add_argument("--classes", type=int, default=None, help="default: 10 (CIFAR WRNs), 1000 (resnet-50-w2)")
+    p.add_argument("--compile", default="none",
+                   choices=["none", "default", "max-autotune-no-cudagraphs", "reduce-overhead", "max-autotune"],
+                   help="torch.compile the network with this mode (none: eager)")
+    p.add_argument("--optimizer", choices=["foreach", "fused", "for-loop"], default="foreach",
+                   help="torch.optim.SGD's implementation")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     device = torch.device(a.device)
@@ -96,6 +108,8 @@ def main():
         torch.cuda.set_device(device)
         torch.backends.cudnn.benchmark = True
     warmup = a.warmup if a.warmup is not None else (5 if cuda else 1)
+    if a.compile != "none":
+        warmup = max(warmup, 3)
 
     torch.manual_seed(0)
     net, side = build(a.arch, a.classes)
@@ -105,7 +119,9 @@ def main():
     memory_format = torch.channels_last if a.channels_last else torch.contiguous_format
     net = net.to(memory_format=memory_format)
     net.train()
-    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    impl = {"foreach": {"foreach": True}, "fused": {"fused": True}, "for-loop": {"foreach": False}}[a.optimizer]
+    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4, **impl)
+    model = net if a.compile == "none" else torch.compile(net, mode=a.compile)
     x = torch.randn(a.batch, 3, side, side, device=device).contiguous(memory_format=memory_format)
     y = torch.randint(0, classes, (a.batch,), device=device)
     bf16 = a.precision == "bf16"
@@ -113,15 +129,17 @@ def main():
     def step():
         opt.zero_grad()
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16):
-            loss = F.cross_entropy(net(x), y)
+            loss = F.cross_entropy(model(x), y)
         loss.backward()
         opt.step()
         return loss
 
+    warm = time.perf_counter()
     for _ in range(warmup):
         step()
     if cuda:
         torch.cuda.synchronize(device)
+    warmup_seconds = time.perf_counter() - warm
     start = time.perf_counter()
     loss = None
     for _ in range(a.steps):
@@ -139,7 +157,10 @@ def main():
         "channels_last": a.channels_last,
         "input_side": side,
         "classes": classes,
+        "compile": a.compile,
+        "optimizer": a.optimizer,
         "warmup_steps": warmup,
+        "warmup_seconds": warmup_seconds,
         "steps": a.steps,
         "seconds": seconds,
         "parameters": parameters,
