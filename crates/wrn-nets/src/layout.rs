@@ -19,12 +19,19 @@ pub fn bf16(x: &Tensor) -> Tensor {
     x.to_kind(Kind::BFloat16)
 }
 
-/// The same values in channels-last strides (a no-op for tensors that are not 4-D).
+/// The same values in channels-last strides (a no-op for tensors that are not 4-D): always the canonical
+/// `[H·W·C, 1, W·C, C]`, also along dimensions of size 1 (a 1×1 kernel), which are the strides the
+/// convolution's backward pass gives the weight's gradient; DDP's Reducer warns when a gradient's strides
+/// differ from its parameter's.
 pub fn channels_last(x: &Tensor) -> Tensor {
     if x.dim() != 4 {
         return x.shallow_clone();
     }
-    x.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2])
+    let size = x.size();
+    let (c, h, w) = (size[1], size[2], size[3]);
+    let mut out = Tensor::empty_strided(&size, [h * w * c, 1, w * c, c], (x.kind(), x.device()));
+    tch::no_grad(|| out.copy_(x));
+    out
 }
 
 /// Whether a 4-D tensor has channels-last strides.
@@ -57,6 +64,16 @@ mod tests {
 
     fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
         f64::try_from((a.to_kind(Kind::Float) - b.to_kind(Kind::Float)).abs().max()).unwrap()
+    }
+
+    #[test]
+    fn channels_last_strides_are_canonical_along_dimensions_of_size_one() {
+        let x = Tensor::arange(64 * 32, (Kind::Float, tch::Device::Cpu)).view([64, 32, 1, 1]);
+        let y = channels_last(&x);
+        assert_eq!(y.stride(), [32, 1, 32, 32]);
+        assert!(is_channels_last(&y) && y.equal(&x));
+        let z = channels_last(&Tensor::zeros([2, 3, 4, 5], (Kind::Float, tch::Device::Cpu)));
+        assert_eq!(z.stride(), [60, 1, 15, 3]);
     }
 
     #[test]
