@@ -22,9 +22,10 @@
 #                       script stops here with the reason and exit status 2, as it does on a machine without
 #                       a GPU.
 #   environment  (15 s) `wrn doctor --json`: CUDA available, libtorch and libtorch_cuda.so from torch's lib/,
-#                       no problems; a running wrn maps exactly one libtorch_cpu.so and one copy of each
-#                       library.
-#   parity       (30 s) `wrn doctor --parity --device cuda --json`: every entry within its tolerance.
+#                       the CUDA part of wrn's extension (NCCL) loaded, no problems; a running wrn maps
+#                       exactly one libtorch_cpu.so and one copy of each library.
+#   parity       (30 s) `wrn doctor --parity --device cuda --json`: every entry within its tolerance, one of
+#                       them DDP's Reducer over NCCL with a world of one rank.
 #   speed       (165 s) wrn against PyTorch eager (benches/peers/pytorch_train_step.py) on the same GPU,
 #                       alternating (wrn, PyTorch, PyTorch, wrn), best of two each: WRN-28-10 b128 bf16 +
 #                       channels-last (gated: wrn/PyTorch >= 0.8), WRN-28-10 b128 fp32, WRN-16-4 b128 bf16 +
@@ -85,10 +86,18 @@ stage() {
     echo "gpu-acceptance: stage runs from the repository (ci/gpu-acceptance.sh), not from a bundle" >&2
     return 1
   fi
-  make -C "$root" --no-print-directory build || return 1
+  # Against the CUDA libtorch (downloaded once, ~2.5 GB), in a target folder of its own: the bundle's
+  # binary then carries the CUDA part of wrn's extension (NCCL), and this checkout's own build stays as it is.
+  WRN_CUDA=1 "$root/ci/libtorch.sh" > "$root/target/libtorch-cuda.env" || return 1
+  (cd "$root" && . ./target/libtorch-cuda.env && CARGO_TARGET_DIR=target/cuda cargo build --release -p wrn) || return 1
+  if ! (. "$root/target/libtorch-cuda.env" && "$root/target/cuda/release/wrn" doctor --json 2>/dev/null) \
+      | "$PY" -c 'import json, sys; sys.exit(0 if json.load(sys.stdin)["cuda"].get("extension") else 1)'; then
+    echo "gpu-acceptance: the binary built against the CUDA libtorch does not load its CUDA extension (wrn doctor --json)" >&2
+    return 1
+  fi
   bundle=$root/dist/gpu-check
   rm -rf "$bundle" && mkdir -p "$bundle/tables" || return 1
-  cp "$root/target/release/wrn" "$bundle/wrn" && strip --strip-debug "$bundle/wrn" || return 1
+  cp "$root/target/cuda/release/wrn" "$bundle/wrn" && strip --strip-debug "$bundle/wrn" || return 1
   cp "$root/ci/gpu-acceptance.sh" "$bundle/gpu-acceptance.sh" || return 1
   cp "$root/benches/peers/pytorch_train_step.py" "$bundle/" || return 1
   cp "$root/reports/tables/demo.toml" "$bundle/tables/" || return 1
@@ -709,6 +718,7 @@ def judge_environment(d):
                libtorch_dir=doc.get("libtorch_dir"), cuda_available=cuda.get("available"),
                device_count=cuda.get("device_count"), cudnn_version=cuda.get("cudnn_version"),
                backend_library=cuda.get("backend_library"), reason=cuda.get("reason"),
+               extension=cuda.get("extension"), extension_error=cuda.get("extension_error"),
                problems=doc.get("problems"))
     if doc:
         if cuda.get("available") is not True:
@@ -720,6 +730,8 @@ def judge_environment(d):
         want = os.path.join(torch_lib, "libtorch_cuda.so")
         if real(cuda.get("backend_library")) != real(want):
             problems.append("cuda.backend_library %s is not %s" % (cuda.get("backend_library"), want))
+        if not cuda.get("extension"):
+            problems.append("the CUDA extension (NCCL) is not loaded: %s" % cuda.get("extension_error"))
         if doc.get("problems") != []:
             problems.append("problems: %s" % doc.get("problems"))
     # The mapped libraries of the probe process.

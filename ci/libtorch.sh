@@ -127,7 +127,7 @@ if [ "$use_cuda" = 0 ]; then
   digest=$( (cat "$lock"; echo "layout=$layout") | sha256sum | cut -c1-12)
   dest=$cache/libtorch/$torch_version-$digest
 else
-  cuda_layout=1
+  cuda_layout=2
   read_lock "$cuda_lock"
   [ -n "$cudart_version" ] || die "$lock has no nvidia-cuda-runtime line (it sets the CUDA version of the CUDA tree)"
   cuda_version=$(echo "$cudart_version" | cut -d. -f1-2)    # 13.0.96 -> 13.0
@@ -279,18 +279,20 @@ PY
 import os, re, shutil, sys, zipfile
 out, cuda_lock, *pairs = sys.argv[1:]
 wheels = dict(zip(pairs[0::2], pairs[1::2]))
-# The lock's `#provides WHEEL MEMBER...` (libraries a wheel must hold) and `#omit WHEEL MEMBER...` (plugins
-# left out) lines.
-provides, omit = {}, set()
+# The lock's `#provides WHEEL MEMBER...` (libraries a wheel must hold), `#headers WHEEL MEMBER...` (headers
+# it must hold) and `#omit WHEEL MEMBER...` (plugins left out) lines.
+provides, needed_headers, omit = {}, {}, set()
 with open(cuda_lock) as f:
     for line in f:
         words = line.split()
-        if not words or words[0] not in ("#provides", "#omit"):
+        if not words or words[0] not in ("#provides", "#headers", "#omit"):
             continue
         if len(words) < 3 or words[1] not in wheels:
             sys.exit(f"{cuda_lock}: '{line.strip()}' must name a pinned wheel and at least one member")
         if words[0] == "#provides":
             provides.setdefault(words[1], []).extend(words[2:])
+        elif words[0] == "#headers":
+            needed_headers.setdefault(words[1], []).extend(words[2:])
         else:
             omit.update((words[1], m) for m in words[2:])
 # From the torch wheel: the headers, the CPU libraries (as in the CPU tree) and the CUDA ones. Left out:
@@ -298,8 +300,11 @@ with open(cuda_lock) as f:
 torch_libs = ["libtorch_cpu.so", "libtorch.so", "libc10.so", "libgomp.so.1",
               "libtorch_cuda.so", "libc10_cuda.so", "libtorch_nvshmem.so", "libcaffe2_nvrtc.so",
               "libtorch_cuda_linalg.so"]
-# From the nvidia-* wheels: every shared library, where pip puts it.
+# From the nvidia-* wheels: every shared library, where pip puts it, and every header, which wrn-torch-ext's
+# CUDA part compiles against (c10d's ProcessGroupNCCL reaches the CUDA runtime's, cuBLAS's, cuSPARSE's,
+# cuSOLVER's and NCCL's headers through ATen's).
 shared = re.compile(r"^nvidia/[^/]+/lib/[^/]+\.so(\.[0-9]+)*$")
+header = re.compile(r"^nvidia/[^/]+/include/.+[^/]$")
 
 def extract(z, member):
     target = os.path.join(out, member)
@@ -313,7 +318,7 @@ for name, wheel in wheels.items():
         if name == "torch":
             want = [f"torch/lib/{lib}" for lib in torch_libs]
         else:
-            want = provides.get(name, [])
+            want = provides.get(name, []) + needed_headers.get(name, [])
         missing = [m for m in want if m not in members]
         if missing:
             sys.exit(f"{os.path.basename(wheel)} lacks {', '.join(missing)}"
@@ -333,8 +338,9 @@ for name, wheel in wheels.items():
                 f.write(version + "\n")
         else:
             taken = [m for m in members if shared.match(m) and (name, m) not in omit]
-            if not taken:
+            if not taken and name not in needed_headers:
                 sys.exit(f"{os.path.basename(wheel)} holds no shared library under nvidia/*/lib/")
+            taken += [m for m in members if header.match(m)]
             for m in taken:
                 extract(z, m)
 

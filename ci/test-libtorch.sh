@@ -76,7 +76,8 @@ wheel(out, "torch-2.11.0-cp311-cp311-manylinux_2_28_x86_64.whl", "torch", "2.11.
     "torch/version.py": "from typing import Optional\n__version__ = '2.11.0+cu130'\n",
 })
 wheel(out, "nvidia_cuda_runtime-13.0.96-py3-none-manylinux2014_x86_64.manylinux_2_17_x86_64.whl",
-      "nvidia-cuda-runtime", "13.0.96", {"nvidia/cu13/lib/libcudart.so.13": "cudart"})
+      "nvidia-cuda-runtime", "13.0.96", {"nvidia/cu13/lib/libcudart.so.13": "cudart",
+                                         "nvidia/cu13/include/cuda_runtime_api.h": "// header\n"})
 wheel(out, "nvidia_cuda_cupti-13.0.85-py3-none-manylinux_2_25_x86_64.whl",
       "nvidia-cuda-cupti", "13.0.85", {"nvidia/cu13/lib/libcupti.so.13": "cupti"})
 
@@ -86,7 +87,7 @@ wheel(out, "nvidia_cuda_cupti-13.0.85-py3-none-manylinux_2_25_x86_64.whl",
 provides = {}
 for line in open(cuda_lock):
     words = line.split()
-    if words and words[0] == "#provides":
+    if words and words[0] in ("#provides", "#headers") and words[1] != "nvidia-cuda-runtime":
         provides.setdefault(words[1], []).extend(words[2:])
 deps = {"libcublas.so.13": ["libcublasLt.so.13"], "libcusparse.so.12": ["libnvJitLink.so.13"],
         "libcusolver.so.12": ["libnvJitLink.so.13", "libcusparse.so.12", "libcublas.so.13", "libcublasLt.so.13"],
@@ -269,10 +270,13 @@ done
 check "pip's layout: torch/lib, torch/include, nvidia/*/lib${missing:+ (missing:$missing)}" test -z "$missing"
 check "torch/lib/libgomp.so links to libgomp.so.1" test "$(readlink "$t/torch/lib/libgomp.so")" = libgomp.so.1
 check "torch/build-version is the wheel's version" grep -qx '2.11.0+cu130' "$t/torch/build-version"
-check "Python's libraries, omitted plugins, headers and archives of nvidia wheels left out" \
+check "Python's libraries, omitted plugins and archives of nvidia wheels left out" \
   test ! -e "$t/torch/lib/libtorch_python.so" -a ! -e "$t/torch/lib/libtorch_global_deps.so" \
   -a ! -e "$t/nvidia/nvshmem/lib/nvshmem_bootstrap_mpi.so.3" -a ! -e "$t/nvidia/cu13/lib/libcufile_rdma.so.1" \
-  -a ! -e "$t/nvidia/cu13/include" -a ! -e "$t/nvidia/nvshmem/lib/libnvshmem_device.a"
+  -a ! -e "$t/nvidia/nvshmem/lib/libnvshmem_device.a"
+check "the nvidia wheels' headers unpacked (the CUDA extension's: runtime, crt, cccl, nccl; and the rest)" \
+  test -f "$t/nvidia/cu13/include/cuda_runtime_api.h" -a -f "$t/nvidia/cu13/include/crt/host_config.h" \
+  -a -f "$t/nvidia/cu13/include/nv/target" -a -f "$t/nvidia/nccl/include/nccl.h" -a -f "$t/nvidia/cu13/include/cufft.h"
 check "link/include is torch/include, link/build-version is there" \
   test "$(readlink "$t/link/include")" = ../torch/include -a -f "$t/link/include/torch/torch.h" -a -f "$t/link/build-version"
 check "link/lib holds the CPU libraries, all resolving, and no libtorch_cuda.so" eval \

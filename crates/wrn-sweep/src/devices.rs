@@ -167,12 +167,14 @@ pub fn require_cuda(status: CudaStatus) -> Result<(), SweepError> {
     }
 }
 
-/// Where a run executes: a device for `wrn train` and the environment that pins it.
+/// Where a run executes: a device for `wrn train`, the environment that pins it, and the number of
+/// processes the run trains over (one per GPU of the slot; `wrn train --nproc` when more than one).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Slot {
     pub device: Device,
     pub env: Vec<(String, String)>,
     pub name: String,
+    pub ranks: usize,
 }
 
 impl Slot {
@@ -189,6 +191,7 @@ impl Slot {
                     device: Device::Cpu,
                     env: vec![("WRN_TORCH_THREADS".into(), threads.clone()), (VISIBLE_DEVICES_ENV.into(), "".into())],
                     name: format!("cpu#{j}"),
+                    ranks: 1,
                 })
                 .collect());
         }
@@ -208,6 +211,57 @@ impl Slot {
                         ("WRN_DATA_THREADS".into(), data_threads.clone()),
                     ],
                     name: if jobs == 1 { gpu.clone() } else { format!("{gpu}#{j}") },
+                    ranks: 1,
+                });
+            }
+        }
+        Ok(slots)
+    }
+
+    /// The GPU slots of [`Slot::layout`] with each run over `per_run` GPUs: consecutive GPUs of `gpus`
+    /// make one slot (`jobs` runs at once on it), whose child sees exactly them and starts one rank on
+    /// each (`wrn train --nproc`). `gpus` must split evenly.
+    pub fn layout_runs(
+        gpus: &[u32],
+        per_run: usize,
+        jobs: usize,
+        cores: usize,
+        cuda: &CudaEnv,
+    ) -> Result<Vec<Slot>, SweepError> {
+        if per_run <= 1 {
+            return Slot::layout(gpus, jobs, cores, cuda);
+        }
+        if gpus.is_empty() {
+            return Err(SweepError::Invalid(format!(
+                "--gpus-per-run {per_run}: the sweep trains on the CPU (no GPU found, or --gpus none); one run over \
+                 several GPUs needs GPUs"
+            )));
+        }
+        if !gpus.len().is_multiple_of(per_run) {
+            return Err(SweepError::Invalid(format!(
+                "--gpus-per-run {per_run}: the sweep has {} GPUs, which do not split into runs of {per_run}: name a \
+                 multiple of {per_run} with --gpus",
+                gpus.len()
+            )));
+        }
+        let jobs = jobs.max(1);
+        let visible = cuda.children_visible(gpus)?;
+        let data_threads = (cores / (gpus.len() * jobs)).max(1).to_string();
+        let mut slots = Vec::new();
+        for (ids, entries) in gpus.chunks(per_run).zip(visible.chunks(per_run)) {
+            let list = entries.join(",");
+            let own = ids.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
+            let gpu = if list == own { format!("gpus{own}") } else { format!("gpus{own}({list})") };
+            for j in 0..jobs {
+                slots.push(Slot {
+                    device: Device::Cuda,
+                    env: vec![
+                        (VISIBLE_DEVICES_ENV.into(), list.clone()),
+                        (DEVICE_ORDER_ENV.into(), cuda.order().into()),
+                        ("WRN_DATA_THREADS".into(), data_threads.clone()),
+                    ],
+                    name: if jobs == 1 { gpu.clone() } else { format!("{gpu}#{j}") },
+                    ranks: per_run,
                 });
             }
         }
@@ -215,12 +269,14 @@ impl Slot {
     }
 }
 
-/// The slots of a sweep from `--gpus` (`gpus`) and `--jobs` (`jobs`, over `cores` on the CPU): named
+/// The slots of a sweep from `--gpus` (`gpus`), `--gpus-per-run` (`per_run`) and `--jobs` (`jobs`, over
+/// `cores` on the CPU): named
 /// GPUs are mapped through `env` and checked against `cuda` (libtorch's answer, asked only when GPUs
 /// are named or sought); without `--gpus`, [`auto_gpus`] decides, asking `driver_gpus` only when
 /// libtorch finds none. Also returns why the sweep trains on the CPU when it fell back to it.
 pub fn slots(
     gpus: GpuRequest,
+    per_run: usize,
     jobs: usize,
     cuda: impl FnOnce() -> CudaStatus,
     driver_gpus: impl FnOnce() -> Result<usize, NoDriver>,
@@ -240,7 +296,7 @@ pub fn slots(
             AutoChoice::Cpu { reason } => (vec![], Some(reason)),
         },
     };
-    Ok((Slot::layout(&ids, jobs, cores, env)?, cpu_reason))
+    Ok((Slot::layout_runs(&ids, per_run, jobs, cores, env)?, cpu_reason))
 }
 
 /// How many runs a sweep runs at once (for its estimate from start to end): `jobs` per named GPU, one
@@ -338,6 +394,28 @@ mod tests {
 
     fn env_of(slot: &Slot, key: &str) -> Option<String> {
         slot.env.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone())
+    }
+
+    #[test]
+    fn runs_over_several_gpus_take_consecutive_gpus_of_the_sweep() {
+        let cuda = env(Some("GPU-a,GPU-b,GPU-c,GPU-d,GPU-e,GPU-f"), None);
+        let slots = Slot::layout_runs(&[0, 1, 2, 3], 2, 2, 16, &cuda).unwrap();
+        let names: Vec<&str> = slots.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["gpus0,1(GPU-a,GPU-b)#0", "gpus0,1(GPU-a,GPU-b)#1", "gpus2,3(GPU-c,GPU-d)#0", "gpus2,3(GPU-c,GPU-d)#1"]
+        );
+        assert!(slots.iter().all(|s| s.ranks == 2 && s.device == Device::Cuda));
+        let visible = |s: &Slot| s.env.iter().find(|(k, _)| k == VISIBLE_DEVICES_ENV).unwrap().1.clone();
+        assert_eq!(visible(&slots[2]), "GPU-c,GPU-d");
+        // 16 cores over 4 GPUs and 2 jobs each: 2 loader threads per rank.
+        assert!(slots[0].env.contains(&("WRN_DATA_THREADS".into(), "2".into())));
+        // One GPU per run is the plain layout.
+        assert_eq!(Slot::layout_runs(&[0, 1], 1, 1, 8, &cuda).unwrap(), Slot::layout(&[0, 1], 1, 8, &cuda).unwrap());
+        let err = Slot::layout_runs(&[0, 1, 2], 2, 1, 8, &cuda).unwrap_err().to_string();
+        assert!(err.contains("3 GPUs, which do not split into runs of 2"), "{err}");
+        let err = Slot::layout_runs(&[], 2, 1, 8, &cuda).unwrap_err().to_string();
+        assert!(err.contains("needs GPUs"), "{err}");
     }
 
     #[test]
@@ -499,17 +577,17 @@ mod tests {
     fn slots_follow_the_request_and_fall_back_to_the_cpu_only_without_a_gpu() {
         let none = || -> CudaStatus { panic!("libtorch is not asked for a CPU sweep") };
         let no_driver = || -> Result<usize, NoDriver> { panic!("the driver is not asked") };
-        let (cpu, reason) = slots(GpuRequest::Cpu, 2, none, no_driver, 8, &CudaEnv::default()).unwrap();
+        let (cpu, reason) = slots(GpuRequest::Cpu, 1, 2, none, no_driver, 8, &CudaEnv::default()).unwrap();
         assert_eq!((cpu.len(), cpu[0].device, reason), (2, Device::Cpu, None));
-        let (gpus, _) = slots(GpuRequest::Indices(vec![1]), 1, || Ok(2), no_driver, 8, &CudaEnv::default()).unwrap();
+        let (gpus, _) = slots(GpuRequest::Indices(vec![1]), 1, 1, || Ok(2), no_driver, 8, &CudaEnv::default()).unwrap();
         assert_eq!((gpus[0].name.as_str(), gpus[0].device), ("gpu1", Device::Cuda));
-        let err = slots(GpuRequest::Indices(vec![3]), 1, || Ok(2), no_driver, 8, &CudaEnv::default()).unwrap_err();
+        let err = slots(GpuRequest::Indices(vec![3]), 1, 1, || Ok(2), no_driver, 8, &CudaEnv::default()).unwrap_err();
         assert!(err.to_string().contains("GPU 3, but the sweep sees 2"), "{err}");
-        let (auto, _) = slots(GpuRequest::Auto, 1, || Ok(2), no_driver, 8, &CudaEnv::default()).unwrap();
+        let (auto, _) = slots(GpuRequest::Auto, 1, 1, || Ok(2), no_driver, 8, &CudaEnv::default()).unwrap();
         assert_eq!(auto.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["gpu0", "gpu1"]);
         let no_gpu = || Err(NoDriver { reason: "no driver".into() });
         let cuda = || Err(NoCuda { reason: "no libtorch_cuda.so".into() });
-        let (cpu, reason) = slots(GpuRequest::Auto, 1, cuda, no_gpu, 8, &CudaEnv::default()).unwrap();
+        let (cpu, reason) = slots(GpuRequest::Auto, 1, 1, cuda, no_gpu, 8, &CudaEnv::default()).unwrap();
         assert_eq!((cpu[0].device, reason.as_deref()), (Device::Cpu, Some("no libtorch_cuda.so")));
     }
 

@@ -98,8 +98,8 @@ pub fn log_path(run: &PlannedRun) -> PathBuf {
     run.dir.join(wrn_run::SWEEP_LOG)
 }
 
-/// The `wrn train` command line of a run on a slot. A resumed run trains on the slot's device too,
-/// whatever device it began on.
+/// The `wrn train` command line of a run on a slot, over the slot's GPUs when it has several. A resumed
+/// run trains on the slot's device too, whatever device it began on.
 pub fn command(exe: &Path, run: &PlannedRun, slot: &Slot) -> Command {
     let mut cmd = Command::new(exe);
     cmd.arg("train");
@@ -110,6 +110,10 @@ pub fn command(exe: &Path, run: &PlannedRun, slot: &Slot) -> Command {
             cmd.arg("--set").arg(set);
         }
         cmd.arg("--set").arg(format!("device={}", slot.device)).arg("--out").arg(&run.dir);
+    }
+    if slot.ranks > 1 {
+        // One rank per GPU of the slot.
+        cmd.arg("--nproc").arg(slot.ranks.to_string());
     }
     cmd.envs(slot.env.iter().map(|(k, v)| (k, v)));
     cmd
@@ -353,5 +357,18 @@ mod tests {
         let cmd = command(exe, &planned(RunState::Resume), cpu);
         assert_eq!(args(&cmd), ["train", "--resume", "/runs/a/seed1", "--device", "cpu"]);
         assert!(cmd.get_envs().any(|(k, v)| k == "CUDA_VISIBLE_DEVICES" && v == Some("".as_ref())));
+    }
+
+    #[test]
+    fn a_run_over_several_gpus_starts_one_rank_on_each() {
+        let exe = Path::new("/bin/wrn");
+        let cuda = CudaEnv { visible_devices: Some("4,5,6,7".into()), device_order: None };
+        let slots = Slot::layout_runs(&[0, 1, 2, 3], 2, 1, 16, &cuda).unwrap();
+        let cmd = command(exe, &planned(RunState::New), &slots[1]);
+        assert_eq!(args(&cmd)[args(&cmd).len() - 2..], ["--nproc", "2"]);
+        assert!(cmd.get_envs().any(|(k, v)| k == "CUDA_VISIBLE_DEVICES" && v == Some("6,7".as_ref())));
+        let cmd = command(exe, &planned(RunState::Resume), &slots[0]);
+        assert_eq!(args(&cmd), ["train", "--resume", "/runs/a/seed1", "--device", "cuda", "--nproc", "2"]);
+        assert!(cmd.get_envs().any(|(k, v)| k == "CUDA_VISIBLE_DEVICES" && v == Some("4,5".as_ref())));
     }
 }

@@ -5,13 +5,10 @@
 //
 // c10d, the engine of PyTorch's DistributedDataParallel: a TCP store for the rendezvous, a Gloo
 // process group (compiled into libtorch_cpu.so) for collectives on CPU tensors, and DDP's Reducer, which
-// all-reduces gradients in buckets from autograd hooks while the backward pass still runs. Every function catches
-// what libtorch throws and returns it as a message (malloc'd, freed by wrn_ext_free_string); a null
-// return means success. Tensors are tch's: pointers to at::Tensor.
+// all-reduces gradients in buckets from autograd hooks while the backward pass still runs. Errors follow
+// ext.h's convention; tensors are tch's: pointers to at::Tensor.
 
-#include <cstdlib>
-#include <cstring>
-#include <string>
+#include "ext.h"
 
 #include <ATen/ATen.h>
 #include <torch/csrc/autograd/autograd.h>
@@ -21,31 +18,8 @@
 
 namespace {
 
-char* message(const std::string& what) {
-  char* out = static_cast<char*>(std::malloc(what.size() + 1));
-  if (out != nullptr) {
-    std::memcpy(out, what.c_str(), what.size() + 1);
-  }
-  return out;
-}
-
-template <typename F>
-char* guarded(F&& f) {
-  try {
-    f();
-    return nullptr;
-  } catch (const c10::Error& e) {
-    return message(e.what_without_backtrace());
-  } catch (const std::exception& e) {
-    return message(e.what());
-  } catch (...) {
-    return message("unknown C++ exception");
-  }
-}
-
-std::chrono::milliseconds millis(int64_t ms) {
-  return std::chrono::milliseconds(ms);
-}
+using wrn_ext::guarded;
+using wrn_ext::millis;
 
 void wait(const c10::intrusive_ptr<c10d::Work>& work) {
   work->wait();
@@ -66,16 +40,6 @@ class SumHook : public c10d::CppCommHookInterface<c10::intrusive_ptr<c10d::Proce
 };
 
 } // namespace
-
-struct wrn_store {
-  c10::intrusive_ptr<c10d::Store> store;
-};
-
-struct wrn_group {
-  c10::intrusive_ptr<c10d::Backend> backend;
-  // The backend behind the dispatcher's collectives, which the Reducer calls.
-  c10::intrusive_ptr<c10d::ProcessGroup> group;
-};
 
 struct wrn_reducer {
   std::unique_ptr<c10d::Reducer> reducer;

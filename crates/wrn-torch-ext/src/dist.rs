@@ -13,11 +13,11 @@ use tch::{Device, Tensor};
 pub struct DistError(pub String);
 
 #[repr(C)]
-struct RawStore {
+pub(crate) struct RawStore {
     _private: [u8; 0],
 }
 #[repr(C)]
-struct RawGroup {
+pub(crate) struct RawGroup {
     _private: [u8; 0],
 }
 #[repr(C)]
@@ -87,7 +87,7 @@ fn millis(d: Duration) -> i64 {
 /// c10d's `TCPStore`: a key-value store served by one process (rank 0) at `host:port`, which every rank
 /// connects to.
 pub struct Store {
-    raw: *mut RawStore,
+    pub(crate) raw: *mut RawStore,
 }
 
 // SAFETY: c10d's TCPStore serialises its own operations; the handle is only freed on drop.
@@ -153,7 +153,7 @@ impl Drop for Store {
 /// A Gloo process group: `size` ranks, this one `rank`, whose collectives run on CPU tensors and fail
 /// after `timeout` when a rank does not take part (or at once when its connection closes).
 pub struct Group {
-    raw: *mut RawGroup,
+    pub(crate) raw: *mut RawGroup,
     rank: usize,
     size: usize,
 }

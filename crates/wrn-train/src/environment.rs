@@ -28,6 +28,12 @@ pub struct Cuda {
     /// cuDNN version as libtorch reports it (e.g. 91002 for 9.10.2), when CUDA is available.
     pub cudnn_version: Option<i64>,
     pub device_count: usize,
+    /// The CUDA part of wrn's libtorch extension (NCCL, for one run over several GPUs), where it was
+    /// loaded from, or why it was not.
+    #[serde(default)]
+    pub extension: Option<PathBuf>,
+    #[serde(default)]
+    pub extension_error: Option<String>,
 }
 
 /// The processes of a run trained data parallel, as rank 0 records them.
@@ -82,6 +88,11 @@ impl Environment {
         let _ = tch::Tensor::from(0.0f32) + 1.0;
         let libtorch_dir = runtime::libtorch_dir();
         let backend_library = runtime::load_cuda().ok().map(std::path::Path::to_path_buf);
+        let extension = match &backend_library {
+            Some(_) => runtime::cuda_extension().map(|ext| ext.path().to_path_buf()),
+            None if wrn_torch_ext::cuda::embedded() => Err("libtorch_cuda.so is not loaded".to_string()),
+            None => Err(wrn_torch_ext::cuda::CudaExtError::NotBuilt.to_string()),
+        };
         let status = runtime::cuda_status();
         let available = status.is_ok();
         let driver = driver::cuda_driver();
@@ -93,6 +104,8 @@ impl Environment {
             driver: driver.ok(),
             cudnn_version: available.then(tch::utils::version_cudnn),
             device_count: status.unwrap_or(0),
+            extension: extension.as_ref().ok().cloned(),
+            extension_error: extension.err(),
         };
         Environment {
             wrn_version: wrn_version.to_string(),

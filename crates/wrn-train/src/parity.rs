@@ -1,8 +1,9 @@
 //! Numerical parity of a device with the CPU, on the code paths training uses: the same weights and
 //! batch give the same logits and gradients on the CPU and the device (fp32 within TF32's tolerance),
 //! bf16 compute stays within a few percent of fp32, channels-last equals NCHW, `u8` pixels normalised on
-//! the device equal the CPU's bit for bit, and a checkpoint written from the device reloads on the CPU
-//! unchanged. `wrn doctor --parity` runs it; on the CPU it compares the CPU with itself, which still checks
+//! the device equal the CPU's bit for bit, a checkpoint written from the device reloads on the CPU
+//! unchanged, and DDP's Reducer over a world of one rank on this machine (NCCL for CUDA tensors, Gloo on
+//! the CPU) hands back the gradients it was given. `wrn doctor --parity` runs it; on the CPU it compares the CPU with itself, which still checks
 //! bf16, channels-last and the checkpoint round trip.
 
 use serde::Serialize;
@@ -32,6 +33,8 @@ pub enum ParityError {
     Run { device: String, source: crate::run::RunError },
     #[error("parity check on {device}: {source}")]
     Io { device: String, source: std::io::Error },
+    #[error("parity check on {device}: {source}")]
+    Dist { device: String, source: crate::world::WorldError },
 }
 
 /// Relative tolerance of fp32 on a GPU against the CPU: cuDNN convolutions may use TF32 (10-bit
@@ -94,6 +97,37 @@ fn relative_grads(g: &[Tensor], h: &[Tensor]) -> f64 {
     relative(&flat(g), &flat(h))
 }
 
+/// Relative tolerance of the Reducer's gradients against a plain backward pass: exact on the CPU; on a GPU
+/// cuDNN's backward kernels may sum in another order from one pass to the next.
+pub const REDUCER_TOLERANCE: f64 = 1e-5;
+
+/// The gradients of [`step`] taken through DDP's Reducer over a world of one rank on this machine (the
+/// store on a free port of 127.0.0.1; NCCL for CUDA tensors): the path every step of a run over several
+/// ranks takes, the sum over one rank being the gradient itself.
+fn reduced_step(
+    arch: &Arch,
+    reference: &nn::VarStore,
+    device: Device,
+    x: &Tensor,
+    y: &Tensor,
+) -> Result<Vec<Tensor>, crate::world::WorldError> {
+    use crate::world::{Dist, World, WorldError};
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| WorldError::Env(format!("no free port on 127.0.0.1: {e}")))?
+        .port();
+    let world = World { rank: 0, size: 1, local_rank: 0, master_addr: "127.0.0.1".into(), master_port: port };
+    let dist = Dist::connect(world, std::time::Duration::from_secs(60), device.is_cuda())?;
+    let (vs, net) = copy_of(arch, reference, device).map_err(|e| WorldError::Env(e.to_string()))?;
+    let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().filter(|(_, t)| t.requires_grad()).collect();
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    let params: Vec<Tensor> = named.iter().map(|(_, t)| t.shallow_clone()).collect();
+    let mut reducer = dist.reducer(&params)?;
+    let logits = net.forward_t(x, true).to_kind(Kind::Float);
+    dist.backward(&mut reducer, &logits.cross_entropy_for_logits(y))?;
+    Ok(params.iter().map(|t| t.grad().to_device(Device::Cpu).copy()).collect())
+}
+
 /// Runs every parity check of `device` against the CPU on `arch` (a small WRN is enough: the checks are
 /// about kernels, layouts and copies, not the network's size).
 pub fn parity(arch: &Arch, device: Device, batch: i64) -> Result<Vec<ParityCheck>, ParityError> {
@@ -124,6 +158,14 @@ pub fn parity(arch: &Arch, device: Device, batch: i64) -> Result<Vec<ParityCheck
         check("channels_last_logits_vs_nchw", logits_diff, relative(&logits, &cl_logits), TF32_TOLERANCE),
         check("channels_last_gradients_vs_nchw", grads_diff, relative_grads(&grads, &cl_grads), TF32_TOLERANCE),
     ]);
+    let reduced = reduced_step(arch, &cpu_vs, device, &xd, &yd)
+        .map_err(|source| ParityError::Dist { device: name.clone(), source })?;
+    checks.push(check(
+        "data_parallel_gradients_vs_local",
+        "relative L2 difference of the gradients DDP's Reducer sums over one rank (NCCL on CUDA, Gloo on the CPU)",
+        relative_grads(&grads, &reduced),
+        REDUCER_TOLERANCE,
+    ));
 
     let pixels = Tensor::randint(256, [batch, 3, 32, 32], (Kind::Uint8, Device::Cpu));
     let value_step = ValueStep::Normalize {
@@ -179,6 +221,7 @@ mod tests {
                 "bf16_logits_vs_fp32",
                 "channels_last_logits_vs_nchw",
                 "channels_last_gradients_vs_nchw",
+                "data_parallel_gradients_vs_local",
                 "u8_normalisation_vs_cpu",
                 "checkpoint_device_to_cpu"
             ]
@@ -187,6 +230,8 @@ mod tests {
         // The CPU against itself is exact; bf16 differs from fp32, but within its tolerance.
         assert_eq!(checks[0].value, 0.0);
         assert!(checks[2].value > 1e-4 && checks[2].value < BF16_TOLERANCE, "{}", checks[2].value);
+        // DDP's Reducer over one Gloo rank hands back exactly the gradients of the same pass.
+        assert_eq!(checks[5].value, 0.0);
         assert!(!check("x", "", 0.1, 0.05).pass && !check("x", "", f64::NAN, 1.0).pass);
     }
 }

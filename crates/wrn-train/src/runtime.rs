@@ -256,6 +256,18 @@ pub fn cuda_status() -> Result<usize, CudaUnavailable> {
     Ok(tch::Cuda::device_count().max(0) as usize)
 }
 
+/// The CUDA part of wrn's libtorch extension (c10d's NCCL process group), written to and loaded from
+/// `<cache>/extension`: it needs `libtorch_cuda.so`, so this loads that first ([`load_cuda`]).
+pub fn cuda_extension() -> Result<&'static wrn_torch_ext::cuda::CudaExt, String> {
+    load_cuda().map_err(|e| format!("the CUDA backend is not loaded: {e}"))?;
+    wrn_torch_ext::cuda::load(&extension_dir()).map_err(ToString::to_string)
+}
+
+/// Where the CUDA part of the extension is written to be loaded.
+pub fn extension_dir() -> PathBuf {
+    wrn_data::dirs::cache_dir().join("extension")
+}
+
 /// Loads `libtorch_cuda.so` with `RTLD_NOW | RTLD_GLOBAL`, once per process; returns its path, or why it
 /// could not be loaded. Must run before the first CUDA query to libtorch: `main` calls it first thing.
 /// A `$WRN_LIBTORCH_CUDA` of another libtorch version than the one running is refused before loading.

@@ -42,7 +42,7 @@ use crate::policy::CheckpointPolicy;
 use crate::run::{EpochMetrics, Progress, RunDir, RunError, RunResult, Status};
 use crate::runtime::{self, DeviceChoice, RuntimeError, ThreadPlan};
 use crate::sgd::Sgd;
-use crate::world::{Dist, World, WorldError};
+use crate::world::{rank_gpu, Dist, World, WorldError};
 use wrn_torch_ext::dist::Reducer;
 
 /// Errors of a training run.
@@ -567,18 +567,14 @@ fn set_up(exp: &Experiment, options: &TrainOptions, recorded: Option<&Environmen
         Some(choice) => choice,
         None => exp.device,
     };
+    let choice = match &options.world {
+        Some(world) => rank_device(choice, world)?,
+        None => choice,
+    };
     let selected = runtime::select_device(choice)?;
     let device = selected.device;
     if let Some(reason) = &selected.fallback_reason {
         tracing::info!("no usable GPU on this machine, training on the CPU: {reason}");
-    }
-    if options.world.is_some() && device.is_cuda() {
-        return Err(ConfigError::Invalid(
-            "training one run over several processes runs on the CPU (Gloo) so far; NCCL for GPUs is not built yet: \
-             set device=cpu, or train one process per GPU with `wrn sweep --gpus`"
-                .into(),
-        )
-        .into());
     }
     let mut plan = ThreadPlan::from_env(device)?;
     if let Some(recorded) = recorded {
@@ -587,8 +583,9 @@ fn set_up(exp: &Experiment, options: &TrainOptions, recorded: Option<&Environmen
         plan.torch_intra_op = recorded.threads.torch_intra_op;
     }
     let plan = plan.apply();
+    // On GPUs the gradients go over NCCL, from the CUDA part of the extension this binary carries.
     let dist = match &options.world {
-        Some(world) => Some(Dist::connect(world.clone(), crate::world::timeout()?)?),
+        Some(world) => Some(Dist::connect(world.clone(), crate::world::timeout()?, device.is_cuda())?),
         None => None,
     };
     let shard = dist.as_ref().map_or(Shard::default(), |d| Shard { index: d.rank(), count: d.size() });
@@ -649,6 +646,29 @@ fn gradient_reducer(
     Ok(reducer)
 }
 
+/// The device of a rank: on CUDA (`cuda`, or `auto` where CUDA works) its own GPU ([`rank_gpu`]), as one
+/// process per GPU trains; the CPU as asked. A GPU named by index would put every rank on it.
+fn rank_device(choice: DeviceChoice, world: &World) -> Result<DeviceChoice, TrainError> {
+    let gpus = || {
+        runtime::cuda_status().map_err(|reason| RuntimeError::CudaUnavailable { requested: choice.to_string(), reason })
+    };
+    match choice {
+        DeviceChoice::Cpu => Ok(choice),
+        DeviceChoice::Auto => match runtime::cuda_status() {
+            Ok(count) => Ok(DeviceChoice::Cuda(rank_gpu(world.local_rank, count)?)),
+            // select_device decides between the CPU and an error, as for one process.
+            Err(_) => Ok(choice),
+        },
+        DeviceChoice::Cuda(0) => Ok(DeviceChoice::Cuda(rank_gpu(world.local_rank, gpus()?)?)),
+        DeviceChoice::Cuda(index) => Err(ConfigError::Invalid(format!(
+            "device cuda:{index} for a run over {} ranks would put every rank on one GPU: set device=cuda, and each \
+             rank takes the GPU of its local rank",
+            world.size
+        ))
+        .into()),
+    }
+}
+
 /// Refuses a run whose smallest training batch has fewer images than there are ranks (some rank would
 /// get none).
 fn every_rank_has_images(exp: &Experiment, samples: usize, ranks: usize) -> Result<(), ConfigError> {
@@ -674,13 +694,16 @@ fn broadcast_variables(dist: &Dist, vs: &nn::VarStore, pick: impl Fn(&Tensor) ->
         return Ok(());
     }
     tch::no_grad(|| -> Result<(), TrainError> {
-        let mut flat =
-            Tensor::cat(&named.iter().map(|(_, t)| t.to_kind(Kind::Double).reshape(-1)).collect::<Vec<_>>(), 0);
+        // Over Gloo, on the CPU, whatever the device: this runs once at the start and before evaluations.
+        let mut flat = Tensor::cat(
+            &named.iter().map(|(_, t)| t.to_device(Device::Cpu).to_kind(Kind::Double).reshape(-1)).collect::<Vec<_>>(),
+            0,
+        );
         dist.broadcast(&mut flat, "the broadcast of rank 0's weights")?;
         let mut offset = 0;
         for (_, t) in &mut named {
             let n = t.numel() as i64;
-            t.copy_(&flat.narrow(0, offset, n).view(t.size().as_slice()).to_kind(t.kind()));
+            t.copy_(&flat.narrow(0, offset, n).view(t.size().as_slice()).to_kind(t.kind()).to_device(t.device()));
             offset += n;
         }
         Ok(())

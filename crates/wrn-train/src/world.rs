@@ -26,6 +26,8 @@ pub enum WorldError {
     Connect { rank: usize, size: usize, addr: String, port: u16, detail: String },
     #[error("rank {rank} of {size}: {what} failed: {culprit} ({detail})")]
     Collective { rank: usize, size: usize, what: String, culprit: String, detail: String },
+    #[error("rank {rank} of {size}: NCCL, for gradients on the GPU: {detail}")]
+    Nccl { rank: usize, size: usize, detail: String },
 }
 
 /// This process's place among the ranks of one run.
@@ -121,6 +123,22 @@ impl World {
     }
 }
 
+/// The GPU of the rank with `local_rank` among those of its machine, which sees `count` GPUs: its own
+/// when it sees several (one rank per GPU, as `wrn train --nproc` and torchrun start them), the only one
+/// when it sees one (a Slurm task or a user giving each rank its GPU through `CUDA_VISIBLE_DEVICES`).
+pub fn rank_gpu(local_rank: usize, count: usize) -> Result<usize, WorldError> {
+    match count {
+        0 => Err(WorldError::Env("a rank on CUDA sees no GPU".into())),
+        1 => Ok(0),
+        n if local_rank < n => Ok(local_rank),
+        n => Err(WorldError::Env(format!(
+            "local rank {local_rank} sees {n} GPUs (0 to {}): start at most one rank per GPU on a machine, or give \
+             each rank one GPU through CUDA_VISIBLE_DEVICES",
+            n - 1
+        ))),
+    }
+}
+
 /// How long a collective may wait for the other ranks: `WRN_DIST_TIMEOUT` seconds, else 10 minutes
 /// (rank 0 writing a large checkpoint keeps the others waiting at the next collective).
 pub fn timeout() -> Result<Duration, WorldError> {
@@ -141,6 +159,8 @@ pub struct Dist {
     world: World,
     store: Store,
     group: Group,
+    /// The group's collective backends: `gloo`, or `gloo+nccl` when CUDA tensors go over NCCL.
+    backend: &'static str,
     beating: Arc<AtomicBool>,
     heart: Option<std::thread::JoinHandle<()>>,
 }
@@ -149,8 +169,10 @@ const BEAT: Duration = Duration::from_secs(1);
 
 impl Dist {
     /// Connects to the other ranks (rank 0 serves the store and waits for them all), waiting at most
-    /// `timeout` for them and in every later collective.
-    pub fn connect(world: World, timeout: Duration) -> Result<Dist, WorldError> {
+    /// `timeout` for them and in every later collective. With `nccl`, collectives on CUDA tensors run over
+    /// NCCL (from the CUDA part of the extension, [`crate::runtime::cuda_extension`]), those on CPU tensors
+    /// over Gloo.
+    pub fn connect(world: World, timeout: Duration, nccl: bool) -> Result<Dist, WorldError> {
         let connect = |detail: DistError| WorldError::Connect {
             rank: world.rank,
             size: world.size,
@@ -162,6 +184,14 @@ impl Dist {
         let store = Store::tcp(addr, port, world.rank == 0, world.size, timeout).map_err(connect)?;
         let bind = world.loopback().then_some("127.0.0.1");
         let group = Group::gloo(&store, world.rank, world.size, timeout, bind).map_err(connect)?;
+        let nccl_error = |detail: String| WorldError::Nccl { rank: world.rank, size: world.size, detail };
+        let backend = if nccl {
+            let ext = crate::runtime::cuda_extension().map_err(nccl_error)?;
+            ext.attach_nccl(&group, &store, timeout).map_err(|e| nccl_error(e.0))?;
+            "gloo+nccl"
+        } else {
+            "gloo"
+        };
         let beats = Store::tcp(addr, port, false, world.size, timeout).map_err(connect)?;
         let beating = Arc::new(AtomicBool::new(true));
         let (alive, key) = (beating.clone(), format!("wrn/beat/{}", world.rank));
@@ -175,7 +205,7 @@ impl Dist {
             .expect("spawning the heartbeat thread");
         let host = crate::environment::host_name().unwrap_or_else(|| "unknown".into());
         store.set(&format!("wrn/host/{}", world.rank), host.as_bytes()).map_err(connect)?;
-        Ok(Dist { world, store, group, beating, heart: Some(heart) })
+        Ok(Dist { world, store, group, backend, beating, heart: Some(heart) })
     }
 
     /// The processes of this run, for its `environment.json`: their number, backend and hosts (each
@@ -190,7 +220,7 @@ impl Dist {
                 Ok(String::from_utf8_lossy(&host).into_owned())
             })
             .collect::<Result<Vec<_>, WorldError>>()?;
-        Ok(Ranks { size: self.world.size, backend: "gloo".into(), hosts })
+        Ok(Ranks { size: self.world.size, backend: self.backend.into(), hosts })
     }
 
     pub fn world(&self) -> &World {
@@ -309,7 +339,7 @@ pub fn time_all_reduce(elements: i64, ranks: usize, rounds: usize) -> Result<All
             std::thread::spawn(move || -> Result<Vec<f64>, WorldError> {
                 let world =
                     World { rank, size: ranks, local_rank: rank, master_addr: "127.0.0.1".into(), master_port: port };
-                let dist = Dist::connect(world, timeout)?;
+                let dist = Dist::connect(world, timeout, false)?;
                 let mut grads = Tensor::ones([elements], (tch::Kind::Float, tch::Device::Cpu));
                 let mut times = Vec::with_capacity(rounds);
                 for round in 0..=rounds {
@@ -463,6 +493,17 @@ mod tests {
     fn world(vars: &[(&str, &str)]) -> Result<Option<World>, WorldError> {
         let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         World::from_vars(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn each_rank_takes_its_own_gpu_or_the_only_one_it_sees() {
+        assert_eq!(rank_gpu(0, 8).unwrap(), 0);
+        assert_eq!(rank_gpu(5, 8).unwrap(), 5);
+        // A Slurm task bound to one GPU sees that one as GPU 0.
+        assert_eq!(rank_gpu(3, 1).unwrap(), 0);
+        let err = rank_gpu(2, 2).unwrap_err().to_string();
+        assert!(err.contains("local rank 2 sees 2 GPUs") && err.contains("CUDA_VISIBLE_DEVICES"), "{err}");
+        assert!(rank_gpu(0, 0).is_err());
     }
 
     #[test]

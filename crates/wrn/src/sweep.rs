@@ -47,9 +47,19 @@ pub struct Args {
     /// NVIDIA driver reports no GPU (GPUs that CUDA cannot use stop the sweep).
     #[arg(long)]
     gpus: Option<GpuRequest>,
-    /// Runs at once per GPU (or on the CPU, sharing its cores).
+    /// Runs at once per GPU (or on the CPU, sharing its cores); with --gpus-per-run, per group of GPUs.
     #[arg(long, default_value_t = 1)]
     jobs: usize,
+    /// Train each run over this many GPUs, data parallel (`wrn train --nproc K` on consecutive GPUs of
+    /// --gpus, whose number must be a multiple of K): K = 4 over 8 GPUs trains two runs at a time, each on
+    /// 4 GPUs. The recipe's batch is split over them. Slurm: --nodes and --gpus-per-node.
+    #[arg(
+        long,
+        default_value_t = 1,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..),
+        conflicts_with = "slurm"
+    )]
+    gpus_per_run: usize,
     /// `wrn train` setting for every run that does not change what is trained (e.g. data.dir=/data).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     sets: Vec<String>,
@@ -173,7 +183,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
     }
     let cores = wrn_sweep::exec::available_cores();
     let gpus = args.gpus.unwrap_or(GpuRequest::Auto);
-    let (slots, cpu_reason) = wrn_sweep::slots(gpus, args.jobs, cuda_status, driver_gpus, cores, &CudaEnv::from_env())?;
+    let (slots, cpu_reason) =
+        wrn_sweep::slots(gpus, args.gpus_per_run, args.jobs, cuda_status, driver_gpus, cores, &CudaEnv::from_env())?;
     if let Some(reason) = cpu_reason {
         eprintln!("sweep: training on the CPU ({reason})");
     }

@@ -102,6 +102,20 @@ fn differences(a: &Path, b: &Path) -> (f64, f64) {
 }
 
 #[test]
+fn ranks_on_cuda_take_their_own_gpus_and_say_why_they_cannot() {
+    let dir = tempfile::tempdir().unwrap();
+    // A GPU named by index would put every rank on it.
+    let out = train(&dir.path().join("one-gpu"), &["device='cuda:1'"]).args(["--nproc", "2"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("would put every rank on one GPU"), "{err}");
+    // Without CUDA here, ranks asked for it stop with libtorch's reason, not on the CPU.
+    let out = train(&dir.path().join("cuda"), &["device='cuda'"]).args(["--nproc", "2"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("CUDA"), "{err}");
+    assert!(!dir.path().join("cuda").join("result.json").exists());
+}
+
+#[test]
 fn two_and_three_ranks_train_as_one_process_with_ghost_batch_norm_over_their_part() {
     let dir = tempfile::tempdir().unwrap();
     // Two epochs of two steps: an evaluation between them and momentum across them. (Over more steps the

@@ -274,6 +274,21 @@ fn gpu_indices_count_the_gpus_the_sweep_sees() {
 }
 
 #[test]
+fn runs_over_several_gpus_need_gpus_that_split_into_them() {
+    let s = tables_only();
+    finish_all(&s);
+    let mut cmd = wrn();
+    tiny_sweep(&s, &mut cmd);
+    let out = cmd.args(["--gpus", "none", "--gpus-per-run", "2"]).output().unwrap();
+    let log = text(&out);
+    assert!(!out.status.success() && log.contains("--gpus-per-run 2") && log.contains("needs GPUs"), "{log}");
+    let mut cmd = wrn();
+    tiny_sweep(&s, &mut cmd);
+    let out = cmd.args(["--gpus-per-run", "2", "--slurm"]).output().unwrap();
+    assert!(!out.status.success() && text(&out).contains("cannot be used with"), "{}", text(&out));
+}
+
+#[test]
 fn without_a_driver_the_sweep_trains_on_the_cpu_and_says_why() {
     if Path::new("/proc/driver/nvidia/version").exists() {
         eprintln!("skipped: this machine has an NVIDIA driver");
