@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # The CUDA libtorch from PyPI, for real (`make test-libtorch-cuda`; not part of `make test`): lays it out with
 # `WRN_CUDA=1 ci/libtorch.sh` (about 2.5 GB of wheels the first time, into the usual cache, so the tree
-# stays for `make build`), builds wrn against it once in target/cuda-tree, and checks, on a machine with or
+# stays for `make build`), builds wrn against it once in target/cuda (as `make gpu-check` does), and checks, on a machine with or
 # without an NVIDIA driver:
 #   - the tree is built, self-contained (closure check), verified, and a second run is a no-op;
 #   - link/ (the LIBTORCH cargo sees) holds the CPU libraries only;
 #   - the binary NEEDs libtorch_cpu, libc10 and system libraries only, with RUNPATH = <tree>/torch/lib;
 #   - without LD_LIBRARY_PATH, `wrn doctor --json` runs against the tree's torch/lib, loads its
-#     libtorch_cuda.so (so its whole closure loaded) and says why CUDA is unavailable, or that it is;
+#     libtorch_cuda.so (so its whole closure loaded) and the CUDA part of wrn's extension (NCCL), built
+#     against the tree's headers, and says why CUDA is unavailable, or that it is;
 #   - under LD_DEBUG, every library comes from the tree or the system's C/C++ runtime (and libcuda.so.1),
 #     and libtorch_cpu.so is mapped once.
 #
@@ -27,7 +28,7 @@ case "${1:-}" in
   *) echo "usage: $0 [--fresh]" >&2; exit 2 ;;
 esac
 cache=${WRN_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/wrn}
-target=$root/target/cuda-tree
+target=$root/target/cuda
 passed=0 failed=0
 
 pass() { passed=$((passed + 1)); echo "ok   $1"; }
@@ -137,6 +138,9 @@ else:
     want(f"cuda.available == false because of the driver ({reason!r})",
          "driver" in reason.lower() or "libcuda" in reason)
 want("problems == []", doc.get("problems") == [])
+ext = cuda.get("extension") or ""
+want(f"the CUDA part of the extension (NCCL) is embedded and loaded ({ext or cuda.get('extension_error')!r})",
+     "/extension/libwrn_torch_cuda-" in ext)
 print("     doctor --json cuda: " + json.dumps(cuda))
 sys.exit(0 if ok else 1)
 PY
