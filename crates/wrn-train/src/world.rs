@@ -554,6 +554,21 @@ mod tests {
     }
 
     #[test]
+    fn a_world_of_one_records_its_backend_and_nccl_says_what_it_lacks() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let world = || World { rank: 0, size: 1, local_rank: 0, master_addr: "127.0.0.1".into(), master_port: port };
+        let dist = Dist::connect(world(), Duration::from_secs(30), false).unwrap();
+        let ranks = dist.ranks().unwrap();
+        assert_eq!((ranks.size, ranks.backend.as_str(), ranks.hosts.len()), (1, "gloo", 1));
+        drop(dist);
+        if !wrn_torch_ext::cuda::embedded() {
+            // A binary built against the CPU libtorch has no NCCL, and says how to get it.
+            let err = Dist::connect(world(), Duration::from_secs(30), true).err().unwrap().to_string();
+            assert!(err.contains("NCCL") && err.contains("WRN_CUDA=1"), "{err}");
+        }
+    }
+
+    #[test]
     fn the_first_host_of_a_slurm_host_list() {
         assert_eq!(first_host("node[03-05,9],gpu1").as_deref(), Some("node03"));
         assert_eq!(first_host("a1,a2").as_deref(), Some("a1"));
