@@ -815,8 +815,10 @@ pub fn train(
     let mut policy =
         CheckpointPolicy::new(exp.checkpoint_minutes, exp.checkpoint_steps, options.max_steps, Instant::now());
     let epochs = exp.effective_epochs();
-    // Where the run trains, as results and reports show it: the device, and the ranks when several.
+    // Where the run trains, as results and reports show it: the device, and the ranks when several (on
+    // GPUs one each, whose index differs from rank to rank).
     let device = match &setup.dist {
+        Some(d) if setup.device.is_cuda() => format!("cuda × {} ranks (a GPU each)", d.size()),
         Some(d) => format!("{} × {} ranks", device_name(setup.device), d.size()),
         None => device_name(setup.device),
     };
