@@ -70,6 +70,8 @@ fn main() {
 struct CudaTree {
     lib: PathBuf,
     includes: Vec<PathBuf>,
+    /// The CUDA runtime library (`nvidia/cu13/lib/libcudart.so.13`), which the graph code calls.
+    cudart: PathBuf,
 }
 
 impl CudaTree {
@@ -80,17 +82,25 @@ impl CudaTree {
         let root = lib.parent()?.parent()?;
         let cuda_lib =
             [lib.to_path_buf(), root.join("torch/lib")].into_iter().find(|d| d.join("libtorch_cuda.so").exists())?;
-        let mut includes: Vec<PathBuf> = std::fs::read_dir(root.join("nvidia"))
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|e| e.path().join("include"))
-            .filter(|p| p.is_dir())
-            .collect();
+        let wheels: Vec<PathBuf> =
+            std::fs::read_dir(root.join("nvidia")).into_iter().flatten().flatten().map(|e| e.path()).collect();
+        let mut includes: Vec<PathBuf> = wheels.iter().map(|w| w.join("include")).filter(|p| p.is_dir()).collect();
         includes.sort();
+        let cudart = wheels
+            .iter()
+            .flat_map(|w| std::fs::read_dir(w.join("lib")).into_iter().flatten().flatten())
+            .map(|e| e.path())
+            .find(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("libcudart.so.")));
         let needed = ["cuda_runtime_api.h", "crt/host_config.h", "nv/target", "nccl.h"];
         let missing: Vec<&str> =
             needed.iter().copied().filter(|h| !includes.iter().any(|i| i.join(h).exists())).collect();
+        let Some(cudart) = cudart else {
+            println!(
+                "cargo:warning=building without the CUDA extension: no libcudart.so.* under {}/nvidia/*/lib",
+                root.display()
+            );
+            return None;
+        };
         if !missing.is_empty() {
             println!(
                 "cargo:warning=building without the CUDA extension (NCCL): {} has libtorch_cuda.so but not the headers {} \
@@ -100,12 +110,12 @@ impl CudaTree {
             );
             return None;
         }
-        Some(CudaTree { lib: cuda_lib, includes })
+        Some(CudaTree { lib: cuda_lib, includes, cudart })
     }
 }
 
 /// Compiles `csrc/cuda.cpp` and links it into `libwrn_torch_cuda.so` (stripped, needing libtorch's CUDA
-/// and CPU libraries, which the binary has loaded before it), for the crate to embed.
+/// and CPU libraries and the CUDA runtime, which the binary has loaded before it), for the crate to embed.
 fn build_cuda_part(include: &Path, cuda: &CudaTree) {
     let mut build = cc::Build::new();
     build
@@ -135,7 +145,10 @@ fn build_cuda_part(include: &Path, cuda: &CudaTree) {
         .arg(&out)
         .args(&objects)
         .arg(format!("-L{}", cuda.lib.display()))
-        .args(["-ltorch_cuda", "-ltorch_cpu", "-lc10", "-Wl,-s"])
+        .args(["-ltorch_cuda", "-lc10_cuda", "-ltorch_cpu", "-lc10"])
+        .arg(format!("-L{}", cuda.cudart.parent().expect("a library has a folder").display()))
+        .arg(format!("-l:{}", cuda.cudart.file_name().expect("a library has a name").to_string_lossy()))
+        .arg("-Wl,-s")
         .status()
         .expect("running the C++ compiler to link libwrn_torch_cuda.so");
     assert!(status.success(), "linking {} failed", out.display());

@@ -1,5 +1,5 @@
 //! The CUDA half of the extension (`csrc/cuda.cpp`): c10d's NCCL process group, for collectives on CUDA
-//! tensors. A binary built against the CUDA libtorch of `make libtorch-cuda` embeds it as a shared library
+//! tensors, and CUDA graphs ([`CudaGraph`]). A binary built against the CUDA libtorch of `make libtorch-cuda` embeds it as a shared library
 //! (`libwrn_torch_cuda.so`); [`load`] writes it into a cache folder and loads it, which works once
 //! `libtorch_cuda.so` is loaded (the library resolves libtorch's CUDA symbols against it), so a binary
 //! that starts on machines without CUDA stays one binary. A binary built against the CPU libtorch has no
@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 use crate::dist::{check, DistError, Group, RawGroup, RawStore, Store};
 
 /// The version of `csrc/cuda.cpp`'s interface this crate calls.
-const INTERFACE_VERSION: c_int = 1;
+const INTERFACE_VERSION: c_int = 2;
 
 #[cfg(wrn_cuda_ext)]
 const EMBEDDED: Option<&[u8]> = Some(include_bytes!(env!("WRN_CUDA_EXT")));
@@ -40,10 +40,30 @@ pub enum CudaExtError {
 
 type AttachNccl = unsafe extern "C" fn(*mut RawGroup, *mut RawStore, c_int, c_int, i64) -> *mut c_char;
 
+#[repr(C)]
+struct RawGraph {
+    _private: [u8; 0],
+}
+type GraphNew = unsafe extern "C" fn(*mut *mut RawGraph) -> *mut c_char;
+type GraphFree = unsafe extern "C" fn(*mut RawGraph);
+type GraphOp = unsafe extern "C" fn(*mut RawGraph) -> *mut c_char;
+
+/// The CUDA graph functions of the library.
+struct GraphFns {
+    new: GraphNew,
+    free: GraphFree,
+    enter: GraphOp,
+    exit: GraphOp,
+    capture_begin: GraphOp,
+    capture_end: GraphOp,
+    replay: GraphOp,
+}
+
 /// The loaded CUDA half.
 pub struct CudaExt {
     path: PathBuf,
     attach_nccl: AttachNccl,
+    graph: GraphFns,
     _library: libloading::Library,
 }
 
@@ -60,6 +80,63 @@ impl CudaExt {
         let ms = timeout.as_millis().min(i64::MAX as u128) as i64;
         // SAFETY: group and store are live; the function copies what it keeps (reference counts).
         check(unsafe { (self.attach_nccl)(group.raw, store.raw, group.rank() as c_int, group.size() as c_int, ms) })
+    }
+}
+
+impl CudaExt {
+    /// A new, empty CUDA graph (on the current GPU when it is first used).
+    pub fn graph(&'static self) -> Result<CudaGraph, DistError> {
+        let mut raw = std::ptr::null_mut();
+        // SAFETY: the out-pointer is valid; the graph is owned by the returned value.
+        check(unsafe { (self.graph.new)(&mut raw) })?;
+        Ok(CudaGraph { raw, fns: &self.graph })
+    }
+}
+
+/// A CUDA graph (`at::cuda::CUDAGraph`): work captured once on a side stream and replayed with one
+/// launch, on the same memory. What a capture may hold is CUDA's rule: no host synchronisation, no
+/// allocation outside libtorch's caching allocator (which serves the capture from a pool of the graph),
+/// tensors that outlive the graph for its inputs and outputs.
+pub struct CudaGraph {
+    raw: *mut RawGraph,
+    fns: &'static GraphFns,
+}
+
+impl CudaGraph {
+    /// Runs `work` with the graph's side stream current (for the warm-up steps a capture needs first:
+    /// libtorch's lazily created handles and workspaces then belong to the stream the capture uses).
+    pub fn on_side_stream<T>(&mut self, work: impl FnOnce() -> T) -> Result<T, DistError> {
+        // SAFETY: the graph is live; enter and exit pair up around `work` on this thread.
+        check(unsafe { (self.fns.enter)(self.raw) })?;
+        let out = work();
+        check(unsafe { (self.fns.exit)(self.raw) })?;
+        Ok(out)
+    }
+
+    /// Captures the CUDA work `work` queues (on the side stream) instead of running it.
+    pub fn capture<T>(&mut self, work: impl FnOnce() -> T) -> Result<T, DistError> {
+        let (begin, end) = (self.fns.capture_begin, self.fns.capture_end);
+        let raw = self.raw;
+        self.on_side_stream(|| -> Result<T, DistError> {
+            // SAFETY: the side stream is current; begin and end pair up around `work`.
+            check(unsafe { begin(raw) })?;
+            let out = work();
+            check(unsafe { end(raw) })?;
+            Ok(out)
+        })?
+    }
+
+    /// Runs the captured work once more, on the current stream.
+    pub fn replay(&self) -> Result<(), DistError> {
+        // SAFETY: the graph is live.
+        check(unsafe { (self.fns.replay)(self.raw) })
+    }
+}
+
+impl Drop for CudaGraph {
+    fn drop(&mut self) {
+        // SAFETY: created by the library's wrn_cuda_graph_new, freed once.
+        unsafe { (self.fns.free)(self.raw) }
     }
 }
 
@@ -99,8 +176,19 @@ fn load_from(dir: &Path) -> Result<CudaExt, CudaExtError> {
     if version != INTERFACE_VERSION {
         return Err(CudaExtError::Version { path, found: version });
     }
+    // SAFETY: as above.
     let attach_nccl = *unsafe { library.get::<AttachNccl>(b"wrn_cuda_attach_nccl\0") }.map_err(load)?;
-    Ok(CudaExt { path, attach_nccl, _library: library })
+    let op = |name: &[u8]| unsafe { library.get::<GraphOp>(name).map(|f| *f) }.map_err(load);
+    let graph = GraphFns {
+        new: *unsafe { library.get::<GraphNew>(b"wrn_cuda_graph_new\0") }.map_err(load)?,
+        free: *unsafe { library.get::<GraphFree>(b"wrn_cuda_graph_free\0") }.map_err(load)?,
+        enter: op(b"wrn_cuda_graph_enter\0")?,
+        exit: op(b"wrn_cuda_graph_exit\0")?,
+        capture_begin: op(b"wrn_cuda_graph_capture_begin\0")?,
+        capture_end: op(b"wrn_cuda_graph_capture_end\0")?,
+        replay: op(b"wrn_cuda_graph_replay\0")?,
+    };
+    Ok(CudaExt { path, attach_nccl, graph, _library: library })
 }
 
 #[cfg(test)]

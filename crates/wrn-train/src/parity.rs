@@ -2,8 +2,9 @@
 //! batch give the same logits and gradients on the CPU and the device (fp32 within TF32's tolerance),
 //! bf16 compute stays within a few percent of fp32, channels-last equals NCHW, `u8` pixels normalised on
 //! the device equal the CPU's bit for bit, a checkpoint written from the device reloads on the CPU
-//! unchanged, and DDP's Reducer over a world of one rank on this machine (NCCL for CUDA tensors, Gloo on
-//! the CPU) hands back the gradients it was given. `wrn doctor --parity` runs it; on the CPU it compares the CPU with itself, which still checks
+//! unchanged, DDP's Reducer over a world of one rank on this machine (NCCL for CUDA tensors, Gloo on
+//! the CPU) hands back the gradients it was given, and on a GPU a captured CUDA graph's replayed training
+//! steps equal the same steps run eagerly. `wrn doctor --parity` runs it; on the CPU it compares the CPU with itself, which still checks
 //! bf16, channels-last and the checkpoint round trip.
 
 use serde::Serialize;
@@ -35,6 +36,8 @@ pub enum ParityError {
     Io { device: String, source: std::io::Error },
     #[error("parity check on {device}: {source}")]
     Dist { device: String, source: crate::world::WorldError },
+    #[error("parity check on {device}: the CUDA extension: {detail}")]
+    Extension { device: String, detail: String },
 }
 
 /// Relative tolerance of fp32 on a GPU against the CPU: cuDNN convolutions may use TF32 (10-bit
@@ -128,6 +131,50 @@ fn reduced_step(
     Ok(params.iter().map(|t| t.grad().to_device(Device::Cpu).copy()).collect())
 }
 
+/// Relative tolerance of a CUDA graph's replayed steps against the same steps run eagerly: the same
+/// kernels on the same numbers, up to cuDNN's nondeterministic sums over four steps.
+pub const GRAPH_TOLERANCE: f64 = 1e-4;
+
+/// The weights (sorted by name, on the CPU) after four SGD steps on one batch (Nesterov momentum 0.9,
+/// weight decay 5e-4, lr 0.1): all run eagerly, and one eager warm-up step (on the graph's side stream)
+/// followed by three replays of a captured step (zeroing the gradients, forward, backward and update).
+fn graph_steps(
+    arch: &Arch,
+    reference: &nn::VarStore,
+    device: Device,
+    x: &Tensor,
+    y: &Tensor,
+) -> Result<(Vec<Tensor>, Vec<Tensor>), String> {
+    let ext = crate::runtime::cuda_extension()?;
+    let config =
+        crate::config::Optimizer { lr: 0.1, momentum: 0.9, dampening: 0.0, weight_decay: 5e-4, nesterov: true };
+    let run = |graph: bool| -> Result<Vec<Tensor>, String> {
+        let (vs, net) = copy_of(arch, reference, device).map_err(|e| e.to_string())?;
+        let mut sgd = crate::sgd::Sgd::new(&vs, config.clone());
+        let step = |sgd: &mut crate::sgd::Sgd| {
+            sgd.zero_grad();
+            net.forward_t(x, true).to_kind(Kind::Float).cross_entropy_for_logits(y).backward();
+            sgd.step(config.lr);
+        };
+        if graph {
+            let mut g = ext.graph().map_err(|e| e.0)?;
+            g.on_side_stream(|| step(&mut sgd)).map_err(|e| e.0)?;
+            g.capture(|| step(&mut sgd)).map_err(|e| e.0)?;
+            for _ in 0..3 {
+                g.replay().map_err(|e| e.0)?;
+            }
+        } else {
+            for _ in 0..4 {
+                step(&mut sgd);
+            }
+        }
+        let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().filter(|(_, t)| t.requires_grad()).collect();
+        named.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(named.iter().map(|(_, t)| t.to_device(Device::Cpu).copy()).collect())
+    };
+    Ok((run(false)?, run(true)?))
+}
+
 /// Runs every parity check of `device` against the CPU on `arch` (a small WRN is enough: the checks are
 /// about kernels, layouts and copies, not the network's size).
 pub fn parity(arch: &Arch, device: Device, batch: i64) -> Result<Vec<ParityCheck>, ParityError> {
@@ -166,6 +213,16 @@ pub fn parity(arch: &Arch, device: Device, batch: i64) -> Result<Vec<ParityCheck
         relative_grads(&grads, &reduced),
         REDUCER_TOLERANCE,
     ));
+    if device.is_cuda() {
+        let (eager, replayed) = graph_steps(arch, &cpu_vs, device, &xd, &yd)
+            .map_err(|detail| ParityError::Extension { device: name.clone(), detail })?;
+        checks.push(check(
+            "cuda_graph_steps_vs_eager",
+            "relative L2 difference of the weights after 4 SGD steps, eager or 1 eager + 3 replays of a captured step",
+            relative_grads(&eager, &replayed),
+            GRAPH_TOLERANCE,
+        ));
+    }
 
     let pixels = Tensor::randint(256, [batch, 3, 32, 32], (Kind::Uint8, Device::Cpu));
     let value_step = ValueStep::Normalize {

@@ -476,6 +476,33 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_cuda_graph_replays_its_capture_or_says_why_it_cannot() {
+        match cuda_extension() {
+            // Built against the CPU libtorch: no CUDA part, and the reason says how to get one.
+            Err(why) => assert!(why.contains("WRN_CUDA=1"), "{why}"),
+            Ok(ext) => match cuda_status() {
+                // No GPU: the graph (its side stream) cannot be made, which is an error naming CUDA's
+                // reason, not a crash.
+                Err(_) => {
+                    let why = ext.graph().err().expect("a CUDA graph without a GPU").0;
+                    assert!(why.contains("CUDA"), "{why}");
+                }
+                Ok(_) => {
+                    let mut graph = ext.graph().unwrap();
+                    let mut t = tch::Tensor::zeros([4], (tch::Kind::Float, tch::Device::Cuda(0)));
+                    // Captured, not run; then each replay adds one.
+                    graph.capture(|| t += 1.0).unwrap();
+                    for _ in 0..3 {
+                        graph.replay().unwrap();
+                    }
+                    tch::Cuda::synchronize(0);
+                    assert_eq!(Vec::<f32>::try_from(&t).unwrap(), [3.0; 4]);
+                }
+            },
+        }
+    }
+
+    #[test]
     fn device_choices_parse_and_print_back() {
         for s in ["auto", "cpu", "cuda:0", "cuda:3"] {
             assert_eq!(s.parse::<DeviceChoice>().unwrap().to_string(), s);
