@@ -16,7 +16,7 @@
 #
 # Gates, each with a time budget (a gate that overruns it is FAIL "timed out after N s"; later gates still
 # run; every command runs under `timeout`):
-#   preflight    (30 s) NVIDIA driver >= 580, compute capability 7.5 to 12.x, glibc/libstdc++ versus what
+#   preflight    (25 s) NVIDIA driver >= 580, compute capability 7.5 to 12.x, glibc/libstdc++ versus what
 #                       the binary needs, python3's torch 2.11.0 with CUDA 13.0 and a usable GPU, the binary
 #                       starts against that torch's lib/ (put first on LD_LIBRARY_PATH). On any mismatch the
 #                       script stops here with the reason and exit status 2, as it does on a machine without
@@ -24,18 +24,23 @@
 #   environment  (15 s) `wrn doctor --json`: CUDA available, libtorch and libtorch_cuda.so from torch's lib/,
 #                       the CUDA part of wrn's extension (NCCL) loaded, no problems; a running wrn maps
 #                       exactly one libtorch_cpu.so and one copy of each library.
-#   parity       (30 s) `wrn doctor --parity --device cuda --json`: every entry within its tolerance, one of
+#   parity       (25 s) `wrn doctor --parity --device cuda --json`: every entry within its tolerance, one of
 #                       them DDP's Reducer over NCCL with a world of one rank.
-#   speed       (165 s) wrn against PyTorch eager (benches/peers/pytorch_train_step.py) on the same GPU,
+#   speed       (150 s) wrn against PyTorch eager (benches/peers/pytorch_train_step.py) on the same GPU,
 #                       alternating (wrn, PyTorch, PyTorch, wrn), best of two each: WRN-28-10 b128 bf16 +
 #                       channels-last (gated: wrn/PyTorch >= 0.8), WRN-28-10 b128 fp32, WRN-16-4 b128 bf16 +
 #                       channels-last, WRN-50-2 b64 224² bf16 + channels-last; the same parameter counts.
-#   train        (90 s) synthetic CIFAR-10, WRN-28-10 bf16 on a subset: interrupted with --max-steps and
+#   train        (85 s) synthetic CIFAR-10, WRN-28-10 bf16 on a subset: interrupted with --max-steps and
 #                       resumed, against an uninterrupted run within tolerance; data-wait fraction < 5%;
 #                       no warning lines.
-#   pipeline     (45 s) `wrn bench pipeline --u8` with nproc-2 workers on CIFAR and synthetic ImageNet
+#   graphs       (40 s) CUDA graphs (`cuda_graphs = true`): `wrn bench train --cuda-graphs` for WRN-16-4 b128
+#                       bf16 + channels-last (best of two) beside the speed gate's eager wrn and PyTorch
+#                       figures (the goal, 1.5x PyTorch eager, is reported, not gated), and the train gate's
+#                       uninterrupted run again with cuda_graphs = true, within the same tolerance of it and
+#                       with no warning lines. (`wrn doctor --parity` checks replayed steps with dropout.)
+#   pipeline     (40 s) `wrn bench pipeline --u8` with nproc-2 workers on CIFAR and synthetic ImageNet
 #                       against the GPU's images/s of the speed gate ("data-bound" where slower).
-#   sweep        (35 s) the demo table with --gpus 0 --jobs 2, and CUDA_VISIBLE_DEVICES=0 without --gpus.
+#   sweep        (30 s) the demo table with --gpus 0 --jobs 2, and CUDA_VISIBLE_DEVICES=0 without --gpus.
 #   negative     (10 s) cuda:99 refused; a missing libtorch_cuda.so explained.
 #
 # Exit status: 0 when every gate passes, 1 when one fails, 2 when preflight stops the run.
@@ -46,9 +51,9 @@ set -o pipefail
 
 # ---------------------------------------------------------------------------------------------------
 # Settings. Each gate's budget in seconds; they add up to 7 minutes.
-GATES=(preflight environment parity speed train pipeline sweep negative)
-declare -A BUDGET=([preflight]=30 [environment]=15 [parity]=30 [speed]=165 [train]=90 [pipeline]=45
-                   [sweep]=35 [negative]=10)
+GATES=(preflight environment parity speed train graphs pipeline sweep negative)
+declare -A BUDGET=([preflight]=25 [environment]=15 [parity]=25 [speed]=150 [train]=85 [graphs]=40 [pipeline]=40
+                   [sweep]=30 [negative]=10)
 DEV=cuda
 # speed: id|label|arch|batch|precision|channels-last(0/1)|timed steps|least wrn/PyTorch ratio (empty: not gated)
 SPEED_CONFIGS=(
@@ -341,13 +346,19 @@ ensure_cifar() {
   fi
 }
 
-gate_train() {
-  begin_gate train
-  local d=$gate_dir smi_pid='' runs=$WORK/train-runs
-  local sets=(--set "device=$DEV" --set "arch=$TRAIN_ARCH" --set "precision=$TRAIN_PRECISION"
+# The settings of the train gate's runs (and of the graphs gate's).
+train_sets() {
+  TRAIN_SETS=(--set "device=$DEV" --set "arch=$TRAIN_ARCH" --set "precision=$TRAIN_PRECISION"
               --set "scale.epochs=$TRAIN_EPOCH_SCALE" --set "scale.train_subset=$TRAIN_SUBSET"
               --set "scale.test_subset=$TEST_SUBSET" --set "data.dir=$WORK/data"
               --set "data.manifest=$WORK/cifar-synth/cifar10.toml")
+}
+
+gate_train() {
+  begin_gate train
+  local d=$gate_dir smi_pid='' runs=$WORK/train-runs
+  train_sets
+  local sets=("${TRAIN_SETS[@]}")
   fact runs "$runs"
   fact max_steps "$TRAIN_MAX_STEPS"
   if ensure_cifar; then
@@ -374,6 +385,25 @@ gate_train() {
         cp "$runs/$r/$f" "$d/run_$r.$f" 2>/dev/null
       done
       cp "$runs/$r/environment.json" "$d/run_$r.environment.json" 2>/dev/null
+    done
+  fi
+  end_gate
+}
+
+gate_graphs() {
+  begin_gate graphs
+  local d=$gate_dir runs=$WORK/train-runs round
+  for round in 1 2; do
+    STEP_CAP=$SPEED_STEP_CAP step "bench.$round" "$wrn" bench train --device "$DEV" --arch wrn-16-4 --batch 128 \
+      --precision bf16 --channels-last --cuda-graphs --steps 100 --json
+    log "   WRN-16-4 b128 bf16+CL with CUDA graphs, round $round: $("$PY" "$WORK/judge.py" rate "$gate_dir/bench.$round")"
+  done
+  if ensure_cifar; then
+    train_sets
+    rm -rf "$runs/c"
+    step run_c "$wrn" train "${TRAIN_SETS[@]}" --set cuda_graphs=true --out "$runs/c"
+    for f in train.log metrics.csv result.json; do
+      cp "$runs/c/$f" "$d/run_c.$f" 2>/dev/null
     done
   fi
   end_gate
@@ -867,8 +897,6 @@ def judge_speed(d):
             s += "; memory wrn %s GiB in use, PyTorch %s GiB peak allocated" % (
                 r["wrn_device_memory_in_use_gib"], r["pytorch_max_memory_allocated_gib"])
         s += ")"
-        if r["arch"] == "wrn-16-4" and r["ratio"] is not None and r["ratio"] < 0.8:
-            s += " expected low until the optimiser is multi-tensor"
         if r["gate"] is not None:
             s += " [gated >= %.2f]" % r["gate"]
         parts.append(s)
@@ -911,6 +939,28 @@ def warning_lines(paths):
             if WARNING.search(line):
                 found.append("%s: %s" % (os.path.basename(p), line.strip()[:200]))
     return found
+
+
+def compare_runs(ma, mb):
+    """The last epochs of two runs' metrics rows: the comparison's figures, and what is wrong (or None)."""
+    la, lb = ma[-1], mb[-1]
+    d_err, d_loss = abs(la["test_error"] - lb["test_error"]), abs(la["test_loss"] - lb["test_loss"])
+    # Two processes differ on a GPU (not bit-exact) by as much as after epoch 1, where both ran
+    # uninterrupted: the tolerance is twice that, at least 5 points of error and 0.1 + 10% of the loss.
+    e1 = abs(ma[0]["test_error"] - mb[0]["test_error"]), abs(ma[0]["test_loss"] - mb[0]["test_loss"])
+    tol_err = max(5.0, 2 * e1[0] + 1.0)
+    tol_loss = max(0.1 + 0.1 * lb["test_loss"], 2 * e1[1] + 0.05)
+    comparison = {"test_error_a": la["test_error"], "test_error_b": lb["test_error"],
+                  "test_loss_a": la["test_loss"], "test_loss_b": lb["test_loss"],
+                  "difference_error": d_err, "difference_loss": d_loss,
+                  "epoch1_difference_error": e1[0], "epoch1_difference_loss": e1[1],
+                  "tolerance_error": tol_err, "tolerance_loss": tol_loss}
+    if not all(math.isfinite(x) for x in (la["test_loss"], lb["test_loss"], la["train_loss"], lb["train_loss"])):
+        return comparison, "non-finite losses"
+    if d_err > tol_err or d_loss > tol_loss:
+        return comparison, "test error %.2f%% vs %.2f%% (tolerance %.1f), test loss %.4f vs %.4f (tolerance %.3f)" % (
+            la["test_error"], lb["test_error"], tol_err, la["test_loss"], lb["test_loss"], tol_loss)
+    return comparison, None
 
 
 def judge_train(d):
@@ -964,23 +1014,9 @@ def judge_train(d):
     ma, mb = runs["a"]["metrics"], runs["b"]["metrics"]
     if ma and mb:
         la, lb = ma[-1], mb[-1]
-        d_err, d_loss = abs(la["test_error"] - lb["test_error"]), abs(la["test_loss"] - lb["test_loss"])
-        # Two processes differ on a GPU (not bit-exact) by as much as after epoch 1, where both ran
-        # uninterrupted: the tolerance is twice that, at least 5 points of error and 0.1 + 10% of the loss.
-        e1 = abs(ma[0]["test_error"] - mb[0]["test_error"]), abs(ma[0]["test_loss"] - mb[0]["test_loss"])
-        tol_err = max(5.0, 2 * e1[0] + 1.0)
-        tol_loss = max(0.1 + 0.1 * lb["test_loss"], 2 * e1[1] + 0.05)
-        fig["comparison"] = {"test_error_a": la["test_error"], "test_error_b": lb["test_error"],
-                             "test_loss_a": la["test_loss"], "test_loss_b": lb["test_loss"],
-                             "difference_error": d_err, "difference_loss": d_loss,
-                             "epoch1_difference_error": e1[0], "epoch1_difference_loss": e1[1],
-                             "tolerance_error": tol_err, "tolerance_loss": tol_loss}
-        if not all(math.isfinite(x) for x in (la["test_loss"], lb["test_loss"], la["train_loss"], lb["train_loss"])):
-            problems.append("non-finite losses")
-        if d_err > tol_err or d_loss > tol_loss:
-            problems.append("resumed vs uninterrupted: test error %.2f%% vs %.2f%% (tolerance %.1f), test loss "
-                            "%.4f vs %.4f (tolerance %.3f)" % (la["test_error"], lb["test_error"], tol_err,
-                                                               la["test_loss"], lb["test_loss"], tol_loss))
+        fig["comparison"], problem = compare_runs(ma, mb)
+        if problem:
+            problems.append("resumed vs uninterrupted: " + problem)
         # Chance is 90% error; on 2000 test images one standard deviation of chance is 0.7 points.
         if lb["test_error"] >= 85.0:
             problems.append("the uninterrupted run did not learn: test error %.1f%% (chance 90%%)" % lb["test_error"])
@@ -1017,6 +1053,71 @@ def judge_train(d):
         fig["interrupted_at"], runs["a"]["result"].get("device"), c["test_error_a"], c["test_error_b"],
         c["tolerance_error"], c["test_loss_a"], c["test_loss_b"], c["tolerance_loss"],
         100 * fig["data_wait_fraction_b"], fig.get("images_per_second_b") or 0), fig
+
+
+def judge_graphs(d):
+    problems, fig = [], {}
+    benches = []
+    for r in (1, 2):
+        name = "bench.%d" % r
+        j = out_json(d, name)
+        if rc(d, name) == 0 and isinstance(j, dict) and isinstance(j.get("images_per_second"), (int, float)):
+            if j.get("cuda_graphs") is not True:
+                problems.append("bench round %d did not replay a CUDA graph" % r)
+            benches.append(j)
+        elif rc(d, name) is not None:
+            problems.append("wrn bench train --cuda-graphs failed: " + why(d, name))
+    best = max(benches, key=lambda j: j["images_per_second"]) if benches else None
+    fig["graphs_images_per_second"] = best["images_per_second"] if best else None
+    fig["graphs_device_memory_in_use_gib"] = gib(best.get("device_memory_in_use_bytes")) if best else None
+    eager = torch = None
+    for c in gate_figures("speed").get("configs", []):
+        if c.get("id") == "wrn16-bf16-cl":
+            eager, torch = c.get("wrn_images_per_second"), c.get("pytorch_images_per_second")
+    fig["eager_images_per_second"], fig["pytorch_images_per_second"] = eager, torch
+    g = fig["graphs_images_per_second"]
+    fig["ratio_to_eager"] = g / eager if g and eager else None
+    fig["ratio_to_pytorch"] = g / torch if g and torch else None
+    fig["goal_ratio_to_pytorch"] = 1.5
+    if rc(d, "run_c") is None:
+        data_step = "cifar_fetch" if rc(d, "cifar_fetch") is not None else "cifar_synth"
+        problems.append("the run with cuda_graphs = true did not start: " + why(d, data_step))
+    elif rc(d, "run_c") != 0:
+        problems.append("the run with cuda_graphs = true failed: " + why(d, "run_c"))
+    res = parse_json(read(os.path.join(d, "run_c.result.json"))) or {}
+    mc = metrics(os.path.join(d, "run_c.metrics.csv"))
+    mb = metrics(os.path.join(WORK, "train", "run_b.metrics.csv"))
+    fig["run_c"] = {"device": res.get("device"), "status": res.get("status"), "metrics": mc}
+    if rc(d, "run_c") == 0:
+        if res.get("status") != "finished" or not str(res.get("device", "")).startswith(DEVICE):
+            problems.append("the run with CUDA graphs: status %s on %s" % (res.get("status"), res.get("device")))
+        said = read(os.path.join(d, "run_c.err")) + read(os.path.join(d, "run_c.train.log"))
+        if "CUDA graphs: the training step is captured" not in said:
+            problems.append("the run with cuda_graphs = true does not say it captured its step")
+        if mc and mb:
+            fig["comparison"], problem = compare_runs(mc, mb)
+            if problem:
+                problems.append("CUDA graphs vs eager (the train gate's run B): " + problem)
+            fig["images_per_second_c"] = mc[-1].get("images_per_second")
+            fig["images_per_second_b"] = mb[-1].get("images_per_second")
+        elif not mb:
+            problems.append("no eager run to compare with (the train gate's run B has no metrics)")
+        warn = warning_lines([os.path.join(d, "run_c.train.log"), os.path.join(d, "run_c.err")])
+        fig["warning_lines"] = len(warn)
+        if warn:
+            problems.append("%d warning lines, e.g. %s" % (len(warn), warn[0]))
+    text = "WRN-16-4 b128 bf16+CL replayed %s img/s: %s eager wrn (%s), %s PyTorch eager (%s; goal 1.5x)" % (
+        fmt_rate(g), "%.2fx" % fig["ratio_to_eager"] if fig["ratio_to_eager"] else "no ratio to", fmt_rate(eager),
+        "%.2fx" % fig["ratio_to_pytorch"] if fig["ratio_to_pytorch"] else "no ratio to", fmt_rate(torch))
+    c = fig.get("comparison")
+    if c:
+        text += "; trained with CUDA graphs: test error %.2f%% vs eager %.2f%% (tolerance %.1f), test loss %.4f vs " \
+                "%.4f (tolerance %.3f), %s vs %s images/s" % (
+                    c["test_error_a"], c["test_error_b"], c["tolerance_error"], c["test_loss_a"], c["test_loss_b"],
+                    c["tolerance_loss"], fmt_rate(fig.get("images_per_second_c")), fmt_rate(fig.get("images_per_second_b")))
+    if problems:
+        return False, "; ".join(problems) + " | " + text, fig
+    return True, text, fig
 
 
 def gate_figures(name):

@@ -48,7 +48,7 @@ assert doc["exit_code"] == 2 and doc["result"] == "preflight-failed", doc
 assert pre["name"] == "preflight" and pre["status"] == "fail", pre
 assert re.search(sys.argv[2], pre["summary"]), pre["summary"]
 names = [g["name"] for g in doc["gates"]]
-assert names == ["preflight", "environment", "parity", "speed", "train", "pipeline", "sweep", "negative"], names
+assert names == ["preflight", "environment", "parity", "speed", "train", "graphs", "pipeline", "sweep", "negative"], names
 assert all(g["status"] == "skipped" for g in doc["gates"][1:]), doc["gates"]
 PY
     bad "$name: gpu-acceptance.json"; return
@@ -56,8 +56,8 @@ PY
   if ! grep -qE "^FAIL preflight: .*($pattern)" "$tmp/$name.log"; then
     bad "$name: no 'FAIL preflight: ...' line matching '$pattern'"; sed 's/^/    /' "$tmp/$name.log"; return
   fi
-  if [ "$(tail -n 8 "$tmp/$name.log" | grep -cE '^(PASS|FAIL|SKIP) [a-z]+: ')" -ne 8 ]; then
-    bad "$name: the last 8 lines are not one per gate"; return
+  if [ "$(tail -n 9 "$tmp/$name.log" | grep -cE '^(PASS|FAIL|SKIP) [a-z]+: ')" -ne 9 ]; then
+    bad "$name: the last 9 lines are not one per gate"; return
   fi
   ok "$name: stops at preflight ($(grep -m1 -oE "$pattern" "$tmp/$name/gpu-acceptance.json"))"
 }

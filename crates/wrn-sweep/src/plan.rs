@@ -194,7 +194,8 @@ impl Plan {
 
 /// The `--set` keys a sweep may add to every run (`*` ends a prefix): none changes what is trained (a
 /// custom manifest makes a run reduced-scale, which the report says).
-const ALLOWED: [&str; 5] = ["data.*", "device", "channels_last", "checkpoint_minutes", "checkpoint_steps"];
+const ALLOWED: [&str; 6] =
+    ["data.*", "device", "channels_last", "cuda_graphs", "checkpoint_minutes", "checkpoint_steps"];
 
 /// Whether `--set key=value` leaves what is trained as it is.
 fn leaves_training_alone(set: &str) -> bool {

@@ -27,6 +27,8 @@ pub struct DeviceCheck {
     pub images_per_second: f64,
     /// Whether each timed step included the SGD update (a full training step).
     pub optimizer_step: bool,
+    /// Whether each timed step was replayed from a CUDA graph.
+    pub cuda_graphs: bool,
     /// Device memory in use at the end, as the NVIDIA driver reports it (CUDA only; all processes).
     pub device_memory_in_use_bytes: Option<u64>,
 }
@@ -36,6 +38,8 @@ pub struct DeviceCheck {
 pub enum CheckError {
     #[error("the device check on {device} failed: {source}")]
     Torch { device: String, source: tch::TchError },
+    #[error("CUDA graphs on {device}: {detail}")]
+    CudaGraph { device: String, detail: String },
     #[error("the device check on {device} produced a non-finite loss ({loss})")]
     NonFinite { device: String, loss: f64 },
 }
@@ -52,6 +56,8 @@ pub struct CheckOptions {
     pub input_side: Option<i64>,
     /// How the SGD update runs, instead of the device's default.
     pub update: Option<crate::sgd::Update>,
+    /// Replay each training step (with the update) from a CUDA graph, as `cuda_graphs = true` trains.
+    pub cuda_graphs: bool,
 }
 
 /// Runs warm-up steps (one on the CPU, three on CUDA) and `steps` timed forward+backward steps of `arch` at
@@ -80,16 +86,27 @@ pub fn forward_backward(
             None => sgd,
         }
     });
-    let mut step = || -> Result<Tensor, tch::TchError> {
+    let mut graphed = match options.cuda_graphs {
+        false => None,
+        true => Some(
+            graphed_steps(device, batch, sgd.is_some())
+                .map_err(|detail| CheckError::CudaGraph { device: name.clone(), detail })?,
+        ),
+    };
+    let graph_error = |detail| CheckError::CudaGraph { device: name.clone(), detail };
+    let mut step = || -> Result<Tensor, CheckError> {
+        if let (Some(graphed), Some(sgd)) = (graphed.as_mut(), sgd.as_mut()) {
+            let (loss, _, _) = graphed.step((&net, sgd), 0, 0.1, (&x, &y)).map_err(graph_error)?;
+            return Ok(loss);
+        }
+        let torch = |source| CheckError::Torch { device: name.clone(), source };
         vs.trainable_variables().iter_mut().for_each(Tensor::zero_grad);
-        let loss = net.forward_t(&x, true).to_kind(Kind::Float).f_cross_entropy_loss::<Tensor>(
-            &y,
-            None,
-            tch::Reduction::Mean,
-            -100,
-            0.0,
-        )?;
-        loss.f_backward()?;
+        let loss = net
+            .forward_t(&x, true)
+            .to_kind(Kind::Float)
+            .f_cross_entropy_loss::<Tensor>(&y, None, tch::Reduction::Mean, -100, 0.0)
+            .map_err(torch)?;
+        loss.f_backward().map_err(torch)?;
         if let Some(sgd) = sgd.as_mut() {
             sgd.step(0.1);
         }
@@ -100,17 +117,22 @@ pub fn forward_backward(
             tch::Cuda::synchronize(index as i64);
         }
     };
-    // Warm-up: on CUDA, cuDNN's benchmark mode tunes each shape in the first step.
-    let warmup = if device.is_cuda() { 3 } else { 1 };
+    // Warm-up: on CUDA, cuDNN's benchmark mode tunes each shape in the first step; with CUDA graphs the
+    // eager steps before the capture and the capture itself.
+    let warmup = match (device.is_cuda(), options.cuda_graphs) {
+        (_, true) => crate::graphed::WARM_UP_STEPS + 1,
+        (true, false) => 3,
+        (false, false) => 1,
+    };
     for _ in 0..warmup {
-        let _ = step().map_err(torch)?;
+        let _ = step()?;
     }
     sync();
     // Timed steps are launched back to back and synchronised once at the end, as training runs them.
     let start = Instant::now();
     let mut last = None;
     for _ in 0..steps {
-        last = Some(step().map_err(torch)?);
+        last = Some(step()?);
     }
     sync();
     let loss = match last {
@@ -133,11 +155,28 @@ pub fn forward_backward(
         loss,
         images_per_second: (batch as f64 * steps as f64) / seconds.max(1e-9),
         optimizer_step: options.optimizer_step,
+        cuda_graphs: options.cuda_graphs,
         device_memory_in_use_bytes: match device {
             Device::Cuda(index) => crate::driver::cuda_memory_in_use(index),
             _ => None,
         },
     })
+}
+
+/// The CUDA graph a timed training step replays: on CUDA, with the update.
+fn graphed_steps(
+    device: Device,
+    batch: i64,
+    optimizer_step: bool,
+) -> Result<crate::graphed::GraphedSteps<crate::graphed::DeviceGraph>, String> {
+    if !device.is_cuda() {
+        return Err("they replay steps on a GPU; measure with --device cuda".into());
+    }
+    if !optimizer_step {
+        return Err("a captured step includes the SGD update".into());
+    }
+    let graph = crate::graphed::DeviceGraph::new(crate::runtime::cuda_extension()?)?;
+    Ok(crate::graphed::GraphedSteps::new(graph, batch))
 }
 
 /// A batch of random images (in the layout and precision `options` ask for) and labels for `arch`.
@@ -301,5 +340,12 @@ mod tests {
         assert!(later.optimizer_step && later.device_memory_in_use_bytes.is_none());
         // The same random batch every step: SGD must fit it.
         assert!(later.loss < first.loss, "{} then {}", first.loss, later.loss);
+    }
+
+    #[test]
+    fn cuda_graphs_are_refused_on_the_cpu_with_the_reason() {
+        let options = CheckOptions { optimizer_step: true, cuda_graphs: true, ..CheckOptions::default() };
+        let err = forward_backward(&"wrn-10-1".parse().unwrap(), Device::Cpu, 8, 1, options).unwrap_err();
+        assert_eq!(err.to_string(), "CUDA graphs on cpu: they replay steps on a GPU; measure with --device cuda");
     }
 }

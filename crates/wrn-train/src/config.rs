@@ -186,6 +186,10 @@ pub struct Experiment {
     /// float rounding, so not a departure from the recipe. Absent: on a GPU, not on the CPU.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub channels_last: Option<bool>,
+    /// Capture the training step of a full batch in a CUDA graph and replay it (one process on a GPU):
+    /// the same computation without the host's kernel launches.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cuda_graphs: bool,
     pub scale: Scale,
     pub data: Data,
     /// Also write a checkpoint after this many minutes within an epoch (0 disables).
@@ -216,6 +220,7 @@ impl Experiment {
             device: DeviceChoice::Auto,
             precision: Precision::Fp32,
             channels_last: None,
+            cuda_graphs: false,
             scale: Scale { epochs: 1.0, train_subset: None, test_subset: None },
             data: Data { dir: None, manifest: None, workers: None, prefetch: 4, images: None },
             checkpoint_minutes: 10.0,
@@ -392,7 +397,7 @@ impl Experiment {
     /// rather than depart from anything; the seed, the device, the data location and the checkpoints do
     /// not change what is trained; `scale` is recorded as `full_scale`.
     pub fn recipe_changes(&self) -> BTreeMap<String, serde_json::Value> {
-        const NOT_THE_RECIPE: [&str; 9] = [
+        const NOT_THE_RECIPE: [&str; 10] = [
             "dataset",
             "arch",
             "seed",
@@ -402,6 +407,7 @@ impl Experiment {
             "checkpoint_minutes",
             "checkpoint_steps",
             "channels_last",
+            "cuda_graphs",
         ];
         let flat = |e: &Experiment| {
             let mut out = BTreeMap::new();
@@ -548,6 +554,7 @@ fn merge(base: &mut Value, layer: toml::Table, origin: &str, prefix: &str) -> Re
 const OPTIONAL: &[&str] = &[
     "bn_group",
     "channels_last",
+    "cuda_graphs",
     "scale.train_subset",
     "scale.test_subset",
     "data.dir",

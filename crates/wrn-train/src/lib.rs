@@ -11,6 +11,7 @@
 //! - [`sgd`]: SGD with Nesterov momentum and weight decay, with checkpointable state.
 //! - [`eval`]: weights (a checkpoint, a torchvision or official-port state dict, or the authors'
 //!   export) evaluated on a prepared split into a run folder marked evaluated, never trained.
+//! - [`graphed`]: training steps captured once in a CUDA graph and replayed (`cuda_graphs = true`).
 //! - [`trainer`]: the training loop: epochs, evaluation, metrics, checkpoints, resume, interruption.
 //! - [`policy`]: when the loop checkpoints and stops (minutes, steps, a stop request), as a value.
 //! - [`world`]: one run over several processes: the ranks (from `--nproc`, torchrun or Slurm) and what
@@ -27,6 +28,7 @@ pub mod datasets;
 pub mod driver;
 pub mod environment;
 pub mod eval;
+pub mod graphed;
 pub mod parity;
 pub mod policy;
 pub mod run;

@@ -74,11 +74,11 @@ fn copy_of(
     arch: &Arch,
     reference: &nn::VarStore,
     device: Device,
-) -> Result<(nn::VarStore, Box<dyn ModuleT>), tch::TchError> {
+) -> Result<(nn::VarStore, wrn_nets::Network), tch::TchError> {
     let mut vs = nn::VarStore::new(device);
     let net = arch.build(&vs.root());
     vs.copy(reference)?;
-    Ok((vs, Box::new(net)))
+    Ok((vs, net))
 }
 
 /// Training-mode logits and the gradients of a cross-entropy step.
@@ -132,12 +132,17 @@ fn reduced_step(
 }
 
 /// Relative tolerance of a CUDA graph's replayed steps against the same steps run eagerly: the same
-/// kernels on the same numbers, up to cuDNN's nondeterministic sums over four steps.
+/// kernels on the same numbers (dropout masks included), up to cuDNN's nondeterministic sums.
 pub const GRAPH_TOLERANCE: f64 = 1e-4;
 
-/// The weights (sorted by name, on the CPU) after four SGD steps on one batch (Nesterov momentum 0.9,
-/// weight decay 5e-4, lr 0.1): all run eagerly, and one eager warm-up step (on the graph's side stream)
-/// followed by three replays of a captured step (zeroing the gradients, forward, backward and update).
+/// Steps [`graph_steps`] takes: the graph's warm-up, its capture, and two replays.
+const GRAPH_STEPS: usize = crate::graphed::WARM_UP_STEPS + 3;
+
+/// The weights (sorted by name, on the CPU) after [`GRAPH_STEPS`] SGD steps on one batch with dropout 0.3
+/// (Nesterov momentum 0.9, weight decay 5e-4, lr 0.1, libtorch's generator seeded per step), all run
+/// eagerly, and through the trainer's [`GraphedSteps`](crate::graphed::GraphedSteps): eager warm-up steps
+/// on the graph's side stream, then a captured step replayed. Dropout takes each step's seed under replay
+/// as eagerly, or the weights part.
 fn graph_steps(
     arch: &Arch,
     reference: &nn::VarStore,
@@ -145,27 +150,29 @@ fn graph_steps(
     x: &Tensor,
     y: &Tensor,
 ) -> Result<(Vec<Tensor>, Vec<Tensor>), String> {
-    let ext = crate::runtime::cuda_extension()?;
+    use crate::graphed::{DeviceGraph, GraphedSteps, StepKind};
+    let arch = arch.clone().with_dropout(0.3).map_err(|e| e.to_string())?;
     let config =
         crate::config::Optimizer { lr: 0.1, momentum: 0.9, dampening: 0.0, weight_decay: 5e-4, nesterov: true };
     let run = |graph: bool| -> Result<Vec<Tensor>, String> {
-        let (vs, net) = copy_of(arch, reference, device).map_err(|e| e.to_string())?;
+        let (vs, net) = copy_of(&arch, reference, device).map_err(|e| e.to_string())?;
         let mut sgd = crate::sgd::Sgd::new(&vs, config.clone());
-        let step = |sgd: &mut crate::sgd::Sgd| {
-            sgd.zero_grad();
-            net.forward_t(x, true).to_kind(Kind::Float).cross_entropy_for_logits(y).backward();
-            sgd.step(config.lr);
-        };
         if graph {
-            let mut g = ext.graph().map_err(|e| e.0)?;
-            g.on_side_stream(|| step(&mut sgd)).map_err(|e| e.0)?;
-            g.capture(|| step(&mut sgd)).map_err(|e| e.0)?;
-            for _ in 0..3 {
-                g.replay().map_err(|e| e.0)?;
+            let mut steps = GraphedSteps::new(DeviceGraph::new(crate::runtime::cuda_extension()?)?, x.size()[0]);
+            let mut kinds = Vec::new();
+            for seed in 0..GRAPH_STEPS as i64 {
+                kinds.push(steps.step((&net, &mut sgd), seed, config.lr, (x, y))?.2);
+            }
+            if kinds.last() != Some(&StepKind::Replayed) {
+                return Err(format!("the graphed steps were {kinds:?}, not ending in replays"));
             }
         } else {
-            for _ in 0..4 {
-                step(&mut sgd);
+            for seed in 0..GRAPH_STEPS as i64 {
+                tch::manual_seed(seed);
+                let Ok(_) = crate::trainer::sgd_step((&net, &mut sgd), config.lr, (x, y), |loss| {
+                    loss.backward();
+                    Ok::<(), std::convert::Infallible>(())
+                });
             }
         }
         let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().filter(|(_, t)| t.requires_grad()).collect();
@@ -191,11 +198,11 @@ pub fn parity(arch: &Arch, device: Device, batch: i64) -> Result<Vec<ParityCheck
 
     let (dev_vs, dev_net) = copy_of(arch, &cpu_vs, device).map_err(torch)?;
     let (xd, yd) = (x.to_device(device), y.to_device(device));
-    let (logits, grads) = step(&dev_vs, dev_net.as_ref(), &xd, &yd);
-    let (bf16_logits, _) = step(&dev_vs, dev_net.as_ref(), &wrn_nets::layout::bf16(&xd), &yd);
+    let (logits, grads) = step(&dev_vs, &dev_net, &xd, &yd);
+    let (bf16_logits, _) = step(&dev_vs, &dev_net, &wrn_nets::layout::bf16(&xd), &yd);
     let (cl_vs, cl_net) = copy_of(arch, &cpu_vs, device).map_err(torch)?;
     wrn_nets::layout::to_channels_last(&cl_vs);
-    let (cl_logits, cl_grads) = step(&cl_vs, cl_net.as_ref(), &wrn_nets::layout::channels_last(&xd), &yd);
+    let (cl_logits, cl_grads) = step(&cl_vs, &cl_net, &wrn_nets::layout::channels_last(&xd), &yd);
     let (logits_diff, grads_diff) =
         ("relative L2 difference of training-mode logits", "relative L2 difference of all gradients");
     checks.extend([
@@ -218,7 +225,7 @@ pub fn parity(arch: &Arch, device: Device, batch: i64) -> Result<Vec<ParityCheck
             .map_err(|detail| ParityError::Extension { device: name.clone(), detail })?;
         checks.push(check(
             "cuda_graph_steps_vs_eager",
-            "relative L2 difference of the weights after 4 SGD steps, eager or 1 eager + 3 replays of a captured step",
+            "relative L2 difference of the weights after 6 SGD steps with dropout, eager or through the trainer's CUDA graph (3 eager, a capture, 2 replays)",
             relative_grads(&eager, &replayed),
             GRAPH_TOLERANCE,
         ));

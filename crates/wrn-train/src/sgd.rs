@@ -214,6 +214,17 @@ impl Sgd {
         self.momentum = None;
     }
 
+    /// Whether the update keeps momentum buffers (a momentum other than 0).
+    pub fn has_momentum(&self) -> bool {
+        self.config.momentum != 0.0
+    }
+
+    /// Where the momentum buffer lives (none before the first step and after a reset): a step captured
+    /// in a CUDA graph writes to that memory.
+    pub fn momentum_address(&self) -> Option<usize> {
+        self.momentum.as_ref().map(|m| m.data_ptr() as usize)
+    }
+
     /// The momentum buffers, named `momentum.<parameter>` (none before the first step or after a reset).
     pub fn state(&self) -> Vec<(String, Tensor)> {
         let Some(buf) = &self.momentum else { return Vec::new() };

@@ -21,6 +21,7 @@
 //! generator is global to the process, so one process trains one run at a time (sweeps start a process per
 //! run).
 
+use std::convert::Infallible;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -38,6 +39,7 @@ use wrn_run::{CONFIG, ENVIRONMENT, RESULT};
 use crate::config::{Augmentation, BatchImages, ConfigError, Experiment, Precision, Preprocessing};
 use crate::datasets::Dataset;
 use crate::environment::{device_name, Environment};
+use crate::graphed::{DeviceGraph, GraphedSteps};
 use crate::policy::CheckpointPolicy;
 use crate::run::{EpochMetrics, Progress, RunDir, RunError, RunResult, Status};
 use crate::runtime::{self, DeviceChoice, RuntimeError, ThreadPlan};
@@ -73,6 +75,8 @@ pub enum TrainError {
          lower batch_size or raise scale.train_subset"
     )]
     NoSteps { images: usize, batch: usize, drop_last: bool },
+    #[error("CUDA graphs: {0}; set cuda_graphs = false to train without them")]
+    CudaGraph(String),
     #[error("{path}: {detail}; restore it from a copy, or start the run again in a new folder")]
     Damaged { path: PathBuf, detail: String },
 }
@@ -391,7 +395,7 @@ fn contiguous_strides(shape: &[i64]) -> Vec<i64> {
 }
 
 /// Logits in f32, where the loss and the error counts are computed whatever the precision.
-fn f32_logits(logits: Tensor) -> Tensor {
+pub(crate) fn f32_logits(logits: Tensor) -> Tensor {
     if logits.kind() == Kind::Float {
         logits
     } else {
@@ -551,6 +555,8 @@ struct Setup {
     /// this run (the reducer goes first).
     reducer: Option<Reducer>,
     dist: Option<Dist>,
+    /// The training step captured in a CUDA graph (`cuda_graphs = true`).
+    graphed: Option<GraphedSteps<DeviceGraph>>,
 }
 
 /// Where the run stands: the position, the sums of the epoch in progress, the epochs done.
@@ -617,7 +623,35 @@ fn set_up(exp: &Experiment, options: &TrainOptions, recorded: Option<&Environmen
         Some(dist) => Some(gradient_reducer(dist, (&net, &vs, &sgd), train_input.blank(2, data.train.sample_shape()))?),
         None => None,
     };
-    Ok(Setup { device, plan, data, train_input, test_input, arch, vs, net, parameters, sgd, reducer, dist })
+    let graphed = if exp.cuda_graphs { Some(graphed_steps(exp, device, dist.as_ref())?) } else { None };
+    Ok(Setup { device, plan, data, train_input, test_input, arch, vs, net, parameters, sgd, reducer, dist, graphed })
+}
+
+/// The CUDA graph that replays the run's training step: one process on a CUDA device, with the CUDA part
+/// of the extension.
+fn graphed_steps(
+    exp: &Experiment,
+    device: Device,
+    dist: Option<&Dist>,
+) -> Result<GraphedSteps<DeviceGraph>, TrainError> {
+    if !device.is_cuda() {
+        return Err(TrainError::CudaGraph(format!(
+            "they replay steps on a GPU, and this run trains on {}",
+            device_name(device)
+        )));
+    }
+    if let Some(dist) = dist {
+        return Err(TrainError::CudaGraph(format!(
+            "a captured step cannot hold the gradient all-reduce of {} ranks; train over several GPUs without them",
+            dist.size()
+        )));
+    }
+    let graph = runtime::cuda_extension().and_then(DeviceGraph::new).map_err(TrainError::CudaGraph)?;
+    tracing::info!(
+        "CUDA graphs: the training step is captured after {} eager steps and replayed",
+        crate::graphed::WARM_UP_STEPS
+    );
+    Ok(GraphedSteps::new(graph, exp.batch_size as i64))
 }
 
 /// The gradient all-reduce of a run over several ranks: `DistributedDataParallel`'s Reducer over the
@@ -886,30 +920,57 @@ struct Totals {
     correct: Tensor,
 }
 
-/// One training step on `(x, y)`: forward, backward, SGD at `lr`, the batch added to `totals`. Returns
-/// the batch's mean loss. With `reduce`, the backward pass starts from the loss weighted by the rank's
-/// share of the whole batch and the reducer sums the gradients over the ranks: the gradient of the whole
-/// batch's mean loss, as one process computes it.
-fn train_step(
+/// Forward pass on `(x, y)`, the backward pass from the batch's mean loss through `backward`, and SGD at
+/// `lr`. Returns the mean loss and the correct predictions (f64), on the device.
+pub(crate) fn sgd_step<E>(
     (net, sgd): (&wrn_nets::Network, &mut Sgd),
+    lr: f64,
+    (x, y): (&Tensor, &Tensor),
+    backward: impl FnOnce(&Tensor) -> Result<(), E>,
+) -> Result<(Tensor, Tensor), E> {
+    sgd.zero_grad();
+    let logits = f32_logits(net.forward_t(x, true));
+    let loss = logits.cross_entropy_for_logits(y);
+    backward(&loss)?;
+    sgd.step(lr);
+    let correct = tch::no_grad(|| logits.argmax(-1, false).eq_tensor(y).sum(Kind::Double));
+    Ok((loss.detach(), correct))
+}
+
+/// One training step on `(x, y)` with libtorch's generator seeded `seed` (dropout): eager, or through the
+/// run's CUDA graph; the batch added to `totals`. Returns the batch's mean loss. With `reduce`, the
+/// backward pass starts from the loss weighted by the rank's share of the whole batch and the reducer
+/// sums the gradients over the ranks: the gradient of the whole batch's mean loss, as one process
+/// computes it.
+fn train_step(
+    (net, sgd, graphed): (&wrn_nets::Network, &mut Sgd, Option<&mut GraphedSteps<DeviceGraph>>),
     seed: i64,
     lr: f64,
     (x, y): &(Tensor, Tensor),
     totals: &mut Totals,
     reduce: Option<(&Dist, &mut Reducer, f64)>,
 ) -> Result<Tensor, TrainError> {
-    tch::manual_seed(seed);
-    sgd.zero_grad();
-    let logits = f32_logits(net.forward_t(x, true));
-    let loss = logits.cross_entropy_for_logits(y);
-    match reduce {
-        Some((dist, reducer, share)) => dist.backward(reducer, &(&loss * share))?,
-        None => loss.backward(),
-    }
-    sgd.step(lr);
+    let (loss, correct) = match (graphed, reduce) {
+        (Some(graphed), _) => {
+            let (loss, correct, _) = graphed.step((net, sgd), seed, lr, (x, y)).map_err(TrainError::CudaGraph)?;
+            (loss, correct)
+        }
+        (None, Some((dist, reducer, share))) => {
+            tch::manual_seed(seed);
+            sgd_step((net, sgd), lr, (x, y), |loss| dist.backward(reducer, &(loss * share)))?
+        }
+        (None, None) => {
+            tch::manual_seed(seed);
+            let Ok(out) = sgd_step((net, sgd), lr, (x, y), |loss| {
+                loss.backward();
+                Ok::<(), Infallible>(())
+            });
+            out
+        }
+    };
     tch::no_grad(|| {
-        totals.loss += loss.detach().to_kind(Kind::Double) * y.size()[0] as f64;
-        totals.correct += logits.argmax(-1, false).eq_tensor(y).sum(Kind::Double);
+        totals.loss += loss.to_kind(Kind::Double) * y.size()[0] as f64;
+        totals.correct += correct;
     });
     Ok(loss)
 }
@@ -992,7 +1053,8 @@ fn train_epoch(
         let whole = batch_size.min(samples - state.at.step * batch_size);
         let share = batch.len() as f64 / whole as f64;
         let reduce = setup.dist.as_ref().zip(setup.reducer.as_mut()).map(|(d, r)| (d, r, share));
-        let loss = train_step((&setup.net, &mut setup.sgd), step_seed, lr, &input, &mut totals, reduce)?;
+        let model = (&setup.net, &mut setup.sgd, setup.graphed.as_mut());
+        let loss = train_step(model, step_seed, lr, &input, &mut totals, reduce)?;
         let n = batch.len();
         images += n;
         decode_failures += batch.decode_failures as u64;

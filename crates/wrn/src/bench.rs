@@ -94,6 +94,9 @@ pub struct TrainArgs {
     /// operations), per-parameter (op by op on each parameter) or fused (libtorch's fused kernel).
     #[arg(long, value_parser = ["flat", "per-parameter", "fused"])]
     sgd: Option<String>,
+    /// Replay each step (forward, backward, update) from a CUDA graph, as `cuda_graphs = true` trains.
+    #[arg(long)]
+    cuda_graphs: bool,
     /// Timed steps (after one warm-up step).
     #[arg(long, default_value_t = 10)]
     steps: usize,
@@ -244,6 +247,7 @@ fn train(args: TrainArgs) -> Result<()> {
             "per-parameter" => Update::PerParameter,
             _ => Update::Fused,
         }),
+        cuda_graphs: args.cuda_graphs,
     };
     if args.reference {
         let r = check::against_reference(&args.arch, selected.device, args.batch, args.steps, args.rounds, options)?;
@@ -283,11 +287,12 @@ fn train(args: TrainArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&value)?);
     } else {
         println!(
-            "{} on {} ({}{}), batch {}: {:.1} images/s per training step; 200 CIFAR epochs ≈ {:.1} h{}",
+            "{} on {} ({}{}{}), batch {}: {:.1} images/s per training step; 200 CIFAR epochs ≈ {:.1} h{}",
             result.arch,
             result.device,
             result.precision,
             if result.channels_last { ", channels-last" } else { "" },
+            if result.cuda_graphs { ", CUDA graphs" } else { "" },
             result.batch,
             result.images_per_second,
             hours_200_epochs,

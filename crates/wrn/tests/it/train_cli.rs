@@ -150,3 +150,19 @@ fn a_run_folder_in_use_is_refused_naming_its_holder_and_left_untouched() {
     ok(wrn().arg("train").arg("--resume").arg(&run));
     assert!(run.join("result.json").exists());
 }
+
+#[test]
+fn cuda_graphs_on_the_cpu_are_refused_with_the_reason_and_the_folder_still_takes_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let sets = setup(dir.path());
+    let run = dir.path().join("run");
+    let out = wrn().arg("train").args(&sets).args(["--set", "cuda_graphs=true", "--out"]).arg(&run).output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("CUDA graphs: they replay steps on a GPU, and this run trains on cpu"), "{stderr}");
+    assert!(stderr.contains("set cuda_graphs = false"), "{stderr}");
+    assert!(!run.join("checkpoint.safetensors").exists());
+    // Nothing the refusal left stands in the way of the run without them.
+    ok(wrn().arg("train").args(&sets).arg("--out").arg(&run).args(["--max-steps", "1"]));
+    assert!(run.join("checkpoint.safetensors").exists());
+}
