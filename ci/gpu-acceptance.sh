@@ -55,9 +55,10 @@ GATES=(preflight environment parity speed train graphs pipeline sweep negative)
 declare -A BUDGET=([preflight]=25 [environment]=15 [parity]=25 [speed]=150 [train]=85 [graphs]=40 [pipeline]=40
                    [sweep]=30 [negative]=10)
 DEV=cuda
-# speed: id|label|arch|batch|precision|channels-last(0/1)|timed steps|least wrn/PyTorch ratio (empty: not gated)
+# speed: id|label|arch|batch|precision|channels-last(0/1)|timed steps|least wrn/PyTorch ratio (empty: not
+# gated)|beside the bf16 matrix product (1: `--reference`, the share of its FLOP/s the step reaches)
 SPEED_CONFIGS=(
-  "wrn28-bf16-cl|WRN-28-10 b128 bf16+CL|wrn-28-10|128|bf16|1|40|0.8"
+  "wrn28-bf16-cl|WRN-28-10 b128 bf16+CL|wrn-28-10|128|bf16|1|40|0.8|1"
   "wrn28-fp32|WRN-28-10 b128 fp32|wrn-28-10|128|fp32|0|30|"
   "wrn16-bf16-cl|WRN-16-4 b128 bf16+CL|wrn-16-4|128|bf16|1|100|"
   "wrn50-bf16-cl|WRN-50-2 b64 224² bf16+CL|resnet-50-w2|64|bf16|1|40|"
@@ -313,12 +314,13 @@ gate_parity() {
 
 gate_speed() {
   begin_gate speed
-  local c id label arch batch precision cl steps wrn_args py_args order side round
+  local c id label arch batch precision cl steps ref wrn_args py_args order side round
   printf '%s\n' "${SPEED_CONFIGS[@]}" >"$gate_dir/configs.txt"
   fact peer_warmup "$PEER_WARMUP"
   for c in "${SPEED_CONFIGS[@]}"; do
-    IFS='|' read -r id label arch batch precision cl steps _ <<<"$c"
+    IFS='|' read -r id label arch batch precision cl steps _ ref <<<"$c"
     wrn_args=(bench train --device "$DEV" --arch "$arch" --batch "$batch" --precision "$precision" --steps "$steps" --json)
+    if [ "$ref" = 1 ]; then wrn_args+=(--reference --rounds 1); fi
     py_args=(--device "$DEV" --arch "$arch" --batch "$batch" --precision "$precision" --steps "$steps"
              --warmup "$PEER_WARMUP")
     if [ "$cl" = 1 ]; then wrn_args+=(--channels-last); py_args+=(--channels-last); fi
@@ -833,10 +835,24 @@ def speed_configs(d):
     out = []
     for line in read(os.path.join(d, "configs.txt")).splitlines():
         if line.strip():
-            id_, label, arch, batch, precision, cl, steps, gated = (line.split("|") + [""] * 8)[:8]
+            id_, label, arch, batch, precision, cl, steps, gated, ref = (line.split("|") + [""] * 9)[:9]
             out.append(dict(id=id_, label=label, arch=arch, batch=int(batch), precision=precision,
-                            channels_last=cl == "1", steps=int(steps), gate=float(gated) if gated else None))
+                            channels_last=cl == "1", steps=int(steps), gate=float(gated) if gated else None,
+                            reference=ref == "1"))
     return out
+
+
+def bench_json(d, name):
+    """`wrn bench train --json`'s result, with `--reference` flattened: the training figures, plus the
+    matrix product's FLOP/s and the share of them the step reaches."""
+    j = out_json(d, name)
+    if isinstance(j, dict) and isinstance(j.get("train"), dict):
+        flat = dict(j["train"])
+        flat["ratio_to_reference"] = j.get("ratio_to_reference")
+        flat["reference_flops_per_second"] = (j.get("reference") or {}).get("flops_per_second")
+        flat["reference_workload"] = (j.get("reference") or {}).get("workload")
+        return flat
+    return j
 
 
 def judge_speed(d):
@@ -849,7 +865,7 @@ def judge_speed(d):
                 name = "%s.%s.%d" % (c["id"], side, r)
                 if rc(d, name) is None:
                     continue
-                j = out_json(d, name)
+                j = bench_json(d, name)
                 ok = rc(d, name) == 0 and isinstance(j, dict) and isinstance(j.get("images_per_second"), (int, float))
                 runs.append({"round": r, "exit": rc(d, name), "result": j if ok else None,
                              "error": None if ok else why(d, name)})
@@ -871,6 +887,10 @@ def judge_speed(d):
         row["wrn_parameters"] = w.get("parameters") if w else None
         row["pytorch_parameters"] = t.get("parameters") if t else None
         row["wrn_device_memory_in_use_gib"] = gib(w.get("device_memory_in_use_bytes")) if w else None
+        row["wrn_peak_allocated_gib"] = gib(w.get("peak_allocated_bytes")) if w else None
+        row["wrn_share_of_matmul_flops"] = w.get("ratio_to_reference") if w else None
+        row["matmul_reference_tflops"] = (w.get("reference_flops_per_second") or 0) / 1e12 if w and \
+            w.get("reference_flops_per_second") else None
         row["pytorch_max_memory_allocated_gib"] = gib(t.get("max_memory_allocated_bytes")) if t else None
         row["pytorch_device_memory_in_use_gib"] = gib(t.get("device_memory_in_use_bytes")) if t else None
         if w and t and row["wrn_parameters"] != row["pytorch_parameters"]:
@@ -893,9 +913,12 @@ def judge_speed(d):
             fmt_rate(r["wrn_images_per_second"]), fmt_rate(r["pytorch_images_per_second"]))
         if r["arch"] == "resnet-50-w2":
             s += "; parameters wrn %s, PyTorch %s" % (r["wrn_parameters"], r["pytorch_parameters"])
-        if r["wrn_device_memory_in_use_gib"] is not None or r["pytorch_max_memory_allocated_gib"] is not None:
-            s += "; memory wrn %s GiB in use, PyTorch %s GiB peak allocated" % (
-                r["wrn_device_memory_in_use_gib"], r["pytorch_max_memory_allocated_gib"])
+        if r["wrn_peak_allocated_gib"] is not None or r["pytorch_max_memory_allocated_gib"] is not None:
+            s += "; peak allocated wrn %s GiB, PyTorch %s GiB" % (
+                r["wrn_peak_allocated_gib"], r["pytorch_max_memory_allocated_gib"])
+        if r["wrn_share_of_matmul_flops"] is not None:
+            s += "; %.0f%% of the %.0f TFLOP/s of a bf16 matmul" % (
+                100 * r["wrn_share_of_matmul_flops"], r["matmul_reference_tflops"] or 0)
         s += ")"
         if r["gate"] is not None:
             s += " [gated >= %.2f]" % r["gate"]
@@ -909,8 +932,8 @@ def judge_speed(d):
 
 
 def rate_line(prefix):
-    j = parse_json(read(prefix + ".out"))
     d, name = os.path.dirname(prefix), os.path.basename(prefix)
+    j = bench_json(d, name)
     if rc(d, name) == 0 and isinstance(j, dict) and "images_per_second" in j:
         extra = ""
         if j.get("parameters"):
@@ -1060,7 +1083,7 @@ def judge_graphs(d):
     benches = []
     for r in (1, 2):
         name = "bench.%d" % r
-        j = out_json(d, name)
+        j = bench_json(d, name)
         if rc(d, name) == 0 and isinstance(j, dict) and isinstance(j.get("images_per_second"), (int, float)):
             if j.get("cuda_graphs") is not True:
                 problems.append("bench round %d did not replay a CUDA graph" % r)
@@ -1069,7 +1092,7 @@ def judge_graphs(d):
             problems.append("wrn bench train --cuda-graphs failed: " + why(d, name))
     best = max(benches, key=lambda j: j["images_per_second"]) if benches else None
     fig["graphs_images_per_second"] = best["images_per_second"] if best else None
-    fig["graphs_device_memory_in_use_gib"] = gib(best.get("device_memory_in_use_bytes")) if best else None
+    fig["graphs_peak_allocated_gib"] = gib(best.get("peak_allocated_bytes")) if best else None
     eager = torch = None
     for c in gate_figures("speed").get("configs", []):
         if c.get("id") == "wrn16-bf16-cl":

@@ -12,6 +12,7 @@
 
 #include <ATen/cuda/CUDAEvent.h>
 #include <ATen/cuda/CUDAGraph.h>
+#include <c10/cuda/CUDACachingAllocator.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
@@ -42,7 +43,20 @@ extern "C" {
 
 // The version of the interface below; the binary refuses a library of another.
 __attribute__((visibility("default"))) int wrn_cuda_ext_version() {
-  return 2;
+  return 3;
+}
+
+// The caching allocator's peak of bytes allocated for tensors on `device` (torch.cuda.max_memory_allocated),
+// then, with `reset`, the peak restarted from the bytes allocated now.
+__attribute__((visibility("default"))) char* wrn_cuda_peak_allocated(int device, int reset, int64_t* out) {
+  return wrn_ext::guarded([&] {
+    auto index = static_cast<c10::DeviceIndex>(device);
+    auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(index);
+    *out = stats.allocated_bytes[static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE)].peak;
+    if (reset != 0) {
+      c10::cuda::CUDACachingAllocator::resetPeakStats(index);
+    }
+  });
 }
 
 __attribute__((visibility("default"))) char* wrn_cuda_graph_new(wrn_cuda_graph** out) {

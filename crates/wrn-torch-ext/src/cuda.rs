@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 use crate::dist::{check, DistError, Group, RawGroup, RawStore, Store};
 
 /// The version of `csrc/cuda.cpp`'s interface this crate calls.
-const INTERFACE_VERSION: c_int = 2;
+const INTERFACE_VERSION: c_int = 3;
 
 #[cfg(wrn_cuda_ext)]
 const EMBEDDED: Option<&[u8]> = Some(include_bytes!(env!("WRN_CUDA_EXT")));
@@ -44,6 +44,9 @@ type AttachNccl = unsafe extern "C" fn(*mut RawGroup, *mut RawStore, c_int, c_in
 struct RawGraph {
     _private: [u8; 0],
 }
+/// `(device, reset, out)`: the caching allocator's peak of allocated bytes on the device since the last
+/// reset, then reset it when asked.
+type PeakAllocated = unsafe extern "C" fn(c_int, c_int, *mut i64) -> *mut c_char;
 type GraphNew = unsafe extern "C" fn(*mut *mut RawGraph) -> *mut c_char;
 type GraphFree = unsafe extern "C" fn(*mut RawGraph);
 type GraphOp = unsafe extern "C" fn(*mut RawGraph) -> *mut c_char;
@@ -64,6 +67,7 @@ pub struct CudaExt {
     path: PathBuf,
     attach_nccl: AttachNccl,
     graph: GraphFns,
+    peak_allocated: PeakAllocated,
     _library: libloading::Library,
 }
 
@@ -84,6 +88,17 @@ impl CudaExt {
 }
 
 impl CudaExt {
+    /// The most bytes libtorch's CUDA caching allocator held for tensors on GPU `device` at once since
+    /// the process started or the last `reset` (what `torch.cuda.max_memory_allocated` reports); with
+    /// `reset`, the peak starts again from what is allocated now.
+    pub fn peak_allocated(&self, device: usize, reset: bool) -> Result<u64, DistError> {
+        let device = c_int::try_from(device).map_err(|_| DistError(format!("no GPU {device}")))?;
+        let mut bytes = 0i64;
+        // SAFETY: the out-pointer is valid for the call.
+        check(unsafe { (self.peak_allocated)(device, c_int::from(reset), &mut bytes) })?;
+        Ok(bytes.max(0) as u64)
+    }
+
     /// A new, empty CUDA graph (on the current GPU when it is first used).
     pub fn graph(&'static self) -> Result<CudaGraph, DistError> {
         let mut raw = std::ptr::null_mut();
@@ -188,7 +203,8 @@ fn load_from(dir: &Path) -> Result<CudaExt, CudaExtError> {
         capture_end: op(b"wrn_cuda_graph_capture_end\0")?,
         replay: op(b"wrn_cuda_graph_replay\0")?,
     };
-    Ok(CudaExt { path, attach_nccl, graph, _library: library })
+    let peak_allocated = *unsafe { library.get::<PeakAllocated>(b"wrn_cuda_peak_allocated\0") }.map_err(load)?;
+    Ok(CudaExt { path, attach_nccl, graph, peak_allocated, _library: library })
 }
 
 #[cfg(test)]

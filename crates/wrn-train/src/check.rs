@@ -31,6 +31,9 @@ pub struct DeviceCheck {
     pub cuda_graphs: bool,
     /// Device memory in use at the end, as the NVIDIA driver reports it (CUDA only; all processes).
     pub device_memory_in_use_bytes: Option<u64>,
+    /// The most bytes libtorch's caching allocator held for tensors at once in this process (CUDA only;
+    /// PyTorch's `torch.cuda.max_memory_allocated`), when the CUDA part of the extension is loaded.
+    pub peak_allocated_bytes: Option<u64>,
 }
 
 /// Errors of the device check.
@@ -158,6 +161,12 @@ pub fn forward_backward(
         cuda_graphs: options.cuda_graphs,
         device_memory_in_use_bytes: match device {
             Device::Cuda(index) => crate::driver::cuda_memory_in_use(index),
+            _ => None,
+        },
+        peak_allocated_bytes: match device {
+            Device::Cuda(index) => {
+                crate::runtime::cuda_extension().ok().and_then(|ext| ext.peak_allocated(index, false).ok())
+            }
             _ => None,
         },
     })
@@ -338,6 +347,7 @@ mod tests {
         let first = forward_backward(&arch, Device::Cpu, 16, 1, options).unwrap();
         let later = forward_backward(&arch, Device::Cpu, 16, 8, options).unwrap();
         assert!(later.optimizer_step && later.device_memory_in_use_bytes.is_none());
+        assert!(later.peak_allocated_bytes.is_none());
         // The same random batch every step: SGD must fit it.
         assert!(later.loss < first.loss, "{} then {}", first.loss, later.loss);
     }

@@ -296,9 +296,7 @@ fn train(args: TrainArgs) -> Result<()> {
             result.batch,
             result.images_per_second,
             hours_200_epochs,
-            result
-                .device_memory_in_use_bytes
-                .map_or(String::new(), |b| format!("; device memory in use {:.1} GiB", b as f64 / (1u64 << 30) as f64))
+            memory_line(&result)
         );
         if let Some(a) = &all_reduce {
             let step_ms = 1e3 * result.batch as f64 / result.images_per_second;
@@ -317,4 +315,18 @@ fn train(args: TrainArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The device memory a CUDA benchmark used: the caching allocator's peak for this process and what the
+/// driver reports in use (all processes).
+fn memory_line(result: &wrn_train::check::DeviceCheck) -> String {
+    let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+    let mut out = String::new();
+    if let Some(b) = result.peak_allocated_bytes {
+        out += &format!("; peak allocated {:.2} GiB", gib(b));
+    }
+    if let Some(b) = result.device_memory_in_use_bytes {
+        out += &format!("; device memory in use {:.1} GiB", gib(b));
+    }
+    out
 }
