@@ -249,11 +249,14 @@ fn train(args: TrainArgs) -> Result<()> {
         }),
         cuda_graphs: args.cuda_graphs,
     };
+    // 200 epochs of the 50,000 CIFAR training images, the paper's schedule.
+    let hours_200_epochs = |images_per_second: f64| 200.0 * 50_000.0 / images_per_second / 3600.0;
     if args.reference {
         let r = check::against_reference(&args.arch, selected.device, args.batch, args.steps, args.rounds, options)?;
         if args.json {
             let mut value = serde_json::to_value(&r)?;
             value["benchmark"] = serde_json::json!("train");
+            value["projected_cifar_200_epochs_hours"] = serde_json::json!(hours_200_epochs(r.train.images_per_second));
             println!("{}", serde_json::to_string_pretty(&value)?);
         } else {
             println!(
@@ -271,8 +274,7 @@ fn train(args: TrainArgs) -> Result<()> {
         return Ok(());
     }
     let result = check::forward_backward(&args.arch, selected.device, args.batch, args.steps, options)?;
-    // 200 epochs of the 50,000 CIFAR training images, the paper's schedule.
-    let hours_200_epochs = 200.0 * 50_000.0 / result.images_per_second / 3600.0;
+    let hours_200_epochs = hours_200_epochs(result.images_per_second);
     let all_reduce = match args.ranks {
         Some(n) if n >= 2 => Some(wrn_train::world::time_all_reduce(result.parameters, n, args.steps)?),
         Some(n) => anyhow::bail!("--ranks {n}: an all-reduce needs at least 2 ranks"),

@@ -170,3 +170,23 @@ fn a_reader_that_goes_away_ends_the_output_quietly() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{:?}: {stderr}", out.status);
 }
+
+#[test]
+fn bench_train_beside_the_matrix_product_reports_its_share_and_the_200_epoch_projection() {
+    let args = ["bench", "train", "--device", "cpu", "--arch", "wrn-10-1", "--batch", "4", "--steps", "2"];
+    let r = json(&wrn(&[&args[..], &["--reference", "--rounds", "1", "--json"]].concat()));
+    let rate = r["train"]["images_per_second"].as_f64().unwrap();
+    assert!(rate > 0.0 && r["train"]["peak_allocated_bytes"].is_null(), "{r}");
+    let hours = r["projected_cifar_200_epochs_hours"].as_f64().unwrap();
+    assert!((hours - 200.0 * 50_000.0 / rate / 3600.0).abs() <= 1e-9 * hours, "{r}");
+    let (share, flops) =
+        (r["ratio_to_reference"].as_f64().unwrap(), r["reference"]["flops_per_second"].as_f64().unwrap());
+    let mult_adds = r["train"]["mult_adds_per_image"].as_f64().unwrap();
+    assert!((share - rate * 6.0 * mult_adds / flops).abs() <= 1e-9 * share, "{r}");
+
+    // CUDA graphs are for GPUs: on the CPU the benchmark says so instead of timing something else.
+    let out = wrn(&[&args[..], &["--cuda-graphs"]].concat());
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("CUDA graphs on cpu: they replay steps on a GPU; measure with --device cuda"), "{err}");
+}
