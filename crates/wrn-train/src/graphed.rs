@@ -108,7 +108,7 @@ pub struct GraphedSteps<G> {
 
 /// Forward, backward and update on `(x, y)`, the loss and correct count written to `out`.
 fn step_into(net: &wrn_nets::Network, sgd: &mut Sgd, lr: f64, (x, y): (&Tensor, &Tensor), out: &mut Outputs) {
-    let Ok((loss, correct)) = crate::trainer::sgd_step((net, sgd), lr, (x, y), |loss| {
+    let Ok((loss, correct)) = crate::step::sgd_step((net, sgd), lr, (x, y), |loss| {
         loss.backward();
         Ok::<(), Infallible>(())
     });

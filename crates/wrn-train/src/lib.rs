@@ -9,6 +9,7 @@
 //! - [`run`]: the run folder (contract 3) held by one process: checksummed checkpoints, the latest and the
 //!   one before, with the fallback from one to the other.
 //! - [`sgd`]: SGD with Nesterov momentum and weight decay, with checkpointable state.
+//! - [`step`]: one training step's computation (forward, f32 loss, backward, update).
 //! - [`eval`]: weights (a checkpoint, a torchvision or official-port state dict, or the authors'
 //!   export) evaluated on a prepared split into a run folder marked evaluated, never trained.
 //! - [`graphed`]: training steps captured once in a CUDA graph and replayed (`cuda_graphs = true`).
@@ -34,6 +35,7 @@ pub mod policy;
 pub mod run;
 pub mod runtime;
 pub mod sgd;
+pub mod step;
 pub mod trainer;
 pub mod world;
 

@@ -169,7 +169,7 @@ fn graph_steps(
         } else {
             for seed in 0..GRAPH_STEPS as i64 {
                 tch::manual_seed(seed);
-                let Ok(_) = crate::trainer::sgd_step((&net, &mut sgd), config.lr, (x, y), |loss| {
+                let Ok(_) = crate::step::sgd_step((&net, &mut sgd), config.lr, (x, y), |loss| {
                     loss.backward();
                     Ok::<(), std::convert::Infallible>(())
                 });

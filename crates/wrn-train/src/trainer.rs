@@ -44,6 +44,7 @@ use crate::policy::CheckpointPolicy;
 use crate::run::{EpochMetrics, Progress, RunDir, RunError, RunResult, Status};
 use crate::runtime::{self, DeviceChoice, RuntimeError, ThreadPlan};
 use crate::sgd::Sgd;
+use crate::step::{f32_logits, sgd_step};
 use crate::world::{rank_gpu, Dist, World, WorldError};
 use wrn_torch_ext::dist::Reducer;
 
@@ -392,15 +393,6 @@ fn contiguous_strides(shape: &[i64]) -> Vec<i64> {
         strides[i] = strides[i + 1] * shape[i + 1];
     }
     strides
-}
-
-/// Logits in f32, where the loss and the error counts are computed whatever the precision.
-pub(crate) fn f32_logits(logits: Tensor) -> Tensor {
-    if logits.kind() == Kind::Float {
-        logits
-    } else {
-        logits.to_kind(Kind::Float)
-    }
 }
 
 /// What an evaluation measured: mean loss, top-1 and top-5 error (%), over `images` images.
@@ -918,23 +910,6 @@ struct Trained {
 struct Totals {
     loss: Tensor,
     correct: Tensor,
-}
-
-/// Forward pass on `(x, y)`, the backward pass from the batch's mean loss through `backward`, and SGD at
-/// `lr`. Returns the mean loss and the correct predictions (f64), on the device.
-pub(crate) fn sgd_step<E>(
-    (net, sgd): (&wrn_nets::Network, &mut Sgd),
-    lr: f64,
-    (x, y): (&Tensor, &Tensor),
-    backward: impl FnOnce(&Tensor) -> Result<(), E>,
-) -> Result<(Tensor, Tensor), E> {
-    sgd.zero_grad();
-    let logits = f32_logits(net.forward_t(x, true));
-    let loss = logits.cross_entropy_for_logits(y);
-    backward(&loss)?;
-    sgd.step(lr);
-    let correct = tch::no_grad(|| logits.argmax(-1, false).eq_tensor(y).sum(Kind::Double));
-    Ok((loss.detach(), correct))
 }
 
 /// One training step on `(x, y)` with libtorch's generator seeded `seed` (dropout): eager, or through the
