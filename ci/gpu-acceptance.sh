@@ -45,7 +45,8 @@
 #
 # Exit status: 0 when every gate passes, 1 when one fails, 2 when preflight stops the run.
 # Environment: WRN_BIN (the binary), PYTHON (default python3), GPU_ACCEPTANCE_WORK (scratch folder for
-# data and runs, default a new folder under $TMPDIR or /tmp; not removed, for inspection).
+# data and runs, default a new folder under $TMPDIR or /tmp; not removed, for inspection), WRN_CACHE_DIR
+# (default the scratch folder's cache/).
 set -u
 set -o pipefail
 
@@ -481,6 +482,9 @@ run() {
   mkdir -p "$WORK" || return 2
   WORK=$(cd "$WORK" && pwd)
   rm -rf "$WORK/records"
+  # wrn's cache (where the CUDA part of its extension is written to be loaded, and measured paces) in the
+  # scratch folder: the check needs no writable home and leaves the user's cache alone.
+  export WRN_CACHE_DIR=${WRN_CACHE_DIR:-$WORK/cache}
   STARTED=$(date -u +%Y-%m-%dT%H:%M:%SZ)
   local t0=$SECONDS status=0 g
 
