@@ -960,34 +960,38 @@ fn rank_seed(seed: u64, rank: usize) -> u64 {
     }
 }
 
-/// What the ranks agree on after a step, from one all-reduce: a stop any rank asked for, rank 0's
-/// checkpoint plan (its clock decides), and the step's training sums over all ranks.
+/// What the ranks agree on after a step, from one all-reduce of two numbers on the CPU (no wait for the
+/// GPU): a stop any rank asked for, and rank 0's checkpoint plan (its clock decides); a stop is also a
+/// checkpoint.
 struct Agreed {
     stop: bool,
     save: bool,
-    loss: f64,
-    correct: f64,
-    seen: f64,
 }
 
-fn agree(dist: &Dist, plan: crate::policy::AfterStep, totals: &Totals, seen: f64) -> Result<Agreed, TrainError> {
+fn agree(dist: &Dist, plan: crate::policy::AfterStep) -> Result<Agreed, TrainError> {
     let lead = dist.rank() == 0;
-    let mut v = Tensor::from_slice(&[
-        f64::from(u8::from(plan.stop)),
-        f64::from(u8::from(lead && plan.save)),
-        totals.loss.double_value(&[]),
-        totals.correct.double_value(&[]),
-        seen,
-    ]);
+    let mut v = Tensor::from_slice(&[f64::from(u8::from(plan.stop)), f64::from(u8::from(lead && plan.save))]);
     dist.all_reduce_sum(&mut v, "the step's agreement")?;
     let v = Vec::<f64>::try_from(&v)?;
-    Ok(Agreed { stop: v[0] > 0.0, save: v[1] > 0.0 || v[0] > 0.0, loss: v[2], correct: v[3], seen: v[4] })
+    Ok(Agreed { stop: v[0] > 0.0, save: v[1] > 0.0 || v[0] > 0.0 })
+}
+
+/// Adds the step's training sums of every rank to the epoch's, on the device (over NCCL on GPUs, so the
+/// host does not wait for the GPU); `step` is this rank's, and is left summed over the ranks.
+fn add_over_ranks(dist: &Dist, step: &Totals, epoch: &mut Totals) -> Result<(), TrainError> {
+    let mut both = Tensor::stack(&[&step.loss, &step.correct], 0);
+    dist.all_reduce_sum(&mut both, "the step's training sums")?;
+    tch::no_grad(|| {
+        epoch.loss += both.get(0);
+        epoch.correct += both.get(1);
+    });
+    Ok(())
 }
 
 /// The training steps of the epoch `state.at.epoch` from `state.at.step`, with checkpoints and stops as
 /// `policy` says, and the divergence check. On several ranks, each trains on its part of every batch;
-/// after each step one small all-reduce makes the ranks agree on the stop, the checkpoint and the sums
-/// ([`agree`]).
+/// after each step the ranks add their sums on the device ([`add_over_ranks`]) and agree on the stop and
+/// the checkpoint on the CPU ([`agree`]), neither waiting for the GPU.
 fn train_epoch(
     ctx: &Ctx,
     setup: &mut Setup,
@@ -1003,13 +1007,13 @@ fn train_epoch(
     let task = ctx.progress.task(&label, Unit::Items("steps"), Some(per_epoch as u64), state.at.step as u64);
     let started = Instant::now();
     let mut batches = setup.data.train.epoch(epoch as u64, state.at.step);
-    // One process adds each batch to the epoch's sums on the device; ranks sum each step's over the ranks
-    // ([`agree`]) and add that, so that a run resumed anywhere adds the same numbers in the same order.
+    // The epoch's sums on the device: one process adds each batch to them; ranks add each step's sums over
+    // all ranks ([`add_over_ranks`]), so that a run resumed anywhere adds the same numbers in the same order.
     let sums_from = |sums: Sums| Totals {
         loss: Tensor::from(sums.loss).to_device(device),
         correct: Tensor::from(sums.correct).to_device(device),
     };
-    let mut totals = sums_from(if setup.dist.is_some() { Sums::default() } else { state.sums });
+    let mut totals = sums_from(state.sums);
     let (mut images, mut decode_failures) = (0usize, 0u64);
     let seed = rank_seed(exp.seed, setup.dist.as_ref().map_or(0, Dist::rank));
     let (samples, batch_size) = (setup.data.train.len(), exp.batch_size);
@@ -1025,55 +1029,49 @@ fn train_epoch(
         next = batches.try_next().transpose()?;
         pending = next.as_ref().map(|b| setup.train_input.batch(b));
         let step_seed = step_seed(seed, epoch, state.at.step);
+        // The step's images over all ranks (this process's when it trains alone).
         let whole = batch_size.min(samples - state.at.step * batch_size);
         let share = batch.len() as f64 / whole as f64;
         let reduce = setup.dist.as_ref().zip(setup.reducer.as_mut()).map(|(d, r)| (d, r, share));
         let model = (&setup.net, &mut setup.sgd, setup.graphed.as_mut());
-        let loss = train_step(model, step_seed, lr, &input, &mut totals, reduce)?;
-        let n = batch.len();
-        images += n;
+        let loss = match &setup.dist {
+            None => train_step(model, step_seed, lr, &input, &mut totals, reduce)?,
+            Some(dist) => {
+                let mut step = sums_from(Sums::default());
+                let loss = train_step(model, step_seed, lr, &input, &mut step, reduce)?;
+                add_over_ranks(dist, &step, &mut totals)?;
+                loss
+            }
+        };
+        images += whole;
         decode_failures += batch.decode_failures as u64;
         state.at.step += 1;
+        state.sums.seen += whole as f64;
         batches.recycle(batch);
         report_step(ctx, task.as_ref(), (epoch, state.at.step, per_epoch), &loss, images as f64 / secs(started));
         let mut plan =
             policy.after_step(state.at.step, per_epoch, ctx.options.stop.load(Ordering::SeqCst), Instant::now());
         if let Some(dist) = &setup.dist {
-            let agreed = agree(dist, plan, &totals, n as f64)?;
+            let agreed = agree(dist, plan)?;
             if agreed.stop && !plan.stop {
                 // Another rank was asked to stop: this one stops as if asked too.
                 ctx.options.stop.store(true, Ordering::SeqCst);
             }
-            totals = sums_from(Sums::default());
             (plan.stop, plan.save) = (agreed.stop, agreed.save);
-            state.sums.loss += agreed.loss;
-            state.sums.correct += agreed.correct;
-            state.sums.seen += agreed.seen;
-            // The images of all ranks since this process started the epoch.
-            images += agreed.seen as usize - n;
+        }
+        // A non-finite loss is caught before any checkpoint could keep it: every step on the CPU (where
+        // reading it costs nothing), every DIVERGENCE_CHECK steps on a GPU (one sync each).
+        if !device.is_cuda() || state.at.step.is_multiple_of(DIVERGENCE_CHECK) || plan.save {
+            state.sums.loss = totals.loss.double_value(&[]);
             if !state.sums.loss.is_finite() {
                 task.abandon("diverged");
                 return Ok(EpochEnd::Diverged(divergence_point(epoch, finite_at, state.at.step)));
             }
             finite_at = state.at.step;
-        } else {
-            state.sums.seen += n as f64;
-            // A non-finite loss is caught before any checkpoint could keep it: every step on the CPU (where
-            // reading it costs nothing), every DIVERGENCE_CHECK steps on a GPU (one sync each).
-            if !device.is_cuda() || state.at.step.is_multiple_of(DIVERGENCE_CHECK) || plan.save {
-                state.sums.loss = totals.loss.double_value(&[]);
-                if !state.sums.loss.is_finite() {
-                    task.abandon("diverged");
-                    return Ok(EpochEnd::Diverged(divergence_point(epoch, finite_at, state.at.step)));
-                }
-                finite_at = state.at.step;
-            }
-            if plan.save {
-                // `sums.loss` was read by the check above, which every checkpoint goes through.
-                state.sums.correct = totals.correct.double_value(&[]);
-            }
         }
         if plan.save {
+            // `sums.loss` was read by the check above, which every checkpoint goes through.
+            state.sums.correct = totals.correct.double_value(&[]);
             save(ctx.run, setup, state)?;
             policy.saved(Instant::now());
         }
@@ -1088,10 +1086,8 @@ fn train_epoch(
     }
     let (seconds, wait) = (secs(started), batches.wait_time().as_secs_f64());
     drop(batches);
-    if setup.dist.is_none() {
-        state.sums.loss = totals.loss.double_value(&[]);
-        state.sums.correct = totals.correct.double_value(&[]);
-    }
+    state.sums.loss = totals.loss.double_value(&[]);
+    state.sums.correct = totals.correct.double_value(&[]);
     if !state.sums.loss.is_finite() {
         task.abandon("diverged");
         return Ok(EpochEnd::Diverged(divergence_point(epoch, finite_at, state.at.step)));

@@ -235,7 +235,8 @@ impl Dist {
         self.world.size
     }
 
-    /// Sums a contiguous CPU tensor over the ranks, in place.
+    /// Sums a contiguous tensor over the ranks, in place: over Gloo on the CPU, over NCCL on a GPU (the
+    /// GPU's current stream then waits for the sum; the host does not).
     pub fn all_reduce_sum(&self, tensor: &mut Tensor, what: &str) -> Result<(), WorldError> {
         self.group.all_reduce_sum(tensor).map_err(|e| self.explain(what, e))
     }
