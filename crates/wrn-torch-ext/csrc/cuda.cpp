@@ -46,16 +46,11 @@ __attribute__((visibility("default"))) int wrn_cuda_ext_version() {
   return 3;
 }
 
-// The caching allocator's peak of bytes allocated for tensors on `device` (torch.cuda.max_memory_allocated),
-// then, with `reset`, the peak restarted from the bytes allocated now.
-__attribute__((visibility("default"))) char* wrn_cuda_peak_allocated(int device, int reset, int64_t* out) {
+// The caching allocator's peak of bytes allocated for tensors on `device` (torch.cuda.max_memory_allocated).
+__attribute__((visibility("default"))) char* wrn_cuda_peak_allocated(int device, int64_t* out) {
   return wrn_ext::guarded([&] {
-    auto index = static_cast<c10::DeviceIndex>(device);
-    auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(index);
+    auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(static_cast<c10::DeviceIndex>(device));
     *out = stats.allocated_bytes[static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE)].peak;
-    if (reset != 0) {
-      c10::cuda::CUDACachingAllocator::resetPeakStats(index);
-    }
   });
 }
 

@@ -44,9 +44,8 @@ type AttachNccl = unsafe extern "C" fn(*mut RawGroup, *mut RawStore, c_int, c_in
 struct RawGraph {
     _private: [u8; 0],
 }
-/// `(device, reset, out)`: the caching allocator's peak of allocated bytes on the device since the last
-/// reset, then reset it when asked.
-type PeakAllocated = unsafe extern "C" fn(c_int, c_int, *mut i64) -> *mut c_char;
+/// `(device, out)`: the caching allocator's peak of allocated bytes on the device.
+type PeakAllocated = unsafe extern "C" fn(c_int, *mut i64) -> *mut c_char;
 type GraphNew = unsafe extern "C" fn(*mut *mut RawGraph) -> *mut c_char;
 type GraphFree = unsafe extern "C" fn(*mut RawGraph);
 type GraphOp = unsafe extern "C" fn(*mut RawGraph) -> *mut c_char;
@@ -89,13 +88,12 @@ impl CudaExt {
 
 impl CudaExt {
     /// The most bytes libtorch's CUDA caching allocator held for tensors on GPU `device` at once since
-    /// the process started or the last `reset` (what `torch.cuda.max_memory_allocated` reports); with
-    /// `reset`, the peak starts again from what is allocated now.
-    pub fn peak_allocated(&self, device: usize, reset: bool) -> Result<u64, DistError> {
+    /// the process started (what `torch.cuda.max_memory_allocated` reports).
+    pub fn peak_allocated(&self, device: usize) -> Result<u64, DistError> {
         let device = c_int::try_from(device).map_err(|_| DistError(format!("no GPU {device}")))?;
         let mut bytes = 0i64;
         // SAFETY: the out-pointer is valid for the call.
-        check(unsafe { (self.peak_allocated)(device, c_int::from(reset), &mut bytes) })?;
+        check(unsafe { (self.peak_allocated)(device, &mut bytes) })?;
         Ok(bytes.max(0) as u64)
     }
 

@@ -89,14 +89,11 @@ pub fn forward_backward(
             None => sgd,
         }
     });
+    let graph_error = |detail| CheckError::CudaGraph { device: name.clone(), detail };
     let mut graphed = match options.cuda_graphs {
         false => None,
-        true => Some(
-            graphed_steps(device, batch, sgd.is_some())
-                .map_err(|detail| CheckError::CudaGraph { device: name.clone(), detail })?,
-        ),
+        true => Some(graphed_steps(device, batch, sgd.is_some()).map_err(graph_error)?),
     };
-    let graph_error = |detail| CheckError::CudaGraph { device: name.clone(), detail };
     let mut step = || -> Result<Tensor, CheckError> {
         if let (Some(graphed), Some(sgd)) = (graphed.as_mut(), sgd.as_mut()) {
             let (loss, _, _) = graphed.step((&net, sgd), 0, 0.1, (&x, &y)).map_err(graph_error)?;
@@ -164,9 +161,7 @@ pub fn forward_backward(
             _ => None,
         },
         peak_allocated_bytes: match device {
-            Device::Cuda(index) => {
-                crate::runtime::cuda_extension().ok().and_then(|ext| ext.peak_allocated(index, false).ok())
-            }
+            Device::Cuda(index) => crate::runtime::cuda_extension().ok().and_then(|ext| ext.peak_allocated(index).ok()),
             _ => None,
         },
     })

@@ -12,8 +12,6 @@
 //! autotuning and the first gradients allocate, which a capture may not); so does the step after a
 //! momentum reset (it allocates the buffer) and the last, partial batch of an epoch (said once).
 
-use std::convert::Infallible;
-
 use tch::{Kind, Tensor};
 
 use crate::sgd::Sgd;
@@ -79,7 +77,6 @@ struct Baked {
 
 struct Captured {
     baked: Baked,
-    lr: f64,
     x: Tensor,
     y: Tensor,
     out: Outputs,
@@ -108,10 +105,7 @@ pub struct GraphedSteps<G> {
 
 /// Forward, backward and update on `(x, y)`, the loss and correct count written to `out`.
 fn step_into(net: &wrn_nets::Network, sgd: &mut Sgd, lr: f64, (x, y): (&Tensor, &Tensor), out: &mut Outputs) {
-    let Ok((loss, correct)) = crate::step::sgd_step((net, sgd), lr, (x, y), |loss| {
-        loss.backward();
-        Ok::<(), Infallible>(())
-    });
+    let (loss, correct) = crate::step::local_sgd_step((net, sgd), lr, (x, y));
     tch::no_grad(|| {
         out.loss.copy_(&loss);
         out.correct.copy_(&correct);
@@ -174,7 +168,7 @@ impl<G: StepGraph> GraphedSteps<G> {
             }
             None => {
                 // Static inputs, allocated outside the capture so they outlive the graph's pool.
-                let mut c = Captured { baked, lr, x: x.copy(), y: y.copy(), out: outputs() };
+                let mut c = Captured { baked, x: x.copy(), y: y.copy(), out: outputs() };
                 let Captured { x: cx, y: cy, out, .. } = &mut c;
                 self.graph.capture(&mut || step_into(net, sgd, lr, (cx, cy), out))?;
                 self.captured = Some(c);
@@ -182,9 +176,10 @@ impl<G: StepGraph> GraphedSteps<G> {
             }
         };
         let c = self.captured.as_mut().expect("a captured step");
-        let Captured { lr, x: cx, y: cy, out, .. } = c;
-        self.graph.replay(&mut || step_into(net, sgd, *lr, (cx, cy), out))?;
-        Ok((c.out.loss.shallow_clone(), c.out.correct.shallow_clone(), kind))
+        let Captured { baked, x: cx, y: cy, out } = c;
+        let lr = f64::from_bits(baked.lr);
+        self.graph.replay(&mut || step_into(net, sgd, lr, (cx, cy), out))?;
+        Ok((out.loss.shallow_clone(), out.correct.shallow_clone(), kind))
     }
 }
 

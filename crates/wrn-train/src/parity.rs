@@ -81,17 +81,25 @@ fn copy_of(
     Ok((vs, net))
 }
 
+/// The trainable variables of `vs`, in the order of their names.
+fn parameters(vs: &nn::VarStore) -> Vec<Tensor> {
+    let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().filter(|(_, t)| t.requires_grad()).collect();
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    named.into_iter().map(|(_, t)| t).collect()
+}
+
+/// Copies on the CPU of `tensors` (on the CPU, `to_device` returns the tensor itself, which a later step
+/// overwrites).
+fn on_cpu(tensors: impl Iterator<Item = Tensor>) -> Vec<Tensor> {
+    tensors.map(|t| t.to_device(Device::Cpu).copy()).collect()
+}
+
 /// Training-mode logits and the gradients of a cross-entropy step.
 fn step(vs: &nn::VarStore, net: &dyn ModuleT, x: &Tensor, y: &Tensor) -> (Tensor, Vec<Tensor>) {
     vs.trainable_variables().iter_mut().for_each(Tensor::zero_grad);
     let logits = net.forward_t(x, true).to_kind(Kind::Float);
     logits.cross_entropy_for_logits(y).backward();
-    let mut named = vs.variables().into_iter().collect::<Vec<_>>();
-    named.sort_by(|a, b| a.0.cmp(&b.0));
-    // Copies: on the CPU, `to_device` returns the tensor itself, whose gradient the next step overwrites.
-    let grads =
-        named.iter().filter(|(_, t)| t.requires_grad()).map(|(_, t)| t.grad().to_device(Device::Cpu).copy()).collect();
-    (logits.detach().to_device(Device::Cpu).copy(), grads)
+    (logits.detach().to_device(Device::Cpu).copy(), on_cpu(parameters(vs).iter().map(Tensor::grad)))
 }
 
 /// ‖g − h‖ / ‖g‖ over every gradient at once.
@@ -122,13 +130,11 @@ fn reduced_step(
     let world = World { rank: 0, size: 1, local_rank: 0, master_addr: "127.0.0.1".into(), master_port: port };
     let dist = Dist::connect(world, std::time::Duration::from_secs(60), device.is_cuda())?;
     let (vs, net) = copy_of(arch, reference, device).map_err(|e| WorldError::Env(e.to_string()))?;
-    let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().filter(|(_, t)| t.requires_grad()).collect();
-    named.sort_by(|a, b| a.0.cmp(&b.0));
-    let params: Vec<Tensor> = named.iter().map(|(_, t)| t.shallow_clone()).collect();
+    let params = parameters(&vs);
     let mut reducer = dist.reducer(&params)?;
     let logits = net.forward_t(x, true).to_kind(Kind::Float);
     dist.backward(&mut reducer, &logits.cross_entropy_for_logits(y))?;
-    Ok(params.iter().map(|t| t.grad().to_device(Device::Cpu).copy()).collect())
+    Ok(on_cpu(params.iter().map(Tensor::grad)))
 }
 
 /// Relative tolerance of a CUDA graph's replayed steps against the same steps run eagerly: the same
@@ -169,15 +175,10 @@ fn graph_steps(
         } else {
             for seed in 0..GRAPH_STEPS as i64 {
                 tch::manual_seed(seed);
-                let Ok(_) = crate::step::sgd_step((&net, &mut sgd), config.lr, (x, y), |loss| {
-                    loss.backward();
-                    Ok::<(), std::convert::Infallible>(())
-                });
+                let _ = crate::step::local_sgd_step((&net, &mut sgd), config.lr, (x, y));
             }
         }
-        let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().filter(|(_, t)| t.requires_grad()).collect();
-        named.sort_by(|a, b| a.0.cmp(&b.0));
-        Ok(named.iter().map(|(_, t)| t.to_device(Device::Cpu).copy()).collect())
+        Ok(on_cpu(parameters(&vs).into_iter()))
     };
     Ok((run(false)?, run(true)?))
 }

@@ -2,6 +2,8 @@
 //! a CUDA graph and the parity checks: the forward pass in the network's precision, the loss in f32, the
 //! backward pass and the SGD update.
 
+use std::convert::Infallible;
+
 use tch::nn::ModuleT;
 use tch::{Kind, Tensor};
 
@@ -31,4 +33,17 @@ pub fn sgd_step<E>(
     sgd.step(lr);
     let correct = tch::no_grad(|| logits.argmax(-1, false).eq_tensor(y).sum(Kind::Double));
     Ok((loss.detach(), correct))
+}
+
+/// [`sgd_step`] of one process: the backward pass straight from the loss.
+pub fn local_sgd_step(
+    (net, sgd): (&wrn_nets::Network, &mut Sgd),
+    lr: f64,
+    (x, y): (&Tensor, &Tensor),
+) -> (Tensor, Tensor) {
+    let Ok(out) = sgd_step((net, sgd), lr, (x, y), |loss| {
+        loss.backward();
+        Ok::<(), Infallible>(())
+    });
+    out
 }

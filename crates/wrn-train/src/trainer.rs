@@ -21,7 +21,6 @@
 //! generator is global to the process, so one process trains one run at a time (sweeps start a process per
 //! run).
 
-use std::convert::Infallible;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -44,7 +43,7 @@ use crate::policy::CheckpointPolicy;
 use crate::run::{EpochMetrics, Progress, RunDir, RunError, RunResult, Status};
 use crate::runtime::{self, DeviceChoice, RuntimeError, ThreadPlan};
 use crate::sgd::Sgd;
-use crate::step::{f32_logits, sgd_step};
+use crate::step::{f32_logits, local_sgd_step, sgd_step};
 use crate::world::{rank_gpu, Dist, World, WorldError};
 use wrn_torch_ext::dist::Reducer;
 
@@ -936,11 +935,7 @@ fn train_step(
         }
         (None, None) => {
             tch::manual_seed(seed);
-            let Ok(out) = sgd_step((net, sgd), lr, (x, y), |loss| {
-                loss.backward();
-                Ok::<(), Infallible>(())
-            });
-            out
+            local_sgd_step((net, sgd), lr, (x, y))
         }
     };
     tch::no_grad(|| {
