@@ -4,7 +4,10 @@
 //!
 //! Every rank beats a counter in the store each second; when a collective fails (a peer's connection
 //! closed, or the group's timeout passed), [`Dist::explain`] names the ranks whose counters stopped, or rank
-//! 0 when the store itself is gone, so that the surviving ranks exit saying which rank failed.
+//! 0 when the store itself is gone, so that the surviving ranks exit saying which rank failed. Rank 0,
+//! having explained a failure, closes its process group (so ranks still waiting on it in a collective fail
+//! too) and keeps serving the store, beating, until the other ranks have stopped beating: their own
+//! readings then never lose the store halfway.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -158,11 +161,14 @@ pub fn timeout() -> Result<Duration, WorldError> {
 pub struct Dist {
     world: World,
     store: Store,
-    group: Group,
+    /// `None` once dropped, before rank 0 lingers (see [`Drop`]).
+    group: Option<Group>,
     /// The group's collective backends: `gloo`, or `gloo+nccl` when CUDA tensors go over NCCL.
     backend: &'static str,
     beating: Arc<AtomicBool>,
     heart: Option<std::thread::JoinHandle<()>>,
+    /// Whether a collective failed ([`Dist::explain`] ran).
+    failed: AtomicBool,
 }
 
 const BEAT: Duration = Duration::from_secs(1);
@@ -205,7 +211,7 @@ impl Dist {
             .expect("spawning the heartbeat thread");
         let host = crate::environment::host_name().unwrap_or_else(|| "unknown".into());
         store.set(&format!("wrn/host/{}", world.rank), host.as_bytes()).map_err(connect)?;
-        Ok(Dist { world, store, group, backend, beating, heart: Some(heart) })
+        Ok(Dist { world, store, group: Some(group), backend, beating, heart: Some(heart), failed: AtomicBool::new(false) })
     }
 
     /// The processes of this run, for its `environment.json`: their number, backend and hosts (each
@@ -223,6 +229,10 @@ impl Dist {
         Ok(Ranks { size: self.world.size, backend: self.backend.into(), hosts })
     }
 
+    fn group(&self) -> &Group {
+        self.group.as_ref().expect("the process group lives as long as the connection")
+    }
+
     pub fn world(&self) -> &World {
         &self.world
     }
@@ -238,22 +248,22 @@ impl Dist {
     /// Sums a contiguous tensor over the ranks, in place: over Gloo on the CPU, over NCCL on a GPU (the
     /// GPU's current stream then waits for the sum; the host does not).
     pub fn all_reduce_sum(&self, tensor: &mut Tensor, what: &str) -> Result<(), WorldError> {
-        self.group.all_reduce_sum(tensor).map_err(|e| self.explain(what, e))
+        self.group().all_reduce_sum(tensor).map_err(|e| self.explain(what, e))
     }
 
     /// Copies rank 0's contiguous CPU tensor to every rank.
     pub fn broadcast(&self, tensor: &mut Tensor, what: &str) -> Result<(), WorldError> {
-        self.group.broadcast(tensor, 0).map_err(|e| self.explain(what, e))
+        self.group().broadcast(tensor, 0).map_err(|e| self.explain(what, e))
     }
 
     pub fn barrier(&self, what: &str) -> Result<(), WorldError> {
-        self.group.barrier().map_err(|e| self.explain(what, e))
+        self.group().barrier().map_err(|e| self.explain(what, e))
     }
 
     /// DDP's gradient all-reduce over `params` (the same tensors in the same order on every rank), in
     /// DDP's bucket sizes.
     pub fn reducer(&self, params: &[Tensor]) -> Result<Reducer, WorldError> {
-        Reducer::new(&self.group, params, FIRST_BUCKET_BYTES, BUCKET_BYTES)
+        Reducer::new(self.group(), params, FIRST_BUCKET_BYTES, BUCKET_BYTES)
             .map_err(|e| self.explain("setting up the gradient all-reduce", e))
     }
 
@@ -265,6 +275,7 @@ impl Dist {
     /// The error of a failed collective, naming the ranks whose heartbeat stopped (watched for three
     /// beats), or rank 0 when the store it serves is gone.
     pub fn explain(&self, what: &str, error: DistError) -> WorldError {
+        self.failed.store(true, Ordering::SeqCst);
         let counts = || -> Result<Vec<i64>, DistError> {
             (0..self.world.size).map(|r| self.store.add(&format!("wrn/beat/{r}"), 0)).collect()
         };
@@ -301,8 +312,32 @@ impl Dist {
     }
 }
 
+impl Dist {
+    /// Rank 0 after a failure: serves the store until every other rank's heartbeat has stood still for two
+    /// beats (they have finished explaining and left), for at most twelve beats.
+    fn serve_until_the_others_leave(&self) {
+        let others: Vec<usize> = (1..self.world.size).collect();
+        let read = || others.iter().map(|r| self.store.add(&format!("wrn/beat/{r}"), 0).ok()).collect::<Vec<_>>();
+        let (mut last, mut still) = (read(), 0);
+        for _ in 0..12 {
+            std::thread::sleep(BEAT);
+            let now = read();
+            still = if now == last { still + 1 } else { 0 };
+            if still >= 2 {
+                return;
+            }
+            last = now;
+        }
+    }
+}
+
 impl Drop for Dist {
     fn drop(&mut self) {
+        // Closing the group first ends the collectives other ranks may still wait in on this one.
+        drop(self.group.take());
+        if self.world.rank == 0 && self.failed.load(Ordering::SeqCst) {
+            self.serve_until_the_others_leave();
+        }
         self.beating.store(false, Ordering::SeqCst);
         if let Some(heart) = self.heart.take() {
             let _ = heart.join();
