@@ -211,7 +211,15 @@ impl Dist {
             .expect("spawning the heartbeat thread");
         let host = crate::environment::host_name().unwrap_or_else(|| "unknown".into());
         store.set(&format!("wrn/host/{}", world.rank), host.as_bytes()).map_err(connect)?;
-        Ok(Dist { world, store, group: Some(group), backend, beating, heart: Some(heart), failed: AtomicBool::new(false) })
+        Ok(Dist {
+            world,
+            store,
+            group: Some(group),
+            backend,
+            beating,
+            heart: Some(heart),
+            failed: AtomicBool::new(false),
+        })
     }
 
     /// The processes of this run, for its `environment.json`: their number, backend and hosts (each

@@ -244,12 +244,17 @@ fn wait_for_training(run: &Path) {
     std::thread::sleep(Duration::from_millis(1500));
 }
 
-/// Three ranks of a long run in `dir/run`, started as torchrun would, once rank 0 has begun training.
-fn three_ranks_training(dir: &Path) -> (PathBuf, Vec<Child>) {
+/// Three ranks of a long run in `dir/run`, started as torchrun would with `env` added, once rank 0 has
+/// begun training.
+fn three_ranks_training(dir: &Path, env: &[(&str, &str)]) -> (PathBuf, Vec<Child>) {
     let run = dir.join("run");
     let port = free_port();
     let set = ["batch_size=30", "scale.train_subset=120", "epochs=200"];
-    let children: Vec<Child> = (0..3).map(|r| rank(train(&run, &set), r, 3, port, dir)).collect();
+    let with_env = |mut cmd: Command| {
+        cmd.envs(env.iter().copied());
+        cmd
+    };
+    let children: Vec<Child> = (0..3).map(|r| rank(with_env(train(&run, &set)), r, 3, port, dir)).collect();
     wait_for_training(&run);
     (run, children)
 }
@@ -258,7 +263,7 @@ fn three_ranks_training(dir: &Path) -> (PathBuf, Vec<Child>) {
 fn a_killed_rank_makes_the_others_fail_within_a_minute_naming_it() {
     for victim in [1usize, 0] {
         let dir = tempfile::tempdir().unwrap();
-        let (run, mut children) = three_ranks_training(dir.path());
+        let (run, mut children) = three_ranks_training(dir.path(), &[]);
         children[victim].kill().unwrap();
         let killed_at = Instant::now();
         let codes = wait_all(&mut children, Duration::from_secs(60));
@@ -274,9 +279,31 @@ fn a_killed_rank_makes_the_others_fail_within_a_minute_naming_it() {
 }
 
 #[test]
+fn a_hung_rank_makes_the_others_fail_after_the_timeout_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let timeout = Duration::from_secs(8);
+    let (run, mut children) = three_ranks_training(dir.path(), &[("WRN_DIST_TIMEOUT", "8")]);
+    let mut hung = children.remove(1);
+    // SAFETY: kill(2) on a child of this test that has not been reaped.
+    unsafe { libc::kill(hung.id() as libc::pid_t, libc::SIGSTOP) };
+    let hung_at = Instant::now();
+    let codes = wait_all(&mut children, Duration::from_secs(60));
+    let took = hung_at.elapsed();
+    hung.kill().unwrap();
+    hung.wait().unwrap();
+    assert!(took >= timeout, "the others waited out the collective's timeout, not less ({took:?})");
+    for (r, code) in [0, 2].into_iter().zip(codes) {
+        let err = std::fs::read_to_string(dir.path().join(format!("rank{r}.err"))).unwrap();
+        assert_eq!(code, Some(1), "rank {r}: {err}");
+        assert!(err.contains(&format!("rank {r} of 3")) && err.contains("rank 1 stopped"), "rank {r}: {err}");
+    }
+    assert!(!run.join("result.json").exists(), "no result from a failed run");
+}
+
+#[test]
 fn sigterm_to_one_rank_stops_all_after_rank_0s_checkpoint_and_the_run_resumes() {
     let dir = tempfile::tempdir().unwrap();
-    let (run, mut children) = three_ranks_training(dir.path());
+    let (run, mut children) = three_ranks_training(dir.path(), &[]);
     // SAFETY: kill(2) on a child of this test that has not been reaped.
     unsafe { libc::kill(children[2].id() as libc::pid_t, libc::SIGTERM) };
     let codes = wait_all(&mut children, Duration::from_secs(60));
