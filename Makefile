@@ -42,7 +42,7 @@ test-libtorch-cuda: ## Download the CUDA libtorch, build against it, check it lo
 build: libtorch ## Build the release binary target/release/wrn
 	$(CARGO) build --release -p wrn
 
-test: lint test-rust test-bootstrap test-slurm test-browser test-gpu-acceptance test-user ## Everything CI checks: formatting, clippy, all tests
+test: lint test-rust test-bootstrap test-slurm test-browser test-gpu-acceptance rehearse-gpu-acceptance test-user ## Everything CI checks: formatting, clippy, all tests
 
 test-rust: libtorch
 	$(CARGO) test --workspace --all-targets
@@ -112,6 +112,12 @@ gpu-check: ## Stage the GPU acceptance bundle in dist/gpu-check (run gpu-accepta
 .PHONY: test-user
 test-user: build ## `make demo` in a fresh clone as a new unprivileged user, wrn-user (run as root: it creates the user)
 	ci/test-user.sh
+
+.PHONY: rehearse-gpu-acceptance
+rehearse-gpu-acceptance: build ## Every gate of the GPU acceptance script on this CPU at toy sizes (checks the script; installs PyTorch like bench-peers)
+	rm -rf target/gpu-rehearsal
+	PYTHON=$$(benches/peers/venv.sh) WRN_BIN=target/release/wrn GPU_ACCEPTANCE_WORK=target/gpu-rehearsal/work \
+	  ci/gpu-acceptance.sh rehearse target/gpu-rehearsal
 
 .PHONY: test-gpu-acceptance
 test-gpu-acceptance: ## ci/gpu-acceptance.sh without a GPU: stops at preflight with the reason (fake nvidia-smi, ldd)

@@ -6,6 +6,13 @@
 #                                     peer script and the demo table. Under 64 MiB.
 #   bash dist/gpu-check/gpu-acceptance.sh run OUTDIR
 #   bash ci/gpu-acceptance.sh run OUTDIR
+#   bash ci/gpu-acceptance.sh rehearse OUTDIR
+#                                     (here, no GPU needed; `make rehearse-gpu-acceptance`) every gate on this
+#                                     machine's CPU at toy sizes with longer budgets, against the PyTorch of
+#                                     $PYTHON: the script's own commands, flags, records and judges exercised
+#                                     before a GPU is lent. The gates that need CUDA fail with their reasons,
+#                                     the driver and GPU checks of preflight are not made, and the JSON says
+#                                     `"rehearsal": true`: never an acceptance.
 #                                     (on a machine with one NVIDIA GPU, offline, with PyTorch 2.11.0+cu130
 #                                     as `python3`'s torch) run the gates below, at most 7 minutes, and write
 #                                     OUTDIR/gpu-acceptance.json (every gate with its status and figures),
@@ -78,6 +85,10 @@ TRAIN_EPOCH_SCALE=0.01   # 200 epochs x 0.01 = 2
 IMAGENET_N=2000
 DEMO_N=2000
 SWEEP_GPUS=0   # the sweep's --gpus
+# graphs: the network, batch and timed steps of `wrn bench train --cuda-graphs`.
+GRAPHS_ARCH=wrn-16-4
+GRAPHS_BATCH=128
+GRAPHS_STEPS=100
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 PY=${PYTHON:-python3}
@@ -397,9 +408,9 @@ gate_graphs() {
   begin_gate graphs
   local d=$gate_dir runs=$WORK/train-runs round
   for round in 1 2; do
-    STEP_CAP=$SPEED_STEP_CAP step "bench.$round" "$wrn" bench train --device "$DEV" --arch wrn-16-4 --batch 128 \
-      --precision bf16 --channels-last --cuda-graphs --steps 100 --json
-    log "   WRN-16-4 b128 bf16+CL with CUDA graphs, round $round: $("$PY" "$WORK/judge.py" rate "$gate_dir/bench.$round")"
+    STEP_CAP=$SPEED_STEP_CAP step "bench.$round" "$wrn" bench train --device "$DEV" --arch "$GRAPHS_ARCH" \
+      --batch "$GRAPHS_BATCH" --precision bf16 --channels-last --cuda-graphs --steps "$GRAPHS_STEPS" --json
+    log "   $GRAPHS_ARCH b$GRAPHS_BATCH bf16+CL with CUDA graphs, round $round: $("$PY" "$WORK/judge.py" rate "$gate_dir/bench.$round")"
   done
   if ensure_cifar; then
     train_sets
@@ -559,6 +570,8 @@ import csv, glob, json, math, os, re, sys
 
 WORK = os.environ.get("GA_WORK", "")
 DEVICE = os.environ.get("GA_DEVICE", "cuda")
+# A rehearsal on a machine without a GPU (`rehearse`): preflight does not ask for a driver, a GPU or CUDA.
+REHEARSAL = os.environ.get("GA_REHEARSAL") == "1"
 
 
 def read(path, default=""):
@@ -733,9 +746,14 @@ def judge_preflight(d):
         fig["wrn_version"] = read(os.path.join(d, "wrn_version.out")).strip()
         if rc(d, "wrn_version") != 0:
             reasons.append("the wrn binary does not start with LD_LIBRARY_PATH at torch's lib: " + why(d, "wrn_version"))
+    if REHEARSAL:
+        gpu = ("no NVIDIA driver", "NVIDIA driver", "nvidia-smi", "cannot read the NVIDIA driver", "compute capability",
+               "torch.cuda.is_available()")
+        fig["not_checked_in_rehearsal"] = [r for r in reasons if r.startswith(gpu)]
+        reasons = [r for r in reasons if not r.startswith(gpu)]
     if reasons:
         return False, "; ".join(reasons), fig
-    return True, "%s, driver %s, %s MiB, compute capability %s; glibc %s (binary needs %s), GLIBCXX %s (needs %s); " \
+    return True, ("rehearsal on the CPU, no GPU checks: " if REHEARSAL else "") + "%s, driver %s, %s MiB, compute capability %s; glibc %s (binary needs %s), GLIBCXX %s (needs %s); " \
                  "torch %s (CUDA %s) at %s; %s cores" % (
         fig.get("gpu"), driver, fig.get("memory_total_mib"), cap, gs, gn, xs, xn, torch.get("version"),
         torch.get("cuda"), torch.get("lib"), fig["cores"]), fig
@@ -921,7 +939,7 @@ def judge_speed(d):
             s += "; peak allocated wrn %s GiB, PyTorch %s GiB" % (
                 r["wrn_peak_allocated_gib"], r["pytorch_max_memory_allocated_gib"])
         if r["wrn_share_of_matmul_flops"] is not None:
-            s += "; %.0f%% of the %.0f TFLOP/s of a bf16 matmul" % (
+            s += "; %.0f%% of the %.3g TFLOP/s of a bf16 matmul" % (
                 100 * r["wrn_share_of_matmul_flops"], r["matmul_reference_tflops"] or 0)
         s += ")"
         if r["gate"] is not None:
@@ -1343,6 +1361,20 @@ def main():
                         out.write("===== %s/%s\n" % (g, os.path.basename(p)))
                         out.write(cut(read(p)))
                         out.write("\n")
+    elif cmd == "rehearsal":
+        doc = json.load(open(sys.argv[2]))
+        gates = {g["name"]: g for g in doc["gates"]}
+        # The gates a CPU must fail, and what their summaries must say (the reason is the CPU, not the script).
+        cpu_fails = {"environment": "cuda.available is False", "graphs": "CUDA graphs on cpu"}
+        wrong = ["%s %s: %s" % (g["status"], n, g["summary"][:300]) for n, g in gates.items()
+                 if (g["status"] != "fail" or cpu_fails[n] not in g["summary"]) if n in cpu_fails]
+        wrong += ["%s %s: %s" % (g["status"], n, g["summary"][:300]) for n, g in gates.items()
+                  if n not in cpu_fails and g["status"] != "pass"]
+        if wrong:
+            print("rehearsal: the script misbehaves on the CPU:\n  " + "\n  ".join(wrong))
+            sys.exit(1)
+        print("rehearsal: every gate ran; %s failed as a CPU must and the other %d passed" % (
+            " and ".join(sorted(cpu_fails)), len(gates) - len(cpu_fails)))
     elif cmd == "final":
         recs, dest, status, started, wall, binary, gates = (sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5],
                                                             int(sys.argv[6]), sys.argv[7], sys.argv[8:])
@@ -1355,7 +1387,7 @@ def main():
             word = {"pass": "PASS", "fail": "FAIL"}.get(r["status"], "SKIP")
             lines.append("%s %s: %s" % (word, g, r["summary"]))
         import datetime
-        doc = {"check": "ci/gpu-acceptance.sh", "started": started,
+        doc = {"check": "ci/gpu-acceptance.sh", "rehearsal": REHEARSAL, "started": started,
                "finished": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
                "wall_seconds": wall, "binary": binary,
                "result": {0: "pass", 1: "fail", 2: "preflight-failed"}.get(status, "fail"), "exit_code": status,
@@ -1373,11 +1405,36 @@ PY
 }
 
 # ---------------------------------------------------------------------------------------------------
+# rehearse OUTDIR: `run` on this machine's CPU at toy sizes (see the top of this file).
+rehearse() {
+  DEV=cpu SWEEP_GPUS=none
+  export GA_REHEARSAL=1
+  SPEED_CONFIGS=(
+    "wrn28-bf16-cl|WRN-10-1 b16 bf16+CL (rehearsal)|wrn-10-1|16|bf16|1|3|0.01|1"
+    "wrn28-fp32|WRN-10-1 b16 fp32 (rehearsal)|wrn-10-1|16|fp32|0|3|"
+    "wrn16-bf16-cl|WRN-10-2 b16 bf16+CL (rehearsal)|wrn-10-2|16|bf16|1|3|"
+    "wrn50-bf16-cl|WRN-50-2 b2 224² bf16+CL (rehearsal)|resnet-50-w2|2|bf16|1|1|"
+  )
+  PEER_WARMUP=1 SPEED_STEP_CAP=240
+  GRAPHS_ARCH=wrn-10-1 GRAPHS_BATCH=16 GRAPHS_STEPS=3
+  # 2048 / 128 = 16 steps per epoch, 2 epochs; interrupted in the second.
+  TRAIN_ARCH=wrn-10-1 TRAIN_N=2560 TRAIN_SUBSET=2048 TEST_SUBSET=512 TRAIN_MAX_STEPS=24
+  IMAGENET_N=64 DEMO_N=500
+  local g
+  for g in "${GATES[@]}"; do BUDGET[$g]=$((BUDGET[$g] * 4 + 60)); done
+  run "$@"
+  local status=$?
+  [ "$status" -ne 2 ] || return 2
+  # What a CPU explains: environment (no CUDA) and graphs (refused on the CPU) fail; every other gate passes.
+  "$PY" "$WORK/judge.py" rehearsal "$OUT/gpu-acceptance.json"
+}
+
 main() {
   case "${1:-}" in
     stage) stage ;;
     run) shift; run "$@" ;;
-    *) echo "usage: $0 stage | run OUTDIR" >&2; return 2 ;;
+    rehearse) shift; rehearse "$@" ;;
+    *) echo "usage: $0 stage | run OUTDIR | rehearse OUTDIR" >&2; return 2 ;;
   esac
 }
 

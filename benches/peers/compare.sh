@@ -4,7 +4,7 @@
 # ratio wrn / PyTorch; then the ImageNet resampling, Torch's bicubic beside the fast path (time and
 # difference), and wrn's val crops against torchvision's. `make bench-peers` runs it after `make build`.
 #
-# Installs torch 2.11.0 and torchvision 0.26.0 into a git-ignored venv (target/peers-venv), downloads the
+# Installs torch 2.11.0 and torchvision 0.26.0 into a git-ignored venv (benches/peers/venv.sh), downloads the
 # scikit-image and matplotlib wheels for their photographs (target/peers/wheels), and writes its data
 # under target/peers: a synthetic CIFAR-10 archive (fetched and prepared by wrn) and a folder of JPEGs cut
 # from the photographs (benches/peers/photos.py). Both sides read the same files.
@@ -18,11 +18,7 @@ WORKERS=${WORKERS:-$(nproc)}
 . ./target/libtorch.env
 WRN=./target/release/wrn
 
-if ! "$PY" -c 'import torch, torchvision' 2>/dev/null; then
-  echo "bench-peers: installing torch 2.11.0 and torchvision 0.26.0 into $VENV (several GB with the CUDA wheels)"
-  python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q torch==2.11.0 torchvision==0.26.0
-fi
+benches/peers/venv.sh >/dev/null
 if ! ls "$PEERS"/wheels/scikit_image-*.whl "$PEERS"/wheels/matplotlib-*.whl >/dev/null 2>&1; then
   "$VENV/bin/pip" download -q --no-deps --only-binary :all: scikit-image==0.26.0 matplotlib==3.11.2 -d "$PEERS/wheels"
 fi
