@@ -6,7 +6,7 @@
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -74,6 +74,8 @@ struct Server {
     port: u16,
     stop: Arc<AtomicBool>,
     log: Arc<Mutex<Vec<Logged>>>,
+    /// Requests accepted whose handler has not logged them yet.
+    in_flight: Arc<AtomicUsize>,
     accept: Option<JoinHandle<()>>,
 }
 
@@ -86,7 +88,9 @@ impl Server {
         let port = listener.local_addr().unwrap().port();
         let stop = Arc::new(AtomicBool::new(false));
         let log = Arc::new(Mutex::new(Vec::new()));
+        let in_flight = Arc::new(AtomicUsize::new(0));
         let (stop2, log2, name, body) = (stop.clone(), log.clone(), format!("/{name}"), Arc::new(body));
+        let flying = in_flight.clone();
         let script: Script = Arc::new(script);
         let accept = std::thread::spawn(move || {
             let deadline = Instant::now() + Duration::from_secs(60);
@@ -98,7 +102,12 @@ impl Server {
                         let (log, name, body, script) = (log2.clone(), name.clone(), body.clone(), script.clone());
                         let index = n;
                         n += 1;
-                        workers.push(std::thread::spawn(move || handle(stream, index, &name, &body, &script, &log)));
+                        flying.fetch_add(1, Ordering::SeqCst);
+                        let flying = flying.clone();
+                        workers.push(std::thread::spawn(move || {
+                            handle(stream, index, &name, &body, &script, &log);
+                            flying.fetch_sub(1, Ordering::SeqCst);
+                        }));
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(5)),
                 }
@@ -107,14 +116,20 @@ impl Server {
                 let _ = w.join();
             }
         });
-        Server { port, stop, log, accept: Some(accept) }
+        Server { port, stop, log, in_flight, accept: Some(accept) }
     }
 
     fn url(&self, dir: &str) -> String {
         format!("http://127.0.0.1:{}/{dir}", self.port)
     }
 
+    /// The requests served so far, once every accepted one is logged: a client can have read a whole
+    /// answer before its handler has logged it.
     fn log(&self) -> Vec<Logged> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.in_flight.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
         self.log.lock().unwrap().clone()
     }
 }
