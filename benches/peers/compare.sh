@@ -11,16 +11,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-VENV=target/peers-venv
 PEERS=target/peers
-PY=$VENV/bin/python
+PY=$(benches/peers/venv.sh)
 WORKERS=${WORKERS:-$(nproc)}
 . ./target/libtorch.env
 WRN=./target/release/wrn
 
-benches/peers/venv.sh >/dev/null
 if ! ls "$PEERS"/wheels/scikit_image-*.whl "$PEERS"/wheels/matplotlib-*.whl >/dev/null 2>&1; then
-  "$VENV/bin/pip" download -q --no-deps --only-binary :all: scikit-image==0.26.0 matplotlib==3.11.2 -d "$PEERS/wheels"
+  "$PY" -m pip download -q --no-deps --only-binary :all: scikit-image==0.26.0 matplotlib==3.11.2 -d "$PEERS/wheels"
 fi
 if [ ! -f "$PEERS/data/cifar10/prepared/train.wrnc" ]; then
   "$WRN" data synth cifar10 --out "$PEERS/synth" --n 10000 --seed 0

@@ -173,6 +173,11 @@ pub struct Dist {
 
 const BEAT: Duration = Duration::from_secs(1);
 
+/// The store key of `rank`'s heartbeat counter.
+fn beat_key(rank: usize) -> String {
+    format!("wrn/beat/{rank}")
+}
+
 impl Dist {
     /// Connects to the other ranks (rank 0 serves the store and waits for them all), waiting at most
     /// `timeout` for them and in every later collective. With `nccl`, collectives on CUDA tensors run over
@@ -200,7 +205,7 @@ impl Dist {
         };
         let beats = Store::tcp(addr, port, false, world.size, timeout).map_err(connect)?;
         let beating = Arc::new(AtomicBool::new(true));
-        let (alive, key) = (beating.clone(), format!("wrn/beat/{}", world.rank));
+        let (alive, key) = (beating.clone(), beat_key(world.rank));
         let heart = std::thread::Builder::new()
             .name("wrn-heartbeat".into())
             .spawn(move || {
@@ -284,14 +289,11 @@ impl Dist {
     /// beats), or rank 0 when the store it serves is gone.
     pub fn explain(&self, what: &str, error: DistError) -> WorldError {
         self.failed.store(true, Ordering::SeqCst);
-        let counts = || -> Result<Vec<i64>, DistError> {
-            (0..self.world.size).map(|r| self.store.add(&format!("wrn/beat/{r}"), 0)).collect()
-        };
         // Two readings of every rank's counter, three beats apart; the store not answering either time
         // means rank 0, which serves it, is gone.
-        let readings = counts().and_then(|before| {
+        let readings = self.beats().and_then(|before| {
             std::thread::sleep(3 * BEAT);
-            counts().map(|after| (before, after))
+            self.beats().map(|after| (before, after))
         });
         let culprit = match readings {
             Err(_) => format!(
@@ -318,14 +320,16 @@ impl Dist {
             detail: error.0,
         }
     }
-}
 
-impl Dist {
+    /// Every rank's heartbeat counter, read from the store.
+    fn beats(&self) -> Result<Vec<i64>, DistError> {
+        (0..self.world.size).map(|r| self.store.add(&beat_key(r), 0)).collect()
+    }
+
     /// Rank 0 after a failure: serves the store until every other rank's heartbeat has stood still for two
     /// beats (they have finished explaining and left), for at most twelve beats.
     fn serve_until_the_others_leave(&self) {
-        let others: Vec<usize> = (1..self.world.size).collect();
-        let read = || others.iter().map(|r| self.store.add(&format!("wrn/beat/{r}"), 0).ok()).collect::<Vec<_>>();
+        let read = || self.beats().ok().map(|counts| counts[1..].to_vec());
         let (mut last, mut still) = (read(), 0);
         for _ in 0..12 {
             std::thread::sleep(BEAT);
