@@ -55,18 +55,23 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    let cli = Cli::parse();
     // Like other command-line tools, end quietly when the reader of stdout goes away (`wrn ... | head`)
     // instead of panicking on the broken pipe: the default action of SIGPIPE, which Rust's runtime ignores.
-    // SAFETY: called first thing, before any thread exists; SIG_DFL is a valid disposition for SIGPIPE.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    // Not where a rank of a distributed run may live (training, benchmarks): Gloo writes to its peers with
+    // writev, which raises SIGPIPE when a peer has died, and that must be an error the rank reports, not
+    // its silent end.
+    if !matches!(cli.command, Command::Train(_) | Command::Bench(_)) {
+        // SAFETY: called before any thread of this program exists; SIG_DFL is a valid disposition.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
     }
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("WRN_LOG").unwrap_or_else(|_| "info".into()))
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
     if !matches!(cli.command, Command::Data(_) | Command::Report(_)) {
         // The CUDA backend registers itself with libtorch when loaded, and libtorch caches its answer to
         // the first CUDA query: load it before any code of a command that computes can ask (where it
