@@ -107,5 +107,43 @@ fi
 run_case no-python PATH="$clean_path" PYTHON=/nonexistent/python3
 expect_stop no-python 'no /nonexistent/python3 on PATH'
 
+# The speed gate's judge on hand-written outputs: when the gate's budget runs out, an ungated configuration
+# left unmeasured is a note and the gate still passes on its gated one; the gated one unmeasured, or a wrn
+# failure that is not the budget's, fails it.
+# shellcheck source=ci/gpu-acceptance.sh
+(source "$script" && write_judge "$tmp/judge.py")
+speed_case() { # speed_case NAME TIMED_OUT(0/1) GATED_WRN_RC UNGATED_WRN_RC EXPECT(pass/fail) PATTERN
+  local d=$tmp/speed-$1 r side
+  mkdir -p "$d"
+  printf '%s\n' "a|WRN-28-10 gated|wrn-28-10|128|bf16|1|40|0.8|" "b|WRN-16-4 ungated|wrn-16-4|128|bf16|1|100|" \
+    >"$d/configs.txt"
+  for r in 1 2; do
+    for side in wrn torch; do
+      echo '{"images_per_second": 1000.0, "parameters": 36479194}' >"$d/a.$side.$r.out"; echo 0 >"$d/a.$side.$r.rc"
+      echo '{"images_per_second": 5000.0, "parameters": 2748890}' >"$d/b.$side.$r.out"; echo 0 >"$d/b.$side.$r.rc"
+    done
+    : >"$d/a.wrn.$r.err"; : >"$d/b.wrn.$r.err"
+  done
+  if [ "$3" != 0 ]; then : >"$d/a.wrn.2.out"; echo "$3" >"$d/a.wrn.2.rc"; : >"$d/a.wrn.1.out"; echo "$3" >"$d/a.wrn.1.rc"; fi
+  if [ "$4" != 0 ]; then
+    : >"$d/b.wrn.2.out"; echo "$4" >"$d/b.wrn.2.rc"; echo "error: boom" >"$d/b.wrn.2.err"
+    : >"$d/b.torch.2.out"; echo "$4" >"$d/b.torch.2.rc"
+    : >"$d/b.wrn.1.out"; echo "$4" >"$d/b.wrn.1.rc"; echo "error: boom" >"$d/b.wrn.1.err"
+  fi
+  if [ "$2" = 1 ]; then echo 150 >"$d/timed_out"; fi
+  GA_BUDGET=150 GA_SECONDS=151 GA_DEVICE=cuda python3 "$tmp/judge.py" gate speed "$d" "$d/rec.json" 2>"$d/judge.err"
+  if python3 - "$d/rec.json" "$5" "$6" <<'PY'; then ok "speed judge, $1: $5"; else bad "speed judge, $1"; cat "$d/judge.err"; fi
+import json, re, sys
+r = json.load(open(sys.argv[1]))
+assert r["status"] == sys.argv[2], r
+assert re.search(sys.argv[3], r["summary"]), r["summary"]
+assert r["figures"]["wrn_warmup_steps"] == 3, r["figures"]
+PY
+}
+speed_case ungated-out-of-budget 1 0 124 pass 'WRN-16-4 ungated: wrn not measured, the gate.s 150 s ran out'
+speed_case gated-out-of-budget 1 124 0 fail 'WRN-28-10 gated: no wrn/PyTorch ratio'
+speed_case ungated-failed 0 0 1 fail 'WRN-16-4 ungated: wrn failed: error: boom'
+speed_case ungated-killed-not-budget 0 0 124 fail 'WRN-16-4 ungated: wrn failed'
+
 echo "gpu-acceptance: $pass passed, $fail failed"
 [ "$fail" -eq 0 ]
