@@ -159,7 +159,7 @@ pub fn median_spread(n: usize) -> f64 {
     }
 }
 
-/// How many runs a published figure summarises, from the table's `statistic` (one when not stated).
+/// How many runs a published figure summarises, from its row's `statistic` (one when not stated).
 pub fn published_runs(statistic: &str) -> usize {
     let words: Vec<&str> = statistic.split_whitespace().collect();
     words.windows(3).find(|w| w[0] == "median" && w[1] == "of").and_then(|w| w[2].parse().ok()).unwrap_or(1)
@@ -551,7 +551,7 @@ fn compare_row(table: &Table, row: &Row, columns: &[(String, String)], runs: &Pa
             };
             let z = match (&verdict, difference, spread(&row.dataset, metric), tolerance, ours) {
                 (Verdict::Agrees | Verdict::Differs, Some(d), Some(sigma), Some(t), Some(o)) => {
-                    let sd = difference_spread(sigma, o.n, published_runs(&table.statistic));
+                    let sd = difference_spread(sigma, o.n, published_runs(&row.statistic));
                     let assumed = spread_is_assumed(&row.dataset);
                     Some(ZScore { z: d / sd, chance_differs: chance_beyond(t.limit, sd), assumed })
                 }

@@ -28,7 +28,8 @@ pub fn table(g: &Grid) -> String {
 pub fn tolerance_text() -> String {
     let mut s = String::from(
         "A row's figure is the median over its finished seeds' final epoch (range and count beside it, and \
-         the median of their best epoch where it is lower: the paper does not say which it reports). It **agrees** \
+         the median of their best epoch where it is lower: the paper does not say which it reports); Δ is ours \
+         minus the paper's, so a positive Δ of an error is an error higher than published. It **agrees** \
          with the paper when it is within the tolerance below, and **differs** otherwise. Rows without \
          finished runs are *missing*; rows trained at reduced scale or on other data are labelled and \
          never judged; time per epoch depends on the hardware and is shown, never judged.\n\n",
@@ -53,8 +54,8 @@ pub fn tolerance_text() -> String {
          reproductions; see the `wrn-report` crate documentation for the sources; for ImageNet and SVHN, \
          where only single runs are published, it is assumed.\n\n\
          Beside each verdict, z is the difference in standard deviations of the difference: σ·√(m² + p²), \
-         with m and p the spread of a median of our n seeds and of the paper's figure (1 for one run, 0.54 for \
-         a median of five). Below each table, the number of figures that would differ by chance alone, on \
+         with m and p the spread of a median of our n seeds and of the paper's figure (1 for one run or where \
+         the paper does not say how many, 0.54 for a median of five). Below each table, the number of figures that would differ by chance alone, on \
          average, if every one of ours were the paper's experiment exactly: a table of many judged figures \
          may show one or two red cells with nothing wrong.\n",
     );

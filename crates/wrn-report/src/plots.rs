@@ -182,8 +182,10 @@ pub fn make_plots(tables: &[TableReport]) -> Plots {
                 for other in tables.iter().flat_map(|t| t.rows.iter().map(move |r| (t, r))) {
                     if other.1.run_key.as_ref() == Some(key) {
                         let metric = if other.1.row.dataset == "imagenet" { "top1_error" } else { "test_error" };
-                        if let Some(p) = other.1.row.published.get(metric) {
-                            let label = format!("paper, {}: {p}", other.0.table.id);
+                        if let (Some(p), Some(printed)) =
+                            (other.1.row.published.get(metric), other.1.row.printed.get(metric))
+                        {
+                            let label = format!("paper, {}: {printed}", other.0.table.id);
                             if !refs.iter().any(|(_, y)| y == p) {
                                 refs.push((label, *p));
                             }
@@ -219,13 +221,21 @@ fn params_plot(t: &TableReport) -> Option<Plot> {
     let mut series = Vec::new();
     for (i, dataset) in datasets.iter().enumerate() {
         let rows = t.rows.iter().filter(|r| r.row.dataset == *dataset);
-        let paper: Vec<_> = rows
-            .clone()
-            .filter_map(|r| Some((*r.row.published.get("params")?, *r.row.published.get(metric)?)))
-            .map(|(x, y)| (x, y, y, y))
-            .collect();
-        if !paper.is_empty() {
-            series.push(Series { label: format!("paper, {dataset}"), filled: false, colour: i, points: paper });
+        // The paper's own networks, and apart from them the other methods it quotes (at the parameter
+        // counts it prints, ResNet-1202's transcription error included, as the table's notes say).
+        for (quoted, label, colour) in [
+            (false, format!("paper, {dataset}"), i),
+            (true, format!("quoted by the paper, {dataset}"), i + datasets.len()),
+        ] {
+            let points: Vec<_> = rows
+                .clone()
+                .filter(|r| r.row.reference.is_some() == quoted)
+                .filter_map(|r| Some((*r.row.published.get("params")?, *r.row.published.get(metric)?)))
+                .map(|(x, y)| (x, y, y, y))
+                .collect();
+            if !points.is_empty() {
+                series.push(Series { label, filled: false, colour, points });
+            }
         }
         for scale in [ResultScale::Full, ResultScale::Reduced] {
             let ours: Vec<_> = rows

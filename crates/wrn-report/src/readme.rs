@@ -9,7 +9,7 @@ use std::path::Path;
 
 use crate::compare::{ResultScale, RowState, TableReport};
 use crate::markdown;
-use crate::view::{metric_title, number, ours_text, verdict_text};
+use crate::view::{metric_title, ours_text, published_text, verdict_text};
 use crate::ReportError;
 
 pub const START: &str = "<!-- results:start -->";
@@ -53,7 +53,7 @@ pub fn section(tables: &[TableReport], results_dir: &str) -> String {
         );
     }
     for t in tables.iter().filter(|t| full_rows(t) > 0) {
-        let _ = writeln!(s, "\n**{}** ({}):\n", t.table.id, t.table.source);
+        let _ = writeln!(s, "\n**{}** ({}; published figures: {}):\n", t.table.id, t.table.source, t.table.statistic);
         let judged: Vec<&(String, String)> =
             t.columns.iter().filter(|(m, _)| !["epoch_seconds", "batch16_ms", "map"].contains(&m.as_str())).collect();
         let mut header = vec!["Row".to_string(), "Dataset".to_string()];
@@ -67,7 +67,7 @@ pub fn section(tables: &[TableReport], results_dir: &str) -> String {
             let mut cells = vec![markdown::cell(&r.row.label), r.row.dataset.clone()];
             for (m, _) in &judged {
                 let c = r.cell(m).expect("a cell per column");
-                cells.push(c.published.map(|p| number(m, p)).unwrap_or_else(|| "—".into()));
+                cells.push(published_text(&r.row, m));
                 cells.push(ours_text(r, c).0);
                 cells.push(verdict_text(c).0);
             }

@@ -46,7 +46,7 @@ pub fn render(tables: &[TableReport]) -> Result<String, ReportError> {
                     r.row.dataset.as_str(),
                     c.metric.as_str(),
                     c.unit.as_str(),
-                    &opt(c.published),
+                    r.row.printed.get(&c.metric).map(String::as_str).unwrap_or_default(),
                     &opt(c.ours.map(|s| s.median)),
                     &opt(c.ours.map(|s| s.min)),
                     &opt(c.ours.map(|s| s.max)),

@@ -60,6 +60,11 @@ pub fn number(metric: &str, v: f64) -> String {
     format!("{v:.*}", precision(metric))
 }
 
+/// A row's published figure of `metric` as the paper prints it ("4.00", "3.8"), or "—".
+pub fn published_text(row: &wrn_tables::Row, metric: &str) -> String {
+    row.printed.get(metric).cloned().unwrap_or_else(|| "—".into())
+}
+
 /// Ours: "4.21 [4.05–4.40] n=5", with the best epoch's median where it is lower ("…, best epoch 4.12"),
 /// or what stands in for it when there is no figure.
 pub fn ours_text(row: &RowReport, cell: &Cell) -> (String, Tone) {
@@ -146,7 +151,7 @@ pub fn evaluated_lines(t: &TableReport) -> Vec<String> {
                         .iter()
                         .filter_map(|(words, metric, ours)| {
                             let ours = ours.as_ref()?;
-                            Some(match r.row.published.get(*metric) {
+                            Some(match r.row.printed.get(*metric) {
                                 Some(p) => format!("{words} {ours:.2}% (paper {p})"),
                                 None => format!("{words} {ours:.2}%"),
                             })
@@ -236,8 +241,7 @@ pub fn grid(t: &TableReport) -> Grid {
             let mut cells =
                 vec![(row_label(r), Tone::Plain), (r.row.dataset.clone(), Tone::Plain), (r.status(), status_tone)];
             for cell in &r.cells {
-                let published = cell.published.map(|p| number(&cell.metric, p)).unwrap_or_else(|| "—".into());
-                cells.push((published, Tone::Plain));
+                cells.push((published_text(&r.row, &cell.metric), Tone::Plain));
                 cells.push(ours_text(r, cell));
                 if judged(&cell.metric) {
                     let diff = cell.difference.map(|d| format!("{d:+.*}", precision(&cell.metric)));

@@ -25,6 +25,7 @@
 //! arch = "wrn-40-4"            # absent for reference rows
 //! train = { dropout = 0.3 }    # optional, over the table's [train]
 //! published = { test_error = 4.97, params = 8.9 }
+//! statistic = "..."            # optional: what this row's figures are, where the table's does not hold
 //! reference = "..."            # quoted from another paper: not trained
 //! note = "..."
 //! [[finding]]                  # a claim of the paper that the table's rows test
@@ -136,7 +137,8 @@ struct RowFile {
     train: toml::Table,
     seeds: Option<u32>,
     #[serde(default)]
-    published: BTreeMap<String, f64>,
+    published: BTreeMap<String, toml::Spanned<f64>>,
+    statistic: Option<String>,
     reference: Option<String>,
     note: Option<String>,
 }
@@ -172,6 +174,12 @@ pub struct Row {
     pub train: BTreeMap<String, toml::Value>,
     pub seeds: u32,
     pub published: BTreeMap<String, f64>,
+    /// Each published figure as the file writes it, which is as the paper prints it ("4.00", "3.8"): a
+    /// report shows the paper's decimals, never more or fewer.
+    pub printed: BTreeMap<String, String>,
+    /// What the row's published figures are: the table's `statistic` unless the row says otherwise (Table
+    /// 6 gives medians of 5 runs on CIFAR and does not say how many runs its SVHN figures are).
+    pub statistic: String,
     /// Where a quoted figure comes from; such rows are not trained.
     pub reference: Option<String>,
     pub note: Option<String>,
@@ -325,7 +333,9 @@ impl Table {
                 arch: r.arch,
                 train,
                 seeds,
-                published: r.published,
+                printed: r.published.iter().map(|(k, v)| (k.clone(), text[v.span()].trim().to_string())).collect(),
+                published: r.published.into_iter().map(|(k, v)| (k, v.into_inner())).collect(),
+                statistic: r.statistic.unwrap_or_else(|| file.statistic.clone()),
                 reference: r.reference,
                 note: r.note,
             });
@@ -510,6 +520,22 @@ reference = "Lin et al."
         assert!(!nin.trainable() && nin.run_key().is_none() && nin.train.is_empty());
         assert_eq!(nin.seeds, 5);
         assert_eq!(t.trainable().count(), 1);
+    }
+
+    #[test]
+    fn published_figures_keep_the_papers_decimals_and_rows_may_say_what_they_are() {
+        let text = SMALL
+            .replace(
+                "published = { test_error = 4.17, params = 36.5 }",
+                "published = { test_error = 4.00, params = 36 }",
+            )
+            .replace("reference = \"Lin et al.\"", "reference = \"Lin et al.\"\nstatistic = \"single run\"");
+        let t = Table::parse("t", Path::new("t.toml"), &text).unwrap();
+        let (a, nin) = (&t.rows[0], &t.rows[1]);
+        assert_eq!((a.published["test_error"], a.published["params"]), (4.0, 36.0));
+        assert_eq!((a.printed["test_error"].as_str(), a.printed["params"].as_str()), ("4.00", "36"));
+        assert_eq!(nin.printed["test_error"], "8.81");
+        assert_eq!((a.statistic.as_str(), nin.statistic.as_str()), ("median of 5 runs", "single run"));
     }
 
     #[test]

@@ -10,7 +10,8 @@
 //! at each drop (the Lua code re-creates the optimiser state), mean/std preprocessing, crop+flip.
 //! SVHN: lr 0.01 × 0.1 at 80, 120 of 160, /255, no augmentation, dropout 0.4 in the paper's runs. ImageNet
 //! (fb.resnet.torch): lr 0.1 × 0.1 at epochs 31 and 61 of 90 (`floor((epoch−1)/30)`), weight decay 1e-4,
-//! batch 256, momentum kept across drops.
+//! batch 256 (fb.resnet.torch's TRAINING.md recipes; the paper does not state its own), momentum kept across
+//! drops.
 //!
 //! `scale` shrinks a run for smoke tests and short budgets: `scale.epochs` multiplies the number of epochs
 //! and every milestone (rounded, at least 1), `scale.train_subset`/`scale.test_subset` keep the first N

@@ -41,7 +41,7 @@ fn full_scale_results_are_listed_with_their_verdicts_and_reduced_ones_are_not() 
     assert!(!text.contains("No full-scale results"));
     assert!(
         text.contains(
-            "| WRN-40-4 | cifar10 | 4.97 | 5.05 [4.91–5.22] n=3, best epoch 4.95 | agrees (z = +0.4) | 8.90 | 8.95 n=3 | agrees |"
+            "| WRN-40-4 | cifar10 | 4.97 | 5.05 [4.91–5.22] n=3, best epoch 4.95 | agrees (z = +0.4) | 8.9 | 8.95 n=3 | agrees |"
         ),
         "{text}"
     );

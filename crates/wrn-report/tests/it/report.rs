@@ -522,6 +522,35 @@ fn the_demo_table_says_its_numbers_are_smoke_scale_on_synthetic_data() {
 }
 
 #[test]
+fn a_rows_own_statistic_sets_how_many_runs_its_published_figure_is() {
+    // Table 6 gives CIFAR medians of 5 runs and does not say how many its SVHN figures are: a row can say
+    // so, and its z-score then counts the published figure as one run.
+    let tmp = tempfile::tempdir().unwrap();
+    let text = WIDTH.replace(
+        "published = { test_error = 4.81, params = 11.0 }",
+        "published = { test_error = 4.81, params = 11.0 }\nstatistic = \"number of runs not stated\"",
+    );
+    let table = write_table(&tmp.path().join("tables"), "t4_width", &text);
+    let stat = |id: &str| table.rows.iter().find(|r| r.id == id).unwrap().statistic.clone();
+    assert_eq!(stat("wrn-16-8-cifar10"), "number of runs not stated");
+    assert_eq!(stat("wrn-40-4-cifar10"), "median of 5 runs", "the table's statistic by default");
+    let runs = tmp.path().join("runs");
+    Fixture::finished("cifar10", "wrn-40-4", 1, 5.0).write(&runs, &key(&table, "wrn-40-4-cifar10"));
+    Fixture::finished("cifar10", "wrn-16-8", 1, 4.9).write(&runs, &key(&table, "wrn-16-8-cifar10"));
+    let report = compare(std::slice::from_ref(&table), &runs).unwrap();
+    let z = |id: &str| row(&report[0], id).cell("test_error").unwrap().z.expect("judged");
+    let (five, one) = (z("wrn-40-4-cifar10"), z("wrn-16-8-cifar10"));
+    assert!((five.z - (5.0 - 4.97) / (0.15 * (1.0f64 + 0.5356f64.powi(2)).sqrt())).abs() < 1e-9, "{five:?}");
+    assert!((one.z - (4.9 - 4.81) / (0.15 * 2f64.sqrt())).abs() < 1e-9, "{one:?}");
+    // The real Table 6: its four SVHN rows say so, its CIFAR rows are medians of 5.
+    let t6 = wrn_tables::Table::load(&wrn_tables::default_dir().join("t6_dropout.toml")).unwrap();
+    for r in &t6.rows {
+        let runs = compare::published_runs(&r.statistic);
+        assert_eq!(runs, if r.dataset == "svhn" { 1 } else { 5 }, "{}: {}", r.id, r.statistic);
+    }
+}
+
+#[test]
 fn every_paper_table_reports_without_runs() {
     let tmp = tempfile::tempdir().unwrap();
     let report = wrn_report::Report::build(&wrn_tables::default_dir(), &tmp.path().join("none")).unwrap();
@@ -534,6 +563,20 @@ fn every_paper_table_reports_without_runs() {
     }
     let written = wrn_report::write(&report, &tmp.path().join("out")).unwrap();
     assert!(written.plots.iter().all(|p| p.file_name().unwrap().to_string_lossy().starts_with("params_")));
+    // Every published figure as the paper prints it: Table 5's 4.00, Table 7's 9.0, never 9.00 or 4.
+    let md = std::fs::read_to_string(&written.markdown).unwrap();
+    for t in &report.tables {
+        for r in &t.rows {
+            for text in r.row.printed.values() {
+                assert!(md.contains(&format!("| {text} |")), "{} {}: {text}", t.table.id, r.row.id);
+            }
+        }
+    }
+    assert!(md.contains("| 4.00 |") && md.contains("| 9.0 |") && !md.contains("| 9.00 |"));
+    // Table 5's plot keeps the methods the paper quotes apart from its own networks.
+    let t5 = written.plots.iter().find(|p| p.to_string_lossy().ends_with("params_t5_comparison.svg")).unwrap();
+    let svg = std::fs::read_to_string(t5).unwrap();
+    assert!(svg.contains("paper, cifar10") && svg.contains("quoted by the paper, cifar10"));
     let csv = std::fs::read_to_string(&written.csv).unwrap();
     assert!(!csv.lines().skip(1).any(|l| l.split(',').nth(11) == Some("agrees")));
 }
