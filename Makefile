@@ -10,7 +10,7 @@ CARGO := . ./$(TORCH_ENV) && cargo
 WRN := . ./$(TORCH_ENV) && ./target/release/wrn
 
 .PHONY: help libtorch libtorch-cuda test-libtorch-cuda build test test-rust test-bootstrap test-slurm lint fmt doctor demo bench bench-peers gpu-check \
-	clean reproduce-cifar reproduce-imagenet nightly $(TABLES)
+	clean reproduce-cifar reproduce-imagenet nightly results $(TABLES)
 
 # Reproduction settings, passed through to `wrn sweep`: SCALE=full|smoke|0.1, GPUS=0,1 (or none),
 # SEEDS=N (default: each table's), DATA_DIR=/data (default: data/ or $$WRN_DATA_DIR), RUNS=folder.
@@ -96,6 +96,10 @@ $(TABLES): build ## One paper table (make t4 SCALE=smoke GPUS=0,1): sweep -> rep
 .PHONY: report test-browser
 report: build ## Report on $(RUNS) into reports/generated/; README results section from reports/results/
 	$(WRN) report --runs $(RUNS) --out reports/generated --readme README.md
+
+results: build ## Copy the finished full-scale runs of $(RUNS) into reports/results/ (small files only), then report
+	$(WRN) report collect --runs $(RUNS)
+	$(MAKE) report
 
 nightly: build ## Regression check: demo table + benchmarks vs reports/baselines -> reports/nightly/<date>/
 	. ./$(TORCH_ENV) && WRN_BIN=target/release/wrn ci/nightly.sh

@@ -56,6 +56,7 @@
 
 use std::path::{Path, PathBuf};
 
+pub mod collect;
 pub mod compare;
 pub mod html;
 pub mod markdown;

@@ -1,5 +1,6 @@
 //! `wrn report`: our figures beside the paper's for every table (Markdown, HTML, CSV, plots), and the
-//! README's results section; `wrn report nightly`: tonight's figures against the committed baselines.
+//! README's results section; `wrn report collect`: the small files of finished full-scale runs copied into
+//! the committed results; `wrn report nightly`: tonight's figures against the committed baselines.
 //! Parses the arguments and calls `wrn_report`.
 
 use std::path::PathBuf;
@@ -11,7 +12,7 @@ use anyhow::{bail, Result};
 #[command(args_conflicts_with_subcommands = true)]
 pub struct Args {
     #[command(subcommand)]
-    nightly: Option<Nightly>,
+    command: Option<Sub>,
     /// The runs folder to report on (as `wrn train` and `wrn sweep` write it).
     #[arg(long, default_value = "runs")]
     runs: PathBuf,
@@ -38,11 +39,46 @@ pub struct Args {
 }
 
 #[derive(clap::Subcommand)]
-enum Nightly {
+enum Sub {
+    /// Copy result.json, metrics.csv, config.toml and environment.json of every finished full-scale run
+    /// of the recipe from --runs into --results (the committed results the README section is made
+    /// from), under the same run key and seed; other runs are left, each with the reason. Then run
+    /// `make report` and commit both.
+    Collect(CollectArgs),
     /// The nightly regression check: the demo table's final test errors (from --runs) and the ratios of
     /// `wrn bench ... --json` outputs (--bench) against reports/baselines/*.json; writes report.md,
     /// report.json and measurements.json to --out and exits non-zero naming each regression.
     Nightly(NightlyArgs),
+}
+
+#[derive(clap::Args)]
+struct CollectArgs {
+    /// The runs folder to collect from (as `wrn train` and `wrn sweep` write it).
+    #[arg(long, default_value = "runs")]
+    runs: PathBuf,
+    /// The paper's tables (default: reports/tables).
+    #[arg(long)]
+    tables: Option<PathBuf>,
+    /// The committed results to copy into.
+    #[arg(long, default_value = "reports/results")]
+    results: PathBuf,
+}
+
+fn collect(args: CollectArgs) -> Result<ExitCode> {
+    let tables = wrn_tables::load_dir(&args.tables.unwrap_or_else(wrn_tables::default_dir))?;
+    let done = wrn_report::collect::collect(&tables, &args.runs, &args.results)?;
+    for (dir, why) in &done.left {
+        println!("left {}: {why}", dir.display());
+    }
+    println!(
+        "{} run(s) copied into {}, {} already there, {} left; now run `make report` and commit {} with README.md",
+        done.written.len(),
+        args.results.display(),
+        done.unchanged.len(),
+        done.left.len(),
+        args.results.display()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 #[derive(clap::Args)]
@@ -116,8 +152,10 @@ fn nightly(args: NightlyArgs) -> Result<ExitCode> {
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
-    if let Some(Nightly::Nightly(nightly_args)) = args.nightly {
-        return nightly(nightly_args);
+    match args.command {
+        Some(Sub::Nightly(nightly_args)) => return nightly(nightly_args),
+        Some(Sub::Collect(collect_args)) => return collect(collect_args),
+        None => {}
     }
     let options = wrn_report::Options {
         runs: args.runs,

@@ -3,6 +3,7 @@
 
 mod architecture;
 mod cli;
+mod collect_cli;
 mod common;
 mod data_cli;
 mod dist_cli;

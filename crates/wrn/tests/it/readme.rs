@@ -33,13 +33,13 @@ fn the_networks_table_matches_the_summaries() {
     }
 }
 
-/// The README's main job needs no root: `make demo`, `make report` and `make nightly` run no system
+/// The README's main job needs no root: `make demo`, `make report`, `make results` and `make nightly` run no system
 /// package manager, directly or through the scripts they call (the plots' font is embedded).
 #[test]
 fn the_main_job_installs_no_system_package() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let installers = ["apt-get", "apt install", "dpkg -i", "dnf ", "yum ", "zypper", "pacman -S", "sudo "];
-    for target in ["demo", "report", "nightly"] {
+    for target in ["demo", "report", "results", "nightly"] {
         let out = std::process::Command::new("make")
             .args(["-n", "--no-print-directory", target])
             .current_dir(&root)

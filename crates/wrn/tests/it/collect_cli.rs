@@ -1,0 +1,27 @@
+//! `wrn report collect`: the command reads the paper's tables, leaves a run that is still training with
+//! its reason, copies nothing of it and tells the user what to do next.
+
+use std::process::Command;
+
+#[test]
+fn collect_leaves_a_run_in_progress_and_says_what_comes_next() {
+    let dir = tempfile::tempdir().unwrap();
+    let (runs, results) = (dir.path().join("runs"), dir.path().join("results"));
+    let tables = wrn_tables::load_dir(&wrn_tables::default_dir()).unwrap();
+    let row = tables.iter().flat_map(|t| &t.rows).find(|r| r.id == "wrn-28-10-cifar10").unwrap();
+    let seed = runs.join(row.run_key().unwrap()).join("seed1");
+    std::fs::create_dir_all(&seed).unwrap();
+    std::fs::write(seed.join("metrics.csv"), "").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_wrn"))
+        .args(["report", "collect", "--runs"])
+        .arg(&runs)
+        .arg("--results")
+        .arg(&results)
+        .output()
+        .expect("wrn runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains(&format!("left {}: in progress", seed.display())), "{stdout}");
+    assert!(stdout.contains("0 run(s) copied into") && stdout.contains("1 left; now run `make report`"), "{stdout}");
+    assert!(!results.exists(), "nothing copied");
+}
