@@ -10,7 +10,7 @@ CARGO := . ./$(TORCH_ENV) && cargo
 WRN := . ./$(TORCH_ENV) && ./target/release/wrn
 
 .PHONY: help libtorch libtorch-cuda test-libtorch-cuda build test test-rust test-bootstrap test-slurm lint fmt doctor demo bench bench-peers gpu-check \
-	clean reproduce-cifar reproduce-imagenet nightly results $(TABLES)
+	clean reproduce-cifar reproduce-imagenet nightly results test-torchrun $(TABLES)
 
 # Reproduction settings, passed through to `wrn sweep`: SCALE=full|smoke|0.1, GPUS=0,1 (or none),
 # SEEDS=N (default: each table's), DATA_DIR=/data (default: data/ or $$WRN_DATA_DIR), RUNS=folder.
@@ -42,7 +42,7 @@ test-libtorch-cuda: ## Download the CUDA libtorch, build against it, check it lo
 build: libtorch ## Build the release binary target/release/wrn
 	$(CARGO) build --release -p wrn
 
-test: lint test-rust test-bootstrap test-slurm test-browser test-gpu-acceptance rehearse-gpu-acceptance test-user ## Everything CI checks: formatting, clippy, all tests
+test: lint test-rust test-bootstrap test-slurm test-torchrun test-browser test-gpu-acceptance rehearse-gpu-acceptance test-user ## Everything CI checks: formatting, clippy, all tests
 
 test-rust: libtorch
 	$(CARGO) test --workspace --all-targets
@@ -52,6 +52,9 @@ test-bootstrap:
 
 test-slurm: build ## wrn sweep --slurm against a real single-node Slurm (installs slurm-wlm when missing)
 	ci/test-slurm.sh target/release/wrn
+
+test-torchrun: build ## wrn train's ranks started by PyTorch's torchrun (static and standalone rendezvous; the peer venv)
+	ci/test-torchrun.sh target/release/wrn
 
 test-browser: ## The HTML report rendered in headless Chromium (installs Debian's chromium when missing)
 	ci/test-browser.sh

@@ -208,6 +208,27 @@ pub fn plan(tables: &[&Table], options: &PlanOptions) -> Result<Plan, SweepError
     if let Some(set) = options.extra.iter().find(|s| !leaves_training_alone(s)) {
         return Err(SweepError::ChangesTraining(set.clone()));
     }
+    // A filter that selects nothing is a typo (`--dataset cifar-10`), not an empty sweep.
+    let trainable = || tables.iter().flat_map(|t| t.trainable());
+    for dataset in &options.datasets {
+        if !trainable().any(|r| &r.dataset == dataset) {
+            let mut there: Vec<&str> = trainable().map(|r| r.dataset.as_str()).collect();
+            there.sort_unstable();
+            there.dedup();
+            return Err(SweepError::Invalid(format!(
+                "--dataset {dataset}: no row of the chosen tables trains on it (their datasets: {})",
+                there.join(", ")
+            )));
+        }
+    }
+    for text in &options.rows {
+        if !trainable().any(|r| r.id.contains(text.as_str()) || r.label.contains(text.as_str())) {
+            return Err(SweepError::Invalid(format!(
+                "--row {text}: no row id or label of the chosen tables contains it (`wrn sweep --table T --dry-run` \
+                 lists them)"
+            )));
+        }
+    }
     let mut by_dir: BTreeMap<PathBuf, usize> = BTreeMap::new();
     let mut runs: Vec<PlannedRun> = Vec::new();
     for table in tables {
@@ -448,6 +469,17 @@ reference = "Lin et al."
         let p = super::plan(&[&t1], &only).unwrap();
         assert_eq!(p.runs.len(), 3);
         assert!(p.runs.iter().all(|r| r.arch == "wrn-10-1"));
+        // A filter that selects nothing is an error naming it, never an empty plan.
+        only.rows = vec!["WRN-10-9".into()];
+        let err = super::plan(&[&t1], &only).unwrap_err().to_string();
+        assert!(err.starts_with("--row WRN-10-9: no row id or label"), "{err}");
+        only.rows.clear();
+        only.datasets = vec!["cifar-10".into()];
+        let err = super::plan(&[&t1], &only).unwrap_err().to_string();
+        assert!(
+            err.starts_with("--dataset cifar-10: no row of the chosen tables trains on it (their datasets: cifar10"),
+            "{err}"
+        );
     }
 
     #[test]

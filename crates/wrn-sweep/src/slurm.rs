@@ -2,7 +2,8 @@
 //! task runs `wrn sweep task <plan.json> <index>`, which applies the same rules as a local sweep (skip a
 //! finished run, resume one with a checkpoint), so a requeued or preempted task continues from its last
 //! checkpoint. Slurm sends SIGTERM two minutes before the time limit (`--signal=B:TERM@120`); `wrn train`
-//! checkpoints on it and the task is requeued.
+//! checkpoints on it and the task ends (Slurm requeues after a node failure or preemption, not at the time
+//! limit: the next `wrn sweep --slurm` submits what is left, and its runs resume).
 
 use std::path::{Path, PathBuf};
 
@@ -78,8 +79,15 @@ impl TaskFile {
     }
 }
 
-/// Writes `<dir>/<job>.sbatch` and `<dir>/<job>.tasks.json` for the pending runs of `plan`; returns the
-/// script's path, or `None` when nothing is pending. `exe` is the `wrn` binary the tasks run.
+/// The task list beside a script [`write_slurm`] wrote.
+pub fn tasks_file(script: &Path) -> PathBuf {
+    script.with_extension("tasks.json")
+}
+
+/// Writes `<dir>/<job>-<hash>.sbatch` and beside it ([`tasks_file`]) `<dir>/<job>-<hash>.tasks.json` for the
+/// pending runs of `plan`, `<hash>` being that of the task list: a later sweep writes a pair of its own, so an
+/// array already submitted keeps reading the list it was submitted with (its tasks read it when they start).
+/// Returns the script's path, or `None` when nothing is pending. `exe` is the `wrn` binary the tasks run.
 pub fn write_slurm(plan: &Plan, options: &SlurmOptions, exe: &Path, dir: &Path) -> Result<Option<PathBuf>, SweepError> {
     options.check()?;
     let runs: Vec<PlannedRun> = plan.pending().cloned().collect();
@@ -94,13 +102,15 @@ pub fn write_slurm(plan: &Plan, options: &SlurmOptions, exe: &Path, dir: &Path) 
     let dir = std::path::absolute(dir).map_err(io(dir))?;
     let exe = std::path::absolute(exe).map_err(io(exe))?;
     let device = if options.gres.as_deref().is_some_and(|g| g.contains("gpu")) { Device::Cuda } else { Device::Cpu };
-    let tasks_path = dir.join(format!("{}.tasks.json", options.job_name));
-    let script_path = dir.join(format!("{}.sbatch", options.job_name));
     let mut tasks = TaskFile { device, runs };
     for run in &mut tasks.runs {
         run.dir = std::path::absolute(&run.dir).map_err(io(&run.dir))?;
     }
     let json = serde_json::to_string_pretty(&tasks).expect("a task file serialises");
+    let mut hash = std::hash::DefaultHasher::new();
+    std::hash::Hasher::write(&mut hash, json.as_bytes());
+    let script_path = dir.join(format!("{}-{:08x}.sbatch", options.job_name, std::hash::Hasher::finish(&hash) as u32));
+    let tasks_path = tasks_file(&script_path);
     write_atomic(&tasks_path, json.as_bytes())?;
     let mut script = String::from("#!/bin/bash\n");
     let mut sbatch = |line: String| script.push_str(&format!("#SBATCH {line}\n"));
@@ -296,7 +306,7 @@ mod tests {
         ] {
             assert!(text.contains(line), "{line} missing from:\n{text}");
         }
-        let tasks_path = dir.path().join("wrn-t4.tasks.json");
+        let tasks_path = tasks_file(&script);
         let tasks = TaskFile::load(&tasks_path).unwrap();
         assert_eq!(tasks.device, Device::Cuda);
         // The device is written as wrn train names it, so the file stays readable.
@@ -306,9 +316,17 @@ mod tests {
         let none = Plan { runs: vec![run("/r/b", RunState::Finished)] };
         assert!(write_slurm(&none, &options, Path::new("/opt/wrn"), dir.path()).unwrap().is_none());
         let cpu = SlurmOptions { job_name: "wrn-cpu".into(), ..Default::default() };
-        write_slurm(&plan, &cpu, Path::new("/opt/wrn"), dir.path()).unwrap().unwrap();
-        let text = std::fs::read_to_string(dir.path().join("wrn-cpu.tasks.json")).unwrap();
+        let cpu_script = write_slurm(&plan, &cpu, Path::new("/opt/wrn"), dir.path()).unwrap().unwrap();
+        let text = std::fs::read_to_string(tasks_file(&cpu_script)).unwrap();
         assert!(text.contains("\"device\": \"cpu\""), "{text}");
+        // Another plan under the same job name writes a pair of its own: the submitted list stays as it was.
+        let later = Plan { runs: vec![run("/r/c", RunState::Resume)] };
+        let later_script = write_slurm(&later, &options, Path::new("/opt/wrn"), dir.path()).unwrap().unwrap();
+        assert_ne!(later_script, script);
+        assert_eq!(TaskFile::load(&tasks_path).unwrap().runs.len(), 2, "the first array's list is untouched");
+        assert_eq!(TaskFile::load(&tasks_file(&later_script)).unwrap().runs.len(), 1);
+        let again = write_slurm(&plan, &options, Path::new("/opt/wrn"), dir.path()).unwrap().unwrap();
+        assert_eq!(again, script, "the same plan, the same pair");
     }
 
     #[test]
@@ -323,7 +341,7 @@ mod tests {
             let err = write_slurm(&plan, &options, Path::new("/opt/wrn"), dir.path()).unwrap_err().to_string();
             assert!(err.contains("holds the control character") && err.contains("must fit on one line"), "{err}");
         }
-        assert!(!dir.path().join("j.sbatch").exists() && !dir.path().join("j.tasks.json").exists());
+        assert!(std::fs::read_dir(dir.path()).unwrap().next().is_none(), "nothing written");
     }
 
     #[test]

@@ -19,6 +19,15 @@ use crate::driver::{self, DriverError};
 pub const CUDA_LIBRARY_ENV: &str = "WRN_LIBTORCH_CUDA";
 /// Overrides the number of libtorch intra-op threads.
 pub const TORCH_THREADS_ENV: &str = "WRN_TORCH_THREADS";
+/// How many ranks of a run were started on this machine together (torchrun and `wrn train --nproc` set it).
+pub const LOCAL_WORLD_SIZE_ENV: &str = "LOCAL_WORLD_SIZE";
+
+/// A rank's share of this machine's `cores` when `local_ranks` ranks (`LOCAL_WORLD_SIZE`) share them: torchrun
+/// starts its ranks with every core in sight of each, and they would otherwise all take all of them.
+pub fn rank_share(cores: usize, local_ranks: Option<&str>) -> usize {
+    let ranks = local_ranks.and_then(|v| v.trim().parse::<usize>().ok()).filter(|&n| n > 1).unwrap_or(1);
+    (cores / ranks).max(1)
+}
 /// Overrides the number of rayon workers of the data pipeline.
 pub const DATA_THREADS_ENV: &str = "WRN_DATA_THREADS";
 
@@ -431,11 +440,13 @@ impl ThreadPlan {
         ThreadPlan { cores, torch_intra_op, torch_inter_op: 1, data_workers }
     }
 
-    /// [`ThreadPlan::for_device`] on this machine's cores, with `WRN_TORCH_THREADS` / `WRN_DATA_THREADS`
-    /// overriding each side.
+    /// [`ThreadPlan::for_device`] on this machine's cores (a rank's share of them when several ranks were
+    /// started on it together: [`rank_share`]), with `WRN_TORCH_THREADS` / `WRN_DATA_THREADS` overriding each
+    /// side.
     pub fn from_env(device: Device) -> Result<ThreadPlan, RuntimeError> {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let mut plan = ThreadPlan::for_device(device, cores);
+        let local_ranks = std::env::var(LOCAL_WORLD_SIZE_ENV).ok();
+        let mut plan = ThreadPlan::for_device(device, rank_share(cores, local_ranks.as_deref()));
         if let Some(n) = threads_env(TORCH_THREADS_ENV)? {
             plan.torch_intra_op = n;
         }
@@ -525,6 +536,15 @@ mod tests {
         assert_eq!((gpu.torch_intra_op, gpu.data_workers), (2, 14));
         let tiny = ThreadPlan::for_device(Device::Cuda(0), 1);
         assert_eq!((tiny.torch_intra_op, tiny.data_workers), (1, 1));
+    }
+
+    #[test]
+    fn ranks_started_together_share_the_cores() {
+        assert_eq!(rank_share(16, None), 16);
+        assert_eq!(rank_share(16, Some("4")), 4);
+        assert_eq!(rank_share(16, Some(" 3 ")), 5);
+        assert_eq!(rank_share(2, Some("8")), 1, "never zero");
+        assert_eq!((rank_share(16, Some("1")), rank_share(16, Some("x"))), (16, 16));
     }
 
     #[test]

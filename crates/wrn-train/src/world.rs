@@ -192,7 +192,10 @@ impl Dist {
             detail: detail.0,
         };
         let (addr, port) = (world.master_addr.as_str(), world.master_port);
-        let store = Store::tcp(addr, port, world.rank == 0, world.size, timeout).map_err(connect)?;
+        // Under torchrun (its default rendezvous) the launcher's agent already serves the store on
+        // MASTER_PORT and says so: rank 0 joins it as every other rank does, as PyTorch's workers do.
+        let agent_store = std::env::var("TORCHELASTIC_USE_AGENT_STORE").is_ok_and(|v| v.eq_ignore_ascii_case("true"));
+        let store = Store::tcp(addr, port, world.rank == 0 && !agent_store, world.size, timeout).map_err(connect)?;
         let bind = world.loopback().then_some("127.0.0.1");
         let group = Group::gloo(&store, world.rank, world.size, timeout, bind).map_err(connect)?;
         let nccl_error = |detail: String| WorldError::Nccl { rank: world.rank, size: world.size, detail };

@@ -31,7 +31,7 @@ pub struct Args {
     #[arg(long = "row", value_name = "TEXT")]
     rows: Vec<String>,
     /// Seeds per row (default: each table's, 5 where the paper reports medians of 5).
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     seeds: Option<u32>,
     /// full, smoke (a few steps of every run on a subset), or a fraction of the epochs such as 0.1.
     #[arg(long, default_value = "full")]
@@ -48,7 +48,7 @@ pub struct Args {
     #[arg(long)]
     gpus: Option<GpuRequest>,
     /// Runs at once per GPU (or on the CPU, sharing its cores); with --gpus-per-run, per group of GPUs.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     jobs: usize,
     /// Train each run over this many GPUs, data parallel (`wrn train --nproc K` on consecutive GPUs of
     /// --gpus, whose number must be a multiple of K): K = 4 over 8 GPUs trains two runs at a time, each on
@@ -84,26 +84,31 @@ pub struct Args {
     #[arg(long, requires = "slurm")]
     gres: Option<String>,
     /// Slurm CPUs per task.
-    #[arg(long, requires = "slurm")]
+    #[arg(long, requires = "slurm", value_parser = clap::value_parser!(u32).range(1..))]
     cpus_per_task: Option<u32>,
     /// Slurm memory per task (e.g. 64G).
     #[arg(long, requires = "slurm")]
     mem: Option<String>,
     /// At most this many Slurm tasks at once.
-    #[arg(long, requires = "slurm")]
+    #[arg(long, requires = "slurm", value_parser = clap::value_parser!(u32).range(1..))]
     max_parallel: Option<u32>,
     /// Further #SBATCH option, verbatim (e.g. --account=abc); repeatable.
     #[arg(long = "sbatch", value_name = "OPTION", requires = "slurm")]
     sbatch: Vec<String>,
     /// Train each run over this many Slurm nodes (with --gpus-per-node or --tasks-per-node): one rank per
     /// GPU or task, data parallel over c10d.
-    #[arg(long, requires = "slurm")]
+    #[arg(long, requires = "slurm", value_parser = clap::value_parser!(u32).range(1..))]
     nodes: Option<u32>,
     /// GPUs per node, one rank each: asks Slurm for gpu:K per node and K tasks per node.
-    #[arg(long, requires = "slurm", conflicts_with_all = ["tasks_per_node", "gres"])]
+    #[arg(
+        long,
+        requires = "slurm",
+        conflicts_with_all = ["tasks_per_node", "gres"],
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
     gpus_per_node: Option<u32>,
     /// Ranks per node on CPU nodes (each with --cpus-per-task cores).
-    #[arg(long, requires = "slurm")]
+    #[arg(long, requires = "slurm", value_parser = clap::value_parser!(u32).range(1..))]
     tasks_per_node: Option<u32>,
 }
 

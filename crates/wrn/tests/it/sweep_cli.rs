@@ -311,8 +311,8 @@ fn a_slurm_task_for_cuda_fails_with_the_reason_rather_than_train_on_the_cpu() {
     let mut cmd = wrn();
     tiny_sweep(&s, &mut cmd);
     let out = ok(cmd.args(["--row", "wide", "--slurm", "--gres", "gpu:1"]));
-    assert!(out.contains("wrote "), "{out}");
-    let tasks = s.runs().join("wrn-tiny.tasks.json");
+    let script = out.lines().find_map(|l| l.strip_prefix("wrote ")).unwrap_or_else(|| panic!("{out}"));
+    let tasks = wrn_sweep::slurm::tasks_file(Path::new(script));
     let json = std::fs::read_to_string(&tasks).unwrap();
     assert!(json.contains("\"device\": \"cuda\""), "{json}");
     let mut cmd = wrn_with_stub_driver(&driver);
@@ -360,6 +360,29 @@ fn a_dry_run_lists_every_run_with_its_state_and_an_estimate_that_says_its_basis(
     assert!(paces.contains("\"images_per_second\""), "{paces}");
     let again = dry_run(&[]);
     assert!(again.contains("(measured pace of "), "{again}");
+}
+
+#[test]
+fn a_typo_in_a_filter_or_a_count_of_zero_is_an_error_not_an_empty_sweep() {
+    let s = tables_only();
+    for (args, expected) in [
+        (
+            &["--dataset", "cifar-10"][..],
+            "--dataset cifar-10: no row of the chosen tables trains on it (their datasets: cifar10",
+        ),
+        (&["--row", "wrn-99"][..], "--row wrn-99: no row id or label of the chosen tables contains it"),
+        (&["--seeds", "0"][..], "invalid value '0' for '--seeds <SEEDS>'"),
+        (&["--jobs", "0"][..], "invalid value '0' for '--jobs <JOBS>'"),
+        (&["--slurm", "--max-parallel", "0"][..], "invalid value '0' for '--max-parallel <MAX_PARALLEL>'"),
+        (&["--slurm", "--nodes", "0", "--tasks-per-node", "2"][..], "invalid value '0' for '--nodes <NODES>'"),
+    ] {
+        let mut cmd = wrn();
+        tiny_sweep(&s, &mut cmd);
+        let out = cmd.args(["--gpus", "none", "--dry-run"]).args(args).output().unwrap();
+        let err = text(&out);
+        assert!(!out.status.success() && err.contains(expected), "{args:?}: {err}");
+    }
+    assert!(!s.runs().exists(), "nothing written");
 }
 
 #[test]
