@@ -111,13 +111,24 @@ pub fn command(exe: &Path, run: &PlannedRun, slot: &Slot) -> Command {
         }
         cmd.arg("--set").arg(format!("device={}", slot.device)).arg("--out").arg(&run.dir);
     }
+    // A run is never a torchrun rank of the sweep's caller.
+    for var in INHERITED_WORLD {
+        cmd.env_remove(var);
+    }
     if slot.ranks > 1 {
-        // One rank per GPU of the slot.
+        // One rank per GPU of the slot, on a store port of the group's own: a MASTER_PORT of the caller's would
+        // be every group's at once. (A Slurm task keeps MASTER_ADDR/MASTER_PORT: its step's ranks share them.)
         cmd.arg("--nproc").arg(slot.ranks.to_string());
+        cmd.env_remove("MASTER_ADDR").env_remove("MASTER_PORT");
     }
     cmd.envs(slot.env.iter().map(|(k, v)| (k, v)));
     cmd
 }
+
+/// The variables that make a process a rank of torchrun's, which a sweep's runs do not take from the sweep's
+/// own environment.
+pub const INHERITED_WORLD: [&str; 5] =
+    ["RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "TORCHELASTIC_USE_AGENT_STORE"];
 
 /// Runs one planned run on a slot to its end; `stop` asks it to checkpoint and exit.
 pub fn run_one(exe: &Path, run: &PlannedRun, slot: &Slot, stop: &AtomicBool) -> Outcome {
@@ -370,5 +381,9 @@ mod tests {
         let cmd = command(exe, &planned(RunState::Resume), &slots[0]);
         assert_eq!(args(&cmd), ["train", "--resume", "/runs/a/seed1", "--device", "cuda", "--nproc", "2"]);
         assert!(cmd.get_envs().any(|(k, v)| k == "CUDA_VISIBLE_DEVICES" && v == Some("4,5".as_ref())));
+        // No group takes a world (a MASTER_PORT above all, which two groups would share) from the sweep's caller.
+        for var in INHERITED_WORLD.iter().chain(&["MASTER_ADDR", "MASTER_PORT"]) {
+            assert!(cmd.get_envs().any(|(k, v)| k == *var && v.is_none()), "{var} is removed");
+        }
     }
 }

@@ -153,7 +153,9 @@ pub fn write_slurm(plan: &Plan, options: &SlurmOptions, exe: &Path, dir: &Path) 
         // One process per rank; a rank that fails ends the step (the others exit on their own within
         // the ranks' timeout anyway, naming it).
         format!(
-            "# {ranks} ranks per run ({nodes} node(s) x {per_node}): srun starts one `wrn sweep task` per rank.\n\
+            "# {ranks} ranks per run ({nodes} node(s) x {per_node}): srun starts one `wrn sweep task` per rank,\n\
+             # each with the job's CPUs per task (srun no longer takes them from sbatch since Slurm 22.05).\n\
+             if [ -n \"${{SLURM_CPUS_PER_TASK:-}}\" ]; then export SRUN_CPUS_PER_TASK=\"$SLURM_CPUS_PER_TASK\"; fi\n\
              exec srun --kill-on-bad-exit=1 "
         )
     } else {
@@ -406,6 +408,7 @@ mod tests {
             "#SBATCH --nodes=2\n",
             "#SBATCH --ntasks-per-node=4\n",
             "#SBATCH --gres=gpu:4\n",
+            "then export SRUN_CPUS_PER_TASK=\"$SLURM_CPUS_PER_TASK\"; fi\n",
             "exec srun --kill-on-bad-exit=1 '/opt/wrn' sweep task",
         ] {
             assert!(text.contains(line), "{line} missing from:\n{text}");

@@ -61,7 +61,10 @@ pub fn first_host(list: &str) -> Option<String> {
         Some(open) if open < end => {
             let close = list[open..].find(']')? + open;
             let first = list[open + 1..close].split([',', '-']).next()?;
-            Some(format!("{}{}", &list[..open], first))
+            // What follows the brackets up to the next host is part of every name (`gpu[01-02]-ib`).
+            let rest = &list[close + 1..];
+            let suffix = &rest[..rest.find(',').unwrap_or(rest.len())];
+            Some(format!("{}{}{}", &list[..open], first, suffix))
         }
         _ => (end > 0).then(|| list[..end].to_string()),
     }
@@ -84,7 +87,12 @@ impl World {
         };
         let port = |default: Option<u16>| -> Result<u16, WorldError> {
             match var("MASTER_PORT") {
-                Some(v) => v.trim().parse().map_err(|_| WorldError::Env(format!("MASTER_PORT={v} is not a port"))),
+                Some(v) => v
+                    .trim()
+                    .parse()
+                    .ok()
+                    .filter(|&p: &u16| p > 0)
+                    .ok_or_else(|| WorldError::Env(format!("MASTER_PORT={v} is not a port (1 to 65535)"))),
                 None => default.ok_or_else(|| WorldError::Env("WORLD_SIZE is set, MASTER_PORT is not".into())),
             }
         };
@@ -92,7 +100,13 @@ impl World {
             let rank = number("RANK")?.ok_or_else(|| WorldError::Env("WORLD_SIZE is set, RANK is not".into()))?;
             let local_rank = number("LOCAL_RANK")?.unwrap_or(rank);
             let master_addr = var("MASTER_ADDR").unwrap_or_else(|| "127.0.0.1".into());
-            World { rank, size, local_rank, master_addr, master_port: port(None)? }
+            // A world of one is a single process, which needs no store.
+            World { rank, size, local_rank, master_addr, master_port: if size > 1 { port(None)? } else { 0 } }
+        } else if var("RANK").is_some() {
+            return Err(WorldError::Env(
+                "RANK is set, WORLD_SIZE is not: set both for a rank of a distributed run (torchrun does), or neither"
+                    .into(),
+            ));
         } else if let Some(size) = number("SLURM_STEP_NUM_TASKS")? {
             if size <= 1 {
                 return Ok(None);
@@ -561,6 +575,7 @@ mod tests {
     fn torchrun_and_slurm_environments_name_the_rank_and_rank_0() {
         assert_eq!(world(&[]).unwrap(), None);
         assert_eq!(world(&[("WORLD_SIZE", "1"), ("RANK", "0"), ("MASTER_PORT", "1")]).unwrap(), None);
+        assert_eq!(world(&[("WORLD_SIZE", "1"), ("RANK", "0")]).unwrap(), None, "one process needs no port");
         let w = world(&[
             ("WORLD_SIZE", "4"),
             ("RANK", "3"),
@@ -591,6 +606,8 @@ mod tests {
             (&[("WORLD_SIZE", "2"), ("RANK", "2"), ("MASTER_PORT", "1")][..], "rank 2 of a world of 2"),
             (&[("WORLD_SIZE", "two")][..], "WORLD_SIZE=two"),
             (&[("WORLD_SIZE", "2"), ("RANK", "0")][..], "MASTER_PORT is not"),
+            (&[("WORLD_SIZE", "2"), ("RANK", "0"), ("MASTER_PORT", "0")][..], "MASTER_PORT=0 is not a port"),
+            (&[("RANK", "1"), ("MASTER_PORT", "29500")][..], "RANK is set, WORLD_SIZE is not"),
         ] {
             let err = world(vars).unwrap_err().to_string();
             assert!(err.contains(says), "{vars:?}: {err}");
@@ -625,6 +642,8 @@ mod tests {
         assert_eq!(first_host("a1,a2").as_deref(), Some("a1"));
         assert_eq!(first_host("solo").as_deref(), Some("solo"));
         assert_eq!(first_host("gpu-[1-4]").as_deref(), Some("gpu-1"));
+        assert_eq!(first_host("gpu[01-02]-ib").as_deref(), Some("gpu01-ib"));
+        assert_eq!(first_host("gpu[01-02]-ib,cpu1").as_deref(), Some("gpu01-ib"));
         assert_eq!(first_host("").as_deref(), None);
     }
 }
