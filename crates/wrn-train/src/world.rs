@@ -462,8 +462,8 @@ pub struct Launched {
 const GRACE: Duration = Duration::from_secs(60);
 
 /// Starts `launch.ranks` processes on this machine as torchrun would (`RANK`, `WORLD_SIZE`, `LOCAL_RANK`,
-/// `LOCAL_WORLD_SIZE`, `MASTER_ADDR=127.0.0.1`, a free `MASTER_PORT` unless one is set), each with its
-/// share of the cores unless `WRN_TORCH_THREADS`/`WRN_DATA_THREADS` say otherwise, and waits for them.
+/// `LOCAL_WORLD_SIZE`, `MASTER_ADDR=127.0.0.1`, a free `MASTER_PORT` unless one is set), each of which takes
+/// its share of the cores by `LOCAL_WORLD_SIZE` (`runtime::rank_share`), and waits for them.
 /// While `stop` is set (SIGINT/SIGTERM to the launcher) every rank is sent SIGTERM once, so they
 /// checkpoint and stop together. When a rank fails, the others get [`GRACE`] to exit by themselves.
 pub fn launch_local(launch: &Launch, stop: &AtomicBool) -> Result<Launched, WorldError> {
@@ -476,8 +476,6 @@ pub fn launch_local(launch: &Launch, stop: &AtomicBool) -> Result<Launched, Worl
             .port()
             .to_string(),
     };
-    let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
-    let set = |name: &str, value: usize| std::env::var_os(name).map_or(value.to_string().into(), |v| v);
     let mut children = Vec::with_capacity(n);
     for rank in 0..n {
         let mut command = std::process::Command::new(&launch.program);
@@ -496,11 +494,9 @@ pub fn launch_local(launch: &Launch, stop: &AtomicBool) -> Result<Launched, Worl
             .env("WORLD_SIZE", n.to_string())
             .env("RANK", rank.to_string())
             .env("LOCAL_RANK", rank.to_string())
-            .env("LOCAL_WORLD_SIZE", n.to_string())
+            .env(crate::runtime::LOCAL_WORLD_SIZE_ENV, n.to_string())
             .env("MASTER_ADDR", "127.0.0.1")
             .env("MASTER_PORT", &port)
-            .env("WRN_TORCH_THREADS", set("WRN_TORCH_THREADS", (cores / n).max(1)))
-            .env("WRN_DATA_THREADS", set("WRN_DATA_THREADS", (cores / (4 * n)).max(1)))
             .spawn();
         match child {
             Ok(c) => children.push(c),
