@@ -111,18 +111,23 @@ again=$(sweep --slurm --cpus-per-task 1)
 check "a second sweep has nothing to submit" grep -q "nothing to submit: every run is finished" <<<"$again"
 
 # One run over two ranks: the array task is an srun step of two tasks, each a rank of the run's c10d group.
-multi=$(sweep_into "$work/ranks" --slurm --cpus-per-task 1 --nodes 1 --tasks-per-node 2 --time 00:10:00 | sed -n 's/^wrote //p')
+# The runs folder's name holds a space: the script's --output path must stay one argument to sbatch.
+multi=$(sweep_into "$work/two ranks" --slurm --cpus-per-task 1 --nodes 1 --tasks-per-node 2 --time 00:10:00 | sed -n 's/^wrote //p')
 check "a run over ranks asks for a node and two tasks on it" grep -q -- "--ntasks-per-node=2" "$multi"
-if sbatch --wait "$multi" > "$work/sbatch-ranks.out" 2>&1; then pass "every two-rank task succeeds"; else fail "every two-rank task succeeds"; cat "$work/sbatch-ranks.out" "$work"/ranks/slurm/*.out "$work"/ranks/cifar10/*/seed1/sweep.log 2>/dev/null | tail -30; fi
-n=$(grep -l '"status": "finished"' "$work"/ranks/cifar10/*/seed1/result.json 2>/dev/null | wc -l)
+if sbatch --wait "$multi" > "$work/sbatch-ranks.out" 2>&1; then pass "every two-rank task succeeds"; else fail "every two-rank task succeeds"; cat "$work/sbatch-ranks.out" "$work"/two\ ranks/slurm/*.out "$work"/two\ ranks/cifar10/*/seed1/sweep.log 2>/dev/null | tail -30; fi
+n=$(grep -l '"status": "finished"' "$work"/two\ ranks/cifar10/*/seed1/result.json 2>/dev/null | wc -l)
 check "all 3 demo runs finished over two ranks ($n)" test "$n" = 3
-n=$(grep -l "data parallel over 2 ranks" "$work"/ranks/cifar10/*/seed1/train.log 2>/dev/null | wc -l)
+n=$(ls "$work"/two\ ranks/slurm/*.out 2>/dev/null | wc -l)
+check "their task output is in the runs folder whose name has a space ($n)" test "$n" = 3
+n=$(grep -l "data parallel over 2 ranks" "$work"/two\ ranks/cifar10/*/seed1/train.log 2>/dev/null | wc -l)
 check "each run says it trained over two ranks ($n)" test "$n" = 3
 
 # A GPU script for a cluster: Slurm parses its options.
 gpu=$(sweep_into "$work/gpu-runs" --slurm --gres gpu:1 --partition main --time 1-00:00:00 | sed -n 's/^wrote //p')
 check "a --gres gpu:1 script asks for a GPU per task" grep -q -- "--gres=gpu:1" "$gpu"
 check "its tasks train on cuda" grep -q '"device": "cuda"' "${gpu%.sbatch}.tasks.json"
+spelled=$(sweep_into "$work/gpu-spelled" --slurm --sbatch=--gpus-per-task=1 --partition main | sed -n 's/^wrote //p')
+check "a GPU asked for with --sbatch=--gpus-per-task=1 makes cuda tasks" grep -q '"device": "cuda"' "${spelled%.sbatch}.tasks.json"
 nodes=$(sweep_into "$work/gpu-nodes" --slurm --nodes 2 --gpus-per-node 4 --partition main --time 1-00:00:00 | sed -n 's/^wrote //p')
 check "a two-node script asks for 4 GPUs and 4 ranks per node" sh -c "grep -q -- '--gres=gpu:4' '$nodes' && grep -q -- '--ntasks-per-node=4' '$nodes' && grep -q -- '--nodes=2' '$nodes'"
 

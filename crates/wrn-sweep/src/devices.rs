@@ -269,12 +269,45 @@ impl Slot {
     }
 }
 
-/// The slots of a sweep from `--gpus` (`gpus`), `--gpus-per-run` (`per_run`) and `--jobs` (`jobs`, over
-/// `cores` on the CPU): named
-/// GPUs are mapped through `env` and checked against `cuda` (libtorch's answer, asked only when GPUs
-/// are named or sought); without `--gpus`, [`auto_gpus`] decides, asking `driver_gpus` only when
-/// libtorch finds none. Also returns why the sweep trains on the CPU when it fell back to it.
-pub fn slots(
+/// Where the runs of a local sweep train: its slots, the sweep's GPUs they use (none: the CPU), how
+/// many GPUs each run trains over, and why the sweep trains on the CPU when it fell back to it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Placement {
+    pub slots: Vec<Slot>,
+    pub gpus: Vec<u32>,
+    pub per_run: usize,
+    pub cpu_reason: Option<String>,
+}
+
+impl Placement {
+    /// Where the sweep's pace is measured: the first of its GPUs (which `--gpus 2,3` makes GPU 2, not
+    /// GPU 0), or the CPU.
+    pub fn pace_on(&self) -> PaceOn {
+        self.gpus.first().map_or(PaceOn::Cpu, |&g| PaceOn::Gpu(g))
+    }
+
+    /// What the runs train on.
+    pub fn device(&self) -> Device {
+        if self.gpus.is_empty() {
+            Device::Cpu
+        } else {
+            Device::Cuda
+        }
+    }
+}
+
+/// The device whose training pace prices a sweep: the CPU, or GPU `i` among those the sweep sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PaceOn {
+    Cpu,
+    Gpu(u32),
+}
+
+/// The placement of a sweep from `--gpus` (`gpus`), `--gpus-per-run` (`per_run`) and `--jobs` (`jobs`,
+/// over `cores` on the CPU): named GPUs are mapped through `env` and checked against `cuda` (libtorch's
+/// answer, asked only when GPUs are named or sought); without `--gpus`, [`auto_gpus`] decides, asking
+/// `driver_gpus` only when libtorch finds none.
+pub fn place(
     gpus: GpuRequest,
     per_run: usize,
     jobs: usize,
@@ -282,7 +315,7 @@ pub fn slots(
     driver_gpus: impl FnOnce() -> Result<usize, NoDriver>,
     cores: usize,
     env: &CudaEnv,
-) -> Result<(Vec<Slot>, Option<String>), SweepError> {
+) -> Result<Placement, SweepError> {
     let (ids, cpu_reason): (Vec<u32>, Option<String>) = match gpus {
         GpuRequest::Cpu => (vec![], None),
         GpuRequest::Indices(ids) => {
@@ -296,35 +329,27 @@ pub fn slots(
             AutoChoice::Cpu { reason } => (vec![], Some(reason)),
         },
     };
-    Ok((Slot::layout_runs(&ids, per_run, jobs, cores, env)?, cpu_reason))
+    let slots = Slot::layout_runs(&ids, per_run, jobs, cores, env)?;
+    Ok(Placement { slots, gpus: ids, per_run: per_run.max(1), cpu_reason })
 }
 
-/// How many runs a sweep runs at once (for its estimate from start to end): `jobs` per named GPU, one
-/// on the CPU, `jobs` per GPU libtorch finds (`cuda`, asked only then; at least one) otherwise.
-pub fn parallel(gpus: Option<&GpuRequest>, jobs: usize, cuda: impl FnOnce() -> CudaStatus) -> usize {
-    match gpus {
-        Some(GpuRequest::Indices(ids)) => ids.len() * jobs,
-        Some(GpuRequest::Cpu) => 1,
-        _ => cuda().unwrap_or(0).max(1) * jobs,
-    }
-}
-
-/// Where a sweep measures its training pace: the CPU under `--gpus none`, otherwise GPU 0 when libtorch
-/// finds a GPU (`cuda`, asked only then), the CPU when it finds none.
-pub fn pace_device(gpus: Option<&GpuRequest>, cuda: impl FnOnce() -> CudaStatus) -> Device {
-    match gpus {
-        Some(GpuRequest::Cpu) => Device::Cpu,
-        _ => match cuda() {
-            Ok(n) if n > 0 => Device::Cuda,
-            _ => Device::Cpu,
+/// Where a sweep of Slurm tasks on `device` is priced from this machine (the one that writes the
+/// script): a CPU task at the CPU's pace; a GPU task at this machine's GPU 0 when libtorch finds one
+/// (`cuda`, asked only then), else at no measured pace (`None`: the paper's), never at the CPU's.
+pub fn slurm_pace_on(device: Device, cuda: impl FnOnce() -> CudaStatus) -> Option<PaceOn> {
+    match device {
+        Device::Cpu => Some(PaceOn::Cpu),
+        Device::Cuda => match cuda() {
+            Ok(n) if n > 0 => Some(PaceOn::Gpu(0)),
+            _ => None,
         },
     }
 }
 
 /// Whether the pace must be measured now: when asked (`calibrate`), or on a GPU without a recorded pace
 /// (a CPU without one is priced at the paper's pace instead).
-pub fn must_measure(calibrate: bool, recorded: bool, device: Device) -> bool {
-    calibrate || (!recorded && device == Device::Cuda)
+pub fn must_measure(calibrate: bool, recorded: bool, on: PaceOn) -> bool {
+    calibrate || (!recorded && on != PaceOn::Cpu)
 }
 
 /// The CUDA variables the sweep runs under (its caller's, or what the sweep set for itself).
@@ -577,33 +602,43 @@ mod tests {
     fn slots_follow_the_request_and_fall_back_to_the_cpu_only_without_a_gpu() {
         let none = || -> CudaStatus { panic!("libtorch is not asked for a CPU sweep") };
         let no_driver = || -> Result<usize, NoDriver> { panic!("the driver is not asked") };
-        let (cpu, reason) = slots(GpuRequest::Cpu, 1, 2, none, no_driver, 8, &CudaEnv::default()).unwrap();
-        assert_eq!((cpu.len(), cpu[0].device, reason), (2, Device::Cpu, None));
-        let (gpus, _) = slots(GpuRequest::Indices(vec![1]), 1, 1, || Ok(2), no_driver, 8, &CudaEnv::default()).unwrap();
-        assert_eq!((gpus[0].name.as_str(), gpus[0].device), ("gpu1", Device::Cuda));
-        let err = slots(GpuRequest::Indices(vec![3]), 1, 1, || Ok(2), no_driver, 8, &CudaEnv::default()).unwrap_err();
+        let env = CudaEnv::default();
+        let cpu = place(GpuRequest::Cpu, 1, 2, none, no_driver, 8, &env).unwrap();
+        assert_eq!((cpu.slots.len(), cpu.slots[0].device, cpu.cpu_reason), (2, Device::Cpu, None));
+        let gpus = place(GpuRequest::Indices(vec![1]), 1, 1, || Ok(2), no_driver, 8, &env).unwrap();
+        assert_eq!((gpus.slots[0].name.as_str(), gpus.slots[0].device), ("gpu1", Device::Cuda));
+        let err = place(GpuRequest::Indices(vec![3]), 1, 1, || Ok(2), no_driver, 8, &env).unwrap_err();
         assert!(err.to_string().contains("GPU 3, but the sweep sees 2"), "{err}");
-        let (auto, _) = slots(GpuRequest::Auto, 1, 1, || Ok(2), no_driver, 8, &CudaEnv::default()).unwrap();
-        assert_eq!(auto.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["gpu0", "gpu1"]);
+        let auto = place(GpuRequest::Auto, 1, 1, || Ok(2), no_driver, 8, &env).unwrap();
+        assert_eq!(auto.slots.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["gpu0", "gpu1"]);
         let no_gpu = || Err(NoDriver { reason: "no driver".into() });
         let cuda = || Err(NoCuda { reason: "no libtorch_cuda.so".into() });
-        let (cpu, reason) = slots(GpuRequest::Auto, 1, 1, cuda, no_gpu, 8, &CudaEnv::default()).unwrap();
-        assert_eq!((cpu[0].device, reason.as_deref()), (Device::Cpu, Some("no libtorch_cuda.so")));
+        let cpu = place(GpuRequest::Auto, 1, 1, cuda, no_gpu, 8, &env).unwrap();
+        assert_eq!((cpu.slots[0].device, cpu.cpu_reason.as_deref()), (Device::Cpu, Some("no libtorch_cuda.so")));
     }
 
     #[test]
     fn the_pace_is_measured_where_the_sweep_trains() {
         let never = || -> CudaStatus { panic!("not asked") };
-        assert_eq!(parallel(Some(&GpuRequest::Indices(vec![0, 1])), 3, never), 6);
-        assert_eq!(parallel(Some(&GpuRequest::Cpu), 3, never), 1);
-        assert_eq!(parallel(None, 2, || Ok(4)), 8);
-        assert_eq!(parallel(None, 2, || Err(NoCuda { reason: "none".into() })), 2);
-        assert_eq!(pace_device(Some(&GpuRequest::Cpu), never), Device::Cpu);
-        assert_eq!(pace_device(None, || Ok(1)), Device::Cuda);
-        assert_eq!(pace_device(Some(&GpuRequest::Auto), || Ok(0)), Device::Cpu);
-        assert!(must_measure(true, true, Device::Cpu));
-        assert!(must_measure(false, false, Device::Cuda));
-        assert!(!must_measure(false, true, Device::Cuda) && !must_measure(false, false, Device::Cpu));
+        let no_driver = || -> Result<usize, NoDriver> { panic!("the driver is not asked") };
+        let env = CudaEnv::default();
+        // The first GPU the sweep trains on, not GPU 0; the CPU where it trains on the CPU.
+        let two = place(GpuRequest::Indices(vec![2, 3]), 1, 3, || Ok(4), no_driver, 8, &env).unwrap();
+        assert_eq!(
+            (two.pace_on(), two.device(), two.gpus.len(), two.slots.len()),
+            (PaceOn::Gpu(2), Device::Cuda, 2, 6)
+        );
+        let cpu = place(GpuRequest::Cpu, 1, 3, never, no_driver, 8, &env).unwrap();
+        assert_eq!((cpu.pace_on(), cpu.device()), (PaceOn::Cpu, Device::Cpu));
+        let found = place(GpuRequest::Auto, 2, 1, || Ok(4), no_driver, 8, &env).unwrap();
+        assert_eq!((found.pace_on(), found.per_run, found.slots.len()), (PaceOn::Gpu(0), 2, 2));
+        // Slurm GPU tasks are priced at this machine's GPU, or the paper's pace where it has none; never the CPU's.
+        assert_eq!(slurm_pace_on(Device::Cpu, never), Some(PaceOn::Cpu));
+        assert_eq!(slurm_pace_on(Device::Cuda, || Ok(1)), Some(PaceOn::Gpu(0)));
+        assert_eq!(slurm_pace_on(Device::Cuda, || Err(NoCuda { reason: "none".into() })), None);
+        assert!(must_measure(true, true, PaceOn::Cpu));
+        assert!(must_measure(false, false, PaceOn::Gpu(1)));
+        assert!(!must_measure(false, true, PaceOn::Gpu(0)) && !must_measure(false, false, PaceOn::Cpu));
     }
 
     #[test]

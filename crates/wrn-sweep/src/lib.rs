@@ -12,11 +12,14 @@ pub mod exec;
 pub mod plan;
 pub mod slurm;
 
-pub use describe::{describe, Pricing};
+pub use describe::{describe, Concurrency, Pricing};
 pub use devices::{
-    auto_gpus, check_gpus, must_measure, pace_device, parallel, require_cuda, slots, AutoChoice, CudaEnv, CudaStatus,
-    Device, GpuRequest, NoCuda, NoDriver, Slot,
+    auto_gpus, check_gpus, must_measure, place, require_cuda, slurm_pace_on, AutoChoice, CudaEnv, CudaStatus, Device,
+    GpuRequest, NoCuda, NoDriver, PaceOn, Placement, Slot,
 };
 pub use exec::{execute, lock, Outcome, Summary};
-pub use plan::{measured_seconds, plan, Plan, PlanOptions, PlannedRun, PriceError, RunState, SweepError, SweepScale};
+pub use plan::{
+    epochs_done, measured_cost, plan, Plan, PlanOptions, PlannedRun, PriceError, RunCost, RunState, SweepError,
+    SweepScale,
+};
 pub use slurm::{write_slurm, SlurmOptions};

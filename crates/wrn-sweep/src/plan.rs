@@ -268,17 +268,40 @@ pub fn plan(tables: &[&Table], options: &PlanOptions) -> Result<Plan, SweepError
     Ok(Plan { runs })
 }
 
-/// Training seconds of a run as measured by the finished runs of the same row (other seeds), if any: the
-/// median of their median epoch time times their planned epochs.
-pub fn measured_seconds(run: &PlannedRun) -> Option<f64> {
+/// What a whole run takes: its training seconds and its epochs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RunCost {
+    pub seconds: f64,
+    pub epochs: u32,
+}
+
+impl RunCost {
+    /// The part of it still to train after `done` epochs.
+    pub fn left_after(self, done: usize) -> f64 {
+        let epochs = self.epochs.max(1) as f64;
+        self.seconds * ((epochs - done as f64) / epochs).clamp(0.0, 1.0)
+    }
+}
+
+/// A run's cost as measured by the finished runs of the same row (other seeds), if any: the median of
+/// their median epoch time times their planned epochs.
+pub fn measured_cost(run: &PlannedRun) -> Option<RunCost> {
     let parent = run.dir.parent()?;
-    let times: Vec<f64> = std::fs::read_dir(parent)
+    let finished: Vec<RunResult> = std::fs::read_dir(parent)
         .ok()?
         .filter_map(|e| wrn_run::RunFolder::at(&e.ok()?.path()).read_result().ok().flatten())
         .filter(RunResult::is_finished)
-        .filter_map(|r| Some(r.median_epoch_seconds? * r.epochs_planned as f64))
+        .filter(|r| r.median_epoch_seconds.is_some())
         .collect();
-    wrn_run::median(&times)
+    let times: Vec<f64> =
+        finished.iter().map(|r| r.median_epoch_seconds.unwrap_or(0.0) * r.epochs_planned as f64).collect();
+    let seconds = wrn_run::median(&times)?;
+    Some(RunCost { seconds, epochs: finished[0].epochs_planned })
+}
+
+/// The epochs a run folder has finished (the rows of its `metrics.csv`).
+pub fn epochs_done(dir: &Path) -> usize {
+    wrn_run::RunFolder::at(dir).read_metrics().map_or(0, |m| m.len())
 }
 
 #[derive(Deserialize)]
@@ -488,7 +511,7 @@ reference = "Lin et al."
         let t = table("t");
         let plan = plan(&[&t], &options(dir.path(), SweepScale::Full)).unwrap();
         let run = &plan.runs[1];
-        assert_eq!(measured_seconds(run), None);
+        assert_eq!(measured_cost(run), None);
         let result = |seed: u64, status: wrn_run::Status, seconds: f64| RunResult {
             status,
             dataset: "cifar10".into(),
@@ -518,7 +541,13 @@ reference = "Lin et al."
             folder.write_result(&result(seed, status, seconds)).unwrap();
         }
         // Two finished seeds: the mean of the two, times the planned epochs; the interrupted one is not counted.
-        assert_eq!(measured_seconds(run), Some(30.0));
+        assert_eq!(measured_cost(run), Some(RunCost { seconds: 30.0, epochs: 10 }));
+        // What is left of a run stopped after some epochs, never below nothing.
+        let cost = RunCost { seconds: 30.0, epochs: 10 };
+        assert_eq!(
+            (cost.left_after(0), cost.left_after(4), cost.left_after(10), cost.left_after(12)),
+            (30.0, 18.0, 0.0, 0.0)
+        );
     }
 
     #[test]

@@ -62,6 +62,70 @@ impl SlurmOptions {
         }
         Ok(())
     }
+
+    /// What the tasks train on: a GPU when the options ask Slurm for one, in any of its spellings
+    /// (`--gres gpu:1`, or among the `--sbatch` lines `--gpus=2`, `--gpus-per-task=1`,
+    /// `--gpus-per-node=a100:4`, `-G 1`, `--gres=gpu:1`, `--tres-per-task=gres/gpu:1`) with a count other
+    /// than 0; else the CPU.
+    pub fn device(&self) -> Device {
+        let gres = self.gres.iter().any(|g| gres_asks_for_gpus(g));
+        if gres || self.extra.iter().any(|line| line_asks_for_gpus(line)) {
+            Device::Cuda
+        } else {
+            Device::Cpu
+        }
+    }
+}
+
+/// Whether a `--gres` value (`gpu`, `gpu:2`, `gpu:a100:2`, `tmp:1,gpu:1`) holds GPUs.
+fn gres_asks_for_gpus(value: &str) -> bool {
+    value.split(',').map(str::trim).any(|g| (g == "gpu" || g.starts_with("gpu:")) && count_is_not_zero(g))
+}
+
+/// Whether a count such as `2`, `a100:2` or `gpu:a100:2` is not 0 (one without a number counts as one).
+fn count_is_not_zero(value: &str) -> bool {
+    value.rsplit([':', '=']).next().and_then(|n| n.trim().parse::<u64>().ok()) != Some(0)
+}
+
+/// Whether one `#SBATCH` option line asks for GPUs.
+fn line_asks_for_gpus(line: &str) -> bool {
+    let line = line.trim();
+    let (flag, value) = match line.split_once(['=', ' ', '\t']) {
+        Some((flag, value)) => (flag, value.trim()),
+        // `-G2`: the short option with its count attached.
+        None if line.starts_with("-G") && line.len() > 2 => ("-G", &line[2..]),
+        None => (line, ""),
+    };
+    match flag {
+        "--gres" => gres_asks_for_gpus(value),
+        "-G" => count_is_not_zero(value),
+        _ if flag.starts_with("--gpus") => count_is_not_zero(value),
+        _ if flag.starts_with("--tres-per-") => {
+            value.split(',').any(|t| t.trim().starts_with("gres/gpu") && count_is_not_zero(t))
+        }
+        _ => false,
+    }
+}
+
+/// The GPUs Slurm granted this task's job, if any (`SLURM_JOB_GPUS`, or a count in
+/// `SLURM_GPUS_ON_NODE`).
+pub fn granted_gpus() -> Option<String> {
+    let var = |k: &str| std::env::var(k).ok().map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+    var("SLURM_JOB_GPUS").or_else(|| var("SLURM_GPUS_ON_NODE").filter(|n| n != "0"))
+}
+
+/// A CPU task on a node where Slurm granted it GPUs was written without a GPU request `wrn` recognises:
+/// training on the CPU there would leave the GPUs idle for the whole run, so it stops and says so.
+fn check_cpu_task(device: Device, granted: Option<&str>, tasks: &Path) -> Result<(), SweepError> {
+    match (device, granted) {
+        (Device::Cpu, Some(gpus)) => Err(SweepError::Invalid(format!(
+            "{}: this task list trains on the CPU, but Slurm granted the job GPUs ({gpus}): the script asked for \
+             them in a way `wrn sweep --slurm` did not recognise; write it again with --gres gpu:N (or \
+             --gpus-per-node N) so its tasks train on the GPUs",
+            tasks.display()
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// The task list the script's tasks read: the pending runs and the device they train on (`"cpu"` or
@@ -101,8 +165,7 @@ pub fn write_slurm(plan: &Plan, options: &SlurmOptions, exe: &Path, dir: &Path) 
     std::fs::create_dir_all(dir.join("slurm")).map_err(io(dir))?;
     let dir = std::path::absolute(dir).map_err(io(dir))?;
     let exe = std::path::absolute(exe).map_err(io(exe))?;
-    let device = if options.gres.as_deref().is_some_and(|g| g.contains("gpu")) { Device::Cuda } else { Device::Cpu };
-    let mut tasks = TaskFile { device, runs };
+    let mut tasks = TaskFile { device: options.device(), runs };
     for run in &mut tasks.runs {
         run.dir = std::path::absolute(&run.dir).map_err(io(&run.dir))?;
     }
@@ -120,7 +183,7 @@ pub fn write_slurm(plan: &Plan, options: &SlurmOptions, exe: &Path, dir: &Path) 
         Some(max) => format!("--array=0-{last}%{max}"),
         None => format!("--array=0-{last}"),
     });
-    sbatch(format!("--output={}/slurm/%x_%A_%a.out", dir.display()));
+    sbatch(format!("--output={}", sbatch_quote(&dir.join("slurm/%x_%A_%a.out"))));
     sbatch("--requeue".into());
     sbatch("--signal=B:TERM@120".into());
     let (nodes, per_node) = (options.nodes.unwrap_or(1), options.tasks_per_node.unwrap_or(1));
@@ -233,7 +296,10 @@ pub fn run_task(
     run.state = crate::plan::RunState::of(&run.dir);
     let plan = Plan { runs: vec![run] };
     let slots = match plan.pending().next() {
-        Some(_) => vec![task_slot(file.device, cuda, (task_cores(), local_rank()), &CudaEnv::from_env())?],
+        Some(_) => {
+            check_cpu_task(file.device, granted_gpus().as_deref(), tasks)?;
+            vec![task_slot(file.device, cuda, (task_cores(), local_rank()), &CudaEnv::from_env())?]
+        }
         None => vec![],
     };
     Ok(crate::exec::execute(exe, &plan, &slots, stop, on_event))
@@ -247,6 +313,12 @@ fn local_rank() -> usize {
         Some(n) if n > 1 => var("SLURM_LOCALID").unwrap_or(0),
         _ => 0,
     }
+}
+
+/// A path quoted for an `#SBATCH` line, which sbatch splits at blanks outside double quotes and where a
+/// backslash escapes the next character.
+fn sbatch_quote(path: &Path) -> String {
+    format!("\"{}\"", path.display().to_string().replace('\\', "\\\\").replace('"', "\\\""))
 }
 
 /// A path quoted for bash.
@@ -308,6 +380,8 @@ mod tests {
         ] {
             assert!(text.contains(line), "{line} missing from:\n{text}");
         }
+        let output = format!("#SBATCH --output=\"{}/slurm/%x_%A_%a.out\"\n", dir.path().display());
+        assert!(text.contains(&output), "{output} missing from:\n{text}");
         let tasks_path = tasks_file(&script);
         let tasks = TaskFile::load(&tasks_path).unwrap();
         assert_eq!(tasks.device, Device::Cuda);
@@ -332,6 +406,58 @@ mod tests {
     }
 
     #[test]
+    fn gpus_asked_for_in_any_spelling_make_gpu_tasks() {
+        let with = |gres: Option<&str>, extra: &[&str]| {
+            SlurmOptions {
+                gres: gres.map(String::from),
+                extra: extra.iter().map(|e| e.to_string()).collect(),
+                ..Default::default()
+            }
+            .device()
+        };
+        for extra in [
+            "--gpus=2",
+            "--gpus 1",
+            "--gpus-per-task=1",
+            "--gpus-per-node=a100:4",
+            "-G 1",
+            "-G2",
+            "--gres=gpu:1",
+            "--gres=tmp:10G,gpu:h100:2",
+            "--tres-per-task=gres/gpu:1",
+            "--tres-per-task=cpu=4,gres/gpu=1",
+            "--tres-per-task=gres/gpu:a100:1",
+        ] {
+            assert_eq!(with(None, &["--account=lab", extra]), Device::Cuda, "{extra}");
+        }
+        assert_eq!(with(Some("gpu:1"), &[]), Device::Cuda);
+        assert_eq!(with(Some("gpu"), &[]), Device::Cuda);
+        for extra in [
+            "--gpus=0",
+            "--gres=gpu:0",
+            "--tres-per-task=gres/gpu=0",
+            "--gres=tmp:1",
+            "--account=gpu-lab",
+            "--constraint=gpu",
+            "--qos=gpus",
+        ] {
+            assert_eq!(with(None, &[extra]), Device::Cpu, "{extra}");
+        }
+        assert_eq!(with(Some("gpu:0"), &[]), Device::Cpu);
+        assert_eq!(with(None, &[]), Device::Cpu);
+    }
+
+    #[test]
+    fn a_cpu_task_granted_gpus_stops_rather_than_leave_them_idle() {
+        let tasks = Path::new("/r/wrn-t4-1.tasks.json");
+        assert!(check_cpu_task(Device::Cpu, None, tasks).is_ok());
+        assert!(check_cpu_task(Device::Cuda, Some("0,1"), tasks).is_ok());
+        let err = check_cpu_task(Device::Cpu, Some("0,1"), tasks).unwrap_err().to_string();
+        assert!(err.starts_with("/r/wrn-t4-1.tasks.json: this task list trains on the CPU"), "{err}");
+        assert!(err.contains("granted the job GPUs (0,1)") && err.contains("--gres gpu:N"), "{err}");
+    }
+
+    #[test]
     fn an_option_with_a_newline_is_refused_and_writes_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let plan = Plan { runs: vec![run("/r/a", RunState::New)] };
@@ -344,6 +470,12 @@ mod tests {
             assert!(err.contains("holds the control character") && err.contains("must fit on one line"), "{err}");
         }
         assert!(std::fs::read_dir(dir.path()).unwrap().next().is_none(), "nothing written");
+    }
+
+    #[test]
+    fn a_path_on_an_sbatch_line_is_one_argument() {
+        assert_eq!(sbatch_quote(Path::new("/runs/my runs/x.out")), r#""/runs/my runs/x.out""#);
+        assert_eq!(sbatch_quote(Path::new(r#"/a"b\c"#)), r#""/a\"b\\c""#);
     }
 
     #[test]

@@ -62,10 +62,16 @@ impl CostModel {
 
     /// Seconds of training for the experiment `wrn train --set <sets>` would run.
     pub fn seconds(&mut self, sets: &[String]) -> Result<f64, ConfigError> {
+        self.cost(sets).map(|(seconds, _)| seconds)
+    }
+
+    /// Seconds of training and epochs of the experiment `wrn train --set <sets>` would run.
+    pub fn cost(&mut self, sets: &[String]) -> Result<(f64, u32), ConfigError> {
         let exp = Experiment::resolve(None, sets)?;
         let images = exp.scale.train_subset.unwrap_or(usize::MAX).min(exp.dataset.train_images());
         let per_image = self.mult_adds_per_image(&exp.arch.to_string(), exp.dataset.classes())?;
-        Ok(images as f64 * exp.effective_epochs() as f64 * per_image / self.pace)
+        let epochs = exp.effective_epochs();
+        Ok((images as f64 * epochs as f64 * per_image / self.pace, epochs))
     }
 }
 

@@ -9,7 +9,10 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use wrn_sweep::devices::{CudaEnv, DEVICE_ORDER_ENV, PCI_BUS_ID};
-use wrn_sweep::{Device, GpuRequest, NoCuda, NoDriver, PlanOptions, PriceError, Pricing, SlurmOptions, SweepScale};
+use wrn_sweep::{
+    Concurrency, Device, GpuRequest, NoCuda, NoDriver, PaceOn, PlanOptions, PriceError, Pricing, RunCost, SlurmOptions,
+    SweepScale,
+};
 use wrn_tables::Table;
 use wrn_train::cost::{self, CostModel, Pace};
 
@@ -171,10 +174,17 @@ pub fn run(args: Args) -> Result<ExitCode> {
         extra: args.sets.clone(),
     };
     let plan = wrn_sweep::plan(&tables, &options)?;
-    print_plan(&args, &plan, &names, &runs)?;
 
     if args.slurm {
-        match wrn_sweep::write_slurm(&plan, &slurm_options(&args, &names), &exe, &runs)? {
+        let slurm = slurm_options(&args, &names);
+        let on = slurm.device();
+        let at_once = Concurrency::Slurm {
+            at_once: args.max_parallel.map(|n| n as usize),
+            per_run: (args.nodes.unwrap_or(1) * args.gpus_per_node.or(args.tasks_per_node).unwrap_or(1)) as usize,
+        };
+        let pace_on = wrn_sweep::slurm_pace_on(on, cuda_status);
+        print_plan(&args, &plan, &names, &runs, on, pace_on, at_once)?;
+        match wrn_sweep::write_slurm(&plan, &slurm, &exe, &runs)? {
             Some(script) => {
                 println!("wrote {}", script.display());
                 println!("submit with: sbatch {}", script.display());
@@ -183,39 +193,56 @@ pub fn run(args: Args) -> Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    if args.dry_run {
-        return Ok(ExitCode::SUCCESS);
-    }
+    // Where the runs would train, checked before anything is priced or run: a dry run refuses the --gpus
+    // the sweep itself would refuse.
     let cores = wrn_sweep::exec::available_cores();
-    let gpus = args.gpus.unwrap_or(GpuRequest::Auto);
-    let (slots, cpu_reason) =
-        wrn_sweep::slots(gpus, args.gpus_per_run, args.jobs, cuda_status, driver_gpus, cores, &CudaEnv::from_env())?;
-    if let Some(reason) = cpu_reason {
+    let gpus = args.gpus.clone().unwrap_or(GpuRequest::Auto);
+    let placement =
+        wrn_sweep::place(gpus, args.gpus_per_run, args.jobs, cuda_status, driver_gpus, cores, &CudaEnv::from_env())?;
+    let at_once = Concurrency::Local { devices: placement.gpus.len().max(1), per_run: placement.per_run };
+    print_plan(&args, &plan, &names, &runs, placement.device(), Some(placement.pace_on()), at_once)?;
+    if let Some(reason) = &placement.cpu_reason {
         eprintln!("sweep: training on the CPU ({reason})");
     }
+    let slots = placement.slots;
     eprintln!(
         "sweep: {} slot(s): {}",
         slots.len(),
         slots.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
     );
+    if args.dry_run {
+        return Ok(ExitCode::SUCCESS);
+    }
     let summary = wrn_sweep::execute(&exe, &plan, &slots, stop, &|line| eprintln!("{line}"));
     print!("{}", summary.render());
     Ok(if summary.ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
-/// Prices the plan (at this machine's measured pace where there is one) and prints it.
-fn print_plan(args: &Args, plan: &wrn_sweep::Plan, names: &[&str], runs: &std::path::Path) -> Result<()> {
+/// Prices the plan of runs training `on` a device (at the measured pace of `pace_on` where there is one;
+/// `None`: at the paper's) and prints it.
+fn print_plan(
+    args: &Args,
+    plan: &wrn_sweep::Plan,
+    names: &[&str],
+    runs: &std::path::Path,
+    on: Device,
+    pace_on: Option<PaceOn>,
+    at_once: Concurrency,
+) -> Result<()> {
     // A plan with nothing left to train spends no GPU time measuring a pace unless asked to.
-    let pace = if args.calibrate || plan.pending().next().is_some() {
-        pace(args.gpus.as_ref(), args.calibrate)?
-    } else {
-        None
+    let pace = match pace_on {
+        Some(pace_on) if args.calibrate || plan.pending().next().is_some() => pace(pace_on, args.calibrate)?,
+        _ => None,
     };
-    let parallel = wrn_sweep::parallel(args.gpus.as_ref(), args.jobs, cuda_status);
     let mut model = pace.as_ref().map_or_else(CostModel::titan_x, |p| CostModel::at_pace(p.images_per_second));
-    let mut seconds = |sets: &[String]| model.seconds(sets).map_err(|e| PriceError { reason: format!("{e:#}") });
-    let mut pricing = Pricing { measured_on: pace.as_ref().map(|p| p.device.clone()), seconds: &mut seconds };
-    print!("{}", wrn_sweep::describe(plan, names, runs, args.scale, &mut pricing, args.dry_run, parallel)?);
+    let mut cost = |sets: &[String]| {
+        model
+            .cost(sets)
+            .map(|(seconds, epochs)| RunCost { seconds, epochs })
+            .map_err(|e| PriceError { reason: format!("{e:#}") })
+    };
+    let mut pricing = Pricing { on, measured_on: pace.as_ref().map(|p| p.device.clone()), cost: &mut cost };
+    print!("{}", wrn_sweep::describe(plan, names, runs, args.scale, &mut pricing, args.dry_run, at_once)?);
     Ok(())
 }
 
@@ -247,17 +274,16 @@ fn driver_gpus() -> Result<usize, NoDriver> {
         .map_err(|reason| NoDriver { reason: reason.to_string() })
 }
 
-/// The measured pace of the device the sweep would train on: recorded in the cache, or measured now when
-/// asked (`--calibrate`) or when a GPU has none recorded.
-fn pace(gpus: Option<&GpuRequest>, calibrate: bool) -> Result<Option<Pace>> {
-    let (device, choice) = match wrn_sweep::pace_device(gpus, cuda_status) {
-        Device::Cuda => (tch::Device::Cuda(0), wrn_train::runtime::DeviceChoice::Cuda(0)),
-        Device::Cpu => (tch::Device::Cpu, wrn_train::runtime::DeviceChoice::Cpu),
+/// The measured pace of `on`: recorded in the cache, or measured now when asked (`--calibrate`) or when a
+/// GPU has none recorded.
+fn pace(on: PaceOn, calibrate: bool) -> Result<Option<Pace>> {
+    let (device, choice) = match on {
+        PaceOn::Gpu(i) => (tch::Device::Cuda(i as usize), wrn_train::runtime::DeviceChoice::Cuda(i as usize)),
+        PaceOn::Cpu => (tch::Device::Cpu, wrn_train::runtime::DeviceChoice::Cpu),
     };
     let name = cost::device_name(device);
     let path = cost::paces_path();
     let recorded = cost::recorded_pace(&path, &name);
-    let on = if device.is_cuda() { Device::Cuda } else { Device::Cpu };
     if !wrn_sweep::must_measure(calibrate, recorded.is_some(), on) {
         return Ok(recorded);
     }

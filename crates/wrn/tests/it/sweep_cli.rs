@@ -330,6 +330,29 @@ fn a_slurm_task_for_cuda_fails_with_the_reason_rather_than_train_on_the_cpu() {
 }
 
 #[test]
+fn a_slurm_task_for_the_cpu_that_slurm_granted_gpus_stops_and_says_how_to_ask_for_them() {
+    let s = tables_only();
+    let mut cmd = wrn();
+    tiny_sweep(&s, &mut cmd);
+    // A GPU asked for in a spelling the sweep recognises makes a cuda task list.
+    let out = ok(cmd.args(["--row", "wide", "--slurm", "--sbatch=--gpus-per-task=1"]));
+    let script = out.lines().find_map(|l| l.strip_prefix("wrote ")).unwrap_or_else(|| panic!("{out}"));
+    let json = std::fs::read_to_string(wrn_sweep::slurm::tasks_file(Path::new(script))).unwrap();
+    assert!(json.contains("\"device\": \"cuda\""), "{json}");
+    // A CPU list run where Slurm granted the job GPUs: no run starts.
+    let mut cmd = wrn();
+    tiny_sweep(&s, &mut cmd);
+    let out = ok(cmd.args(["--row", "wide", "--slurm", "--sbatch=--account=lab"]));
+    let script = out.lines().find_map(|l| l.strip_prefix("wrote ")).unwrap_or_else(|| panic!("{out}"));
+    let tasks = wrn_sweep::slurm::tasks_file(Path::new(script));
+    let out = wrn().env("SLURM_JOB_GPUS", "0,1").arg("sweep").arg("task").arg(&tasks).arg("0").output().unwrap();
+    let log = text(&out);
+    assert!(!out.status.success(), "{log}");
+    assert!(log.contains("this task list trains on the CPU, but Slurm granted the job GPUs (0,1)"), "{log}");
+    assert!(!s.run_dir("wrn-16-4", 1).join("config.toml").exists(), "a run started: {log}");
+}
+
+#[test]
 fn a_dry_run_lists_every_run_with_its_state_and_an_estimate_that_says_its_basis() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("tables")).unwrap();
@@ -350,16 +373,31 @@ fn a_dry_run_lists_every_run_with_its_state_and_an_estimate_that_says_its_basis(
     assert_eq!(rows.len(), 3, "{out}");
     assert!(rows[0].contains("cifar10") && rows[0].contains("wrn-10-1") && rows[0].contains("seed 1"), "{out}");
     assert!(rows.iter().all(|r| r.contains(" new ") && r.ends_with("(the paper's Titan X pace)")), "{out}");
-    assert!(out.contains("estimate: ") && out.contains("`wrn sweep --calibrate` measures this machine's"), "{out}");
+    assert!(out.contains("estimate: ") && out.contains("`wrn sweep --calibrate` measures this CPU's"), "{out}");
+    assert!(out.contains("these runs train on the CPU, but no pace of this CPU is recorded"), "{out}");
 
     // Calibrated: this CPU's measured pace, kept for the next plan.
     let out = dry_run(&["--calibrate"]);
     let rows: Vec<&str> = out.lines().filter(|l| l.starts_with("  tiny/")).collect();
     assert!(rows.iter().all(|r| r.contains("(measured pace of ") && r.ends_with(" cores)")), "{out}");
+    // At the CPU's own pace the time is the CPU's, not GPU time.
+    assert!(rows.iter().all(|r| r.contains(" CPU minutes (") || r.contains(" CPU hours (")), "{out}");
+    assert!(!out.contains("GPU-") && !out.contains("Titan X"), "{out}");
     let paces = std::fs::read_to_string(dir.path().join("cache/paces.json")).unwrap();
     assert!(paces.contains("\"images_per_second\""), "{paces}");
     let again = dry_run(&[]);
     assert!(again.contains("(measured pace of "), "{again}");
+
+    // A dry run refuses the GPUs the sweep itself would refuse (this machine's libtorch has no CUDA).
+    let mut cmd = wrn();
+    cmd.env("WRN_CACHE_DIR", dir.path().join("cache"))
+        .args(["sweep", "--table", "tiny", "--gpus", "0", "--dry-run", "--tables"])
+        .arg(dir.path().join("tables"))
+        .arg("--runs")
+        .arg(dir.path().join("runs"));
+    let out = cmd.output().unwrap();
+    let err = text(&out);
+    assert!(!out.status.success() && err.contains("error: --gpus 0: CUDA cannot be used: "), "{err}");
 }
 
 #[test]
