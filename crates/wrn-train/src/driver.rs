@@ -16,6 +16,10 @@ pub struct Gpu {
     pub total_memory_bytes: u64,
     /// `major.minor`, e.g. `9.0` for an H100/H200.
     pub compute_capability: String,
+    /// The GPU's UUID as `nvidia-smi -L` prints it (`GPU-…`), when the driver says: the same GPU seen by
+    /// two processes under different indices has one UUID.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uuid: Option<String>,
 }
 
 impl Gpu {
@@ -96,6 +100,7 @@ type CuDeviceGet = unsafe extern "C" fn(*mut i32, i32) -> i32;
 type CuDeviceGetName = unsafe extern "C" fn(*mut libc::c_char, i32, i32) -> i32;
 type CuDeviceTotalMem = unsafe extern "C" fn(*mut usize, i32) -> i32;
 type CuDeviceGetAttribute = unsafe extern "C" fn(*mut i32, i32, i32) -> i32;
+type CuDeviceGetUuid = unsafe extern "C" fn(*mut [u8; 16], i32) -> i32;
 
 const CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR: i32 = 75;
 const CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR: i32 = 76;
@@ -144,6 +149,8 @@ fn query() -> Result<Driver, DriverError> {
             lib.get::<CuDeviceTotalMem>(b"cuDeviceTotalMem_v2\0").map_err(|_| symbol("cuDeviceTotalMem_v2"))?;
         let attribute =
             lib.get::<CuDeviceGetAttribute>(b"cuDeviceGetAttribute\0").map_err(|_| symbol("cuDeviceGetAttribute"))?;
+        // Optional: a driver without it (or a stand-in) still describes its GPUs.
+        let uuid_of = lib.get::<CuDeviceGetUuid>(b"cuDeviceGetUuid_v2\0").ok();
         call("cuInit", init(0))?;
         let mut driver_version = 0;
         call("cuDriverGetVersion", version(&mut driver_version))?;
@@ -160,11 +167,14 @@ fn query() -> Result<Driver, DriverError> {
             let (mut major, mut minor) = (0, 0);
             call("cuDeviceGetAttribute", attribute(&mut major, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, device))?;
             call("cuDeviceGetAttribute", attribute(&mut minor, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, device))?;
+            let mut uuid = [0u8; 16];
+            let uuid = uuid_of.as_ref().filter(|f| f(&mut uuid, device) == 0).map(|_| uuid_text(&uuid));
             devices.push(Gpu {
                 index: index as usize,
                 name: std::ffi::CStr::from_ptr(buffer.as_ptr()).to_string_lossy().into_owned(),
                 total_memory_bytes: bytes as u64,
                 compute_capability: format!("{major}.{minor}"),
+                uuid,
             });
         }
         Ok(Driver {
@@ -175,9 +185,21 @@ fn query() -> Result<Driver, DriverError> {
     }
 }
 
+/// A `CUuuid` as `nvidia-smi` writes it: `GPU-` and 8-4-4-4-12 hexadecimal digits.
+fn uuid_text(bytes: &[u8; 16]) -> String {
+    let hex = |range: std::ops::Range<usize>| bytes[range].iter().map(|b| format!("{b:02x}")).collect::<String>();
+    format!("GPU-{}-{}-{}-{}-{}", hex(0..4), hex(4..6), hex(6..8), hex(8..10), hex(10..16))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_uuid_reads_as_nvidia_smi_writes_it() {
+        let bytes = [0x5b, 0x1e, 0x4a, 0x2c, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, 0x99, 0xaa, 0xbb, 0xcc];
+        assert_eq!(uuid_text(&bytes), "GPU-5b1e4a2c-1122-3344-5566-778899aabbcc");
+    }
 
     #[test]
     fn versions_parse_as_numbers() {

@@ -18,10 +18,12 @@
 //! - [`world`]: one run over several processes: the ranks (from `--nproc`, torchrun or Slurm) and what
 //!   they share (c10d's store and Gloo group, through `wrn-torch-ext`), with a heartbeat that names a
 //!   rank that died.
+//! - [`agree`]: what the ranks check with each other before their first step: the same run, a GPU each.
 //! - [`driver`]: the NVIDIA driver and the GPUs it sees, whatever libtorch can do with them.
 //! - [`environment`]: what this process runs on (versions, libraries, GPUs, threads, directories); shown by
 //!   `wrn doctor` and recorded in every run folder.
 
+pub mod agree;
 pub mod check;
 pub mod config;
 pub mod cost;

@@ -576,7 +576,13 @@ mod tests {
     }
 
     fn gpu(name: &str, capability: &str) -> driver::Gpu {
-        driver::Gpu { index: 0, name: name.into(), total_memory_bytes: 80 << 30, compute_capability: capability.into() }
+        driver::Gpu {
+            index: 0,
+            name: name.into(),
+            total_memory_bytes: 80 << 30,
+            compute_capability: capability.into(),
+            uuid: None,
+        }
     }
 
     #[test]

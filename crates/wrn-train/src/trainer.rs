@@ -592,6 +592,10 @@ fn set_up(exp: &Experiment, options: &TrainOptions, recorded: Option<&Environmen
     }
     if let Some(dist) = &dist {
         every_rank_has_images(exp, data.train.len(), dist.size())?;
+        crate::agree::same_run(dist, exp, data.train.len())?;
+        if let Device::Cuda(index) = device {
+            crate::agree::one_gpu_each(dist, &gpu_label(index))?;
+        }
     }
     let channels_last = exp.channels_last.unwrap_or(device.is_cuda());
     let (train_input, test_input) = (
@@ -692,6 +696,15 @@ fn rank_device(choice: DeviceChoice, world: &World) -> Result<DeviceChoice, Trai
         ))
         .into()),
     }
+}
+
+/// The GPU `index` of this process as the ranks tell GPUs apart: the driver's UUID, else its index.
+fn gpu_label(index: usize) -> String {
+    crate::driver::cuda_driver()
+        .ok()
+        .and_then(|d| d.devices.into_iter().find(|g| g.index == index))
+        .and_then(|g| g.uuid)
+        .unwrap_or_else(|| format!("cuda:{index}"))
 }
 
 /// Refuses a run whose smallest training batch has fewer images than there are ranks (some rank would

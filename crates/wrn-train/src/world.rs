@@ -29,6 +29,9 @@ pub enum WorldError {
     Connect { rank: usize, size: usize, addr: String, port: u16, detail: String },
     #[error("rank {rank} of {size}: {what} failed: {culprit} ({detail})")]
     Collective { rank: usize, size: usize, what: String, culprit: String, detail: String },
+    /// The ranks were started differently ([`crate::agree`]).
+    #[error("rank {rank} of {size}: {what}")]
+    Disagreement { rank: usize, size: usize, what: String },
     #[error("rank {rank} of {size}: NCCL, for gradients on the GPU: {detail}")]
     Nccl { rank: usize, size: usize, detail: String },
 }
@@ -273,6 +276,20 @@ impl Dist {
 
     pub fn size(&self) -> usize {
         self.world.size
+    }
+
+    /// Every rank's `value` under `key`, in rank order: this rank's is posted to the store, and the others'
+    /// read as they post theirs (each waited for up to the ranks' timeout).
+    pub fn gather(&self, key: &str, value: &[u8]) -> Result<Vec<Vec<u8>>, WorldError> {
+        let what = format!("posting {key} to the other ranks");
+        self.store.set(&format!("wrn/{key}/{}", self.world.rank), value).map_err(|e| self.explain(&what, e))?;
+        (0..self.world.size)
+            .map(|r| {
+                self.store
+                    .get(&format!("wrn/{key}/{r}"))
+                    .map_err(|e| self.explain(&format!("reading rank {r}'s {key}"), e))
+            })
+            .collect()
     }
 
     /// Sums a contiguous tensor over the ranks, in place: over Gloo on the CPU, over NCCL on a GPU (the

@@ -87,6 +87,7 @@ fn where_the_driver_sees_gpus_nothing_falls_back_to_the_cpu_silently() {
     assert!(!out.status.success());
     let env: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(env["cuda"]["driver"]["devices"][0]["name"], "Stub GPU 0", "{env}");
+    assert_eq!(env["cuda"]["driver"]["devices"][0]["uuid"], "GPU-10111213-1415-1617-1819-1a1b1c1d1e00", "{env}");
     assert_eq!(env["cuda"]["driver"]["cuda_version"], "13.0");
     let problems = env["problems"].as_array().unwrap();
     assert_eq!(problems.len(), 1, "{problems:?}");

@@ -257,6 +257,29 @@ fn three_ranks_training(dir: &Path, env: &[(&str, &str)]) -> (PathBuf, Vec<Child
 }
 
 #[test]
+fn ranks_started_with_different_runs_all_stop_naming_the_difference() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let port = free_port();
+    let set = ["batch_size=30", "scale.train_subset=120", "epochs=1"];
+    let seeds = ["seed=1", "seed=2"];
+    let mut children: Vec<Child> = (0..2)
+        .map(|r| rank(train(&run, &[&set[..], &[seeds[r]]].concat()), r, 2, port, dir.path()))
+        .collect();
+    let statuses = wait_all(&mut children, Duration::from_secs(60));
+    for (r, status) in statuses.iter().enumerate() {
+        let err = std::fs::read_to_string(dir.path().join(format!("rank{r}.err"))).unwrap();
+        assert_eq!(status.code(), Some(1), "rank {r} ({status}): {err}");
+        assert!(
+            err.contains(&format!("rank {r} of 2: the ranks were started with different runs"))
+                && err.contains("seed is 2 on rank 1, 1 on rank 0"),
+            "rank {r}: {err}"
+        );
+    }
+    assert!(!run.join("metrics.csv").exists() && !run.join("result.json").exists(), "a step was taken");
+}
+
+#[test]
 fn a_killed_rank_makes_the_others_fail_within_a_minute_naming_it() {
     for victim in [1usize, 0] {
         let dir = tempfile::tempdir().unwrap();
