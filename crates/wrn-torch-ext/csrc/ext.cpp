@@ -11,6 +11,7 @@
 #include "ext.h"
 
 #include <ATen/ATen.h>
+#include <c10/util/Logging.h>
 #include <torch/csrc/autograd/autograd.h>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
@@ -49,6 +50,13 @@ extern "C" {
 
 void wrn_ext_free_string(char* s) {
   std::free(s);
+}
+
+// libtorch's errors, and c10d's log lines that quote them, without the C++ backtrace c10::Error appends
+// by default (twenty lines of addresses under a store that cannot be reached): what PyTorch shows unless
+// TORCH_SHOW_CPP_STACKTRACES=1. The fetcher is libc10's, so it holds for the CUDA part too.
+void wrn_ext_hide_cpp_backtraces() {
+  c10::SetStackTraceFetcher(std::function<std::string()>([] { return std::string(); }));
 }
 
 // A TCP store at host:port, served by this process when is_server (rank 0), waiting at most timeout_ms

@@ -277,6 +277,12 @@ pub fn extension_dir() -> PathBuf {
     wrn_data::dirs::cache_dir().join("extension")
 }
 
+/// libtorch's errors without a C++ backtrace unless `TORCH_SHOW_CPP_STACKTRACES=1` (see
+/// [`wrn_torch_ext::cpp_backtraces_as_pytorch`]): `main` calls it with [`load_cuda`].
+pub fn quiet_cpp_backtraces() {
+    wrn_torch_ext::cpp_backtraces_as_pytorch();
+}
+
 /// Loads `libtorch_cuda.so` with `RTLD_NOW | RTLD_GLOBAL`, once per process; returns its path, or why it
 /// could not be loaded. Must run before the first CUDA query to libtorch: `main` calls it first thing.
 /// A `$WRN_LIBTORCH_CUDA` of another libtorch version than the one running is refused before loading.

@@ -77,6 +77,7 @@ fn main() -> ExitCode {
         // the first CUDA query: load it before any code of a command that computes can ask (where it
         // cannot load, the reason is kept and reported where CUDA is wanted).
         let _ = wrn_train::runtime::load_cuda();
+        wrn_train::runtime::quiet_cpp_backtraces();
     }
     let result: Result<ExitCode> = match cli.command {
         Command::Doctor(args) => doctor::run(args),

@@ -257,15 +257,41 @@ fn three_ranks_training(dir: &Path, env: &[(&str, &str)]) -> (PathBuf, Vec<Child
 }
 
 #[test]
+fn a_rank_that_cannot_reach_rank_0_says_so_without_a_cpp_backtrace_unless_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let attempt = |show: &str| {
+        let mut cmd = train(&dir.path().join("run"), &[]);
+        cmd.env("RANK", "1")
+            .env("WORLD_SIZE", "2")
+            .env("LOCAL_RANK", "1")
+            .env("MASTER_ADDR", "127.0.0.1")
+            .env("MASTER_PORT", port.to_string())
+            .env("WRN_DIST_TIMEOUT", "2")
+            .env("TORCH_SHOW_CPP_STACKTRACES", show);
+        let out = cmd.output().unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = attempt("0");
+    assert!(
+        err.contains(&format!("error: rank 1 of 2: cannot reach the other ranks through 127.0.0.1:{port}")),
+        "{err}"
+    );
+    assert!(!err.contains("frame #"), "{err}");
+    // PyTorch's switch shows libtorch's backtrace for whoever wants it.
+    assert!(attempt("1").contains("frame #"));
+}
+
+#[test]
 fn ranks_started_with_different_runs_all_stop_naming_the_difference() {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
     let port = free_port();
     let set = ["batch_size=30", "scale.train_subset=120", "epochs=1"];
     let seeds = ["seed=1", "seed=2"];
-    let mut children: Vec<Child> = (0..2)
-        .map(|r| rank(train(&run, &[&set[..], &[seeds[r]]].concat()), r, 2, port, dir.path()))
-        .collect();
+    let mut children: Vec<Child> =
+        (0..2).map(|r| rank(train(&run, &[&set[..], &[seeds[r]]].concat()), r, 2, port, dir.path())).collect();
     let statuses = wait_all(&mut children, Duration::from_secs(60));
     for (r, status) in statuses.iter().enumerate() {
         let err = std::fs::read_to_string(dir.path().join(format!("rank{r}.err"))).unwrap();
