@@ -871,10 +871,12 @@ pub fn train(
                 return end(&state, Status::Interrupted);
             }
             EpochEnd::Diverged(at) => {
-                return diverged(run, exp, &state.metrics, parameters, &device, at);
+                return diverged(run, exp, &state.metrics, parameters, &device, ("training", at));
             }
         };
-        end_epoch(&ctx, &setup, &mut state, trained)?;
+        if let Some(at) = end_epoch(&ctx, &setup, &mut state, trained)? {
+            return diverged(run, exp, &state.metrics, parameters, &device, ("test", at));
+        }
         policy.saved(Instant::now());
         let mut stop = policy.stop_requested(options.stop.load(Ordering::SeqCst));
         if let Some(dist) = &setup.dist {
@@ -1123,8 +1125,10 @@ fn report_step(ctx: &Ctx, task: &dyn Task, (epoch, step, per_epoch): (u32, usize
 }
 
 /// The end of an epoch: the evaluation, its row of `metrics.csv`, the summary line, and a checkpoint at
-/// the start of the next epoch.
-fn end_epoch(ctx: &Ctx, setup: &Setup, state: &mut State, trained: Trained) -> Result<(), TrainError> {
+/// the start of the next epoch. A non-finite test loss (weights that overflow on the test set, though the
+/// training loss stayed finite) is written to `metrics.csv` but not checkpointed: the point where the run
+/// diverged is returned instead, and no figure of it is ever a result.
+fn end_epoch(ctx: &Ctx, setup: &Setup, state: &mut State, trained: Trained) -> Result<Option<String>, TrainError> {
     let (epoch, lr) = (state.at.epoch, ctx.exp.lr_at(state.at.epoch));
     let quiet = wrn_progress::Silent.task("test", Unit::Items("batches"), None, 0);
     if let Some(dist) = &setup.dist {
@@ -1151,9 +1155,13 @@ fn end_epoch(ctx: &Ctx, setup: &Setup, state: &mut State, trained: Trained) -> R
     ctx.run.log(&line)?;
     state.metrics.push(row);
     ctx.run.write_metrics(&state.metrics)?;
+    if !test_loss.is_finite() {
+        return Ok(Some(format!("the evaluation after epoch {epoch}")));
+    }
     state.at = Progress { epoch: epoch + 1, step: 0 };
     state.sums = Sums::default();
-    Ok(save(ctx.run, setup, state)?)
+    save(ctx.run, setup, state)?;
+    Ok(None)
 }
 
 /// The summary line of an epoch, as printed and logged.
@@ -1185,10 +1193,10 @@ fn diverged(
     metrics: &[EpochMetrics],
     parameters: i64,
     device: &str,
-    at: String,
+    (loss, at): (&str, String),
 ) -> Result<RunResult, TrainError> {
     let message = format!(
-        "the training loss became non-finite at {at}; the checkpoint keeps the last state checked finite. A \
+        "the {loss} loss became non-finite at {at}; the checkpoint keeps the last state checked finite. A \
          learning rate too high for this network, or damaged data or weights, are the usual causes"
     );
     run.log(&format!("diverged: {message}"))?;

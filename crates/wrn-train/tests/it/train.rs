@@ -405,6 +405,24 @@ fn a_run_whose_loss_becomes_non_finite_is_diverged_not_a_result() {
     let result = train(&run, &exp, true, None).unwrap();
     assert_eq!(result.status, Status::Diverged);
     assert!(result.divergence.unwrap().contains("at epoch 1 step 2"));
+
+    // A NaN batch-norm running variance: training (on batch statistics) stays finite, the evaluation (on the
+    // running ones) does not. The epoch's test figures are never a finished result, nor checkpointed.
+    let run = dir.path().join("running");
+    assert_eq!(train(&run, &exp, false, Some(1)).unwrap().status, Status::Interrupted);
+    let mut named: Vec<(String, Tensor)> = checkpoint(&run).into_iter().collect();
+    let var = named.iter_mut().find(|(n, _)| n.ends_with("running_var")).expect("a running variance");
+    let _ = var.1.view(-1).get(0).fill_(f64::NAN);
+    wrn_train::run::write_checkpoint(&run.join("checkpoint.safetensors"), &named).unwrap();
+    let result = train(&run, &exp, true, None).unwrap();
+    assert_eq!(result.status, Status::Diverged, "{result:?}");
+    let why = result.divergence.unwrap();
+    assert!(why.starts_with("the test loss became non-finite at the evaluation after epoch 1"), "{why}");
+    let metrics = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
+    assert!(metrics.lines().nth(1).is_some_and(|row| row.contains("NaN")), "{metrics}");
+    assert_eq!(wrn_run::progress_of(&run), wrn_run::Progress::Diverged);
+    let epoch = checkpoint(&run)["state.epoch"].int64_value(&[]);
+    assert_eq!(epoch, 1, "the state after the evaluation that overflowed was checkpointed");
 }
 
 #[test]
