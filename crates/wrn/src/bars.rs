@@ -55,7 +55,7 @@ impl Progress for Bars {
             // Above the bars, which are redrawn below it.
             let _ = self.multi.println(text);
         } else {
-            eprintln!("{text}");
+            note!("{text}");
         }
     }
 }

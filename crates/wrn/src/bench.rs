@@ -145,9 +145,9 @@ fn resampling(args: ResamplingArgs) -> Result<()> {
             "val_mean_abs_difference": c.val_mean_abs_difference,
             "val_max_image_difference": c.val_max_image_difference,
         });
-        println!("{value}");
+        say!("{value}");
     } else {
-        println!(
+        say!(
             "{} images, one thread: val {:.2} ms torch / {:.2} ms fast ({:.2}x), train {:.2} ms / {:.2} ms \
              ({:.2}x); val crops differ by {:.2} grey levels on average (worst image {:.2})",
             c.images,
@@ -208,9 +208,9 @@ fn pipeline(args: PipelineArgs) -> Result<()> {
             "ratio_to_copy": t.ratio_to_copy,
             "ratio_to_plain": t.ratio_to_plain,
         });
-        println!("{}", serde_json::to_string_pretty(&value)?);
+        say!("{}", serde_json::to_string_pretty(&value)?);
     } else {
-        println!(
+        say!(
             "{}{} over {} images, batch {}, {} worker(s): {:.0} images/s{}{}",
             t.preset,
             if t.image_type == ImageType::U8 { " (u8)" } else { "" },
@@ -257,9 +257,9 @@ fn train(args: TrainArgs) -> Result<()> {
             let mut value = serde_json::to_value(&r)?;
             value["benchmark"] = serde_json::json!("train");
             value["projected_cifar_200_epochs_hours"] = serde_json::json!(hours_200_epochs(r.train.images_per_second));
-            println!("{}", serde_json::to_string_pretty(&value)?);
+            say!("{}", serde_json::to_string_pretty(&value)?);
         } else {
-            println!(
+            say!(
                 "{} on {}, batch {}: {:.1} images/s; {}: {:.1} GFLOP/s; training reaches {:.1}% of it (best of {})",
                 r.train.arch,
                 r.train.device,
@@ -286,9 +286,9 @@ fn train(args: TrainArgs) -> Result<()> {
         if let Some(a) = &all_reduce {
             value["all_reduce"] = serde_json::to_value(a)?;
         }
-        println!("{}", serde_json::to_string_pretty(&value)?);
+        say!("{}", serde_json::to_string_pretty(&value)?);
     } else {
-        println!(
+        say!(
             "{} on {} ({}{}{}), batch {}: {:.1} images/s per training step; 200 CIFAR epochs ≈ {:.1} h{}",
             result.arch,
             result.device,
@@ -302,7 +302,7 @@ fn train(args: TrainArgs) -> Result<()> {
         );
         if let Some(a) = &all_reduce {
             let step_ms = 1e3 * result.batch as f64 / result.images_per_second;
-            println!(
+            say!(
                 "gradient all-reduce over {} Gloo ranks here: {:.1} MB per step in {:.1} ms (median of {}; fastest {:.1} ms), \
                  bus bandwidth {:.2} GB/s; {:.0}% of this step's {:.1} ms if not overlapped",
                 a.ranks,

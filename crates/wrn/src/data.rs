@@ -235,7 +235,7 @@ fn verify(store: &Store, manifests: &[Manifest], args: &Args) -> ExitCode {
         println!("{:<9} {:<32} {verdict}", line.dataset, line.item);
     }
     if bad > 0 {
-        eprintln!("error: {bad} file(s) failed verification");
+        note!("error: {bad} file(s) failed verification");
         return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS

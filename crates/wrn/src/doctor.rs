@@ -89,7 +89,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         )
     }));
     for problem in &problems {
-        eprintln!("problem: {problem}");
+        note!("problem: {problem}");
     }
     Ok(if problems.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }

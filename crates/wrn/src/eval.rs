@@ -74,7 +74,7 @@ pub fn run(args: Args) -> Result<()> {
         wrn_version: env!("CARGO_PKG_VERSION").into(),
         git_sha: env!("WRN_GIT_SHA").into(),
     };
-    eprintln!("result folder: {}", run.path().display());
+    note!("result folder: {}", run.path().display());
     eval::evaluate_weights(&run, &experiment, &options, &crate::bars::progress())?;
     Ok(())
 }

@@ -7,6 +7,23 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
+/// `eprintln!` that never panics: where stderr has closed (the `tee` of a long run died), the line is lost,
+/// not the run in progress.
+macro_rules! note {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
+/// `println!` that never panics on a closed stdout (`wrn bench ... | head`, where SIGPIPE is ignored).
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 mod bars;
 mod bench;
 mod data;
@@ -71,6 +88,8 @@ fn main() -> ExitCode {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("WRN_LOG").unwrap_or_else(|_| "info".into()))
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
+        // A closed stderr loses the log line; tracing's own report of that would panic writing to it.
+        .log_internal_errors(false)
         .init();
     if !matches!(cli.command, Command::Data(_) | Command::Report(_)) {
         // The CUDA backend registers itself with libtorch when loaded, and libtorch caches its answer to
@@ -92,7 +111,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("error: {}", message(&err));
+            note!("error: {}", message(&err));
             ExitCode::FAILURE
         }
     }

@@ -139,7 +139,7 @@ fn nightly(args: NightlyArgs) -> Result<ExitCode> {
         println!("recorded the baselines in {}", args.baselines.display());
     }
     for line in result.regression_lines() {
-        eprintln!("{line}");
+        note!("{line}");
     }
     println!(
         "nightly {}: {} figures, {} regression(s); report in {}",

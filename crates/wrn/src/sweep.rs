@@ -139,12 +139,12 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let flag = stop.clone();
     ctrlc::set_handler(move || {
         flag.store(true, Ordering::SeqCst);
-        eprintln!("sweep: stopping: running runs checkpoint and exit; no new run starts");
+        note!("sweep: stopping: running runs checkpoint and exit; no new run starts");
     })
     .context("cannot install the SIGINT/SIGTERM handler")?;
     let exe = std::env::current_exe().context("cannot locate the wrn binary")?;
     if let Some(TaskCommand::Task { tasks, index }) = &args.task {
-        let summary = wrn_sweep::slurm::run_task(&exe, tasks, *index, stop, cuda_status, &|l| eprintln!("{l}"))?;
+        let summary = wrn_sweep::slurm::run_task(&exe, tasks, *index, stop, cuda_status, &|l| note!("{l}"))?;
         print!("{}", summary.render());
         return Ok(if summary.ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE });
     }
@@ -202,18 +202,14 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let at_once = Concurrency::Local { devices: placement.gpus.len().max(1), per_run: placement.per_run };
     print_plan(&args, &plan, &names, &runs, placement.device(), Some(placement.pace_on()), at_once)?;
     if let Some(reason) = &placement.cpu_reason {
-        eprintln!("sweep: training on the CPU ({reason})");
+        note!("sweep: training on the CPU ({reason})");
     }
     let slots = placement.slots;
-    eprintln!(
-        "sweep: {} slot(s): {}",
-        slots.len(),
-        slots.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
-    );
+    note!("sweep: {} slot(s): {}", slots.len(), slots.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", "));
     if args.dry_run {
         return Ok(ExitCode::SUCCESS);
     }
-    let summary = wrn_sweep::execute(&exe, &plan, &slots, stop, &|line| eprintln!("{line}"));
+    let summary = wrn_sweep::execute(&exe, &plan, &slots, stop, &|line| note!("{line}"));
     print!("{}", summary.render());
     Ok(if summary.ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
@@ -289,12 +285,12 @@ fn pace(on: PaceOn, calibrate: bool) -> Result<Option<Pace>> {
     }
     let selected = wrn_train::runtime::select_device(choice)?;
     let (batch, steps) = if device.is_cuda() { (128, 20) } else { (16, 2) };
-    eprintln!("sweep: measuring the training pace of {name} (WRN-28-10, batch {batch}, {steps} steps)...");
+    note!("sweep: measuring the training pace of {name} (WRN-28-10, batch {batch}, {steps} steps)...");
     let options = wrn_train::check::CheckOptions { optimizer_step: true, ..Default::default() };
     let check = wrn_train::check::forward_backward(&"wrn-28-10".parse()?, selected.device, batch, steps, options)?;
     let measured_at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let pace = Pace { device: name, images_per_second: check.images_per_second, batch, measured_at };
     cost::record_pace(&path, &pace)?;
-    eprintln!("sweep: {:.1} WRN-28-10 images/s on {}, kept in {}", pace.images_per_second, pace.device, path.display());
+    note!("sweep: {:.1} WRN-28-10 images/s on {}, kept in {}", pace.images_per_second, pace.device, path.display());
     Ok(Some(pace))
 }

@@ -86,10 +86,10 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let stop = options.stop.clone();
     ctrlc::set_handler(move || {
         if stop.swap(true, Ordering::SeqCst) {
-            eprintln!("second interrupt: exiting without a checkpoint");
+            note!("second interrupt: exiting without a checkpoint");
             std::process::exit(130);
         }
-        eprintln!("interrupt: finishing this step and writing a checkpoint (interrupt again to exit at once)");
+        note!("interrupt: finishing this step and writing a checkpoint (interrupt again to exit at once)");
     })
     .context("cannot install the SIGINT/SIGTERM handler")?;
 
@@ -103,14 +103,14 @@ pub fn run(args: Args) -> Result<ExitCode> {
             _ => ExitCode::FAILURE,
         });
     }
-    eprintln!("run folder: {}", run.path().display());
+    note!("run folder: {}", run.path().display());
     if let Some(w) = &world {
-        eprintln!("{}", describe(w));
+        note!("{}", describe(w));
     }
     let result = trainer::train(&run, &experiment, &options, &crate::bars::progress())?;
     match result.status {
         Status::Finished => {
-            eprintln!(
+            note!(
                 "finished: test error {:.2}% after {} epochs ({}); results in {}",
                 result.final_test_error.unwrap_or(f64::NAN),
                 result.epochs_done,
@@ -120,7 +120,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Status::Interrupted => {
-            eprintln!("interrupted; continue with: wrn train --resume {}", run.path().display());
+            note!("interrupted; continue with: wrn train --resume {}", run.path().display());
             if options.stop.load(Ordering::SeqCst) {
                 // 130: the conventional status of a process stopped by SIGINT.
                 return Ok(ExitCode::from(130));
@@ -164,7 +164,7 @@ fn launch(n: usize) -> Result<ExitCode> {
     let flag = stop.clone();
     ctrlc::set_handler(move || {
         flag.store(true, Ordering::SeqCst);
-        eprintln!("interrupt: every rank finishes its step, rank 0 writes a checkpoint, and all stop");
+        note!("interrupt: every rank finishes its step, rank 0 writes a checkpoint, and all stop");
     })
     .context("cannot install the SIGINT/SIGTERM handler")?;
     let launched = world::launch_local(&world::Launch { program, args, ranks: n }, &stop)?;

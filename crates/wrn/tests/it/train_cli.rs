@@ -166,3 +166,34 @@ fn cuda_graphs_on_the_cpu_are_refused_with_the_reason_and_the_folder_still_takes
     ok(wrn().arg("train").args(&sets).arg("--out").arg(&run).args(["--max-steps", "1"]));
     assert!(run.join("checkpoint.safetensors").exists());
 }
+
+#[test]
+fn a_run_whose_stderr_closes_trains_on_to_its_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let sets = setup(dir.path());
+    let run = dir.path().join("run");
+    // As `wrn train ... 2>&1 | tee log` whose tee has died: every line to stderr fails with EPIPE.
+    let mut child = wrn()
+        .arg("train")
+        .args(&sets)
+        .arg("--out")
+        .arg(&run)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stderr.take());
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "{status}");
+    let result = std::fs::read_to_string(run.join("result.json")).unwrap();
+    assert!(result.contains("\"status\": \"finished\""), "{result}");
+    // An error said to a closed stderr is an exit status, not a panic.
+    let mut child = wrn()
+        .args(["train", "--set", "optimizer.lr=abc", "--out"])
+        .arg(dir.path().join("bad"))
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stderr.take());
+    assert_eq!(child.wait().unwrap().code(), Some(1));
+}
