@@ -190,10 +190,12 @@ pub enum Progress {
 }
 
 /// Where the run folder `dir` stands: finished, resumable from its checkpoint, or to be started.
+/// `result.json` is read whole, as the report reads it: one it cannot read (cut short, a field missing) is
+/// no result, and the run is resumed, which writes it again.
 pub fn progress_of(dir: &Path) -> Progress {
-    match result::status_of(&dir.join(RESULT)) {
-        Some((Status::Finished, true)) => return Progress::Finished,
-        Some((Status::Diverged, _)) => return Progress::Diverged,
+    match RunFolder::at(dir).read_result() {
+        Ok(Some(r)) if r.is_finished() => return Progress::Finished,
+        Ok(Some(r)) if r.status == Status::Diverged => return Progress::Diverged,
         _ => {}
     }
     if has_checkpoint(dir) {
@@ -222,7 +224,7 @@ pub const EVALUATED_PREFIX: &str = "weights-";
 
 /// Whether `dir/result.json` says the run finished every planned epoch.
 pub fn is_finished(dir: &Path) -> bool {
-    result::status_of(&dir.join(RESULT)) == Some((Status::Finished, true))
+    matches!(RunFolder::at(dir).read_result(), Ok(Some(r)) if r.is_finished())
 }
 
 /// The median of `values` (the mean of the middle two for an even count); `None` for none.
@@ -272,6 +274,7 @@ mod tests {
             best_test_error: Some(0.1 + 0.2),
             median_epoch_seconds: Some(1.0512586019999999),
             device: "cpu".into(),
+            ranks: None,
             divergence: None,
             recipe_changes: Some([("preprocessing".to_string(), serde_json::json!("zca"))].into()),
             precision: Some("fp32".into()),
@@ -341,11 +344,15 @@ mod tests {
         assert_eq!(progress_of(dir.path()), Progress::Resume);
         run.write_result(&result(Status::Finished)).unwrap();
         assert_eq!(progress_of(dir.path()), Progress::Finished);
-        // Only the status is needed, and unknown fields are ignored.
-        std::fs::write(run.file(RESULT), r#"{"status": "finished", "later": 1}"#).unwrap();
+        // Fields a later version adds are ignored.
+        let mut later = serde_json::to_value(result(Status::Finished)).unwrap();
+        later["later"] = 1.into();
+        std::fs::write(run.file(RESULT), later.to_string()).unwrap();
         assert!(is_finished(dir.path()));
-        std::fs::write(run.file(RESULT), r#"{"status": "interrupted"}"#).unwrap();
+        // A result the report cannot read (a field missing) is none to the sweep either: the run resumes.
+        std::fs::write(run.file(RESULT), r#"{"status": "finished"}"#).unwrap();
         assert!(!is_finished(dir.path()));
+        assert_eq!(progress_of(dir.path()), Progress::Resume);
         std::fs::write(run.file(RESULT), "not json").unwrap();
         assert_eq!(progress_of(dir.path()), Progress::Resume);
         // "Finished" with epochs missing is no result: the checkpoint continues it.

@@ -1,7 +1,6 @@
 //! `result.json`: how a run ended.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
@@ -39,6 +38,10 @@ pub struct RunResult {
     pub best_test_error: Option<f64>,
     pub median_epoch_seconds: Option<f64>,
     pub device: String,
+    /// The processes the run trained over when more than one (`wrn train --nproc`, torchrun, Slurm), each
+    /// on a device of its own: `median_epoch_seconds` is the time of all of them at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ranks: Option<u32>,
     /// For a diverged run: where the loss was found non-finite.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub divergence: Option<String>,
@@ -83,18 +86,14 @@ impl RunResult {
     pub fn is_finished(&self) -> bool {
         self.status == Status::Finished && self.epochs_done >= self.epochs_planned
     }
-}
 
-/// The `status` of the result file at `path` (and whether every planned epoch ran), when it can be read.
-pub(crate) fn status_of(path: &Path) -> Option<(Status, bool)> {
-    #[derive(Deserialize)]
-    struct StatusOnly {
-        status: Status,
-        #[serde(default)]
-        epochs_planned: u32,
-        #[serde(default)]
-        epochs_done: u32,
+    /// Whether it trained on GPUs (`cuda:0`, `cuda × 4 ranks (a GPU each)`), not on the CPU.
+    pub fn on_gpu(&self) -> bool {
+        self.device.starts_with("cuda")
     }
-    let text = std::fs::read_to_string(path).ok()?;
-    serde_json::from_str::<StatusOnly>(&text).ok().map(|r| (r.status, r.epochs_done >= r.epochs_planned))
+
+    /// Device time of a median epoch: its seconds times the devices that trained it at once.
+    pub fn device_seconds_per_epoch(&self) -> Option<f64> {
+        Some(self.median_epoch_seconds? * f64::from(self.ranks.unwrap_or(1).max(1)))
+    }
 }

@@ -18,6 +18,9 @@ pub struct Pricing<'a> {
     pub on: Device,
     /// The device whose measured pace prices them; `None`: the paper's Titan X pace.
     pub measured_on: Option<String>,
+    /// Whether this machine can measure the pace of the runs' device (a Slurm sweep of GPU tasks written
+    /// where there is no GPU cannot).
+    pub pace_here: bool,
     /// What a run of these `wrn train` settings takes at that pace, whole.
     pub cost: &'a mut dyn FnMut(&[String]) -> Result<RunCost, PriceError>,
 }
@@ -32,17 +35,6 @@ pub enum Concurrency {
     /// A Slurm array: at most `at_once` tasks at a time (`--max-parallel`; `None`: as the cluster
     /// schedules them), each run over `per_run` GPUs or ranks.
     Slurm { at_once: Option<usize>, per_run: usize },
-}
-
-impl Pricing<'_> {
-    /// The unit of its estimates: the device's own at a measured pace; at the paper's, GPU time.
-    fn unit(&self) -> Device {
-        if self.measured_on.is_some() {
-            self.on
-        } else {
-            Device::Cuda
-        }
-    }
 }
 
 /// A run's state in words: new, resume after epoch N, finished, conflict.
@@ -64,21 +56,30 @@ pub fn hours(seconds: f64, on: Device) -> String {
     }
 }
 
-/// What a pending run is estimated to take (what is left of it, for a run to resume), and on what basis.
-fn estimate(run: &PlannedRun, pricing: &mut Pricing, basis: &str) -> Result<(f64, String), SweepError> {
-    let (cost, basis) = match measured_cost(run) {
-        Some(cost) => (cost, "finished seeds of this row".to_string()),
+/// An estimate: device seconds, on what basis, and whose time it is (a GPU's at the paper's pace, else
+/// the device the runs train on).
+struct Estimate {
+    seconds: f64,
+    basis: String,
+    unit: Device,
+}
+
+/// What a pending run is estimated to take (what is left of it, for a run to resume), and on what basis:
+/// finished seeds of its row on the same kind of device, else the pace.
+fn estimate(run: &PlannedRun, pricing: &mut Pricing, basis: &str) -> Result<Estimate, SweepError> {
+    let (cost, basis, unit) = match measured_cost(run, pricing.on == Device::Cuda) {
+        Some(cost) => (cost, "finished seeds of this row".to_string(), pricing.on),
         None => {
             let cost =
                 (pricing.cost)(&run.sets).map_err(|source| SweepError::Price { rows: run.rows.join(", "), source })?;
-            (cost, basis.to_string())
+            (cost, basis.to_string(), if pricing.measured_on.is_some() { pricing.on } else { Device::Cuda })
         }
     };
     let seconds = match run.state {
         RunState::Resume => cost.left_after(epochs_done(&run.dir)),
         _ => cost.seconds,
     };
-    Ok((seconds, basis))
+    Ok(Estimate { seconds, basis, unit })
 }
 
 /// The plan of a sweep of `tables` into `runs` (see the module doc); `list` names every run, and `at_once`
@@ -104,9 +105,9 @@ pub fn describe(
     );
     let basis = match &pricing.measured_on {
         Some(device) => format!("measured pace of {device}"),
-        None => "the paper's Titan X pace".to_string(),
+        None => TITAN_X.to_string(),
     };
-    let mut totals: Vec<(String, f64)> = Vec::new();
+    let mut totals: Vec<Estimate> = Vec::new();
     let mut longest: f64 = 0.0;
     for run in &plan.runs {
         let pending = matches!(run.state, RunState::New | RunState::Resume);
@@ -120,14 +121,14 @@ pub fn describe(
                 run.arch,
                 run.seed,
                 state_words(run),
-                estimate.as_ref().map_or(String::new(), |(s, b)| format!("{} ({b})", hours(*s, pricing.unit())))
+                estimate.as_ref().map_or(String::new(), |e| format!("{} ({})", hours(e.seconds, e.unit), e.basis))
             );
         }
-        if let Some((seconds, basis)) = estimate {
-            longest = longest.max(seconds);
-            match totals.iter_mut().find(|(b, _)| *b == basis) {
-                Some((_, total)) => *total += seconds,
-                None => totals.push((basis, seconds)),
+        if let Some(estimate) = estimate {
+            longest = longest.max(estimate.seconds);
+            match totals.iter_mut().find(|t| t.basis == estimate.basis) {
+                Some(total) => total.seconds += estimate.seconds,
+                None => totals.push(estimate),
             }
         }
     }
@@ -140,57 +141,76 @@ pub fn describe(
     Ok(s)
 }
 
-/// The estimate in all, by basis, and from start to end with `at_once` (no run ends before the
-/// `longest` does).
-fn totals_text(s: &mut String, totals: &[(String, f64)], longest: f64, at_once: Concurrency, pricing: &Pricing) {
+/// The estimate in all (per unit, when bases differ in theirs), by basis, and from start to end with
+/// `at_once` (no run ends before the `longest` does).
+fn totals_text(s: &mut String, totals: &[Estimate], longest: f64, at_once: Concurrency, pricing: &Pricing) {
     if totals.is_empty() {
         return;
     }
-    let on = pricing.unit();
-    let parts: Vec<String> = totals.iter().map(|(b, s)| format!("{} by {b}", hours(*s, on))).collect();
-    let all: f64 = totals.iter().map(|(_, s)| s).sum();
-    let _ = writeln!(s, "estimate: {} in all: {}", hours(all, on), parts.join(" + "));
-    let end_to_end = |lanes: usize, per_run: usize| (all / lanes as f64).max(longest / per_run as f64) / 3600.0;
+    let parts: Vec<String> = totals.iter().map(|t| format!("{} by {}", hours(t.seconds, t.unit), t.basis)).collect();
+    let mut units: Vec<(Device, f64)> = Vec::new();
+    for t in totals {
+        match units.iter_mut().find(|(u, _)| *u == t.unit) {
+            Some((_, sum)) => *sum += t.seconds,
+            None => units.push((t.unit, t.seconds)),
+        }
+    }
+    let in_all: Vec<String> = units.iter().map(|(u, sum)| hours(*sum, *u)).collect();
+    let _ = writeln!(s, "estimate: {} in all: {}", in_all.join(" and "), parts.join(" + "));
+    let all: f64 = totals.iter().map(|t| t.seconds).sum();
+    let span = |lanes: usize, per_run: usize| duration((all / lanes as f64).max(longest / per_run as f64));
     match at_once {
         Concurrency::Local { devices, per_run } if devices > 1 => {
             let each = if per_run > 1 { format!(", {per_run} per run") } else { String::new() };
-            let _ = writeln!(
-                s,
-                "  on {devices} GPUs{each}: about {:.1} hours from start to end",
-                end_to_end(devices, per_run)
-            );
+            let _ = writeln!(s, "  on {devices} GPUs{each}: about {} from start to end", span(devices, per_run));
         }
         Concurrency::Local { .. } => {}
         Concurrency::Slurm { at_once: Some(tasks), per_run } => {
             let each = if per_run > 1 { format!(", each over {per_run} GPUs or ranks") } else { String::new() };
             let _ = writeln!(
                 s,
-                "  at most {tasks} Slurm task(s) at once{each}: about {:.1} hours from start to end",
-                end_to_end(tasks * per_run, per_run)
+                "  at most {tasks} Slurm task(s) at once{each}: about {} from start to end",
+                span(tasks * per_run, per_run)
             );
         }
         Concurrency::Slurm { at_once: None, per_run } => {
             let _ = writeln!(
                 s,
-                "  at least {:.1} hours from start to end (the longest run); how many tasks run at once is the \
-                 cluster's choice (--max-parallel caps it)",
-                longest / per_run as f64 / 3600.0
+                "  at least {} from start to end (the longest run); how many tasks run at once is the cluster's \
+                 choice (--max-parallel caps it)",
+                duration(longest / per_run as f64)
             );
         }
     }
-    if pricing.measured_on.is_none() {
-        match pricing.on {
-            Device::Cuda => s.push_str(
-                "  (the Titan X pace is the paper's Figure 4, 312 ms per 32 WRN-28-10 images; a current GPU is \
-                 several times faster: `wrn sweep --calibrate` measures this machine's)\n",
-            ),
-            Device::Cpu => s.push_str(
+    if totals.iter().any(|t| t.basis == TITAN_X) {
+        s.push_str(match (pricing.on, pricing.pace_here) {
+            (Device::Cpu, _) => {
                 "  (these runs train on the CPU, but no pace of this CPU is recorded, so they are priced at the \
-                 paper's Titan X pace, many times faster than a CPU: `wrn sweep --calibrate` measures this CPU's)\n",
-            ),
-        }
+                 paper's Titan X pace, many times faster than a CPU: `wrn sweep --calibrate` measures this CPU's)\n"
+            }
+            (Device::Cuda, true) => {
+                "  (the Titan X pace is the paper's Figure 4, 312 ms per 32 WRN-28-10 images; a current GPU is \
+                 several times faster: `wrn sweep --calibrate` measures this machine's)\n"
+            }
+            (Device::Cuda, false) => {
+                "  (the Titan X pace is the paper's Figure 4, 312 ms per 32 WRN-28-10 images; a current GPU is \
+                 several times faster, and this machine has no GPU to measure one)\n"
+            }
+        });
     }
 }
+
+/// Seconds from start to end in hours, or in minutes below one.
+fn duration(seconds: f64) -> String {
+    if seconds >= 3600.0 {
+        format!("{:.1} hours", seconds / 3600.0)
+    } else {
+        format!("{:.0} minutes", (seconds / 60.0).ceil())
+    }
+}
+
+/// The basis of estimates at the paper's pace.
+const TITAN_X: &str = "the paper's Titan X pace";
 
 #[cfg(test)]
 mod tests {
@@ -209,10 +229,21 @@ mod tests {
         }
     }
 
-    /// The plan's text with every run costing `hours` hours over 10 epochs.
+    /// A new run of another row.
+    fn run_of(dir: &Path, row: &str, seed: u32) -> PlannedRun {
+        PlannedRun {
+            rows: vec![format!("t/{row}")],
+            dir: dir.join(format!("cifar10/{row}/seed{seed}")),
+            ..run(dir, seed, RunState::New)
+        }
+    }
+
+    /// The plan's text with every run costing 10 hours over 10 epochs, at the pace measured here or at
+    /// the paper's.
     fn text(plan: &Plan, on: Device, measured: bool, at_once: Concurrency) -> String {
         let mut cost = |_: &[String]| Ok(RunCost { seconds: 10.0 * 3600.0, epochs: 10 });
-        let mut pricing = Pricing { on, measured_on: measured.then(|| "NVIDIA H200".to_string()), cost: &mut cost };
+        let mut pricing =
+            Pricing { on, measured_on: measured.then(|| "NVIDIA H200".to_string()), cost: &mut cost, pace_here: true };
         describe(plan, &["t"], Path::new("runs"), SweepScale::Full, &mut pricing, true, at_once).unwrap()
     }
 
@@ -269,6 +300,64 @@ mod tests {
         let o = out(Concurrency::Slurm { at_once: None, per_run: 1 });
         assert!(o.contains("  at least 10.0 hours from start to end (the longest run)"), "{o}");
         assert!(o.contains("--max-parallel caps it"), "{o}");
+        // Below an hour, minutes.
+        let mut short = |_: &[String]| Ok(RunCost { seconds: 600.0, epochs: 10 });
+        let mut pricing =
+            Pricing { on: Device::Cuda, measured_on: Some("x".into()), pace_here: true, cost: &mut short };
+        let two = Concurrency::Local { devices: 2, per_run: 1 };
+        let o = describe(&plan, &["t"], Path::new("runs"), SweepScale::Full, &mut pricing, false, two).unwrap();
+        assert!(o.contains("  on 2 GPUs: about 20 minutes from start to end"), "{o}");
+    }
+
+    #[test]
+    fn finished_seeds_price_the_others_in_their_devices_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let plan = Plan { runs: vec![run(dir.path(), 1, RunState::New)] };
+        // Seed 2 took 1 hour an epoch over 4 GPUs at once: 4 GPU-hours an epoch, 40 for its 10 epochs.
+        let result = wrn_run::RunResult {
+            status: wrn_run::Status::Finished,
+            dataset: "cifar10".into(),
+            arch: "wrn-28-10".into(),
+            seed: 2,
+            epochs_planned: 10,
+            epochs_done: 10,
+            full_scale: true,
+            parameters: 1,
+            final_test_error: Some(4.0),
+            final_test_top5_error: None,
+            best_test_error: Some(4.0),
+            median_epoch_seconds: Some(3600.0),
+            device: "cuda × 4 ranks (a GPU each)".into(),
+            ranks: Some(4),
+            divergence: None,
+            recipe_changes: Some(Default::default()),
+            precision: None,
+            evaluation: None,
+        };
+        let seed2 = dir.path().join("cifar10/wrn-28-10/seed2");
+        wrn_run::RunFolder::create(&seed2).unwrap().write_result(&result).unwrap();
+        let four = Concurrency::Local { devices: 8, per_run: 4 };
+        let gpu = text(&plan, Device::Cuda, true, four);
+        assert!(line(&gpu, "t/r1").ends_with("40.0 GPU-hours (finished seeds of this row)"), "{gpu}");
+        assert!(gpu.contains("  on 8 GPUs, 4 per run: about 10.0 hours from start to end"), "{gpu}");
+        // A CPU plan is not priced by seeds trained on GPUs; at the paper's pace, its unit is a GPU's.
+        let cpu = text(&plan, Device::Cpu, false, Concurrency::Local { devices: 1, per_run: 1 });
+        assert!(line(&cpu, "t/r1").ends_with("10.0 GPU-hours (the paper's Titan X pace)"), "{cpu}");
+        // Bases of different units are totalled apart.
+        let mut cpu_seed = result.clone();
+        cpu_seed.device = "cpu".into();
+        cpu_seed.ranks = None;
+        let seed3 = dir.path().join("cifar10/wrn-28-10/seed3");
+        wrn_run::RunFolder::create(&seed3).unwrap().write_result(&cpu_seed).unwrap();
+        let other = Plan { runs: vec![run(dir.path(), 1, RunState::New), run_of(dir.path(), "other", 1)] };
+        let mixed = text(&other, Device::Cpu, false, Concurrency::Local { devices: 1, per_run: 1 });
+        assert!(
+            line(&mixed, "estimate:").starts_with(
+                "estimate: 10.0 CPU hours and 10.0 GPU-hours in all: 10.0 CPU hours by finished seeds of this row + \
+                 10.0 GPU-hours by the paper's Titan X pace"
+            ),
+            "{mixed}"
+        );
     }
 
     #[test]
@@ -285,7 +374,13 @@ mod tests {
         assert!(paper.contains("these runs train on the CPU, but no pace of this CPU is recorded"), "{paper}");
         assert!(paper.contains("`wrn sweep --calibrate` measures this CPU's"), "{paper}");
         let gpu = text(&plan, Device::Cuda, false, one);
-        assert!(gpu.contains("a current GPU is several times faster"), "{gpu}");
+        assert!(gpu.contains("a current GPU is several times faster: `wrn sweep --calibrate`"), "{gpu}");
+        // Slurm GPU tasks written where there is no GPU: no advice to measure what cannot be measured here.
+        let mut cost = |_: &[String]| Ok(RunCost { seconds: 3600.0, epochs: 10 });
+        let mut pricing = Pricing { on: Device::Cuda, measured_on: None, pace_here: false, cost: &mut cost };
+        let slurm = Concurrency::Slurm { at_once: None, per_run: 1 };
+        let o = describe(&plan, &["t"], Path::new("runs"), SweepScale::Full, &mut pricing, false, slurm).unwrap();
+        assert!(o.contains("this machine has no GPU to measure one") && !o.contains("--calibrate"), "{o}");
         assert_eq!(
             (hours(90.0, Device::Cuda), hours(7200.0, Device::Cpu)),
             ("1.5 GPU-minutes".into(), "2.0 CPU hours".into())

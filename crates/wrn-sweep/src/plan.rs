@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
-use wrn_run::RunResult;
 use wrn_tables::Table;
 
 /// What can stop a sweep before it starts.
@@ -283,20 +282,19 @@ impl RunCost {
     }
 }
 
-/// A run's cost as measured by the finished runs of the same row (other seeds), if any: the median of
-/// their median epoch time times their planned epochs.
-pub fn measured_cost(run: &PlannedRun) -> Option<RunCost> {
+/// A run's cost as measured by the finished runs of the same row (other seeds) that trained on the same
+/// kind of device (`on_gpu`), if any: the median of their device time (a median epoch's seconds times the
+/// ranks that trained it at once) times their planned epochs.
+pub fn measured_cost(run: &PlannedRun, on_gpu: bool) -> Option<RunCost> {
     let parent = run.dir.parent()?;
-    let finished: Vec<RunResult> = std::fs::read_dir(parent)
+    let finished: Vec<(f64, u32)> = std::fs::read_dir(parent)
         .ok()?
         .filter_map(|e| wrn_run::RunFolder::at(&e.ok()?.path()).read_result().ok().flatten())
-        .filter(RunResult::is_finished)
-        .filter(|r| r.median_epoch_seconds.is_some())
+        .filter(|r| r.is_finished() && r.on_gpu() == on_gpu)
+        .filter_map(|r| Some((r.device_seconds_per_epoch()? * f64::from(r.epochs_planned), r.epochs_planned)))
         .collect();
-    let times: Vec<f64> =
-        finished.iter().map(|r| r.median_epoch_seconds.unwrap_or(0.0) * r.epochs_planned as f64).collect();
-    let seconds = wrn_run::median(&times)?;
-    Some(RunCost { seconds, epochs: finished[0].epochs_planned })
+    let seconds = wrn_run::median(&finished.iter().map(|(s, _)| *s).collect::<Vec<_>>())?;
+    Some(RunCost { seconds, epochs: finished[0].1 })
 }
 
 /// The epochs a run folder has finished (the rows of its `metrics.csv`).
@@ -380,6 +378,7 @@ impl RunState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use wrn_run::RunResult;
 
     const TABLE: &str = r#"
 title = "t"
@@ -423,6 +422,10 @@ reference = "Lin et al."
             extra: vec!["data.dir=/d".into()],
         }
     }
+
+    /// A finished run's `result.json`.
+    const FINISHED: &str = r#"{"status": "finished", "dataset": "cifar10", "arch": "wrn-10-1", "seed": 1,
+        "epochs_planned": 1, "epochs_done": 1, "full_scale": false, "parameters": 1, "device": "cpu"}"#;
 
     fn write(dir: &Path, name: &str, text: &str) {
         std::fs::create_dir_all(dir).unwrap();
@@ -511,7 +514,7 @@ reference = "Lin et al."
         let t = table("t");
         let plan = plan(&[&t], &options(dir.path(), SweepScale::Full)).unwrap();
         let run = &plan.runs[1];
-        assert_eq!(measured_cost(run), None);
+        assert_eq!(measured_cost(run, false), None);
         let result = |seed: u64, status: wrn_run::Status, seconds: f64| RunResult {
             status,
             dataset: "cifar10".into(),
@@ -526,6 +529,7 @@ reference = "Lin et al."
             best_test_error: Some(5.0),
             median_epoch_seconds: Some(seconds),
             device: "cpu".into(),
+            ranks: None,
             divergence: None,
             recipe_changes: Some(Default::default()),
             precision: None,
@@ -541,7 +545,16 @@ reference = "Lin et al."
             folder.write_result(&result(seed, status, seconds)).unwrap();
         }
         // Two finished seeds: the mean of the two, times the planned epochs; the interrupted one is not counted.
-        assert_eq!(measured_cost(run), Some(RunCost { seconds: 30.0, epochs: 10 }));
+        assert_eq!(measured_cost(run, false), Some(RunCost { seconds: 30.0, epochs: 10 }));
+        // Seeds trained on the CPU say nothing of a GPU's time; one trained over 4 GPUs took 4 GPUs' time.
+        assert_eq!(measured_cost(run, true), None);
+        let over_four = RunResult {
+            device: "cuda × 4 ranks (a GPU each)".into(),
+            ranks: Some(4),
+            ..result(6, wrn_run::Status::Finished, 0.5)
+        };
+        wrn_run::RunFolder::create(&seeds.join("seed6")).unwrap().write_result(&over_four).unwrap();
+        assert_eq!(measured_cost(run, true), Some(RunCost { seconds: 20.0, epochs: 10 }));
         // What is left of a run stopped after some epochs, never below nothing.
         let cost = RunCost { seconds: 30.0, epochs: 10 };
         assert_eq!(
@@ -559,7 +572,7 @@ reference = "Lin et al."
         let a2 = runs.join("cifar10/wrn-10-1,dropout=0/seed2");
         let b1 = runs.join("cifar100/wrn-10-2,dropout=0/seed1");
         write(&a1, "config.toml", &config("cifar10", "wrn-10-1", 1, 0.01));
-        write(&a1, "result.json", r#"{"status": "finished"}"#);
+        write(&a1, "result.json", FINISHED);
         write(&a2, "config.toml", &config("cifar10", "wrn-10-1", 2, 0.01));
         write(&a2, "checkpoint.safetensors", "");
         write(&b1, "config.toml", &config("cifar100", "wrn-10-2", 1, 0.5));

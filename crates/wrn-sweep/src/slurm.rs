@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::devices::{require_cuda, CudaEnv, CudaStatus, Device, Slot};
+use crate::devices::{require_cuda, visible_entries, CudaEnv, CudaStatus, Device, Slot};
 use crate::plan::{Plan, PlannedRun, SweepError};
 
 /// The CPUs Slurm gives each task of the array.
@@ -64,12 +64,12 @@ impl SlurmOptions {
     }
 
     /// What the tasks train on: a GPU when the options ask Slurm for one, in any of its spellings
-    /// (`--gres gpu:1`, or among the `--sbatch` lines `--gpus=2`, `--gpus-per-task=1`,
-    /// `--gpus-per-node=a100:4`, `-G 1`, `--gres=gpu:1`, `--tres-per-task=gres/gpu:1`) with a count other
-    /// than 0; else the CPU.
+    /// (`--gres gpu:1`, or in the `--sbatch` lines `--gpus=2`, `--gpus-per-task=1`,
+    /// `--gpus-per-node=a100:4`, `-G 1`, `--gres=gpu:1`, `--tres-per-task=gres/gpu:1`, a GPU's `shard` or
+    /// `mps` share) with a count other than 0; else the CPU.
     pub fn device(&self) -> Device {
         let gres = self.gres.iter().any(|g| gres_asks_for_gpus(g));
-        if gres || self.extra.iter().any(|line| line_asks_for_gpus(line)) {
+        if gres || self.extra.iter().flat_map(|line| options_of(line)).any(|(f, v)| option_asks_for_gpus(&f, &v)) {
             Device::Cuda
         } else {
             Device::Cpu
@@ -77,9 +77,15 @@ impl SlurmOptions {
     }
 }
 
-/// Whether a `--gres` value (`gpu`, `gpu:2`, `gpu:a100:2`, `tmp:1,gpu:1`) holds GPUs.
+/// The generic resources that put a task on a GPU: whole GPUs, or a share of one.
+const GPU_GRES: [&str; 3] = ["gpu", "shard", "mps"];
+
+/// Whether a `--gres` value (`gpu`, `gpu:2`, `gpu:a100:2`, `tmp:1,gpu:1`, `shard:2`) holds GPUs.
 fn gres_asks_for_gpus(value: &str) -> bool {
-    value.split(',').map(str::trim).any(|g| (g == "gpu" || g.starts_with("gpu:")) && count_is_not_zero(g))
+    value.split(',').map(str::trim).any(|g| {
+        let name = g.split(':').next().unwrap_or("");
+        GPU_GRES.contains(&name) && count_is_not_zero(g)
+    })
 }
 
 /// Whether a count such as `2`, `a100:2` or `gpu:a100:2` is not 0 (one without a number counts as one).
@@ -87,38 +93,67 @@ fn count_is_not_zero(value: &str) -> bool {
     value.rsplit([':', '=']).next().and_then(|n| n.trim().parse::<u64>().ok()) != Some(0)
 }
 
-/// Whether one `#SBATCH` option line asks for GPUs.
-fn line_asks_for_gpus(line: &str) -> bool {
-    let line = line.trim();
-    let (flag, value) = match line.split_once(['=', ' ', '\t']) {
-        Some((flag, value)) => (flag, value.trim()),
-        // `-G2`: the short option with its count attached.
-        None if line.starts_with("-G") && line.len() > 2 => ("-G", &line[2..]),
-        None => (line, ""),
-    };
+/// The options of one `--sbatch` line as (flag, value) pairs, their quotes taken off: `--gpus=2`,
+/// `--gpus 2`, `-G2`, and several options on one line (`--account=lab --gpus-per-task=1`).
+fn options_of(line: &str) -> Vec<(String, String)> {
+    let unquote = |v: &str| v.trim_matches(['"', '\'']).to_string();
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let mut options = Vec::new();
+    let mut i = 0;
+    while i < words.len() {
+        let word = words[i];
+        i += 1;
+        if let Some((flag, value)) = word.split_once('=') {
+            options.push((flag.to_string(), unquote(value)));
+        } else if word.starts_with("-G") && word.len() > 2 && !word.starts_with("--") {
+            options.push(("-G".to_string(), unquote(&word[2..])));
+        } else if word.starts_with('-') && words.get(i).is_some_and(|next| !next.starts_with('-')) {
+            options.push((word.to_string(), unquote(words[i])));
+            i += 1;
+        } else {
+            options.push((word.to_string(), String::new()));
+        }
+    }
+    options
+}
+
+/// Whether one `#SBATCH` option asks for GPUs.
+fn option_asks_for_gpus(flag: &str, value: &str) -> bool {
     match flag {
         "--gres" => gres_asks_for_gpus(value),
         "-G" => count_is_not_zero(value),
         _ if flag.starts_with("--gpus") => count_is_not_zero(value),
-        _ if flag.starts_with("--tres-per-") => {
-            value.split(',').any(|t| t.trim().starts_with("gres/gpu") && count_is_not_zero(t))
-        }
+        _ if flag.starts_with("--tres-per-") => value.split(',').any(|t| {
+            let t = t.trim();
+            GPU_GRES.iter().any(|g| {
+                t.strip_prefix("gres/")
+                    .and_then(|r| r.strip_prefix(g))
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with([':', '=']))
+            }) && count_is_not_zero(t)
+        }),
         _ => false,
     }
 }
 
-/// The GPUs Slurm granted this task's job, if any (`SLURM_JOB_GPUS`, or a count in
-/// `SLURM_GPUS_ON_NODE`).
-pub fn granted_gpus() -> Option<String> {
-    let var = |k: &str| std::env::var(k).ok().map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+/// The GPUs Slurm granted this task's job, if any, from its variables (`var`): `SLURM_JOB_GPUS`, or a
+/// count in `SLURM_GPUS_ON_NODE`.
+pub fn granted_gpus(var: impl Fn(&str) -> Option<String>) -> Option<String> {
+    let var = |k: &str| var(k).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
     var("SLURM_JOB_GPUS").or_else(|| var("SLURM_GPUS_ON_NODE").filter(|n| n != "0"))
 }
 
-/// A CPU task on a node where Slurm granted it GPUs was written without a GPU request `wrn` recognises:
-/// training on the CPU there would leave the GPUs idle for the whole run, so it stops and says so.
-fn check_cpu_task(device: Device, granted: Option<&str>, tasks: &Path) -> Result<(), SweepError> {
+/// A CPU task that Slurm granted GPUs the NVIDIA driver sees (`driver_gpus`, asked only then) was written
+/// without a GPU request `wrn` recognises: training on the CPU there would leave them idle for the whole
+/// run, so it stops and says so. Slurm's variables alone (left over from the submitting shell by Slurm
+/// before 22.05) do not stop it.
+fn check_cpu_task(
+    device: Device,
+    granted: Option<&str>,
+    driver_gpus: impl FnOnce() -> usize,
+    tasks: &Path,
+) -> Result<(), SweepError> {
     match (device, granted) {
-        (Device::Cpu, Some(gpus)) => Err(SweepError::Invalid(format!(
+        (Device::Cpu, Some(gpus)) if driver_gpus() > 0 => Err(SweepError::Invalid(format!(
             "{}: this task list trains on the CPU, but Slurm granted the job GPUs ({gpus}): the script asked for \
              them in a way `wrn sweep --slurm` did not recognise; write it again with --gres gpu:N (or \
              --gpus-per-node N) so its tasks train on the GPUs",
@@ -164,6 +199,7 @@ pub fn write_slurm(plan: &Plan, options: &SlurmOptions, exe: &Path, dir: &Path) 
     };
     std::fs::create_dir_all(dir.join("slurm")).map_err(io(dir))?;
     let dir = std::path::absolute(dir).map_err(io(dir))?;
+    let output = output_pattern(&dir)?;
     let exe = std::path::absolute(exe).map_err(io(exe))?;
     let mut tasks = TaskFile { device: options.device(), runs };
     for run in &mut tasks.runs {
@@ -183,7 +219,7 @@ pub fn write_slurm(plan: &Plan, options: &SlurmOptions, exe: &Path, dir: &Path) 
         Some(max) => format!("--array=0-{last}%{max}"),
         None => format!("--array=0-{last}"),
     });
-    sbatch(format!("--output={}", sbatch_quote(&dir.join("slurm/%x_%A_%a.out"))));
+    sbatch(format!("--output={output}"));
     sbatch("--requeue".into());
     sbatch("--signal=B:TERM@120".into());
     let (nodes, per_node) = (options.nodes.unwrap_or(1), options.tasks_per_node.unwrap_or(1));
@@ -263,7 +299,10 @@ pub fn task_slot(
         Device::Cpu => vec![],
         Device::Cuda => {
             require_cuda(cuda())?;
-            vec![local as u32]
+            // As `rank_gpu` in the trainer: a task that sees one GPU (Slurm's --gpus-per-task binds each
+            // task its own) trains on it; one that sees the node's GPUs takes its local rank's.
+            let sees_one = env.visible_devices.as_deref().is_some_and(|v| visible_entries(v).len() == 1);
+            vec![if sees_one { 0 } else { local as u32 }]
         }
     };
     let mut slot = Slot::layout(&gpus, 1, cores, env)?.remove(0);
@@ -281,6 +320,7 @@ pub fn run_task(
     index: usize,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     cuda: impl FnOnce() -> CudaStatus,
+    driver_gpus: impl FnOnce() -> usize,
     on_event: &(dyn Fn(&str) + Sync),
 ) -> Result<crate::exec::Summary, SweepError> {
     let file = TaskFile::load(tasks)?;
@@ -297,7 +337,8 @@ pub fn run_task(
     let plan = Plan { runs: vec![run] };
     let slots = match plan.pending().next() {
         Some(_) => {
-            check_cpu_task(file.device, granted_gpus().as_deref(), tasks)?;
+            let granted = granted_gpus(|k| std::env::var(k).ok());
+            check_cpu_task(file.device, granted.as_deref(), driver_gpus, tasks)?;
             vec![task_slot(file.device, cuda, (task_cores(), local_rank()), &CudaEnv::from_env())?]
         }
         None => vec![],
@@ -315,10 +356,19 @@ fn local_rank() -> usize {
     }
 }
 
-/// A path quoted for an `#SBATCH` line, which sbatch splits at blanks outside double quotes and where a
-/// backslash escapes the next character.
-fn sbatch_quote(path: &Path) -> String {
-    format!("\"{}\"", path.display().to_string().replace('\\', "\\\\").replace('"', "\\\""))
+/// The tasks' `--output` under `dir`, for an `#SBATCH` line: in double quotes (sbatch splits the line at
+/// blanks outside them, and a `"` inside is escaped), with a `%` of the folder's name doubled so that only
+/// the pattern's own (`%x_%A_%a`) are expanded. A backslash is refused: sbatch takes one in the path as a
+/// request to expand no pattern at all, and every task would write one file of that literal name.
+fn output_pattern(dir: &Path) -> Result<String, SweepError> {
+    let text = dir.display().to_string();
+    if text.contains('\\') {
+        return Err(SweepError::Invalid(format!(
+            "{text}: Slurm cannot name the tasks' output files under a folder whose path holds a backslash; sweep \
+             into another --runs folder"
+        )));
+    }
+    Ok(format!("\"{}/slurm/%x_%A_%a.out\"", text.replace('%', "%%").replace('"', "\\\"")))
 }
 
 /// A path quoted for bash.
@@ -427,6 +477,14 @@ mod tests {
             "--tres-per-task=gres/gpu:1",
             "--tres-per-task=cpu=4,gres/gpu=1",
             "--tres-per-task=gres/gpu:a100:1",
+            "--gres=\"gpu:1\"",
+            "--gres=gpu:tesla:2",
+            "--gres gpu:1",
+            "--gpus-per-socket=1",
+            "--gres=shard:2",
+            "--gres=mps:50",
+            "--account=lab --gpus-per-task=1",
+            "--time 1:00:00 -G 1",
         ] {
             assert_eq!(with(None, &["--account=lab", extra]), Device::Cuda, "{extra}");
         }
@@ -436,6 +494,9 @@ mod tests {
             "--gpus=0",
             "--gres=gpu:0",
             "--tres-per-task=gres/gpu=0",
+            "--gres=none",
+            "-G0",
+            "--tres-per-task=gres/gpumem:10G",
             "--gres=tmp:1",
             "--account=gpu-lab",
             "--constraint=gpu",
@@ -450,9 +511,19 @@ mod tests {
     #[test]
     fn a_cpu_task_granted_gpus_stops_rather_than_leave_them_idle() {
         let tasks = Path::new("/r/wrn-t4-1.tasks.json");
-        assert!(check_cpu_task(Device::Cpu, None, tasks).is_ok());
-        assert!(check_cpu_task(Device::Cuda, Some("0,1"), tasks).is_ok());
-        let err = check_cpu_task(Device::Cpu, Some("0,1"), tasks).unwrap_err().to_string();
+        let never = || -> usize { panic!("the driver is asked only for a CPU task granted GPUs") };
+        assert!(check_cpu_task(Device::Cpu, None, never, tasks).is_ok());
+        assert!(check_cpu_task(Device::Cuda, Some("0,1"), never, tasks).is_ok());
+        // Slurm's variables without a GPU the driver sees (left over by an older Slurm): trains on the CPU.
+        assert!(check_cpu_task(Device::Cpu, Some("0,1"), || 0, tasks).is_ok());
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| pairs.iter().find(|(name, _)| *name == k).map(|(_, v)| v.to_string())
+        };
+        assert_eq!(granted_gpus(env(&[("SLURM_JOB_GPUS", "0,1")])).as_deref(), Some("0,1"));
+        assert_eq!(granted_gpus(env(&[("SLURM_GPUS_ON_NODE", "2")])).as_deref(), Some("2"));
+        assert_eq!(granted_gpus(env(&[("SLURM_GPUS_ON_NODE", "0"), ("SLURM_JOB_GPUS", " ")])), None);
+        assert_eq!(granted_gpus(env(&[])), None);
+        let err = check_cpu_task(Device::Cpu, Some("0,1"), || 2, tasks).unwrap_err().to_string();
         assert!(err.starts_with("/r/wrn-t4-1.tasks.json: this task list trains on the CPU"), "{err}");
         assert!(err.contains("granted the job GPUs (0,1)") && err.contains("--gres gpu:N"), "{err}");
     }
@@ -473,9 +544,11 @@ mod tests {
     }
 
     #[test]
-    fn a_path_on_an_sbatch_line_is_one_argument() {
-        assert_eq!(sbatch_quote(Path::new("/runs/my runs/x.out")), r#""/runs/my runs/x.out""#);
-        assert_eq!(sbatch_quote(Path::new(r#"/a"b\c"#)), r#""/a\"b\\c""#);
+    fn the_output_path_on_an_sbatch_line_is_one_argument_whose_patterns_are_slurms() {
+        assert_eq!(output_pattern(Path::new("/runs/my runs")).unwrap(), r#""/runs/my runs/slurm/%x_%A_%a.out""#);
+        assert_eq!(output_pattern(Path::new(r#"/a"b/100%"#)).unwrap(), r#""/a\"b/100%%/slurm/%x_%A_%a.out""#);
+        let err = output_pattern(Path::new(r"/a\b")).unwrap_err().to_string();
+        assert!(err.starts_with(r"/a\b: Slurm cannot name") && err.contains("another --runs folder"), "{err}");
     }
 
     #[test]
@@ -519,6 +592,10 @@ mod tests {
         let node = CudaEnv { visible_devices: Some("2,5".into()), device_order: None };
         let second = task_slot(Device::Cuda, || Ok(2), (6, 1), &node).unwrap();
         assert_eq!(second.env[0], ("CUDA_VISIBLE_DEVICES".to_string(), "5".to_string()));
+        // Under --gpus-per-task, rank 1 sees only its own GPU: it trains on that one.
+        let own = CudaEnv { visible_devices: Some("5".into()), device_order: None };
+        let bound = task_slot(Device::Cuda, || Ok(1), (6, 1), &own).unwrap();
+        assert_eq!(bound.env[0], ("CUDA_VISIBLE_DEVICES".to_string(), "5".to_string()));
     }
 
     #[test]

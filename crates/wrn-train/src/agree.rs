@@ -89,8 +89,8 @@ pub fn shared_gpus(labels: &[String]) -> Vec<(String, Vec<usize>)> {
     by_label.into_iter().filter(|(_, ranks)| ranks.len() > 1).map(|(l, r)| (l.to_string(), r)).collect()
 }
 
-/// No two ranks train on one GPU (told apart by the driver's UUID, else by host and index), or every
-/// rank stops naming them.
+/// No two ranks train on one GPU (`gpu`: the driver's UUID of this rank's), or every rank stops naming
+/// them.
 pub fn one_gpu_each(dist: &Dist, gpu: &str) -> Result<(), WorldError> {
     let host = crate::environment::host_name().unwrap_or_else(|| "unknown".into());
     let all = dist.gather("gpu", format!("{gpu} of {host}").as_bytes())?;

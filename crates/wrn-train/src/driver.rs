@@ -16,8 +16,9 @@ pub struct Gpu {
     pub total_memory_bytes: u64,
     /// `major.minor`, e.g. `9.0` for an H100/H200.
     pub compute_capability: String,
-    /// The GPU's UUID as `nvidia-smi -L` prints it (`GPU-…`), when the driver says: the same GPU seen by
-    /// two processes under different indices has one UUID.
+    /// The GPU's UUID (`GPU-…`, as `nvidia-smi -L` prints it; a MIG instance's own, which nvidia-smi
+    /// prints as `MIG-…`), when the driver says: the same GPU seen by two processes under different
+    /// indices has one UUID.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uuid: Option<String>,
 }

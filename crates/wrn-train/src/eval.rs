@@ -203,6 +203,7 @@ pub fn evaluate_weights(
         best_test_error: None,
         median_epoch_seconds: None,
         device: device_name(device),
+        ranks: None,
         divergence: None,
         recipe_changes: None,
         precision: Some(exp.precision.to_string()),

@@ -593,8 +593,10 @@ fn set_up(exp: &Experiment, options: &TrainOptions, recorded: Option<&Environmen
     if let Some(dist) = &dist {
         every_rank_has_images(exp, data.train.len(), dist.size())?;
         crate::agree::same_run(dist, exp, data.train.len())?;
-        if let Device::Cuda(index) = device {
-            crate::agree::one_gpu_each(dist, &gpu_label(index))?;
+        // Told apart by the driver's UUID: without one (an old driver) there is nothing to compare, since
+        // each rank given its own GPU through CUDA_VISIBLE_DEVICES calls it cuda:0.
+        if let Some(uuid) = gpu_uuid(device) {
+            crate::agree::one_gpu_each(dist, &uuid)?;
         }
     }
     let channels_last = exp.channels_last.unwrap_or(device.is_cuda());
@@ -698,13 +700,10 @@ fn rank_device(choice: DeviceChoice, world: &World) -> Result<DeviceChoice, Trai
     }
 }
 
-/// The GPU `index` of this process as the ranks tell GPUs apart: the driver's UUID, else its index.
-fn gpu_label(index: usize) -> String {
-    crate::driver::cuda_driver()
-        .ok()
-        .and_then(|d| d.devices.into_iter().find(|g| g.index == index))
-        .and_then(|g| g.uuid)
-        .unwrap_or_else(|| format!("cuda:{index}"))
+/// The UUID of the GPU `device` is, as the driver gives it; `None` on the CPU or from a driver without one.
+fn gpu_uuid(device: Device) -> Option<String> {
+    let Device::Cuda(index) = device else { return None };
+    crate::driver::cuda_driver().ok()?.devices.into_iter().find(|g| g.index == index)?.uuid
 }
 
 /// Refuses a run whose smallest training batch has fewer images than there are ranks (some rank would
@@ -855,10 +854,13 @@ pub fn train(
     let epochs = exp.effective_epochs();
     // Where the run trains, as results and reports show it: the device, and the ranks when several (on
     // GPUs one each, whose index differs from rank to rank).
-    let device = match &setup.dist {
-        Some(d) if setup.device.is_cuda() => format!("cuda × {} ranks (a GPU each)", d.size()),
-        Some(d) => format!("{} × {} ranks", device_name(setup.device), d.size()),
-        None => device_name(setup.device),
+    let device = On {
+        device: match &setup.dist {
+            Some(d) if setup.device.is_cuda() => format!("cuda × {} ranks (a GPU each)", d.size()),
+            Some(d) => format!("{} × {} ranks", device_name(setup.device), d.size()),
+            None => device_name(setup.device),
+        },
+        ranks: setup.dist.as_ref().map(|d| d.size() as u32),
     };
     let parameters = setup.parameters;
     let end = |state: &State, status| finish(run, exp, &state.metrics, status, parameters, &device);
@@ -1187,12 +1189,18 @@ const DIVERGENCE_CHECK: usize = 50;
 
 /// Ends a run whose training loss became non-finite: `result.json` says diverged (never a result), the
 /// checkpoint keeps the last state checked finite, and the log says when.
+/// Where a run trains, as its result records it: the device in words, and the ranks when several.
+struct On {
+    device: String,
+    ranks: Option<u32>,
+}
+
 fn diverged(
     run: &RunDir,
     exp: &Experiment,
     metrics: &[EpochMetrics],
     parameters: i64,
-    device: &str,
+    device: &On,
     (loss, at): (&str, String),
 ) -> Result<RunResult, TrainError> {
     let message = format!(
@@ -1212,7 +1220,7 @@ fn finish(
     metrics: &[EpochMetrics],
     status: Status,
     parameters: i64,
-    device: &str,
+    on: &On,
 ) -> Result<RunResult, TrainError> {
     let last = metrics.last();
     let result = RunResult {
@@ -1229,7 +1237,8 @@ fn finish(
         final_test_top5_error: last.map(|m| m.test_top5_error),
         best_test_error: metrics.iter().map(|m| m.test_error).min_by(f64::total_cmp),
         median_epoch_seconds: wrn_run::median(&metrics.iter().map(|m| m.epoch_seconds).collect::<Vec<_>>()),
-        device: device.to_string(),
+        device: on.device.clone(),
+        ranks: on.ranks,
         divergence: None,
         recipe_changes: Some(exp.recipe_changes()),
         precision: Some(exp.precision.to_string()),

@@ -278,17 +278,15 @@ impl Dist {
         self.world.size
     }
 
-    /// Every rank's `value` under `key`, in rank order: this rank's is posted to the store, and the others'
-    /// read as they post theirs (each waited for up to the ranks' timeout).
+    /// Every rank's `value` under `key`, in rank order: this rank's is posted to the store (under
+    /// `wrn/gather/`, apart from the connection's own keys), and the others' read as they post theirs (each
+    /// waited for up to the ranks' timeout).
     pub fn gather(&self, key: &str, value: &[u8]) -> Result<Vec<Vec<u8>>, WorldError> {
+        let at = |rank: usize| format!("wrn/gather/{key}/{rank}");
         let what = format!("posting {key} to the other ranks");
-        self.store.set(&format!("wrn/{key}/{}", self.world.rank), value).map_err(|e| self.explain(&what, e))?;
+        self.store.set(&at(self.world.rank), value).map_err(|e| self.explain(&what, e))?;
         (0..self.world.size)
-            .map(|r| {
-                self.store
-                    .get(&format!("wrn/{key}/{r}"))
-                    .map_err(|e| self.explain(&format!("reading rank {r}'s {key}"), e))
-            })
+            .map(|r| self.store.get(&at(r)).map_err(|e| self.explain(&format!("reading rank {r}'s {key}"), e)))
             .collect()
     }
 

@@ -69,9 +69,10 @@ pub struct Args {
     /// Show the plan, every run with its state and estimated time, and run nothing.
     #[arg(long)]
     dry_run: bool,
-    /// Measure this machine's training pace first (WRN-28-10 steps on GPU 0, or on the CPU with --gpus
-    /// none; under a minute on a GPU) and keep it in the cache for estimates. A GPU without a recorded
-    /// pace is measured anyway.
+    /// Measure this machine's training pace first (WRN-28-10 steps on the sweep's first GPU, or on the CPU
+    /// with --gpus none; under a minute on a GPU) and keep it in the cache for estimates. A GPU without a
+    /// recorded pace is measured anyway. With --slurm: this machine's GPU 0 for GPU tasks, its CPU for CPU
+    /// tasks.
     #[arg(long)]
     calibrate: bool,
     /// Write a Slurm array script (one task per run) and print the submit command instead of running.
@@ -144,7 +145,10 @@ pub fn run(args: Args) -> Result<ExitCode> {
     .context("cannot install the SIGINT/SIGTERM handler")?;
     let exe = std::env::current_exe().context("cannot locate the wrn binary")?;
     if let Some(TaskCommand::Task { tasks, index }) = &args.task {
-        let summary = wrn_sweep::slurm::run_task(&exe, tasks, *index, stop, cuda_status, &|l| note!("{l}"))?;
+        let summary =
+            wrn_sweep::slurm::run_task(&exe, tasks, *index, stop, cuda_status, || driver_gpus().unwrap_or(0), &|l| {
+                note!("{l}")
+            })?;
         print!("{}", summary.render());
         return Ok(if summary.ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE });
     }
@@ -237,7 +241,11 @@ fn print_plan(
             .map(|(seconds, epochs)| RunCost { seconds, epochs })
             .map_err(|e| PriceError { reason: format!("{e:#}") })
     };
-    let mut pricing = Pricing { on, measured_on: pace.as_ref().map(|p| p.device.clone()), cost: &mut cost };
+    if args.calibrate && pace_on.is_none() {
+        note!("sweep: --calibrate: the tasks train on GPUs and this machine has none to measure; the plan is priced at the paper's pace");
+    }
+    let measured_on = pace.as_ref().map(|p| p.device.clone());
+    let mut pricing = Pricing { on, measured_on, pace_here: pace_on.is_some(), cost: &mut cost };
     print!("{}", wrn_sweep::describe(plan, names, runs, args.scale, &mut pricing, args.dry_run, at_once)?);
     Ok(())
 }

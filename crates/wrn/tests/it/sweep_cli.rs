@@ -7,7 +7,10 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 fn wrn() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_wrn"))
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_wrn"));
+    // Tests that run inside a Slurm job see no GPU of its: a CPU task is what they test.
+    cmd.env_remove("SLURM_JOB_GPUS").env_remove("SLURM_GPUS_ON_NODE");
+    cmd
 }
 
 fn ok(cmd: &mut Command) -> String {
@@ -205,7 +208,11 @@ fn finish_all(s: &Setup) {
              test_subset = 256\n"
         );
         std::fs::write(run.join("config.toml"), config).unwrap();
-        std::fs::write(run.join("result.json"), r#"{"status": "finished"}"#).unwrap();
+        let result = format!(
+            r#"{{"status": "finished", "dataset": "cifar10", "arch": "{arch}", "seed": {seed}, "epochs_planned": 1,
+            "epochs_done": 1, "full_scale": false, "parameters": 1, "device": "cpu"}}"#
+        );
+        std::fs::write(run.join("result.json"), result).unwrap();
     }
 }
 
@@ -345,7 +352,10 @@ fn a_slurm_task_for_the_cpu_that_slurm_granted_gpus_stops_and_says_how_to_ask_fo
     let out = ok(cmd.args(["--row", "wide", "--slurm", "--sbatch=--account=lab"]));
     let script = out.lines().find_map(|l| l.strip_prefix("wrote ")).unwrap_or_else(|| panic!("{out}"));
     let tasks = wrn_sweep::slurm::tasks_file(Path::new(script));
-    let out = wrn().env("SLURM_JOB_GPUS", "0,1").arg("sweep").arg("task").arg(&tasks).arg("0").output().unwrap();
+    // The driver sees the GPUs too (a stand-in driver with two).
+    let driver = crate::common::stub_driver(s.dir.path());
+    let mut cmd = wrn_with_stub_driver(&driver);
+    let out = cmd.env("SLURM_JOB_GPUS", "0,1").arg("sweep").arg("task").arg(&tasks).arg("0").output().unwrap();
     let log = text(&out);
     assert!(!out.status.success(), "{log}");
     assert!(log.contains("this task list trains on the CPU, but Slurm granted the job GPUs (0,1)"), "{log}");
