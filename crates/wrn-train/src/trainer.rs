@@ -66,6 +66,9 @@ pub enum TrainError {
     World(#[from] WorldError),
     #[error("{dataset} is not prepared in {dir}: run `wrn data fetch {dataset}` (or `wrn data prepare`) first")]
     NotPrepared { dataset: String, dir: PathBuf },
+    /// `why` names the file and what to run.
+    #[error("{dataset}'s prepared {split} split cannot be used: {why}")]
+    DamagedSplit { dataset: String, split: String, why: String },
     #[error("{0} already holds a run; continue it with `wrn train --resume {0}` or choose another --out")]
     RunExists(PathBuf),
     #[error("{0} has no checkpoint to resume from")]
@@ -193,6 +196,19 @@ pub(crate) fn open_data(exp: &Experiment, plan: &ThreadPlan, device: Device, sha
     let dir = exp.data.dir.clone().unwrap_or_else(wrn_data::dirs::data_dir);
     let store = Store::new(dir.clone());
     if !store.is_prepared(manifest) {
+        // A split that is there but damaged (cut short, of another count or other sources) is said as such.
+        let status = store.status(manifest);
+        if let Some(split) = status.prepared.into_iter().find(|p| p.damaged.is_some()) {
+            let (dataset, path) = (&manifest.name, split.path.display().to_string());
+            let mut why = split.damaged.unwrap_or_default();
+            if !why.contains(&path) {
+                why = format!("{path} {why}");
+            }
+            if !why.contains("`wrn data ") {
+                why.push_str(&format!("; run `wrn data prepare {dataset}` to prepare it again"));
+            }
+            return Err(TrainError::DamagedSplit { dataset: dataset.clone(), split: split.split, why });
+        }
         return Err(TrainError::NotPrepared { dataset: manifest.name.clone(), dir });
     }
     if exp.dataset == Dataset::ImageNet {

@@ -197,3 +197,39 @@ fn a_run_whose_stderr_closes_trains_on_to_its_result() {
     drop(child.stderr.take());
     assert_eq!(child.wait().unwrap().code(), Some(1));
 }
+
+/// The file below `dir` named `name`, searched depth-first.
+fn find(dir: &Path, name: &str) -> Option<PathBuf> {
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let path = entry.path();
+        if path.file_name().is_some_and(|n| n == name) {
+            return Some(path);
+        }
+        if path.is_dir() {
+            if let Some(found) = find(&path, name) {
+                return Some(found);
+            }
+        }
+    }
+    None
+}
+
+#[test]
+fn a_damaged_prepared_split_is_named_as_damaged_not_as_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let sets = setup(dir.path());
+    let split = find(&dir.path().join("data"), "train.wrnc").expect("the prepared train split");
+    let len = std::fs::metadata(&split).unwrap().len();
+    std::fs::OpenOptions::new().write(true).open(&split).unwrap().set_len(len - 100).unwrap();
+    let out = wrn().arg("train").args(&sets).arg("--out").arg(dir.path().join("run")).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("cifar10's prepared train split cannot be used: ")
+            && err.contains(&split.display().to_string())
+            && err.contains("(truncated)")
+            && err.matches("run `wrn data verify cifar10`").count() == 1
+            && !err.contains("is not prepared"),
+        "{err}"
+    );
+}
