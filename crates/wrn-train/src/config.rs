@@ -45,6 +45,8 @@ pub enum ConfigError {
     Type { origin: String, key: String, expected: String },
     #[error("invalid configuration: {0}")]
     Invalid(String),
+    #[error("{origin}: '{key}': {message}")]
+    Value { origin: String, key: String, message: String },
 }
 
 /// Input preprocessing (recipe.md §3).
@@ -283,11 +285,22 @@ impl Experiment {
             }
         }
         let mut resolved = Value::try_from(Experiment::recipe(dataset)).expect("the recipe serialises");
+        let mut origins = std::collections::BTreeMap::new();
         for (origin, table) in layers {
-            merge(&mut resolved, table, &origin, "")?;
+            merge(&mut resolved, table, &origin, "", &mut origins)?;
         }
-        let experiment: Experiment =
-            resolved.try_into().map_err(|e: toml::de::Error| ConfigError::Invalid(e.message().to_string()))?;
+        // A value of the wrong type or out of its type's range names its key and where it was set.
+        let experiment: Experiment = serde_path_to_error::deserialize(resolved).map_err(|e| {
+            let key = e.path().to_string();
+            let origin = origins
+                .iter()
+                .filter(|(set, _)| {
+                    key == **set || key.starts_with(&format!("{set}.")) || key.starts_with(&format!("{set}["))
+                })
+                .max_by_key(|(set, _)| set.len())
+                .map_or("the recipe".to_string(), |(_, origin)| origin.clone());
+            ConfigError::Value { origin, key, message: e.into_inner().message().to_string() }
+        })?;
         experiment.validate()?;
         Ok(experiment)
     }
@@ -530,20 +543,31 @@ fn insert_dotted(table: &mut toml::Table, key: &str, value: Value) {
 }
 
 /// Merges `layer` into `base`; every key must already exist in `base` (the recipe has them all).
-fn merge(base: &mut Value, layer: toml::Table, origin: &str, prefix: &str) -> Result<(), ConfigError> {
+/// Merges `layer` (from `origin`) into `base`, recording in `origins` where each key it sets came from.
+fn merge(
+    base: &mut Value,
+    layer: toml::Table,
+    origin: &str,
+    prefix: &str,
+    origins: &mut std::collections::BTreeMap<String, String>,
+) -> Result<(), ConfigError> {
     let base = base.as_table_mut().expect("tables merge into tables");
     for (key, value) in layer {
         let path = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
         let known = base.keys().cloned().collect::<Vec<_>>().join(", ");
         match (base.get_mut(&key), value) {
-            (Some(slot @ Value::Table(_)), Value::Table(inner)) => merge(slot, inner, origin, &path)?,
+            (Some(slot @ Value::Table(_)), Value::Table(inner)) => merge(slot, inner, origin, &path, origins)?,
             (Some(Value::Table(_)), _) => {
                 return Err(ConfigError::Type { origin: origin.into(), key: path, expected: "a table".into() })
             }
-            (Some(slot), value) => *slot = value,
+            (Some(slot), value) => {
+                *slot = value;
+                origins.insert(path, origin.to_string());
+            }
             // Optional values absent from the recipe (serialised as missing) may be set.
             (None, value) if OPTIONAL.contains(&path.as_str()) => {
                 base.insert(key, value);
+                origins.insert(path, origin.to_string());
             }
             (None, _) => return Err(ConfigError::UnknownKey { origin: origin.into(), key: path, known }),
         }
@@ -567,6 +591,23 @@ const OPTIONAL: &[&str] = &[
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_value_of_the_wrong_type_names_its_key_and_where_it_was_set() {
+        let sets = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let err = Experiment::resolve(None, &sets(&["epochs=3", "optimizer.lr=abc"])).unwrap_err().to_string();
+        assert!(
+            err.starts_with("--set optimizer.lr=abc: 'optimizer.lr': invalid type: string \"abc\", expected f64"),
+            "{err}"
+        );
+        let err = Experiment::resolve(None, &sets(&["epochs=-1"])).unwrap_err().to_string();
+        assert!(err.starts_with("--set epochs=-1: 'epochs': invalid value: integer `-1`, expected u32"), "{err}");
+        let file = "batch_size = 128\n[schedule]\nmilestones = [60, \"x\"]\n";
+        let err = Experiment::resolve(Some(("exp.toml", file)), &[]).unwrap_err().to_string();
+        assert!(err.starts_with("exp.toml: 'schedule.milestones"), "{err}");
+        // An integer where the recipe has a float is the float.
+        assert_eq!(Experiment::resolve(None, &sets(&["optimizer.lr=1"])).unwrap().optimizer.lr, 1.0);
+    }
 
     #[test]
     fn the_recipes_are_the_papers() {
@@ -614,7 +655,7 @@ mod tests {
         let err = Experiment::resolve(None, &["dataset=mnist".into()]).unwrap_err().to_string();
         assert!(err.contains("unknown dataset 'mnist'"), "{err}");
         let err = Experiment::resolve(Some(("x.toml", "epochs = 'many'")), &[]).unwrap_err().to_string();
-        assert!(err.contains("invalid configuration"), "{err}");
+        assert_eq!(err, "x.toml: 'epochs': invalid type: string \"many\", expected u32");
         let err = Experiment::resolve(Some(("x.toml", "epochs = [")), &[]).unwrap_err().to_string();
         assert!(err.starts_with("x.toml: invalid TOML"), "{err}");
         // Values with a fixed set of names say which names there are.
