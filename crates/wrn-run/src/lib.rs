@@ -131,9 +131,14 @@ impl RunFolder {
     pub fn read_result(&self) -> Result<Option<RunResult>, Error> {
         let path = self.file(RESULT);
         match std::fs::read_to_string(&path) {
-            Ok(text) => serde_json::from_str(&text)
-                .map(Some)
-                .map_err(|e| Error::Format { path: path.clone(), message: e.to_string() }),
+            Ok(text) => {
+                let result: RunResult = serde_json::from_str(&text)
+                    .map_err(|e| Error::Format { path: path.clone(), message: e.to_string() })?;
+                match result.implausible() {
+                    Some(message) => Err(Error::Format { path, message }),
+                    None => Ok(Some(result)),
+                }
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(source) => Err(Error::Io { path, source }),
         }
@@ -349,6 +354,28 @@ mod tests {
         later["later"] = 1.into();
         std::fs::write(run.file(RESULT), later.to_string()).unwrap();
         assert!(is_finished(dir.path()));
+        // Figures no run can have are a damaged file, not a result.
+        for (bad, why) in [
+            (
+                RunResult { final_test_error: Some(-50.0), ..result(Status::Finished) },
+                "final_test_error is -50, not a percentage",
+            ),
+            (
+                RunResult { best_test_error: Some(1e308), ..result(Status::Finished) },
+                "best_test_error is 1e308, not a percentage",
+            ),
+            (
+                RunResult { final_test_error: None, ..result(Status::Finished) },
+                "a finished run without its final_test_error",
+            ),
+            (RunResult { median_epoch_seconds: Some(-1.0), ..result(Status::Finished) }, "median_epoch_seconds is -1"),
+            (RunResult { epochs_done: 9, ..result(Status::Finished) }, "9 epochs done of 4 planned"),
+        ] {
+            run.write_result(&bad).unwrap();
+            let err = run.read_result().unwrap_err().to_string();
+            assert!(err.contains("result.json") && err.ends_with(why), "{err}");
+            assert_eq!(progress_of(dir.path()), Progress::Resume);
+        }
         // A result the report cannot read (a field missing) is none to the sweep either: the run resumes.
         std::fs::write(run.file(RESULT), r#"{"status": "finished"}"#).unwrap();
         assert!(!is_finished(dir.path()));

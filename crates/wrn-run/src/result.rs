@@ -87,6 +87,33 @@ impl RunResult {
         self.status == Status::Finished && self.epochs_done >= self.epochs_planned
     }
 
+    /// Why the figures cannot be a run's, if they cannot: an error rate that is not a percentage, a finished
+    /// run without its test error, an epoch time that is negative or not finite, more epochs done than
+    /// planned. Such a file is read as damaged, never as a result.
+    pub fn implausible(&self) -> Option<String> {
+        let rates = [
+            ("final_test_error", self.final_test_error),
+            ("final_test_top5_error", self.final_test_top5_error),
+            ("best_test_error", self.best_test_error),
+        ];
+        if let Some((name, v)) =
+            rates.iter().find_map(|(n, v)| v.filter(|v| !(0.0..=100.0).contains(v)).map(|v| (n, v)))
+        {
+            let v = if v.abs() < 1e6 { format!("{v}") } else { format!("{v:e}") };
+            return Some(format!("{name} is {v}, not a percentage"));
+        }
+        if self.status == Status::Finished && self.final_test_error.is_none() {
+            return Some("a finished run without its final_test_error".into());
+        }
+        if let Some(s) = self.median_epoch_seconds.filter(|s| !s.is_finite() || *s < 0.0) {
+            return Some(format!("median_epoch_seconds is {s}"));
+        }
+        if self.epochs_done > self.epochs_planned {
+            return Some(format!("{} epochs done of {} planned", self.epochs_done, self.epochs_planned));
+        }
+        None
+    }
+
     /// Whether it trained on GPUs (`cuda:0`, `cuda × 4 ranks (a GPU each)`), not on the CPU.
     pub fn on_gpu(&self) -> bool {
         self.device.starts_with("cuda")

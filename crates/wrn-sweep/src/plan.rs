@@ -425,7 +425,8 @@ reference = "Lin et al."
 
     /// A finished run's `result.json`.
     const FINISHED: &str = r#"{"status": "finished", "dataset": "cifar10", "arch": "wrn-10-1", "seed": 1,
-        "epochs_planned": 1, "epochs_done": 1, "full_scale": false, "parameters": 1, "device": "cpu"}"#;
+        "epochs_planned": 1, "epochs_done": 1, "full_scale": false, "parameters": 1, "device": "cpu",
+        "final_test_error": 5.0}"#;
 
     fn write(dir: &Path, name: &str, text: &str) {
         std::fs::create_dir_all(dir).unwrap();
