@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 
 #[derive(clap::Args)]
 #[command(args_conflicts_with_subcommands = true)]
@@ -151,15 +151,31 @@ fn nightly(args: NightlyArgs) -> Result<ExitCode> {
     Ok(if result.passed { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
+/// Every row of the tables in `dir` that has runs to show is one `wrn train` accepts: a row it would refuse
+/// (an unknown setting, a value out of range) is an error naming it, never a row shown as merely missing
+/// its runs.
+fn every_row_trains(dir: &std::path::Path) -> Result<()> {
+    for table in wrn_tables::load_dir(dir)? {
+        for row in table.trainable() {
+            wrn_train::config::Experiment::resolve(None, &row.sets()).with_context(|| {
+                format!("{}: row '{}' cannot be trained", dir.join(format!("{}.toml", table.id)).display(), row.id)
+            })?;
+        }
+    }
+    Ok(())
+}
+
 pub fn run(args: Args) -> Result<ExitCode> {
     match args.command {
         Some(Sub::Nightly(nightly_args)) => return nightly(nightly_args),
         Some(Sub::Collect(collect_args)) => return collect(collect_args),
         None => {}
     }
+    let tables = args.tables.unwrap_or_else(wrn_tables::default_dir);
+    every_row_trains(&tables)?;
     let options = wrn_report::Options {
         runs: args.runs,
-        tables: args.tables.unwrap_or_else(wrn_tables::default_dir),
+        tables,
         only: args.table,
         out: (!args.check).then_some(args.out),
         readme: args.readme.clone(),

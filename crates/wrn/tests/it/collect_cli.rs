@@ -25,3 +25,29 @@ fn collect_leaves_a_run_in_progress_and_says_what_comes_next() {
     assert!(stdout.contains("0 run(s) copied into") && stdout.contains("1 left; now run `make report`"), "{stdout}");
     assert!(!results.exists(), "nothing copied");
 }
+
+#[test]
+fn a_table_row_that_cannot_train_is_an_error_of_the_report_not_a_missing_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let tables = dir.path().join("tables");
+    std::fs::create_dir_all(&tables).unwrap();
+    let table = "title = \"t\"\nsource = \"s\"\nstatistic = \"single run\"\nseeds = 1\n[columns]\ntest_error = \"%\"\n\
+                 [[row]]\nid = \"typo\"\nlabel = \"WRN-10-1\"\ndataset = \"cifar10\"\narch = \"wrn-10-1\"\n\
+                 train = { batch_sise = 64 }\n";
+    std::fs::write(tables.join("mine.toml"), table).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_wrn"))
+        .args(["report", "--tables"])
+        .arg(&tables)
+        .arg("--runs")
+        .arg(dir.path().join("runs"))
+        .arg("--out")
+        .arg(dir.path().join("report"))
+        .output()
+        .expect("wrn runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let file = tables.join("mine.toml");
+    assert!(err.contains(&format!("{}: row 'typo' cannot be trained", file.display())), "{err}");
+    assert!(err.contains("unknown key 'batch_sise'"), "{err}");
+    assert!(!dir.path().join("report").exists(), "no report of a table that cannot be trained");
+}
