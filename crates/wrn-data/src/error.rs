@@ -10,8 +10,9 @@ use std::path::PathBuf;
 /// Everything that can go wrong while reading manifests, fetching, verifying or preparing data.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// Reading or writing `path` failed; `error` is the OS's reason, shown in the message.
-    #[error("{path}: {error}")]
+    /// Reading or writing `path` failed; `error` is the OS's reason, shown in the message (with what to do
+    /// when the disk is full).
+    #[error("{path}: {error}{}", full_disk_hint(error))]
     Io { path: PathBuf, error: std::io::Error },
     #[error("manifest {path}: {detail}")]
     Manifest { path: PathBuf, detail: String },
@@ -58,6 +59,18 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// What to do when a write failed for want of space: a download keeps what it has in its `.part` file
+/// and resumes from there, and a preparation starts its split again.
+fn full_disk_hint(error: &std::io::Error) -> &'static str {
+    match error.kind() {
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => {
+            "; free space on that disk (or choose another with --data-dir) and run the same command again: a \
+             download resumes where it stopped"
+        }
+        _ => "",
+    }
+}
+
 impl From<wrn_fs::Error> for Error {
     fn from(e: wrn_fs::Error) -> Error {
         Error::Io { path: e.path, error: e.source }
@@ -78,5 +91,20 @@ pub(crate) trait IoContext<T> {
 impl<T> IoContext<T> for std::io::Result<T> {
     fn at(self, path: impl Into<PathBuf>) -> Result<T> {
         self.map_err(|error| Error::Io { path: path.into(), error })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_disk_says_what_to_do() {
+        let full = Error::Io { path: "/d/x.part".into(), error: std::io::Error::from_raw_os_error(28) };
+        let text = full.to_string();
+        assert!(text.starts_with("/d/x.part: No space left on device (os error 28); free space"), "{text}");
+        assert!(text.ends_with("a download resumes where it stopped"), "{text}");
+        let other = Error::Io { path: "/d/x".into(), error: std::io::Error::from_raw_os_error(2) };
+        assert_eq!(other.to_string(), "/d/x: No such file or directory (os error 2)");
     }
 }

@@ -95,11 +95,10 @@ pub fn prepare(store: &Store, manifest: &Manifest) -> Result<Vec<PreparedReport>
         if Some(&(labels.len() as u64)) != manifest.splits.get(split) {
             return Err(Error::Format {
                 path,
-                detail: format!(
-                    "{} images, the manifest says {:?} for `{split}`",
-                    labels.len(),
-                    manifest.splits.get(split)
-                ),
+                detail: match manifest.splits.get(split) {
+                    Some(n) => format!("{} images, the manifest says {n} for `{split}`", labels.len()),
+                    None => format!("{} images of a split `{split}` the manifest does not list", labels.len()),
+                },
             });
         }
         let meta = SplitMeta {

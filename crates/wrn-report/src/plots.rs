@@ -90,10 +90,17 @@ impl Plot {
     /// Writes the plot as a PNG file, atomically (`wrn_fs`).
     pub fn write_png(&self, path: &Path) -> Result<(), ReportError> {
         let file = wrn_fs::AtomicFile::create(path)?;
+        // The backend's errors do not name the file it writes.
+        let at = |e: ReportError| match e {
+            ReportError::Plot(PlotError::Draw(why)) => {
+                ReportError::Plot(PlotError::Draw(format!("writing {}: {why}", path.display())))
+            }
+            other => other,
+        };
         {
             let root = BitMapBackend::new(file.path(), self.size()).into_drawing_area();
-            draw(&root, &self.title, &self.chart)?;
-            root.present().map_err(plot_error)?;
+            draw(&root, &self.title, &self.chart).map_err(at)?;
+            root.present().map_err(plot_error).map_err(at)?;
         }
         Ok(file.commit()?)
     }

@@ -214,6 +214,15 @@ pub(crate) fn open_data(exp: &Experiment, plan: &ThreadPlan, device: Device, sha
     if exp.dataset == Dataset::ImageNet {
         return open_imagenet(exp, plan, (device, shard), &store, manifest);
     }
+    if let Some(split) = exp.train_splits.iter().find(|s| !manifest.splits.contains_key(*s) || *s == "test") {
+        let splits: Vec<&str> = manifest.splits.keys().map(String::as_str).filter(|s| *s != "test").collect();
+        return Err(ConfigError::Invalid(format!(
+            "train_splits: {} has no training split '{split}' (its training splits: {})",
+            manifest.name,
+            splits.join(", ")
+        ))
+        .into());
+    }
     let train_parts = exp
         .train_splits
         .iter()
@@ -1076,7 +1085,10 @@ fn train_epoch(
         state.at.step += 1;
         state.sums.seen += whole as f64;
         batches.recycle(batch);
-        report_step(ctx, task.as_ref(), (epoch, state.at.step, per_epoch), &loss, images as f64 / secs(started));
+        // Reading the loss waits for the GPU: on CUDA only at the steps the divergence check reads it anyway.
+        let every = if device.is_cuda() { DIVERGENCE_CHECK } else { 10 };
+        let at = (epoch, state.at.step, per_epoch, every);
+        report_step(ctx, task.as_ref(), at, &loss, images as f64 / secs(started));
         let mut plan =
             policy.after_step(state.at.step, per_epoch, ctx.options.stop.load(Ordering::SeqCst), Instant::now());
         if let Some(dist) = &setup.dist {
@@ -1129,11 +1141,17 @@ fn secs(started: Instant) -> f64 {
     started.elapsed().as_secs_f64().max(1e-9)
 }
 
-/// Shows the step count and, every ten steps, the loss and rate on the epoch's task; logs a line every
+/// Shows the step count and, every `every` steps, the loss and rate on the epoch's task; logs a line every
 /// tenth of an epoch where `log_steps` asks for it (logs and pipes, which see no task drawn).
-fn report_step(ctx: &Ctx, task: &dyn Task, (epoch, step, per_epoch): (u32, usize, usize), loss: &Tensor, rate: f64) {
+fn report_step(
+    ctx: &Ctx,
+    task: &dyn Task,
+    (epoch, step, per_epoch, every): (u32, usize, usize, usize),
+    loss: &Tensor,
+    rate: f64,
+) {
     task.advance(1);
-    if step.is_multiple_of(10) || step == per_epoch {
+    if step.is_multiple_of(every) || step == per_epoch {
         task.message(&format!("loss {:.3}  {rate:.0} img/s", loss.double_value(&[])));
     }
     if ctx.options.log_steps && per_epoch >= 10 && step.is_multiple_of(per_epoch / 10) {

@@ -77,10 +77,10 @@ fn checked_devkit(path: &Path, devkit: &FileEntry, manifest: &Manifest) -> Resul
     let file = prepare_shared::open_source(path, devkit)?;
     let (index, labels, sha256) = read_devkit_hashed(HashingReader::new(file), path, manifest.classes.count)?;
     prepare_shared::check_source(path, devkit, manifest, &sha256)?;
-    if split_len(manifest, "val").is_some_and(|n| n != labels.len() as u64) {
+    if let Some(n) = split_len(manifest, "val").filter(|&n| n != labels.len() as u64) {
         return Err(Error::Format {
             path: path.join(GROUND_TRUTH_MEMBER),
-            detail: format!("{} labels, the manifest says {:?} val images", labels.len(), split_len(manifest, "val")),
+            detail: format!("{} labels, the manifest says {n} val images", labels.len()),
         });
     }
     Ok((index, labels))

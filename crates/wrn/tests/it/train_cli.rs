@@ -218,6 +218,16 @@ fn find(dir: &Path, name: &str) -> Option<PathBuf> {
 fn a_damaged_prepared_split_is_named_as_damaged_not_as_missing() {
     let dir = tempfile::tempdir().unwrap();
     let sets = setup(dir.path());
+    // A split the dataset does not have is named with the ones it has.
+    let out = wrn()
+        .arg("train")
+        .args(&sets)
+        .args(["--set", "train_splits=[\"nope\"]", "--out"])
+        .arg(dir.path().join("nope"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("train_splits: cifar10 has no training split 'nope' (its training splits: train)"), "{err}");
     let split = find(&dir.path().join("data"), "train.wrnc").expect("the prepared train split");
     let len = std::fs::metadata(&split).unwrap().len();
     std::fs::OpenOptions::new().write(true).open(&split).unwrap().set_len(len - 100).unwrap();
