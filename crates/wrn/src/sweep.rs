@@ -281,24 +281,10 @@ fn driver_gpus() -> Result<usize, NoDriver> {
 /// The measured pace of `on`: recorded in the cache, or measured now when asked (`--calibrate`) or when a
 /// GPU has none recorded.
 fn pace(on: PaceOn, calibrate: bool) -> Result<Option<Pace>> {
-    let (device, choice) = match on {
-        PaceOn::Gpu(i) => (tch::Device::Cuda(i as usize), wrn_train::runtime::DeviceChoice::Cuda(i as usize)),
-        PaceOn::Cpu => (tch::Device::Cpu, wrn_train::runtime::DeviceChoice::Cpu),
+    let choice = match on {
+        PaceOn::Gpu(i) => wrn_train::runtime::DeviceChoice::Cuda(i as usize),
+        PaceOn::Cpu => wrn_train::runtime::DeviceChoice::Cpu,
     };
-    let name = cost::device_name(device);
-    let path = cost::paces_path();
-    let recorded = cost::recorded_pace(&path, &name);
-    if !wrn_sweep::must_measure(calibrate, recorded.is_some(), on) {
-        return Ok(recorded);
-    }
-    let selected = wrn_train::runtime::select_device(choice)?;
-    let (batch, steps) = if device.is_cuda() { (128, 20) } else { (16, 2) };
-    note!("sweep: measuring the training pace of {name} (WRN-28-10, batch {batch}, {steps} steps)...");
-    let options = wrn_train::check::CheckOptions { optimizer_step: true, ..Default::default() };
-    let check = wrn_train::check::forward_backward(&"wrn-28-10".parse()?, selected.device, batch, steps, options)?;
-    let measured_at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let pace = Pace { device: name, images_per_second: check.images_per_second, batch, measured_at };
-    cost::record_pace(&path, &pace)?;
-    note!("sweep: {:.1} WRN-28-10 images/s on {}, kept in {}", pace.images_per_second, pace.device, path.display());
-    Ok(Some(pace))
+    let measure = |recorded| wrn_sweep::must_measure(calibrate, recorded, on);
+    Ok(cost::pace(choice, measure, |line| note!("sweep: {line}"))?)
 }
