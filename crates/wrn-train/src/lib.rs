@@ -13,6 +13,8 @@
 //! - [`eval`]: weights (a checkpoint, a torchvision or official-port state dict, or the authors'
 //!   export) evaluated on a prepared split into a run folder marked evaluated, never trained.
 //! - [`graphed`]: training steps captured once in a CUDA graph and replayed (`cuda_graphs = true`).
+//! - [`input`]: the data a run trains on, opened and carried to its device.
+//! - [`error`]: what can stop a training run.
 //! - [`trainer`]: the training loop: epochs, evaluation, metrics, checkpoints, resume, interruption.
 //! - [`policy`]: when the loop checkpoints and stops (minutes, steps, a stop request), as a value.
 //! - [`world`]: one run over several processes: the ranks (from `--nproc`, torchrun or Slurm) and what
@@ -30,8 +32,10 @@ pub mod cost;
 pub mod datasets;
 pub mod driver;
 pub mod environment;
+pub mod error;
 pub mod eval;
 pub mod graphed;
+pub mod input;
 pub mod parity;
 pub mod policy;
 pub mod run;
