@@ -1,6 +1,6 @@
 //! The data a run trains on, opened and carried to its device: the augmentation presets of a recipe,
 //! the prepared splits behind the training and test loaders (or ImageNet's encoded shards), each split
-//! checked against the manifest first (a damaged one is named as such), and [`Input`], which copies a
+//! checked against the manifest first (a damaged one is named as such), and `Input`, which copies a
 //! batch into pinned host memory and onto the device, normalising `u8` pixels there.
 
 use std::sync::Arc;
