@@ -10,7 +10,8 @@ CARGO := . ./$(TORCH_ENV) && cargo
 WRN := . ./$(TORCH_ENV) && ./target/release/wrn
 
 .PHONY: help libtorch libtorch-cuda test-libtorch-cuda build test test-rust test-bootstrap test-slurm lint fmt doctor demo bench bench-peers gpu-check \
-	clean reproduce-cifar reproduce-imagenet nightly results test-torchrun $(TABLES)
+	clean reproduce-cifar reproduce-imagenet nightly results test-torchrun report test-browser test-user rehearse-gpu-acceptance \
+	test-gpu-acceptance $(TABLES)
 
 # Reproduction settings, passed through to `wrn sweep`: SCALE=full|smoke|0.1, GPUS=0,1 (or none),
 # SEEDS=N (default: each table's), DATA_DIR=/data (default: data/ or $$WRN_DATA_DIR), RUNS=folder.
@@ -44,10 +45,10 @@ build: libtorch ## Build the release binary target/release/wrn
 
 test: lint test-rust test-bootstrap test-slurm test-torchrun test-browser test-gpu-acceptance rehearse-gpu-acceptance test-user ## Everything CI checks: formatting, clippy, all tests
 
-test-rust: libtorch
+test-rust: libtorch ## The workspace's Rust tests (unit, integration, doc)
 	$(CARGO) test --workspace --all-targets
 
-test-bootstrap:
+test-bootstrap: ## ci/libtorch.sh's failure paths, on wheels made here in the real format (no network)
 	ci/test-libtorch.sh
 
 test-slurm: build ## wrn sweep --slurm against a real single-node Slurm (installs slurm-wlm when missing)
@@ -96,7 +97,6 @@ $(TABLES): build ## One paper table (make t4 SCALE=smoke GPUS=0,1): sweep -> rep
 	$(WRN) sweep --table $@ $(SWEEP_FLAGS)
 	$(WRN) report --runs $(RUNS) --table $@ --out reports/generated/$(SCALE)
 
-.PHONY: report test-browser
 report: build ## Report on $(RUNS) into reports/generated/; README results section from reports/results/
 	$(WRN) report --runs $(RUNS) --out reports/generated --readme README.md
 
@@ -116,17 +116,14 @@ bench-peers: build ## wrn vs PyTorch on this CPU, same run: training steps (eage
 gpu-check: ## Stage the GPU acceptance bundle in dist/gpu-check (run gpu-acceptance.sh run OUT on a GPU machine)
 	ci/gpu-acceptance.sh stage
 
-.PHONY: test-user
 test-user: build ## `make demo` in a fresh clone as a new unprivileged user, wrn-user (run as root: it creates the user)
 	ci/test-user.sh
 
-.PHONY: rehearse-gpu-acceptance
 rehearse-gpu-acceptance: build ## Every gate of the GPU acceptance script on this CPU at toy sizes (checks the script; installs PyTorch like bench-peers)
 	rm -rf target/gpu-rehearsal
 	PYTHON=$$(benches/peers/venv.sh) WRN_BIN=target/release/wrn GPU_ACCEPTANCE_WORK=target/gpu-rehearsal/work \
 	  ci/gpu-acceptance.sh rehearse target/gpu-rehearsal
 
-.PHONY: test-gpu-acceptance
 test-gpu-acceptance: ## ci/gpu-acceptance.sh without a GPU: stops at preflight with the reason (fake nvidia-smi, ldd)
 	ci/test-gpu-acceptance.sh
 

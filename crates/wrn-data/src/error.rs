@@ -16,7 +16,7 @@ pub enum Error {
     Io { path: PathBuf, error: std::io::Error },
     #[error("manifest {path}: {detail}")]
     Manifest { path: PathBuf, detail: String },
-    #[error("unknown dataset `{0}` (known: cifar10, cifar100, svhn, imagenet; or pass --manifest FILE)")]
+    #[error("unknown dataset `{0}` (known: {known}; or pass --manifest FILE)", known = crate::manifest::builtin_names())]
     UnknownDataset(String),
     #[error("{path}: size {actual} bytes, expected {expected} bytes ({kind})")]
     Size { path: PathBuf, expected: u64, actual: u64, kind: &'static str },

@@ -153,6 +153,11 @@ fn is_false(b: &bool) -> bool {
     !*b
 }
 
+/// The names of the built-in datasets, as a message lists them (`cifar10, cifar100, svhn, imagenet`).
+pub fn builtin_names() -> String {
+    BUILTIN.iter().map(|(name, _)| *name).collect::<Vec<_>>().join(", ")
+}
+
 /// The built-in manifests, as shipped in `datasets/`.
 pub const BUILTIN: [(&str, &str); 4] = [
     ("cifar10", include_str!("../../../datasets/cifar10.toml")),

@@ -384,7 +384,15 @@ fn compressed<R: Read>(r: &mut Reader<R>, n: u64) -> Result<(String, Value)> {
     Ok(var)
 }
 
+/// One data element: up to 4 bytes in MATLAB's small format (size and type in one word, the data in
+/// the next), as `save` writes a short name; else a tag of two words and the data padded to 8 bytes.
 fn put_element(out: &mut Vec<u8>, kind: u32, data: &[u8]) {
+    if !data.is_empty() && data.len() <= 4 {
+        out.extend(((data.len() as u32) << 16 | kind).to_le_bytes());
+        out.extend(data);
+        out.resize(out.len().div_ceil(8) * 8, 0);
+        return;
+    }
     out.extend(kind.to_le_bytes());
     out.extend((data.len() as u32).to_le_bytes());
     out.extend(data);
@@ -478,6 +486,11 @@ pub fn doubles(dims: &[u32], values: &[f64]) -> Value {
         mi_type: MI_DOUBLE,
         raw: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
     }
+}
+
+/// A `dims` numeric array of bytes (`uint8`), as SVHN's images and labels are stored.
+pub fn uint8(dims: &[u32], values: &[u8]) -> Value {
+    Value::Numeric { dims: dims.to_vec(), mi_type: MI_UINT8, raw: values.to_vec() }
 }
 
 /// A 1xN char array.

@@ -12,7 +12,7 @@
 //! Anything else (another header, a v7.3/HDF5 file, big-endian data, other dimensions or types, a label
 //! outside 1..=10, `X` and `y` of different lengths) is an error naming the file and the fault.
 
-use std::io::{BufReader, Write};
+use std::io::BufReader;
 use std::path::Path;
 
 use rayon::prelude::*;
@@ -23,7 +23,7 @@ use crate::manifest::{FileEntry, Manifest};
 use crate::prepare::{self as shared, HashingReader, PreparedReport};
 use crate::store::Store;
 
-use crate::mat::{self, Value, MI_COMPRESSED, MI_INT32, MI_INT8, MI_MATRIX, MI_UINT32, MI_UINT8, MX_UINT8};
+use crate::mat::{self, Value, MI_UINT8};
 
 /// Images (NHWC) and class indices (digit) from an SVHN `.mat` file.
 pub fn read_svhn(path: &Path) -> Result<(Vec<u8>, Vec<u16>)> {
@@ -124,65 +124,6 @@ pub fn prepare(store: &Store, manifest: &Manifest) -> Result<Vec<PreparedReport>
     Ok(reports)
 }
 
-fn pad8(v: &mut Vec<u8>) {
-    while !v.len().is_multiple_of(8) {
-        v.push(0);
-    }
-}
-
-/// One `miMATRIX` of `uint8` values, uncompressed.
-pub fn matrix_bytes(name: &str, dims: &[u32], data: &[u8]) -> Vec<u8> {
-    let mut body = Vec::new();
-    body.extend(MI_UINT32.to_le_bytes());
-    body.extend(8u32.to_le_bytes());
-    body.extend(u32::from(MX_UINT8).to_le_bytes());
-    body.extend(0u32.to_le_bytes());
-    body.extend(MI_INT32.to_le_bytes());
-    body.extend((4 * dims.len() as u32).to_le_bytes());
-    dims.iter().for_each(|d| body.extend(d.to_le_bytes()));
-    pad8(&mut body);
-    if name.len() <= 4 {
-        body.extend(((name.len() as u32) << 16 | MI_INT8).to_le_bytes());
-        let mut padded = name.as_bytes().to_vec();
-        padded.resize(4, 0);
-        body.extend(padded);
-    } else {
-        body.extend(MI_INT8.to_le_bytes());
-        body.extend((name.len() as u32).to_le_bytes());
-        body.extend(name.as_bytes());
-        pad8(&mut body);
-    }
-    body.extend(MI_UINT8.to_le_bytes());
-    body.extend((data.len() as u32).to_le_bytes());
-    body.extend(data);
-    pad8(&mut body);
-    let mut out = Vec::with_capacity(body.len() + 8);
-    out.extend(MI_MATRIX.to_le_bytes());
-    out.extend((body.len() as u32).to_le_bytes());
-    out.extend(body);
-    out
-}
-
-/// A level-5 `.mat` file holding `vars` (name, dimensions, uint8 data), each as a zlib-compressed
-/// element, as MATLAB's `save` writes SVHN's files.
-pub fn write_mat(out: &mut impl Write, vars: &[(&str, &[u32], &[u8])]) -> std::io::Result<()> {
-    let mut header = b"MATLAB 5.0 MAT-file, Platform: GLNXA64, Created on: Thu Jan  1 00:00:00 1970".to_vec();
-    header.resize(116, b' ');
-    header.extend([0u8; 8]);
-    header.extend(0x0100u16.to_le_bytes());
-    header.extend(b"IM");
-    out.write_all(&header)?;
-    for (name, dims, data) in vars {
-        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
-        z.write_all(&matrix_bytes(name, dims, data))?;
-        let compressed = z.finish()?;
-        out.write_all(&MI_COMPRESSED.to_le_bytes())?;
-        out.write_all(&(compressed.len() as u32).to_le_bytes())?;
-        out.write_all(&compressed)?;
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -191,7 +132,8 @@ mod tests {
     fn mat(dir: &Path, name: &str, vars: &[(&str, &[u32], &[u8])]) -> PathBuf {
         let p = dir.join(name);
         let mut bytes = Vec::new();
-        write_mat(&mut bytes, vars).unwrap();
+        let values: Vec<(&str, Value)> = vars.iter().map(|(n, dims, data)| (*n, mat::uint8(dims, data))).collect();
+        mat::write(&mut bytes, &values.iter().map(|(n, v)| (*n, v)).collect::<Vec<_>>()).unwrap();
         std::fs::write(&p, bytes).unwrap();
         p
     }

@@ -300,7 +300,8 @@ pub fn synth_svhn(out: &Path, n: u64, seed: u64) -> Result<(Manifest, PathBuf)> 
         {
             let mut w = std::io::BufWriter::new(tmp.as_file());
             let dims = [32, 32, 3, *count as u32];
-            crate::svhn::write_mat(&mut w, &[("X", &dims, &x), ("y", &[*count as u32, 1], &y)]).at(tmp.path())?;
+            let (x, y) = (crate::mat::uint8(&dims, &x), crate::mat::uint8(&[*count as u32, 1], &y));
+            crate::mat::write(&mut w, &[("X", &x), ("y", &y)]).at(tmp.path())?;
             w.flush().at(tmp.path())?;
         }
         tmp.commit()?;

@@ -110,7 +110,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let store = Store::new(args.data_dir.clone().unwrap_or_else(dirs::data_dir));
     let one = |dataset: Option<&str>| -> Result<Manifest> {
         if dataset.is_none() && args.manifest.is_none() {
-            anyhow::bail!("name a dataset (cifar10, cifar100, svhn, imagenet) or pass --manifest FILE");
+            anyhow::bail!("name a dataset ({}) or pass --manifest FILE", wrn_data::manifest::builtin_names());
         }
         Ok(manifest::resolve(dataset, args.manifest.as_deref())?)
     };
