@@ -8,41 +8,45 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use clap::Parser;
+
+/// The options of `wrn report` that the library takes.
+#[derive(Parser)]
+struct Args {
+    /// The runs folder.
+    #[arg(long, default_value = "runs")]
+    runs: PathBuf,
+    /// The paper's tables.
+    #[arg(long, default_value_os_t = wrn_tables::default_dir())]
+    tables: PathBuf,
+    /// Only these tables; repeatable.
+    #[arg(long = "table")]
+    only: Vec<String>,
+    /// Where the report goes.
+    #[arg(long, default_value = "reports/generated")]
+    out: PathBuf,
+    /// A README whose results section is rewritten.
+    #[arg(long)]
+    readme: Option<PathBuf>,
+    /// The committed results the README's section is made from.
+    #[arg(long, default_value = "reports/results")]
+    results: PathBuf,
+    /// Check that the README's section is current; write nothing.
+    #[arg(long)]
+    check: bool,
+}
+
 fn main() -> ExitCode {
-    let mut options = wrn_report::Options {
-        runs: "runs".into(),
-        tables: wrn_tables::default_dir(),
-        only: Vec::new(),
-        out: Some("reports/generated".into()),
-        readme: None,
-        results: "reports/results".into(),
-        check: false,
+    let args = Args::parse();
+    let options = wrn_report::Options {
+        runs: args.runs,
+        tables: args.tables,
+        only: args.only,
+        out: (!args.check).then_some(args.out),
+        readme: args.readme,
+        results: args.results,
+        check: args.check,
     };
-    let mut args = std::env::args().skip(1);
-    while let Some(flag) = args.next() {
-        if flag == "--check" {
-            options.check = true;
-            continue;
-        }
-        let Some(value) = args.next() else {
-            eprintln!("error: {flag} needs a value");
-            return ExitCode::FAILURE;
-        };
-        match flag.as_str() {
-            "--runs" => options.runs = value.into(),
-            "--tables" => options.tables = value.into(),
-            "--table" => options.only.push(value),
-            "--out" => options.out = Some(PathBuf::from(value)),
-            "--readme" => options.readme = Some(value.into()),
-            "--results" => options.results = value.into(),
-            other => {
-                eprintln!(
-                    "error: unknown option {other} (--runs, --tables, --table, --out, --readme, --results, --check)"
-                );
-                return ExitCode::FAILURE;
-            }
-        }
-    }
     match wrn_report::run(&options) {
         Ok(outcome) => {
             if let Some(w) = outcome.written {
