@@ -209,7 +209,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
         note!("sweep: training on the CPU ({reason})");
     }
     let slots = placement.slots;
-    note!("sweep: {} slot(s): {}", slots.len(), slots.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", "));
+    let names = slots.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ");
+    let would = if args.dry_run { "would train on " } else { "" };
+    note!("sweep: {would}{} slot(s): {names}", slots.len());
     if args.dry_run {
         return Ok(ExitCode::SUCCESS);
     }

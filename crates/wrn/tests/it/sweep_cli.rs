@@ -398,7 +398,16 @@ fn a_dry_run_lists_every_run_with_its_state_and_an_estimate_that_says_its_basis(
     let again = dry_run(&[]);
     assert!(again.contains("(measured pace of "), "{again}");
 
-    // A dry run refuses the GPUs the sweep itself would refuse (this machine's libtorch has no CUDA).
+    // A dry run says where the runs would train, and refuses the GPUs the sweep itself would refuse (this
+    // machine's libtorch has no CUDA).
+    let mut cmd = wrn();
+    cmd.env("WRN_CACHE_DIR", dir.path().join("cache"))
+        .args(["sweep", "--table", "tiny", "--gpus", "none", "--dry-run", "--tables"])
+        .arg(dir.path().join("tables"))
+        .arg("--runs")
+        .arg(dir.path().join("runs"));
+    let err = text(&cmd.output().unwrap());
+    assert!(err.contains("sweep: would train on 1 slot(s): cpu#0"), "{err}");
     let mut cmd = wrn();
     cmd.env("WRN_CACHE_DIR", dir.path().join("cache"))
         .args(["sweep", "--table", "tiny", "--gpus", "0", "--dry-run", "--tables"])
