@@ -16,8 +16,9 @@ pub enum Error {
     Io { path: PathBuf, error: std::io::Error },
     #[error("manifest {path}: {detail}")]
     Manifest { path: PathBuf, detail: String },
-    #[error("unknown dataset `{0}` (known: {known}; or pass --manifest FILE)", known = crate::manifest::builtin_names())]
-    UnknownDataset(String),
+    /// `known`: the built-in datasets' names.
+    #[error("unknown dataset `{name}` (known: {known}; or pass --manifest FILE)")]
+    UnknownDataset { name: String, known: String },
     #[error("{path}: size {actual} bytes, expected {expected} bytes ({kind})")]
     Size { path: PathBuf, expected: u64, actual: u64, kind: &'static str },
     #[error("{path}: SHA-256 mismatch: expected {expected}, got {actual}")]

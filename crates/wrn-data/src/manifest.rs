@@ -202,8 +202,10 @@ impl Manifest {
 
     /// A built-in manifest by dataset name.
     pub fn builtin(name: &str) -> Result<Manifest> {
-        let (_, text) =
-            BUILTIN.iter().find(|(n, _)| *n == name).ok_or_else(|| Error::UnknownDataset(name.to_string()))?;
+        let (_, text) = BUILTIN
+            .iter()
+            .find(|(n, _)| *n == name)
+            .ok_or_else(|| Error::UnknownDataset { name: name.to_string(), known: builtin_names() })?;
         Manifest::parse(text, &Path::new("datasets").join(format!("{name}.toml")))
     }
 
@@ -393,7 +395,7 @@ pub fn resolve(dataset: Option<&str>, manifest: Option<&Path>) -> Result<Manifes
             Ok(m)
         }
         (Some(name), None) => Manifest::builtin(name),
-        (None, None) => Err(Error::UnknownDataset(String::new())),
+        (None, None) => Err(Error::UnknownDataset { name: String::new(), known: builtin_names() }),
     }
 }
 

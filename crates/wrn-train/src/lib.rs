@@ -20,6 +20,7 @@
 //! - [`world`]: one run over several processes: the ranks (from `--nproc`, torchrun or Slurm) and what
 //!   they share (c10d's store and Gloo group, through `wrn-torch-ext`), with a heartbeat that names a
 //!   rank that died.
+//! - [`ranks`]: the trainer's side of a run over several ranks (devices, broadcast, gradient reducer).
 //! - [`agree`]: what the ranks check with each other before their first step: the same run, a GPU each.
 //! - [`driver`]: the NVIDIA driver and the GPUs it sees, whatever libtorch can do with them.
 //! - [`environment`]: what this process runs on (versions, libraries, GPUs, threads, directories); shown by
@@ -38,6 +39,7 @@ pub mod graphed;
 pub mod input;
 pub mod parity;
 pub mod policy;
+pub mod ranks;
 pub mod run;
 pub mod runtime;
 pub mod sgd;
