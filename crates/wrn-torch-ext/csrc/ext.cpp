@@ -140,13 +140,14 @@ void wrn_group_free(wrn_group* g) {
   delete g;
 }
 
-// Sums `tensor` over the ranks, in place.
+// Sums `tensor` over the ranks, in place, through the group's dispatcher: a CPU tensor over Gloo, a CUDA
+// tensor over NCCL once attached (whose wait makes the current stream wait, not the host).
 char* wrn_group_allreduce_sum(wrn_group* g, void* tensor) {
   return guarded([&] {
     std::vector<at::Tensor> tensors{*static_cast<at::Tensor*>(tensor)};
     c10d::AllreduceOptions opts;
     opts.reduceOp = c10d::ReduceOp::SUM;
-    wait(g->backend->allreduce(tensors, opts));
+    wait(g->group->allreduce(tensors, opts));
   });
 }
 

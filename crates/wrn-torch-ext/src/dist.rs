@@ -189,9 +189,12 @@ impl Group {
         self.size
     }
 
-    /// Sums `tensor` (contiguous, on the CPU) over the ranks, in place.
+    /// Sums `tensor` (contiguous) over the ranks, in place: on the CPU over Gloo, on a GPU over NCCL when
+    /// attached (the GPU's current stream then waits for the sum; the host does not).
     pub fn all_reduce_sum(&self, tensor: &mut Tensor) -> Result<(), DistError> {
-        cpu_contiguous(tensor)?;
+        if !tensor.is_contiguous() {
+            return Err(DistError(format!("collectives take contiguous tensors (got {:?} strides)", tensor.stride())));
+        }
         // SAFETY: the group is live; the tensor outlives the (waited-for) collective.
         check(unsafe { wrn_group_allreduce_sum(self.raw, tensor.as_mut_ptr().cast()) })
     }

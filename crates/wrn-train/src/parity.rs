@@ -133,7 +133,20 @@ fn reduced_step(
     let params = parameters(&vs);
     let mut reducer = dist.reducer(&params)?;
     let logits = net.forward_t(x, true).to_kind(Kind::Float);
-    dist.backward(&mut reducer, &logits.cross_entropy_for_logits(y))?;
+    let loss = logits.cross_entropy_for_logits(y);
+    dist.backward(&mut reducer, &loss)?;
+    // A step's sums go over the group as the trainer's do, on the device (NCCL for a GPU's): one rank's
+    // sum is its own.
+    let mut sums = Tensor::stack(&[loss.detach().to_kind(Kind::Double), Tensor::from(2.0).to_device(device)], 0);
+    let before = sums.copy();
+    dist.all_reduce_sum(&mut sums, "the step's sums")?;
+    if !sums.equal(&before) {
+        return Err(WorldError::Env(format!(
+            "the sum of a step's figures over one rank is not the figures ({:?} after, {:?} before)",
+            Vec::<f64>::try_from(sums.to_device(Device::Cpu)).unwrap_or_default(),
+            Vec::<f64>::try_from(before.to_device(Device::Cpu)).unwrap_or_default()
+        )));
+    }
     Ok(on_cpu(params.iter().map(Tensor::grad)))
 }
 

@@ -661,7 +661,9 @@ fn train_epoch(
         let loss = match &setup.dist {
             None => train_step(model, step_seed, lr, &input, &mut totals, reduce)?,
             Some(dist) => {
-                let mut step = sums_from(Sums::default());
+                // Made on the device: a scalar copied from the host would wait for the GPU each step.
+                let zero = || Tensor::zeros([], (Kind::Double, device));
+                let mut step = Totals { loss: zero(), correct: zero() };
                 let loss = train_step(model, step_seed, lr, &input, &mut step, reduce)?;
                 add_over_ranks(dist, &step, &mut totals)?;
                 loss
