@@ -649,7 +649,8 @@ fn train_epoch(
     let mut finite_at = state.at.step;
     while let Some(batch) = next {
         let input = pending.take().expect("a batch on the device");
-        // Start copying the next batch while this one computes.
+        // Queue the next batch's copy now: the host fills its pinned buffer while the GPU still works through
+        // the steps queued before (the copy itself runs on the same stream, ahead of this step's kernels).
         next = batches.try_next().transpose()?;
         pending = next.as_ref().map(|b| setup.train_input.batch(b));
         let step_seed = step_seed(seed, epoch, state.at.step);
