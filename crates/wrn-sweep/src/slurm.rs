@@ -63,6 +63,11 @@ impl SlurmOptions {
         Ok(())
     }
 
+    /// The ranks that train each run: `nodes × tasks_per_node`, one by default.
+    pub fn ranks(&self) -> u32 {
+        self.nodes.unwrap_or(1) * self.tasks_per_node.unwrap_or(1)
+    }
+
     /// What the tasks train on: a GPU when the options ask Slurm for one, in any of its spellings
     /// (`--gres gpu:1`, or in the `--sbatch` lines `--gpus=2`, `--gpus-per-task=1`,
     /// `--gpus-per-node=a100:4`, `-G 1`, `--gres=gpu:1`, `--tres-per-task=gres/gpu:1`, a GPU's `shard` or
@@ -222,8 +227,7 @@ pub fn write_slurm(plan: &Plan, options: &SlurmOptions, exe: &Path, dir: &Path) 
     sbatch(format!("--output={output}"));
     sbatch("--requeue".into());
     sbatch("--signal=B:TERM@120".into());
-    let (nodes, per_node) = (options.nodes.unwrap_or(1), options.tasks_per_node.unwrap_or(1));
-    let ranks = nodes * per_node;
+    let (nodes, per_node, ranks) = (options.nodes.unwrap_or(1), options.tasks_per_node.unwrap_or(1), options.ranks());
     if ranks > 1 {
         sbatch(format!("--nodes={nodes}"));
         sbatch(format!("--ntasks-per-node={per_node}"));

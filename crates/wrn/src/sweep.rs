@@ -182,10 +182,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
     if args.slurm {
         let slurm = slurm_options(&args, &names);
         let on = slurm.device();
-        let at_once = Concurrency::Slurm {
-            at_once: args.max_parallel.map(|n| n as usize),
-            per_run: (args.nodes.unwrap_or(1) * args.gpus_per_node.or(args.tasks_per_node).unwrap_or(1)) as usize,
-        };
+        let at_once =
+            Concurrency::Slurm { at_once: args.max_parallel.map(|n| n as usize), per_run: slurm.ranks() as usize };
         let pace_on = wrn_sweep::slurm_pace_on(on, cuda_status);
         print_plan(&args, &plan, &names, &runs, on, pace_on, at_once)?;
         match wrn_sweep::write_slurm(&plan, &slurm, &exe, &runs)? {

@@ -198,6 +198,12 @@ fn wrn_with_stub_driver(driver: &Path) -> Command {
     cmd
 }
 
+/// The task list beside the Slurm script a sweep's output says it wrote.
+fn tasks_written(out: &str) -> std::path::PathBuf {
+    let script = out.lines().find_map(|l| l.strip_prefix("wrote ")).unwrap_or_else(|| panic!("{out}"));
+    wrn_sweep::slurm::tasks_file(Path::new(script))
+}
+
 /// Marks every run of the tiny table at smoke scale finished, so a sweep over it starts no run.
 fn finish_all(s: &Setup) {
     for (arch, seed) in [("wrn-10-1", 1), ("wrn-10-1", 2), ("wrn-16-4", 1)] {
@@ -318,8 +324,7 @@ fn a_slurm_task_for_cuda_fails_with_the_reason_rather_than_train_on_the_cpu() {
     let mut cmd = wrn();
     tiny_sweep(&s, &mut cmd);
     let out = ok(cmd.args(["--row", "wide", "--slurm", "--gres", "gpu:1"]));
-    let script = out.lines().find_map(|l| l.strip_prefix("wrote ")).unwrap_or_else(|| panic!("{out}"));
-    let tasks = wrn_sweep::slurm::tasks_file(Path::new(script));
+    let tasks = tasks_written(&out);
     let json = std::fs::read_to_string(&tasks).unwrap();
     assert!(json.contains("\"device\": \"cuda\""), "{json}");
     let mut cmd = wrn_with_stub_driver(&driver);
@@ -343,15 +348,13 @@ fn a_slurm_task_for_the_cpu_that_slurm_granted_gpus_stops_and_says_how_to_ask_fo
     tiny_sweep(&s, &mut cmd);
     // A GPU asked for in a spelling the sweep recognises makes a cuda task list.
     let out = ok(cmd.args(["--row", "wide", "--slurm", "--sbatch=--gpus-per-task=1"]));
-    let script = out.lines().find_map(|l| l.strip_prefix("wrote ")).unwrap_or_else(|| panic!("{out}"));
-    let json = std::fs::read_to_string(wrn_sweep::slurm::tasks_file(Path::new(script))).unwrap();
+    let json = std::fs::read_to_string(tasks_written(&out)).unwrap();
     assert!(json.contains("\"device\": \"cuda\""), "{json}");
     // A CPU list run where Slurm granted the job GPUs: no run starts.
     let mut cmd = wrn();
     tiny_sweep(&s, &mut cmd);
     let out = ok(cmd.args(["--row", "wide", "--slurm", "--sbatch=--account=lab"]));
-    let script = out.lines().find_map(|l| l.strip_prefix("wrote ")).unwrap_or_else(|| panic!("{out}"));
-    let tasks = wrn_sweep::slurm::tasks_file(Path::new(script));
+    let tasks = tasks_written(&out);
     // The driver sees the GPUs too (a stand-in driver with two).
     let driver = crate::common::stub_driver(s.dir.path());
     let mut cmd = wrn_with_stub_driver(&driver);
@@ -367,16 +370,16 @@ fn a_dry_run_lists_every_run_with_its_state_and_an_estimate_that_says_its_basis(
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("tables")).unwrap();
     std::fs::write(dir.path().join("tables/tiny.toml"), TABLE).unwrap();
-    let dry_run = |extra: &[&str]| {
+    let command = |gpus: &str| {
         let mut cmd = wrn();
         cmd.env("WRN_CACHE_DIR", dir.path().join("cache"))
-            .args(["sweep", "--table", "tiny", "--gpus", "none", "--dry-run", "--tables"])
+            .args(["sweep", "--table", "tiny", "--gpus", gpus, "--dry-run", "--tables"])
             .arg(dir.path().join("tables"))
             .arg("--runs")
-            .arg(dir.path().join("runs"))
-            .args(extra);
-        ok(&mut cmd)
+            .arg(dir.path().join("runs"));
+        cmd
     };
+    let dry_run = |extra: &[&str]| ok(command("none").args(extra));
     // Nothing measured on this machine: the paper's pace, and how to measure this one's.
     let out = dry_run(&[]);
     let rows: Vec<&str> = out.lines().filter(|l| l.starts_with("  tiny/")).collect();
@@ -400,21 +403,9 @@ fn a_dry_run_lists_every_run_with_its_state_and_an_estimate_that_says_its_basis(
 
     // A dry run says where the runs would train, and refuses the GPUs the sweep itself would refuse (this
     // machine's libtorch has no CUDA).
-    let mut cmd = wrn();
-    cmd.env("WRN_CACHE_DIR", dir.path().join("cache"))
-        .args(["sweep", "--table", "tiny", "--gpus", "none", "--dry-run", "--tables"])
-        .arg(dir.path().join("tables"))
-        .arg("--runs")
-        .arg(dir.path().join("runs"));
-    let err = text(&cmd.output().unwrap());
+    let err = text(&command("none").output().unwrap());
     assert!(err.contains("sweep: would train on 1 slot(s): cpu#0"), "{err}");
-    let mut cmd = wrn();
-    cmd.env("WRN_CACHE_DIR", dir.path().join("cache"))
-        .args(["sweep", "--table", "tiny", "--gpus", "0", "--dry-run", "--tables"])
-        .arg(dir.path().join("tables"))
-        .arg("--runs")
-        .arg(dir.path().join("runs"));
-    let out = cmd.output().unwrap();
+    let out = command("0").output().unwrap();
     let err = text(&out);
     assert!(!out.status.success() && err.contains("error: --gpus 0: CUDA cannot be used: "), "{err}");
 }
