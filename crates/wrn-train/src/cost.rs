@@ -156,9 +156,7 @@ pub fn record_pace(path: &std::path::Path, pace: &Pace) -> Result<(), wrn_fs::Er
 /// the CPU's model and the cores this process may use.
 pub fn device_name(device: tch::Device) -> String {
     if let tch::Device::Cuda(index) = device {
-        if let Some(gpu) =
-            crate::driver::cuda_driver().ok().and_then(|d| d.devices.into_iter().find(|g| g.index == index))
-        {
+        if let Some(gpu) = crate::driver::gpu(index) {
             return gpu.name;
         }
     }

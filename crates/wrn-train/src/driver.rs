@@ -127,6 +127,12 @@ pub fn cuda_driver() -> Result<Driver, DriverError> {
     DRIVER.get_or_init(query).clone()
 }
 
+/// GPU `index` (among the GPUs this process sees) as the driver describes it, when the driver
+/// can be asked and has it.
+pub fn gpu(index: usize) -> Option<Gpu> {
+    cuda_driver().ok()?.devices.into_iter().find(|g| g.index == index)
+}
+
 fn query() -> Result<Driver, DriverError> {
     let lib = driver_library().ok_or(DriverError::NotInstalled)?;
     let call = |call: &'static str, code: i32| -> Result<(), DriverError> {

@@ -65,7 +65,7 @@ pub(crate) fn rank_device(choice: DeviceChoice, world: &World) -> Result<DeviceC
 /// The UUID of the GPU `device` is, as the driver gives it; `None` on the CPU or from a driver without one.
 pub(crate) fn gpu_uuid(device: Device) -> Option<String> {
     let Device::Cuda(index) = device else { return None };
-    crate::driver::cuda_driver().ok()?.devices.into_iter().find(|g| g.index == index)?.uuid
+    crate::driver::gpu(index)?.uuid
 }
 
 /// Refuses a run whose smallest training batch has fewer images than there are ranks (some rank would

@@ -174,7 +174,7 @@ pub fn compiled_capabilities(libtorch_version: &str) -> Option<((u32, u32), u32)
 /// Why GPU `index` cannot run this libtorch's kernels, when it cannot.
 fn unsupported_gpu(index: usize) -> Option<String> {
     let version = libtorch_dir().as_deref().and_then(libtorch_version)?;
-    let gpu = driver::cuda_driver().ok()?.devices.into_iter().find(|g| g.index == index)?;
+    let gpu = driver::gpu(index)?;
     gpu_support_problem(&gpu, &version)
 }
 
